@@ -1,0 +1,149 @@
+"""Streaming reader of customer files: CSV with or without a header, any of , ; TAB |.
+
+It never holds the file in memory: rows stream from disk into the staging table, which
+de-duplicates whole addresses case-insensitively. Refusals (empty, binary, not UTF-8)
+raise `BadUpload` with a message fit for the customer.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from engine.domain.errors import DomainError
+
+HEADER_NAMES = ("email", "e-mail", "email address", "e-mail address", "emailaddress", "mail", "address")
+SNIFF_BYTES = 64 * 1024
+
+
+class BadUpload(DomainError):
+    pass
+
+
+@dataclass
+class FileReport:
+    """What the reader saw; `addresses` is filled by the staging table (unique ones)."""
+
+    sha256: str = ""
+    rows: int = 0
+    rows_without_address: int = 0
+    candidates: int = 0  # rows with an address, duplicates included
+    unique: int = 0
+    column: str = ""
+
+    @property
+    def duplicates(self) -> int:
+        return self.candidates - self.unique
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes and vets bytes as they stream past: NUL means binary; UTF-8 is checked strictly."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        if data:
+            if b"\x00" in data:
+                raise BadUpload("the file looks binary (it holds NUL bytes); upload a CSV or text file")
+            try:
+                self._utf8.decode(data)
+            except UnicodeDecodeError:
+                raise BadUpload(f"the file is not UTF-8 text (bad byte near offset {self.size}); "
+                                "save it as UTF-8 CSV") from None
+            self.digest.update(data)
+            self.size += len(data)
+        else:
+            try:
+                self._utf8.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise BadUpload("the file is not UTF-8 text (it ends inside a character)") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        return csv.excel
+
+
+def _pick_column(first_rows: list[list[str]]) -> tuple[int, bool, str]:
+    """(column index, whether the first row is a header, column label)."""
+    header = first_rows[0]
+    looks_like_header = not any("@" in cell for cell in header)
+    if looks_like_header:
+        names = [cell.strip().lower().lstrip("\ufeff") for cell in header]
+        for wanted in HEADER_NAMES:
+            if wanted in names:
+                index = names.index(wanted)
+                return index, True, header[index].strip()
+    body = first_rows[1:] if looks_like_header else first_rows
+    width = max((len(row) for row in body), default=len(header))
+    hits = [sum(1 for row in body if i < len(row) and "@" in row[i]) for i in range(width)]
+    index = max(range(width), key=lambda i: hits[i]) if width else 0
+    label = header[index].strip() if looks_like_header and index < len(header) else f"column {index + 1}"
+    return index, looks_like_header, label
+
+
+def read_addresses(path: str | Path, report: FileReport) -> Iterator[str]:
+    """Yields the address of every row that has one (duplicates included), in file order."""
+    with open(path, "rb") as raw:
+        hashing = _HashingReader(raw)
+        text = io.TextIOWrapper(io.BufferedReader(hashing), encoding="utf-8-sig", newline="")
+        sample = text.read(SNIFF_BYTES)
+        if not sample.strip():
+            raise BadUpload("the file is empty: it holds no addresses")
+        stream = _chain(sample, text)
+        rows = csv.reader(stream, _dialect(sample))
+        first_rows: list[list[str]] = []
+        for row in rows:
+            if any(cell.strip() for cell in row):
+                first_rows.append(row)
+            if len(first_rows) >= 100:
+                break
+        if not first_rows:
+            raise BadUpload("the file is empty: it holds no addresses")
+        column, has_header, report.column = _pick_column(first_rows)
+        body = first_rows[1:] if has_header else first_rows
+
+        def all_rows() -> Iterator[list[str]]:
+            yield from body
+            yield from rows
+
+        for row in all_rows():
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            report.rows += 1
+            value = row[column].strip() if column < len(row) else ""
+            if "@" not in value:
+                report.rows_without_address += 1
+                continue
+            report.candidates += 1
+            yield value
+        report.sha256 = hashing.digest.hexdigest()
+
+
+def _chain(head: str, rest: io.TextIOBase) -> Iterator[str]:
+    """Lines of `head` followed by the rest of the stream, without re-reading the sample."""
+    tail = ""
+    for line in io.StringIO(head, newline=""):
+        tail = line
+        if line.endswith(("\n", "\r")):
+            yield line
+            tail = ""
+    first_rest = rest.readline()
+    yield tail + first_rest
+    yield from rest

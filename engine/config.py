@@ -1,0 +1,24 @@
+"""Engine settings, from the environment (prefix VEC_) or a .env file."""
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VEC_", env_file=".env", extra="ignore")
+
+    store: str = Field("sqlite:///./vec.db", description="where the log lives")
+    chunk_size: int = Field(500, ge=1, le=100_000, description="addresses per chunk of a bulk task")
+    chunk_window: int = Field(4, ge=1, description="chunks of one task in flight at once")
+    workers: int = Field(8, ge=1, description="chunks verified at once across all tasks")
+    chunk_retries: int = Field(3, ge=0, description="retries of a chunk the provider rejects")
+    retry_backoff: float = Field(1.0, ge=0, description="seconds before the first chunk retry (doubles)")
+    partial_failure_threshold: float = Field(0.1, ge=0, le=1, description="fraction of failed chunks that fails a task")
+    outage_grace: float = Field(300.0, gt=0, description="seconds the engine may be down and still resume")
+    provider_deadline: float = Field(120.0, gt=0, description="seconds the provider may be unreachable")
+    heartbeat_interval: float = Field(1.0, gt=0)
+    poll_interval: float = Field(0.2, gt=0, description="seconds between looks at the log for outside changes")
+    provider: str = Field("smtp", description="smtp | instant (engine-overhead benchmarks and demos)")
+    duplicate_window_hours: float = Field(24.0, ge=0)
+    results_flush_interval: float = Field(0.5, gt=0, description="seconds between result batches of a chunk")

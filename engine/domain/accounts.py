@@ -1,0 +1,186 @@
+"""The account decider: credits in two buckets, Monthly first on debit, refunds to PAYG.
+
+`decide(command, state) -> events` is pure. `evolve(state, event) -> state` folds one
+event; it asserts the money invariants so a broken log can never fold silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from events import (
+    WELCOME_CREDITS,
+    AccountOpened,
+    CreditsDebited,
+    CreditsGranted,
+    CreditsRefunded,
+    Event,
+    MonthlyCreditsExpired,
+)
+from engine.domain.errors import (
+    AccountAlreadyOpen,
+    AccountNotFound,
+    InsufficientCredits,
+    InvalidCommand,
+)
+
+
+@dataclass(frozen=True)
+class AccountState:
+    account_id: str | None = None
+    monthly: int = 0
+    payg: int = 0
+    monthly_expires_at: datetime | None = None
+    # task id -> credits debited for it and not yet refunded; a refund may never exceed it
+    outstanding: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def opened(self) -> bool:
+        return self.account_id is not None
+
+    @property
+    def total(self) -> int:
+        return self.monthly + self.payg
+
+    def monthly_expired(self, now: datetime) -> bool:
+        return self.monthly > 0 and self.monthly_expires_at is not None and self.monthly_expires_at <= now
+
+
+# --- commands -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpenAccount:
+    account_id: str
+
+
+@dataclass(frozen=True)
+class GrantCredits:
+    bucket: str
+    amount: int
+    reason: str
+    now: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DebitCredits:
+    task_id: str
+    amount: int
+    now: datetime
+
+
+@dataclass(frozen=True)
+class RefundCredits:
+    task_id: str
+    amount: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExpireMonthly:
+    now: datetime
+
+
+AccountCommand = OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly
+
+
+def decide(command: AccountCommand, state: AccountState) -> list[Event]:
+    if isinstance(command, OpenAccount):
+        if state.opened:
+            raise AccountAlreadyOpen(f"account {command.account_id} is already open")
+        if not command.account_id or len(command.account_id) > 128 or not command.account_id.isprintable():
+            raise InvalidCommand("an account id is 1-128 printable characters")
+        return [AccountOpened(command.account_id), CreditsGranted("payg", WELCOME_CREDITS, "welcome")]
+    if not state.opened:
+        raise AccountNotFound("no such account")
+    if isinstance(command, GrantCredits):
+        return _grant(command, state)
+    if isinstance(command, DebitCredits):
+        return _debit(command, state)
+    if isinstance(command, RefundCredits):
+        return _refund(command, state)
+    if isinstance(command, ExpireMonthly):
+        return [MonthlyCreditsExpired(state.monthly)] if state.monthly_expired(command.now) else []
+    raise TypeError(f"not an account command: {command!r}")
+
+
+def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
+    if not isinstance(command.amount, int) or isinstance(command.amount, bool) or command.amount <= 0:
+        raise InvalidCommand("a grant is a whole number of credits above zero")
+    if command.reason not in ("purchase", "subscription", "support"):
+        raise InvalidCommand(f"unknown grant reason {command.reason!r}")
+    if command.bucket == "payg":
+        if command.expires_at is not None:
+            raise InvalidCommand("PAYG credits never expire; --expires is for the monthly bucket")
+        return [CreditsGranted("payg", command.amount, command.reason)]
+    if command.bucket != "monthly":
+        raise InvalidCommand(f"unknown bucket {command.bucket!r}")
+    if command.expires_at is None or command.expires_at.tzinfo is None:
+        raise InvalidCommand("monthly credits need an expiry with a time zone")
+    if command.expires_at <= command.now:
+        raise InvalidCommand("monthly credits must expire in the future")
+    events: list[Event] = []
+    # A new period resets the bucket: the previous period's leftover expires first.
+    if state.monthly > 0 and state.monthly_expires_at != command.expires_at:
+        events.append(MonthlyCreditsExpired(state.monthly))
+    events.append(CreditsGranted("monthly", command.amount, command.reason, command.expires_at.isoformat()))
+    return events
+
+
+def _debit(command: DebitCredits, state: AccountState) -> list[Event]:
+    if command.amount <= 0:
+        raise InvalidCommand("a task needs at least one address")
+    if command.task_id in state.outstanding:
+        raise InvalidCommand(f"task {command.task_id} was already debited")
+    events: list[Event] = []
+    monthly = state.monthly
+    if state.monthly_expired(command.now):
+        events.append(MonthlyCreditsExpired(monthly))
+        monthly = 0
+    if command.amount > monthly + state.payg:
+        raise InsufficientCredits(
+            f"this task needs {command.amount} credits and the balance is {monthly + state.payg}"
+        )
+    from_monthly = min(monthly, command.amount)
+    events.append(CreditsDebited(command.task_id, from_monthly, command.amount - from_monthly))
+    return events
+
+
+def _refund(command: RefundCredits, state: AccountState) -> list[Event]:
+    if command.amount <= 0:
+        raise InvalidCommand("a refund is at least one credit")
+    outstanding = state.outstanding.get(command.task_id)
+    if outstanding is None:
+        raise InvalidCommand(f"task {command.task_id} was never debited on this account")
+    if command.amount > outstanding:
+        raise InvalidCommand(
+            f"refund of {command.amount} for task {command.task_id} exceeds the {outstanding} credits outstanding"
+        )
+    return [CreditsRefunded(command.task_id, command.amount, command.reason)]
+
+
+def evolve(state: AccountState, event: Event) -> AccountState:
+    if isinstance(event, AccountOpened):
+        return replace(state, account_id=event.account_id)
+    if isinstance(event, CreditsGranted):
+        if event.bucket == "payg":
+            return replace(state, payg=state.payg + event.amount)
+        expires = datetime.fromisoformat(event.expires_at) if event.expires_at else None
+        return replace(state, monthly=state.monthly + event.amount, monthly_expires_at=expires)
+    if isinstance(event, CreditsDebited):
+        new = replace(
+            state,
+            monthly=state.monthly - event.monthly,
+            payg=state.payg - event.payg,
+            outstanding={**state.outstanding, event.task_id: event.monthly + event.payg},
+        )
+        assert new.monthly >= 0 and new.payg >= 0, f"balance went negative on {event}"
+        return new
+    if isinstance(event, CreditsRefunded):
+        left = state.outstanding.get(event.task_id, 0) - event.amount
+        assert left >= 0, f"refund beyond the debit on {event}"
+        return replace(state, payg=state.payg + event.amount, outstanding={**state.outstanding, event.task_id: left})
+    if isinstance(event, MonthlyCreditsExpired):
+        assert event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}"
+        return replace(state, monthly=0)
+    return state

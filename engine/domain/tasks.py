@@ -1,0 +1,329 @@
+"""The task decider: every address of a task settles exactly once.
+
+An address settles by a definitive result (its credit is consumed) or by a refund
+(Unknown result, failed chunk, cancel, task failure, system failure). Results that arrive
+after the task stopped are logged as `late`: no charge, no refund (the stop refunded them).
+
+`decide(command, state) -> events` is pure. `evolve(state, event) -> state` updates the
+state it is given and returns it: a bulk task holds up to millions of addresses, and a
+copy per event would make folding a stream quadratic. Callers that need the old state
+keep a `copy()`.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from events import (
+    AddressVerified,
+    ChunkFailed,
+    ChunkSubmitted,
+    Event,
+    ResultUnknown,
+    SystemFailure,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskDeleted,
+    TaskFailed,
+)
+from engine.domain.errors import (
+    InvalidCommand,
+    TaskAlreadyCancelled,
+    TaskAlreadyFinished,
+    TaskNotCancellable,
+    TaskNotFinished,
+    TaskNotFound,
+)
+
+ACTIVE = ("queued", "processing")
+FINISHED = ("completed", "cancelled", "failed")
+DEFINITIVE = ("safe", "invalid", "risky")
+UNKNOWN_REASONS = (
+    "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error",
+)
+
+
+@dataclass
+class TaskState:
+    task_id: str | None = None
+    account_id: str | None = None
+    kind: str = "bulk"
+    status: str = "new"  # "new" means the task does not exist
+    address_count: int = 0
+    chunk_size: int = 1
+    chunks_submitted: int = 0
+    # submitted chunk -> its addresses still without a result (insertion-ordered)
+    pending: dict[int, dict[str, None]] = field(default_factory=dict)
+    failed_chunks: int = 0
+    consumed: int = 0
+    refunded: int = 0
+    late: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in (*DEFINITIVE, "unknown", "failed")})
+    partial_failure: bool = False
+    deleted: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return self.status != "new" and not self.deleted
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def total_chunks(self) -> int:
+        return -(-self.address_count // self.chunk_size)
+
+    @property
+    def unsettled(self) -> int:
+        return self.address_count - self.consumed - self.refunded
+
+    def chunk_length(self, chunk_no: int) -> int:
+        return min(self.chunk_size, self.address_count - chunk_no * self.chunk_size)
+
+    def in_flight(self) -> dict[int, list[str]]:
+        """Chunks submitted whose addresses are not all settled: the work to (re)run."""
+        return {n: list(p) for n, p in self.pending.items() if p}
+
+    def copy(self) -> "TaskState":
+        return _copy.deepcopy(self)
+
+
+# --- commands -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreateTask:
+    task_id: str
+    account_id: str
+    kind: str
+    address_count: int
+    source: str
+    sha256: str
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class SubmitChunk:
+    chunk_no: int
+    addresses: tuple[str, ...]
+    provider: str
+    tier: str
+
+
+@dataclass(frozen=True)
+class Result:
+    address: str
+    status: str  # safe | invalid | risky | unknown
+    reason: str = ""
+    detail: str = ""
+    tier: str = ""
+
+
+@dataclass(frozen=True)
+class RecordResults:
+    chunk_no: int
+    results: tuple[Result, ...]
+
+
+@dataclass(frozen=True)
+class FailChunk:
+    chunk_no: int
+    error: str
+    partial_failure_threshold: float  # fraction of chunks that may fail before the task fails
+
+
+@dataclass(frozen=True)
+class CancelTask:
+    pass
+
+
+@dataclass(frozen=True)
+class FailForSystem:
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteTask:
+    pass
+
+
+TaskCommand = CreateTask | SubmitChunk | RecordResults | FailChunk | CancelTask | FailForSystem | DeleteTask
+
+
+def decide(command: TaskCommand, state: TaskState) -> list[Event]:
+    if isinstance(command, CreateTask):
+        return _create(command, state)
+    if not state.exists:
+        raise TaskNotFound("no such task")
+    if isinstance(command, SubmitChunk):
+        return _submit(command, state)
+    if isinstance(command, RecordResults):
+        return _record(command, state)
+    if isinstance(command, FailChunk):
+        return _fail_chunk(command, state)
+    if isinstance(command, CancelTask):
+        if state.kind == "single":
+            raise TaskNotCancellable("a single-address task cannot be cancelled")
+        if state.status == "cancelled":
+            raise TaskAlreadyCancelled("the task is already cancelled; cancel is irreversible")
+        if state.status in FINISHED:
+            raise TaskAlreadyFinished(f"the task already finished ({state.status}); nothing to cancel")
+        return [TaskCancelled(state.unsettled)]
+    if isinstance(command, FailForSystem):
+        return [SystemFailure(command.reason, state.unsettled)] if state.active else []
+    if isinstance(command, DeleteTask):
+        if state.active:
+            raise TaskNotFinished(f"the task is {state.status}; only a finished task can be deleted")
+        return [TaskDeleted()]
+    raise TypeError(f"not a task command: {command!r}")
+
+
+def _create(command: CreateTask, state: TaskState) -> list[Event]:
+    if state.status != "new":
+        raise InvalidCommand(f"task {command.task_id} already exists")
+    if command.kind not in ("single", "bulk"):
+        raise InvalidCommand(f"unknown task kind {command.kind!r}")
+    if command.address_count < 1:
+        raise InvalidCommand("a task needs at least one address")
+    if command.kind == "single" and command.address_count != 1:
+        raise InvalidCommand("a single task verifies exactly one address")
+    if command.chunk_size < 1:
+        raise InvalidCommand("chunk size must be at least 1")
+    return [
+        TaskCreated(command.account_id, command.kind, command.address_count, command.source,
+                    command.sha256, command.chunk_size)
+    ]
+
+
+def _submit(command: SubmitChunk, state: TaskState) -> list[Event]:
+    if not state.active:
+        return []  # a stopped task submits nothing more
+    if command.chunk_no < state.chunks_submitted:
+        return []  # already submitted: a retried command appends nothing
+    if command.chunk_no != state.chunks_submitted or command.chunk_no >= state.total_chunks:
+        raise InvalidCommand(f"chunk {command.chunk_no} is out of order (next is {state.chunks_submitted})")
+    if len(command.addresses) != state.chunk_length(command.chunk_no):
+        raise InvalidCommand(
+            f"chunk {command.chunk_no} must hold {state.chunk_length(command.chunk_no)} addresses, "
+            f"got {len(command.addresses)}"
+        )
+    if len(set(command.addresses)) != len(command.addresses):
+        raise InvalidCommand(f"chunk {command.chunk_no} repeats an address")
+    return [ChunkSubmitted(command.chunk_no, tuple(command.addresses), command.provider, command.tier)]
+
+
+def _record(command: RecordResults, state: TaskState) -> list[Event]:
+    pending = state.pending.get(command.chunk_no)
+    if pending is None:
+        raise InvalidCommand(f"chunk {command.chunk_no} was never submitted")
+    late = not state.active
+    events: list[Event] = []
+    seen: set[str] = set()
+    settled = 0
+    for result in command.results:
+        if result.address not in pending or result.address in seen:
+            continue  # already settled (a retry) or failed with its chunk: nothing to add
+        seen.add(result.address)
+        if result.status in DEFINITIVE:
+            events.append(AddressVerified(result.address, result.status, result.reason or result.detail,
+                                          command.chunk_no, result.tier, late))
+        elif result.status == "unknown":
+            reason = result.reason if result.reason in UNKNOWN_REASONS else "provider_error"
+            events.append(ResultUnknown(result.address, reason, result.detail, command.chunk_no, result.tier, late))
+        else:
+            raise InvalidCommand(f"unknown result status {result.status!r} for {result.address}")
+        settled += 1
+    if not late and settled and settled == state.unsettled:
+        events.append(TaskCompleted(_counts_after(state, events)))
+    return events
+
+
+def _fail_chunk(command: FailChunk, state: TaskState) -> list[Event]:
+    pending = state.pending.get(command.chunk_no)
+    if pending is None:
+        raise InvalidCommand(f"chunk {command.chunk_no} was never submitted")
+    if not state.active or not pending:
+        return []  # the stop (or the results) already settled every address of it
+    events: list[Event] = [ChunkFailed(command.chunk_no, command.error, tuple(pending))]
+    failed = state.failed_chunks + 1
+    left = state.unsettled - len(pending)
+    if failed == state.total_chunks:
+        events.append(TaskFailed("provider_error", left))
+    elif failed / state.total_chunks > command.partial_failure_threshold:
+        events.append(TaskFailed("partial_failure", left))
+    elif left == 0:
+        events.append(TaskCompleted(_counts_after(state, events)))
+    return events
+
+
+def _counts_after(state: TaskState, new: Iterable[Event]) -> dict[str, int]:
+    counts = dict(state.counts)
+    for event in new:
+        if isinstance(event, AddressVerified):
+            counts[event.status] += 1
+        elif isinstance(event, ResultUnknown):
+            counts["unknown"] += 1
+        elif isinstance(event, ChunkFailed):
+            counts["failed"] += len(event.addresses)
+    return counts
+
+
+def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
+    """The credits each task event gives back: (cause, amount, refund reason)."""
+    refunds: list[tuple[Event, int, str]] = []
+    for event in events:
+        if isinstance(event, ResultUnknown) and not event.late:
+            refunds.append((event, 1, "unknown"))
+        elif isinstance(event, ChunkFailed) and event.addresses:
+            refunds.append((event, len(event.addresses), "partial_failure"))
+        elif isinstance(event, TaskCancelled) and event.unverified_count:
+            refunds.append((event, event.unverified_count, "cancelled"))
+        elif isinstance(event, TaskFailed) and event.unverified_count:
+            refunds.append((event, event.unverified_count, "partial_failure"))
+        elif isinstance(event, SystemFailure) and event.unverified_count:
+            refunds.append((event, event.unverified_count, "system_failure"))
+    return refunds
+
+
+def evolve(state: TaskState, event: Event) -> TaskState:
+    if isinstance(event, TaskCreated):
+        state.account_id, state.kind, state.status = event.account_id, event.kind, "queued"
+        state.address_count, state.chunk_size = event.address_count, event.chunk_size
+    elif isinstance(event, ChunkSubmitted):
+        assert event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order"
+        state.pending[event.chunk_no] = dict.fromkeys(event.addresses)
+        state.chunks_submitted += 1
+        state.status = "processing"
+    elif isinstance(event, (AddressVerified, ResultUnknown)):
+        chunk = state.pending[event.chunk_no]
+        assert event.address in chunk, f"{event.address} settled twice"
+        del chunk[event.address]
+        if event.late:
+            state.late += 1
+        elif isinstance(event, AddressVerified):
+            state.consumed += 1
+            state.counts[event.status] += 1
+        else:
+            state.refunded += 1
+            state.counts["unknown"] += 1
+    elif isinstance(event, ChunkFailed):
+        state.pending[event.chunk_no].clear()
+        state.failed_chunks += 1
+        state.partial_failure = True
+        state.refunded += len(event.addresses)
+        state.counts["failed"] += len(event.addresses)
+    elif isinstance(event, TaskCancelled):
+        state.status = "cancelled"
+        state.refunded += event.unverified_count
+    elif isinstance(event, (TaskFailed, SystemFailure)):
+        state.status = "failed"
+        state.partial_failure = state.partial_failure or isinstance(event, TaskFailed)
+        state.refunded += event.unverified_count
+    elif isinstance(event, TaskCompleted):
+        state.status = "completed"
+    elif isinstance(event, TaskDeleted):
+        state.deleted = True
+    assert 0 <= state.consumed + state.refunded <= state.address_count, f"settled more than debited on {event}"
+    return state

@@ -1,0 +1,342 @@
+"""The application service: commands in, events appended atomically with expected versions.
+
+Every command loads the streams it touches (cached aggregates, caught up from the log),
+asks the pure deciders, and appends everything in one transaction. A concurrent writer
+makes the append fail with ConcurrencyError; the command is then decided again on the
+fresh state. Refund policies run here, in the transaction of the event that causes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from events import (
+    AddressVerified,
+    ChunkFailed,
+    ChunkSubmitted,
+    CreditsDebited,
+    Event,
+    NewEvent,
+    RecordedEvent,
+    ResultUnknown,
+    SystemFailure,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskDeleted,
+    TaskFailed,
+    account_stream,
+    deterministic_id,
+    task_stream,
+)
+from engine.bulkfile import BadUpload, FileReport, read_addresses
+from engine.config import EngineSettings
+from engine.domain import accounts, tasks
+from engine.domain.errors import InvalidCommand, TaskNotFound
+from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency
+
+MAX_ATTEMPTS = 50
+CACHE_SIZE = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def event_key(event: Event) -> str | None:
+    """The natural key of a task-stream event: re-emitting the same fact gives the same id."""
+    match event:
+        case TaskCreated():
+            return "created"
+        case ChunkSubmitted(chunk_no=n):
+            return f"chunk/{n}"
+        case AddressVerified(chunk_no=n, address=a) | ResultUnknown(chunk_no=n, address=a):
+            return f"result/{n}/{a}"
+        case ChunkFailed(chunk_no=n):
+            return f"chunk-failed/{n}"
+        case TaskCancelled():
+            return "cancelled"
+        case TaskCompleted():
+            return "completed"
+        case TaskFailed():
+            return "failed"
+        case SystemFailure():
+            return "system-failure"
+        case TaskDeleted():
+            return "deleted"
+    return None
+
+
+@dataclass(frozen=True)
+class Planned:
+    stream: str
+    event: Event
+    key: str | None  # natural key for a deterministic id; None = a fresh id
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    task_id: str
+    report: FileReport
+
+
+def fingerprint(*parts: object) -> str:
+    def plain(value: object) -> object:
+        if is_dataclass(value):
+            return asdict(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value
+
+    return hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Engine:
+    """Commands of the engine. Synchronous: SQLite work is short and done on the caller's thread."""
+
+    def __init__(self, db, settings: EngineSettings | None = None, clock: Callable[[], datetime] = utcnow):
+        self.db = db
+        self.store = db.events
+        self.inputs = db.inputs
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
+
+    # --- loading ----------------------------------------------------------------------
+
+    def _load(self, stream: str) -> tuple[object, int]:
+        is_task = stream.startswith("task-")
+        state, version = self._cache.get(stream) or (
+            (tasks.TaskState(task_id=stream[5:]) if is_task else accounts.AccountState()), 0)
+        evolve = tasks.evolve if is_task else accounts.evolve
+        for recorded in self.store.read_stream(stream, after_version=version):
+            state = evolve(state, recorded.event)
+            version = recorded.version
+        self._remember(stream, state, version)
+        return state, version
+
+    def _remember(self, stream: str, state: object, version: int) -> None:
+        self._cache[stream] = (state, version)
+        self._cache.move_to_end(stream)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def account(self, account_id: str) -> accounts.AccountState:
+        return self._load(account_stream(account_id))[0]  # type: ignore[return-value]
+
+    def task(self, task_id: str) -> tasks.TaskState:
+        return self._load(task_stream(task_id))[0]  # type: ignore[return-value]
+
+    # --- the unit of work -------------------------------------------------------------
+
+    def _execute(
+        self,
+        streams: list[str],
+        plan: Callable[[dict[str, object]], list[Planned]],
+        idempotency: Idempotency | None = None,
+        correlation_id: str | None = None,
+    ) -> list[RecordedEvent]:
+        if idempotency is not None:
+            earlier = self.store.replayed(idempotency)
+            if earlier is not None:
+                return earlier
+        for _ in range(MAX_ATTEMPTS):
+            loaded = {s: self._load(s) for s in streams}
+            planned = plan({s: state for s, (state, _) in loaded.items()})
+            if not planned:
+                return []
+            now = self.clock()
+            new = [
+                NewEvent(
+                    stream=p.stream,
+                    event=p.event,
+                    event_id=self._event_id(p, idempotency, i),
+                    occurred_at=now,
+                    correlation_id=correlation_id,
+                    causation_id=p.causation_id,
+                )
+                for i, p in enumerate(planned)
+            ]
+            try:
+                recorded = self.store.append(new, {s: v for s, (_, v) in loaded.items()}, idempotency)
+            except (ConcurrencyError, DuplicateEventError):
+                if idempotency is not None and self.store.replayed(idempotency) is not None:
+                    return self.store.replayed(idempotency) or []
+                continue  # someone else wrote first: decide again on what they wrote
+            self._fold_own(recorded)
+            return recorded
+        raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} conflicting attempts on {streams}")
+
+    @staticmethod
+    def _event_id(planned: Planned, idempotency: Idempotency | None, index: int) -> uuid.UUID:
+        if planned.key is not None:
+            return deterministic_id(planned.stream, planned.key)
+        if idempotency is not None:
+            return deterministic_id(planned.stream, f"idempotency/{idempotency.key}/{index}")
+        return uuid.uuid4()
+
+    def _fold_own(self, recorded: list[RecordedEvent]) -> None:
+        for r in recorded:
+            state, version = self._cache[r.stream]
+            assert r.version == version + 1, "cached aggregate out of step with the log"
+            evolve = tasks.evolve if r.stream.startswith("task-") else accounts.evolve
+            self._cache[r.stream] = (evolve(state, r.event), r.version)
+
+    # --- accounts ---------------------------------------------------------------------
+
+    def open_account(self, account_id: str, idempotency_key: str | None = None) -> list[RecordedEvent]:
+        stream = account_stream(account_id)
+
+        def plan(states):
+            events = accounts.decide(accounts.OpenAccount(account_id), states[stream])
+            return [Planned(stream, events[0], "opened"), Planned(stream, events[1], "welcome")]
+
+        return self._execute([stream], plan, self._idempotency(idempotency_key, "open", account_id), account_id)
+
+    def grant_credits(self, account_id: str, bucket: str, amount: int, reason: str = "purchase",
+                      expires_at: datetime | None = None, idempotency_key: str | None = None) -> list[RecordedEvent]:
+        stream = account_stream(account_id)
+
+        def plan(states):
+            decided = accounts.decide(accounts.GrantCredits(bucket, amount, reason, self.clock(), expires_at),
+                                      states[stream])
+            return [Planned(stream, e, None) for e in decided]
+
+        key = self._idempotency(idempotency_key, "grant", account_id, bucket, amount, reason, expires_at)
+        return self._execute([stream], plan, key, account_id)
+
+    def expire_monthly(self, account_id: str) -> list[RecordedEvent]:
+        stream = account_stream(account_id)
+
+        def plan(states):
+            return [Planned(stream, e, None) for e in accounts.decide(accounts.ExpireMonthly(self.clock()), states[stream])]
+
+        return self._execute([stream], plan, None, account_id)
+
+    # --- creating tasks ---------------------------------------------------------------
+
+    def create_bulk(self, account_id: str, path: str | Path, allow_duplicate: bool = False,
+                    task_id: str | None = None, idempotency_key: str | None = None) -> Upload:
+        """Streams the file into staging, then debits and creates the task in one transaction."""
+        task_id = task_id or uuid.uuid4().hex
+        if not Path(path).is_file():
+            raise BadUpload(f"no such file: {path}")
+        self._require_account(account_id)
+        report = FileReport()
+        try:
+            report.unique = self.inputs.stage(task_id, read_addresses(path, report))
+            if report.unique == 0:
+                raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
+            if not allow_duplicate:
+                self._refuse_recent_duplicate(account_id, report.sha256)
+            self._create(account_id, task_id, "bulk", report.unique, f"file:{Path(path).name}",
+                         report.sha256, self.settings.chunk_size, idempotency_key)
+        except BaseException:
+            self.inputs.discard(task_id)
+            raise
+        return Upload(task_id, report)
+
+    def create_single(self, account_id: str, address: str, task_id: str | None = None,
+                      idempotency_key: str | None = None) -> str:
+        address = address.strip()
+        if "@" not in address:
+            raise InvalidCommand(f"{address!r} is not an e-mail address")
+        task_id = task_id or uuid.uuid4().hex
+        self._require_account(account_id)
+        self.inputs.stage(task_id, [address])
+        try:
+            self._create(account_id, task_id, "single", 1, "single",
+                         hashlib.sha256(address.lower().encode()).hexdigest(), 1, idempotency_key)
+        except BaseException:
+            self.inputs.discard(task_id)
+            raise
+        return task_id
+
+    def _require_account(self, account_id: str) -> None:
+        if not self.account(account_id).opened:
+            raise accounts.AccountNotFound(f"no such account: {account_id}")
+
+    def _refuse_recent_duplicate(self, account_id: str, sha256: str) -> None:
+        from projections.queries import recent_upload
+
+        self.db.catch_up()
+        earlier = recent_upload(self.db.conn, account_id, sha256, self.clock(), self.settings.duplicate_window_hours)
+        if earlier:
+            raise BadUpload(
+                f"the same file was uploaded within {self.settings.duplicate_window_hours:g} h "
+                f"(task {earlier}); pass --allow-duplicate to verify it again"
+            )
+
+    def _create(self, account_id: str, task_id: str, kind: str, count: int, source: str, sha256: str,
+                chunk_size: int, idempotency_key: str | None) -> list[RecordedEvent]:
+        a_stream, t_stream = account_stream(account_id), task_stream(task_id)
+
+        def plan(states):
+            created = tasks.decide(
+                tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size), states[t_stream])
+            debit = accounts.decide(accounts.DebitCredits(task_id, count, self.clock()), states[a_stream])
+            return [Planned(t_stream, created[0], "created")] + [
+                Planned(a_stream, e, f"debit/{task_id}" if isinstance(e, CreditsDebited) else None) for e in debit
+            ]
+
+        key = self._idempotency(idempotency_key, "create", account_id, kind, count, sha256)
+        return self._execute([a_stream, t_stream], plan, key, task_id)
+
+    # --- running tasks ----------------------------------------------------------------
+
+    def _task_command(self, task_id: str, command: tasks.TaskCommand) -> list[RecordedEvent]:
+        """Decides a task command and the refunds it causes, in one atomic append."""
+        t_stream = task_stream(task_id)
+        task_state = self.task(task_id)
+        if not task_state.exists:
+            raise TaskNotFound(f"no such task: {task_id}")
+        a_stream = account_stream(task_state.account_id or "")
+
+        def plan(states):
+            decided = tasks.decide(command, states[t_stream])
+            planned = [Planned(t_stream, e, event_key(e)) for e in decided]
+            account = states[a_stream]
+            for cause, amount, reason in tasks.refunds_for(decided):
+                for refund in accounts.decide(accounts.RefundCredits(task_id, amount, reason), account):
+                    account = accounts.evolve(account, refund)
+                    cause_id = str(deterministic_id(t_stream, event_key(cause)))
+                    planned.append(Planned(a_stream, refund, f"refund/{task_id}/{event_key(cause)}", cause_id))
+            return planned
+
+        return self._execute([t_stream, a_stream], plan, None, task_id)
+
+    def submit_chunk(self, task_id: str, chunk_no: int, addresses: Iterable[str], provider: str,
+                     tier: str) -> list[RecordedEvent]:
+        return self._task_command(task_id, tasks.SubmitChunk(chunk_no, tuple(addresses), provider, tier))
+
+    def record_results(self, task_id: str, chunk_no: int, results: Iterable[tasks.Result]) -> list[RecordedEvent]:
+        return self._task_command(task_id, tasks.RecordResults(chunk_no, tuple(results)))
+
+    def fail_chunk(self, task_id: str, chunk_no: int, error: str) -> list[RecordedEvent]:
+        return self._task_command(
+            task_id, tasks.FailChunk(chunk_no, error, self.settings.partial_failure_threshold))
+
+    def cancel_task(self, task_id: str) -> list[RecordedEvent]:
+        return self._task_command(task_id, tasks.CancelTask())
+
+    def fail_for_system(self, task_id: str, reason: str) -> list[RecordedEvent]:
+        return self._task_command(task_id, tasks.FailForSystem(reason))
+
+    def delete_task(self, task_id: str) -> list[RecordedEvent]:
+        recorded = self._task_command(task_id, tasks.DeleteTask())
+        self.inputs.discard(task_id)
+        return recorded
+
+    # --- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _idempotency(key: str | None, *content: object) -> Idempotency | None:
+        return None if key is None else Idempotency(key, fingerprint(*content))
+

@@ -1,0 +1,220 @@
+"""The embedded backend: one SQLite file in WAL mode holds the log (and, beside it, the
+read models, staged uploads and the engine lease).
+
+One writer at a time (BEGIN IMMEDIATE), so positions are handed out in commit order and a
+catch-up reader never sees a gap.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from events import NewEvent, RecordedEvent, decode, encode
+from engine.store.base import (
+    ConcurrencyError,
+    DuplicateEventError,
+    Idempotency,
+    IdempotencyConflict,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    correlation_id TEXT,
+    causation_id TEXT,
+    UNIQUE (stream, version)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    first_position INTEGER NOT NULL,
+    last_position INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id"
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    path = str(path)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL survives a process crash (kill -9); only an OS crash may lose the tail.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _row_to_event(row: tuple) -> RecordedEvent:
+    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
+    return RecordedEvent(
+        position=position,
+        stream=stream,
+        version=version,
+        event_id=uuid.UUID(event_id),
+        occurred_at=datetime.fromisoformat(occurred_at),
+        event=decode(type_name, schema_version, data),
+        correlation_id=corr,
+        causation_id=cause,
+    )
+
+
+class SqliteEventStore:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "SqliteEventStore":
+        return cls(connect(path))
+
+    # --- writing ----------------------------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected: Mapping[str, int],
+        idempotency: Idempotency | None = None,
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        with transaction(self.conn) as conn:
+            if idempotency is not None and self._lookup(idempotency) is not None:
+                raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
+            versions = dict(expected)
+            for stream, version in expected.items():
+                row = conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
+                actual = row[0] if row else 0
+                if actual != version:
+                    raise ConcurrencyError(f"{stream} is at version {actual}, expected {version}")
+            rows = []
+            for new in events:
+                if new.stream not in versions:
+                    raise ValueError(f"no expected version given for {new.stream}")
+                versions[new.stream] += 1
+                rows.append((
+                    str(new.event_id), new.stream, versions[new.stream], new.event.type_name(),
+                    new.event.schema_version, encode(new.event), new.occurred_at.isoformat(),
+                    new.correlation_id, new.causation_id,
+                ))
+            first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
+            try:
+                conn.executemany(
+                    "INSERT INTO events (event_id, stream, version, type, schema_version, data, occurred_at,"
+                    " correlation_id, causation_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError as error:
+                if "event_id" in str(error):
+                    raise DuplicateEventError(str(error)) from None
+                raise ConcurrencyError(str(error)) from None
+            conn.executemany(
+                "INSERT INTO streams (stream, version) VALUES (?, ?)"
+                " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+                [(s, v) for s, v in versions.items() if v != expected[s]],
+            )
+            last = first + len(rows) - 1
+            if idempotency is not None:
+                conn.execute(
+                    "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?,?,?,?)",
+                    (idempotency.key, idempotency.fingerprint, first, last),
+                )
+        return [
+            RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at, new.event,
+                          new.correlation_id, new.causation_id)
+            for i, (new, row) in enumerate(zip(events, rows))
+        ]
+
+    def _lookup(self, idempotency: Idempotency) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?",
+            (idempotency.key,),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] != idempotency.fingerprint:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency.key!r} was already used for a different command"
+            )
+        return row[1], row[2]
+
+    def replayed(self, idempotency: Idempotency) -> list[RecordedEvent] | None:
+        span = self._lookup(idempotency)
+        if span is None:
+            return None
+        return list(self.read_all(after_position=span[0] - 1, until_position=span[1]))
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read_stream(self, stream: str, after_version: int = 0,
+                    until_position: int | None = None) -> Iterator[RecordedEvent]:
+        limit = until_position if until_position is not None else -1
+        cursor = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version > ?"
+            " AND (? < 0 OR position <= ?) ORDER BY version",
+            (stream, after_version, limit, limit),
+        )
+        for row in cursor:
+            yield _row_to_event(row)
+
+    def read_all(self, after_position: int = 0, until_position: int | None = None,
+                 batch: int = 2000) -> Iterator[RecordedEvent]:
+        position = after_position
+        while True:
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
+                " ORDER BY position LIMIT ?",
+                (position, until_position, until_position, batch),
+            ).fetchall()
+            for row in rows:
+                yield _row_to_event(row)
+            if len(rows) < batch:
+                return
+            position = rows[-1][0]
+
+    def stream_version(self, stream: str) -> int:
+        row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
+        return row[0] if row else 0
+
+    def head(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+

@@ -1,0 +1,98 @@
+"""The shape every event shares, and the registry that maps type names to classes."""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+# Namespace of deterministic event ids: a retry that re-emits an event derives the same id,
+# so the store's unique index turns a duplicate append into a clear error, never a double.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c1c0e-2b8e-4a47-9a35-1f7e0c1d7a55")
+
+REGISTRY: dict[str, type["Event"]] = {}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A fact. Subclasses are frozen dataclasses holding only the payload."""
+
+    schema_version: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+    def payload(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def register(cls: type[Event]) -> type[Event]:
+    name = cls.type_name()
+    assert name not in REGISTRY, f"event type {name} registered twice"
+    REGISTRY[name] = cls
+    return cls
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def deterministic_id(stream: str, key: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{stream}/{key}")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event on its way into a stream; the store gives it a version and a position."""
+
+    stream: str
+    event: Event
+    event_id: uuid.UUID
+    occurred_at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the log holds it."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: uuid.UUID
+    occurred_at: datetime
+    event: Event
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.event.type_name()
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "event_id": str(self.event_id),
+            "occurred_at": self.occurred_at.isoformat(),
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "schema_version": self.event.schema_version,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "stream": self.stream,
+            "version": self.version,
+            "type": self.type,
+            "data": self.event.payload(),
+            "metadata": self.metadata(),
+        }

@@ -1,0 +1,154 @@
+"""The event catalogue of shared/DESIGN.md: one frozen class per event.
+
+Field names are the contract. Extra fields beyond DESIGN.md are marked; they carry what
+an auditor needs without joining other streams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from events.base import Event, register
+
+Bucket = Literal["payg", "monthly"]
+GrantReason = Literal["welcome", "purchase", "subscription", "support"]
+RefundReason = Literal["unknown", "cancelled", "system_failure", "partial_failure", "support"]
+Definitive = Literal["safe", "invalid", "risky"]
+UnknownReason = Literal[
+    "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error"
+]
+
+WELCOME_CREDITS = 200
+
+
+def account_stream(account_id: str) -> str:
+    return f"account-{account_id}"
+
+
+def task_stream(task_id: str) -> str:
+    return f"task-{task_id}"
+
+
+# --- account stream -------------------------------------------------------------------
+
+@register
+@dataclass(frozen=True)
+class AccountOpened(Event):
+    account_id: str
+
+
+@register
+@dataclass(frozen=True)
+class CreditsGranted(Event):
+    bucket: Bucket
+    amount: int
+    reason: GrantReason
+    expires_at: str | None = None  # ISO 8601, monthly grants only
+
+
+@register
+@dataclass(frozen=True)
+class CreditsDebited(Event):
+    task_id: str
+    monthly: int
+    payg: int
+
+
+@register
+@dataclass(frozen=True)
+class CreditsRefunded(Event):
+    task_id: str
+    amount: int
+    reason: RefundReason
+
+
+@register
+@dataclass(frozen=True)
+class MonthlyCreditsExpired(Event):
+    amount: int
+
+
+# --- task stream ----------------------------------------------------------------------
+
+@register
+@dataclass(frozen=True)
+class TaskCreated(Event):
+    # v1 had neither `source` nor `chunk_size` (chunks were always 1,000): see events/upcasters.py
+    schema_version = 2
+    account_id: str
+    kind: Literal["single", "bulk"]
+    address_count: int
+    source: str
+    sha256: str
+    chunk_size: int
+
+
+@register
+@dataclass(frozen=True)
+class ChunkSubmitted(Event):
+    chunk_no: int
+    addresses: tuple[str, ...]
+    provider: str
+    tier: str
+
+
+@register
+@dataclass(frozen=True)
+class AddressVerified(Event):
+    address: str
+    status: Definitive
+    detail: str
+    chunk_no: int = 0  # extra: which chunk settled
+    tier: str = ""  # extra: which provider tier answered
+    late: bool = False  # extra: arrived after cancel/failure; logged for audit, never charged
+
+
+@register
+@dataclass(frozen=True)
+class ResultUnknown(Event):
+    address: str
+    reason: UnknownReason
+    detail: str = ""
+    chunk_no: int = 0
+    tier: str = ""
+    late: bool = False
+
+
+@register
+@dataclass(frozen=True)
+class ChunkFailed(Event):
+    chunk_no: int
+    error: str
+    addresses: tuple[str, ...] = field(default=())  # extra: the ones refunded by this failure
+
+
+@register
+@dataclass(frozen=True)
+class TaskCancelled(Event):
+    unverified_count: int
+
+
+@register
+@dataclass(frozen=True)
+class TaskCompleted(Event):
+    counts: dict[str, int]
+
+
+@register
+@dataclass(frozen=True)
+class TaskFailed(Event):
+    reason: Literal["partial_failure", "provider_error"]
+    unverified_count: int
+
+
+@register
+@dataclass(frozen=True)
+class SystemFailure(Event):
+    reason: str
+    unverified_count: int = 0  # extra: refunded with it
+
+
+@register
+@dataclass(frozen=True)
+class TaskDeleted(Event):
+    pass

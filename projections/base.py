@@ -1,0 +1,85 @@
+"""What a projection is: a pure fold from (read-only view, event) to row changes.
+
+The same projection runs over an in-memory view (unit tests, `vec audit`'s fresh fold,
+`vec replay`) and over SQLite tables (the checkpointed runner), so the live read models
+and a rebuild from the log are the same function of the same events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+from events import RecordedEvent
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    def key_of(self, row: Row) -> tuple:
+        return tuple(row[c] for c in self.key)
+
+
+@dataclass(frozen=True)
+class Put:
+    table: str
+    row: Row
+
+
+@dataclass(frozen=True)
+class DeleteWhere:
+    """Delete every row whose `column` equals `value` (e.g. all results of a task)."""
+
+    table: str
+    column: str
+    value: Any
+
+
+Change = Put | DeleteWhere
+
+
+class View(Protocol):
+    def get(self, table: str, key: tuple) -> Row | None: ...
+
+
+class Projection(Protocol):
+    name: str
+    tables: tuple[Table, ...]
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]: ...
+
+
+class InMemoryView:
+    """Read models as dicts: the pure fold, with no I/O."""
+
+    def __init__(self, projections: Iterable[Projection]):
+        self.projections = list(projections)
+        self.specs = {t.name: t for p in self.projections for t in p.tables}
+        self.tables: dict[str, dict[tuple, Row]] = {name: {} for name in self.specs}
+
+    def get(self, table: str, key: tuple) -> Row | None:
+        row = self.tables[table].get(key)
+        return dict(row) if row is not None else None
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            rows = self.tables[change.table]
+            if isinstance(change, Put):
+                rows[self.specs[change.table].key_of(change.row)] = dict(change.row)
+            else:
+                for key in [k for k, r in rows.items() if r[change.column] == change.value]:
+                    del rows[key]
+
+    def fold(self, events: Iterable[RecordedEvent]) -> "InMemoryView":
+        for recorded in events:
+            for projection in self.projections:
+                self.apply(projection.evolve(self, recorded))
+        return self
+
+    def sorted_rows(self, table: str) -> list[tuple]:
+        spec = self.specs[table]
+        return sorted(tuple(row[c] for c in spec.columns) for row in self.tables[table].values())

@@ -1,0 +1,86 @@
+"""Reads of the read models, for the CLI and dashboards."""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from projections.read_models import BALANCES, HISTORY, RESULTS, TASKS
+
+TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
+               "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at")
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _task_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in TASK_FIELDS}
+    out["account"] = out.pop("account_id")
+    out["partial_failure"] = bool(out["partial_failure"])
+    return out
+
+
+def task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
+    rows = _rows(conn, f"SELECT * FROM {TASKS.name} WHERE task_id = ? AND deleted = 0", (task_id,))
+    return _task_json(rows[0]) if rows else None
+
+
+def tasks(conn: sqlite3.Connection, account_id: str) -> list[dict[str, Any]]:
+    return [_task_json(r) for r in _rows(
+        conn, f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0 ORDER BY created_at, task_id",
+        (account_id,))]
+
+
+def active_task_ids(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        f"SELECT task_id FROM {TASKS.name} WHERE status IN ('queued', 'processing') ORDER BY created_at")]
+
+
+def balances(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | None:
+    rows = _rows(conn, f"SELECT account_id, monthly, payg, total, monthly_expires_at FROM {BALANCES.name}"
+                       " WHERE account_id = ?", (account_id,))
+    if not rows:
+        return None
+    row = rows[0]
+    return {"account": row["account_id"], "monthly": row["monthly"], "payg": row["payg"], "total": row["total"],
+            "monthly_expires_at": row["monthly_expires_at"]}
+
+
+def expired_monthly_accounts(conn: sqlite3.Connection, now: datetime) -> list[str]:
+    return [r[0] for r in conn.execute(
+        f"SELECT account_id FROM {BALANCES.name} WHERE monthly > 0 AND monthly_expires_at <= ?",
+        (now.isoformat(),))]
+
+
+def history(conn: sqlite3.Connection, account_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+    sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id"
+           f" FROM {HISTORY.name} WHERE account_id = ?")
+    params: tuple = (account_id,)
+    if kind:
+        sql += " AND type = ?"
+        params += (kind,)
+    return _rows(conn, sql + " ORDER BY seq", params)
+
+
+def results(conn: sqlite3.Connection, task_id: str, status: str | None = None):
+    sql = f"SELECT address, status, reason, detail, tier FROM {RESULTS.name} WHERE task_id = ?"
+    params: tuple = (task_id,)
+    if status:
+        sql += " AND status = ?"
+        params += (status,)
+    cursor = conn.execute(sql + " ORDER BY position, address", params)
+    names = [d[0] for d in cursor.description]
+    for row in cursor:
+        yield dict(zip(names, row))
+
+
+def recent_upload(conn: sqlite3.Connection, account_id: str, sha256: str, now: datetime, hours: float) -> str | None:
+    since = (now - timedelta(hours=hours)).isoformat()
+    row = conn.execute(
+        f"SELECT task_id FROM {TASKS.name} WHERE account_id = ? AND sha256 = ? AND kind = 'bulk'"
+        " AND created_at >= ? ORDER BY created_at DESC LIMIT 1", (account_id, sha256, since)).fetchone()
+    return row[0] if row else None

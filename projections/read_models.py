@@ -1,0 +1,195 @@
+"""The read models: task status and progress, balances and Credits History, results per task."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from events import (
+    AccountOpened,
+    AddressVerified,
+    ChunkFailed,
+    ChunkSubmitted,
+    CreditsDebited,
+    CreditsGranted,
+    CreditsRefunded,
+    MonthlyCreditsExpired,
+    RecordedEvent,
+    ResultUnknown,
+    SystemFailure,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskDeleted,
+    TaskFailed,
+)
+from projections.base import Change, DeleteWhere, Put, Table, View
+
+TASKS = Table(
+    "rm_tasks",
+    ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "failed",
+     "refunded", "consumed", "debited", "late", "chunks_submitted", "chunks_total", "source", "sha256",
+     "created_at", "finished_at", "deleted"),
+    ("task_id",),
+)
+BALANCES = Table("rm_balances", ("account_id", "monthly", "payg", "total", "monthly_expires_at", "rows"),
+                 ("account_id",))
+HISTORY = Table(
+    "rm_history",
+    ("account_id", "seq", "occurred_at", "type", "bucket", "amount", "balance_after", "description", "task_id",
+     "position"),
+    ("account_id", "seq"),
+)
+RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "chunk_no", "position"),
+                ("task_id", "address"))
+
+HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
+# refund reason -> Credits History type
+REFUND_TYPE = {"unknown": "refund", "cancelled": "cancel", "system_failure": "refund",
+               "partial_failure": "refund", "support": "support"}
+
+
+def _task_id(stream: str) -> str:
+    return stream.removeprefix("task-")
+
+
+def _account_id(stream: str) -> str:
+    return stream.removeprefix("account-")
+
+
+class TasksProjection:
+    name = "tasks"
+    tables = (TASKS,)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        if isinstance(event, TaskCreated):
+            task_id = _task_id(recorded.stream)
+            return [Put(TASKS.name, {
+                "task_id": task_id, "account_id": event.account_id, "kind": event.kind, "status": "queued",
+                "partial_failure": 0, "total": event.address_count, "verified": 0, "unknown": 0, "failed": 0,
+                "refunded": 0, "consumed": 0, "debited": 0, "late": 0, "chunks_submitted": 0,
+                "chunks_total": -(-event.address_count // event.chunk_size), "source": event.source,
+                "sha256": event.sha256, "created_at": recorded.occurred_at.isoformat(), "finished_at": None,
+                "deleted": 0,
+            })]
+        if isinstance(event, (CreditsDebited, CreditsRefunded)):
+            task = view.get(TASKS.name, (event.task_id,))
+            if task is None:
+                return []
+            if isinstance(event, CreditsDebited):
+                task["debited"] += event.monthly + event.payg
+            else:
+                task["refunded"] += event.amount
+            return [Put(TASKS.name, task)]
+        if not recorded.stream.startswith("task-"):
+            return []
+        task = view.get(TASKS.name, (_task_id(recorded.stream),))
+        if task is None:
+            return []
+        finished = recorded.occurred_at.isoformat()
+        if isinstance(event, ChunkSubmitted):
+            task["status"] = "processing"
+            task["chunks_submitted"] += 1
+        elif isinstance(event, (AddressVerified, ResultUnknown)):
+            if event.late:
+                task["late"] += 1
+            else:
+                task["verified"] += 1
+                if isinstance(event, AddressVerified):
+                    task["consumed"] += 1
+                else:
+                    task["unknown"] += 1
+        elif isinstance(event, ChunkFailed):
+            task["failed"] += len(event.addresses)
+            task["partial_failure"] = 1
+        elif isinstance(event, TaskCancelled):
+            task["status"], task["finished_at"] = "cancelled", finished
+        elif isinstance(event, TaskCompleted):
+            task["status"], task["finished_at"] = "completed", finished
+        elif isinstance(event, TaskFailed):
+            task["status"], task["finished_at"], task["partial_failure"] = "failed", finished, 1
+        elif isinstance(event, SystemFailure):
+            task["status"], task["finished_at"] = "failed", finished
+        elif isinstance(event, TaskDeleted):
+            task["deleted"] = 1
+        else:
+            return []
+        return [Put(TASKS.name, task)]
+
+
+class CreditsProjection:
+    """Balances per bucket and the Credits History, whose rows always sum to the balance."""
+
+    name = "credits"
+    tables = (BALANCES, HISTORY)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        if not recorded.stream.startswith("account-"):
+            return []
+        account_id = _account_id(recorded.stream)
+        if isinstance(event, AccountOpened):
+            return [Put(BALANCES.name, {"account_id": account_id, "monthly": 0, "payg": 0, "total": 0,
+                                        "monthly_expires_at": None, "rows": 0})]
+        balance = view.get(BALANCES.name, (account_id,))
+        if balance is None:
+            return []
+        lines: list[tuple[str, str, int, str, str | None]] = []  # type, bucket, signed amount, text, task
+        if isinstance(event, CreditsGranted):
+            text = {"welcome": "Welcome bonus", "purchase": "Credits purchased",
+                    "subscription": "Monthly subscription", "support": "Support credit"}[event.reason]
+            lines.append((event.reason, event.bucket, event.amount, f"{text}: {event.amount} credits", None))
+            if event.bucket == "monthly":
+                balance["monthly_expires_at"] = event.expires_at
+        elif isinstance(event, CreditsDebited):
+            for bucket, amount in (("monthly", event.monthly), ("payg", event.payg)):
+                if amount:
+                    lines.append(("debit", bucket, -amount, f"Credit debit: {amount} credits", event.task_id))
+        elif isinstance(event, CreditsRefunded):
+            lines.append((REFUND_TYPE[event.reason], "payg", event.amount,
+                          f"Credit refund: {event.amount} credits", event.task_id))
+        elif isinstance(event, MonthlyCreditsExpired):
+            lines.append(("expiry", "monthly", -event.amount, f"Monthly credits expired: {event.amount} credits",
+                          None))
+        changes: list[Change] = []
+        for kind, bucket, amount, text, task_id in lines:
+            balance[bucket] += amount
+            balance["total"] = balance["monthly"] + balance["payg"]
+            balance["rows"] += 1
+            changes.append(Put(HISTORY.name, {
+                "account_id": account_id, "seq": balance["rows"], "occurred_at": recorded.occurred_at.isoformat(),
+                "type": kind, "bucket": bucket, "amount": amount, "balance_after": balance["total"],
+                "description": text, "task_id": task_id, "position": recorded.position,
+            }))
+        return [Put(BALANCES.name, balance), *changes] if lines else []
+
+
+class ResultsProjection:
+    """Results a customer sees: late results and deleted tasks are not shown."""
+
+    name = "results"
+    tables = (RESULTS,)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        task_id = _task_id(recorded.stream)
+        if isinstance(event, AddressVerified) and not event.late:
+            return [self._row(task_id, event.address, event.status, event.detail, "", event.tier,
+                              event.chunk_no, recorded.position)]
+        if isinstance(event, ResultUnknown) and not event.late:
+            return [self._row(task_id, event.address, "unknown", event.reason, event.detail, event.tier,
+                              event.chunk_no, recorded.position)]
+        if isinstance(event, ChunkFailed):
+            return [self._row(task_id, a, "unknown", "provider_error", event.error, "", event.chunk_no,
+                              recorded.position) for a in event.addresses]
+        if isinstance(event, TaskDeleted):
+            return [DeleteWhere(RESULTS.name, "task_id", task_id)]
+        return []
+
+    @staticmethod
+    def _row(task_id, address, status, reason, detail, tier, chunk_no, position) -> Put:
+        return Put(RESULTS.name, {"task_id": task_id, "address": address, "status": status, "reason": reason,
+                                  "detail": detail, "tier": tier, "chunk_no": chunk_no, "position": position})
+
+
+def all_projections() -> list:
+    return [TasksProjection(), CreditsProjection(), ResultsProjection()]
