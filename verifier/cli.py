@@ -1,0 +1,111 @@
+"""``vec probe ADDRESS... [--json]``: verify addresses by hand (no task, no credits)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import defaultdict, deque
+
+import click
+from pydantic import ValidationError
+
+from .config import VerifierSettings
+from .provider import build_provider
+from .result import VerificationResult
+
+_STYLE = {"safe": "green", "invalid": "red", "risky": "yellow", "unknown": "magenta"}
+
+
+def _read_addresses(args: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for a in args:
+        if a == "-":
+            for line in sys.stdin:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    out.append(line)
+        else:
+            out.append(a)
+    return out
+
+
+class _OrderedPrinter:
+    """Prints JSON lines in input order as soon as the prefix is complete."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.slots: list[VerificationResult | None] = [None] * len(addresses)
+        self.where: dict[str, deque[int]] = defaultdict(deque)
+        for i, a in enumerate(addresses):
+            self.where[a].append(i)
+        self.next = 0
+
+    def __call__(self, r: VerificationResult) -> None:
+        q = self.where.get(r.address)
+        if not q:
+            return
+        self.slots[q.popleft()] = r
+        while self.next < len(self.slots) and self.slots[self.next] is not None:
+            click.echo(json.dumps(self.slots[self.next].to_json(), ensure_ascii=False))  # type: ignore[union-attr]
+            self.next += 1
+        sys.stdout.flush()
+
+
+def _table(results: list[VerificationResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(show_lines=False)
+    for col in ("address", "status", "reason", "smtp", "mx host", "ms", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        flags = [f for f, on in (("catch-all", r.catch_all), ("disposable", r.disposable), ("role", r.role)) if on]
+        reason = (r.reason or "") + (f" ({', '.join(flags)})" if flags else "")
+        t.add_row(
+            r.address,
+            f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]",
+            reason,
+            str(r.smtp_code or ""),
+            r.smtp_host or ", ".join(r.mx),
+            str(r.duration_ms),
+            r.detail,
+        )
+    Console().print(t)
+
+
+@click.command("probe")
+@click.argument("addresses", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, in input order.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file with verifier settings (same as VEC_VERIFIER_CONFIG).")
+@click.option("--dns-servers", help="Override VEC_DNS_SERVERS (host[:port],...).")
+@click.option("--smtp-port", type=int, help="Override VEC_SMTP_PORT.")
+def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
+          dns_servers: str | None, smtp_port: int | None) -> None:
+    """Verify ADDRESS... by DNS and SMTP ("-" reads addresses from stdin, one a line).
+
+    Configuration comes from VEC_* environment variables (VEC_DNS_SERVERS, VEC_SMTP_PORT,
+    VEC_SMTP_TIMEOUT, VEC_RETRY_WINDOW, VEC_HELO_NAME, VEC_MAIL_FROM, ...)."""
+    addrs = _read_addresses(addresses)
+    if not addrs:
+        raise click.UsageError("no address given")
+    if config_file:
+        os.environ["VEC_VERIFIER_CONFIG"] = os.path.abspath(config_file)
+    overrides: dict[str, object] = {}
+    if dns_servers is not None:
+        overrides["dns_servers"] = dns_servers
+    if smtp_port is not None:
+        overrides["smtp_port"] = smtp_port
+    try:
+        settings = VerifierSettings(**overrides)  # type: ignore[arg-type]
+        provider = build_provider(settings)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"bad verifier configuration: {exc}") from exc
+
+    printer = _OrderedPrinter(addrs) if as_json else None
+    try:
+        results = asyncio.run(provider.verify(addrs, printer))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    if not as_json:
+        _table(results)

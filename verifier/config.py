@@ -1,0 +1,209 @@
+"""Verifier configuration: environment variables with the prefix ``VEC_``, or a TOML file.
+
+Precedence (highest first): keyword arguments, environment (``VEC_*``), the TOML file named
+by ``VEC_VERIFIER_CONFIG`` (keys are the field names below, optionally under a
+``[verifier]`` table), then the defaults.
+
+Every timeout is in seconds. ``VEC_SMTP_TIMEOUT`` is the default for each SMTP stage
+(connect, banner, command); each stage can be overridden on its own.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+UNKNOWN_REASONS = (
+    "smtp_timeout",
+    "greylisted",
+    "antispam_block",
+    "temporary_failure",
+    "dns_failure",
+    "provider_error",
+)
+
+
+def parse_hostport(spec: str, default_port: int) -> tuple[str, int]:
+    """Parse ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 literal.
+
+    The host must be an IP literal: resolving a DNS server's own name would need the
+    system resolver, which the verifier never uses when servers are configured.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty DNS server")
+    port = default_port
+    if spec.startswith("["):
+        host, sep, rest = spec[1:].partition("]")
+        if not sep:
+            raise ValueError(f"bad DNS server {spec!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"bad DNS server {spec!r}")
+            port = int(rest[1:])
+    elif spec.count(":") == 1:
+        host, _, p = spec.partition(":")
+        port = int(p)
+    else:
+        host = spec
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"DNS server must be an IP address, got {host!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {spec!r}")
+    return host, port
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by VEC_VERIFIER_CONFIG (or passed as _config_file)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path:
+            with open(Path(path), "rb") as fh:
+                data = tomllib.load(fh)
+            if isinstance(data.get("verifier"), dict):
+                data = data["verifier"]
+            fields = settings_cls.model_fields
+            self._data = {k: v for k, v in data.items() if k in fields}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class VerifierSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VEC_", extra="ignore", frozen=True)
+
+    # --- DNS ---------------------------------------------------------------------------
+    dns_servers: str = Field(
+        "",
+        description="host[:port],... of the DNS resolvers (IP literals). Empty: the system "
+        "resolver (refused when loopback_only is set).",
+    )
+    dns_port: int = Field(53, description="port for DNS servers given without one")
+    dns_timeout: float = Field(4.0, gt=0, description="total time for one DNS query")
+    dns_cache_ttl: float = Field(300.0, ge=0, description="max age of a cached DNS answer")
+    dns_concurrency: int = Field(64, ge=1)
+
+    # --- SMTP --------------------------------------------------------------------------
+    smtp_port: int = 25
+    smtp_timeout: float = Field(6.0, gt=0, description="default timeout of every SMTP stage")
+    connect_timeout: float | None = Field(None, gt=0)
+    banner_timeout: float | None = Field(None, gt=0)
+    command_timeout: float | None = Field(None, gt=0)
+    helo_name: str = "localhost.localdomain"
+    mail_from: str = "probe@localhost.localdomain"
+    source_address: str | None = Field(None, description="local IP to bind for SMTP")
+    max_concurrency: int = Field(100, ge=1, description="SMTP sessions open at once, in all")
+    per_mx_concurrency: int = Field(5, ge=1, description="SMTP sessions open at once per MX host")
+    rcpts_per_session: int = Field(20, ge=1, description="RCPT commands per SMTP session")
+    max_errors_per_session: int = Field(
+        7, ge=1, description="rejected RCPTs after which a session is closed (Postfix slows at 10)"
+    )
+    max_mx_hosts: int = Field(5, ge=1, description="MX hosts tried per domain at most")
+
+    # --- retries, deadlines, caches ----------------------------------------------------
+    retry_window: float = Field(10.0, ge=0, description="time during which 4xx answers are retried")
+    retry_backoff: float = Field(1.0, gt=0, description="first retry delay; doubles each time")
+    retry_backoff_max: float = Field(8.0, gt=0)
+    address_deadline: float = Field(15.0, gt=0, description="worst case for one address, all tiers")
+    catch_all_cache_ttl: float = Field(3600.0, ge=0)
+    host_failure_ttl: float = Field(
+        60.0, ge=0, description="how long an MX host that refused/timed out is skipped"
+    )
+
+    # --- syntax and safety -------------------------------------------------------------
+    allow_test_domains: bool = Field(False, description="accept the special-use .test TLD")
+    loopback_only: bool = Field(
+        False, description="refuse to resolve through or connect to non-loopback addresses"
+    )
+
+    # --- fallback tier -----------------------------------------------------------------
+    fallback_tier: Literal["none", "smtp", "http"] = "none"
+    fallback_on: str = Field(
+        "smtp_timeout,antispam_block,temporary_failure,provider_error",
+        description="unknown reasons of the primary tier that go to the fallback tier",
+    )
+    fallback_deadline: float = Field(
+        5.0, gt=0, description="share of address_deadline kept for the fallback tier"
+    )
+    fallback_helo_name: str | None = None
+    fallback_mail_from: str | None = None
+    fallback_source_address: str | None = None
+    fallback_url: str | None = Field(None, description="HTTP verification API (fallback_tier=http)")
+    fallback_http_timeout: float = Field(10.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get("VEC_VERIFIER_CONFIG")
+        return (init_settings, env_settings, _TomlFileSource(settings_cls, path))
+
+    @field_validator("source_address", "fallback_source_address")
+    @classmethod
+    def _ip_or_none(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        ipaddress.ip_address(v)
+        return v
+
+    @field_validator("fallback_on")
+    @classmethod
+    def _reasons(cls, v: str) -> str:
+        for r in (x.strip() for x in v.split(",")):
+            if r and r not in UNKNOWN_REASONS:
+                raise ValueError(f"unknown reason {r!r} in fallback_on")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "VerifierSettings":
+        self.nameservers  # validates the list
+        if self.fallback_tier == "http" and not self.fallback_url:
+            raise ValueError("fallback_tier=http needs fallback_url")
+        if self.fallback_tier != "none" and self.fallback_deadline >= self.address_deadline:
+            raise ValueError("fallback_deadline must be below address_deadline")
+        return self
+
+    # --- derived values ----------------------------------------------------------------
+    @property
+    def nameservers(self) -> list[tuple[str, int]]:
+        return [parse_hostport(s, self.dns_port) for s in self.dns_servers.split(",") if s.strip()]
+
+    @property
+    def connect_timeout_s(self) -> float:
+        return self.connect_timeout or self.smtp_timeout
+
+    @property
+    def banner_timeout_s(self) -> float:
+        return self.banner_timeout or self.smtp_timeout
+
+    @property
+    def command_timeout_s(self) -> float:
+        return self.command_timeout or self.smtp_timeout
+
+    @property
+    def fallback_reasons(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.fallback_on.split(",") if r.strip())
+
+    @property
+    def primary_deadline(self) -> float:
+        """Per-address budget of the primary tier (the fallback keeps its share)."""
+        if self.fallback_tier == "none":
+            return self.address_deadline
+        return self.address_deadline - self.fallback_deadline

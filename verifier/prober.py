@@ -1,0 +1,613 @@
+"""The SMTP tier: syntax -> DNS -> SMTP sessions -> classification, for a batch.
+
+Shape of one batch:
+  * addresses are checked for syntax (invalid ones never reach DNS or SMTP) and grouped
+    by domain (duplicates are probed once);
+  * each domain is one job: one MX look-up (cached), then a few workers that each keep
+    an SMTP session open and feed it the domain's addresses, several RCPTs per MAIL
+    transaction. A session ends before it can hurt: after ``rcpts_per_session`` RCPTs,
+    after ``max_errors_per_session`` rejected RCPTs (Postfix slows down a client after
+    10 and drops it after 20), at "452 too many recipients" (the accepted count is
+    remembered as that host's limit), at 421 or a lost connection;
+  * the first session of a domain sends one RCPT to a random local part first: if the
+    server accepts it the domain is catch-all (cached per domain with a TTL);
+  * 4xx answers are retried with exponential backoff inside the retry window, then
+    become unknown (greylisted / temporary_failure / antispam_block);
+  * sessions are limited globally (``max_concurrency``) and per MX host
+    (``per_mx_concurrency``); an MX host that refused or timed out is skipped for
+    ``host_failure_ttl`` seconds;
+  * every stage has a timeout, and each address has a deadline (its tier's share of
+    ``address_deadline``, counted from when its domain's DNS look-up began or when a
+    worker first took it): past it, the address is unknown.
+
+Cancelling the calling task stops everything at once: sessions are closed, and
+``on_result`` has already been called for each finished address.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import secrets
+import string
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from aiosmtplib.errors import SMTPServerDisconnected, SMTPTimeoutError
+
+from .classify import Verdict, classify, classify_session_reply
+from .config import VerifierSettings
+from .lists import is_disposable, is_role
+from .resolver import DnsResolver, MxLookup
+from .result import VerificationResult
+from .smtp import ConnectFailed, Reply, Session, SessionRefused, open_session
+from .syntax import SyntaxResult, check_syntax
+
+log = logging.getLogger(__name__)
+
+OnResult = Callable[[VerificationResult], None]
+_NOT_PROBED = object()
+
+
+def _random_local_part() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(14))
+
+
+@dataclass(eq=False)
+class _Item:
+    syn: SyntaxResult
+    indexes: list[int]
+    role: bool
+    disposable: bool
+    started: float | None = None  # budget clock start
+    deadline: float = math.inf
+    retry_until: float = math.inf
+    retries: int = 0
+    drops: int = 0  # sessions lost while this address was on the wire
+    last: tuple[Verdict, Reply, str] | None = None  # last transient answer
+    hosts: list[str] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def rcpt(self) -> str:
+        return self.syn.rcpt
+
+
+class _LoopState:
+    """Semaphores live on one event loop; a prober may serve several loops in turn."""
+
+    def __init__(self, settings: VerifierSettings) -> None:
+        self.settings = settings
+        self.global_sem = asyncio.Semaphore(settings.max_concurrency)
+        self.host_sems: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def host_sem(self, key: tuple[str, int]) -> asyncio.Semaphore:
+        sem = self.host_sems.get(key)
+        if sem is None:
+            sem = self.host_sems[key] = asyncio.Semaphore(self.settings.per_mx_concurrency)
+        return sem
+
+
+class SmtpProber:
+    """A Provider that probes mail servers itself."""
+
+    def __init__(
+        self,
+        settings: VerifierSettings | None = None,
+        *,
+        name: str = "smtp",
+        tier: str | None = None,
+        helo_name: str | None = None,
+        mail_from: str | None = None,
+        source_address: str | None = None,
+        deadline: float | None = None,
+        resolver: DnsResolver | None = None,
+    ) -> None:
+        self.settings = s = settings or VerifierSettings()
+        self.name = name
+        self.tier = tier or name
+        self.helo_name = helo_name or s.helo_name
+        self.mail_from = mail_from if mail_from is not None else s.mail_from
+        self.source_address = source_address if source_address is not None else s.source_address
+        self.deadline = deadline if deadline is not None else s.primary_deadline
+        self.resolver = resolver or DnsResolver(s)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._catch_all: dict[str, tuple[float, bool]] = {}
+        self._host_down: dict[tuple[str, int], tuple[float, str]] = {}
+        self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
+        if s.loopback_only and self.source_address:
+            import ipaddress
+
+            if not ipaddress.ip_address(self.source_address).is_loopback:
+                raise ValueError("loopback_only: source address is not loopback")
+
+    # --- shared state ----------------------------------------------------------------
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        st = self._loops.get(loop)
+        if st is None:
+            st = self._loops[loop] = _LoopState(self.settings)
+        return st
+
+    def catch_all_cached(self, domain: str) -> bool | None:
+        hit = self._catch_all.get(domain)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def _remember_catch_all(self, domain: str, value: bool) -> None:
+        ttl = self.settings.catch_all_cache_ttl
+        if ttl > 0:
+            self._catch_all[domain] = (time.monotonic() + ttl, value)
+
+    def host_down(self, key: tuple[str, int]) -> str | None:
+        hit = self._host_down.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def _mark_down(self, key: tuple[str, int], why: str) -> None:
+        ttl = self.settings.host_failure_ttl
+        if ttl > 0:
+            self._host_down[key] = (time.monotonic() + ttl, why)
+
+    def clear_caches(self) -> None:
+        self._catch_all.clear()
+        self._host_down.clear()
+        self.host_limits.clear()
+        self.resolver.clear_cache()
+
+    # --- Provider --------------------------------------------------------------------
+    async def verify(
+        self, addresses: Sequence[str], on_result: OnResult | None = None
+    ) -> list[VerificationResult]:
+        addresses = list(addresses)
+        results: list[VerificationResult | None] = [None] * len(addresses)
+
+        def emit(i: int, r: VerificationResult) -> None:
+            results[i] = r
+            if on_result is not None:
+                on_result(r)
+
+        groups: dict[str, dict[str, _Item]] = {}
+        for i, addr in enumerate(addresses):
+            syn = check_syntax(addr, allow_test_domains=self.settings.allow_test_domains)
+            if not syn.ok:
+                emit(i, VerificationResult(
+                    address=addr, normalized=None, status="invalid", reason="syntax",
+                    detail=f"syntax: {syn.error}", tier=self.tier,
+                ))
+                continue
+            assert syn.ascii_domain is not None and syn.local_part is not None
+            per_domain = groups.setdefault(syn.ascii_domain, {})
+            item = per_domain.get(syn.rcpt)
+            if item is None:
+                item = per_domain[syn.rcpt] = _Item(
+                    syn, [], is_role(syn.local_part), is_disposable(syn.ascii_domain)
+                )
+            item.indexes.append(i)
+
+        if groups:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for domain, items in groups.items():
+                        job = _DomainJob(self, domain, list(items.values()), addresses, emit)
+                        tg.create_task(job.run(), name=f"verify:{domain}")
+            except BaseExceptionGroup as eg:  # surface the cause, not the group
+                raise eg.exceptions[0] from None
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # cannot happen; never return holes
+            for i in missing:
+                emit(i, VerificationResult(
+                    address=addresses[i], normalized=None, status="unknown",
+                    reason="provider_error", detail="internal error: no result", tier=self.tier,
+                ))
+        return results  # type: ignore[return-value]
+
+
+class _DomainJob:
+    def __init__(
+        self,
+        prober: SmtpProber,
+        domain: str,
+        items: list[_Item],
+        addresses: list[str],
+        emit: Callable[[int, VerificationResult], None],
+    ) -> None:
+        self.p = prober
+        self.s = prober.settings
+        self.domain = domain
+        self.items = items
+        self.addresses = addresses
+        self.emit = emit
+        self.t0 = time.monotonic()
+        self.dns_elapsed = 0.0
+        self.mx = MxLookup(domain, "failure")
+        self.ready: deque[_Item] = deque()
+        self.delayed: list[tuple[float, int, _Item]] = []
+        self.seq = itertools.count()
+        self.in_flight = 0
+        self.wake = asyncio.Event()
+        self.fatal: tuple[str, str, str, Reply | None, str | None] | None = None
+        cached = prober.catch_all_cached(domain)
+        self.catch_all: bool | None = cached
+        self.catch_all_known = cached is not None
+        self.catch_all_reply: Reply | None = None
+        self.catch_all_lock = asyncio.Lock()
+        self.catch_all_local = _random_local_part()
+
+    # --- results ---------------------------------------------------------------------
+    def _finish(
+        self,
+        item: _Item,
+        status: str,
+        reason: str | None,
+        detail: str,
+        reply: Reply | None = None,
+        host: str | None = None,
+    ) -> None:
+        if item.done:
+            return
+        item.done = True
+        now = time.monotonic()
+        start = item.started if item.started is not None else self.t0
+        mx = tuple(dict.fromkeys(item.hosts)) if item.hosts else (
+            self.mx.mx_names or tuple(h.name for h in self.mx.hosts)
+        )
+        for i in item.indexes:
+            self.emit(i, VerificationResult(
+                address=self.addresses[i],
+                normalized=item.syn.normalized,
+                status=status,
+                reason=reason,
+                detail=detail,
+                tier=self.p.tier,
+                mx=mx,
+                smtp_code=reply.code if reply else None,
+                smtp_message=reply.message if reply else None,
+                smtp_host=host if reply else None,
+                catch_all=self.catch_all,
+                disposable=item.disposable,
+                role=item.role,
+                duration_ms=int(round((now - start) * 1000)),
+            ))
+        self.wake.set()
+
+    def _finish_verdict(self, item: _Item, v: Verdict, reply: Reply, host: str) -> None:
+        said = f"{host} said: {reply}"
+        if v.kind == "safe":
+            if self.catch_all:
+                ca = f" (a random address was accepted too: {self.catch_all_reply})" if self.catch_all_reply else ""
+                self._finish(item, "risky", "catch_all", f"accept-all domain{ca}; {said}", reply, host)
+            elif item.role:
+                self._finish(item, "risky", "role", f"role account; {said}", reply, host)
+            else:
+                self._finish(item, "safe", None, said, reply, host)
+        elif v.kind in ("invalid", "risky", "unknown"):
+            self._finish(item, v.kind, v.reason, said, reply, host)
+        else:  # retry / too_many that could not be handled: unknown
+            self._finish(item, "unknown", v.reason or "temporary_failure", said, reply, host)
+
+    def _expire(self, item: _Item, why: str) -> None:
+        if item.last is not None:
+            v, reply, host = item.last
+            self._finish(item, "unknown", v.reason or "temporary_failure",
+                         f"{why}; last answer from {host}: {reply}", reply, host)
+        else:
+            self._finish(item, "unknown", "smtp_timeout", why)
+
+    # --- the job ---------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not take the batch down
+            log.exception("verifier: domain job %s failed", self.domain)
+            for item in self.items:
+                self._finish(item, "unknown", "provider_error", f"internal error: {exc!r}")
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.timeout(self.s.dns_timeout * 3 + 1):
+                self.mx = await self.p.resolver.lookup_mx(self.domain)
+        except TimeoutError:
+            self.mx = MxLookup(self.domain, "failure", detail=f"{self.domain}: DNS timeout")
+        self.dns_elapsed = time.monotonic() - self.t0
+        mx = self.mx
+        outcome = {
+            "nxdomain": ("invalid", "no_domain"),
+            "null_mx": ("invalid", "null_mx"),
+            "no_mx": ("invalid", "no_mx"),
+            "failure": ("unknown", "dns_failure"),
+            "blocked": ("unknown", "provider_error"),
+        }.get(mx.status)
+        if outcome is not None:
+            for item in self.items:
+                self._finish(item, outcome[0], outcome[1], mx.detail or mx.status)
+            return
+
+        todo = []
+        for item in self.items:
+            if item.disposable:
+                self._finish(item, "risky", "disposable",
+                             f"{self.domain} is a disposable-address provider (not probed)")
+            else:
+                todo.append(item)
+        if not todo:
+            return
+        self.ready.extend(todo)
+        workers = max(1, min(self.s.per_mx_concurrency,
+                             math.ceil(len(todo) / self.s.rcpts_per_session)))
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(workers):
+                tg.create_task(self._worker())
+        for item in todo:  # safety net
+            if not item.done:
+                self._finish(item, "unknown", "provider_error", "internal error: address left over")
+
+    # --- queue -----------------------------------------------------------------------
+    async def _take(self) -> _Item | None:
+        while True:
+            if self.fatal is not None:
+                status, reason, detail, reply, host = self.fatal
+                pending = list(self.ready) + [e[2] for e in self.delayed]
+                self.ready.clear()
+                self.delayed.clear()
+                for item in pending:
+                    self._finish(item, status, reason, detail, reply, host)
+            now = time.monotonic()
+            while self.delayed and self.delayed[0][0] <= now:
+                self.ready.append(heapq.heappop(self.delayed)[2])
+            if self.ready:
+                self.in_flight += 1
+                return self.ready.popleft()
+            if not self.delayed and self.in_flight == 0:
+                self.wake.set()
+                return None
+            timeout = self.delayed[0][0] - now if self.delayed else None
+            self.wake.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self.wake.set()
+
+    def _requeue_now(self, item: _Item) -> None:
+        self.ready.appendleft(item)
+
+    def _retry_later(self, item: _Item, v: Verdict, reply: Reply, host: str) -> None:
+        """A 4xx: try again after a backoff, inside the retry window, or give up."""
+        item.last = (v, reply, host)
+        now = time.monotonic()
+        limit = min(item.retry_until, item.deadline - 0.2)
+        delay = min(self.s.retry_backoff * (2 ** item.retries), self.s.retry_backoff_max)
+        item.retries += 1
+        when = now + delay
+        if when > limit:
+            if limit - now >= min(0.5, delay):
+                when = limit  # one last try at the end of the window
+            else:
+                window = self.s.retry_window
+                self._finish(item, "unknown", v.reason or "temporary_failure",
+                             f"still refused after {item.retries} tries in {window:g}s; "
+                             f"{host} said: {reply}", reply, host)
+                return
+        heapq.heappush(self.delayed, (when, next(self.seq), item))
+
+    # --- workers ---------------------------------------------------------------------
+    async def _worker(self) -> None:
+        sess: Session | None = None
+        try:
+            while True:
+                item = await self._take()
+                if item is None:
+                    return
+                try:
+                    sess = await self._handle(item, sess)
+                finally:
+                    self._release()
+                if sess is not None and (not sess.alive or self._spent(sess) or not self.ready):
+                    await sess.quit(min(2.0, self.s.command_timeout_s))
+                    sess = None
+        finally:
+            if sess is not None:
+                sess.close()
+
+    def _spent(self, sess: Session) -> bool:
+        if sess.exhausted or sess.rcpts >= self.s.rcpts_per_session:
+            return True
+        if sess.errors >= self.s.max_errors_per_session:
+            return True
+        limit = self.p.host_limits.get(sess.key)
+        return limit is not None and sess.accepted >= limit
+
+    def _begin(self, item: _Item) -> None:
+        if item.started is None:
+            now = time.monotonic()
+            item.started = max(self.t0, now - self.dns_elapsed)
+            item.deadline = item.started + self.p.deadline
+            item.retry_until = item.started + self.s.retry_window
+
+    async def _handle(self, item: _Item, sess: Session | None) -> Session | None:
+        self._begin(item)
+        if item.done:
+            return sess
+        if time.monotonic() >= item.deadline:
+            self._expire(item, f"deadline of {self.p.deadline:g}s reached")
+            return sess
+        if sess is not None and (not sess.alive or self._spent(sess)):
+            await sess.quit(min(2.0, self.s.command_timeout_s))
+            sess = None
+        if sess is None:
+            sess = await self._open(item)
+            if sess is None:
+                return None
+        item.hosts.append(sess.host_name)
+
+        if not self.catch_all_known and not sess.catch_all_tried:
+            await self._probe_catch_all(sess, item)
+            if not sess.alive:
+                self._dropped(item, sess, "connection lost during the catch-all probe")
+                return sess
+            if self._spent(sess):
+                self._requeue_now(item)
+                return sess
+
+        if item.syn.smtputf8 and not sess.smtputf8:
+            self._finish(item, "invalid", "smtputf8_unsupported",
+                         f"{sess.label} does not support SMTPUTF8, needed for this address")
+            return sess
+
+        remaining = item.deadline - time.monotonic()
+        if remaining <= 0:
+            self._expire(item, f"deadline of {self.p.deadline:g}s reached")
+            return sess
+        timeout = min(self.s.command_timeout_s, remaining)
+        try:
+            reply = await sess.rcpt(item.rcpt, item.syn.smtputf8, timeout)
+        except SMTPTimeoutError:
+            self._expire(item, f"{sess.label}: no reply to RCPT within {timeout:.3g}s")
+            return sess
+        except (SMTPServerDisconnected, ConnectionError, OSError):
+            self._dropped(item, sess, f"{sess.label}: connection lost at RCPT")
+            return sess
+        v = classify(reply.code, reply.message)
+        if v.kind == "too_many":
+            if sess.accepted > 0:
+                self.p.host_limits[sess.key] = sess.accepted
+                sess.exhausted = True
+                self._requeue_now(item)
+            else:
+                self._retry_later(item, Verdict("retry", "temporary_failure", v.rule), reply, sess.label)
+        elif v.kind == "retry":
+            if reply.code == 421:
+                sess.dead = True
+            self._retry_later(item, v, reply, sess.label)
+        else:
+            self._finish_verdict(item, v, reply, sess.label)
+        return sess
+
+    def _dropped(self, item: _Item, sess: Session, why: str) -> None:
+        sess.dead = True
+        item.drops += 1
+        if item.drops <= 2:
+            self._requeue_now(item)
+        else:
+            self._finish(item, "unknown", "temporary_failure", f"{why} ({item.drops} times)")
+
+    async def _probe_catch_all(self, sess: Session, item: _Item) -> None:
+        sess.catch_all_tried = True
+        async with self.catch_all_lock:
+            if self.catch_all_known or not sess.alive:
+                return
+            remaining = item.deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            probe = f"{self.catch_all_local}@{self.domain}"
+            try:
+                reply = await sess.rcpt(probe, False, min(self.s.command_timeout_s, remaining))
+            except (SMTPTimeoutError, SMTPServerDisconnected, ConnectionError, OSError):
+                return
+            v = classify(reply.code, reply.message)
+            if v.kind == "safe":
+                self.catch_all, self.catch_all_known = True, True
+            elif v.kind == "invalid":
+                self.catch_all, self.catch_all_known = False, True
+            else:
+                return  # transient or policy: try again in a later session
+            self.catch_all_reply = reply
+            self.p._remember_catch_all(self.domain, self.catch_all)
+
+    async def _open(self, item: _Item) -> Session | None:
+        remaining = item.deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._open_failover(item)
+        except TimeoutError:
+            self._expire(item, f"deadline of {self.p.deadline:g}s reached while connecting")
+            return None
+
+    async def _open_failover(self, item: _Item) -> Session | None:
+        st = self.p._state()
+        s = self.s
+        port = s.smtp_port
+        src = self.p.source_address
+        conn_failures: list[str] = []
+        refusals: list[tuple[SessionRefused, str]] = []
+        tried: list[str] = []
+        want_utf8 = any(i.syn.smtputf8 for i in self.items)
+        await st.global_sem.acquire()
+        handed_over = False
+        try:
+            for host in self.mx.hosts:
+                addrs = list(host.addresses)
+                if src is not None:  # a bound socket cannot cross address families
+                    v6 = ":" in src
+                    addrs = [a for a in addrs if (":" in a) == v6]
+                for ip in addrs[:2]:
+                    key = (ip, port)
+                    label = f"{host.name}[{ip}]"
+                    tried.append(host.name)
+                    down = self.p.host_down(key)
+                    if down:
+                        conn_failures.append(f"{label}: {down} (skipped, recently failed)")
+                        continue
+                    hsem = st.host_sem(key)
+                    await hsem.acquire()
+                    try:
+                        sess = await open_session(
+                            ip, port, label=label, helo_name=self.p.helo_name,
+                            mail_from=self.p.mail_from, source_address=src,
+                            connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
+                            command_timeout=s.command_timeout_s, want_smtputf8=want_utf8,
+                        )
+                    except ConnectFailed as exc:
+                        hsem.release()
+                        self.p._mark_down(key, exc.detail)
+                        conn_failures.append(f"{label}: {exc.detail}")
+                        continue
+                    except SessionRefused as exc:
+                        hsem.release()
+                        refusals.append((exc, label))
+                        continue
+                    except BaseException:
+                        hsem.release()
+                        raise
+                    sess.releases = [hsem.release, st.global_sem.release]
+                    sess.host_name = host.name
+                    handed_over = True
+                    item.hosts.extend(tried[:-1])  # the failed ones; _handle adds this one
+                    return sess
+        finally:
+            if not handed_over:
+                st.global_sem.release()
+
+        item.hosts.extend(tried)
+        if refusals:
+            exc, label = refusals[0]  # the most preferred host that answered
+            reply = Reply(exc.code, exc.message)
+            v = classify_session_reply(exc.code, exc.message)
+            if v.kind == "retry":
+                self._retry_later(item, v, reply, label)
+                return None
+            detail = f"refused at {exc.stage}: {label} said: {reply}"
+            self.fatal = ("unknown", v.reason or "antispam_block", detail, reply, label)
+            self._finish(item, *self.fatal[:3], reply, label)
+            return None
+        detail = "no MX host reachable: " + "; ".join(conn_failures) if conn_failures else "no MX host to try"
+        self.fatal = ("unknown", "smtp_timeout", detail, None, None)
+        self._finish(item, "unknown", "smtp_timeout", detail)
+        return None

@@ -1,0 +1,199 @@
+"""One SMTP session with aiosmtplib: connect, greeting, EHLO (HELO fallback), MAIL FROM,
+then any number of RCPT TO. Never DATA. Every stage has its own timeout.
+
+The TCP connection is made here (bound to the configured source address when given)
+so that the connect timeout and the banner timeout are separate; aiosmtplib then takes
+over the connected socket (``start_tls=False``: the probe never upgrades).
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiosmtplib
+from aiosmtplib.errors import (
+    SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPHeloError,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+
+class ConnectFailed(Exception):
+    """No usable SMTP conversation with this host: refused, timed out, tarpit, dropped."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind  # refused | connect_timeout | banner_timeout | timeout | disconnected
+        self.detail = detail
+
+
+class SessionRefused(Exception):
+    """The server answered the greeting, EHLO/HELO or MAIL FROM with a refusal."""
+
+    def __init__(self, stage: str, code: int, message: str) -> None:
+        super().__init__(f"{stage}: {code} {message}")
+        self.stage = stage
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Reply:
+    code: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}".replace("\n", " ")
+
+
+@dataclass
+class Session:
+    smtp: aiosmtplib.SMTP
+    label: str  # "mx.example.test[127.0.0.2]"
+    key: tuple[str, int]
+    smtputf8: bool
+    releases: list[Callable[[], None]] = field(default_factory=list)
+    host_name: str = ""  # the MX name, for the "mx tried" list
+    rcpts: int = 0  # RCPT commands sent
+    errors: int = 0  # 4xx/5xx replies to RCPT
+    accepted: int = 0  # 2xx replies to RCPT in this transaction
+    dead: bool = False
+    exhausted: bool = False
+    catch_all_tried: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.dead and self.smtp.is_connected
+
+    async def rcpt(self, address: str, utf8: bool, timeout: float) -> Reply:
+        """Send RCPT TO and return the reply, whatever its code. Timeouts and
+        disconnects raise (and leave the session dead)."""
+        enc = "utf-8" if utf8 else "ascii"
+        try:
+            resp = await self.smtp.execute_command(
+                b"RCPT", b"TO:<" + address.encode(enc) + b">", timeout=timeout
+            )
+        except BaseException:
+            self.dead = True
+            raise
+        self.rcpts += 1
+        if resp.code // 100 == 2:
+            self.accepted += 1
+        else:
+            self.errors += 1
+        if not self.smtp.is_connected:
+            self.dead = True
+        return Reply(resp.code, resp.message)
+
+    async def quit(self, timeout: float) -> None:
+        """Polite end (QUIT); errors ignored; always closes."""
+        try:
+            if self.alive:
+                await self.smtp.execute_command(b"QUIT", timeout=timeout)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+            if isinstance(exc, asyncio.CancelledError):
+                self.close()
+                raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Immediate close (no QUIT), releases the concurrency slots once."""
+        self.dead = True
+        try:
+            self.smtp.close()
+        finally:
+            releases, self.releases = self.releases, []
+            for r in releases:
+                r()
+
+
+async def _tcp_connect(ip: str, port: int, source: str | None, timeout: float) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        sock.close()
+        raise ConnectFailed("connect_timeout", f"connect timed out after {timeout:g}s") from None
+    except OSError as exc:
+        sock.close()
+        kind = "refused" if isinstance(exc, ConnectionRefusedError) else "connect_error"
+        raise ConnectFailed(kind, f"connect failed: {exc.strerror or exc}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_session(
+    ip: str,
+    port: int,
+    *,
+    label: str,
+    helo_name: str,
+    mail_from: str,
+    source_address: str | None,
+    connect_timeout: float,
+    banner_timeout: float,
+    command_timeout: float,
+    want_smtputf8: bool = False,
+) -> Session:
+    """Connect and get to the point where RCPT TO can be sent.
+
+    Raises ConnectFailed (try the next MX, host probably down) or SessionRefused (the
+    server said no before any recipient)."""
+    sock = await _tcp_connect(ip, port, source_address, connect_timeout)
+    smtp = aiosmtplib.SMTP(
+        local_hostname=helo_name, timeout=command_timeout, start_tls=False, sock=sock
+    )
+    try:
+        try:
+            await smtp.connect(timeout=banner_timeout)
+        except SMTPConnectResponseError as exc:
+            raise SessionRefused("greeting", exc.code, exc.message) from None
+        except SMTPConnectTimeoutError:
+            raise ConnectFailed(
+                "banner_timeout", f"no greeting within {banner_timeout:g}s (tarpit?)"
+            ) from None
+        except SMTPConnectError as exc:
+            raise ConnectFailed("disconnected", f"closed before greeting: {exc}") from None
+
+        try:
+            try:
+                await smtp.ehlo(timeout=command_timeout)
+            except SMTPHeloError as exc:
+                if smtp.is_connected and exc.code // 100 == 5:
+                    try:
+                        await smtp.helo(timeout=command_timeout)
+                    except SMTPHeloError as exc2:
+                        raise SessionRefused("helo", exc2.code, exc2.message) from None
+                else:
+                    raise SessionRefused("ehlo", exc.code, exc.message) from None
+            utf8 = smtp.supports_extension("smtputf8")
+            opts = [b"SMTPUTF8"] if (want_smtputf8 and utf8) else []
+            resp = await smtp.execute_command(
+                b"MAIL", b"FROM:<" + mail_from.encode("ascii") + b">", *opts,
+                timeout=command_timeout,
+            )
+            if resp.code != 250:
+                raise SessionRefused("mail", resp.code, resp.message)
+        except SMTPTimeoutError:
+            raise ConnectFailed("timeout", f"no reply within {command_timeout:g}s after greeting") from None
+        except SMTPServerDisconnected as exc:
+            raise ConnectFailed("disconnected", f"connection lost: {exc}") from None
+    except BaseException:
+        smtp.close()
+        sock.close()  # in case no transport took it over
+        raise
+    return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts))
