@@ -242,6 +242,7 @@ class _DomainJob:
         self.catch_all_known = cached is not None
         self.catch_all_reply: Reply | None = None
         self.catch_all_lock = asyncio.Lock()
+        self.catch_all_gave_up = False  # the server did not answer the probe in time
         self.catch_all_local = _random_local_part()
 
     # --- results ---------------------------------------------------------------------
@@ -330,16 +331,15 @@ class _DomainJob:
             "failure": ("unknown", "dns_failure"),
             "blocked": ("unknown", "provider_error"),
         }.get(mx.status)
-        if outcome is not None:
-            for item in self.items:
-                self._finish(item, outcome[0], outcome[1], mx.detail or mx.status)
-            return
-
+        definitive = mx.status in ("ok", "nxdomain", "null_mx", "no_mx")
         todo = []
         for item in self.items:
-            if item.disposable:
+            if item.disposable and (mx.status == "ok" or not definitive):
+                # known from the list; a domain that takes no mail stays invalid
                 self._finish(item, "risky", "disposable",
-                             f"{self.domain} is a disposable-address provider (not probed)")
+                             f"{self.domain} is a disposable-address provider (not probed by SMTP)")
+            elif outcome is not None:
+                self._finish(item, outcome[0], outcome[1], mx.detail or mx.status)
             else:
                 todo.append(item)
         if not todo:
@@ -455,10 +455,14 @@ class _DomainJob:
             sess = await self._open(item)
             if sess is None:
                 return None
-        item.hosts.append(sess.host_name)
+        item.hosts.extend(sess.tried)
 
-        if not self.catch_all_known and not sess.catch_all_tried:
-            await self._probe_catch_all(sess, item)
+        if not self.catch_all_known and not self.catch_all_gave_up and not sess.catch_all_tried:
+            timed_out = await self._probe_catch_all(sess, item)
+            if timed_out:  # the same server would not answer this address's RCPT either
+                self.catch_all_gave_up = True
+                self._expire(item, f"{sess.label}: no reply to RCPT within {self.s.command_timeout_s:g}s")
+                return sess
             if not sess.alive:
                 self._dropped(item, sess, "connection lost during the catch-all probe")
                 return sess
@@ -508,28 +512,32 @@ class _DomainJob:
         else:
             self._finish(item, "unknown", "temporary_failure", f"{why} ({item.drops} times)")
 
-    async def _probe_catch_all(self, sess: Session, item: _Item) -> None:
+    async def _probe_catch_all(self, sess: Session, item: _Item) -> bool:
+        """RCPT to a random local part. Returns True when the server did not answer."""
         sess.catch_all_tried = True
         async with self.catch_all_lock:
-            if self.catch_all_known or not sess.alive:
-                return
+            if self.catch_all_known or self.catch_all_gave_up or not sess.alive:
+                return False
             remaining = item.deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             probe = f"{self.catch_all_local}@{self.domain}"
             try:
                 reply = await sess.rcpt(probe, False, min(self.s.command_timeout_s, remaining))
-            except (SMTPTimeoutError, SMTPServerDisconnected, ConnectionError, OSError):
-                return
+            except SMTPTimeoutError:
+                return True
+            except (SMTPServerDisconnected, ConnectionError, OSError):
+                return False
             v = classify(reply.code, reply.message)
             if v.kind == "safe":
                 self.catch_all, self.catch_all_known = True, True
             elif v.kind == "invalid":
                 self.catch_all, self.catch_all_known = False, True
             else:
-                return  # transient or policy: try again in a later session
+                return False  # transient or policy: try again in a later session
             self.catch_all_reply = reply
             self.p._remember_catch_all(self.domain, self.catch_all)
+            return False
 
     async def _open(self, item: _Item) -> Session | None:
         remaining = item.deadline - time.monotonic()
@@ -588,8 +596,8 @@ class _DomainJob:
                         raise
                     sess.releases = [hsem.release, st.global_sem.release]
                     sess.host_name = host.name
+                    sess.tried = tuple(dict.fromkeys(tried))
                     handed_over = True
-                    item.hosts.extend(tried[:-1])  # the failed ones; _handle adds this one
                     return sess
         finally:
             if not handed_over:

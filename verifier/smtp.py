@@ -59,7 +59,8 @@ class Session:
     key: tuple[str, int]
     smtputf8: bool
     releases: list[Callable[[], None]] = field(default_factory=list)
-    host_name: str = ""  # the MX name, for the "mx tried" list
+    host_name: str = ""  # the MX name
+    tried: tuple[str, ...] = ()  # MX names tried to open this session, this one last
     rcpts: int = 0  # RCPT commands sent
     errors: int = 0  # 4xx/5xx replies to RCPT
     accepted: int = 0  # 2xx replies to RCPT in this transaction

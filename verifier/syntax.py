@@ -56,6 +56,7 @@ def check_syntax(address: str, *, allow_test_domains: bool = False) -> SyntaxRes
             allow_quoted_local=False,
             allow_domain_literal=False,
             allow_display_name=False,
+            strict=True,  # local part at most 64 octets (RFC 5321 4.5.3.1.1)
             test_environment=allow_test_domains,
         )
     except EmailNotValidError as exc:
