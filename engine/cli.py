@@ -1,17 +1,400 @@
-"""The `vec` command line."""
+"""The `vec` command line: for people (tables, progress bars) and machines (--json)."""
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from typing import Any, Iterable
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from engine.config import EngineSettings
+from engine.domain.errors import DomainError
+from engine.service import Engine
+from engine.store import StoreUrlError, open_database
+from engine.store.base import StoreError
+from engine.store.lease import LeaseHeld
+from projections import queries
+from projections.read_models import HISTORY_TYPES
+
+out = Console()
+err = Console(stderr=True)
+
+EXPECTED_ERRORS = (DomainError, StoreError, StoreUrlError, LeaseHeld)
+
+
+class DefaultGroup(click.Group):
+    """A group that runs `default` when the first word is not one of its commands
+    (`vec credits ACME` shows the balance, `vec credits grant ACME ...` grants)."""
+
+    def __init__(self, *args, default: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
+class Context:
+    def __init__(self, store: str | None):
+        overrides = {"store": store} if store else {}
+        self.settings = EngineSettings(**overrides)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(open_database(self.settings.store), self.settings)
+        return self._engine
+
+    @property
+    def db(self):
+        return self.engine.db
+
+    def fresh_db(self):
+        """The read models, caught up with the log."""
+        self.db.catch_up()
+        return self.db
+
+
+def command(group: click.Group, name: str | None = None, json_flag: bool = True, **kwargs):
+    """A subcommand with --json and the clear-error-or-nothing contract."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kw):
+            try:
+                return fn(click.get_current_context().obj, *args, **kw)
+            except EXPECTED_ERRORS as error:
+                err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                sys.exit(1)
+
+        if json_flag:
+            run = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(run)
+        return group.command(name, **kwargs)(run)
+
+    return wrap
+
+
+def emit(data: Any, as_json: bool, title: str | None = None) -> None:
+    if as_json:
+        if isinstance(data, list):
+            for row in data:
+                click.echo(json.dumps(row, default=str))
+        else:
+            click.echo(json.dumps(data, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    if not rows:
+        out.print("(nothing)")
+        return
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row.values()])
+    out.print(table)
 
 
 @click.group()
-def cli() -> None:
+@click.option("--store", envvar="VEC_STORE", help="store URL (default sqlite:///./vec.db)")
+@click.option("-v", "--verbose", is_flag=True, help="log what the engine does")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, verbose: bool) -> None:
     """VEC: the event-sourced email-verification engine."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(store)
+
+
+# --- accounts and credits -------------------------------------------------------------
+
+@cli.group()
+def account() -> None:
+    """Customer accounts."""
+
+
+@command(account, "open")
+@click.argument("account_id")
+@click.option("--idempotency-key", help="a retried command with the same key appends nothing")
+def account_open(ctx: Context, account_id: str, idempotency_key: str | None, as_json: bool) -> None:
+    """Open ACCOUNT_ID with the 200-credit welcome bonus."""
+    ctx.engine.open_account(account_id, idempotency_key)
+    emit(queries.balances(ctx.fresh_db().conn, account_id), as_json)
+
+
+@cli.group(cls=DefaultGroup, default="show")
+def credits() -> None:
+    """Balances (`vec credits ACCOUNT`) and grants (`vec credits grant ...`)."""
+
+
+@command(credits, "show")
+@click.argument("account_id")
+def credits_show(ctx: Context, account_id: str, as_json: bool) -> None:
+    """Balance of ACCOUNT_ID per bucket."""
+    if ctx.engine.account(account_id).opened:
+        ctx.engine.expire_monthly(account_id)  # a lapsed period shows as expired, engine running or not
+    row = queries.balances(ctx.fresh_db().conn, account_id)
+    if row is None:
+        raise DomainError(f"no such account: {account_id}")
+    emit({k: row[k] for k in ("account", "monthly", "payg", "total")}, as_json)
+
+
+@command(credits, "grant")
+@click.argument("account_id")
+@click.option("--payg", type=click.IntRange(min=1), help="credits for the PAYG bucket (never expire)")
+@click.option("--monthly", type=click.IntRange(min=1), help="credits for the Monthly bucket")
+@click.option("--expires", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d%z"]),
+              help="ISO 8601 expiry of monthly credits, with a zone (e.g. 2026-12-31T23:59:59+00:00)")
+@click.option("--reason", type=click.Choice(["purchase", "subscription", "support"]))
+@click.option("--idempotency-key")
+def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int | None, expires: datetime | None,
+                  reason: str | None, idempotency_key: str | None, as_json: bool) -> None:
+    """Grant credits (--payg N | --monthly N --expires ISO8601)."""
+    if (payg is None) == (monthly is None):
+        raise click.UsageError("give exactly one of --payg N or --monthly N")
+    if payg is not None:
+        ctx.engine.grant_credits(account_id, "payg", payg, reason or "purchase", expires, idempotency_key)
+    else:
+        if expires is None:
+            raise click.UsageError("--monthly needs --expires ISO8601")
+        ctx.engine.grant_credits(account_id, "monthly", monthly, reason or "subscription", expires, idempotency_key)
+    row = queries.balances(ctx.fresh_db().conn, account_id)
+    emit({k: row[k] for k in ("account", "monthly", "payg", "total")}, as_json)
+
+
+@command(cli, "history")
+@click.argument("account_id")
+@click.option("--type", "kind", type=click.Choice(HISTORY_TYPES))
+def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> None:
+    """The Credits History of ACCOUNT_ID."""
+    if queries.balances(ctx.fresh_db().conn, account_id) is None:
+        raise DomainError(f"no such account: {account_id}")
+    emit(queries.history(ctx.db.conn, account_id, kind), as_json, title=f"Credits History of {account_id}")
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+@command(cli, "verify")
+@click.argument("account_id")
+@click.argument("address")
+def verify(ctx: Context, account_id: str, address: str, as_json: bool) -> None:
+    """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
+    task_id = ctx.engine.create_single(account_id, address)
+    _run_to_end(ctx, task_id, show_progress=False)
+    row = next(iter(queries.results(ctx.fresh_db().conn, task_id)), None)
+    task = queries.task(ctx.db.conn, task_id)
+    emit({"task_id": task_id, "address": address, "status": row["status"] if row else task["status"],
+          "reason": (row["reason"] if row else None) or None, "task_status": task["status"]}, as_json)
+
+
+@command(cli, "bulk")
+@click.argument("account_id")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="follow the task to its end with a progress bar")
+@click.option("--allow-duplicate", is_flag=True, help="verify a file uploaded in the last 24 h again")
+def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, as_json: bool) -> None:
+    """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
+    upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate)
+    report = upload.report
+    summary = {"task_id": upload.task_id, "addresses": report.unique, "duplicates": report.duplicates,
+               "rows_without_address": report.rows_without_address, "column": report.column}
+    if not wait:
+        emit(summary if not as_json else {"task_id": upload.task_id, **summary}, as_json)
+        return
+    if not as_json:
+        err.print(f"task {upload.task_id}: {report.unique} addresses ({report.duplicates} duplicates, "
+                  f"{report.rows_without_address} rows without an address)")
+    _run_to_end(ctx, upload.task_id, show_progress=not as_json)
+    emit(queries.task(ctx.fresh_db().conn, upload.task_id), as_json)
+
+
+def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
+    """Drives the task in-process when no engine runs; otherwise follows the running engine."""
+    from consumers.providers import build_provider
+    from consumers.runtime import Runtime
+
+    engine = ctx.engine
+
+    async def main() -> None:
+        progress = asyncio.create_task(_show_progress(ctx, task_id)) if show_progress else None
+        try:
+            while engine.task(task_id).active:
+                try:
+                    await Runtime(engine, build_provider(ctx.settings), only_task=task_id).run()
+                except LeaseHeld:  # a running engine does the work; take over if it stops
+                    await asyncio.sleep(ctx.settings.poll_interval)
+        finally:
+            if progress:
+                progress.cancel()
+
+    asyncio.run(main())
+
+
+async def _show_progress(ctx: Context, task_id: str) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        handle = bar.add_task("verifying", total=None)
+        while True:
+            state = ctx.engine.task(task_id)
+            done = state.consumed + state.refunded
+            bar.update(handle, total=state.address_count, completed=done, description=state.status)
+            await asyncio.sleep(0.25)
+
+
+@command(cli, "tasks")
+@click.argument("account_id")
+def tasks_list(ctx: Context, account_id: str, as_json: bool) -> None:
+    """Tasks of ACCOUNT_ID (deleted ones hidden)."""
+    emit(queries.tasks(ctx.fresh_db().conn, account_id), as_json, title=f"Tasks of {account_id}")
+
+
+@cli.group()
+def task() -> None:
+    """One task: show, cancel, delete, results."""
+
+
+def _task_row(ctx: Context, task_id: str) -> dict:
+    row = queries.task(ctx.fresh_db().conn, task_id)
+    if row is None:
+        raise DomainError(f"no such task: {task_id}")
+    return row
+
+
+@command(task, "show")
+@click.argument("task_id")
+def task_show(ctx: Context, task_id: str, as_json: bool) -> None:
+    emit(_task_row(ctx, task_id), as_json)
+
+
+@command(task, "cancel")
+@click.argument("task_id")
+def task_cancel(ctx: Context, task_id: str, as_json: bool) -> None:
+    """Cancel a bulk task: refunds every address without a result, at once."""
+    ctx.engine.cancel_task(task_id)
+    emit(_task_row(ctx, task_id), as_json)
+
+
+@command(task, "delete")
+@click.argument("task_id")
+def task_delete(ctx: Context, task_id: str, as_json: bool) -> None:
+    """Hide a finished task and its results (the log keeps them for audit)."""
+    ctx.engine.delete_task(task_id)
+    emit({"task_id": task_id, "deleted": True}, as_json)
+
+
+@command(task, "results", json_flag=False)
+@click.argument("task_id")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option("--status", type=click.Choice(["safe", "invalid", "risky", "unknown"]))
+def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> None:
+    """Results of TASK_ID as CSV (default) or JSON lines."""
+    _task_row(ctx, task_id)
+    rows = queries.results(ctx.db.conn, task_id, status)
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=["address", "status", "reason", "detail", "tier"])
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+# --- the engine and the log ---------------------------------------------------------------
+
+@command(cli, "run", json_flag=False)
+def run(ctx: Context) -> None:
+    """Run the engine (workers, scheduler, watchdog, projector) until interrupted."""
+    from consumers.providers import build_provider
+    from consumers.runtime import Runtime
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        err.print(f"vec engine running on {ctx.settings.store} (provider {ctx.settings.provider}); Ctrl-C stops")
+        await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
+        err.print("vec engine stopped")
+
+    asyncio.run(main())
+
+
+@command(cli, "events", json_flag=False)
+@click.option("--stream", help="only this stream (account-ID or task-ID)")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="start after this position")
+@click.option("--follow", is_flag=True, help="keep printing new events until interrupted")
+def events_cmd(ctx: Context, stream: str | None, after: int, follow: bool) -> None:
+    """The log as JSON lines: position, stream, version, type, data, metadata."""
+    store = ctx.db.events
+    position = after
+    try:
+        while True:
+            for recorded in store.read_all(after_position=position):
+                position = recorded.position
+                if stream is None or recorded.stream == stream:
+                    click.echo(json.dumps(recorded.to_json(), ensure_ascii=False))
+            if not follow:
+                return
+            time.sleep(ctx.settings.poll_interval)
+    except KeyboardInterrupt:
+        return
+
+
+@command(cli, "audit")
+def audit_cmd(ctx: Context, as_json: bool) -> None:
+    """Replay the whole log and check every money rule; exit 0 only if all hold."""
+    from engine.audit import audit
+
+    report = audit(ctx.db)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        out.print(f"{report.events} events, {report.accounts} accounts, {report.tasks} tasks")
+        for violation in report.violations:
+            out.print(f"[red]VIOLATION[/] {violation}", highlight=False)
+        out.print("[green]all money rules hold[/]" if report.ok else f"[red]{len(report.violations)} violations[/]")
+    sys.exit(0 if report.ok else 1)
+
+
+@command(cli, "rebuild")
+def rebuild_cmd(ctx: Context, as_json: bool) -> None:
+    """Recreate every read model from the log."""
+    started = time.perf_counter()
+    count = ctx.db.projector.rebuild()
+    emit({"events": count, "seconds": round(time.perf_counter() - started, 3)}, as_json)
+
+
+@command(cli, "replay")
+@click.argument("target")
+@click.option("--until", "until", type=click.IntRange(min=0), help="state as of this global position")
+@click.option("--as-of", "as_of", help="state as of this ISO 8601 time")
+def replay_cmd(ctx: Context, target: str, until: int | None, as_of: str | None, as_json: bool) -> None:
+    """State of an ACCOUNT or TASK as it was at a position or a time."""
+    from engine.replay import replay
+
+    if (until is None) == (as_of is None):
+        raise click.UsageError("give exactly one of --until POSITION or --as-of TIME")
+    emit(replay(ctx.db, target, until, as_of), as_json)
 
 
 def _register_verifier() -> None:
-    from verifier.cli import probe  # the verifier knows nothing of the engine
-
+    try:
+        from verifier.cli import probe  # the verifier knows nothing of the engine
+    except ImportError:
+        return
     cli.add_command(probe)
 
 

@@ -32,6 +32,8 @@ class LeaseInfo:
     heartbeat: datetime
 
     def alive(self, now: datetime, ttl: float) -> bool:
+        if not self.holder:
+            return False  # released by a clean stop
         if (now - self.heartbeat).total_seconds() > ttl:
             return False
         if self.host == socket.gethostname():

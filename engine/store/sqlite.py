@@ -218,3 +218,10 @@ class SqliteEventStore:
         self.conn.close()
 
 
+
+
+def position_at(conn: sqlite3.Connection, moment: datetime) -> int:
+    """The last position recorded at or before `moment` (0 if none)."""
+    row = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= ?",
+                       (moment.isoformat(),)).fetchone()
+    return row[0]

@@ -1,0 +1,78 @@
+"""Providers the workers can call, and the translation of their answers into task results."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Sequence
+
+from engine.config import EngineSettings
+from engine.domain.tasks import Result
+
+
+class InstantProvider:
+    """Answers at once from the local part (unknown*, invalid*, risky* or else safe).
+
+    For engine-overhead benchmarks and demos: it measures everything but the mail servers.
+    """
+
+    name = "instant"
+    tier = "instant"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+
+    async def verify(self, addresses: Sequence[str], on_result: Callable | None = None) -> list[Result]:
+        results = []
+        for address in addresses:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            local = address.split("@", 1)[0].lower()
+            if local.startswith("unknown"):
+                result = Result(address, "unknown", "greylisted", "instant", self.tier)
+            elif local.startswith("invalid"):
+                result = Result(address, "invalid", "user_unknown", "instant", self.tier)
+            elif local.startswith("risky"):
+                result = Result(address, "risky", "catch_all", "instant", self.tier)
+            else:
+                result = Result(address, "safe", "", "instant", self.tier)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results
+
+
+def to_result(answer) -> Result:
+    """A provider's answer (verifier.VerificationResult or Result) as a task result."""
+    if isinstance(answer, Result):
+        return answer
+    detail = answer.smtp_message or answer.detail or ""
+    if answer.smtp_code:
+        detail = f"{answer.smtp_code} {detail}".strip()
+    return Result(answer.address, answer.status, answer.reason or "", detail[:500], answer.tier)
+
+
+def build_provider(settings: EngineSettings):
+    if settings.provider == "instant":
+        return InstantProvider()
+    if settings.provider == "smtp":
+        from verifier.provider import build_provider as build_smtp
+
+        return build_smtp()
+    raise ValueError(f"unknown provider {settings.provider!r}; use smtp or instant")
+
+
+def provider_errors() -> tuple[type[BaseException], type[BaseException]]:
+    """(ProviderError, ProviderUnavailable): the verifier's, or local stand-ins without it."""
+    try:
+        from verifier.provider import ProviderError, ProviderUnavailable
+
+        return ProviderError, ProviderUnavailable
+    except ImportError:  # pragma: no cover - the verifier ships with the engine
+        return _ProviderError, _ProviderUnavailable
+
+
+class _ProviderError(Exception):
+    pass
+
+
+class _ProviderUnavailable(_ProviderError):
+    pass

@@ -1,0 +1,40 @@
+"""`vec replay`: the state of one account or task as it was at a position or a time."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from events import CreditsDebited, CreditsRefunded, account_stream, task_stream
+from engine.domain.errors import DomainError, InvalidCommand
+from engine.store.sqlite import position_at
+from projections.base import InMemoryView
+from projections.read_models import BALANCES, HISTORY, TASKS, all_projections
+
+
+def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
+    if as_of is not None:
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise InvalidCommand(f"--as-of {as_of!r} is not an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            raise InvalidCommand("--as-of needs a time zone (e.g. 2026-11-29T12:00:00+00:00)")
+        until = position_at(db.conn, moment)
+    view = InMemoryView(all_projections())
+    if db.events.stream_version(account_stream(target)):
+        view.fold(db.events.read_stream(account_stream(target), until_position=until))
+        balance = view.get(BALANCES.name, (target,)) or {}
+        history = sorted((r for r in view.tables[HISTORY.name].values()), key=lambda r: r["seq"])
+        return {"account": target, "position": until, "monthly": balance.get("monthly", 0),
+                "payg": balance.get("payg", 0), "total": balance.get("total", 0), "history_rows": len(history),
+                "last_row": history[-1]["description"] if history else None}
+    if db.events.stream_version(task_stream(target)):
+        task_events = list(db.events.read_stream(task_stream(target), until_position=until))
+        if not task_events:
+            return {"task_id": target, "position": until, "status": "not yet created"}
+        account_id = task_events[0].event.account_id
+        money = [r for r in db.events.read_stream(account_stream(account_id), until_position=until)
+                 if isinstance(r.event, (CreditsDebited, CreditsRefunded)) and r.event.task_id == target]
+        view.fold(sorted(task_events + money, key=lambda r: r.position))
+        row = view.get(TASKS.name, (target,))
+        return {"position": until, **row}
+    raise DomainError(f"no account or task named {target}")
