@@ -1,0 +1,216 @@
+"""The embedded runtime against scripted providers (no network): chunking, retries,
+chunk failures, provider outages, cancel with late results, crash recovery and the
+outage watchdog. Money is checked by `vec audit`'s engine after every scenario."""
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from consumers.providers import InstantProvider
+from consumers.runtime import Runtime
+from engine.audit import audit
+from engine.config import EngineSettings
+from engine.domain.tasks import Result
+from engine.service import Engine, utcnow
+from engine.store import open_database
+from projections import queries
+from verifier.provider import ProviderError, ProviderUnavailable
+
+
+def settings(**overrides) -> EngineSettings:
+    base = dict(provider="instant", chunk_size=5, chunk_window=2, workers=4, retry_backoff=0.01, chunk_retries=2,
+                poll_interval=0.02, heartbeat_interval=0.1, results_flush_interval=0.02, provider_deadline=0.3,
+                partial_failure_threshold=0.3, outage_grace=60)
+    base.update(overrides)
+    return EngineSettings(**base)
+
+
+class ScriptedProvider:
+    """Answers like InstantProvider, but slowly, failing chosen chunks or being unreachable."""
+
+    name = "scripted"
+    tier = "scripted"
+
+    def __init__(self, delay=0.0, reject=lambda addresses: False, unreachable=False):
+        self.delay, self.reject, self.unreachable = delay, reject, unreachable
+        self.calls: list[list[str]] = []
+        self.finished: list[str] = []
+
+    async def verify(self, addresses, on_result=None):
+        self.calls.append(list(addresses))
+        if self.unreachable:
+            raise ProviderUnavailable("connection refused")
+        if self.reject(addresses):
+            raise ProviderError("batch rejected")
+        results = []
+        for result in await InstantProvider().verify(addresses):
+            await asyncio.sleep(self.delay)
+            results.append(result)
+            self.finished.append(result.address)
+            if on_result:
+                on_result(result)
+        return results
+
+
+def write_csv(path: Path, addresses: list[str]) -> Path:
+    path.write_text("email\n" + "\n".join(addresses) + "\n")
+    return path
+
+
+def addresses(n: int, prefix: str = "user") -> list[str]:
+    return [f"{prefix}{i}@example.test" for i in range(n)]
+
+
+async def run_until(engine: Engine, provider, done, timeout: float = 20.0) -> None:
+    stop = asyncio.Event()
+    runtime = asyncio.create_task(Runtime(engine, provider).run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await runtime
+
+
+def assert_audit_clean(db) -> None:
+    report = audit(db)
+    assert report.violations == []
+
+
+@pytest.fixture
+def engine(db):
+    e = Engine(db, settings())
+    e.open_account("acme")
+    e.grant_credits("acme", "payg", 1000)
+    return e
+
+
+def test_mixed_bulk_completes_and_settles_every_address(engine, db, tmp_path):
+    mix = addresses(12) + addresses(5, "unknown") + addresses(4, "invalid") + addresses(3, "risky")
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", mix)).task_id
+    asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(task_id).active))
+    db.catch_up()
+    row = queries.task(db.conn, task_id)
+    assert (row["status"], row["total"], row["consumed"], row["unknown"], row["refunded"]) == (
+        "completed", 24, 19, 5, 5)
+    assert queries.balances(db.conn, "acme")["total"] == 1200 - 24 + 5
+    refunds = queries.history(db.conn, "acme", "refund")
+    assert [r["description"] for r in refunds] == ["Credit refund: 1 credits"] * 5
+    assert {r["status"] for r in queries.results(db.conn, task_id)} == {"safe", "unknown", "invalid", "risky"}
+    assert db.inputs.chunk(task_id, 0, 5) == []  # staged inputs are dropped once chunked
+    assert_audit_clean(db)
+
+
+def test_rejected_chunk_is_retried_then_failed_and_refunded(engine, db, tmp_path):
+    bad = {"user7@example.test"}
+    provider = ScriptedProvider(reject=lambda batch: bool(bad & set(batch)))
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(20))).task_id  # 4 chunks
+    asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
+    assert sum(1 for call in provider.calls if bad & set(call)) == 1 + engine.settings.chunk_retries
+    db.catch_up()
+    row = queries.task(db.conn, task_id)
+    # 1 failed chunk of 4 = 25% <= 30% threshold: the task completes with the badge
+    assert (row["status"], row["partial_failure"], row["failed"], row["consumed"], row["refunded"]) == (
+        "completed", True, 5, 15, 5)
+    assert [r["amount"] for r in queries.history(db.conn, "acme", "refund")] == [5]
+    assert_audit_clean(db)
+
+
+def test_failed_chunks_past_threshold_fail_the_task_and_refund_the_rest(engine, db, tmp_path):
+    provider = ScriptedProvider(reject=lambda batch: True)
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(20))).task_id
+    asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
+    db.catch_up()
+    row = queries.task(db.conn, task_id)
+    assert (row["status"], row["partial_failure"], row["consumed"], row["refunded"]) == ("failed", True, 0, 20)
+    assert queries.balances(db.conn, "acme")["total"] == 1200
+    assert_audit_clean(db)
+
+
+def test_provider_unreachable_past_deadline_is_a_system_failure(engine, db, tmp_path):
+    provider = ScriptedProvider(unreachable=True)
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(8))).task_id
+    asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
+    db.catch_up()
+    assert queries.task(db.conn, task_id)["status"] == "failed"
+    rows = queries.history(db.conn, "acme", "refund")
+    assert [r["amount"] for r in rows] == [8]
+    assert queries.balances(db.conn, "acme")["total"] == 1200
+    assert_audit_clean(db)
+
+
+def test_cancel_stops_workers_refunds_unverified_once_and_late_results_cost_nothing(engine, db, tmp_path):
+    provider = ScriptedProvider(delay=0.05)
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(40))).task_id
+
+    async def scenario():
+        stop = asyncio.Event()
+        runtime = asyncio.create_task(Runtime(engine, provider).run(stop))
+        while engine.task(task_id).consumed < 3:
+            await asyncio.sleep(0.01)
+        # cancel from elsewhere: a second engine with its own connection to the same file
+        other = Engine(open_database(db.url), engine.settings)
+        other.cancel_task(task_id)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await runtime
+
+    asyncio.run(scenario())
+    state = engine.task(task_id)
+    db.catch_up()
+    row = queries.task(db.conn, task_id)
+    assert row["status"] == "cancelled"
+    assert state.chunks_submitted <= 1 + engine.settings.chunk_window  # no chunk after the cancel
+    cancel_rows = queries.history(db.conn, "acme", "cancel")
+    assert len(cancel_rows) == 1
+    assert cancel_rows[0]["amount"] == 40 - row["consumed"] - row["unknown"]
+    assert row["consumed"] + row["refunded"] == 40
+    assert len(provider.finished) < 40  # workers stopped before finishing the bulk
+    # results of in-flight chunks that finished after the cancel were logged, never shown
+    shown = {r["address"] for r in queries.results(db.conn, task_id)}
+    assert len(shown) == row["verified"]
+    assert_audit_clean(db)
+
+
+def test_restart_within_grace_resumes_without_charging_twice(engine, db, tmp_path):
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(10))).task_id
+    engine.submit_chunk(task_id, 0, db.inputs.chunk(task_id, 0, 5), "scripted", "scripted")
+    engine.record_results(task_id, 0, [Result("user0@example.test", "safe"), Result("user1@example.test", "invalid")])
+    db.lease.acquire("crashed-runtime", utcnow() - timedelta(seconds=5), ttl=1)  # died 5 s ago
+    provider = ScriptedProvider()
+    asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
+    assert "user0@example.test" not in provider.calls[0]  # only what had no result is verified again
+    db.catch_up()
+    row = queries.task(db.conn, task_id)
+    assert (row["status"], row["consumed"], row["debited"]) == ("completed", 10, 10)
+    assert queries.balances(db.conn, "acme")["total"] == 1190
+    assert_audit_clean(db)
+
+
+def test_restart_after_grace_fails_running_tasks_through_system_failure(engine, db, tmp_path):
+    running = engine.create_bulk("acme", write_csv(tmp_path / "a.csv", addresses(10))).task_id
+    engine.submit_chunk(running, 0, db.inputs.chunk(running, 0, 5), "scripted", "scripted")
+    engine.record_results(running, 0, [Result("user0@example.test", "safe")])
+    queued = engine.create_bulk("acme", write_csv(tmp_path / "b.csv", addresses(3, "q"))).task_id
+    db.lease.acquire("crashed-runtime", utcnow() - timedelta(seconds=120), ttl=1)
+    engine.settings = settings(outage_grace=30)
+    asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(queued).active))
+    db.catch_up()
+    row = queries.task(db.conn, running)
+    assert (row["status"], row["consumed"], row["refunded"]) == ("failed", 1, 9)
+    assert queries.task(db.conn, queued)["status"] == "completed"  # never started: it just runs
+    system_rows = [r for r in queries.history(db.conn, "acme", "refund") if r["task_id"] == running]
+    assert [r["amount"] for r in system_rows] == [9]
+    assert_audit_clean(db)
+
+
+def test_a_second_runtime_cannot_take_a_live_lease(engine, db):
+    from engine.store.lease import LeaseHeld
+
+    db.lease.acquire("someone-else", utcnow(), ttl=10)
+    with pytest.raises(LeaseHeld):
+        asyncio.run(Runtime(engine, InstantProvider()).run())
