@@ -244,6 +244,7 @@ class _DomainJob:
         self.catch_all_lock = asyncio.Lock()
         self.catch_all_gave_up = False  # the server did not answer the probe in time
         self.catch_all_local = _random_local_part()
+        self.want_utf8 = any(i.syn.smtputf8 for i in items)  # MAIL FROM ... SMTPUTF8
 
     # --- results ---------------------------------------------------------------------
     def _finish(
@@ -556,7 +557,7 @@ class _DomainJob:
         conn_failures: list[str] = []
         refusals: list[tuple[SessionRefused, str]] = []
         tried: list[str] = []
-        want_utf8 = any(i.syn.smtputf8 for i in self.items)
+        want_utf8 = self.want_utf8
         await st.global_sem.acquire()
         handed_over = False
         try:

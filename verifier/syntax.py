@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -34,9 +35,63 @@ class SyntaxResult:
         return f"{self.local_part}@{self.ascii_domain}"
 
 
+_OPTS = dict(
+    check_deliverability=False,
+    allow_smtputf8=True,
+    allow_quoted_local=False,
+    allow_domain_literal=False,
+    allow_display_name=False,
+    strict=True,  # local part at most 64 octets (RFC 5321 4.5.3.1.1)
+)
+_PLAIN_LOCAL_DOMAIN = "a.co"  # stands in for a domain already validated
+
+
+@lru_cache(maxsize=8192)
+def _check_domain(domain_part: str, allow_test_domains: bool) -> tuple[str | None, str | None, str | None]:
+    """(domain, ascii_domain, error) for the part after the @, by email-validator."""
+    try:
+        v = validate_email("a@" + domain_part, test_environment=allow_test_domains, **_OPTS)
+    except EmailNotValidError as exc:
+        return None, None, str(exc)
+    return v.domain, v.ascii_domain, None
+
+
 def check_syntax(address: str, *, allow_test_domains: bool = False) -> SyntaxResult:
+    """Validate one address. The domain part is validated once per domain (cached);
+    the local part each time, both by email-validator. The result equals
+    :func:`check_syntax_uncached` (a property test holds them together)."""
     if not isinstance(address, str):
         return SyntaxResult(str(address), False, error="not a string")
+    pre = _precheck(address)
+    if pre is not None:
+        return pre
+    local, at, domain_part = address.rpartition("@")
+    if not at or not local or '"' in address or "<" in address or "[" in domain_part:
+        return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
+    domain, ascii_domain, err = _check_domain(domain_part, allow_test_domains)
+    if err is not None or domain is None or ascii_domain is None:
+        return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
+    try:
+        v = validate_email(f"{local}@{_PLAIN_LOCAL_DOMAIN}", **_OPTS)
+    except EmailNotValidError:
+        return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
+    normalized = f"{v.local_part}@{domain}"
+    if len(address.encode("utf-8")) > MAX_ADDRESS_LENGTH or len(normalized.encode("utf-8")) > MAX_ADDRESS_LENGTH or (
+        len(v.local_part.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS_LENGTH
+    ):
+        return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
+    return SyntaxResult(
+        address,
+        True,
+        normalized=normalized,
+        local_part=v.local_part,
+        domain=domain,
+        ascii_domain=ascii_domain.lower(),
+        smtputf8=bool(v.smtputf8),
+    )
+
+
+def _precheck(address: str) -> SyntaxResult | None:
     if not address:
         return SyntaxResult(address, False, error="empty address")
     m = _FORBIDDEN.search(address)
@@ -48,17 +103,18 @@ def check_syntax(address: str, *, allow_test_domains: bool = False) -> SyntaxRes
         return SyntaxResult(
             address, False, error=f"address longer than {MAX_ADDRESS_LENGTH} characters"
         )
+    return None
+
+
+def check_syntax_uncached(address: str, *, allow_test_domains: bool = False) -> SyntaxResult:
+    """The whole address through email-validator in one call (the reference)."""
+    if not isinstance(address, str):
+        return SyntaxResult(str(address), False, error="not a string")
+    pre = _precheck(address)
+    if pre is not None:
+        return pre
     try:
-        v = validate_email(
-            address,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            strict=True,  # local part at most 64 octets (RFC 5321 4.5.3.1.1)
-            test_environment=allow_test_domains,
-        )
+        v = validate_email(address, test_environment=allow_test_domains, **_OPTS)
     except EmailNotValidError as exc:
         return SyntaxResult(address, False, error=str(exc))
     if len(v.normalized.encode("utf-8")) > MAX_ADDRESS_LENGTH:

@@ -122,3 +122,21 @@ def test_disposable():
     assert not is_disposable("example.com")
     assert not is_disposable("gmail.com")
     assert not is_disposable("com")
+
+
+_LOCAL = st.text(alphabet=st.sampled_from(list("abcXYZ019.+-_'!#é用\"@ ") + ["ß", "Å", "\u0301"]), max_size=70)
+_DOMAIN = st.one_of(
+    st.sampled_from(["example.com", "EXAMPLE.com", "exämple.com", "xn--exmple-cua.com", "example.test",
+                     "例子.广告", "a-b.co", "-bad.com", "bad_.com", "localhost", "x" * 70 + ".com",
+                     ".".join(["d" * 63] * 3) + ".com", "[127.0.0.1]", "a.b", "a..b.com", "com"]),
+    st.text(alphabet=st.sampled_from(list("abc.-é1")), max_size=30),
+)
+
+
+@given(_LOCAL, _DOMAIN, st.booleans())
+def test_cached_path_equals_full_validation(local, domain, allow_test):
+    from verifier.syntax import check_syntax_uncached
+
+    address = f"{local}@{domain}"
+    assert check_syntax(address, allow_test_domains=allow_test) == \
+        check_syntax_uncached(address, allow_test_domains=allow_test)
