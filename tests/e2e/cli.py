@@ -1,0 +1,52 @@
+"""Running `vec` as a user would: a subprocess of the installed console script."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VEC = str(Path(sys.executable).parent / "vec")
+
+
+class Vec:
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self.env = {**os.environ, **env}
+        self.cwd = cwd
+
+    def run(self, *args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run([VEC, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True,
+                              timeout=timeout)
+        if ok and done.returncode != 0:
+            raise AssertionError(f"vec {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str, timeout: float = 120):
+        return json.loads(self.run(*args, "--json", timeout=timeout).stdout)
+
+    def lines(self, *args: str) -> list[dict]:
+        return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line.strip()]
+
+    def fails(self, *args: str) -> str:
+        """Runs a command that must be refused; returns its error message."""
+        head = len(self.run("events").stdout.splitlines())
+        done = self.run(*args, ok=False)
+        assert done.returncode != 0, f"vec {' '.join(args)} should have failed:\n{done.stdout}"
+        assert len(self.run("events").stdout.splitlines()) == head, "a refused command appended events"
+        return done.stderr
+
+    def start_engine(self, log: Path) -> subprocess.Popen:
+        return subprocess.Popen([VEC, "run"], env=self.env, cwd=self.cwd, stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT)
+
+    def wait_for(self, task_id: str, predicate, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.json("task", "show", task_id)
+            if predicate(row):
+                return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task never reached the expected state: {row}")
+            time.sleep(0.2)

@@ -1,0 +1,103 @@
+"""The CLI as a user meets it, on the instant provider: accounts, credits, history,
+bulk uploads and their refusals, tasks, results, events, replay, rebuild and audit."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.cli import Vec
+
+
+@pytest.fixture
+def vec(tmp_path) -> Vec:
+    v = Vec({"VEC_STORE": f"sqlite:///{tmp_path}/vec.db", "VEC_PROVIDER": "instant", "VEC_CHUNK_SIZE": "4"},
+            tmp_path)
+    v.run("account", "open", "acme")
+    return v
+
+
+def test_account_credits_and_history(vec: Vec):
+    assert vec.json("credits", "acme") == {"account": "acme", "monthly": 0, "payg": 200, "total": 200}
+    vec.run("credits", "grant", "acme", "--payg", "50")
+    vec.run("credits", "grant", "acme", "--monthly", "30", "--expires", "2099-01-01T00:00:00+00:00")
+    assert vec.json("credits", "acme") == {"account": "acme", "monthly": 30, "payg": 250, "total": 280}
+    rows = vec.lines("history", "acme", "--json")
+    assert [(r["type"], r["bucket"], r["amount"], r["balance_after"]) for r in rows] == [
+        ("welcome", "payg", 200, 200), ("purchase", "payg", 50, 250), ("subscription", "monthly", 30, 280)]
+    assert "already open" in vec.fails("account", "open", "acme")
+    assert "no such account" in vec.fails("credits", "nobody")
+    assert "exactly one" in vec.fails("credits", "grant", "acme", "--payg", "5", "--monthly", "5")
+    assert "--expires" in vec.fails("credits", "grant", "acme", "--monthly", "5")
+    assert "future" in vec.fails("credits", "grant", "acme", "--monthly", "5", "--expires", "2001-01-01T00:00:00+00:00")
+    assert "range" in vec.fails("credits", "grant", "acme", "--payg", "-3")
+
+
+def test_bulk_wait_then_results_history_delete_and_audit(vec: Vec, tmp_path):
+    f = tmp_path / "list.csv"
+    f.write_text("\ufeffName;E-mail\nA;a@x.test\nB;unknown1@x.test\nC;invalid@x.test\nD;A@X.TEST\nE;\n"
+                 "F;\"risky@x.test\"\n\nG;b@x.test\n")
+    task = vec.json("bulk", "acme", str(f), "--wait")
+    assert (task["status"], task["total"], task["consumed"], task["unknown"], task["refunded"]) == (
+        "completed", 5, 4, 1, 1)
+    assert vec.json("credits", "acme")["total"] == 200 - 5 + 1
+    results = vec.lines("task", "results", task["task_id"], "--format", "json")
+    assert {r["address"]: r["status"] for r in results} == {
+        "a@x.test": "safe", "unknown1@x.test": "unknown", "invalid@x.test": "invalid", "risky@x.test": "risky",
+        "b@x.test": "safe"}
+    csv_out = vec.run("task", "results", task["task_id"], "--status", "unknown").stdout.splitlines()
+    assert csv_out[0] == "address,status,reason,detail,tier" and len(csv_out) == 2
+    refunds = vec.lines("history", "acme", "--type", "refund", "--json")
+    assert [(r["amount"], r["description"], r["task_id"]) for r in refunds] == [
+        (1, "Credit refund: 1 credits", task["task_id"])]
+    assert "--allow-duplicate" in vec.fails("bulk", "acme", str(f))
+    again = vec.json("bulk", "acme", str(f), "--allow-duplicate")
+    assert again["addresses"] == 5 and again["duplicates"] == 1 and again["rows_without_address"] == 1
+    vec.run("task", "delete", task["task_id"])
+    assert task["task_id"] not in {t["task_id"] for t in vec.lines("tasks", "acme", "--json")}
+    assert "no such task" in vec.fails("task", "show", task["task_id"])
+    assert "no such task" in vec.fails("task", "delete", task["task_id"])
+    assert vec.run("audit").returncode == 0
+    rebuilt = vec.json("rebuild")
+    assert rebuilt["events"] == len(vec.run("events").stdout.splitlines())
+    assert vec.json("audit")["ok"] is True
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"\n\n  \n", "empty"),
+    (b"email\nfoo@x.test\x00\n", "binary"),
+    (b"email\nfo\xe9@x.test\n", "not UTF-8"),
+    (b"name\nalice\nbob\n", "no e-mail addresses"),
+])
+def test_bad_files_are_refused_and_change_nothing(vec: Vec, tmp_path, content, message):
+    f = tmp_path / "bad.csv"
+    f.write_bytes(content)
+    assert message in vec.fails("bulk", "acme", str(f))
+    assert vec.json("credits", "acme")["total"] == 200
+    assert vec.lines("tasks", "acme", "--json") == []
+
+
+def test_too_few_credits_is_refused_with_no_event(vec: Vec, tmp_path):
+    f = tmp_path / "big.csv"
+    f.write_text("\n".join(f"user{i}@x.test" for i in range(201)))
+    assert "needs 201 credits and the balance is 200" in vec.fails("bulk", "acme", str(f))
+    assert "no such file" in vec.fails("bulk", "acme", str(tmp_path / "missing.csv"))
+    assert "no such account" in vec.fails("bulk", "ghost", str(f))
+
+
+def test_single_verify_cancel_refusal_events_and_replay(vec: Vec):
+    single = vec.json("verify", "acme", "someone@x.test")
+    assert (single["status"], single["task_status"]) == ("safe", "completed")
+    assert "cannot be cancelled" in vec.fails("task", "cancel", single["task_id"])
+    assert "not an e-mail address" in vec.fails("verify", "acme", "nobody")
+    events = vec.lines("events", "--stream", f"task-{single['task_id']}")
+    assert [e["type"] for e in events] == ["TaskCreated", "ChunkSubmitted", "AddressVerified", "TaskCompleted"]
+    assert {"position", "stream", "version", "type", "data", "metadata"} <= set(events[0])
+    debit_position = next(e["position"] for e in vec.lines("events", "--stream", "account-acme")
+                          if e["type"] == "CreditsDebited")
+    before = vec.json("replay", "acme", "--until", str(debit_position - 1))
+    after = vec.json("replay", "acme", "--until", str(debit_position))
+    assert (before["total"], after["total"]) == (200, 199)
+    as_of = vec.json("replay", single["task_id"], "--as-of", events[0]["metadata"]["occurred_at"])
+    assert as_of["status"] == "queued"
+    assert vec.json("replay", single["task_id"], "--until", str(events[-1]["position"]))["status"] == "completed"
+    assert "no account or task" in vec.fails("replay", "nothing", "--until", "3")
