@@ -1,0 +1,164 @@
+"""The CLI against the loopback mail world: real Postfix, postgrey and dnsmasq.
+
+A mixed bulk completes with the right statuses, balances and history; a slow bulk
+cancelled mid-way refunds exactly its unverified addresses in one `cancel` row while late
+results cost nothing; refusals are clear; `kill -9` of `vec run` then a restart inside
+the grace completes the task with nothing charged twice, and after the grace fails it
+with SystemFailure refunds. `vec audit` passes after each.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.e2e.cli import Vec
+
+pytestmark = pytest.mark.mailworld
+
+
+@pytest.fixture
+def vec(tmp_path, mailworld) -> Vec:
+    env = {
+        **mailworld.env(),
+        "VEC_STORE": f"sqlite:///{tmp_path}/vec.db",
+        "VEC_PROVIDER": "smtp",
+        "VEC_ALLOW_TEST_DOMAINS": "true",
+        "VEC_LOOPBACK_ONLY": "true",
+        "VEC_SMTP_TIMEOUT": "3",
+        "VEC_RETRY_WINDOW": "1",
+        "VEC_RETRY_BACKOFF": "0.5",
+        "VEC_ADDRESS_DEADLINE": "10",
+        "VEC_HEARTBEAT_INTERVAL": "0.3",
+        "VEC_POLL_INTERVAL": "0.1",
+    }
+    v = Vec(env, tmp_path)
+    v.run("account", "open", "acme")
+    return v
+
+
+def write(path, addresses):
+    path.write_text("email\n" + "\n".join(addresses) + "\n")
+    return str(path)
+
+
+EXPECTED = {
+    "alice@example.test": ("safe", None),
+    "bob@example.test": ("safe", None),
+    "nobody@example.test": ("invalid", None),
+    "disabled@example.test": ("invalid", None),
+    "full@example.test": ("risky", "full_inbox"),
+    "anyone@catchall.test": ("risky", "catch_all"),
+    "alice@nullmx.test": ("invalid", None),
+    "alice@nx.test": ("invalid", None),
+    "alice@failover.test": ("safe", None),
+    "victim@spamblock.test": ("unknown", "antispam_block"),
+    "alice@greyhard.test": ("unknown", "greylisted"),
+}
+
+
+def test_mixed_bulk_completes_with_right_statuses_balances_and_history(vec: Vec, tmp_path):
+    rows = list(EXPECTED) + ["ALICE@example.test", "not-an-address"]
+    task = vec.json("bulk", "acme", write(tmp_path / "mixed.csv", rows), "--wait", timeout=180)
+    unknowns = sum(1 for status, _ in EXPECTED.values() if status == "unknown")
+    assert (task["status"], task["total"], task["unknown"]) == ("completed", len(EXPECTED), unknowns)
+    assert (task["consumed"], task["refunded"]) == (len(EXPECTED) - unknowns, unknowns)
+    results = {r["address"]: r for r in vec.lines("task", "results", task["task_id"], "--format", "json")}
+    for address, (status, reason) in EXPECTED.items():
+        assert results[address]["status"] == status, (address, results[address])
+        if reason:
+            assert results[address]["reason"] == reason, (address, results[address])
+    assert vec.json("credits", "acme")["total"] == 200 - len(EXPECTED) + unknowns
+    history = vec.lines("history", "acme", "--json")
+    assert [r["type"] for r in history] == ["welcome", "debit"] + ["refund"] * unknowns
+    assert all(r["description"] == "Credit refund: 1 credits" for r in history[2:])
+    assert sum(r["amount"] for r in history) == history[-1]["balance_after"]
+    single = vec.json("verify", "acme", "carol@example.test", timeout=60)
+    assert (single["status"], single["task_status"]) == ("safe", "completed")
+    assert vec.run("audit").returncode == 0
+
+
+def test_slow_bulk_cancelled_midway_refunds_exactly_the_unverified(vec: Vec, tmp_path):
+    vec.env.update({"VEC_CHUNK_SIZE": "5", "VEC_CHUNK_WINDOW": "2", "VEC_RESULTS_FLUSH_INTERVAL": "1.5"})
+    engine = vec.start_engine(tmp_path / "engine.log")
+    try:
+        slow = [f"u{i}@slow.test" for i in range(60)]
+        task_id = vec.json("bulk", "acme", write(tmp_path / "slow.csv", slow))["task_id"]
+        vec.wait_for(task_id, lambda t: t["verified"] >= 1, timeout=60)
+        assert "only a finished task" in vec.fails("task", "delete", task_id)
+        cancelled = vec.json("task", "cancel", task_id)
+        assert cancelled["status"] == "cancelled"
+        balance_at_cancel = vec.json("credits", "acme")["total"]
+        cancel_rows = vec.lines("history", "acme", "--type", "cancel", "--json")
+        assert len(cancel_rows) == 1
+        assert cancel_rows[0]["amount"] == 60 - cancelled["consumed"] - cancelled["unknown"]
+        assert balance_at_cancel == 200 - cancelled["consumed"]
+        assert "already cancelled" in vec.fails("task", "cancel", task_id)
+        time.sleep(4)  # in-flight chunks stop; what they finished arrives late
+        after = vec.json("task", "show", task_id)
+        assert (after["verified"], after["consumed"]) == (cancelled["verified"], cancelled["consumed"])
+        assert vec.json("credits", "acme")["total"] == balance_at_cancel  # late results cost nothing
+        log = vec.lines("events", "--stream", f"task-{task_id}")
+        late = [e for e in log if e["type"] in ("AddressVerified", "ResultUnknown") and e["data"]["late"]]
+        assert after["late"] == len(late)
+        cancel_at = next(e["position"] for e in log if e["type"] == "TaskCancelled")
+        assert all(e["position"] > cancel_at for e in late)
+        assert not [e for e in log if e["type"] == "ChunkSubmitted" and e["position"] > cancel_at]
+        assert len(vec.lines("task", "results", task_id, "--format", "json")) == after["verified"]
+        single = vec.json("verify", "acme", "alice@example.test", timeout=60)  # the running engine does it
+        assert "cannot be cancelled" in vec.fails("task", "cancel", single["task_id"])
+        assert vec.run("audit").returncode == 0
+    finally:
+        engine.terminate()
+        engine.wait(timeout=20)
+
+
+def _kill9_midway(vec: Vec, tmp_path, count: int) -> tuple[str, dict]:
+    vec.env.update({"VEC_CHUNK_SIZE": "4", "VEC_CHUNK_WINDOW": "2", "VEC_RESULTS_FLUSH_INTERVAL": "0.2"})
+    engine = vec.start_engine(tmp_path / "engine.log")
+    slow = [f"u{100 + i}@slow.test" for i in range(count)]
+    task_id = vec.json("bulk", "acme", write(tmp_path / "slow.csv", slow))["task_id"]
+    row = vec.wait_for(task_id, lambda t: t["verified"] >= 2, timeout=60)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.wait(timeout=10)
+    return task_id, row
+
+
+def test_kill9_then_restart_inside_grace_completes_charging_nothing_twice(vec: Vec, tmp_path):
+    vec.env["VEC_OUTAGE_GRACE"] = "60"
+    task_id, at_kill = _kill9_midway(vec, tmp_path, 16)
+    assert at_kill["status"] == "processing"
+    engine = vec.start_engine(tmp_path / "engine2.log")
+    try:
+        done = vec.wait_for(task_id, lambda t: t["status"] != "processing", timeout=120)
+    finally:
+        engine.terminate()
+        engine.wait(timeout=20)
+    assert (done["status"], done["total"], done["debited"]) == ("completed", 16, 16)
+    assert done["consumed"] + done["refunded"] == 16
+    debits = [r for r in vec.lines("history", "acme", "--json") if r["type"] == "debit"]
+    assert [r["amount"] for r in debits] == [-16]
+    assert vec.json("credits", "acme")["total"] == 200 - done["consumed"]
+    assert vec.run("audit").returncode == 0
+
+
+def test_restart_after_grace_fails_the_task_with_system_failure_refunds(vec: Vec, tmp_path):
+    vec.env["VEC_OUTAGE_GRACE"] = "2"
+    task_id, _ = _kill9_midway(vec, tmp_path, 16)
+    time.sleep(3)
+    engine = vec.start_engine(tmp_path / "engine2.log")
+    try:
+        failed = vec.wait_for(task_id, lambda t: t["status"] != "processing", timeout=60)
+    finally:
+        engine.terminate()
+        engine.wait(timeout=20)
+    assert failed["status"] == "failed" and failed["partial_failure"] is False
+    events = vec.lines("events", "--stream", f"task-{task_id}")
+    system = [e for e in events if e["type"] == "SystemFailure"]
+    assert len(system) == 1 and system[0]["data"]["reason"].startswith("engine_outage")
+    refund_rows = [r for r in vec.lines("history", "acme", "--type", "refund", "--json") if r["task_id"] == task_id]
+    assert refund_rows[-1]["amount"] == system[0]["data"]["unverified_count"] == 16 - failed["verified"]
+    assert vec.json("credits", "acme")["total"] == 200 - failed["consumed"]
+    assert vec.run("audit").returncode == 0
