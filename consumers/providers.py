@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
+from verifier.provider import build_provider as build_smtp
 
 
 class InstantProvider:
@@ -54,25 +55,5 @@ def build_provider(settings: EngineSettings):
     if settings.provider == "instant":
         return InstantProvider()
     if settings.provider == "smtp":
-        from verifier.provider import build_provider as build_smtp
-
         return build_smtp()
     raise ValueError(f"unknown provider {settings.provider!r}; use smtp or instant")
-
-
-def provider_errors() -> tuple[type[BaseException], type[BaseException]]:
-    """(ProviderError, ProviderUnavailable): the verifier's, or local stand-ins without it."""
-    try:
-        from verifier.provider import ProviderError, ProviderUnavailable
-
-        return ProviderError, ProviderUnavailable
-    except ImportError:  # pragma: no cover - the verifier ships with the engine
-        return _ProviderError, _ProviderUnavailable
-
-
-class _ProviderError(Exception):
-    pass
-
-
-class _ProviderUnavailable(_ProviderError):
-    pass

@@ -24,8 +24,9 @@ from events import SystemFailure, TaskCancelled, TaskCreated, TaskDeleted, TaskF
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store.lease import LeaseInfo
-from consumers.providers import provider_errors, to_result
+from consumers.providers import to_result
 from projections import queries
+from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.runtime")
 
@@ -183,7 +184,6 @@ class Runtime:
             await _cancel_all(jobs)
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
-        provider_error, provider_unavailable = provider_errors()
         buffer: list[Result] = []
         last_flush = time.monotonic()
 
@@ -218,13 +218,13 @@ class Runtime:
             except asyncio.CancelledError:
                 flush()  # the task stopped: these are late results, logged and not charged
                 raise
-            except provider_unavailable as error:
+            except ProviderUnavailable as error:
                 flush()
                 unreachable_since = unreachable_since or time.monotonic()
                 if time.monotonic() - unreachable_since > self.settings.provider_deadline:
                     self.engine.fail_for_system(task_id, f"provider_unreachable: {error}")
                     return
-            except provider_error as error:
+            except ProviderError as error:
                 flush()
                 attempt += 1
                 if attempt > self.settings.chunk_retries:

@@ -390,14 +390,8 @@ def replay_cmd(ctx: Context, target: str, until: int | None, as_of: str | None, 
     emit(replay(ctx.db, target, until, as_of), as_json)
 
 
-def _register_verifier() -> None:
-    try:
-        from verifier.cli import probe  # the verifier knows nothing of the engine
-    except ImportError:
-        return
-    cli.add_command(probe)
-
-
 def main() -> None:
-    _register_verifier()
+    from verifier.cli import probe  # the verifier knows nothing of the engine
+
+    cli.add_command(probe)
     cli()
