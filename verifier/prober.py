@@ -44,7 +44,7 @@ from .classify import Verdict, classify, classify_session_reply
 from .config import VerifierSettings
 from .lists import is_disposable, is_role
 from .resolver import DnsResolver, MxLookup
-from .result import VerificationResult
+from .result import ProviderError, VerificationResult
 from .smtp import ConnectFailed, Reply, Session, SessionRefused, open_session
 from .syntax import SyntaxResult, check_syntax
 
@@ -77,6 +77,28 @@ class _Item:
     @property
     def rcpt(self) -> str:
         return self.syn.rcpt
+
+
+def _first_leaf(eg: BaseExceptionGroup) -> BaseException:
+    """The most meaningful exception of a group: callback and provider errors first."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+    walk(eg)
+    for kind in (_CallbackError, ProviderError):
+        for e in leaves:
+            if isinstance(e, kind):
+                return e
+    return leaves[0]
+
+
+class _CallbackError(Exception):
+    """on_result raised: not ours to swallow."""
 
 
 class _LoopState:
@@ -169,13 +191,23 @@ class SmtpProber:
     async def verify(
         self, addresses: Sequence[str], on_result: OnResult | None = None
     ) -> list[VerificationResult]:
-        addresses = list(addresses)
+        try:
+            return await self._verify(list(addresses), on_result)
+        except _CallbackError as exc:
+            raise exc.args[0] from None
+
+    async def _verify(
+        self, addresses: list[str], on_result: OnResult | None
+    ) -> list[VerificationResult]:
         results: list[VerificationResult | None] = [None] * len(addresses)
 
         def emit(i: int, r: VerificationResult) -> None:
             results[i] = r
             if on_result is not None:
-                on_result(r)
+                try:
+                    on_result(r)
+                except Exception as exc:
+                    raise _CallbackError(exc) from exc
 
         groups: dict[str, dict[str, _Item]] = {}
         for i, addr in enumerate(addresses):
@@ -202,7 +234,8 @@ class SmtpProber:
                         job = _DomainJob(self, domain, list(items.values()), addresses, emit)
                         tg.create_task(job.run(), name=f"verify:{domain}")
             except BaseExceptionGroup as eg:  # surface the cause, not the group
-                raise eg.exceptions[0] from None
+                first = _first_leaf(eg)
+                raise first from None
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # cannot happen; never return holes
             for i in missing:
@@ -310,8 +343,17 @@ class _DomainJob:
     async def run(self) -> None:
         try:
             await self._run()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, _CallbackError, ProviderError):
             raise
+        except BaseExceptionGroup as eg:  # from the workers' task group
+            first = _first_leaf(eg)
+            if isinstance(first, (asyncio.CancelledError, _CallbackError, ProviderError)):
+                raise first from None
+            if not isinstance(first, Exception):
+                raise
+            log.error("verifier: domain job %s failed", self.domain, exc_info=first)
+            for item in self.items:
+                self._finish(item, "unknown", "provider_error", f"internal error: {first!r}")
         except Exception as exc:  # a bug must not take the batch down
             log.exception("verifier: domain job %s failed", self.domain)
             for item in self.items:
@@ -543,13 +585,30 @@ class _DomainJob:
     async def _open(self, item: _Item) -> Session | None:
         remaining = item.deadline - time.monotonic()
         try:
-            async with asyncio.timeout(remaining):
-                return await self._open_failover(item)
+            async with asyncio.timeout(remaining) as cm:
+                return await self._open_failover(item, cm)
         except TimeoutError:
             self._expire(item, f"deadline of {self.p.deadline:g}s reached while connecting")
             return None
 
-    async def _open_failover(self, item: _Item) -> Session | None:
+    async def _slot(self, sem: asyncio.Semaphore, item: _Item, cm: asyncio.Timeout) -> None:
+        """Wait for a connection slot. The wait is queueing behind other work, not this
+        address's own work: its deadline (and the timeout around opening) move with it."""
+        if not sem.locked():
+            await sem.acquire()
+            return
+        t0 = time.monotonic()
+        old = cm.when()
+        cm.reschedule(None)
+        try:
+            await sem.acquire()
+        finally:
+            waited = time.monotonic() - t0
+            item.deadline += waited
+            item.retry_until += waited
+            cm.reschedule(None if old is None else old + waited)
+
+    async def _open_failover(self, item: _Item, cm: asyncio.Timeout) -> Session | None:
         st = self.p._state()
         s = self.s
         port = s.smtp_port
@@ -558,7 +617,7 @@ class _DomainJob:
         refusals: list[tuple[SessionRefused, str]] = []
         tried: list[str] = []
         want_utf8 = self.want_utf8
-        await st.global_sem.acquire()
+        await self._slot(st.global_sem, item, cm)
         handed_over = False
         try:
             for host in self.mx.hosts:
@@ -575,7 +634,7 @@ class _DomainJob:
                         conn_failures.append(f"{label}: {down} (skipped, recently failed)")
                         continue
                     hsem = st.host_sem(key)
-                    await hsem.acquire()
+                    await self._slot(hsem, item, cm)
                     try:
                         sess = await open_session(
                             ip, port, label=label, helo_name=self.p.helo_name,

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import ssl
+from collections import defaultdict, deque
 from typing import Callable, Protocol, Sequence, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -81,23 +82,37 @@ class TieredProvider:
         held = [i for i, r in enumerate(results) if self._needs_fallback(r)]
         if not held:
             return results
-        try:
-            second = await self.fallback.verify([addresses[i] for i in held])
-        except ProviderError as exc:
-            log.warning("fallback tier %s failed: %s", self.fallback.name, exc)
-            for i in held:
-                if on_result is not None:
-                    on_result(results[i])
-            return results
-        for i, r2 in zip(held, second):
+        where: dict[str, deque[int]] = defaultdict(deque)
+        for i in held:
+            where[addresses[i]].append(i)
+        settled: set[int] = set()
+
+        def settle(i: int, r2: VerificationResult) -> None:
             first = results[i]
-            r2 = dataclasses.replace(
+            results[i] = dataclasses.replace(
                 r2, detail=f"{r2.detail} [primary tier {first.tier}: {first.reason}: {first.detail}]",
                 duration_ms=first.duration_ms + r2.duration_ms,
             )
-            results[i] = r2
+            settled.add(i)
             if on_result is not None:
-                on_result(r2)
+                on_result(results[i])
+
+        def fallback_cb(r2: VerificationResult) -> None:
+            q = where.get(r2.address)
+            if q:
+                settle(q.popleft(), r2)
+
+        try:
+            second = await self.fallback.verify([addresses[i] for i in held], fallback_cb)
+        except ProviderError as exc:
+            log.warning("fallback tier %s failed: %s", self.fallback.name, exc)
+            for i in held:
+                if i not in settled and on_result is not None:
+                    on_result(results[i])
+            return results
+        for i, r2 in zip(held, second):
+            if i not in settled:
+                settle(i, r2)
         return results
 
 

@@ -23,6 +23,8 @@ from aiosmtplib.errors import (
     SMTPTimeoutError,
 )
 
+from .result import ProviderUnavailable
+
 
 class ConnectFailed(Exception):
     """No usable SMTP conversation with this host: refused, timed out, tarpit, dropped."""
@@ -121,7 +123,10 @@ async def _tcp_connect(ip: str, port: int, source: str | None, timeout: float) -
     try:
         sock.setblocking(False)
         if source:
-            sock.bind((source, 0))
+            try:
+                sock.bind((source, 0))
+            except OSError as exc:
+                raise ProviderUnavailable(f"cannot bind source address {source}: {exc}") from exc
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), timeout)
     except (TimeoutError, asyncio.TimeoutError):

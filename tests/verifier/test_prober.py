@@ -504,3 +504,45 @@ def test_tiered_keeps_primary_when_fallback_fails():
     res, got = run(main())
     assert [(r.status, r.reason, r.tier) for r in res] == [("unknown", "smtp_timeout", "smtp"), ("safe", None, "smtp")]
     assert len(got) == 2
+
+
+def test_waiting_for_a_slot_does_not_eat_the_deadline():
+    """max_concurrency=1: b.test waits ~2 s for a.test's session; its own budget (1.5 s)
+    starts when it gets the slot."""
+    async def main():
+        async with World() as w:
+            w.servers[A].respond = postfix_like({f"u{i}" for i in range(10)})
+            w.servers[A].rcpt_delay = 0.4
+            p = w.prober(max_concurrency=1, address_deadline=1.5, command_timeout=1.0)
+            t0 = time.monotonic()
+            res = await p.verify([f"u{i}@a.test" for i in range(4)] + ["alice@b.test"])
+            return res, time.monotonic() - t0
+    res, elapsed = run(main())
+    assert [r.status for r in res] == ["safe"] * 5, [r.detail for r in res]
+    assert elapsed > 1.5
+
+
+def test_unusable_source_address_fails_the_batch():
+    async def main():
+        async with World() as w:
+            p = build_provider(settings(w.dns_addr, w.port, loopback_only=False,
+                                        source_address="192.0.2.1"))  # not on this machine: bind fails
+            with pytest.raises(ProviderUnavailable):
+                await p.verify(["alice@a.test"])
+    run(main())
+
+
+def test_callback_errors_surface():
+    class Boom(Exception):
+        pass
+
+    def cb(r):
+        raise Boom(r.address)
+
+    async def main():
+        async with World() as w:
+            with pytest.raises(Boom):
+                await w.prober().verify(["alice@a.test", "bob@b.test"], cb)
+            with pytest.raises(Boom):
+                await w.prober().verify(["bad address"], cb)
+    run(main())
