@@ -22,6 +22,7 @@ from datetime import datetime
 
 from events import SystemFailure, TaskCancelled, TaskCreated, TaskDeleted, TaskFailed, TaskCompleted
 from engine.domain.tasks import Result
+from engine.scheduler import chunks_to_submit
 from engine.service import Engine
 from engine.store.lease import LeaseInfo
 from consumers.providers import to_result
@@ -145,43 +146,47 @@ class Runtime:
 
     async def _drive(self, task_id: str) -> None:
         jobs: dict[int, asyncio.Task] = {}
-        inputs_discarded = False
         try:
             while True:
-                state = self.engine.task(task_id)
-                if not state.active:
-                    await _cancel_all(jobs)  # the stop signal
-                    return
-                in_flight = state.in_flight()
-                for chunk_no, addresses in in_flight.items():
-                    if chunk_no not in jobs:
-                        jobs[chunk_no] = asyncio.create_task(self._work(task_id, chunk_no, addresses))
-                while (state.active and len(in_flight) < self.settings.chunk_window
-                       and state.chunks_submitted < state.total_chunks):
-                    chunk_no = state.chunks_submitted
-                    addresses = self.db.inputs.chunk(task_id, chunk_no, state.chunk_size)
-                    self.engine.submit_chunk(task_id, chunk_no, addresses, self.provider.name,
-                                             getattr(self.provider, "tier", "primary"))
-                    state = self.engine.task(task_id)
-                    in_flight = state.in_flight()
-                    if chunk_no in in_flight and chunk_no not in jobs:
-                        jobs[chunk_no] = asyncio.create_task(self._work(task_id, chunk_no, in_flight[chunk_no]))
-                if state.chunks_submitted == state.total_chunks and not inputs_discarded:
-                    self.db.inputs.discard(task_id)
-                    inputs_discarded = True
-                wake = self.wakeups[task_id]
-                waiter = asyncio.create_task(wake.wait())
-                await asyncio.wait([waiter, *jobs.values()], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                wake.clear()
-                for chunk_no in [n for n, job in jobs.items() if job.done()]:
-                    job = jobs.pop(chunk_no)
-                    if not job.cancelled() and job.exception() is not None:
-                        log.error("worker of %s chunk %s crashed; retrying", task_id, chunk_no,
-                                  exc_info=job.exception())
-                        await asyncio.sleep(self.settings.retry_backoff)
+                try:
+                    if not await self._drive_step(task_id, jobs):
+                        return
+                except Exception:  # a store hiccup must not orphan the task: log, back off, go on
+                    log.exception("driving task %s", task_id)
+                    await asyncio.sleep(max(self.settings.retry_backoff, self.settings.poll_interval))
         finally:
             await _cancel_all(jobs)
+
+    async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task]) -> bool:
+        """One round of scheduling; False once the task has stopped."""
+        state = self.engine.task(task_id)
+        if not state.active:
+            await _cancel_all(jobs)  # the stop signal
+            self.db.inputs.discard(task_id)
+            return False
+        submitting = chunks_to_submit(state, self.settings.chunk_window)
+        for chunk_no in submitting:
+            addresses = self.db.inputs.chunk(task_id, chunk_no, state.chunk_size)
+            self.engine.submit_chunk(task_id, chunk_no, addresses, self.provider.name,
+                                     getattr(self.provider, "tier", "primary"))
+            state = self.engine.task(task_id)
+        for chunk_no, addresses in state.in_flight().items():
+            if chunk_no not in jobs:
+                jobs[chunk_no] = asyncio.create_task(self._work(task_id, chunk_no, addresses))
+        if submitting and state.chunks_submitted == state.total_chunks:
+            self.db.inputs.discard(task_id)  # every address is in the log now
+        wake = self.wakeups[task_id]
+        waiter = asyncio.create_task(wake.wait())
+        await asyncio.wait([waiter, *jobs.values()], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        wake.clear()
+        for chunk_no in [n for n, job in jobs.items() if job.done()]:
+            job = jobs.pop(chunk_no)
+            if not job.cancelled() and job.exception() is not None:
+                log.error("worker of %s chunk %s crashed; retrying", task_id, chunk_no,
+                          exc_info=job.exception())
+                await asyncio.sleep(self.settings.retry_backoff)
+        return True
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
         buffer: list[Result] = []
@@ -213,6 +218,9 @@ class Runtime:
                 async with self.slots:
                     answers = await self.provider.verify(todo, on_result=on_result)
                 buffer[:] = [to_result(a) for a in answers]
+                answered = {r.address for r in buffer}
+                buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
+                              for a in todo if a not in answered)
                 flush()
                 return
             except asyncio.CancelledError:
