@@ -145,6 +145,7 @@ class SmtpProber:
         self._catch_all: dict[str, tuple[float, bool]] = {}
         self._host_down: dict[tuple[str, int], tuple[float, str]] = {}
         self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
+        self._live: dict[tuple[str, int], int] = {}  # open sessions per host
         if s.loopback_only and self.source_address:
             import ipaddress
 
@@ -177,9 +178,18 @@ class SmtpProber:
         return None
 
     def _mark_down(self, key: tuple[str, int], why: str) -> None:
+        """Skip this host for a while -- unless sessions to it are open right now (then
+        the failure was a passing one, e.g. a full backlog under load)."""
         ttl = self.settings.host_failure_ttl
-        if ttl > 0:
+        if ttl > 0 and not self._live.get(key):
             self._host_down[key] = (time.monotonic() + ttl, why)
+
+    def _session_opened(self, key: tuple[str, int]) -> Callable[[], None]:
+        self._live[key] = self._live.get(key, 0) + 1
+
+        def closed() -> None:
+            self._live[key] -= 1
+        return closed
 
     def clear_caches(self) -> None:
         self._catch_all.clear()
@@ -278,6 +288,8 @@ class _DomainJob:
         self.catch_all_gave_up = False  # the server did not answer the probe in time
         self.catch_all_local = _random_local_part()
         self.want_utf8 = any(i.syn.smtputf8 for i in items)  # MAIL FROM ... SMTPUTF8
+        self.live = 0  # open sessions of this job
+        self.opened = 0  # sessions this job managed to open
 
     # --- results ---------------------------------------------------------------------
     def _finish(
@@ -396,6 +408,9 @@ class _DomainJob:
         for item in todo:  # safety net
             if not item.done:
                 self._finish(item, "unknown", "provider_error", "internal error: address left over")
+
+    def _session_closed(self) -> None:
+        self.live -= 1
 
     # --- queue -----------------------------------------------------------------------
     async def _take(self) -> _Item | None:
@@ -617,6 +632,7 @@ class _DomainJob:
         refusals: list[tuple[SessionRefused, str]] = []
         tried: list[str] = []
         want_utf8 = self.want_utf8
+        dropped_only = True  # every failure so far was a server closing on us
         await self._slot(st.global_sem, item, cm)
         handed_over = False
         try:
@@ -632,6 +648,7 @@ class _DomainJob:
                     down = self.p.host_down(key)
                     if down:
                         conn_failures.append(f"{label}: {down} (skipped, recently failed)")
+                        dropped_only = False
                         continue
                     hsem = st.host_sem(key)
                     await self._slot(hsem, item, cm)
@@ -644,7 +661,9 @@ class _DomainJob:
                         )
                     except ConnectFailed as exc:
                         hsem.release()
-                        self.p._mark_down(key, exc.detail)
+                        if exc.kind != "disconnected":  # no answer at all: skip it for a while
+                            self.p._mark_down(key, exc.detail)
+                            dropped_only = False
                         conn_failures.append(f"{label}: {exc.detail}")
                         continue
                     except SessionRefused as exc:
@@ -654,7 +673,10 @@ class _DomainJob:
                     except BaseException:
                         hsem.release()
                         raise
-                    sess.releases = [hsem.release, st.global_sem.release]
+                    sess.releases = [hsem.release, st.global_sem.release, self.p._session_opened(key)]
+                    self.live += 1
+                    self.opened += 1
+                    sess.releases.append(self._session_closed)
                     sess.host_name = host.name
                     sess.tried = tuple(dict.fromkeys(tried))
                     handed_over = True
@@ -676,6 +698,15 @@ class _DomainJob:
             self._finish(item, *self.fatal[:3], reply, label)
             return None
         detail = "no MX host reachable: " + "; ".join(conn_failures) if conn_failures else "no MX host to try"
+        if self.live > 0 or self.opened or (dropped_only and conn_failures and item.drops == 0):
+            # other sessions of this domain work (or did), or the server merely hung up:
+            # a passing failure, not an unreachable domain
+            item.drops += 1
+            if item.drops <= 2:
+                self._requeue_now(item)
+            else:
+                self._finish(item, "unknown", "smtp_timeout", detail)
+            return None
         self.fatal = ("unknown", "smtp_timeout", detail, None, None)
         self._finish(item, "unknown", "smtp_timeout", detail)
         return None

@@ -107,6 +107,7 @@ class FakeSMTP:
     smtputf8: bool = True
     ehlo_reply: tuple[int, str] | None = None  # e.g. (502, "5.5.2 not implemented")
     mail_reply: tuple[int, str] | None = None
+    drop_every: int | None = None  # every n-th connection is closed before the banner
     sessions: list[SessionLog] = field(default_factory=list)
     _server: asyncio.base_events.Server | None = None
 
@@ -137,6 +138,8 @@ class FakeSMTP:
             await writer.drain()
 
         try:
+            if self.drop_every and len(self.sessions) % self.drop_every == 0:
+                return
             if self.banner is None:
                 await asyncio.sleep(3600)
                 return

@@ -546,3 +546,20 @@ def test_callback_errors_surface():
             with pytest.raises(Boom):
                 await w.prober().verify(["bad address"], cb)
     run(main())
+
+
+def test_passing_connect_failures_while_other_sessions_work():
+    """Every 3rd connection is dropped before the greeting: the domain is not declared
+    unreachable while other sessions to it work, and every address gets its answer."""
+    async def main():
+        async with World() as w:
+            srv = w.servers[A]
+            srv.drop_every = 3
+            srv.respond = postfix_like({f"u{i}" for i in range(100)})
+            srv.rcpt_delay = 0.005
+            p = w.prober(per_mx_concurrency=3, rcpts_per_session=5)
+            res = await p.verify([f"u{i}@a.test" for i in range(60)])
+            return srv, res
+    srv, res = run(main())
+    assert all(r.status == "safe" for r in res), {r.detail for r in res if r.status != "safe"}
+    assert len(srv.sessions) >= 14
