@@ -59,7 +59,8 @@ def _table(results: list[VerificationResult]) -> None:
     for col in ("address", "status", "reason", "smtp", "mx host", "ms", "detail"):
         t.add_column(col, overflow="fold")
     for r in results:
-        flags = [f for f, on in (("catch-all", r.catch_all), ("disposable", r.disposable), ("role", r.role)) if on]
+        flags = [f for f, key, on in (("catch-all", "catch_all", r.catch_all), ("disposable", "disposable", r.disposable),
+                                      ("role", "role", r.role)) if on and key != r.reason]
         reason = (r.reason or "") + (f" ({', '.join(flags)})" if flags else "")
         t.add_row(
             r.address,
