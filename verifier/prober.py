@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 from aiosmtplib.errors import SMTPServerDisconnected, SMTPTimeoutError
 
+from .cache import TTLCache
 from .classify import Verdict, classify, classify_session_reply
 from .config import VerifierSettings
 from .lists import is_disposable, is_role
@@ -142,8 +143,8 @@ class SmtpProber:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        self._catch_all: dict[str, tuple[float, bool]] = {}
-        self._host_down: dict[tuple[str, int], tuple[float, str]] = {}
+        self._catch_all: TTLCache[str, bool] = TTLCache()
+        self._host_down: TTLCache[tuple[str, int], str] = TTLCache(10_000)
         self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
         self._live: dict[tuple[str, int], int] = {}  # open sessions per host
         if s.loopback_only and self.source_address:
@@ -161,34 +162,27 @@ class SmtpProber:
         return st
 
     def catch_all_cached(self, domain: str) -> bool | None:
-        hit = self._catch_all.get(domain)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
-        return None
+        return self._catch_all.get(domain)
 
     def _remember_catch_all(self, domain: str, value: bool) -> None:
-        ttl = self.settings.catch_all_cache_ttl
-        if ttl > 0:
-            self._catch_all[domain] = (time.monotonic() + ttl, value)
+        self._catch_all.set(domain, value, self.settings.catch_all_cache_ttl)
 
     def host_down(self, key: tuple[str, int]) -> str | None:
-        hit = self._host_down.get(key)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
-        return None
+        return self._host_down.get(key)
 
     def _mark_down(self, key: tuple[str, int], why: str) -> None:
         """Skip this host for a while -- unless sessions to it are open right now (then
         the failure was a passing one, e.g. a full backlog under load)."""
-        ttl = self.settings.host_failure_ttl
-        if ttl > 0 and not self._live.get(key):
-            self._host_down[key] = (time.monotonic() + ttl, why)
+        if not self._live.get(key):
+            self._host_down.set(key, why, self.settings.host_failure_ttl)
 
     def _session_opened(self, key: tuple[str, int]) -> Callable[[], None]:
         self._live[key] = self._live.get(key, 0) + 1
 
         def closed() -> None:
             self._live[key] -= 1
+            if not self._live[key]:
+                del self._live[key]
         return closed
 
     def clear_caches(self) -> None:

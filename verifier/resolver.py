@@ -27,6 +27,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from .cache import TTLCache
 from .config import VerifierSettings
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ class DnsResolver:
     def __init__(self, settings: VerifierSettings, resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self.settings = settings
         self._r = resolver or build_dns_resolver(settings)
-        self._mx_cache: dict[str, tuple[float, MxLookup]] = {}
-        self._host_cache: dict[str, tuple[float, _HostAddrs]] = {}
+        self._mx_cache: TTLCache[str, MxLookup] = TTLCache()
+        self._host_cache: TTLCache[str, _HostAddrs] = TTLCache()
         self._inflight: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[MxLookup]] = {}
         self._sems: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
@@ -122,10 +123,9 @@ class DnsResolver:
     # --- public ----------------------------------------------------------------------
     async def lookup_mx(self, domain: str) -> MxLookup:
         domain = domain.lower().rstrip(".")
-        now = time.monotonic()
         hit = self._mx_cache.get(domain)
-        if hit and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         key = (asyncio.get_running_loop(), domain)
         while (fut := self._inflight.get(key)) is not None:
             try:
@@ -142,8 +142,8 @@ class DnsResolver:
             res, ttl = await self._lookup_mx(domain)
             res = MxLookup(res.domain, res.status, res.hosts, res.mx_names, res.detail,
                            time.monotonic() - t0)
-            if res.status != "failure" and ttl > 0:
-                self._mx_cache[domain] = (time.monotonic() + ttl, res)
+            if res.status not in ("failure", "blocked"):
+                self._mx_cache.set(domain, res, ttl)
             fut.set_result(res)
             return res
         except asyncio.CancelledError:
@@ -213,10 +213,9 @@ class DnsResolver:
                         detail="no MX host has an address: " + "; ".join(notes)), ttl
 
     async def _host_addresses(self, host: str) -> _HostAddrs:
-        now = time.monotonic()
         hit = self._host_cache.get(host)
-        if hit and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         results = await asyncio.gather(
             self._query(host, "A"), self._query(host, "AAAA"), return_exceptions=True
         )
@@ -251,5 +250,5 @@ class DnsResolver:
         if not out.addresses and not out.detail:
             out.detail = "no address"
         if not out.failed:
-            self._host_cache[host] = (now + out.ttl, out)
+            self._host_cache.set(host, out, out.ttl)
         return out
