@@ -73,11 +73,17 @@ class _HashingReader(io.RawIOBase):
         return len(data)
 
 
-def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+class _Customer(csv.excel):
+    """Excel's CSV with the sniffed delimiter. Only the delimiter is sniffed: a guessed quote
+    character (an apostrophe in O'Brien) would swallow the rows after it."""
+
+
+def _dialect(sample: str) -> type[csv.Dialect]:
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
-        return csv.excel
+        delimiter = ","
+    return type("Sniffed", (_Customer,), {"delimiter": delimiter})
 
 
 def _pick_column(first_rows: list[list[str]]) -> tuple[int, bool, str]:

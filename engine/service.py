@@ -98,6 +98,14 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode()).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Engine:
     """Commands of the engine. Synchronous: SQLite work is short and done on the caller's thread."""
 
@@ -225,19 +233,25 @@ class Engine:
     def create_bulk(self, account_id: str, path: str | Path, allow_duplicate: bool = False,
                     task_id: str | None = None, idempotency_key: str | None = None) -> Upload:
         """Streams the file into staging, then debits and creates the task in one transaction."""
-        task_id = task_id or uuid.uuid4().hex
         if not Path(path).is_file():
             raise BadUpload(f"no such file: {path}")
         self._require_account(account_id)
+        sha256 = file_sha256(path)
+        idempotency = self._idempotency(idempotency_key, "create", account_id, "bulk", sha256)
+        earlier = self._created_earlier(idempotency)
+        if earlier is not None:
+            return Upload(earlier.stream.removeprefix("task-"),
+                          FileReport(sha256=sha256, unique=earlier.event.address_count))
+        if not allow_duplicate:
+            self._refuse_recent_duplicate(account_id, sha256)
+        task_id = self._new_task_id(task_id)
         report = FileReport()
         try:
             report.unique = self.inputs.stage(task_id, read_addresses(path, report))
             if report.unique == 0:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
-            if not allow_duplicate:
-                self._refuse_recent_duplicate(account_id, report.sha256)
             self._create(account_id, task_id, "bulk", report.unique, f"file:{Path(path).name}",
-                         report.sha256, self.settings.chunk_size, idempotency_key)
+                         report.sha256, self.settings.chunk_size, idempotency)
         except BaseException:
             self.inputs.discard(task_id)
             raise
@@ -248,16 +262,31 @@ class Engine:
         address = address.strip()
         if "@" not in address:
             raise InvalidCommand(f"{address!r} is not an e-mail address")
-        task_id = task_id or uuid.uuid4().hex
         self._require_account(account_id)
+        sha256 = hashlib.sha256(address.lower().encode()).hexdigest()
+        idempotency = self._idempotency(idempotency_key, "create", account_id, "single", sha256)
+        earlier = self._created_earlier(idempotency)
+        if earlier is not None:
+            return earlier.stream.removeprefix("task-")
+        task_id = self._new_task_id(task_id)
         self.inputs.stage(task_id, [address])
         try:
-            self._create(account_id, task_id, "single", 1, "single",
-                         hashlib.sha256(address.lower().encode()).hexdigest(), 1, idempotency_key)
+            self._create(account_id, task_id, "single", 1, "single", sha256, 1, idempotency)
         except BaseException:
             self.inputs.discard(task_id)
             raise
         return task_id
+
+    def _created_earlier(self, idempotency: Idempotency | None) -> RecordedEvent | None:
+        """The TaskCreated of an earlier command with this idempotency key, if any."""
+        earlier = self.store.replayed(idempotency) if idempotency is not None else None
+        return next((r for r in earlier or () if isinstance(r.event, TaskCreated)), None)
+
+    def _new_task_id(self, task_id: str | None) -> str:
+        # Checked before staging: staging under an existing id would clobber that task's inputs.
+        if task_id is not None and self.store.stream_version(task_stream(task_id)):
+            raise InvalidCommand(f"task {task_id} already exists")
+        return task_id or uuid.uuid4().hex
 
     def _require_account(self, account_id: str) -> None:
         if not self.account(account_id).opened:
@@ -275,7 +304,7 @@ class Engine:
             )
 
     def _create(self, account_id: str, task_id: str, kind: str, count: int, source: str, sha256: str,
-                chunk_size: int, idempotency_key: str | None) -> list[RecordedEvent]:
+                chunk_size: int, idempotency: Idempotency | None) -> list[RecordedEvent]:
         a_stream, t_stream = account_stream(account_id), task_stream(task_id)
 
         def plan(states):
@@ -286,8 +315,7 @@ class Engine:
                 Planned(a_stream, e, f"debit/{task_id}" if isinstance(e, CreditsDebited) else None) for e in debit
             ]
 
-        key = self._idempotency(idempotency_key, "create", account_id, kind, count, sha256)
-        return self._execute([a_stream, t_stream], plan, key, task_id)
+        return self._execute([a_stream, t_stream], plan, idempotency, task_id)
 
     # --- running tasks ----------------------------------------------------------------
 

@@ -307,8 +307,6 @@ def test_a_key_racing_a_rival_with_the_same_key_returns_the_rivals_events(db, se
     assert a.account("acme").payg == 209
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a retried create_bulk with the same idempotency key is refused as a "
-                                       "duplicate upload instead of replaying the task it created")
 def test_a_retried_bulk_upload_with_its_key_replays_the_task(engine, db, csv_file):
     engine.open_account("acme")
     path = csv_file("a@x.com", "b@x.com")
@@ -319,9 +317,6 @@ def test_a_retried_bulk_upload_with_its_key_replays_the_task(engine, db, csv_fil
     assert db.events.head() == head
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a retried create_bulk/create_single with the same idempotency key "
-                                       "returns a fresh task id that was never created and leaves its addresses "
-                                       "staged in task_inputs")
 def test_a_retried_create_with_its_key_returns_the_same_task_and_stages_nothing(engine, db, csv_file):
     engine.open_account("acme")
     single = engine.create_single("acme", "solo@x.com", idempotency_key="single-1")
@@ -336,9 +331,6 @@ def test_a_retried_create_with_its_key_returns_the_same_task_and_stages_nothing(
     assert (single_again, bulk_again.task_id) == (single, bulk.task_id)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: create_bulk/create_single with the id of an existing task restage "
-                                       "and then discard that task's inputs when refused: the task can never "
-                                       "submit a chunk")
 def test_a_create_refused_for_an_existing_task_id_keeps_that_tasks_inputs(engine, db, csv_file):
     engine.open_account("acme")
     path = csv_file("a@x.com", "b@x.com", "c@x.com")

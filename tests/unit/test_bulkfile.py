@@ -117,8 +117,6 @@ def test_apostrophes_in_names_are_plain_characters(read):
     assert read(data)[0] == ["a@x.com", "b@x.com", "c@x.com"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: csv.Sniffer guesses ' as the quote character, so an apostrophe "
-                                       "that opens a field swallows the following rows: addresses vanish silently")
 def test_an_apostrophe_opening_a_field_does_not_swallow_the_next_row(read):
     addresses, report = read(b"email,name\na@x.com,'Tis Me\nb@x.com,Rock 'n' Roll\n")
     assert addresses == ["a@x.com", "b@x.com"]
