@@ -6,7 +6,7 @@ event; it asserts the money invariants so a broken log can never fold silently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 from events import (
     WELCOME_CREDITS,
@@ -121,9 +121,11 @@ def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
         raise InvalidCommand("monthly credits must expire in the future")
     events: list[Event] = []
     # A new period resets the bucket: the previous period's leftover expires first.
-    if state.monthly > 0 and state.monthly_expires_at != command.expires_at:
+    if state.monthly > 0 and state.monthly_expires_at != command.expires_at.astimezone(timezone.utc):
         events.append(MonthlyCreditsExpired(state.monthly))
-    events.append(CreditsGranted("monthly", command.amount, command.reason, command.expires_at.isoformat()))
+    # Stored in UTC so expiries compare as text in every read model.
+    expires = command.expires_at.astimezone(timezone.utc).isoformat()
+    events.append(CreditsGranted("monthly", command.amount, command.reason, expires))
     return events
 
 
