@@ -1,0 +1,46 @@
+"""bench/bench_engine.py still runs: each benchmark at a tiny size yields its figures.
+
+No timing is asserted: the numbers of a run this small mean nothing, only their presence.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_engine.py"
+TINY = ["--append-events", "1200", "--append-batch", "500", "--rebuild-events", "1500", "--rebuild-bulk", "400",
+        "--rebuild-accounts", "2", "--e2e-addresses", "1200", "--rss-addresses", "3000", "--chunk-size", "100",
+        "--repeat", "1"]
+
+
+def run_bench(tmp_path: Path, *extra: str) -> dict:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quiet", "--tmp-dir", str(tmp_path), *TINY,
+                           *extra], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("name", ["append", "rebuild", "e2e", "rss"])
+def test_each_benchmark_reports_engine_baseline_and_ratio(tmp_path, name):
+    report = run_bench(tmp_path, "--only", name)
+    assert set(report["results"]) == {name}
+    figures = report["results"][name]
+    assert figures["engine"] > 0 and figures["baseline"] > 0
+    assert figures["ratio"] == pytest.approx(figures["engine"] / figures["baseline"])
+    assert report["machine"]["sqlite"]
+    assert list(tmp_path.iterdir()) == []  # scratch databases and files are cleaned up
+
+
+def test_rss_mode_runtime_drives_the_bulk_to_its_end(tmp_path):
+    figures = run_bench(tmp_path, "--only", "rss", "--rss-mode", "runtime")["results"]["rss"]
+    assert figures["mode"] == "runtime" and figures["phases"]["unique"] == 3000
+    assert figures["phases"]["events"] > 3000  # one result per address, plus chunks and refunds
+
+
+def test_unknown_benchmark_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--only", "append,speed"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown benchmark(s) speed" in done.stderr
