@@ -20,7 +20,6 @@ import time
 import uuid
 from datetime import datetime
 
-from events import SystemFailure, TaskCancelled, TaskCreated, TaskDeleted, TaskFailed, TaskCompleted
 from engine.domain.tasks import Result
 from engine.scheduler import chunks_to_submit
 from engine.service import Engine
@@ -30,8 +29,6 @@ from projections import queries
 from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.runtime")
-
-STOPPING_EVENTS = (TaskCancelled, TaskFailed, SystemFailure, TaskCompleted, TaskDeleted)
 
 
 class Runtime:
@@ -109,12 +106,12 @@ class Runtime:
         for task_id in ([self.only_task] if self.only_task else queries.active_task_ids(self.db.conn)):
             self._ensure_driver(task_id)
         while not stop.is_set():
-            for recorded in self.db.events.read_all(after_position=self.position):
-                self.position = recorded.position
-                if not recorded.stream.startswith("task-"):
+            for position, stream, type_name in self.db.events.read_headers(self.position):
+                self.position = position
+                if not stream.startswith("task-"):
                     continue
-                task_id = recorded.stream[5:]
-                if isinstance(recorded.event, TaskCreated) and self.only_task is None:
+                task_id = stream[5:]
+                if type_name == "TaskCreated" and self.only_task is None:
                     self._ensure_driver(task_id)
                 elif task_id in self.wakeups:
                     self.wakeups[task_id].set()

@@ -17,7 +17,8 @@ from typing import BinaryIO, Iterator
 from engine.domain.errors import DomainError
 
 HEADER_NAMES = ("email", "e-mail", "email address", "e-mail address", "emailaddress", "mail", "address")
-SNIFF_BYTES = 64 * 1024
+SAMPLE_BYTES = 64 * 1024
+SNIFF_BYTES = 4 * 1024  # csv.Sniffer is quadratic-ish: a few lines tell the delimiter
 
 
 class BadUpload(DomainError):
@@ -80,7 +81,9 @@ class _Customer(csv.excel):
 
 def _dialect(sample: str) -> type[csv.Dialect]:
     try:
-        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+        head = sample[:SNIFF_BYTES]
+        head = head[: head.rfind("\n") + 1] or head  # whole lines only
+        delimiter = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
     return type("Sniffed", (_Customer,), {"delimiter": delimiter})
@@ -109,7 +112,7 @@ def read_addresses(path: str | Path, report: FileReport) -> Iterator[str]:
     with open(path, "rb") as raw:
         hashing = _HashingReader(raw)
         text = io.TextIOWrapper(io.BufferedReader(hashing), encoding="utf-8-sig", newline="")
-        sample = text.read(SNIFF_BYTES)
+        sample = text.read(SAMPLE_BYTES)
         if not sample.strip():
             raise BadUpload("the file is empty: it holds no addresses")
         stream = _chain(sample, text)

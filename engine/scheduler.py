@@ -11,6 +11,5 @@ from engine.domain.tasks import TaskState
 def chunks_to_submit(state: TaskState, window: int) -> range:
     if not state.active:
         return range(0)
-    in_flight = sum(1 for pending in state.pending.values() if pending)
-    free = max(window - in_flight, 0)
+    free = max(window - len(state.pending), 0)
     return range(state.chunks_submitted, min(state.total_chunks, state.chunks_submitted + free))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,12 @@ class Event:
         return cls.__name__
 
     def payload(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _jsonable(getattr(self, name)) for name in _field_names(type(self))}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def register(cls: type[Event]) -> type[Event]:
@@ -36,6 +42,8 @@ def register(cls: type[Event]) -> type[Event]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int)):
+        return value
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime):

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator
 from events import RecordedEvent
 from projections.base import DeleteWhere, Projection, Put, Row, Table
 
-BATCH = 5000
+BATCH = 1000  # events per transaction; a ChunkSubmitted can carry thousands of addresses
 _DELETED = object()
 
 

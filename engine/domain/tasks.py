@@ -54,7 +54,8 @@ class TaskState:
     address_count: int = 0
     chunk_size: int = 1
     chunks_submitted: int = 0
-    # submitted chunk -> its addresses still without a result (insertion-ordered)
+    # submitted chunk -> its addresses still without a result (insertion-ordered); a chunk
+    # leaves once every address settled, so memory follows what is in flight, not the task
     pending: dict[int, dict[str, None]] = field(default_factory=dict)
     failed_chunks: int = 0
     consumed: int = 0
@@ -85,7 +86,7 @@ class TaskState:
 
     def in_flight(self) -> dict[int, list[str]]:
         """Chunks submitted whose addresses are not all settled: the work to (re)run."""
-        return {n: list(p) for n, p in self.pending.items() if p}
+        return {n: list(p) for n, p in self.pending.items()}
 
     def copy(self) -> "TaskState":
         return _copy.deepcopy(self)
@@ -214,10 +215,15 @@ def _submit(command: SubmitChunk, state: TaskState) -> list[Event]:
     return [ChunkSubmitted(command.chunk_no, tuple(command.addresses), command.provider, command.tier)]
 
 
+def _submitted_chunk(state: TaskState, chunk_no: int) -> dict[str, None]:
+    """The unsettled addresses of a submitted chunk (empty once all settled)."""
+    if not 0 <= chunk_no < state.chunks_submitted:
+        raise InvalidCommand(f"chunk {chunk_no} was never submitted")
+    return state.pending.get(chunk_no, {})
+
+
 def _record(command: RecordResults, state: TaskState) -> list[Event]:
-    pending = state.pending.get(command.chunk_no)
-    if pending is None:
-        raise InvalidCommand(f"chunk {command.chunk_no} was never submitted")
+    pending = _submitted_chunk(state, command.chunk_no)
     late = not state.active
     events: list[Event] = []
     seen: set[str] = set()
@@ -241,9 +247,7 @@ def _record(command: RecordResults, state: TaskState) -> list[Event]:
 
 
 def _fail_chunk(command: FailChunk, state: TaskState) -> list[Event]:
-    pending = state.pending.get(command.chunk_no)
-    if pending is None:
-        raise InvalidCommand(f"chunk {command.chunk_no} was never submitted")
+    pending = _submitted_chunk(state, command.chunk_no)
     if not state.active or not pending:
         return []  # the stop (or the results) already settled every address of it
     events: list[Event] = [ChunkFailed(command.chunk_no, command.error, tuple(pending))]
@@ -297,9 +301,11 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.chunks_submitted += 1
         state.status = "processing"
     elif isinstance(event, (AddressVerified, ResultUnknown)):
-        chunk = state.pending[event.chunk_no]
-        assert event.address in chunk, f"{event.address} settled twice"
+        chunk = state.pending.get(event.chunk_no, {})
+        assert event.address in chunk, f"{event.address} settled twice or never submitted"
         del chunk[event.address]
+        if not chunk:
+            del state.pending[event.chunk_no]
         if event.late:
             state.late += 1
         elif isinstance(event, AddressVerified):
@@ -309,7 +315,7 @@ def evolve(state: TaskState, event: Event) -> TaskState:
             state.refunded += 1
             state.counts["unknown"] += 1
     elif isinstance(event, ChunkFailed):
-        state.pending[event.chunk_no].clear()
+        state.pending.pop(event.chunk_no, None)
         state.failed_chunks += 1
         state.partial_failure = True
         state.refunded += len(event.addresses)

@@ -165,7 +165,7 @@ def _insert_raw(conn, stream, version, type_name, schema_version, data, position
     conn.execute(
         "INSERT INTO events (event_id, stream, version, type, schema_version, data, occurred_at)"
         " VALUES (?,?,?,?,?,?,?)",
-        (str(uuid.uuid4()), stream, version, type_name, schema_version, json.dumps(data),
+        (uuid.uuid4().bytes, stream, version, type_name, schema_version, json.dumps(data),
          "2019-06-01T08:00:00+00:00"),
     )
     conn.execute("INSERT INTO streams (stream, version) VALUES (?, ?)"
