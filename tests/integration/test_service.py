@@ -349,6 +349,58 @@ def test_a_create_refused_for_an_existing_task_id_keeps_that_tasks_inputs(engine
     engine.submit_chunk("T", 0, db.inputs.chunk("T", 0, 2), "smtp", "primary")
 
 
+def test_the_same_create_key_with_another_file_is_a_conflict_that_stages_nothing(engine, db, csv_file):
+    engine.open_account("acme")
+    engine.create_bulk("acme", csv_file("a@x.com", "b@x.com"), idempotency_key="upload-1")
+    head, staged = db.events.head(), staged_rows(db)
+    with pytest.raises(IdempotencyConflict):
+        engine.create_bulk("acme", csv_file("c@x.com"), idempotency_key="upload-1")
+    with pytest.raises(IdempotencyConflict):
+        engine.create_single("acme", "c@x.com", idempotency_key="upload-1")
+    assert (db.events.head(), staged_rows(db)) == (head, staged)
+
+
+def test_a_create_refused_for_credits_does_not_use_up_its_key(engine, db, csv_file):
+    engine.open_account("acme")
+    path = csv_file(*(f"u{i}@x.com" for i in range(250)))
+    with pytest.raises(InsufficientCredits):
+        engine.create_bulk("acme", path, idempotency_key="upload-big")
+    engine.grant_credits("acme", "payg", 50)
+    upload = engine.create_bulk("acme", path, idempotency_key="upload-big")
+    assert engine.task(upload.task_id).address_count == 250
+    assert engine.account("acme").total == 0
+    assert staged_task_ids(db) == {upload.task_id}
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: two creates racing with the same idempotency key: the loser gets the "
+                                       "winner's events replayed but returns its own, never-created task id, and "
+                                       "its addresses stay staged")
+def test_creates_racing_with_one_idempotency_key_agree_on_one_task(db, second_db, settings, clock, csv_file):
+    a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
+    a.open_account("acme")
+    path = csv_file("x@x.com", "y@x.com")
+    winner: dict = {}
+    racing(b, lambda: winner.setdefault("upload", a.create_bulk("acme", path, idempotency_key="K")))
+    loser = b.create_bulk("acme", path, idempotency_key="K")
+    assert a.account("acme").total == 198  # charged once
+    assert staged_task_ids(db) == {winner["upload"].task_id}
+    assert loser.task_id == winner["upload"].task_id
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: two creates racing with one explicit task id: the loser restaged the "
+                                       "winner's inputs and, refused on retry, discards them: the task can never "
+                                       "submit a chunk")
+def test_creates_racing_with_one_task_id_keep_the_winners_inputs(db, second_db, settings, clock, csv_file):
+    a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
+    a.open_account("acme")
+    path = csv_file("a@x.com", "b@x.com", "c@x.com")
+    racing(b, lambda: a.create_bulk("acme", path, task_id="T"))
+    with pytest.raises(InvalidCommand, match="already exists"):
+        b.create_bulk("acme", path, task_id="T", allow_duplicate=True)
+    assert a.account("acme").total == 197
+    assert db.inputs.chunk("T", 0, 2) == ["a@x.com", "b@x.com"]
+
+
 # --- upload refusals append nothing and stage nothing ---------------------------------
 
 @pytest.mark.parametrize("raw, message", [

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -78,3 +78,15 @@ def test_connect_creates_the_directory(tmp_path):
         assert (tmp_path / "a" / "b" / "vec.db").exists()
     finally:
         conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: position_at compares ISO strings, so a moment given with a UTC offset "
+                                       "other than the stored one picks the wrong position (vec replay --as-of)")
+def test_position_at_a_moment_in_another_time_zone(store):
+    for hours in range(3):
+        store.append([new("s", at=T0 + timedelta(hours=hours))], {"s": hours})
+    paris = timezone(timedelta(hours=2))
+    assert position_at(store.conn, (T0 + timedelta(minutes=30)).astimezone(paris)) == 1
+    assert position_at(store.conn, (T0 - timedelta(minutes=30)).astimezone(paris)) == 0
+    new_york = timezone(timedelta(hours=-4))
+    assert position_at(store.conn, (T0 + timedelta(hours=2, minutes=1)).astimezone(new_york)) == 3
