@@ -647,6 +647,16 @@ def test_monthly_leftover_expires_lazily_on_debit_and_explicitly(engine, db, clo
     assert_audit_clean(db)
 
 
+def test_the_expiry_scan_finds_a_monthly_bucket_granted_with_a_non_utc_expiry(engine, db, clock):
+    engine.open_account("acme")
+    karachi = timezone(timedelta(hours=5))
+    expires = (T0 + timedelta(days=1)).astimezone(karachi)
+    engine.grant_credits("acme", "monthly", 40, "subscription", expires)
+    db.catch_up()
+    assert queries.expired_monthly_accounts(db.conn, T0 + timedelta(days=1) - timedelta(seconds=1)) == []
+    assert queries.expired_monthly_accounts(db.conn, T0 + timedelta(days=1, hours=1)) == ["acme"]
+
+
 def test_a_cold_engine_sees_the_same_states(engine, db, settings, clock, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com")).task_id

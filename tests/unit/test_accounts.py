@@ -337,3 +337,21 @@ def test_all_refusals_are_domain_errors():
 def test_a_command_of_another_kind_is_a_type_error():
     with pytest.raises(TypeError):
         accounts.decide(object(), opened())  # type: ignore[arg-type]
+
+
+# --- time zones -----------------------------------------------------------------------
+
+KARACHI = timezone(timedelta(hours=5))
+
+
+def test_a_monthly_expiry_given_in_another_zone_is_recorded_in_utc():
+    expires = datetime(2026, 4, 1, 5, 0, tzinfo=KARACHI)  # = 2026-04-01T00:00Z
+    events, state = run(opened(), GrantCredits("monthly", 10, "subscription", NOW, expires))
+    assert events == [CreditsGranted("monthly", 10, "subscription", "2026-04-01T00:00:00+00:00")]
+    assert state.monthly_expires_at == END_OF_MARCH
+    # the same instant written in another zone is the same period: a top-up, no expiry
+    events = decide(GrantCredits("monthly", 5, "support", NOW, END_OF_MARCH), state)
+    assert [type(e) for e in events] == [CreditsGranted]
+    # and it expires at that instant, whatever zone the clock reads in
+    assert decide(ExpireMonthly(datetime(2026, 4, 1, 4, 59, tzinfo=KARACHI)), state) == []
+    assert decide(ExpireMonthly(datetime(2026, 4, 1, 5, 0, tzinfo=KARACHI)), state) == [MonthlyCreditsExpired(10)]
