@@ -119,6 +119,8 @@ def cli(ctx: click.Context, store: str | None, verbose: bool) -> None:
 
 # --- accounts and credits -------------------------------------------------------------
 
+IDEMPOTENCY = click.option("--idempotency-key", help="a retried command with the same key appends nothing")
+
 @cli.group()
 def account() -> None:
     """Customer accounts."""
@@ -126,11 +128,11 @@ def account() -> None:
 
 @command(account, "open")
 @click.argument("account_id")
-@click.option("--idempotency-key", help="a retried command with the same key appends nothing")
+@IDEMPOTENCY
 def account_open(ctx: Context, account_id: str, idempotency_key: str | None, as_json: bool) -> None:
     """Open ACCOUNT_ID with the 200-credit welcome bonus."""
     ctx.engine.open_account(account_id, idempotency_key)
-    emit(queries.balances(ctx.fresh_db().conn, account_id), as_json)
+    emit(_balance(ctx, account_id), as_json)
 
 
 @cli.group(cls=DefaultGroup, default="show")
@@ -144,10 +146,7 @@ def credits_show(ctx: Context, account_id: str, as_json: bool) -> None:
     """Balance of ACCOUNT_ID per bucket."""
     if ctx.engine.account(account_id).opened:
         ctx.engine.expire_monthly(account_id)  # a lapsed period shows as expired, engine running or not
-    row = queries.balances(ctx.fresh_db().conn, account_id)
-    if row is None:
-        raise DomainError(f"no such account: {account_id}")
-    emit({k: row[k] for k in ("account", "monthly", "payg", "total")}, as_json)
+    emit(_balance(ctx, account_id), as_json)
 
 
 @command(credits, "grant")
@@ -157,7 +156,7 @@ def credits_show(ctx: Context, account_id: str, as_json: bool) -> None:
 @click.option("--expires", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d%z"]),
               help="ISO 8601 expiry of monthly credits, with a zone (e.g. 2026-12-31T23:59:59+00:00)")
 @click.option("--reason", type=click.Choice(["purchase", "subscription", "support"]))
-@click.option("--idempotency-key")
+@IDEMPOTENCY
 def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int | None, expires: datetime | None,
                   reason: str | None, idempotency_key: str | None, as_json: bool) -> None:
     """Grant credits (--payg N | --monthly N --expires ISO8601)."""
@@ -169,8 +168,14 @@ def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int 
         if expires is None:
             raise click.UsageError("--monthly needs --expires ISO8601")
         ctx.engine.grant_credits(account_id, "monthly", monthly, reason or "subscription", expires, idempotency_key)
+    emit(_balance(ctx, account_id), as_json)
+
+
+def _balance(ctx: Context, account_id: str) -> dict:
     row = queries.balances(ctx.fresh_db().conn, account_id)
-    emit({k: row[k] for k in ("account", "monthly", "payg", "total")}, as_json)
+    if row is None:
+        raise DomainError(f"no such account: {account_id}")
+    return {k: row[k] for k in ("account", "monthly", "payg", "total")}
 
 
 @command(cli, "history")
@@ -188,9 +193,10 @@ def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> N
 @command(cli, "verify")
 @click.argument("account_id")
 @click.argument("address")
-def verify(ctx: Context, account_id: str, address: str, as_json: bool) -> None:
+@IDEMPOTENCY
+def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | None, as_json: bool) -> None:
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
-    task_id = ctx.engine.create_single(account_id, address)
+    task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
     row = next(iter(queries.results(ctx.fresh_db().conn, task_id)), None)
     task = queries.task(ctx.db.conn, task_id)
@@ -203,9 +209,12 @@ def verify(ctx: Context, account_id: str, address: str, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait", is_flag=True, help="follow the task to its end with a progress bar")
 @click.option("--allow-duplicate", is_flag=True, help="verify a file uploaded in the last 24 h again")
-def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, as_json: bool) -> None:
+@IDEMPOTENCY
+def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, idempotency_key: str | None,
+         as_json: bool) -> None:
     """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
-    upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate)
+    upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate,
+                                    idempotency_key=idempotency_key)
     report = upload.report
     summary = {"task_id": upload.task_id, "addresses": report.unique, "duplicates": report.duplicates,
                "rows_without_address": report.rows_without_address, "column": report.column}

@@ -240,8 +240,9 @@ class Engine:
         idempotency = self._idempotency(idempotency_key, "create", account_id, "bulk", sha256)
         earlier = self._created_earlier(idempotency)
         if earlier is not None:
-            return Upload(earlier.stream.removeprefix("task-"),
-                          FileReport(sha256=sha256, unique=earlier.event.address_count))
+            count = earlier.event.address_count
+            return Upload(earlier.stream.removeprefix("task-"), FileReport(sha256=sha256, unique=count,
+                                                                           candidates=count))
         if not allow_duplicate:
             self._refuse_recent_duplicate(account_id, sha256)
         task_id = self._new_task_id(task_id)

@@ -15,6 +15,7 @@ from typing import Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
 from engine.store.base import (
+    StoreError,
     ConcurrencyError,
     DuplicateEventError,
     Idempotency,
@@ -94,10 +95,19 @@ def _row_to_event(row: tuple) -> RecordedEvent:
     )
 
 
+FORMAT = 2  # PRAGMA user_version of the file; 2 = 16-byte event ids
+
+
 class SqliteEventStore:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_log = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
+        if has_log and version != FORMAT:
+            raise StoreError(f"this store file has format {version}; this vec reads format {FORMAT} "
+                             "(rebuild it with the vec version that wrote it, or start a new store)")
         conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {FORMAT}")
 
     @classmethod
     def open(cls, path: str | Path) -> "SqliteEventStore":
