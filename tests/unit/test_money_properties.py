@@ -40,7 +40,7 @@ from engine.domain.errors import (
 )
 from engine.domain.tasks import Result
 from engine.service import Engine
-from engine.store import IdempotencyConflict, open_database
+from engine.store import ConcurrencyError, IdempotencyConflict, open_database
 from events import (
     AddressVerified,
     ChunkFailed,
@@ -132,6 +132,26 @@ class MTask:
         return self.status in ACTIVE
 
 
+class RacingStore:
+    """The real store, with a rival's write slipped in just before the next append."""
+
+    def __init__(self, inner, rival):
+        self.inner, self.rival, self.conflicts = inner, rival, 0
+
+    def append(self, events, expected, idempotency=None):
+        if self.rival is not None:
+            rival, self.rival = self.rival, None
+            rival()
+        try:
+            return self.inner.append(events, expected, idempotency)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 class MoneyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -148,6 +168,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.files: list[bytes] = []
         self.grant_keys: list[tuple[str, str, int]] = []  # (key, account, amount)
         self.opened_with_key: set[str] = set()
+        self.single_keys: list[tuple[str, str, str, str]] = []  # (key, account, address, task id)
         self.counter = 0
         self.steps = 0
 
@@ -386,14 +407,29 @@ class MoneyMachine(RuleBasedStateMachine):
                 seen.setdefault(cell.lower(), cell)
         return list(seen.values())
 
-    @rule(pick=st.integers(0, 9), address=st.sampled_from(POOL))
-    def create_single(self, pick, address):
+    @rule(pick=st.integers(0, 9), address=st.sampled_from(POOL),
+          key=st.sampled_from(["none", "none", "keyed", "retry", "conflict"]))
+    def create_single(self, pick, address, key):
+        if key in ("retry", "conflict") and self.single_keys:
+            idempotency, name, address, task_id = self._pick(self.single_keys, pick)
+            if key == "retry":
+                head, staged = self.db.events.head(), self._staged()
+                assert self.engine.create_single(name, address, idempotency_key=idempotency) == task_id
+                assert (self.db.events.head(), self._staged()) == (head, staged)
+            else:
+                other = next(a for a in POOL if a != address)
+                self.refused(IdempotencyConflict,
+                             lambda: self.engine.create_single(name, other, idempotency_key=idempotency))
+            return
         name = self._pick(self.accounts, pick)
-        create = lambda: self.engine.create_single(name, address)  # noqa: E731
+        idempotency = self._next("single-") if key == "keyed" else None
+        create = lambda: self.engine.create_single(name, address, idempotency_key=idempotency)  # noqa: E731
         if self._debit(name, 1) == "refused":
             self.refused(InsufficientCredits, create)
             return
         task_id = create()
+        if idempotency:
+            self.single_keys.append((idempotency, name, address, task_id))
         self._add_task(MTask(task_id, name, "single", [address], 1, hashlib.sha256(address.encode()).hexdigest(),
                              self.clock.now))
 
@@ -542,7 +578,8 @@ class MoneyMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.tasks)
     @rule(pick=st.integers(0, 20), any_task=st.booleans())
     def cancel(self, pick, any_task):
-        task = self._task(pick, prefer_active=not any_task)
+        bulk = [t for t in self.task_order if self.tasks[t].active and self.tasks[t].kind == "bulk"]
+        task = self.tasks[self._pick(bulk, pick)] if bulk and not any_task else self._task(pick, False)
         cancel = lambda: self.engine.cancel_task(task.task_id)  # noqa: E731
         if task.deleted:
             self.refused(TaskNotFound, cancel)
@@ -585,6 +622,88 @@ class MoneyMachine(RuleBasedStateMachine):
             delete()
             task.deleted = True
             assert self.db.inputs.chunk(task.task_id, 0, 10_000) == []
+
+    # --- races: the other engine writes between our decision and our append --------------
+
+    def _race(self, rival) -> "RacingStore":
+        store = RacingStore(self.engine.store, rival)
+        self.engine.store = store
+        return store
+
+    def _unrace(self, store: "RacingStore") -> None:
+        self.engine.store = store.inner
+
+    @precondition(lambda self: len(self.dbs) == 2)
+    @rule(pick=st.integers(0, 20), kind=st.sampled_from(["spend", "cancel", "results"]), answers=ANSWERS)
+    def raced(self, pick, kind, answers):
+        """Our decision goes stale: the other engine appends between our decision and our
+        append; the append conflicts and the command is decided again on what it wrote."""
+        rival_engine = self.engines[1 - self.current]
+        if kind == "spend":
+            self._raced_spend(self._pick(self.accounts, pick), rival_engine)
+            return
+        running = [t for t in self.task_order if self.tasks[t].active and self.tasks[t].kind == "bulk"
+                   and any(self.tasks[t].pending.values())]
+        if not running:
+            return
+        task = self.tasks[self._pick(running, pick)]
+        n = next(n for n, p in task.pending.items() if p)
+        answers = [(i % len(task.pending[n]), outcome) for i, outcome in answers]
+        if kind == "cancel":
+            # the rival cancels; our results, decided on the running task, come out late
+            store = self._race(lambda: rival_engine.cancel_task(task.task_id))
+            try:
+                self._stop(task, "cancelled")
+                self._record(task, n, answers, bogus=False)
+            finally:
+                self._unrace(store)
+        else:
+            # the rival records the same results first; ours, decided again, append nothing
+            results = [Result(task.pending[n][i], status, reason) for i, (status, reason) in answers]
+
+            def rival() -> None:
+                self.current = 1 - self.current
+                try:
+                    self._record(task, n, answers, bogus=False)
+                finally:
+                    self.current = 1 - self.current
+
+            store = self._race(rival)
+            try:
+                assert self.engine.record_results(task.task_id, n, results) == []
+            finally:
+                self._unrace(store)
+        assert store.conflicts == 1
+
+    def _raced_spend(self, name: str, rival_engine: Engine) -> None:
+        account = self.accounts[name]
+        available = (0 if account.lazily_expired(self.clock.now) else account.monthly) + account.payg
+        ours = lambda: self.engine.create_single(name, "ours@x.com")  # noqa: E731
+        if available < 1:
+            self.refused(InsufficientCredits, ours)  # refused at once: no append, no race
+            return
+        rival_ids: list[str] = []
+        store = self._race(lambda: rival_ids.append(rival_engine.create_single(name, "rival@x.com")))
+        head = self.db.events.head()
+        try:
+            assert self._debit(name, 1) is None  # the rival's credit
+            if self._debit(name, 1) == "refused":
+                with pytest.raises(InsufficientCredits):
+                    ours()
+                task_id = None
+            else:
+                task_id = ours()
+        finally:
+            self._unrace(store)
+        assert store.conflicts == 1
+        sha = hashlib.sha256
+        self._add_task(MTask(rival_ids[0], name, "single", ["rival@x.com"], 1, sha(b"rival@x.com").hexdigest(),
+                             self.clock.now))
+        if task_id is not None:
+            self._add_task(MTask(task_id, name, "single", ["ours@x.com"], 1, sha(b"ours@x.com").hexdigest(),
+                                 self.clock.now))
+        debits = [r for r in self.db.events.read_all(after_position=head) if isinstance(r.event, CreditsDebited)]
+        assert [r.event.task_id for r in debits] == rival_ids + ([task_id] if task_id else [])
 
     # --- engines: switching, crashing -------------------------------------------------
 
@@ -631,6 +750,8 @@ class MoneyMachine(RuleBasedStateMachine):
                                              model.submitted, model.failed_chunks), task_id
             assert state.in_flight() == {n: p for n, p in model.pending.items() if p}
             self._log_settles_once(task_id, model)
+        staged = {r[0] for r in self.db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+        assert staged == {t for t, m in self.tasks.items() if not m.deleted}, "staged inputs without a live task"
 
     def _log_settles_once(self, task_id: str, model: MTask) -> None:
         settled: Counter[str] = Counter()
