@@ -159,11 +159,11 @@ class Runtime:
         state = self.engine.task(task_id)
         if not state.active:
             await _cancel_all(jobs)  # the stop signal
-            self.db.inputs.discard(task_id)
+            self.db.inputs.discard(state.upload_id)
             return False
         submitting = chunks_to_submit(state, self.settings.chunk_window)
         for chunk_no in submitting:
-            addresses = self.db.inputs.chunk(task_id, chunk_no, state.chunk_size)
+            addresses = self.db.inputs.chunk(state.upload_id, chunk_no, state.chunk_size)
             self.engine.submit_chunk(task_id, chunk_no, addresses, self.provider.name,
                                      getattr(self.provider, "tier", "primary"))
             state = self.engine.task(task_id)
@@ -171,7 +171,7 @@ class Runtime:
             if chunk_no not in jobs:
                 jobs[chunk_no] = asyncio.create_task(self._work(task_id, chunk_no, addresses))
         if submitting and state.chunks_submitted == state.total_chunks:
-            self.db.inputs.discard(task_id)  # every address is in the log now
+            self.db.inputs.discard(state.upload_id)  # every address is in the log now
         wake = self.wakeups[task_id]
         waiter = asyncio.create_task(wake.wait())
         await asyncio.wait([waiter, *jobs.values()], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)

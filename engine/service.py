@@ -245,18 +245,18 @@ class Engine:
                                                                            candidates=count))
         if not allow_duplicate:
             self._refuse_recent_duplicate(account_id, sha256)
-        task_id = self._new_task_id(task_id)
+        task_id, upload_id = self._new_task_id(task_id)
         report = FileReport()
+        report.unique = self.inputs.stage(upload_id, read_addresses(path, report))
         try:
-            report.unique = self.inputs.stage(task_id, read_addresses(path, report))
             if report.unique == 0:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
-            self._create(account_id, task_id, "bulk", report.unique, f"file:{Path(path).name}",
-                         report.sha256, self.settings.chunk_size, idempotency)
+            created = self._create(account_id, task_id, upload_id, "bulk", report.unique,
+                                   f"file:{Path(path).name}", report.sha256, self.settings.chunk_size, idempotency)
         except BaseException:
-            self.inputs.discard(task_id)
+            self.inputs.discard(upload_id)
             raise
-        return Upload(task_id, report)
+        return Upload(created, report)
 
     def create_single(self, account_id: str, address: str, task_id: str | None = None,
                       idempotency_key: str | None = None) -> str:
@@ -269,25 +269,27 @@ class Engine:
         earlier = self._created_earlier(idempotency)
         if earlier is not None:
             return earlier.stream.removeprefix("task-")
-        task_id = self._new_task_id(task_id)
-        self.inputs.stage(task_id, [address])
+        task_id, upload_id = self._new_task_id(task_id)
+        self.inputs.stage(upload_id, [address])
         try:
-            self._create(account_id, task_id, "single", 1, "single", sha256, 1, idempotency)
+            return self._create(account_id, task_id, upload_id, "single", 1, "single", sha256, 1, idempotency)
         except BaseException:
-            self.inputs.discard(task_id)
+            self.inputs.discard(upload_id)
             raise
-        return task_id
 
     def _created_earlier(self, idempotency: Idempotency | None) -> RecordedEvent | None:
         """The TaskCreated of an earlier command with this idempotency key, if any."""
         earlier = self.store.replayed(idempotency) if idempotency is not None else None
         return next((r for r in earlier or () if isinstance(r.event, TaskCreated)), None)
 
-    def _new_task_id(self, task_id: str | None) -> str:
-        # Checked before staging: staging under an existing id would clobber that task's inputs.
-        if task_id is not None and self.store.stream_version(task_stream(task_id)):
+    def _new_task_id(self, task_id: str | None) -> tuple[str, str]:
+        """(task id, upload id): a fresh id serves as both; a caller's id gets its own upload key."""
+        if task_id is None:
+            fresh = uuid.uuid4().hex
+            return fresh, fresh
+        if self.store.stream_version(task_stream(task_id)):
             raise InvalidCommand(f"task {task_id} already exists")
-        return task_id or uuid.uuid4().hex
+        return task_id, uuid.uuid4().hex
 
     def _require_account(self, account_id: str) -> None:
         if not self.account(account_id).opened:
@@ -304,19 +306,26 @@ class Engine:
                 f"(task {earlier}); pass --allow-duplicate to verify it again"
             )
 
-    def _create(self, account_id: str, task_id: str, kind: str, count: int, source: str, sha256: str,
-                chunk_size: int, idempotency: Idempotency | None) -> list[RecordedEvent]:
+    def _create(self, account_id: str, task_id: str, upload_id: str, kind: str, count: int, source: str, sha256: str,
+                chunk_size: int, idempotency: Idempotency | None) -> str:
+        """Debits and creates the task; returns its id (an earlier one when the idempotency key
+        replays a create that won a race, in which case this attempt's staging is dropped)."""
         a_stream, t_stream = account_stream(account_id), task_stream(task_id)
 
         def plan(states):
             created = tasks.decide(
-                tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size), states[t_stream])
+                tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size, upload_id),
+                states[t_stream])
             debit = accounts.decide(accounts.DebitCredits(task_id, count, self.clock()), states[a_stream])
             return [Planned(t_stream, created[0], "created")] + [
                 Planned(a_stream, e, f"debit/{task_id}" if isinstance(e, CreditsDebited) else None) for e in debit
             ]
 
-        return self._execute([a_stream, t_stream], plan, idempotency, task_id)
+        recorded = self._execute([a_stream, t_stream], plan, idempotency, task_id)
+        created = next(r for r in recorded if isinstance(r.event, TaskCreated))
+        if created.stream != t_stream:
+            self.inputs.discard(upload_id)
+        return created.stream.removeprefix("task-")
 
     # --- running tasks ----------------------------------------------------------------
 
@@ -360,7 +369,7 @@ class Engine:
 
     def delete_task(self, task_id: str) -> list[RecordedEvent]:
         recorded = self._task_command(task_id, tasks.DeleteTask())
-        self.inputs.discard(task_id)
+        self.inputs.discard(self.task(task_id).upload_id)
         return recorded
 
     # --- helpers ----------------------------------------------------------------------

@@ -81,6 +81,7 @@ class TaskCreated(Event):
     source: str
     sha256: str
     chunk_size: int
+    upload_id: str = ""  # extra: key of the staged inputs; "" means the task id
 
 
 @register

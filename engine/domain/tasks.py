@@ -49,6 +49,7 @@ UNKNOWN_REASONS = (
 class TaskState:
     task_id: str | None = None
     account_id: str | None = None
+    upload_id: str | None = None  # where the staged inputs wait to be chunked
     kind: str = "bulk"
     status: str = "new"  # "new" means the task does not exist
     address_count: int = 0
@@ -103,6 +104,7 @@ class CreateTask:
     source: str
     sha256: str
     chunk_size: int
+    upload_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def _create(command: CreateTask, state: TaskState) -> list[Event]:
         raise InvalidCommand("chunk size must be at least 1")
     return [
         TaskCreated(command.account_id, command.kind, command.address_count, command.source,
-                    command.sha256, command.chunk_size)
+                    command.sha256, command.chunk_size, command.upload_id)
     ]
 
 
@@ -294,6 +296,7 @@ def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
 def evolve(state: TaskState, event: Event) -> TaskState:
     if isinstance(event, TaskCreated):
         state.account_id, state.kind, state.status = event.account_id, event.kind, "queued"
+        state.upload_id = event.upload_id or state.task_id
         state.address_count, state.chunk_size = event.address_count, event.chunk_size
     elif isinstance(event, ChunkSubmitted):
         assert event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order"

@@ -2,7 +2,8 @@
 
 They are not events: the log records what was charged (TaskCreated.address_count) and
 each chunk as it is submitted. Rows are staged before the task exists and discarded if
-the task is refused; a staged upload with no task behind it is garbage (`sweep`).
+the task is refused. Each upload has its own key (recorded in TaskCreated.upload_id), so
+two creates racing for one task id can never overwrite each other's inputs.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from engine.store.sqlite import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_inputs (
-    task_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     address TEXT NOT NULL,
-    PRIMARY KEY (task_id, seq)
+    PRIMARY KEY (upload_id, seq)
 ) WITHOUT ROWID;
 """
 
@@ -28,7 +29,7 @@ class SqliteInputs:
         self.conn = conn
         conn.executescript(SCHEMA)
 
-    def stage(self, task_id: str, addresses: Iterable[str]) -> int:
+    def stage(self, upload_id: str, addresses: Iterable[str]) -> int:
         """Stores the unique addresses (case-insensitive) in first-seen order; returns how many."""
         with transaction(self.conn) as conn:
             conn.execute(
@@ -42,23 +43,22 @@ class SqliteInputs:
                     conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
                     batch.clear()
             conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
-            conn.execute("DELETE FROM task_inputs WHERE task_id = ?", (task_id,))
             conn.execute(
-                "INSERT INTO task_inputs (task_id, seq, address)"
+                "INSERT INTO task_inputs (upload_id, seq, address)"
                 " SELECT ?, ROW_NUMBER() OVER (ORDER BY raw_seq) - 1, address FROM staging",
-                (task_id,),
+                (upload_id,),
             )
             unique = conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
             conn.execute("DELETE FROM staging")
         return unique
 
-    def chunk(self, task_id: str, chunk_no: int, chunk_size: int) -> list[str]:
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]:
         start = chunk_no * chunk_size
         return [row[0] for row in self.conn.execute(
-            "SELECT address FROM task_inputs WHERE task_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
-            (task_id, start, start + chunk_size),
+            "SELECT address FROM task_inputs WHERE upload_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            (upload_id, start, start + chunk_size),
         )]
 
-    def discard(self, task_id: str) -> None:
+    def discard(self, upload_id: str) -> None:
         with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM task_inputs WHERE task_id = ?", (task_id,))
+            conn.execute("DELETE FROM task_inputs WHERE upload_id = ?", (upload_id,))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -81,6 +81,11 @@ class transaction:
             self.conn.execute("ROLLBACK")
 
 
+def _utc(moment: datetime) -> str:
+    """Times are stored in UTC, so that comparing them as text orders them in time."""
+    return moment.astimezone(timezone.utc).isoformat()
+
+
 def _row_to_event(row: tuple) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
     return RecordedEvent(
@@ -139,7 +144,7 @@ class SqliteEventStore:
                 versions[new.stream] += 1
                 rows.append((
                     new.event_id.bytes, new.stream, versions[new.stream], new.event.type_name(),
-                    new.event.schema_version, encode(new.event), new.occurred_at.isoformat(),
+                    new.event.schema_version, encode(new.event), _utc(new.occurred_at),
                     new.correlation_id, new.causation_id,
                 ))
             first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
@@ -240,5 +245,5 @@ class SqliteEventStore:
 def position_at(conn: sqlite3.Connection, moment: datetime) -> int:
     """The last position recorded at or before `moment` (0 if none)."""
     row = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= ?",
-                       (moment.isoformat(),)).fetchone()
+                       (_utc(moment),)).fetchone()
     return row[0]

@@ -89,7 +89,7 @@ def staged_rows(db) -> int:
 
 
 def staged_task_ids(db) -> set[str]:
-    return {r[0] for r in db.conn.execute("SELECT DISTINCT task_id FROM task_inputs")}
+    return {r[0] for r in db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
 
 
 def log_types(db, stream: str | None = None) -> list[str]:
@@ -225,7 +225,8 @@ def test_two_engines_in_two_threads_spend_the_balance_exactly(db, second_db, set
     assert (state.monthly, state.payg) == (0, 0)
     debited = [r.event.task_id for r in db.events.read_all() if isinstance(r.event, CreditsDebited)]
     assert sorted(debited) == sorted(created[0] + created[1])
-    assert staged_task_ids(db) == set(created[0] + created[1])
+    reader = Engine(db, settings, clock)
+    assert staged_task_ids(db) == {reader.task(t).upload_id for t in created[0] + created[1]}
     assert_audit_clean(db)
 
 
@@ -344,9 +345,10 @@ def test_a_create_refused_for_an_existing_task_id_keeps_that_tasks_inputs(engine
     with pytest.raises(InvalidCommand):
         engine.create_single("acme", "s@x.com", task_id="S")
     assert db.events.head() == head
-    assert db.inputs.chunk("T", 0, 2) == ["a@x.com", "b@x.com"]
-    assert db.inputs.chunk("S", 0, 1) == ["s@x.com"]
-    engine.submit_chunk("T", 0, db.inputs.chunk("T", 0, 2), "smtp", "primary")
+    uploads = engine.task("T").upload_id, engine.task("S").upload_id
+    assert db.inputs.chunk(uploads[0], 0, 2) == ["a@x.com", "b@x.com"]
+    assert db.inputs.chunk(uploads[1], 0, 1) == ["s@x.com"]
+    engine.submit_chunk("T", 0, db.inputs.chunk(uploads[0], 0, 2), "smtp", "primary")
 
 
 def test_the_same_create_key_with_another_file_is_a_conflict_that_stages_nothing(engine, db, csv_file):
@@ -372,9 +374,6 @@ def test_a_create_refused_for_credits_does_not_use_up_its_key(engine, db, csv_fi
     assert staged_task_ids(db) == {upload.task_id}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: two creates racing with the same idempotency key: the loser gets the "
-                                       "winner's events replayed but returns its own, never-created task id, and "
-                                       "its addresses stay staged")
 def test_creates_racing_with_one_idempotency_key_agree_on_one_task(db, second_db, settings, clock, csv_file):
     a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
     a.open_account("acme")
@@ -387,9 +386,6 @@ def test_creates_racing_with_one_idempotency_key_agree_on_one_task(db, second_db
     assert loser.task_id == winner["upload"].task_id
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: two creates racing with one explicit task id: the loser restaged the "
-                                       "winner's inputs and, refused on retry, discards them: the task can never "
-                                       "submit a chunk")
 def test_creates_racing_with_one_task_id_keep_the_winners_inputs(db, second_db, settings, clock, csv_file):
     a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
     a.open_account("acme")
@@ -398,7 +394,7 @@ def test_creates_racing_with_one_task_id_keep_the_winners_inputs(db, second_db, 
     with pytest.raises(InvalidCommand, match="already exists"):
         b.create_bulk("acme", path, task_id="T", allow_duplicate=True)
     assert a.account("acme").total == 197
-    assert db.inputs.chunk("T", 0, 2) == ["a@x.com", "b@x.com"]
+    assert db.inputs.chunk(a.task("T").upload_id, 0, 2) == ["a@x.com", "b@x.com"]
 
 
 # --- upload refusals append nothing and stage nothing ---------------------------------

@@ -80,8 +80,6 @@ def test_connect_creates_the_directory(tmp_path):
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: position_at compares ISO strings, so a moment given with a UTC offset "
-                                       "other than the stored one picks the wrong position (vec replay --as-of)")
 def test_position_at_a_moment_in_another_time_zone(store):
     for hours in range(3):
         store.append([new("s", at=T0 + timedelta(hours=hours))], {"s": hours})
