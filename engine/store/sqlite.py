@@ -170,8 +170,8 @@ class SqliteEventStore:
                     (idempotency.key, idempotency.fingerprint, first, last),
                 )
         return [
-            RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at, new.event,
-                          new.correlation_id, new.causation_id)
+            RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at.astimezone(timezone.utc),
+                          new.event, new.correlation_id, new.causation_id)
             for i, (new, row) in enumerate(zip(events, rows))
         ]
 

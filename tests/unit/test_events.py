@@ -127,7 +127,7 @@ def test_every_event_round_trips_through_the_sqlite_store(events, when, correlat
     read = list(store.read_stream("s-1"))
     assert read == appended
     assert [r.event for r in read] == events
-    assert all(r.occurred_at == when and r.occurred_at.utcoffset() == when.utcoffset() for r in read)
+    assert all(r.occurred_at == when and r.occurred_at.utcoffset() == timedelta(0) for r in read)  # kept in UTC
     assert [r.correlation_id for r in read] == [correlation] * len(events)
     for recorded in read:
         shape = recorded.to_json()
