@@ -102,6 +102,19 @@ def test_semicolon_file_whose_notes_hold_commas(read):
     assert read(b"email;note\na@x.com;foo,bar\nb@x.com;x,y,z\n")[0] == ["a@x.com", "b@x.com"]
 
 
+@pytest.mark.parametrize("data", [
+    b"email,note\na@x.com,a;b;c\nb@x.com,d;e;f\n",
+    b"email,tags\na@x.com,x|y|z\nb@x.com,x|y|z\n",
+    b"name,email\nDoe; John,a@x.com\nRoe; Jane,b@x.com\n",
+    b"email\tname\na@x.com\tDoe, John\nb@x.com\tRoe, Jane\n",
+    b"email;name\na@x.com;Doe, John, Jr\nb@x.com;Roe, Jane, Sr\n",
+])
+def test_other_delimiters_inside_fields_do_not_win_the_sniff(read, data):
+    addresses, report = read(data)
+    assert addresses == ["a@x.com", "b@x.com"]
+    assert report.column == "email"
+
+
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
 def test_any_line_ending(read, newline):
     data = newline.join([b"email", b"a@x.com", b"b@x.com", b""])

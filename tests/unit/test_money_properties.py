@@ -39,6 +39,7 @@ from engine.domain.errors import (
     TaskNotFound,
 )
 from engine.domain.tasks import Result
+from engine import service
 from engine.service import Engine
 from engine.store import ConcurrencyError, IdempotencyConflict, open_database
 from events import (
@@ -51,7 +52,7 @@ from events import (
     TaskCancelled,
     TaskFailed,
 )
-from projections import queries
+from projections import queries, runner
 
 T0 = datetime(2026, 1, 15, 8, 0, tzinfo=timezone.utc)
 WELCOME = 200
@@ -188,6 +189,8 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            for module, name, value in getattr(self, "_restore", []):
+                setattr(module, name, value)
             if self.dbs:
                 report = audit(self.db)
                 assert report.violations == [], report.violations
@@ -243,8 +246,14 @@ class MoneyMachine(RuleBasedStateMachine):
 
     # --- set-up -----------------------------------------------------------------------
 
-    @initialize(chunk_size=st.sampled_from([1, 2, 3]), threshold=st.sampled_from([0.0, 0.34, 0.5, 1.0]))
-    def start(self, chunk_size, threshold):
+    @initialize(chunk_size=st.sampled_from([1, 2, 3]), threshold=st.sampled_from([0.0, 0.34, 0.5, 1.0]),
+                projection_batch=st.sampled_from([runner.BATCH, 1, 3]),
+                cache_size=st.sampled_from([service.CACHE_SIZE, 2, 3]))
+    def start(self, chunk_size, threshold, projection_batch, cache_size):
+        # Small projector batches and engine caches take the paths a big log takes:
+        # checkpoints between batches, aggregates evicted and reloaded from the log.
+        self._restore = [(runner, "BATCH", runner.BATCH), (service, "CACHE_SIZE", service.CACHE_SIZE)]
+        runner.BATCH, service.CACHE_SIZE = projection_batch, cache_size
         self.settings = EngineSettings(chunk_size=chunk_size, partial_failure_threshold=threshold,
                                        duplicate_window_hours=24)
         self._connect()
