@@ -195,6 +195,11 @@ class MoneyMachine(RuleBasedStateMachine):
                 report = audit(self.db)
                 assert report.violations == [], report.violations
                 assert report.accounts == len(self.accounts) and report.tasks == len(self.tasks)
+                # a rebuild from the log gives the live read models back, row for row
+                projector = self.db.projector
+                live = {table: projector.sorted_rows(table) for table in projector.specs}
+                projector.rebuild()
+                assert {table: projector.sorted_rows(table) for table in projector.specs} == live
         finally:
             for db in self.dbs:
                 db.close()
@@ -442,6 +447,10 @@ class MoneyMachine(RuleBasedStateMachine):
         self._add_task(MTask(task_id, name, "single", [address], 1, hashlib.sha256(address.encode()).hexdigest(),
                              self.clock.now))
 
+    def _upload(self, task_id: str) -> str:
+        """Where the task's staged inputs wait (TaskCreated.upload_id)."""
+        return self.engine.task(task_id).upload_id
+
     def _add_task(self, task: MTask) -> None:
         self.tasks[task.task_id] = task
         self.task_order.append(task.task_id)
@@ -459,7 +468,7 @@ class MoneyMachine(RuleBasedStateMachine):
             self.refused(TaskNotFound, lambda: self.engine.submit_chunk(task.task_id, 0, [], "smtp", "primary"))
             return
         n = task.submitted - 1 if retry and task.submitted else task.submitted
-        addresses = self.db.inputs.chunk(task.task_id, n, task.chunk_size)
+        addresses = self.db.inputs.chunk(self._upload(task.task_id), n, task.chunk_size)
         submit = lambda: self.engine.submit_chunk(task.task_id, n, addresses, "smtp", "primary")  # noqa: E731
         if not task.active or n < task.submitted:
             self.appends_nothing(submit)
@@ -630,7 +639,7 @@ class MoneyMachine(RuleBasedStateMachine):
         else:
             delete()
             task.deleted = True
-            assert self.db.inputs.chunk(task.task_id, 0, 10_000) == []
+            assert self.db.inputs.chunk(self._upload(task.task_id), 0, 10_000) == []
 
     # --- races: the other engine writes between our decision and our append --------------
 
@@ -760,7 +769,8 @@ class MoneyMachine(RuleBasedStateMachine):
             assert state.in_flight() == {n: p for n, p in model.pending.items() if p}
             self._log_settles_once(task_id, model)
         staged = {r[0] for r in self.db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
-        assert staged == {t for t, m in self.tasks.items() if not m.deleted}, "staged inputs without a live task"
+        assert staged == {self._upload(t) for t, m in self.tasks.items() if not m.deleted}, \
+            "staged inputs without a live task"
 
     def _log_settles_once(self, task_id: str, model: MTask) -> None:
         settled: Counter[str] = Counter()
