@@ -10,7 +10,8 @@ from typing import Callable, Iterable, Iterator
 from events import RecordedEvent
 from projections.base import DeleteWhere, Projection, Put, Row, Table
 
-BATCH = 1000  # events per transaction; a ChunkSubmitted can carry thousands of addresses
+BATCH = 5000  # events per transaction
+FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
 _DELETED = object()
 
 
@@ -93,7 +94,7 @@ class ProjectionRunner:
         view = _SqliteView(self.conn, self.specs)
         last = start
         count = 0
-        for recorded in self.read_all(after_position=start, until_position=start + BATCH):
+        for recorded in self.read_all(after_position=start, until_position=start + BATCH, batch=FETCH):
             count += 1
             for projection in self.projections:
                 if recorded.position > checkpoints[projection.name]:
