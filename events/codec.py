@@ -1,8 +1,9 @@
 """JSON (de)serialisation of events, with upcasting of old shapes on the way in."""
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from events.base import REGISTRY, Event
 from events.upcasters import upcast
@@ -13,14 +14,15 @@ class UnknownEventType(Exception):
 
 
 def encode(event: Event) -> str:
-    return json.dumps(event.payload(), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """Compact JSON with sorted keys: one canonical text per event."""
+    return orjson.dumps(event.payload(), option=orjson.OPT_SORT_KEYS).decode()
 
 
 def decode(type_name: str, schema_version: int, data: str | dict[str, Any]) -> Event:
     cls = REGISTRY.get(type_name)
     if cls is None:
         raise UnknownEventType(type_name)
-    payload = json.loads(data) if isinstance(data, str) else dict(data)
+    payload = orjson.loads(data) if isinstance(data, str) else dict(data)
     payload = upcast(type_name, schema_version, cls.schema_version, payload)
     for name, value in payload.items():
         if isinstance(value, list):
