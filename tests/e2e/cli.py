@@ -1,12 +1,14 @@
 """Running `vec` as a user would: a subprocess of the installed console script."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 VEC = str(Path(sys.executable).parent / "vec")
 
@@ -40,6 +42,16 @@ class Vec:
     def start_engine(self, log: Path) -> subprocess.Popen:
         return subprocess.Popen([VEC, "run"], env=self.env, cwd=self.cwd, stdout=log.open("ab"),
                                 stderr=subprocess.STDOUT)
+
+    @contextlib.contextmanager
+    def engine_running(self, log: Path) -> Iterator[subprocess.Popen]:
+        """`vec run` for the length of the block, stopped as an operator would (SIGTERM)."""
+        engine = self.start_engine(log)
+        try:
+            yield engine
+        finally:
+            engine.terminate()
+            engine.wait(timeout=20)
 
     def wait_for(self, task_id: str, predicate, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout

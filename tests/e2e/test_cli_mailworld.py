@@ -82,8 +82,7 @@ def test_mixed_bulk_completes_with_right_statuses_balances_and_history(vec: Vec,
 
 def test_slow_bulk_cancelled_midway_refunds_exactly_the_unverified(vec: Vec, tmp_path):
     vec.env.update({"VEC_CHUNK_SIZE": "5", "VEC_CHUNK_WINDOW": "2", "VEC_RESULTS_FLUSH_INTERVAL": "1.5"})
-    engine = vec.start_engine(tmp_path / "engine.log")
-    try:
+    with vec.engine_running(tmp_path / "engine.log"):
         slow = [f"u{i}@slow.test" for i in range(60)]
         task_id = vec.json("bulk", "acme", write(tmp_path / "slow.csv", slow))["task_id"]
         vec.wait_for(task_id, lambda t: t["verified"] >= 1, timeout=60)
@@ -110,9 +109,6 @@ def test_slow_bulk_cancelled_midway_refunds_exactly_the_unverified(vec: Vec, tmp
         single = vec.json("verify", "acme", "alice@example.test", timeout=60)  # the running engine does it
         assert "cannot be cancelled" in vec.fails("task", "cancel", single["task_id"])
         assert vec.run("audit").returncode == 0
-    finally:
-        engine.terminate()
-        engine.wait(timeout=20)
 
 
 def _kill9_midway(vec: Vec, tmp_path, count: int) -> tuple[str, dict]:
@@ -130,12 +126,8 @@ def test_kill9_then_restart_inside_grace_completes_charging_nothing_twice(vec: V
     vec.env["VEC_OUTAGE_GRACE"] = "60"
     task_id, at_kill = _kill9_midway(vec, tmp_path, 16)
     assert at_kill["status"] == "processing"
-    engine = vec.start_engine(tmp_path / "engine2.log")
-    try:
+    with vec.engine_running(tmp_path / "engine2.log"):
         done = vec.wait_for(task_id, lambda t: t["status"] != "processing", timeout=120)
-    finally:
-        engine.terminate()
-        engine.wait(timeout=20)
     assert (done["status"], done["total"], done["debited"]) == ("completed", 16, 16)
     assert done["consumed"] + done["refunded"] == 16
     debits = [r for r in vec.lines("history", "acme", "--json") if r["type"] == "debit"]
@@ -148,12 +140,8 @@ def test_restart_after_grace_fails_the_task_with_system_failure_refunds(vec: Vec
     vec.env["VEC_OUTAGE_GRACE"] = "2"
     task_id, _ = _kill9_midway(vec, tmp_path, 16)
     time.sleep(3)
-    engine = vec.start_engine(tmp_path / "engine2.log")
-    try:
+    with vec.engine_running(tmp_path / "engine2.log"):
         failed = vec.wait_for(task_id, lambda t: t["status"] != "processing", timeout=60)
-    finally:
-        engine.terminate()
-        engine.wait(timeout=20)
     assert failed["status"] == "failed" and failed["partial_failure"] is False
     events = vec.lines("events", "--stream", f"task-{task_id}")
     system = [e for e in events if e["type"] == "SystemFailure"]
