@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import timedelta
 
 from engine.domain.tasks import Result
 from engine.scheduler import chunks_to_submit
@@ -29,6 +29,8 @@ from projections import queries
 from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.runtime")
+
+STALE_UPLOAD = timedelta(hours=1)
 
 
 class Runtime:
@@ -92,8 +94,15 @@ class Runtime:
                 return
             if time.monotonic() >= next_sweep:
                 self._expire_monthly()
+                self._sweep_uploads()
                 next_sweep = time.monotonic() + 30
             await _sleep_or(stop, self.settings.heartbeat_interval)
+
+    def _sweep_uploads(self) -> None:
+        """Staged uploads whose create never happened (a crash in between) or whose task
+        stopped while no engine ran: dropped once older than STALE_UPLOAD."""
+        keep = [self.engine.task(t).upload_id for t in queries.active_task_ids(self.db.conn)]
+        self.db.inputs.sweep(self.engine.clock() - STALE_UPLOAD, keep)
 
     def _expire_monthly(self) -> None:
         for account_id in queries.expired_monthly_accounts(self.db.conn, self.engine.clock()):

@@ -247,7 +247,7 @@ class Engine:
             self._refuse_recent_duplicate(account_id, sha256)
         task_id, upload_id = self._new_task_id(task_id)
         report = FileReport()
-        report.unique = self.inputs.stage(upload_id, read_addresses(path, report))
+        report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock())
         try:
             if report.unique == 0:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
@@ -270,7 +270,7 @@ class Engine:
         if earlier is not None:
             return earlier.stream.removeprefix("task-")
         task_id, upload_id = self._new_task_id(task_id)
-        self.inputs.stage(upload_id, [address])
+        self.inputs.stage(upload_id, [address], self.clock())
         try:
             return self._create(account_id, task_id, upload_id, "single", 1, "single", sha256, 1, idempotency)
         except BaseException:

@@ -3,11 +3,13 @@
 They are not events: the log records what was charged (TaskCreated.address_count) and
 each chunk as it is submitted. Rows are staged before the task exists and discarded if
 the task is refused. Each upload has its own key (recorded in TaskCreated.upload_id), so
-two creates racing for one task id can never overwrite each other's inputs.
+two creates racing for one task id can never overwrite each other's inputs. An upload
+left behind by a crash between staging and creating is swept once it is old.
 """
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 from typing import Iterable
 
 from engine.store.sqlite import transaction
@@ -19,6 +21,10 @@ CREATE TABLE IF NOT EXISTS task_inputs (
     address TEXT NOT NULL,
     PRIMARY KEY (upload_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    staged_at TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 BATCH = 5000
@@ -29,12 +35,16 @@ class SqliteInputs:
         self.conn = conn
         conn.executescript(SCHEMA)
 
-    def stage(self, upload_id: str, addresses: Iterable[str]) -> int:
-        """Stores the unique addresses (case-insensitive) in first-seen order; returns how many."""
-        with transaction(self.conn) as conn:
-            conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS staging (raw_seq INTEGER PRIMARY KEY, key TEXT UNIQUE, address TEXT)"
-            )
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
+        """Stores the unique addresses (case-insensitive) in first-seen order; returns how many.
+
+        The file is read into a TEMP table first: that takes no lock on the main database,
+        so a running engine keeps writing while a big upload streams in."""
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging"
+                     " (raw_seq INTEGER PRIMARY KEY, key TEXT UNIQUE, address TEXT)")
+        conn.execute("BEGIN")
+        try:
             conn.execute("DELETE FROM staging")
             batch: list[tuple[int, str, str]] = []
             for raw_seq, address in enumerate(addresses):
@@ -43,14 +53,22 @@ class SqliteInputs:
                     conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
                     batch.clear()
             conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
-            conn.execute(
-                "INSERT INTO task_inputs (upload_id, seq, address)"
-                " SELECT ?, ROW_NUMBER() OVER (ORDER BY raw_seq) - 1, address FROM staging",
-                (upload_id,),
-            )
-            unique = conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            with transaction(conn):
+                conn.execute("INSERT INTO uploads (upload_id, staged_at) VALUES (?, ?)",
+                             (upload_id, now.astimezone(timezone.utc).isoformat()))
+                conn.execute(
+                    "INSERT INTO task_inputs (upload_id, seq, address)"
+                    " SELECT ?, ROW_NUMBER() OVER (ORDER BY raw_seq) - 1, address FROM staging",
+                    (upload_id,),
+                )
+            return conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
+        finally:
             conn.execute("DELETE FROM staging")
-        return unique
 
     def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]:
         start = chunk_no * chunk_size
@@ -62,3 +80,12 @@ class SqliteInputs:
     def discard(self, upload_id: str) -> None:
         with transaction(self.conn) as conn:
             conn.execute("DELETE FROM task_inputs WHERE upload_id = ?", (upload_id,))
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def sweep(self, staged_before: datetime, keep: Iterable[str]) -> int:
+        """Drops uploads staged before a moment that no active task needs; returns how many."""
+        cutoff = staged_before.astimezone(timezone.utc).isoformat()
+        old = {r[0] for r in self.conn.execute("SELECT upload_id FROM uploads WHERE staged_at < ?", (cutoff,))}
+        for upload_id in old - set(keep):
+            self.discard(upload_id)
+        return len(old - set(keep))

@@ -214,3 +214,44 @@ def test_a_second_runtime_cannot_take_a_live_lease(engine, db):
     db.lease.acquire("someone-else", utcnow(), ttl=10)
     with pytest.raises(LeaseHeld):
         asyncio.run(Runtime(engine, InstantProvider()).run())
+
+
+def test_staging_a_big_upload_does_not_block_other_writers(engine, db, tmp_path):
+    from engine.store import open_database
+
+    other = Engine(open_database(db.url), engine.settings)
+
+    def addresses_while_someone_writes():
+        for i in range(20):
+            if i == 10:  # another process appends while the file streams in
+                other.grant_credits("acme", "payg", 5)
+            yield f"user{i}@example.test"
+
+    assert db.inputs.stage("upload-1", addresses_while_someone_writes(), utcnow()) == 20
+    assert other.account("acme").payg == 1205
+
+
+def test_the_watchdog_expires_lapsed_monthly_credits_and_sweeps_orphan_uploads(engine, db, tmp_path):
+    now = utcnow()
+    engine.grant_credits("acme", "monthly", 50, "subscription", now + timedelta(hours=1))
+    active = engine.create_bulk("acme", write_csv(tmp_path / "a.csv", addresses(15))).task_id  # 3 chunks, window 2
+    later = now + timedelta(hours=2)  # the monthly period has ended
+    db.inputs.stage("orphan", ["lost@example.test"], now)  # a crash between stage and create, 2 h ago
+    db.inputs.stage("fresh", ["new@example.test"], later)  # a create still on its way
+    engine.clock = lambda: later
+
+    async def briefly():
+        stop = asyncio.Event()
+        runtime = asyncio.create_task(Runtime(engine, ScriptedProvider(delay=10)).run(stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await runtime
+
+    asyncio.run(briefly())
+    db.catch_up()
+    assert queries.balances(db.conn, "acme")["monthly"] == 0
+    assert [r["amount"] for r in queries.history(db.conn, "acme", "expiry")] == [-35]  # 15 were spent first
+    staged = {r[0] for r in db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+    assert "orphan" not in staged and "fresh" in staged
+    assert engine.task(active).upload_id in staged  # its last chunk still waits: kept, though 2 h old
+    assert_audit_clean(db)

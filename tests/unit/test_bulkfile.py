@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from datetime import datetime, timezone
+
 import pytest
 
 from engine.bulkfile import SNIFF_BYTES, BadUpload, FileReport, read_addresses
@@ -174,7 +176,7 @@ def test_staging_keeps_the_first_of_case_insensitive_duplicates_and_the_report_c
     path = tmp_path / "dups.csv"
     path.write_bytes("email\nA@x.com\nb@x.com\na@X.com\nB@X.COM\nJörg@x.com\njÖRG@X.com\nc@x.com\n".encode())
     report = FileReport()
-    report.unique = db.inputs.stage("t1", read_addresses(path, report))
+    report.unique = db.inputs.stage("t1", read_addresses(path, report), datetime.now(timezone.utc))
     assert (report.candidates, report.unique, report.duplicates) == (7, 4, 3)
     assert db.inputs.chunk("t1", 0, 10) == ["A@x.com", "b@x.com", "Jörg@x.com", "c@x.com"]
     assert db.inputs.chunk("t1", 1, 3) == ["c@x.com"]
