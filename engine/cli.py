@@ -86,23 +86,28 @@ def command(group: click.Group, name: str | None = None, json_flag: bool = True,
     return wrap
 
 
-def emit(data: Any, as_json: bool, title: str | None = None) -> None:
+def emit(data: Any, as_json: bool, title: str | None = None, columns: Iterable[str] | None = None) -> None:
+    """JSON for machines (all fields); for people a table of `columns`, or of one record
+    as field/value rows."""
     if as_json:
-        if isinstance(data, list):
-            for row in data:
-                click.echo(json.dumps(row, default=str))
-        else:
-            click.echo(json.dumps(data, default=str))
+        for row in data if isinstance(data, list) else [data]:
+            click.echo(json.dumps(row, default=str))
         return
-    rows = data if isinstance(data, list) else [data]
-    if not rows:
+    if isinstance(data, dict):
+        table = Table(title=title, show_header=False)
+        for key, value in data.items():
+            table.add_row(key, "" if value is None else str(value))
+        out.print(table)
+        return
+    if not data:
         out.print("(nothing)")
         return
+    names = list(columns or data[0])
     table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(str(column))
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row.values()])
+    for name in names:
+        table.add_column(name)
+    for row in data:
+        table.add_row(*["" if row[n] is None else str(row[n]) for n in names])
     out.print(table)
 
 
@@ -185,7 +190,8 @@ def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> N
     """The Credits History of ACCOUNT_ID."""
     if queries.balances(ctx.fresh_db().conn, account_id) is None:
         raise DomainError(f"no such account: {account_id}")
-    emit(queries.history(ctx.db.conn, account_id, kind), as_json, title=f"Credits History of {account_id}")
+    emit(queries.history(ctx.db.conn, account_id, kind), as_json, title=f"Credits History of {account_id}",
+         columns=("time", "type", "bucket", "amount", "balance_after", "description", "task_id"))
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -254,18 +260,27 @@ async def _show_progress(ctx: Context, task_id: str) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         handle = bar.add_task("verifying", total=None)
-        while True:
+
+        def refresh() -> None:
             state = ctx.engine.task(task_id)
-            done = state.consumed + state.refunded
-            bar.update(handle, total=state.address_count, completed=done, description=state.status)
-            await asyncio.sleep(0.25)
+            bar.update(handle, total=state.address_count, completed=state.consumed + state.refunded,
+                       description=state.status)
+
+        try:
+            while True:
+                refresh()
+                await asyncio.sleep(0.25)
+        finally:
+            refresh()  # the bar's last line shows how the task ended
 
 
 @command(cli, "tasks")
 @click.argument("account_id")
 def tasks_list(ctx: Context, account_id: str, as_json: bool) -> None:
     """Tasks of ACCOUNT_ID (deleted ones hidden)."""
-    emit(queries.tasks(ctx.fresh_db().conn, account_id), as_json, title=f"Tasks of {account_id}")
+    emit(queries.tasks(ctx.fresh_db().conn, account_id), as_json, title=f"Tasks of {account_id}",
+         columns=("task_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "refunded",
+                  "consumed", "created_at"))
 
 
 @cli.group()
