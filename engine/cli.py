@@ -388,7 +388,7 @@ def audit_cmd(ctx: Context, as_json: bool) -> None:
     else:
         out.print(f"{report.events} events, {report.accounts} accounts, {report.tasks} tasks")
         for violation in report.violations:
-            out.print(f"[red]VIOLATION[/] {violation}", highlight=False)
+            out.print(f"[red]VIOLATION[/] {violation}", highlight=False, soft_wrap=True)
         out.print("[green]all money rules hold[/]" if report.ok else f"[red]{len(report.violations)} violations[/]")
     sys.exit(0 if report.ok else 1)
 

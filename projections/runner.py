@@ -73,13 +73,13 @@ class ProjectionRunner:
         stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())
         return {p.name: stored.get(p.name, 0) for p in self.projections}
 
-    def catch_up(self) -> int:
-        """Applies every event past the checkpoints; returns how many events were read."""
+    def catch_up(self, until: int | None = None) -> int:
+        """Applies the events past the checkpoints (up to `until`); returns how many were read."""
         total = 0
         while True:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                done = self._batch()
+                done = self._batch(until)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -88,13 +88,14 @@ class ProjectionRunner:
             if done < BATCH:
                 return total
 
-    def _batch(self) -> int:
+    def _batch(self, until: int | None) -> int:
         checkpoints = self.checkpoints()
         start = min(checkpoints.values(), default=0)
+        end = start + BATCH if until is None else min(start + BATCH, until)
         view = _SqliteView(self.conn, self.specs)
         last = start
         count = 0
-        for recorded in self.read_all(after_position=start, until_position=start + BATCH, batch=FETCH):
+        for recorded in self.read_all(after_position=start, until_position=end, batch=FETCH):
             count += 1
             for projection in self.projections:
                 if recorded.position > checkpoints[projection.name]:
@@ -122,6 +123,7 @@ class ProjectionRunner:
             self.conn.execute("ROLLBACK")
             raise
         return self.catch_up()
+
 
     def sorted_rows(self, table: str) -> list[tuple]:
         spec = self.specs[table]
