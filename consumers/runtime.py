@@ -26,6 +26,7 @@ from engine.service import Engine
 from engine.store.lease import LeaseInfo
 from consumers.providers import to_result
 from projections import queries
+from projections.runner import BATCH
 from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.runtime")
@@ -67,7 +68,9 @@ class Runtime:
             self.db.catch_up()
 
     def _lease_ttl(self) -> float:
-        return max(3 * self.settings.heartbeat_interval, 2.0)
+        # Generous: a busy moment must not look like death. A crash on this host is seen at
+        # once anyway, by its PID (LeaseInfo.alive).
+        return max(10 * self.settings.heartbeat_interval, 30.0)
 
     def recover(self, previous: LeaseInfo | None) -> None:
         """After an outage longer than the grace period, processing tasks fail; else they resume."""
@@ -124,7 +127,8 @@ class Runtime:
                     self._ensure_driver(task_id)
                 elif task_id in self.wakeups:
                     self.wakeups[task_id].set()
-            self.db.catch_up()
+            while self.db.projector.catch_up(max_batches=1) >= BATCH:
+                await asyncio.sleep(0)  # a long backlog must not starve the heartbeat
             if self.only_task and self.only_task not in self.drivers:
                 return
             await _sleep_or(stop, self.settings.poll_interval)

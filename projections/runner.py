@@ -73,10 +73,11 @@ class ProjectionRunner:
         stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())
         return {p.name: stored.get(p.name, 0) for p in self.projections}
 
-    def catch_up(self, until: int | None = None) -> int:
-        """Applies the events past the checkpoints (up to `until`); returns how many were read."""
+    def catch_up(self, until: int | None = None, max_batches: int | None = None) -> int:
+        """Applies the events past the checkpoints (up to `until`, in at most `max_batches`
+        transactions); returns how many were read."""
         total = 0
-        while True:
+        for _ in iter(int, 1) if max_batches is None else range(max_batches):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 done = self._batch(until)
@@ -86,7 +87,8 @@ class ProjectionRunner:
                 raise
             total += done
             if done < BATCH:
-                return total
+                break
+        return total
 
     def _batch(self, until: int | None) -> int:
         checkpoints = self.checkpoints()

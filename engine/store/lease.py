@@ -34,16 +34,19 @@ class LeaseInfo:
     def alive(self, now: datetime, ttl: float) -> bool:
         if not self.holder:
             return False  # released by a clean stop
-        if (now - self.heartbeat).total_seconds() > ttl:
-            return False
-        if self.host == socket.gethostname():
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                pass
+        if self.host == socket.gethostname() and not _process_exists(self.pid):
+            return False  # crashed (kill -9): no need to wait for the heartbeat to age
+        return (now - self.heartbeat).total_seconds() <= ttl
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
 
 
 class Lease:

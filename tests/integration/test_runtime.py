@@ -4,6 +4,7 @@ outage watchdog. Money is checked by `vec audit`'s engine after every scenario."
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,6 +75,19 @@ async def run_until(engine: Engine, provider, done, timeout: float = 20.0) -> No
     finally:
         stop.set()
         await runtime
+
+
+def crashed_runtime(db, died_ago: timedelta) -> None:
+    """The lease as a runtime killed `died_ago` left it: its last beat then, its PID gone."""
+    dead = _reaped_pid()
+    db.lease.acquire("crashed-runtime", utcnow() - died_ago, ttl=1)
+    db.conn.execute("UPDATE engine_lease SET pid = ?", (dead,))
+
+
+def _reaped_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def assert_audit_clean(db) -> None:
@@ -180,7 +194,7 @@ def test_restart_within_grace_resumes_without_charging_twice(engine, db, tmp_pat
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(10))).task_id
     engine.submit_chunk(task_id, 0, db.inputs.chunk(task_id, 0, 5), "scripted", "scripted")
     engine.record_results(task_id, 0, [Result("user0@example.test", "safe"), Result("user1@example.test", "invalid")])
-    db.lease.acquire("crashed-runtime", utcnow() - timedelta(seconds=5), ttl=1)  # died 5 s ago
+    crashed_runtime(db, died_ago=timedelta(seconds=5))
     provider = ScriptedProvider()
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     assert "user0@example.test" not in provider.calls[0]  # only what had no result is verified again
@@ -196,7 +210,7 @@ def test_restart_after_grace_fails_running_tasks_through_system_failure(engine, 
     engine.submit_chunk(running, 0, db.inputs.chunk(running, 0, 5), "scripted", "scripted")
     engine.record_results(running, 0, [Result("user0@example.test", "safe")])
     queued = engine.create_bulk("acme", write_csv(tmp_path / "b.csv", addresses(3, "q"))).task_id
-    db.lease.acquire("crashed-runtime", utcnow() - timedelta(seconds=120), ttl=1)
+    crashed_runtime(db, died_ago=timedelta(seconds=120))
     engine.settings = settings(outage_grace=30)
     asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(queued).active))
     db.catch_up()
