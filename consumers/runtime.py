@@ -127,7 +127,7 @@ class Runtime:
                     self._ensure_driver(task_id)
                 elif task_id in self.wakeups:
                     self.wakeups[task_id].set()
-            while self.db.projector.catch_up(max_batches=1) >= BATCH:
+            while self.db.projector.catch_up(max_batches=1, recent=self.engine.recent_events) >= BATCH:
                 await asyncio.sleep(0)  # a long backlog must not starve the heartbeat
             if self.only_task and self.only_task not in self.drivers:
                 return

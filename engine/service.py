@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +43,7 @@ from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
+RECENT_EVENTS = 20_000  # appended events kept for the in-process projector
 
 
 def utcnow() -> datetime:
@@ -116,6 +117,7 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.clock = clock
         self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._recent: deque[RecordedEvent] = deque(maxlen=RECENT_EVENTS)
 
     # --- loading ----------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Engine:
                     return self.store.replayed(idempotency) or []
                 continue  # someone else wrote first: decide again on what they wrote
             self._fold_own(recorded)
+            self._recent.extend(recorded)
             return recorded
         raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} conflicting attempts on {streams}")
 
@@ -189,6 +192,20 @@ class Engine:
         if idempotency is not None:
             return deterministic_id(planned.stream, f"idempotency/{idempotency.key}/{index}")
         return uuid.uuid4()
+
+    def recent_events(self, after: int, until: int) -> list[RecordedEvent] | None:
+        """Events this engine appended in (after, until], if it holds them all from after + 1
+        on (up to the first one another process wrote in between): the projector's shortcut."""
+        if not self._recent or not self._recent[0].position <= after + 1 <= self._recent[-1].position:
+            return None
+        handed: list[RecordedEvent] = []
+        for recorded in self._recent:
+            if recorded.position <= after:
+                continue
+            if recorded.position > until or recorded.position != after + 1 + len(handed):
+                break
+            handed.append(recorded)
+        return handed or None
 
     def _fold_own(self, recorded: list[RecordedEvent]) -> None:
         for r in recorded:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +55,23 @@ def _jsonable(value: Any) -> Any:
 
 
 def deterministic_id(stream: str, key: str) -> uuid.UUID:
-    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{stream}/{key}")
+    """The id of the fact `key` in `stream`: the same fact always gets the same id.
+
+    Keys are paths ("result/12/ann@x.org"). The id is laid out like a UUIDv8 for index
+    locality, as UUIDv7 is for time: 4 bytes from the stream, 4 from the key's parent path
+    ("result/12"), 8 from the whole key. The facts one command appends together (a chunk's
+    results) then land side by side in the log's unique index instead of on hundreds of
+    random pages."""
+    parent = key.rpartition("/")[0]
+    raw = bytearray(
+        _digest(stream, 4) + _digest(f"{stream}/{parent}", 4) + _digest(f"{EVENT_ID_NAMESPACE}/{stream}/{key}", 8))
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom layout
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def _digest(text: str, size: int) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=size).digest()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ from typing import Callable, Iterable, Iterator
 from events import RecordedEvent
 from projections.base import DeleteWhere, Projection, Put, Row, Table
 
+# (after, until) -> the events in (after, until] from the caller's memory, contiguous from
+# after + 1, or None when it does not hold them
+Recent = Callable[[int, int], "list[RecordedEvent] | None"]
+
 BATCH = 5000  # events per transaction
 FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
 _DELETED = object()
@@ -73,14 +77,16 @@ class ProjectionRunner:
         stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())
         return {p.name: stored.get(p.name, 0) for p in self.projections}
 
-    def catch_up(self, until: int | None = None, max_batches: int | None = None) -> int:
+    def catch_up(self, until: int | None = None, max_batches: int | None = None,
+                 recent: Recent | None = None) -> int:
         """Applies the events past the checkpoints (up to `until`, in at most `max_batches`
-        transactions); returns how many were read."""
+        transactions); returns how many were applied. `recent` may hand over events this
+        process just appended, so they need not be read back and decoded."""
         total = 0
         for _ in iter(int, 1) if max_batches is None else range(max_batches):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                done = self._batch(until)
+                done = self._batch(until, recent)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -90,14 +96,15 @@ class ProjectionRunner:
                 break
         return total
 
-    def _batch(self, until: int | None) -> int:
+    def _batch(self, until: int | None, recent: Recent | None = None) -> int:
         checkpoints = self.checkpoints()
         start = min(checkpoints.values(), default=0)
         end = start + BATCH if until is None else min(start + BATCH, until)
         view = _SqliteView(self.conn, self.specs)
         last = start
         count = 0
-        for recorded in self.read_all(after_position=start, until_position=end, batch=FETCH):
+        handed = recent(start, end) if recent is not None else None
+        for recorded in handed or self.read_all(after_position=start, until_position=end, batch=FETCH):
             count += 1
             for projection in self.projections:
                 if recorded.position > checkpoints[projection.name]:
