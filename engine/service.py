@@ -43,7 +43,7 @@ from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
-RECENT_EVENTS = 20_000  # appended events kept for the in-process projector
+RECENT_EVENTS = 10_000  # appended events kept for the in-process projector (two of its batches)
 
 
 def utcnow() -> datetime:
