@@ -6,7 +6,6 @@ catch-up reader never sees a gap.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from datetime import datetime, timezone

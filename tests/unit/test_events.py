@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import events as ev
-from events import REGISTRY, NewEvent, RecordedEvent, decode, encode
+from events import REGISTRY, NewEvent, decode, encode
 from events.codec import UnknownEventType
 from events.upcasters import UPCASTERS, upcast
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from engine.domain import tasks
 from engine.domain.errors import (
     InvalidCommand,
     TaskAlreadyCancelled,
