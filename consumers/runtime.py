@@ -137,6 +137,7 @@ class Runtime:
         if task_id in self.drivers:
             return
         self.wakeups[task_id] = asyncio.Event()
+        log.info("driving task %s", task_id)
         self.drivers[task_id] = asyncio.create_task(self._drive(task_id), name=f"drive-{task_id}")
         self.drivers[task_id].add_done_callback(lambda _t, tid=task_id: self._driver_done(tid))
 
@@ -145,6 +146,8 @@ class Runtime:
         self.wakeups.pop(task_id, None)
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("driver of task %s crashed", task_id, exc_info=task.exception())
+        else:
+            log.info("task %s: %s", task_id, self.engine.task(task_id).status)
 
     async def _stop_drivers(self) -> None:
         drivers = list(self.drivers.values())

@@ -298,6 +298,7 @@ def _task_row(ctx: Context, task_id: str) -> dict:
 @command(task, "show")
 @click.argument("task_id")
 def task_show(ctx: Context, task_id: str, as_json: bool) -> None:
+    """Status and progress of TASK_ID."""
     emit(_task_row(ctx, task_id), as_json)
 
 
