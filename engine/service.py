@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -89,14 +89,12 @@ class Upload:
 
 
 def fingerprint(*parts: object) -> str:
-    def plain(value: object) -> object:
-        if is_dataclass(value):
-            return asdict(value)
-        if isinstance(value, datetime):
-            return value.isoformat()
-        return value
+    """A digest of a command's content, to tell a retry from a different command."""
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
-    return hashlib.sha256(json.dumps([plain(p) for p in parts], sort_keys=True, default=str).encode()).hexdigest()
+
+def _evolve_for(stream: str):
+    return tasks.evolve if stream.startswith("task-") else accounts.evolve
 
 
 def file_sha256(path: str | Path) -> str:
@@ -122,10 +120,9 @@ class Engine:
     # --- loading ----------------------------------------------------------------------
 
     def _load(self, stream: str) -> tuple[object, int]:
-        is_task = stream.startswith("task-")
         state, version = self._cache.get(stream) or (
-            (tasks.TaskState(task_id=stream[5:]) if is_task else accounts.AccountState()), 0)
-        evolve = tasks.evolve if is_task else accounts.evolve
+            (tasks.TaskState(task_id=stream[5:]) if stream.startswith("task-") else accounts.AccountState()), 0)
+        evolve = _evolve_for(stream)
         for recorded in self.store.read_stream(stream, after_version=version):
             state = evolve(state, recorded.event)
             version = recorded.version
@@ -177,8 +174,9 @@ class Engine:
             try:
                 recorded = self.store.append(new, {s: v for s, (_, v) in loaded.items()}, idempotency)
             except (ConcurrencyError, DuplicateEventError):
-                if idempotency is not None and self.store.replayed(idempotency) is not None:
-                    return self.store.replayed(idempotency) or []
+                earlier = self.store.replayed(idempotency) if idempotency is not None else None
+                if earlier is not None:
+                    return earlier  # the same command won a race
                 continue  # someone else wrote first: decide again on what they wrote
             self._fold_own(recorded)
             self._recent.extend(recorded)
@@ -211,8 +209,7 @@ class Engine:
         for r in recorded:
             state, version = self._cache[r.stream]
             assert r.version == version + 1, "cached aggregate out of step with the log"
-            evolve = tasks.evolve if r.stream.startswith("task-") else accounts.evolve
-            self._cache[r.stream] = (evolve(state, r.event), r.version)
+            self._cache[r.stream] = (_evolve_for(r.stream)(state, r.event), r.version)
 
     # --- accounts ---------------------------------------------------------------------
 

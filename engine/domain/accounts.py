@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
+from immutables import Map
+
 from events import (
     WELCOME_CREDITS,
     AccountOpened,
@@ -31,8 +33,9 @@ class AccountState:
     monthly: int = 0
     payg: int = 0
     monthly_expires_at: datetime | None = None
-    # task id -> credits debited for it and not yet refunded; a refund may never exceed it
-    outstanding: dict[str, int] = field(default_factory=dict)
+    # task id -> credits debited for it and not yet refunded; a refund may never exceed it.
+    # A persistent map: each refund makes a new state in O(log tasks), not a copy of them all.
+    outstanding: Map = field(default_factory=Map)
 
     @property
     def opened(self) -> bool:
@@ -174,14 +177,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
             state,
             monthly=state.monthly - event.monthly,
             payg=state.payg - event.payg,
-            outstanding={**state.outstanding, event.task_id: event.monthly + event.payg},
+            outstanding=state.outstanding.set(event.task_id, event.monthly + event.payg),
         )
         assert new.monthly >= 0 and new.payg >= 0, f"balance went negative on {event}"
         return new
     if isinstance(event, CreditsRefunded):
         left = state.outstanding.get(event.task_id, 0) - event.amount
         assert left >= 0, f"refund beyond the debit on {event}"
-        return replace(state, payg=state.payg + event.amount, outstanding={**state.outstanding, event.task_id: left})
+        return replace(state, payg=state.payg + event.amount, outstanding=state.outstanding.set(event.task_id, left))
     if isinstance(event, MonthlyCreditsExpired):
         assert event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}"
         return replace(state, monthly=0)

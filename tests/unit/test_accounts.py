@@ -172,7 +172,7 @@ def test_debit_takes_monthly_first_then_payg():
     events, state = run(state, DebitCredits("t1", 50, NOW))
     assert events == [CreditsDebited("t1", monthly=30, payg=20)]
     assert (state.monthly, state.payg) == (0, 180)
-    assert state.outstanding == {"t1": 50}
+    assert dict(state.outstanding) == {"t1": 50}
 
 
 def test_debit_that_fits_in_monthly_leaves_payg_alone():
@@ -192,7 +192,7 @@ def test_insufficient_credits_are_refused_with_no_events():
     with pytest.raises(InsufficientCredits, match="needs 231 credits and the balance is 230"):
         decide(DebitCredits("t1", 231, NOW), state)
     # the refused command changed nothing
-    assert (state.monthly, state.payg, state.outstanding) == (30, 200, {})
+    assert (state.monthly, state.payg, dict(state.outstanding)) == (30, 200, {})
 
 
 def test_the_whole_balance_can_be_spent_to_exactly_zero():
@@ -245,14 +245,14 @@ def test_refunds_always_land_in_payg_even_when_the_debit_came_from_monthly():
     events, state = run(state, RefundCredits("t1", 15, "unknown"))
     assert events == [CreditsRefunded("t1", 15, "unknown")]
     assert (state.monthly, state.payg) == (60, 215)
-    assert state.outstanding == {"t1": 25}
+    assert dict(state.outstanding) == {"t1": 25}
 
 
 def test_refunds_up_to_the_debit_and_never_beyond():
     _, state = run(opened(), DebitCredits("t1", 3, NOW))
     _, state = run(state, RefundCredits("t1", 2, "cancelled"))
     _, state = run(state, RefundCredits("t1", 1, "unknown"))
-    assert state.payg == 200 and state.outstanding == {"t1": 0}
+    assert state.payg == 200 and dict(state.outstanding) == {"t1": 0}
     with pytest.raises(InvalidCommand, match="exceeds"):
         decide(RefundCredits("t1", 1, "unknown"), state)
 
@@ -326,7 +326,7 @@ def test_evolve_does_not_mutate_the_state_it_is_given():
     before = (state.monthly, state.payg, dict(state.outstanding))
     evolve(state, CreditsDebited("t1", 10, 10))
     evolve(state, MonthlyCreditsExpired(100))
-    assert (state.monthly, state.payg, state.outstanding) == before
+    assert (state.monthly, state.payg, dict(state.outstanding)) == before
 
 
 def test_all_refusals_are_domain_errors():
