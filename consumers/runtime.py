@@ -11,6 +11,15 @@ as asyncio tasks in one process, reacting to the log.
   task through SystemFailure when the provider stays unreachable past its deadline.
 - The watchdog holds the engine lease, beats, and at start fails the tasks that were
   processing when an outage longer than `outage_grace` began; shorter outages resume.
+
+Supervision: the heartbeat and the follower (which also runs the projector) run in one
+task group. If either fails, the whole runtime stops and `run` raises EngineCrashed: a
+runtime never goes on half-alive (say, driving tasks after its lease lapsed). A task
+driver that keeps failing with an error of ours escalates instead of retrying forever:
+after `driver_retries` tries a crashing chunk worker fails its chunk (ChunkFailed, with
+its refund; past the threshold the task fails), and a scheduling step that keeps failing
+fails the task through SystemFailure. Bound: no task stays processing without a new event
+for longer than `task_stall_timeout`; past it the watchdog fails it the same way.
 """
 from __future__ import annotations
 
@@ -34,6 +43,14 @@ log = logging.getLogger("vec.runtime")
 STALE_UPLOAD = timedelta(hours=1)
 
 
+class EngineCrashed(Exception):
+    """A long-running part of the runtime failed: the runtime stopped (loudly) with it."""
+
+
+class LeaseLost(EngineCrashed):
+    """Another process took the engine lease: this one stopped driving at once."""
+
+
 class Runtime:
     def __init__(self, engine: Engine, provider, only_task: str | None = None):
         self.engine = engine
@@ -47,25 +64,56 @@ class Runtime:
         self.slots = asyncio.Semaphore(self.settings.workers)
         self.position = 0
         self.lease_lost = False
+        self.progress: dict[str, tuple[int, float]] = {}  # task -> (stream version, since when)
+        self.provider_down_since: float | None = None  # the provider's own outage, fleet of chunks
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Runs until `stop` is set (or, with `only_task`, until that task finishes)."""
+        """Runs until `stop` is set (or, with `only_task`, until that task finishes).
+        Raises EngineCrashed if the heartbeat or the follower fails."""
         stop = stop or asyncio.Event()
         previous = self.db.lease.acquire(self.holder, self.engine.clock(), self._lease_ttl())
         try:
-            self.recover(previous)
-            beat = asyncio.create_task(self._heartbeat(stop))
             try:
-                await self._follow(stop)
+                self.recover(previous)
+            except Exception as error:
+                raise EngineCrashed(f"recovery at start failed: {type(error).__name__}: {error}") from error
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._supervised("heartbeat", self._heartbeat(stop), stop))
+                    group.create_task(self._supervised("follower", self._follow(stop), stop))
+            except BaseExceptionGroup as crashed:
+                cause = crashed.exceptions[0]
+                raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
             finally:
-                beat.cancel()
                 await self._stop_drivers()
         finally:
             if not self.lease_lost:
-                self.db.lease.release(self.holder, self.engine.clock())
-            self.db.catch_up()
+                self._quietly(self.db.lease.release, self.holder, self.engine.clock())
+            self._quietly(self.db.catch_up)
+
+    @staticmethod
+    async def _supervised(name: str, loop, stop: asyncio.Event) -> None:
+        """Runs one loop of the runtime; when it ends, for whatever reason, the others end too."""
+        try:
+            await loop
+            stop.set()  # e.g. the follower of `only_task` saw its task finish
+        except (asyncio.CancelledError, EngineCrashed):
+            raise
+        except Exception as error:
+            log.error("the engine's %s failed: %s: %s; stopping the engine", name, type(error).__name__, error,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            stop.set()
+            raise EngineCrashed(f"the engine's {name} failed: {type(error).__name__}: {error}") from error
+
+    @staticmethod
+    def _quietly(action, *args) -> None:
+        """Clean-up on the way out must not hide the error that stopped the engine."""
+        try:
+            action(*args)
+        except Exception as error:  # noqa: BLE001
+            log.warning("while stopping: %s", error)
 
     def _lease_ttl(self) -> float:
         # Generous: a busy moment must not look like death. A crash on this host is seen at
@@ -91,15 +139,27 @@ class Runtime:
         next_sweep = 0.0
         while not stop.is_set():
             if not self.db.lease.beat(self.holder, self.engine.clock()):
-                log.error("the engine lease was taken by another process; stopping")
                 self.lease_lost = True
-                stop.set()
-                return
+                raise LeaseLost("another process took the engine lease; this engine stopped driving tasks")
+            self._fail_stalled_tasks()
             if time.monotonic() >= next_sweep:
                 self._expire_monthly()
                 self._sweep_uploads()
                 next_sweep = time.monotonic() + 30
             await _sleep_or(stop, self.settings.heartbeat_interval)
+
+    def _fail_stalled_tasks(self) -> None:
+        """A processing task without a new event for `task_stall_timeout` fails with its refund."""
+        now = time.monotonic()
+        for task_id in list(self.drivers):
+            version = self.db.events.stream_version(f"task-{task_id}")
+            seen, since = self.progress.get(task_id, (-1, now))
+            if version != seen:
+                self.progress[task_id] = (version, now)
+            elif now - since > self.settings.task_stall_timeout:
+                log.error("task %s made no progress for %.0f s; failing it", task_id, now - since)
+                self.engine.fail_for_system(task_id, f"stalled: no progress for {now - since:.0f}s")
+                self.progress.pop(task_id, None)
 
     def _sweep_uploads(self) -> None:
         """Staged uploads whose create never happened (a crash in between) or whose task
@@ -144,6 +204,7 @@ class Runtime:
     def _driver_done(self, task_id: str) -> None:
         task = self.drivers.pop(task_id, None)
         self.wakeups.pop(task_id, None)
+        self.progress.pop(task_id, None)
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("driver of task %s crashed", task_id, exc_info=task.exception())
         else:
@@ -159,18 +220,33 @@ class Runtime:
 
     async def _drive(self, task_id: str) -> None:
         jobs: dict[int, asyncio.Task] = {}
+        crashes: dict[int, int] = {}  # chunk -> worker crashes
+        failures = 0  # scheduling steps failed in a row
         try:
             while True:
                 try:
-                    if not await self._drive_step(task_id, jobs):
+                    if not await self._drive_step(task_id, jobs, crashes):
                         return
-                except Exception:  # a store hiccup must not orphan the task: log, back off, go on
-                    log.exception("driving task %s", task_id)
-                    await asyncio.sleep(max(self.settings.retry_backoff, self.settings.poll_interval))
+                    failures = 0
+                except Exception as error:
+                    failures += 1
+                    if self._transient(error) or failures <= self.settings.driver_retries:
+                        log.warning("driving task %s (try %d): %s", task_id, failures, error)
+                        await asyncio.sleep(self._backoff(failures))
+                        continue
+                    log.error("driving task %s failed %d times: %s; failing the task", task_id, failures, error)
+                    self.engine.fail_for_system(task_id, f"engine_error: {type(error).__name__}: {error}"[:500])
         finally:
             await _cancel_all(jobs)
 
-    async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task]) -> bool:
+    def _transient(self, error: Exception) -> bool:
+        """The store being busy or away is retried without limit (the stall bound still holds)."""
+        return isinstance(error, self.db.transient_errors)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(max(self.settings.retry_backoff, self.settings.poll_interval) * 2 ** max(attempt - 1, 0), 30.0)
+
+    async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task], crashes: dict[int, int]) -> bool:
         """One round of scheduling; False once the task has stopped."""
         state = self.engine.task(task_id)
         if not state.active:
@@ -195,10 +271,18 @@ class Runtime:
         wake.clear()
         for chunk_no in [n for n, job in jobs.items() if job.done()]:
             job = jobs.pop(chunk_no)
-            if not job.cancelled() and job.exception() is not None:
-                log.error("worker of %s chunk %s crashed; retrying", task_id, chunk_no,
-                          exc_info=job.exception())
-                await asyncio.sleep(self.settings.retry_backoff)
+            if job.cancelled() or job.exception() is None:
+                continue
+            error = job.exception()
+            crashes[chunk_no] = crashes.get(chunk_no, 0) + 1
+            if not self._transient(error) and crashes[chunk_no] > self.settings.driver_retries:
+                log.error("worker of %s chunk %s failed %d times: %s; failing the chunk", task_id, chunk_no,
+                          crashes[chunk_no], error)
+                self.engine.fail_chunk(task_id, chunk_no, f"engine_error: {type(error).__name__}: {error}"[:500])
+            else:
+                log.warning("worker of %s chunk %s failed (try %d): %s; retrying", task_id, chunk_no,
+                            crashes[chunk_no], error, exc_info=log.isEnabledFor(logging.DEBUG))
+                await asyncio.sleep(self._backoff(crashes[chunk_no]))
         return True
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
@@ -221,7 +305,7 @@ class Runtime:
                 except Exception:  # recorded again at the end of the chunk
                     log.exception("recording results of %s chunk %s", task_id, chunk_no)
 
-        attempt, unreachable_since = 0, None
+        attempt = 0
         while True:
             todo = self.engine.task(task_id).pending.get(chunk_no, {})
             todo = [a for a in addresses if a in todo]
@@ -230,6 +314,7 @@ class Runtime:
             try:
                 async with self.slots:
                     answers = await self.provider.verify(todo, on_result=on_result)
+                self.provider_down_since = None
                 buffer[:] = [to_result(a) for a in answers]
                 answered = {r.address for r in buffer}
                 buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
@@ -240,11 +325,18 @@ class Runtime:
                 flush()  # the task stopped: these are late results, logged and not charged
                 raise
             except ProviderUnavailable as error:
+                # An outage of ours, not an answer: keep what was really answered, pause,
+                # and try the rest again; past the deadline the task fails with its refund.
                 flush()
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > self.settings.provider_deadline:
-                    self.engine.fail_for_system(task_id, f"provider_unreachable: {error}")
+                self.provider_down_since = self.provider_down_since or time.monotonic()
+                down_for = time.monotonic() - self.provider_down_since
+                if down_for > self.settings.provider_deadline:
+                    self.engine.fail_for_system(task_id, f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
                     return
+                log.warning("provider unavailable (%s); chunk %s of %s paused", error, chunk_no, task_id)
+                attempt = 0
+                await asyncio.sleep(min(self.settings.retry_backoff, 5.0))
+                continue
             except ProviderError as error:
                 flush()
                 attempt += 1

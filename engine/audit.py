@@ -22,6 +22,7 @@ from events import (
     TaskCancelled,
 )
 from engine.domain import accounts, tasks
+from engine.domain.errors import InvariantViolation
 from engine.store.sqlite import connect
 from projections.read_models import BALANCES, HISTORY, all_projections
 from projections.runner import ProjectionRunner
@@ -90,7 +91,7 @@ def _audit_snapshot(db, fresh: ProjectionRunner) -> AuditReport:
                 _check_account_event(recorded, account_states, debited, refunded, where, bad)
             else:
                 _check_task_event(recorded, task_states, unknown_results, where, bad)
-        except AssertionError as error:
+        except InvariantViolation as error:
             bad(f"invariant broken at {where}: {error}")
         if recorded.position == live_at:
             balances_at_live = {s.removeprefix("account-"): (a.monthly, a.payg) for s, a in account_states.items()}

@@ -14,15 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from engine.domain.errors import DomainError
+from engine.domain.errors import BadUpload  # noqa: F401 (re-exported: the reader's refusals)
 
 HEADER_NAMES = ("email", "e-mail", "email address", "e-mail address", "emailaddress", "mail", "address")
 SAMPLE_BYTES = 64 * 1024
 SNIFF_BYTES = 4 * 1024  # csv.Sniffer is quadratic-ish: a few lines tell the delimiter
-
-
-class BadUpload(DomainError):
-    pass
 
 
 @dataclass

@@ -343,7 +343,7 @@ def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> No
 def run(ctx: Context) -> None:
     """Run the engine (workers, scheduler, watchdog, projector) until interrupted."""
     from consumers.providers import build_provider
-    from consumers.runtime import Runtime
+    from consumers.runtime import EngineCrashed, Runtime
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -351,7 +351,11 @@ def run(ctx: Context) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         err.print(f"vec engine running on {ctx.settings.store} (provider {ctx.settings.provider}); Ctrl-C stops")
-        await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
+        try:
+            await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
+        except EngineCrashed as crash:
+            err.print(f"[bold red]error:[/] vec engine stopped: {crash}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         err.print("vec engine stopped")
 
     asyncio.run(main())

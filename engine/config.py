@@ -1,7 +1,7 @@
 """Engine settings, from the environment (prefix VEC_) or a .env file."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,3 +22,14 @@ class EngineSettings(BaseSettings):
     provider: str = Field("smtp", description="smtp | instant (engine-overhead benchmarks and demos)")
     duplicate_window_hours: float = Field(24.0, ge=0)
     results_flush_interval: float = Field(0.5, gt=0, description="seconds between result batches of a chunk")
+    driver_retries: int = Field(5, ge=0, description="tries of a task step or a chunk worker that fails with an "
+                                "error of ours before the chunk (or the task) fails with its refund")
+    task_stall_timeout: float = Field(900.0, gt=0, description="seconds a processing task may go without any new "
+                                      "event before it fails through SystemFailure with its refund")
+
+    @model_validator(mode="after")
+    def _stall_after_deadline(self) -> "EngineSettings":
+        if self.task_stall_timeout <= self.provider_deadline:
+            raise ValueError("task_stall_timeout must be longer than provider_deadline "
+                             "(a paused task must get its provider deadline first)")
+        return self

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,8 +38,8 @@ from events import (
 from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
 from engine.domain import accounts, tasks
-from engine.domain.errors import InvalidCommand, TaskNotFound
-from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency
+from engine.domain.errors import InvalidCommand, TaskNotFound, check
+from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
@@ -120,13 +120,27 @@ class Engine:
     # --- loading ----------------------------------------------------------------------
 
     def _load(self, stream: str) -> tuple[object, int]:
-        state, version = self._cache.get(stream) or (
+        cached = self._cache.get(stream)
+        state, version = cached or (
             (tasks.TaskState(task_id=stream[5:]) if stream.startswith("task-") else accounts.AccountState()), 0)
-        evolve = _evolve_for(stream)
-        for recorded in self.store.read_stream(stream, after_version=version):
-            state = evolve(state, recorded.event)
-            version = recorded.version
+        state, version = self._fold(stream, state, version, self.store.read_stream(stream, after_version=version))
         self._remember(stream, state, version)
+        return state, version
+
+    def _fold(self, stream: str, state: object, version: int, recorded: Iterable[RecordedEvent]) -> tuple[object, int]:
+        """Folds events into a stream's state. Task states are updated in place (a copy per
+        event would make a bulk quadratic), so a fold that fails half-way leaves a state
+        ahead of its version: the cache entry is dropped and the next load reads the
+        stream again from the start."""
+        evolve = _evolve_for(stream)
+        try:
+            for r in recorded:
+                check(r.version == version + 1, f"{stream}: version {r.version} folded after {version}")
+                state = evolve(state, r.event)
+                version = r.version
+        except BaseException:
+            self._cache.pop(stream, None)
+            raise
         return state, version
 
     def _remember(self, stream: str, state: object, version: int) -> None:
@@ -149,7 +163,13 @@ class Engine:
         plan: Callable[[dict[str, object]], list[Planned]],
         idempotency: Idempotency | None = None,
         correlation_id: str | None = None,
+        loose: tuple[str, ...] = (),
     ) -> list[RecordedEvent]:
+        """Decides on the loaded `streams` and appends what `plan` returns in one transaction.
+        Every stream is appended at the version it was decided on, except the `loose` ones:
+        they are written at any version, when another stream's version already guards the
+        decision (a task's refunds on its account: the task stream settles each address
+        once), so settling tasks never conflict on their shared account."""
         if idempotency is not None:
             earlier = self.store.replayed(idempotency)
             if earlier is not None:
@@ -172,7 +192,10 @@ class Engine:
                 for i, p in enumerate(planned)
             ]
             try:
-                recorded = self.store.append(new, {s: v for s, (_, v) in loaded.items()}, idempotency)
+                written = {p.stream for p in planned}
+                expected = {s: (ANY if s in loose else v) for s, (_, v) in loaded.items()
+                            if s in written or s not in loose}
+                recorded = self.store.append(new, expected, idempotency)
             except (ConcurrencyError, DuplicateEventError):
                 earlier = self.store.replayed(idempotency) if idempotency is not None else None
                 if earlier is not None:
@@ -206,10 +229,17 @@ class Engine:
         return handed or None
 
     def _fold_own(self, recorded: list[RecordedEvent]) -> None:
-        for r in recorded:
-            state, version = self._cache[r.stream]
-            assert r.version == version + 1, "cached aggregate out of step with the log"
-            self._cache[r.stream] = (_evolve_for(r.stream)(state, r.event), r.version)
+        """Brings the cached states up to what this command appended."""
+        for stream in dict.fromkeys(r.stream for r in recorded):
+            cached = self._cache.get(stream)
+            if cached is None:
+                continue  # evicted meanwhile: the next load reads it back
+            state, version = cached
+            own = [r for r in recorded if r.stream == stream and r.version > version]
+            if own and own[0].version != version + 1:
+                self._load(stream)  # others appended in between (an any-version append): read all
+                continue
+            self._remember(stream, *self._fold(stream, state, version, own))
 
     # --- accounts ---------------------------------------------------------------------
 
@@ -257,8 +287,9 @@ class Engine:
             count = earlier.event.address_count
             return Upload(earlier.stream.removeprefix("task-"), FileReport(sha256=sha256, unique=count,
                                                                            candidates=count))
-        if not allow_duplicate:
-            self._refuse_recent_duplicate(account_id, sha256)
+        duplicate_window = None if allow_duplicate else timedelta(hours=self.settings.duplicate_window_hours)
+        # refused before the file is staged; decided for good with the debit
+        accounts.refuse_duplicate_upload(self.account(account_id), sha256, self.clock(), duplicate_window)
         task_id, upload_id = self._new_task_id(task_id)
         report = FileReport()
         report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock())
@@ -266,7 +297,8 @@ class Engine:
             if report.unique == 0:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
             created = self._create(account_id, task_id, upload_id, "bulk", report.unique,
-                                   f"file:{Path(path).name}", report.sha256, self.settings.chunk_size, idempotency)
+                                   f"file:{Path(path).name}", report.sha256, self.settings.chunk_size, idempotency,
+                                   duplicate_window)
         except BaseException:
             self.inputs.discard(upload_id)
             raise
@@ -309,19 +341,8 @@ class Engine:
         if not self.account(account_id).opened:
             raise accounts.AccountNotFound(f"no such account: {account_id}")
 
-    def _refuse_recent_duplicate(self, account_id: str, sha256: str) -> None:
-        from projections.queries import recent_upload
-
-        self.db.catch_up()
-        earlier = recent_upload(self.db.conn, account_id, sha256, self.clock(), self.settings.duplicate_window_hours)
-        if earlier:
-            raise BadUpload(
-                f"the same file was uploaded within {self.settings.duplicate_window_hours:g} h "
-                f"(task {earlier}); pass --allow-duplicate to verify it again"
-            )
-
     def _create(self, account_id: str, task_id: str, upload_id: str, kind: str, count: int, source: str, sha256: str,
-                chunk_size: int, idempotency: Idempotency | None) -> str:
+                chunk_size: int, idempotency: Idempotency | None, duplicate_window: timedelta | None = None) -> str:
         """Debits and creates the task; returns its id (an earlier one when the idempotency key
         replays a create that won a race, in which case this attempt's staging is dropped)."""
         a_stream, t_stream = account_stream(account_id), task_stream(task_id)
@@ -330,7 +351,9 @@ class Engine:
             created = tasks.decide(
                 tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size, upload_id),
                 states[t_stream])
-            debit = accounts.decide(accounts.DebitCredits(task_id, count, self.clock()), states[a_stream])
+            file_sha256 = sha256 if kind == "bulk" else ""
+            debit = accounts.decide(accounts.DebitCredits(task_id, count, self.clock(), file_sha256, duplicate_window),
+                                    states[a_stream])
             return [Planned(t_stream, created[0], "created")] + [
                 Planned(a_stream, e, f"debit/{task_id}" if isinstance(e, CreditsDebited) else None) for e in debit
             ]
@@ -362,7 +385,7 @@ class Engine:
                     planned.append(Planned(a_stream, refund, f"refund/{task_id}/{event_key(cause)}", cause_id))
             return planned
 
-        return self._execute([t_stream, a_stream], plan, None, task_id)
+        return self._execute([t_stream, a_stream], plan, None, task_id, loose=(a_stream,))
 
     def submit_chunk(self, task_id: str, chunk_no: int, addresses: Iterable[str], provider: str,
                      tier: str) -> list[RecordedEvent]:

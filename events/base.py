@@ -37,7 +37,8 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 def register(cls: type[Event]) -> type[Event]:
     name = cls.type_name()
-    assert name not in REGISTRY, f"event type {name} registered twice"
+    if name in REGISTRY:
+        raise TypeError(f"event type {name} registered twice")
     REGISTRY[name] = cls
     return cls
 

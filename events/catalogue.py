@@ -49,9 +49,13 @@ class CreditsGranted(Event):
 @register
 @dataclass(frozen=True)
 class CreditsDebited(Event):
+    # v2 added sha256 and at (v1 events read as ""): see events/upcasters.py
+    schema_version = 2
     task_id: str
     monthly: int
     payg: int
+    sha256: str = ""  # extra: digest of the bulk file ("" for a single task), for the duplicate rule
+    at: str = ""  # extra: when, ISO 8601 UTC (bulk only): the duplicate window counts from it
 
 
 @register

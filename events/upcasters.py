@@ -32,3 +32,9 @@ def upcast(type_name: str, stored_version: int, current_version: int, payload: P
 def _task_created_v1_to_v2(payload: Payload) -> Payload:
     # v1 tasks all came from uploads chunked by 1,000.
     return {**payload, "source": payload.get("source", "upload"), "chunk_size": payload.get("chunk_size", 1000)}
+
+
+@upcaster("CreditsDebited", 1)
+def _credits_debited_v1_to_v2(payload: Payload) -> Payload:
+    # v1 debits knew no file digest: they never count as an earlier upload of a file.
+    return {"sha256": "", "at": "", **payload}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from projections.read_models import BALANCES, HISTORY, RESULTS, TASKS
@@ -76,11 +76,3 @@ def results(conn: sqlite3.Connection, task_id: str, status: str | None = None):
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))
-
-
-def recent_upload(conn: sqlite3.Connection, account_id: str, sha256: str, now: datetime, hours: float) -> str | None:
-    since = (now - timedelta(hours=hours)).isoformat()
-    row = conn.execute(
-        f"SELECT task_id FROM {TASKS.name} WHERE account_id = ? AND sha256 = ? AND kind = 'bulk'"
-        " AND created_at >= ? ORDER BY created_at DESC LIMIT 1", (account_id, sha256, since)).fetchone()
-    return row[0] if row else None

@@ -1,9 +1,16 @@
 """The checkpointed runner: folds new events into SQLite tables, and stores each
 projection's position in the same transaction as its rows, so a crash can neither skip
 nor double-apply an event.
+
+One event can never wedge the read models: when a batch fails, it is folded again one
+event at a time, and a projection whose fold (or row write) fails on an event stops right
+before it, with a named error recorded beside its checkpoint (`ProjectionStopped` for
+its readers, a violation for `vec audit`). The other projections go on. `rebuild` clears
+the record and tries again.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Callable, Iterable, Iterator
 
@@ -13,6 +20,8 @@ from projections.base import DeleteWhere, Projection, Put, Row, Table
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
 # after + 1, or None when it does not hold them
 Recent = Callable[[int, int], "list[RecordedEvent] | None"]
+
+log = logging.getLogger("vec.projector")
 
 BATCH = 5000  # events per transaction
 FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
@@ -48,6 +57,11 @@ class _SqliteView:
             self.flush()
             self.conn.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
 
+    def discard(self) -> None:
+        """Forgets the changes not yet flushed (those of an event that could not be folded)."""
+        for rows in self.dirty.values():
+            rows.clear()
+
     def flush(self) -> None:
         for name, rows in self.dirty.items():
             if rows:
@@ -60,6 +74,21 @@ class _SqliteView:
                 rows.clear()
 
 
+class ProjectionStopped(Exception):
+    """A read model stopped on an event it could not fold; its readers get this error."""
+
+    def __init__(self, name: str, position: int, message: str):
+        super().__init__(f"the {name} read model stopped before position {position}: {message} "
+                         "(run `vec audit`; after a fix, `vec rebuild`)")
+        self.name, self.position, self.message = name, position, message
+
+
+class _Poisoned(Exception):
+    def __init__(self, name: str, recorded: RecordedEvent, error: BaseException):
+        super().__init__(f"{recorded.type} at position {recorded.position}: {type(error).__name__}: {error}")
+        self.name, self.position = name, recorded.position
+
+
 class ProjectionRunner:
     def __init__(self, conn: sqlite3.Connection, projections: Iterable[Projection],
                  read_all: Callable[..., Iterator[RecordedEvent]]):
@@ -68,6 +97,8 @@ class ProjectionRunner:
         self.read_all = read_all
         self.specs = {t.name: t for p in self.projections for t in p.tables}
         conn.execute("CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS rm_stopped (name TEXT PRIMARY KEY, position INTEGER NOT NULL,"
+                     " error TEXT NOT NULL)")
         for spec in self.specs.values():
             conn.execute(_ddl(spec))
         conn.execute("CREATE INDEX IF NOT EXISTS rm_tasks_account ON rm_tasks (account_id, created_at)")
@@ -77,6 +108,17 @@ class ProjectionRunner:
         stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())
         return {p.name: stored.get(p.name, 0) for p in self.projections}
 
+    def stopped(self) -> dict[str, ProjectionStopped]:
+        """The projections stopped on an event they could not fold."""
+        return {name: ProjectionStopped(name, position, error) for name, position, error in
+                self.conn.execute("SELECT name, position, error FROM rm_stopped ORDER BY name")}
+
+    def require(self, *names: str) -> None:
+        """Raises ProjectionStopped if one of these read models is stopped."""
+        for name, stop in self.stopped().items():
+            if name in names:
+                raise stop
+
     def catch_up(self, until: int | None = None, max_batches: int | None = None,
                  recent: Recent | None = None) -> int:
         """Applies the events past the checkpoints (up to `until`, in at most `max_batches`
@@ -84,21 +126,38 @@ class ProjectionRunner:
         process just appended, so they need not be read back and decoded."""
         total = 0
         for _ in iter(int, 1) if max_batches is None else range(max_batches):
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                done = self._batch(until, recent)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+                done = self._in_transaction(lambda: self._batch(until, recent))
+            except Exception as error:
+                if self._transient(error):
+                    raise
+                # some event of the batch cannot be folded: again, one event at a time
+                done = self._in_transaction(lambda: self._batch(until, recent, careful=True))
             total += done
             if done < BATCH:
                 break
         return total
 
-    def _batch(self, until: int | None, recent: Recent | None = None) -> int:
+    def _in_transaction(self, work: Callable[[], int]) -> int:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = work()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return done
+
+    @staticmethod
+    def _transient(error: Exception) -> bool:
+        """Errors of the database itself (locked, gone, full), not of an event."""
+        return isinstance(error, sqlite3.OperationalError)
+
+    def _batch(self, until: int | None, recent: Recent | None = None, careful: bool = False) -> int:
         checkpoints = self.checkpoints()
-        start = min(checkpoints.values(), default=0)
+        stopped = self.stopped()
+        running = [p for p in self.projections if p.name not in stopped]
+        start = min((checkpoints[p.name] for p in running), default=0)
         end = start + BATCH if until is None else min(start + BATCH, until)
         view = _SqliteView(self.conn, self.specs)
         last = start
@@ -106,19 +165,41 @@ class ProjectionRunner:
         handed = recent(start, end) if recent is not None else None
         for recorded in handed or self.read_all(after_position=start, until_position=end, batch=FETCH):
             count += 1
-            for projection in self.projections:
-                if recorded.position > checkpoints[projection.name]:
+            for projection in list(running):
+                if recorded.position <= checkpoints[projection.name]:
+                    continue
+                if careful:
+                    self.conn.execute("SAVEPOINT one_event")
+                try:
                     for change in projection.evolve(view, recorded):
                         view.apply(change)
+                    if careful:
+                        view.flush()
+                        self.conn.execute("RELEASE one_event")
+                except Exception as error:
+                    if not careful or self._transient(error):
+                        raise
+                    view.discard()
+                    self.conn.execute("ROLLBACK TO one_event")
+                    self.conn.execute("RELEASE one_event")
+                    self._stop(projection.name, _Poisoned(projection.name, recorded, error))
+                    running.remove(projection)
+                    continue
+                checkpoints[projection.name] = recorded.position
             last = recorded.position
         view.flush()
         if last > start:
             self.conn.executemany(
                 "INSERT INTO rm_checkpoints (name, position) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                [(p.name, max(last, checkpoints[p.name])) for p in self.projections],
+                [(p.name, checkpoints[p.name]) for p in running],
             )
         return count
+
+    def _stop(self, name: str, poisoned: _Poisoned) -> None:
+        log.error("read model %s stopped: %s", name, poisoned)
+        self.conn.execute("INSERT OR REPLACE INTO rm_stopped (name, position, error) VALUES (?, ?, ?)",
+                          (name, poisoned.position, str(poisoned)))
 
     def rebuild(self) -> int:
         """Drops every read model and folds the whole log again."""
@@ -127,6 +208,7 @@ class ProjectionRunner:
             for spec in self.specs.values():
                 self.conn.execute(f"DELETE FROM {spec.name}")
             self.conn.execute("DELETE FROM rm_checkpoints")
+            self.conn.execute("DELETE FROM rm_stopped")
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -6,7 +6,7 @@ event; it asserts the money invariants so a broken log can never fold silently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from immutables import Map
 
@@ -22,9 +22,12 @@ from events import (
 from engine.domain.errors import (
     AccountAlreadyOpen,
     AccountNotFound,
+    DuplicateUpload,
     InsufficientCredits,
     InvalidCommand,
+    check,
 )
+from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH, MAX_TASK_ADDRESSES
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class AccountState:
     # task id -> credits debited for it and not yet refunded; a refund may never exceed it.
     # A persistent map: each refund makes a new state in O(log tasks), not a copy of them all.
     outstanding: Map = field(default_factory=Map)
+    # sha256 of a bulk file -> (task id, when it was debited): the duplicate-upload rule is
+    # decided here, on the account stream, so two racing uploads cannot both pass it
+    uploads: Map = field(default_factory=Map)
 
     @property
     def opened(self) -> bool:
@@ -70,6 +76,8 @@ class DebitCredits:
     task_id: str
     amount: int
     now: datetime
+    sha256: str = ""  # of a bulk file; "" for a single address
+    duplicate_window: timedelta | None = None  # refuse a file debited within it; None: allowed
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,9 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
     if isinstance(command, OpenAccount):
         if state.opened:
             raise AccountAlreadyOpen(f"account {command.account_id} is already open")
-        if not command.account_id or len(command.account_id) > 128 or not command.account_id.isprintable():
-            raise InvalidCommand("an account id is 1-128 printable characters")
+        if (not command.account_id or len(command.account_id) > MAX_ID_LENGTH
+                or not command.account_id.isprintable()):
+            raise InvalidCommand(f"an account id is 1-{MAX_ID_LENGTH} printable characters")
         return [AccountOpened(command.account_id), CreditsGranted("payg", WELCOME_CREDITS, "welcome")]
     if not state.opened:
         raise AccountNotFound("no such account")
@@ -110,6 +119,11 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
 def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
     if not isinstance(command.amount, int) or isinstance(command.amount, bool) or command.amount <= 0:
         raise InvalidCommand("a grant is a whole number of credits above zero")
+    if command.amount > MAX_BALANCE:
+        raise InvalidCommand(f"a grant is at most {MAX_BALANCE:,} credits")
+    if state.total + command.amount > MAX_BALANCE:
+        raise InvalidCommand(f"this grant would bring the balance to {state.total + command.amount:,} credits; "
+                             f"a balance is at most {MAX_BALANCE:,}")
     if command.reason not in ("purchase", "subscription", "support"):
         raise InvalidCommand(f"unknown grant reason {command.reason!r}")
     if command.bucket == "payg":
@@ -135,8 +149,11 @@ def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
 def _debit(command: DebitCredits, state: AccountState) -> list[Event]:
     if command.amount <= 0:
         raise InvalidCommand("a task needs at least one address")
+    if command.amount > MAX_TASK_ADDRESSES:
+        raise InvalidCommand(f"a task holds at most {MAX_TASK_ADDRESSES:,} addresses")
     if command.task_id in state.outstanding:
         raise InvalidCommand(f"task {command.task_id} was already debited")
+    refuse_duplicate_upload(state, command.sha256, command.now, command.duplicate_window)
     events: list[Event] = []
     monthly = state.monthly
     if state.monthly_expired(command.now):
@@ -147,8 +164,17 @@ def _debit(command: DebitCredits, state: AccountState) -> list[Event]:
             f"this task needs {command.amount} credits and the balance is {monthly + state.payg}"
         )
     from_monthly = min(monthly, command.amount)
-    events.append(CreditsDebited(command.task_id, from_monthly, command.amount - from_monthly))
+    at = command.now.astimezone(timezone.utc).isoformat() if command.sha256 else ""
+    events.append(CreditsDebited(command.task_id, from_monthly, command.amount - from_monthly, command.sha256, at))
     return events
+
+
+def refuse_duplicate_upload(state: AccountState, sha256: str, now: datetime, window: timedelta | None) -> None:
+    """The duplicate-upload rule: the same file again within the window needs allow_duplicate."""
+    earlier = state.uploads.get(sha256) if sha256 and window is not None else None
+    if earlier is not None and now - datetime.fromisoformat(earlier[1]) <= window:
+        raise DuplicateUpload(f"the same file was uploaded within {window.total_seconds() / 3600:g} h "
+                              f"(task {earlier[0]}); pass --allow-duplicate to verify it again")
 
 
 def _refund(command: RefundCredits, state: AccountState) -> list[Event]:
@@ -168,24 +194,29 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     if isinstance(event, AccountOpened):
         return replace(state, account_id=event.account_id)
     if isinstance(event, CreditsGranted):
+        check(0 < event.amount and state.total + event.amount <= MAX_BALANCE,
+              f"grant of {event.amount} takes the balance {state.total} out of bounds")
         if event.bucket == "payg":
             return replace(state, payg=state.payg + event.amount)
         expires = datetime.fromisoformat(event.expires_at) if event.expires_at else None
         return replace(state, monthly=state.monthly + event.amount, monthly_expires_at=expires)
     if isinstance(event, CreditsDebited):
+        check(event.monthly >= 0 and event.payg >= 0, f"negative debit {event}")
+        check(event.task_id not in state.outstanding, f"task {event.task_id} debited twice")
         new = replace(
             state,
             monthly=state.monthly - event.monthly,
             payg=state.payg - event.payg,
             outstanding=state.outstanding.set(event.task_id, event.monthly + event.payg),
+            uploads=state.uploads.set(event.sha256, (event.task_id, event.at)) if event.sha256 else state.uploads,
         )
-        assert new.monthly >= 0 and new.payg >= 0, f"balance went negative on {event}"
+        check(new.monthly >= 0 and new.payg >= 0, f"balance went negative on {event}")
         return new
     if isinstance(event, CreditsRefunded):
         left = state.outstanding.get(event.task_id, 0) - event.amount
-        assert left >= 0, f"refund beyond the debit on {event}"
+        check(event.amount > 0 and left >= 0, f"refund beyond the debit on {event}")
         return replace(state, payg=state.payg + event.amount, outstanding=state.outstanding.set(event.task_id, left))
     if isinstance(event, MonthlyCreditsExpired):
-        assert event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}"
+        check(event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}")
         return replace(state, monthly=0)
     return state

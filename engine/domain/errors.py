@@ -39,3 +39,23 @@ class TaskNotFinished(DomainError):
 
 class TaskAlreadyFinished(DomainError):
     pass
+
+
+class BadUpload(DomainError):
+    """A file that cannot become a task (empty, binary, not UTF-8, too big, a duplicate)."""
+
+
+class DuplicateUpload(BadUpload):
+    """The same file was uploaded within the duplicate window (pass allow_duplicate)."""
+
+
+class InvariantViolation(Exception):
+    """A rule that must always hold did not: the log or the code is broken. Never a refusal
+    of a command: it means stop and investigate. Raised by explicit checks (not `assert`,
+    which `python -O` strips)."""
+
+
+def check(condition: bool, message: str) -> None:
+    """TigerBeetle-style invariant: cheap, always on, loud."""
+    if not condition:
+        raise InvariantViolation(message)

@@ -35,7 +35,9 @@ from engine.domain.errors import (
     TaskNotCancellable,
     TaskNotFinished,
     TaskNotFound,
+    check,
 )
+from engine.domain.limits import MAX_CHUNK_SIZE, MAX_TASK_ADDRESSES
 
 ACTIVE = ("queued", "processing")
 FINISHED = ("completed", "cancelled", "failed")
@@ -190,10 +192,13 @@ def _create(command: CreateTask, state: TaskState) -> list[Event]:
         raise InvalidCommand(f"unknown task kind {command.kind!r}")
     if command.address_count < 1:
         raise InvalidCommand("a task needs at least one address")
+    if command.address_count > MAX_TASK_ADDRESSES:
+        raise InvalidCommand(f"a task holds at most {MAX_TASK_ADDRESSES:,} addresses "
+                             f"(this one has {command.address_count:,}); split the file")
     if command.kind == "single" and command.address_count != 1:
         raise InvalidCommand("a single task verifies exactly one address")
-    if command.chunk_size < 1:
-        raise InvalidCommand("chunk size must be at least 1")
+    if not 1 <= command.chunk_size <= MAX_CHUNK_SIZE:
+        raise InvalidCommand(f"chunk size must be 1-{MAX_CHUNK_SIZE:,}")
     return [
         TaskCreated(command.account_id, command.kind, command.address_count, command.source,
                     command.sha256, command.chunk_size, command.upload_id)
@@ -294,18 +299,23 @@ def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
 
 
 def evolve(state: TaskState, event: Event) -> TaskState:
+    check(state.status != "new" or isinstance(event, TaskCreated),
+          f"{event.type_name()} on task {state.task_id} before TaskCreated")
     if isinstance(event, TaskCreated):
+        check(state.status == "new", f"task {state.task_id} created twice")
+        check(1 <= event.address_count <= MAX_TASK_ADDRESSES and 1 <= event.chunk_size <= MAX_CHUNK_SIZE,
+              f"task {state.task_id} out of bounds: {event}")
         state.account_id, state.kind, state.status = event.account_id, event.kind, "queued"
         state.upload_id = event.upload_id or state.task_id
         state.address_count, state.chunk_size = event.address_count, event.chunk_size
     elif isinstance(event, ChunkSubmitted):
-        assert event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order"
+        check(event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order")
         state.pending[event.chunk_no] = dict.fromkeys(event.addresses)
         state.chunks_submitted += 1
         state.status = "processing"
     elif isinstance(event, (AddressVerified, ResultUnknown)):
         chunk = state.pending.get(event.chunk_no, {})
-        assert event.address in chunk, f"{event.address} settled twice or never submitted"
+        check(event.address in chunk, f"{event.address} settled twice or never submitted")
         del chunk[event.address]
         if not chunk:
             del state.pending[event.chunk_no]
@@ -334,5 +344,5 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.status = "completed"
     elif isinstance(event, TaskDeleted):
         state.deleted = True
-    assert 0 <= state.consumed + state.refunded <= state.address_count, f"settled more than debited on {event}"
+    check(0 <= state.consumed + state.refunded <= state.address_count, f"settled more than debited on {event}")
     return state

@@ -1,6 +1,7 @@
 """Opening a store by URL: `sqlite:///path` (the embedded default)."""
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -26,6 +27,8 @@ class Database:
     inputs: SqliteInputs
     lease: Lease
     projector: ProjectionRunner = field(repr=False)
+    # errors of the database itself (busy, locked, gone): retried, never blamed on an event
+    transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
     def catch_up(self) -> int:
         return self.projector.catch_up()

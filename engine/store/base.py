@@ -7,6 +7,9 @@ from typing import Iterator, Mapping, Protocol, Sequence
 from events import NewEvent, RecordedEvent
 
 
+ANY = None  # an expected version meaning "wherever the stream is now" (appended after its last event)
+
+
 class StoreError(Exception):
     pass
 
@@ -33,11 +36,12 @@ class EventStore(Protocol):
     def append(
         self,
         events: Sequence[NewEvent],
-        expected: Mapping[str, int],
+        expected: Mapping[str, int | None],
         idempotency: Idempotency | None = None,
     ) -> list[RecordedEvent]:
         """Append atomically across streams. `expected[stream]` is the version the command saw
-        (0 = stream must not exist). Every stream written must be in `expected`."""
+        (0 = stream must not exist), or ANY to append after whatever the stream holds. Every
+        stream written must be in `expected`; a stream only checked may be too."""
 
     def replayed(self, idempotency: Idempotency) -> list[RecordedEvent] | None:
         """The events a command with this key appended, or None if the key is new.

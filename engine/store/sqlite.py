@@ -14,6 +14,7 @@ from typing import Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
 from engine.store.base import (
+    ANY,
     StoreError,
     ConcurrencyError,
     DuplicateEventError,
@@ -75,8 +76,14 @@ class transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                if self.conn.in_transaction:  # a failed COMMIT leaves the transaction open
+                    self.conn.execute("ROLLBACK")
+                raise
+        if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
 
@@ -122,7 +129,7 @@ class SqliteEventStore:
     def append(
         self,
         events: Sequence[NewEvent],
-        expected: Mapping[str, int],
+        expected: Mapping[str, int | None],
         idempotency: Idempotency | None = None,
     ) -> list[RecordedEvent]:
         if not events:
@@ -130,12 +137,14 @@ class SqliteEventStore:
         with transaction(self.conn) as conn:
             if idempotency is not None and self._lookup(idempotency) is not None:
                 raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
-            versions = dict(expected)
+            versions: dict[str, int] = {}
             for stream, version in expected.items():
                 row = conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
                 actual = row[0] if row else 0
-                if actual != version:
+                if version is not ANY and actual != version:
                     raise ConcurrencyError(f"{stream} is at version {actual}, expected {version}")
+                versions[stream] = actual
+            start = dict(versions)
             rows = []
             for new in events:
                 if new.stream not in versions:
@@ -160,7 +169,7 @@ class SqliteEventStore:
             conn.executemany(
                 "INSERT INTO streams (stream, version) VALUES (?, ?)"
                 " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
-                [(s, v) for s, v in versions.items() if v != expected[s]],
+                [(s, v) for s, v in versions.items() if v != start[s]],
             )
             last = first + len(rows) - 1
             if idempotency is not None:

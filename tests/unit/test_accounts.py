@@ -18,6 +18,7 @@ from engine.domain.accounts import (
     evolve,
 )
 from engine.domain.errors import (
+    InvariantViolation,
     AccountAlreadyOpen,
     AccountNotFound,
     DomainError,
@@ -304,20 +305,20 @@ def test_expire_monthly_with_no_monthly_bucket_does_nothing():
 # --- evolve guards the invariants -----------------------------------------------------
 
 def test_evolve_refuses_a_debit_that_would_make_a_bucket_negative():
-    with pytest.raises(AssertionError, match="negative"):
+    with pytest.raises(InvariantViolation, match="negative"):
         evolve(opened(), CreditsDebited("t1", 0, 201))
-    with pytest.raises(AssertionError, match="negative"):
+    with pytest.raises(InvariantViolation, match="negative"):
         evolve(opened(), CreditsDebited("t1", 1, 0))
 
 
 def test_evolve_refuses_a_refund_beyond_the_debit():
     _, state = run(opened(), DebitCredits("t1", 2, NOW))
-    with pytest.raises(AssertionError, match="beyond"):
+    with pytest.raises(InvariantViolation, match="beyond"):
         evolve(state, CreditsRefunded("t1", 3, "unknown"))
 
 
 def test_evolve_refuses_an_expiry_that_does_not_match_the_bucket():
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantViolation):
         evolve(with_monthly(100), MonthlyCreditsExpired(99))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.domain.errors import (
+    InvariantViolation,
     InvalidCommand,
     TaskAlreadyCancelled,
     TaskAlreadyFinished,
@@ -436,17 +437,17 @@ def test_refunds_for_tags_each_cause():
 def test_evolve_refuses_an_address_settled_twice():
     state = submitted(4, 2)
     evolve(state, AddressVerified(ADDRESSES[0], "safe", "", 0))
-    with pytest.raises(AssertionError, match="settled twice"):
+    with pytest.raises(InvariantViolation, match="settled twice"):
         evolve(state, ResultUnknown(ADDRESSES[0], "greylisted", "", 0))
 
 
 def test_evolve_refuses_chunks_out_of_order():
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantViolation):
         evolve(created(4, 2), ChunkSubmitted(1, ADDRESSES[2:4], "p", "t"))
 
 
 def test_evolve_refuses_settling_more_than_was_debited():
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantViolation):
         evolve(submitted(4, 2), TaskCancelled(5))
 
 
