@@ -97,6 +97,8 @@ def _audit_snapshot(db, fresh: ProjectionRunner) -> AuditReport:
             balances_at_live = {s.removeprefix("account-"): (a.monthly, a.payg) for s, a in account_states.items()}
 
     report.accounts, report.tasks = len(account_states), len(task_states)
+    for stopped in db.projector.stopped().values():
+        bad(str(stopped))
     for task_id, state in task_states.items():
         _check_settlement(task_id, state, debited, refunded, unknown_results, bad)
     fresh.catch_up(until=live_at)

@@ -17,18 +17,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine.config import EngineSettings
-from engine.domain.errors import DomainError
+from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine
 from engine.store import StoreUrlError, open_database
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
 from projections import queries
+from projections.exports import csv_lines, json_lines
 from projections.read_models import HISTORY_TYPES
+from projections.runner import ProjectionStopped
 
 out = Console()
 err = Console(stderr=True)
 
-EXPECTED_ERRORS = (DomainError, StoreError, StoreUrlError, LeaseHeld)
+EXPECTED_ERRORS = (DomainError, StoreError, StoreUrlError, LeaseHeld, ProjectionStopped)
 
 
 class DefaultGroup(click.Group):
@@ -61,9 +63,11 @@ class Context:
     def db(self):
         return self.engine.db
 
-    def fresh_db(self):
-        """The read models, caught up with the log."""
+    def fresh_db(self, *projections: str):
+        """The read models, caught up with the log; refuses clearly if one of `projections`
+        stopped on an event it could not fold."""
         self.db.catch_up()
+        self.db.projector.require(*projections)
         return self.db
 
 
@@ -77,6 +81,10 @@ def command(group: click.Group, name: str | None = None, json_flag: bool = True,
                 return fn(click.get_current_context().obj, *args, **kw)
             except EXPECTED_ERRORS as error:
                 err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                sys.exit(1)
+            except InvariantViolation as error:
+                err.print(f"[bold red]error:[/] the log breaks an invariant: {error} (run `vec audit`)",
+                          highlight=False, soft_wrap=True)
                 sys.exit(1)
 
         if json_flag:
@@ -117,7 +125,10 @@ def emit(data: Any, as_json: bool, title: str | None = None, columns: Iterable[s
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, verbose: bool) -> None:
     """VEC: the event-sourced email-verification engine."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+    # A long-running engine logs what ops must see; a one-shot command prints its own
+    # outcome (or one error line) and logs only when asked (-v).
+    quiet = logging.WARNING if ctx.invoked_subcommand == "run" else logging.CRITICAL
+    logging.basicConfig(level=logging.INFO if verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = Context(store)
 
@@ -177,7 +188,7 @@ def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int 
 
 
 def _balance(ctx: Context, account_id: str) -> dict:
-    row = queries.balances(ctx.fresh_db().conn, account_id)
+    row = queries.balances(ctx.fresh_db("credits").conn, account_id)
     if row is None:
         raise DomainError(f"no such account: {account_id}")
     return {k: row[k] for k in ("account", "monthly", "payg", "total")}
@@ -188,7 +199,7 @@ def _balance(ctx: Context, account_id: str) -> dict:
 @click.option("--type", "kind", type=click.Choice(HISTORY_TYPES))
 def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> None:
     """The Credits History of ACCOUNT_ID."""
-    if queries.balances(ctx.fresh_db().conn, account_id) is None:
+    if queries.balances(ctx.fresh_db("credits").conn, account_id) is None:
         raise DomainError(f"no such account: {account_id}")
     emit(queries.history(ctx.db.conn, account_id, kind), as_json, title=f"Credits History of {account_id}",
          columns=("time", "type", "bucket", "amount", "balance_after", "description", "task_id"))
@@ -204,7 +215,7 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
-    row = next(iter(queries.results(ctx.fresh_db().conn, task_id)), None)
+    row = next(iter(queries.results(ctx.fresh_db("results", "tasks").conn, task_id)), None)
     task = queries.task(ctx.db.conn, task_id)
     emit({"task_id": task_id, "address": address, "status": row["status"] if row else task["status"],
           "reason": (row["reason"] if row else None) or None, "task_status": task["status"]}, as_json)
@@ -231,7 +242,7 @@ def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: 
         err.print(f"task {upload.task_id}: {report.unique} addresses ({report.duplicates} duplicates, "
                   f"{report.rows_without_address} rows without an address)")
     _run_to_end(ctx, upload.task_id, show_progress=not as_json)
-    emit(queries.task(ctx.fresh_db().conn, upload.task_id), as_json)
+    emit(queries.task(ctx.fresh_db("tasks").conn, upload.task_id), as_json)
 
 
 def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
@@ -278,7 +289,7 @@ async def _show_progress(ctx: Context, task_id: str) -> None:
 @click.argument("account_id")
 def tasks_list(ctx: Context, account_id: str, as_json: bool) -> None:
     """Tasks of ACCOUNT_ID (deleted ones hidden)."""
-    emit(queries.tasks(ctx.fresh_db().conn, account_id), as_json, title=f"Tasks of {account_id}",
+    emit(queries.tasks(ctx.fresh_db("tasks").conn, account_id), as_json, title=f"Tasks of {account_id}",
          columns=("task_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "refunded",
                   "consumed", "created_at"))
 
@@ -289,7 +300,7 @@ def task() -> None:
 
 
 def _task_row(ctx: Context, task_id: str) -> dict:
-    row = queries.task(ctx.fresh_db().conn, task_id)
+    row = queries.task(ctx.fresh_db("tasks").conn, task_id)
     if row is None:
         raise DomainError(f"no such task: {task_id}")
     return row
@@ -325,16 +336,10 @@ def task_delete(ctx: Context, task_id: str, as_json: bool) -> None:
 def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> None:
     """Results of TASK_ID as CSV (default) or JSON lines."""
     _task_row(ctx, task_id)
+    ctx.db.projector.require("results")
     rows = queries.results(ctx.db.conn, task_id, status)
-    if fmt == "json":
-        for row in rows:
-            click.echo(json.dumps(row))
-        return
-    import csv
-
-    writer = csv.DictWriter(sys.stdout, fieldnames=["address", "status", "reason", "detail", "tier"])
-    writer.writeheader()
-    writer.writerows(rows)
+    for line in (json_lines(rows) if fmt == "json" else csv_lines(rows)):
+        sys.stdout.write(line)
 
 
 # --- the engine and the log ---------------------------------------------------------------

@@ -192,7 +192,7 @@ class ProjectionRunner:
             self.conn.executemany(
                 "INSERT INTO rm_checkpoints (name, position) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                [(p.name, checkpoints[p.name]) for p in running],
+                [(p.name, checkpoints[p.name]) for p in self.projections],
             )
         return count
 

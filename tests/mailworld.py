@@ -13,6 +13,7 @@ Environment knobs:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -64,6 +65,26 @@ class MailWorld:
     def log_path(self, name: str = "postfix.log") -> Path:
         return self.state_dir / name
 
+    # --- the resolver outage -----------------------------------------------------------
+    def stop_dns(self) -> None:
+        """Stop dnsmasq alone (`scripts/mailworld dns-stop`); returns once it is gone.
+        Prefer :meth:`dns_stopped`, which always starts it again."""
+        _script(["dns-stop", str(self.state_dir)], timeout=60)
+
+    def start_dns(self) -> None:
+        """Start dnsmasq again (`scripts/mailworld dns-start`); returns once it answers."""
+        _script(["dns-start", str(self.state_dir)], timeout=90)
+
+    @contextlib.contextmanager
+    def dns_stopped(self):
+        """``with mailworld.dns_stopped(): ...`` -- the DNS is back afterwards, whatever
+        happened inside, so later tests see a full world."""
+        self.stop_dns()
+        try:
+            yield self
+        finally:
+            self.start_dns()
+
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     try:
@@ -71,6 +92,13 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"scripts/mailworld {' '.join(args)} timed out after {timeout:.0f}s:\n"
                     f"{e.stdout or ''}{e.stderr or ''}", pytrace=False)
+
+
+def _script(args: list[str], timeout: float) -> None:
+    r = _run(args, timeout=timeout)
+    if r.returncode != 0:
+        pytest.fail(f"scripts/mailworld {' '.join(args)} failed (exit {r.returncode}):\n"
+                    f"{r.stdout}{r.stderr}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import subprocess
 import time
 import uuid
 
@@ -76,6 +77,7 @@ def test_fixture_object(mailworld):
     assert mailworld.dead_dns_server == "127.0.0.1:5301"
     assert mailworld.smtp_port == 25
     assert mailworld.state_dir.is_dir()
+    assert callable(mailworld.stop_dns) and callable(mailworld.start_dns)
     assert mailworld.env() == {
         "VEC_DNS_SERVERS": "127.0.0.1:5300",
         "VEC_SMTP_PORT": "25",
@@ -329,6 +331,45 @@ def test_blackhole_stays_full_after_timeouts(mailworld):
     for _ in range(2):
         with pytest.raises(TimeoutError):
             socket.create_connection((BLACKHOLE, 25), timeout=0.5).close()
+
+
+# ---------------------------------------------------------------------------- resolver outage
+
+def _status(mw) -> tuple[int, dict[str, str]]:
+    from tests.mailworld import SCRIPT
+
+    r = subprocess.run([str(SCRIPT), "status", str(mw.state_dir)], capture_output=True, text=True,
+                       timeout=30)
+    return r.returncode, dict(line.split() for line in r.stdout.splitlines() if line.strip())
+
+
+def test_dns_stop_and_start(mailworld, resolver):
+    """dnsmasq alone stops (status says so, nothing answers on 5300, the rest of the
+    world runs on) and starts again with the same data."""
+    assert _status(mailworld) == (0, {k: "running" for k in
+                                      ("dnsmasq", "sockets", "postgrey-fast", "postgrey-hard", "postfix")})
+    with mailworld.dns_stopped():
+        code, st = _status(mailworld)
+        assert code == 1 and st["dnsmasq"] == "stopped" and st["postfix"] == "running"
+        q = dns.message.make_query("example.test", "MX")
+        with pytest.raises((dns.exception.Timeout, OSError)):
+            dns.query.udp(q, mailworld.dns_host, port=mailworld.dns_port, timeout=0.5)
+        with pytest.raises(OSError):
+            dns.query.tcp(q, mailworld.dns_host, port=mailworld.dns_port, timeout=0.5)
+        s = smtp(MAIN)  # SMTP is untouched
+        close(s)
+        mailworld.stop_dns()  # stopping twice is harmless
+    assert _status(mailworld)[0] == 0
+    assert [r.address for r in resolver.resolve("mx.example.test", "A")] == [MAIN]
+    mailworld.start_dns()  # starting a running DNS is harmless
+    assert _status(mailworld)[0] == 0
+
+
+def test_dns_stopped_restarts_even_when_the_body_fails(mailworld, resolver):
+    with pytest.raises(RuntimeError):
+        with mailworld.dns_stopped():
+            raise RuntimeError("boom")
+    assert [r.address for r in resolver.resolve("mx.example.test", "A")] == [MAIN]
 
 
 def test_closed_refuses(mailworld):

@@ -37,6 +37,10 @@ class TTLCache(Generic[K, V]):
             while len(self._data) > low:
                 self._data.popitem(last=False)  # the oldest entries
 
+    def pop(self, key: K) -> V | None:
+        hit = self._data.pop(key, None)
+        return None if hit is None else hit[1]
+
     def clear(self) -> None:
         self._data.clear()
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from .config import VerifierSettings
 from .provider import build_provider
-from .result import VerificationResult
+from .result import ProviderError, ProviderUnavailable, VerificationResult
 
 _STYLE = {"safe": "green", "invalid": "red", "risky": "yellow", "unknown": "magenta"}
 
@@ -108,5 +108,10 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         results = asyncio.run(provider.verify(addrs, printer))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except ProviderUnavailable as exc:  # ours, not theirs: say so, no traceback
+        left = len(exc.unanswered)
+        raise click.ClickException(f"verifier unavailable: {exc} ({left} address(es) not checked)") from None
+    except ProviderError as exc:
+        raise click.ClickException(f"verification failed: {exc}") from None
     if not as_json:
         _table(results)

@@ -15,17 +15,37 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import dns.name
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 UNKNOWN_REASONS = (
-    "smtp_timeout",
+    "smtp_timeout",  # connect, greeting or command timed out
+    "connection_refused",  # every MX host tried refused the TCP connection
     "greylisted",
     "antispam_block",
     "temporary_failure",
     "dns_failure",
+    "policy",  # our own rules refused to probe (e.g. the egress guard)
     "provider_error",
 )
+
+# Longest values sent to a server: a domain name (RFC 5321 4.5.3.1.2) and a path.
+MAX_HELO_LENGTH = 255
+MAX_MAIL_FROM_LENGTH = 254
+
+
+def smtp_argument_error(value: str, what: str, max_length: int) -> str | None:
+    """Why ``value`` cannot be sent as an SMTP command argument, or None when it can.
+
+    Refuses control characters (CR, LF, NUL...: they would end the command and start
+    another), white space, non-ASCII and over-long values."""
+    bad = next((c for c in value if ord(c) < 0x21 or ord(c) > 0x7E), None)
+    if bad is not None:
+        return f"{what} must be printable ASCII without spaces; found U+{ord(bad):04X}"
+    if len(value) > max_length:
+        return f"{what} is {len(value)} characters long, at most {max_length} allowed"
+    return None
 
 
 def parse_hostport(spec: str, default_port: int) -> tuple[str, int]:
@@ -94,6 +114,11 @@ class VerifierSettings(BaseSettings):
     dns_timeout: float = Field(4.0, gt=0, description="total time for one DNS query")
     dns_cache_ttl: float = Field(300.0, ge=0, description="max age of a cached DNS answer")
     dns_concurrency: int = Field(64, ge=1)
+    dns_canary: str = Field(
+        ".",
+        description="name asked (type SOA) to tell a dead resolver from a failing domain: "
+        "any answer, whatever its rcode, proves the resolver is up",
+    )
 
     # --- SMTP --------------------------------------------------------------------------
     smtp_port: int = 25
@@ -111,6 +136,14 @@ class VerifierSettings(BaseSettings):
         7, ge=1, description="rejected RCPTs after which a session is closed (Postfix slows at 10)"
     )
     max_mx_hosts: int = Field(5, ge=1, description="MX hosts tried per domain at most")
+    unreachable_hosts: int = Field(
+        10, ge=1, description="distinct MX hosts whose TCP connect failed, with nothing coming "
+        "back from any server since (no connect, no reply), after which our network is "
+        "presumed down (see verifier/health.py)",
+    )
+    unreachable_domains: int = Field(
+        5, ge=1, description="... and the number of distinct domains those hosts must serve",
+    )
 
     # --- retries, deadlines, caches ----------------------------------------------------
     retry_window: float = Field(10.0, ge=0, description="time during which 4xx answers are retried")
@@ -131,7 +164,8 @@ class VerifierSettings(BaseSettings):
     # --- fallback tier -----------------------------------------------------------------
     fallback_tier: Literal["none", "smtp", "http"] = "none"
     fallback_on: str = Field(
-        "smtp_timeout,antispam_block,temporary_failure,provider_error",
+        # connection_refused used to be reported as smtp_timeout: it keeps going to the fallback
+        "smtp_timeout,connection_refused,antispam_block,temporary_failure,provider_error",
         description="unknown reasons of the primary tier that go to the fallback tier",
     )
     fallback_deadline: float = Field(
@@ -161,6 +195,39 @@ class VerifierSettings(BaseSettings):
         if v in (None, ""):
             return None
         ipaddress.ip_address(v)
+        return v
+
+    @field_validator("helo_name", "fallback_helo_name")
+    @classmethod
+    def _helo(cls, v: str | None, info: Any) -> str | None:
+        if v is None or (v == "" and info.field_name == "fallback_helo_name"):
+            return None  # the fallback then uses helo_name
+        if not v:
+            raise ValueError(f"{info.field_name} must not be empty")
+        err = smtp_argument_error(v, info.field_name, MAX_HELO_LENGTH)
+        if err:
+            raise ValueError(err)
+        return v
+
+    @field_validator("mail_from", "fallback_mail_from")
+    @classmethod
+    def _mail_from(cls, v: str | None, info: Any) -> str | None:
+        if v is None or v == "":  # "" is the null sender, MAIL FROM:<>
+            return v
+        err = smtp_argument_error(v, info.field_name, MAX_MAIL_FROM_LENGTH)
+        if err:
+            raise ValueError(err)
+        if v.count("@") != 1 or "<" in v or ">" in v:
+            raise ValueError(f"{info.field_name} must be one address local@domain, got {v!r}")
+        return v
+
+    @field_validator("dns_canary")
+    @classmethod
+    def _canary(cls, v: str) -> str:
+        try:
+            dns.name.from_text(v)
+        except Exception as exc:  # noqa: BLE001 - dnspython raises several kinds
+            raise ValueError(f"dns_canary is not a DNS name: {exc}") from None
         return v
 
     @field_validator("fallback_on")

@@ -22,6 +22,19 @@ Shape of one batch:
 
 Cancelling the calling task stops everything at once: sessions are closed, and
 ``on_result`` has already been called for each finished address.
+
+Our outage is not the remote's answer. The batch raises
+:class:`~verifier.result.ProviderUnavailable` (``unanswered``: the addresses without a
+result) instead of answering ``unknown`` when our DNS resolver does not answer (see
+resolver.py), when our network is unreachable (ENETUNREACH, source address unusable)
+or when the :class:`~verifier.health.ReachabilityTracker` presumes it down. While
+failed TCP connects are not yet explained (nothing came back from any server since),
+the ``unknown`` answers they produced are held back: reported once a connect or a
+reply proves our network alive (or at the end of the batch, below the thresholds),
+dropped into ``unanswered`` when the batch raises.
+
+Egress guard: no connection is ever attempted to an address that is not globally
+routable (verifier/egress.py; loopback only in the test mode ``loopback_only``).
 """
 from __future__ import annotations
 
@@ -36,23 +49,65 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from aiosmtplib.errors import SMTPServerDisconnected, SMTPTimeoutError
 
 from .cache import TTLCache
 from .classify import Verdict, classify, classify_session_reply
-from .config import VerifierSettings
+from .config import MAX_HELO_LENGTH, MAX_MAIL_FROM_LENGTH, VerifierSettings, smtp_argument_error
+from .egress import egress_detail, egress_refusal
+from .health import HostKey, ReachabilityTracker
 from .lists import is_disposable, is_role
 from .resolver import DnsResolver, MxLookup
-from .result import ProviderError, VerificationResult
-from .smtp import ConnectFailed, Reply, Session, SessionRefused, open_session
+from .result import ProviderError, ProviderUnavailable, VerificationResult
+from .smtp import (
+    TCP_FAILURES,
+    ConnectFailed,
+    Reply,
+    Session,
+    SessionRefused,
+    UnsafeCommand,
+    open_session,
+    tcp_connect,
+)
 from .syntax import SyntaxResult, check_syntax
 
 log = logging.getLogger(__name__)
 
 OnResult = Callable[[VerificationResult], None]
-_NOT_PROBED = object()
+
+# Unknown reason of a domain none of whose MX hosts could be talked to, by how the most
+# preferred one failed (ConnectFailed kinds, plus "policy" for the egress guard).
+CONNECT_FAILURE_REASONS = {
+    "refused": "connection_refused",
+    "connect_timeout": "smtp_timeout",
+    "connect_error": "smtp_timeout",
+    "banner_timeout": "smtp_timeout",
+    "timeout": "smtp_timeout",
+    "disconnected": "temporary_failure",
+    "policy": "policy",
+}
+HEALTH_PROBES = 3  # failed hosts healthy() tries to reach again
+
+
+class _HostFailure(NamedTuple):
+    label: str  # "mx.example.test[127.0.0.7]"
+    kind: str  # a CONNECT_FAILURE_REASONS key
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail if self.kind == "policy" else f"{self.label}: {self.detail}"
+
+
+class _Fatal(NamedTuple):
+    """The outcome of a domain none of whose sessions can work: applies to the rest."""
+    status: str
+    reason: str
+    detail: str
+    reply: Reply | None = None
+    host: str | None = None
+    suspect: bool = False  # came from failed TCP connects (maybe our network)
 
 
 def _random_local_part() -> str:
@@ -80,6 +135,13 @@ class _Item:
         return self.syn.rcpt
 
 
+def connect_failure_reason(failures: Sequence[_HostFailure]) -> str:
+    """The reason of the most preferred host's failure (the first tried)."""
+    if not failures:
+        return "smtp_timeout"
+    return CONNECT_FAILURE_REASONS.get(failures[0].kind, "smtp_timeout")
+
+
 def _first_leaf(eg: BaseExceptionGroup) -> BaseException:
     """The most meaningful exception of a group: callback and provider errors first."""
     leaves: list[BaseException] = []
@@ -100,6 +162,48 @@ def _first_leaf(eg: BaseExceptionGroup) -> BaseException:
 
 class _CallbackError(Exception):
     """on_result raised: not ours to swallow."""
+
+
+class _Batch:
+    """The results of one verify() call, and the unknowns held back while our own
+    network is in doubt (see ReachabilityTracker)."""
+
+    def __init__(self, addresses: list[str], on_result: OnResult | None,
+                 reach: ReachabilityTracker) -> None:
+        self.addresses = addresses
+        self.on_result = on_result
+        self.reach = reach
+        self.results: list[VerificationResult | None] = [None] * len(addresses)
+        self.held: list[tuple[int, VerificationResult]] = []
+
+    def emit(self, i: int, r: VerificationResult, suspect: bool = False) -> None:
+        if suspect and self.reach.unconfirmed:
+            self.held.append((i, r))
+            return
+        self._deliver(i, r)
+
+    def _deliver(self, i: int, r: VerificationResult) -> None:
+        self.results[i] = r
+        if self.on_result is not None:
+            try:
+                self.on_result(r)
+            except Exception as exc:
+                raise _CallbackError(exc) from exc
+
+    def release(self, force: bool = False) -> None:
+        """Report the held unknowns once a connect succeeded (or at the end, when the
+        tracker did not conclude that the network is down: then they are genuine)."""
+        if self.held and (force or not self.reach.unconfirmed):
+            held, self.held = self.held, []
+            for i, r in held:
+                self._deliver(i, r)
+
+    def unavailable(self, cause: ProviderUnavailable) -> ProviderUnavailable:
+        """The exception to raise: the cause, with the addresses left without a result."""
+        missing = [a for a, r in zip(self.addresses, self.results) if r is None]
+        exc = ProviderUnavailable(str(cause), unanswered=missing)
+        exc.__cause__ = cause
+        return exc
 
 
 class _LoopState:
@@ -137,6 +241,11 @@ class SmtpProber:
         self.tier = tier or name
         self.helo_name = helo_name or s.helo_name
         self.mail_from = mail_from if mail_from is not None else s.mail_from
+        for value, what, limit in ((self.helo_name, "helo_name", MAX_HELO_LENGTH),
+                                   (self.mail_from, "mail_from", MAX_MAIL_FROM_LENGTH)):
+            err = smtp_argument_error(value, what, limit) if value else None
+            if err:
+                raise ValueError(err)
         self.source_address = source_address if source_address is not None else s.source_address
         self.deadline = deadline if deadline is not None else s.primary_deadline
         self.resolver = resolver or DnsResolver(s)
@@ -144,7 +253,8 @@ class SmtpProber:
             weakref.WeakKeyDictionary()
         )
         self._catch_all: TTLCache[str, bool] = TTLCache()
-        self._host_down: TTLCache[tuple[str, int], str] = TTLCache(10_000)
+        self._host_down: TTLCache[HostKey, tuple[str, str]] = TTLCache(10_000)  # kind, detail
+        self.reach = ReachabilityTracker(s.unreachable_hosts, s.unreachable_domains)
         self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
         self._live: dict[tuple[str, int], int] = {}  # open sessions per host
         if s.loopback_only and self.source_address:
@@ -167,14 +277,74 @@ class SmtpProber:
     def _remember_catch_all(self, domain: str, value: bool) -> None:
         self._catch_all.set(domain, value, self.settings.catch_all_cache_ttl)
 
-    def host_down(self, key: tuple[str, int]) -> str | None:
+    def host_down(self, key: HostKey) -> tuple[str, str] | None:
+        """(kind, detail) of this host's recent failure, while it is skipped."""
         return self._host_down.get(key)
 
-    def _mark_down(self, key: tuple[str, int], why: str) -> None:
+    def _mark_down(self, key: HostKey, kind: str, why: str) -> None:
         """Skip this host for a while -- unless sessions to it are open right now (then
         the failure was a passing one, e.g. a full backlog under load)."""
         if not self._live.get(key):
-            self._host_down.set(key, why, self.settings.host_failure_ttl)
+            self._host_down.set(key, (kind, why), self.settings.host_failure_ttl)
+
+    # --- our own health -----------------------------------------------------------------
+    def _alive(self) -> None:
+        """A connect succeeded or a server replied: our network works."""
+        self.reach.alive(time.monotonic())
+
+    async def _connect_failed(self, key: HostKey, domain: str, detail: str, started: float) -> None:
+        """Count a failed TCP connect; raise when our network is presumed down."""
+        self.reach.connect_failed(key, domain, detail, started, time.monotonic())
+        await self.check_network()
+
+    async def check_network(self) -> None:
+        """Raise ProviderUnavailable when the tracker presumes our network down --
+        after waiting out its confirmation delay, in which a proof of life clears it."""
+        at = self.reach.down_at()
+        if at is None:
+            return
+        wait = at - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if self.reach.down(time.monotonic()):
+            self._presumed_down()
+            raise ProviderUnavailable(self.reach.describe())
+
+    def _presumed_down(self) -> None:
+        # the hosts' failures were (probably) ours: do not skip them once we are back
+        for key in self.reach.failed:
+            self._host_down.pop(key)
+
+    async def healthy(self) -> bool:
+        """Cheap check the engine can make before resuming work it paused after a
+        ProviderUnavailable: our DNS resolver answers the canary (verdict cached ~2 s),
+        and our network is not presumed down -- or, when it is, a TCP connect to one of
+        the MX hosts that failed (at most HEALTH_PROBES, in parallel, each bounded by
+        the connect timeout) now succeeds. Never raises."""
+        try:
+            if not await self.resolver.resolver_alive():
+                return False
+            if self.reach.down_at() is None:
+                return True
+            keys = [k for k in self.reach.sample(HEALTH_PROBES)
+                    if egress_refusal(k[0], loopback_only=self.settings.loopback_only) is None]
+            ok = await asyncio.gather(*(self._reprobe(k) for k in keys))
+        except Exception:  # noqa: BLE001 - a health check answers, it does not raise
+            log.exception("verifier: health check failed")
+            return False
+        if any(ok):
+            self._alive()
+            return True
+        return False
+
+    async def _reprobe(self, key: HostKey) -> bool:
+        try:
+            sock = await tcp_connect(key[0], key[1], self.source_address,
+                                     self.settings.connect_timeout_s)
+        except (ConnectFailed, ProviderUnavailable):
+            return False
+        sock.close()
+        return True
 
     def _session_opened(self, key: tuple[str, int]) -> Callable[[], None]:
         self._live[key] = self._live.get(key, 0) + 1
@@ -188,6 +358,7 @@ class SmtpProber:
     def clear_caches(self) -> None:
         self._catch_all.clear()
         self._host_down.clear()
+        self.reach.alive(time.monotonic())
         self.host_limits.clear()
         self.resolver.clear_cache()
 
@@ -203,26 +374,16 @@ class SmtpProber:
     async def _verify(
         self, addresses: list[str], on_result: OnResult | None
     ) -> list[VerificationResult]:
-        results: list[VerificationResult | None] = [None] * len(addresses)
-
-        def emit(i: int, r: VerificationResult) -> None:
-            results[i] = r
-            if on_result is not None:
-                try:
-                    on_result(r)
-                except Exception as exc:
-                    raise _CallbackError(exc) from exc
-
+        batch = _Batch(addresses, on_result, self.reach)
         groups: dict[str, dict[str, _Item]] = {}
         for i, addr in enumerate(addresses):
             syn = check_syntax(addr, allow_test_domains=self.settings.allow_test_domains)
-            if not syn.ok:
-                emit(i, VerificationResult(
+            if not syn.ok or syn.ascii_domain is None or syn.local_part is None:
+                batch.emit(i, VerificationResult(
                     address=addr, normalized=None, status="invalid", reason="syntax",
                     detail=f"syntax: {syn.error}", tier=self.tier,
                 ))
                 continue
-            assert syn.ascii_domain is not None and syn.local_part is not None
             per_domain = groups.setdefault(syn.ascii_domain, {})
             item = per_domain.get(syn.rcpt)
             if item is None:
@@ -235,15 +396,24 @@ class SmtpProber:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for domain, items in groups.items():
-                        job = _DomainJob(self, domain, list(items.values()), addresses, emit)
+                        job = _DomainJob(self, domain, list(items.values()), batch)
                         tg.create_task(job.run(), name=f"verify:{domain}")
             except BaseExceptionGroup as eg:  # surface the cause, not the group
                 first = _first_leaf(eg)
+                if isinstance(first, ProviderUnavailable):
+                    raise batch.unavailable(first) from None
                 raise first from None
+        if batch.held:  # our network in doubt: decide before calling these unknowns genuine
+            try:
+                await self.check_network()
+            except ProviderUnavailable as exc:
+                raise batch.unavailable(exc) from None
+        batch.release(force=True)
+        results = batch.results
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # cannot happen; never return holes
             for i in missing:
-                emit(i, VerificationResult(
+                batch.emit(i, VerificationResult(
                     address=addresses[i], normalized=None, status="unknown",
                     reason="provider_error", detail="internal error: no result", tier=self.tier,
                 ))
@@ -256,15 +426,14 @@ class _DomainJob:
         prober: SmtpProber,
         domain: str,
         items: list[_Item],
-        addresses: list[str],
-        emit: Callable[[int, VerificationResult], None],
+        batch: _Batch,
     ) -> None:
         self.p = prober
         self.s = prober.settings
         self.domain = domain
         self.items = items
-        self.addresses = addresses
-        self.emit = emit
+        self.batch = batch
+        self.addresses = batch.addresses
         self.t0 = time.monotonic()
         self.dns_elapsed = 0.0
         self.mx = MxLookup(domain, "failure")
@@ -273,7 +442,7 @@ class _DomainJob:
         self.seq = itertools.count()
         self.in_flight = 0
         self.wake = asyncio.Event()
-        self.fatal: tuple[str, str, str, Reply | None, str | None] | None = None
+        self.fatal: _Fatal | None = None
         cached = prober.catch_all_cached(domain)
         self.catch_all: bool | None = cached
         self.catch_all_known = cached is not None
@@ -294,17 +463,22 @@ class _DomainJob:
         detail: str,
         reply: Reply | None = None,
         host: str | None = None,
+        suspect: bool = False,
     ) -> None:
+        """Report an address. ``suspect``: an unknown that came from failed TCP
+        connects, held back while those may be our own network's fault."""
         if item.done:
             return
         item.done = True
+        if status == "unknown" and reason != "policy" and self.mx.egress_notes:
+            detail = f"{detail}; skipped by the egress guard: " + "; ".join(self.mx.egress_notes)
         now = time.monotonic()
         start = item.started if item.started is not None else self.t0
         mx = tuple(dict.fromkeys(item.hosts)) if item.hosts else (
             self.mx.mx_names or tuple(h.name for h in self.mx.hosts)
         )
         for i in item.indexes:
-            self.emit(i, VerificationResult(
+            self.batch.emit(i, VerificationResult(
                 address=self.addresses[i],
                 normalized=item.syn.normalized,
                 status=status,
@@ -314,12 +488,13 @@ class _DomainJob:
                 mx=mx,
                 smtp_code=reply.code if reply else None,
                 smtp_message=reply.message if reply else None,
+                smtp_enhanced=reply.enhanced if reply else None,
                 smtp_host=host if reply else None,
                 catch_all=self.catch_all,
                 disposable=item.disposable,
                 role=item.role,
                 duration_ms=int(round((now - start) * 1000)),
-            ))
+            ), suspect=suspect)
         self.wake.set()
 
     def _finish_verdict(self, item: _Item, v: Verdict, reply: Reply, host: str) -> None:
@@ -337,13 +512,13 @@ class _DomainJob:
         else:  # retry / too_many that could not be handled: unknown
             self._finish(item, "unknown", v.reason or "temporary_failure", said, reply, host)
 
-    def _expire(self, item: _Item, why: str) -> None:
+    def _expire(self, item: _Item, why: str, suspect: bool = False) -> None:
         if item.last is not None:
             v, reply, host = item.last
             self._finish(item, "unknown", v.reason or "temporary_failure",
                          f"{why}; last answer from {host}: {reply}", reply, host)
         else:
-            self._finish(item, "unknown", "smtp_timeout", why)
+            self._finish(item, "unknown", "smtp_timeout", why, suspect=suspect)
 
     # --- the job ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -367,6 +542,7 @@ class _DomainJob:
 
     async def _run(self) -> None:
         try:
+            # MX, then A/AAAA, then perhaps the canary: each bounded by dns_timeout
             async with asyncio.timeout(self.s.dns_timeout * 3 + 1):
                 self.mx = await self.p.resolver.lookup_mx(self.domain)
         except TimeoutError:
@@ -378,6 +554,7 @@ class _DomainJob:
             "null_mx": ("invalid", "null_mx"),
             "no_mx": ("invalid", "no_mx"),
             "failure": ("unknown", "dns_failure"),
+            "policy": ("unknown", "policy"),
             "blocked": ("unknown", "provider_error"),
         }.get(mx.status)
         definitive = mx.status in ("ok", "nxdomain", "null_mx", "no_mx")
@@ -410,12 +587,12 @@ class _DomainJob:
     async def _take(self) -> _Item | None:
         while True:
             if self.fatal is not None:
-                status, reason, detail, reply, host = self.fatal
+                f = self.fatal
                 pending = list(self.ready) + [e[2] for e in self.delayed]
                 self.ready.clear()
                 self.delayed.clear()
                 for item in pending:
-                    self._finish(item, status, reason, detail, reply, host)
+                    self._finish(item, f.status, f.reason, f.detail, f.reply, f.host, f.suspect)
             now = time.monotonic()
             while self.delayed and self.delayed[0][0] <= now:
                 self.ready.append(heapq.heappop(self.delayed)[2])
@@ -471,6 +648,7 @@ class _DomainJob:
                     sess = await self._handle(item, sess)
                 finally:
                     self._release()
+                self.batch.release()  # once a connect worked, held unknowns are genuine
                 if sess is not None and (not sess.alive or self._spent(sess) or not self.ready):
                     await sess.quit(min(2.0, self.s.command_timeout_s))
                     sess = None
@@ -534,12 +712,16 @@ class _DomainJob:
         timeout = min(self.s.command_timeout_s, remaining)
         try:
             reply = await sess.rcpt(item.rcpt, item.syn.smtputf8, timeout)
+        except UnsafeCommand as exc:  # never sent: the session is still clean
+            self._finish(item, "unknown", "provider_error", f"{sess.label}: {exc}")
+            return sess
         except SMTPTimeoutError:
             self._expire(item, f"{sess.label}: no reply to RCPT within {timeout:.3g}s")
             return sess
         except (SMTPServerDisconnected, ConnectionError, OSError):
             self._dropped(item, sess, f"{sess.label}: connection lost at RCPT")
             return sess
+        self.p._alive()
         v = classify(reply.code, reply.message)
         if v.kind == "too_many":
             if sess.accepted > 0:
@@ -580,6 +762,7 @@ class _DomainJob:
                 return True
             except (SMTPServerDisconnected, ConnectionError, OSError):
                 return False
+            self.p._alive()
             v = classify(reply.code, reply.message)
             if v.kind == "safe":
                 self.catch_all, self.catch_all_known = True, True
@@ -597,7 +780,8 @@ class _DomainJob:
             async with asyncio.timeout(remaining) as cm:
                 return await self._open_failover(item, cm)
         except TimeoutError:
-            self._expire(item, f"deadline of {self.p.deadline:g}s reached while connecting")
+            self._expire(item, f"deadline of {self.p.deadline:g}s reached while connecting",
+                         suspect=True)
             return None
 
     async def _slot(self, sem: asyncio.Semaphore, item: _Item, cm: asyncio.Timeout) -> None:
@@ -622,7 +806,7 @@ class _DomainJob:
         s = self.s
         port = s.smtp_port
         src = self.p.source_address
-        conn_failures: list[str] = []
+        failures: list[_HostFailure] = []
         refusals: list[tuple[SessionRefused, str]] = []
         tried: list[str] = []
         want_utf8 = self.want_utf8
@@ -638,14 +822,21 @@ class _DomainJob:
                 for ip in addrs[:2]:
                     key = (ip, port)
                     label = f"{host.name}[{ip}]"
+                    why = egress_refusal(ip, loopback_only=s.loopback_only)
+                    if why is not None:  # last line: the resolver should have dropped it
+                        failures.append(_HostFailure(label, "policy", egress_detail(host.name, ip, why)))
+                        dropped_only = False
+                        continue
                     tried.append(host.name)
                     down = self.p.host_down(key)
                     if down:
-                        conn_failures.append(f"{label}: {down} (skipped, recently failed)")
+                        kind, what = down
+                        failures.append(_HostFailure(label, kind, f"{what} (skipped, recently failed)"))
                         dropped_only = False
                         continue
                     hsem = st.host_sem(key)
                     await self._slot(hsem, item, cm)
+                    started = time.monotonic()
                     try:
                         sess = await open_session(
                             ip, port, label=label, helo_name=self.p.helo_name,
@@ -656,14 +847,29 @@ class _DomainJob:
                     except ConnectFailed as exc:
                         hsem.release()
                         if exc.kind != "disconnected":  # no answer at all: skip it for a while
-                            self.p._mark_down(key, exc.detail)
+                            self.p._mark_down(key, exc.kind, exc.detail)
                             dropped_only = False
-                        conn_failures.append(f"{label}: {exc.detail}")
+                        failures.append(_HostFailure(label, exc.kind, exc.detail))
+                        if exc.tcp_failed:
+                            await self.p._connect_failed(key, self.domain, exc.detail, started)
+                        else:
+                            self.p._alive()
                         continue
                     except SessionRefused as exc:
                         hsem.release()
+                        self.p._alive()
                         refusals.append((exc, label))
                         continue
+                    except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent
+                        hsem.release()
+                        self.fatal = _Fatal("unknown", "provider_error", f"not connected: {exc}")
+                        self._finish(item, *self.fatal[:3])
+                        return None
+                    except ProviderUnavailable as exc:  # no route, source address unusable
+                        hsem.release()
+                        self.p.reach.unusable(key, str(exc))
+                        self.p._presumed_down()
+                        raise
                     except BaseException:
                         hsem.release()
                         raise
@@ -674,6 +880,7 @@ class _DomainJob:
                     sess.host_name = host.name
                     sess.tried = tuple(dict.fromkeys(tried))
                     handed_over = True
+                    self.p._alive()
                     return sess
         finally:
             if not handed_over:
@@ -688,19 +895,24 @@ class _DomainJob:
                 self._retry_later(item, v, reply, label)
                 return None
             detail = f"refused at {exc.stage}: {label} said: {reply}"
-            self.fatal = ("unknown", v.reason or "antispam_block", detail, reply, label)
-            self._finish(item, *self.fatal[:3], reply, label)
+            self.fatal = _Fatal("unknown", v.reason or "antispam_block", detail, reply, label)
+            self._finish(item, *self.fatal[:5])
             return None
-        detail = "no MX host reachable: " + "; ".join(conn_failures) if conn_failures else "no MX host to try"
-        if self.live > 0 or self.opened or (dropped_only and conn_failures and item.drops == 0):
+        reason = connect_failure_reason(failures)
+        suspect = any(f.kind in TCP_FAILURES for f in failures)
+        if failures:
+            detail = "no MX host reachable: " + "; ".join(str(f) for f in failures)
+        else:
+            detail = "no MX host to try"
+        if self.live > 0 or self.opened or (dropped_only and failures and item.drops == 0):
             # other sessions of this domain work (or did), or the server merely hung up:
             # a passing failure, not an unreachable domain
             item.drops += 1
             if item.drops <= 2:
                 self._requeue_now(item)
             else:
-                self._finish(item, "unknown", "smtp_timeout", detail)
+                self._finish(item, "unknown", reason, detail)
             return None
-        self.fatal = ("unknown", "smtp_timeout", detail, None, None)
-        self._finish(item, "unknown", "smtp_timeout", detail)
+        self.fatal = _Fatal("unknown", reason, detail, suspect=suspect)
+        self._finish(item, "unknown", reason, detail, suspect=suspect)
         return None

@@ -53,7 +53,22 @@ class Provider(Protocol):
     ) -> list[VerificationResult]:
         """Verify a batch. Results in input order. Cancellable: if the calling asyncio
         task is cancelled mid-batch, it must stop promptly (close sessions) — on_result
-        has been called for every finished address, so the caller keeps what finished."""
+        has been called for every finished address, so the caller keeps what finished.
+
+        Errors of the whole batch:
+
+        * :class:`ProviderUnavailable` — our side cannot work (resolver not answering,
+          network unreachable, no MX host of any domain reachable): a retry later may
+          succeed; no ``unknown`` is invented for what could not really be checked.
+          Before it is raised, ``on_result`` has been called for every address that got
+          a genuine answer, and ``exc.unanswered`` holds the addresses of the batch that
+          got no result (each once, in input order). Retry exactly those.
+        * :class:`ProviderError` — anything else that failed the batch.
+
+        Optional: ``async def healthy(self) -> bool``, a cheap check (no address is
+        probed) the caller can make before resuming work paused after
+        ProviderUnavailable; see :meth:`SmtpProber.healthy`. Providers without it are
+        assumed healthy."""
         ...
 
 
@@ -69,16 +84,34 @@ class TieredProvider:
     def _needs_fallback(self, r: VerificationResult) -> bool:
         return r.status == "unknown" and r.reason in self.reasons
 
+    async def healthy(self) -> bool:
+        """The primary tier's health: the fallback only ever adds to its answers (a
+        failing fallback leaves the primary's results standing)."""
+        check = getattr(self.primary, "healthy", None)
+        return True if check is None else bool(await check())
+
     async def verify(
         self, addresses: Sequence[str], on_result: OnResult | None = None
     ) -> list[VerificationResult]:
         addresses = list(addresses)
 
+        held_back: list[VerificationResult] = []
+
         def primary_cb(r: VerificationResult) -> None:
-            if on_result is not None and not self._needs_fallback(r):
+            if self._needs_fallback(r):
+                held_back.append(r)
+            elif on_result is not None:
                 on_result(r)
 
-        results = list(await self.primary.verify(addresses, primary_cb))
+        try:
+            results = list(await self.primary.verify(addresses, primary_cb))
+        except ProviderUnavailable:
+            # the primary's unknowns are genuine answers: report them (no fallback
+            # during an outage of ours) and keep the primary's ``unanswered``
+            if on_result is not None:
+                for r in held_back:
+                    on_result(r)
+            raise
         held = [i for i, r in enumerate(results) if self._needs_fallback(r)]
         if not held:
             return results
@@ -174,7 +207,10 @@ class HttpApiProvider:
         addresses = list(addresses)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        status, payload = await self._post(json.dumps({"addresses": addresses}).encode())
+        try:
+            status, payload = await self._post(json.dumps({"addresses": addresses}).encode())
+        except ProviderUnavailable as exc:  # nothing was answered
+            raise ProviderUnavailable(str(exc), unanswered=addresses) from exc
         if status >= 500 or status == 429:
             raise ProviderError(f"{self.url}: HTTP {status}")
         if status != 200:
@@ -223,7 +259,8 @@ def build_provider(settings: VerifierSettings | None = None) -> Provider:
             resolver=resolver,
         )
     else:
-        assert s.fallback_url is not None
+        if s.fallback_url is None:  # the settings validator makes this impossible
+            raise ValueError("fallback_tier=http needs fallback_url")
         if s.loopback_only:
             import ipaddress
 

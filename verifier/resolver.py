@@ -8,11 +8,23 @@ Outcomes of :meth:`DnsResolver.lookup_mx`:
   null_mx   the domain publishes "MX 0 ." (RFC 7505)           -> invalid (null_mx)
   no_mx     no MX and no A/AAAA, or no MX host has an address  -> invalid (no_mx)
   failure   timeout, SERVFAIL, refused...                       -> unknown (dns_failure)
+  policy    every address refused by the egress guard            -> unknown (policy)
   blocked   only non-loopback addresses while loopback_only     -> unknown (provider_error)
+
+Our resolver down is not a domain's failure: when a look-up gets no response at all
+(timeout, network error), a canary query (``dns_canary``, type SOA) asks the same
+resolver something that always has an answer. Any response, whatever its rcode, proves
+the resolver alive and the failure stays the domain's (``failure``); none within
+``dns_timeout`` raises :class:`ProviderUnavailable`. One canary serves every concurrent
+look-up and its verdict is kept ``CANARY_TTL`` seconds.
+
+Addresses that are not globally routable never become MX hosts to try (see
+``egress.py``); the DNS servers themselves are the operator's choice and unrestricted.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -29,10 +41,13 @@ import dns.resolver
 
 from .cache import TTLCache
 from .config import VerifierSettings
+from .egress import egress_detail, egress_refusal
+from .result import ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
-MxStatus = Literal["ok", "nxdomain", "null_mx", "no_mx", "failure", "blocked"]
+MxStatus = Literal["ok", "nxdomain", "null_mx", "no_mx", "failure", "policy", "blocked"]
+CANARY_TTL = 2.0  # seconds a canary verdict is reused
 
 
 @dataclass(frozen=True)
@@ -51,13 +66,16 @@ class MxLookup:
     mx_names: tuple[str, ...] = ()  # every MX name published, in preference order
     detail: str = ""
     elapsed: float = 0.0
+    egress_notes: tuple[str, ...] = ()  # addresses the egress guard refused (skipped)
 
 
 @dataclass
 class _HostAddrs:
     addresses: list[str] = field(default_factory=list)
     failed: bool = False  # a query failed (timeout/SERVFAIL) rather than answered
+    silent: bool = False  # ... and got no response at all (timeout, network error)
     filtered: bool = False  # addresses dropped by loopback_only
+    refused: list[str] = field(default_factory=list)  # egress guard, one sentence each
     detail: str = ""
     ttl: float = 0.0
 
@@ -67,6 +85,17 @@ def _is_loopback(ip: str) -> bool:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
         return False
+
+
+def no_response(exc: BaseException) -> bool:
+    """True when a failed query got no response from any server (timeout, network
+    error); False when some server answered, even with SERVFAIL or REFUSED."""
+    if isinstance(exc, (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.YXDOMAIN)):
+        return False
+    if isinstance(exc, (dns.exception.Timeout, dns.resolver.NoNameservers)):
+        errors = exc.kwargs.get("errors") or []
+        return not any(len(e) > 4 and e[4] is not None for e in errors)
+    return False
 
 
 def build_dns_resolver(settings: VerifierSettings) -> dns.asyncresolver.Resolver:
@@ -97,6 +126,9 @@ class DnsResolver:
         self._host_cache: TTLCache[str, _HostAddrs] = TTLCache()
         self._inflight: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[MxLookup]] = {}
         self._sems: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._canary_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[bool]] = {}
+        self._canary_verdict: bool | None = None
+        self._canary_until = 0.0  # monotonic
 
     # --- plumbing --------------------------------------------------------------------
     def _sem(self) -> asyncio.Semaphore:
@@ -119,6 +151,48 @@ class DnsResolver:
     def clear_cache(self) -> None:
         self._mx_cache.clear()
         self._host_cache.clear()
+        self._canary_verdict = None
+
+    def describe_servers(self) -> str:
+        return self.settings.dns_servers or "the system resolver"
+
+    # --- is our resolver alive? --------------------------------------------------------
+    async def resolver_alive(self) -> bool:
+        """True when the resolver answers the canary query (any rcode) within
+        ``dns_timeout``. Concurrent callers share one query; the verdict is kept
+        ``CANARY_TTL`` seconds."""
+        if self._canary_verdict is not None and time.monotonic() < self._canary_until:
+            return self._canary_verdict
+        loop = asyncio.get_running_loop()
+        task = self._canary_tasks.get(loop)
+        if task is None:
+            for old in [lp for lp in self._canary_tasks if lp.is_closed()]:
+                del self._canary_tasks[old]
+            task = self._canary_tasks[loop] = loop.create_task(self._canary(), name="dns-canary")
+            task.add_done_callback(lambda _t: self._canary_tasks.pop(loop, None))
+        # shielded: one impatient caller must not cancel the query the others wait for
+        return await asyncio.shield(task)
+
+    async def _canary(self) -> bool:
+        try:
+            # not behind the concurrency semaphore: it may be full of look-ups stuck on
+            # the very resolver we are asking about
+            await self._r.resolve(
+                dns.name.from_text(self.settings.dns_canary), "SOA", raise_on_no_answer=False,
+                search=False, lifetime=self.settings.dns_timeout,
+            )
+            alive = True
+        except dns.exception.DNSException as exc:
+            alive = not no_response(exc)
+        except Exception:  # noqa: BLE001 - cannot tell: do not vouch for the resolver
+            log.exception("verifier: DNS canary query failed")
+            alive = False
+        self._canary_verdict = alive
+        self._canary_until = time.monotonic() + CANARY_TTL
+        if not alive:
+            log.warning("verifier: DNS resolver %s does not answer the canary %r",
+                        self.describe_servers(), self.settings.dns_canary)
+        return alive
 
     # --- public ----------------------------------------------------------------------
     async def lookup_mx(self, domain: str) -> MxLookup:
@@ -139,9 +213,14 @@ class DnsResolver:
         self._inflight[key] = fut
         try:
             t0 = time.monotonic()
-            res, ttl = await self._lookup_mx(domain)
-            res = MxLookup(res.domain, res.status, res.hosts, res.mx_names, res.detail,
-                           time.monotonic() - t0)
+            res, ttl, silent = await self._lookup_mx(domain)
+            if res.status == "failure" and silent and not await self.resolver_alive():
+                raise ProviderUnavailable(
+                    f"dns resolver not answering ({self.describe_servers()}): "
+                    f"no response to the canary {self.settings.dns_canary!r} SOA "
+                    f"within {self.settings.dns_timeout:g}s after {res.detail}"
+                )
+            res = dataclasses.replace(res, elapsed=time.monotonic() - t0)
             if res.status not in ("failure", "blocked"):
                 self._mx_cache.set(domain, res, ttl)
             fut.set_result(res)
@@ -157,34 +236,43 @@ class DnsResolver:
         finally:
             self._inflight.pop(key, None)
 
-    async def _lookup_mx(self, domain: str) -> tuple[MxLookup, float]:
+    async def _lookup_mx(self, domain: str) -> tuple[MxLookup, float, bool]:
+        """(outcome, cache TTL, whether a failure got no response at all)."""
         cap = self.settings.dns_cache_ttl
         try:
             ans = await self._query(domain, "MX")
         except dns.resolver.NXDOMAIN:
-            return MxLookup(domain, "nxdomain", detail=f"{domain}: no such domain (NXDOMAIN)"), cap
-        except dns.exception.Timeout:
-            return MxLookup(domain, "failure", detail=f"{domain}: DNS timeout (MX)"), 0
+            return MxLookup(domain, "nxdomain", detail=f"{domain}: no such domain (NXDOMAIN)"), cap, False
+        except dns.exception.Timeout as exc:
+            return MxLookup(domain, "failure", detail=f"{domain}: DNS timeout (MX)"), 0, no_response(exc)
         except dns.exception.DNSException as exc:
-            return MxLookup(domain, "failure", detail=f"{domain}: DNS error (MX): {exc}"), 0
+            return (MxLookup(domain, "failure", detail=f"{domain}: DNS error (MX): {exc}"), 0,
+                    no_response(exc))
 
         records = list(ans.rrset) if ans.rrset is not None else []
         if not records:
             # RFC 5321 5.1: no MX -> the domain itself is the implicit MX (A/AAAA).
             ha = await self._host_addresses(domain)
+            notes = tuple(ha.refused)
             if ha.addresses:
                 host = MxHost(domain, 0, tuple(ha.addresses), implicit=True)
-                return MxLookup(domain, "ok", (host,), (), "no MX; implicit MX from A/AAAA"), min(cap, ha.ttl)
+                return (MxLookup(domain, "ok", (host,), (), "no MX; implicit MX from A/AAAA",
+                                 egress_notes=notes), min(cap, ha.ttl), False)
             if ha.filtered:
-                return MxLookup(domain, "blocked", detail=f"{domain}: {ha.detail}"), 0
+                return MxLookup(domain, "blocked", detail=f"{domain}: {ha.detail}"), 0, False
             if ha.failed:
-                return MxLookup(domain, "failure", detail=f"{domain}: {ha.detail}"), 0
-            return MxLookup(domain, "no_mx", detail=f"{domain}: no MX and no A/AAAA record"), cap
+                return MxLookup(domain, "failure", detail=f"{domain}: {ha.detail}",
+                                egress_notes=notes), 0, ha.silent
+            if notes:
+                return MxLookup(domain, "policy", detail="no MX; " + "; ".join(notes),
+                                egress_notes=notes), 0, False
+            return MxLookup(domain, "no_mx", detail=f"{domain}: no MX and no A/AAAA record"), cap, False
 
         ttl = min(cap, float(ans.rrset.ttl))
         real = [r for r in records if r.exchange != dns.name.root]
         if not real:
-            return MxLookup(domain, "null_mx", detail=f"{domain}: null MX (RFC 7505), accepts no mail"), ttl
+            return (MxLookup(domain, "null_mx", detail=f"{domain}: null MX (RFC 7505), accepts no mail"),
+                    ttl, False)
         # by preference; equal preferences in random order (RFC 5321 5.1)
         random.shuffle(real)
         real.sort(key=lambda r: r.preference)
@@ -195,22 +283,27 @@ class DnsResolver:
         )
         hosts = []
         notes = []
+        egress = tuple(n for info in infos for n in info.refused)
         for r, info in zip(chosen, infos):
             name = r.exchange.to_text(omit_final_dot=True).lower()
             if info.addresses:
                 hosts.append(MxHost(name, int(r.preference), tuple(info.addresses)))
                 ttl = min(ttl, info.ttl)
-            else:
+            elif not info.refused:
                 notes.append(f"{name}: {info.detail}")
         if hosts:
-            detail = "; ".join(["skipped " + n for n in notes]) if notes else ""
-            return MxLookup(domain, "ok", tuple(hosts), names, detail), ttl
+            detail = "; ".join(["skipped " + n for n in notes + list(egress)])
+            return MxLookup(domain, "ok", tuple(hosts), names, detail, egress_notes=egress), ttl, False
         if any(i.filtered for i in infos):
-            return MxLookup(domain, "blocked", mx_names=names, detail="; ".join(notes)), 0
-        if any(i.failed for i in infos):
-            return MxLookup(domain, "failure", mx_names=names, detail="; ".join(notes)), 0
+            return MxLookup(domain, "blocked", mx_names=names, detail="; ".join(notes)), 0, False
+        if any(i.failed for i in infos):  # a host we could not resolve might be allowed
+            return (MxLookup(domain, "failure", mx_names=names, detail="; ".join(notes),
+                             egress_notes=egress), 0, any(i.silent for i in infos))
+        if egress:
+            return (MxLookup(domain, "policy", mx_names=names, detail="; ".join(egress),
+                             egress_notes=egress), 0, False)
         return MxLookup(domain, "no_mx", mx_names=names,
-                        detail="no MX host has an address: " + "; ".join(notes)), ttl
+                        detail="no MX host has an address: " + "; ".join(notes)), ttl, False
 
     async def _host_addresses(self, host: str) -> _HostAddrs:
         hit = self._host_cache.get(host)
@@ -226,9 +319,11 @@ class DnsResolver:
                 problems.append(f"{rdtype} NXDOMAIN")
             elif isinstance(res, dns.exception.Timeout):
                 out.failed = True
+                out.silent = out.silent or no_response(res)
                 problems.append(f"{rdtype} timeout")
             elif isinstance(res, dns.exception.DNSException):
                 out.failed = True
+                out.silent = out.silent or no_response(res)
                 problems.append(f"{rdtype} error: {res}")
             elif isinstance(res, BaseException):
                 raise res
@@ -244,8 +339,18 @@ class DnsResolver:
                 out.filtered = not keep
                 problems.append("non-loopback addresses refused (loopback_only)")
             out.addresses = keep
+        elif out.addresses:  # the egress guard: never a connection into our own networks
+            keep = []
+            for a in out.addresses:
+                why = egress_refusal(a)
+                if why is None:
+                    keep.append(a)
+                else:
+                    out.refused.append(egress_detail(host, a, why))
+            out.addresses = keep
         if out.addresses:
             out.failed = False
+            out.silent = False
         out.detail = ", ".join(problems) if problems else ""
         if not out.addresses and not out.detail:
             out.detail = "no address"

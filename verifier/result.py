@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 STATUSES = ("safe", "invalid", "risky", "unknown")
 
@@ -12,7 +12,8 @@ class VerificationResult:
     address: str  # as given
     normalized: str | None
     status: str  # "safe" | "invalid" | "risky" | "unknown"
-    # unknown: smtp_timeout|greylisted|antispam_block|temporary_failure|dns_failure|provider_error
+    # unknown: smtp_timeout|connection_refused|greylisted|antispam_block|temporary_failure|
+    #          dns_failure|policy|provider_error
     # risky:   catch_all|full_inbox|disposable|role
     # invalid: syntax|no_domain|null_mx|no_mx|user_unknown|disabled|smtputf8_unsupported
     reason: str | None
@@ -21,6 +22,7 @@ class VerificationResult:
     mx: tuple[str, ...] = ()  # MX hosts tried (or published, when SMTP was not needed)
     smtp_code: int | None = None
     smtp_message: str | None = None
+    smtp_enhanced: str | None = None  # RFC 3463 code from the reply text, e.g. "5.1.1"
     smtp_host: str | None = None  # "mx.example.test[127.0.0.2]"
     catch_all: bool | None = None
     disposable: bool = False
@@ -35,7 +37,12 @@ class VerificationResult:
             "reason": self.reason,
             "detail": self.detail,
             "mx": list(self.mx),
-            "smtp": {"code": self.smtp_code, "message": self.smtp_message, "host": self.smtp_host},
+            "smtp": {
+                "code": self.smtp_code,
+                "enhanced": self.smtp_enhanced,
+                "message": self.smtp_message,
+                "host": self.smtp_host,
+            },
             "catch_all": self.catch_all,
             "disposable": self.disposable,
             "role": self.role,
@@ -56,6 +63,7 @@ class VerificationResult:
             mx=tuple(data.get("mx") or ()),
             smtp_code=smtp.get("code"),
             smtp_message=smtp.get("message"),
+            smtp_enhanced=smtp.get("enhanced"),
             smtp_host=smtp.get("host"),
             catch_all=data.get("catch_all"),
             disposable=bool(data.get("disposable")),
@@ -69,4 +77,14 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider cannot be reached at all."""
+    """The provider cannot work at all (its own outage, not a remote's answer).
+
+    ``unanswered``: the addresses of the batch that got no result (each once, in input
+    order); every other address of the batch has been passed to ``on_result``.
+    """
+
+    unanswered: tuple[str, ...] = ()
+
+    def __init__(self, *args: object, unanswered: Iterable[str] = ()) -> None:
+        super().__init__(*args)
+        self.unanswered = tuple(dict.fromkeys(unanswered))

@@ -4,10 +4,14 @@ then any number of RCPT TO. Never DATA. Every stage has its own timeout.
 The TCP connection is made here (bound to the configured source address when given)
 so that the connect timeout and the banner timeout are separate; aiosmtplib then takes
 over the connected socket (``start_tls=False``: the probe never upgrades).
+
+Last line of defence against command injection: no argument containing CR, LF or NUL
+is ever written (:class:`UnsafeCommand`), whatever the callers checked before.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -23,7 +27,24 @@ from aiosmtplib.errors import (
     SMTPTimeoutError,
 )
 
+from .classify import enhanced_code
 from .result import ProviderUnavailable
+
+# ConnectFailed kinds where no TCP connection was made (the others got one).
+TCP_FAILURES = frozenset({"refused", "connect_timeout", "connect_error"})
+_FORBIDDEN_BYTES = (b"\r", b"\n", b"\0")
+
+
+class UnsafeCommand(ValueError):
+    """A command argument holds CR, LF or NUL: sending it would inject commands."""
+
+
+def check_argument(what: str, value: bytes) -> bytes:
+    """``value`` unchanged, or :class:`UnsafeCommand` when it must never be sent."""
+    for bad in _FORBIDDEN_BYTES:
+        if bad in value:
+            raise UnsafeCommand(f"{what} contains {bad!r}: not sent")
+    return value
 
 
 class ConnectFailed(Exception):
@@ -31,8 +52,14 @@ class ConnectFailed(Exception):
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
-        self.kind = kind  # refused | connect_timeout | banner_timeout | timeout | disconnected
+        # refused | connect_timeout | connect_error | banner_timeout | timeout | disconnected
+        self.kind = kind
         self.detail = detail
+
+    @property
+    def tcp_failed(self) -> bool:
+        """No TCP connection at all (as opposed to a server that connected, then failed)."""
+        return self.kind in TCP_FAILURES
 
 
 class SessionRefused(Exception):
@@ -52,6 +79,11 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.message}".replace("\n", " ")
+
+    @property
+    def enhanced(self) -> str | None:
+        """The RFC 3463 enhanced status code in the text ("5.1.1"), if any."""
+        return enhanced_code(self.message)
 
 
 @dataclass
@@ -78,9 +110,10 @@ class Session:
         """Send RCPT TO and return the reply, whatever its code. Timeouts and
         disconnects raise (and leave the session dead)."""
         enc = "utf-8" if utf8 else "ascii"
+        arg = check_argument("RCPT address", address.encode(enc))
         try:
             resp = await self.smtp.execute_command(
-                b"RCPT", b"TO:<" + address.encode(enc) + b">", timeout=timeout
+                b"RCPT", b"TO:<" + arg + b">", timeout=timeout
             )
         except BaseException:
             self.dead = True
@@ -117,9 +150,16 @@ class Session:
                 r()
 
 
-async def _tcp_connect(ip: str, port: int, source: str | None, timeout: float) -> socket.socket:
+async def tcp_connect(ip: str, port: int, source: str | None, timeout: float) -> socket.socket:
+    """A connected non-blocking socket, or ConnectFailed (their host) or
+    ProviderUnavailable (our side: source address unusable, no route at all)."""
     family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:  # no IPv6 on this machine: that address only
+            raise ConnectFailed("connect_error", f"cannot open a socket: {exc.strerror or exc}") from None
+        raise ProviderUnavailable(f"cannot open a socket: {exc.strerror or exc}") from exc  # EMFILE...
     try:
         sock.setblocking(False)
         if source:
@@ -134,8 +174,17 @@ async def _tcp_connect(ip: str, port: int, source: str | None, timeout: float) -
         raise ConnectFailed("connect_timeout", f"connect timed out after {timeout:g}s") from None
     except OSError as exc:
         sock.close()
-        kind = "refused" if isinstance(exc, ConnectionRefusedError) else "connect_error"
-        raise ConnectFailed(kind, f"connect failed: {exc.strerror or exc}") from None
+        if exc.errno in (errno.ENETUNREACH, errno.ENETDOWN):
+            # No route at all: our network, not their host -- except IPv6 on a machine
+            # that simply has no IPv6 route (common); then only that address fails.
+            if family == socket.AF_INET or source:
+                raise ProviderUnavailable(
+                    f"network unreachable: connect to {ip} port {port}: {exc.strerror or exc}"
+                ) from None
+            raise ConnectFailed("connect_error", f"no IPv6 route: {exc.strerror or exc}") from None
+        if isinstance(exc, ConnectionRefusedError):
+            raise ConnectFailed("refused", "connection refused") from None
+        raise ConnectFailed("connect_error", f"connect failed: {exc.strerror or exc}") from None
     except BaseException:
         sock.close()
         raise
@@ -157,9 +206,12 @@ async def open_session(
 ) -> Session:
     """Connect and get to the point where RCPT TO can be sent.
 
-    Raises ConnectFailed (try the next MX, host probably down) or SessionRefused (the
-    server said no before any recipient)."""
-    sock = await _tcp_connect(ip, port, source_address, connect_timeout)
+    Raises ConnectFailed (try the next MX, host probably down), SessionRefused (the
+    server said no before any recipient), UnsafeCommand (before connecting) or
+    ProviderUnavailable (our network or source address is unusable)."""
+    check_argument("HELO name", helo_name.encode("ascii", "replace"))
+    mail_arg = check_argument("MAIL FROM", mail_from.encode("ascii"))
+    sock = await tcp_connect(ip, port, source_address, connect_timeout)
     smtp = aiosmtplib.SMTP(
         local_hostname=helo_name, timeout=command_timeout, start_tls=False, sock=sock
     )
@@ -189,7 +241,7 @@ async def open_session(
             utf8 = smtp.supports_extension("smtputf8")
             opts = [b"SMTPUTF8"] if (want_smtputf8 and utf8) else []
             resp = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + mail_from.encode("ascii") + b">", *opts,
+                b"MAIL", b"FROM:<" + mail_arg + b">", *opts,
                 timeout=command_timeout,
             )
             if resp.code != 250:

@@ -3,6 +3,10 @@
 Pure: no DNS, no network. Anything with CR, LF, NUL (or any other control character),
 white space outside the address, or more than 254 characters is refused before the
 library even looks at it, so it can never reach a server.
+
+The RFC 5321 limits are counted in octets of what is sent (:func:`length_error`):
+email-validator counts the local part in characters, so a 33-character local part
+of "é" (66 octets) would pass it.
 """
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-MAX_ADDRESS_LENGTH = 254
+MAX_ADDRESS_LENGTH = 254  # octets of local@domain (RFC 5321 4.5.3.1.3, minus the <>)
+MAX_LOCAL_PART_LENGTH = 64  # octets (RFC 5321 4.5.3.1.1)
+MAX_DOMAIN_LENGTH = 253  # octets of the IDNA form, without the trailing dot
+MAX_LABEL_LENGTH = 63
 # C0 controls, DEL, C1 controls, and every Unicode space/line separator.
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\s\u2028\u2029\u200b\ufeff]")
 
@@ -31,8 +38,26 @@ class SyntaxResult:
     @property
     def rcpt(self) -> str:
         """The address as sent in RCPT TO."""
-        assert self.ok and self.local_part is not None and self.ascii_domain is not None
+        if not self.ok or self.local_part is None or self.ascii_domain is None:
+            raise ValueError(f"no RCPT for an invalid address: {self.error}")
         return f"{self.local_part}@{self.ascii_domain}"
+
+
+def length_error(local_part: str, ascii_domain: str) -> str | None:
+    """Why the address is too long for SMTP (in octets, as sent), or None."""
+    local_octets = len(local_part.encode("utf-8"))
+    if local_octets > MAX_LOCAL_PART_LENGTH:
+        return f"local part is {local_octets} octets, at most {MAX_LOCAL_PART_LENGTH} allowed"
+    domain = ascii_domain.rstrip(".")
+    if len(domain) > MAX_DOMAIN_LENGTH:
+        return f"domain is {len(domain)} octets, at most {MAX_DOMAIN_LENGTH} allowed"
+    longest = max((len(label) for label in domain.split(".")), default=0)
+    if longest > MAX_LABEL_LENGTH:
+        return f"a domain label is {longest} octets, at most {MAX_LABEL_LENGTH} allowed"
+    total = local_octets + 1 + len(domain)
+    if total > MAX_ADDRESS_LENGTH:
+        return f"address is {total} octets, at most {MAX_ADDRESS_LENGTH} allowed"
+    return None
 
 
 _OPTS = dict(
@@ -77,7 +102,7 @@ def check_syntax(address: str, *, allow_test_domains: bool = False) -> SyntaxRes
         return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
     normalized = f"{v.local_part}@{domain}"
     if len(address.encode("utf-8")) > MAX_ADDRESS_LENGTH or len(normalized.encode("utf-8")) > MAX_ADDRESS_LENGTH or (
-        len(v.local_part.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS_LENGTH
+        length_error(v.local_part, ascii_domain)
     ):
         return check_syntax_uncached(address, allow_test_domains=allow_test_domains)
     return SyntaxResult(
@@ -119,6 +144,9 @@ def check_syntax_uncached(address: str, *, allow_test_domains: bool = False) -> 
         return SyntaxResult(address, False, error=str(exc))
     if len(v.normalized.encode("utf-8")) > MAX_ADDRESS_LENGTH:
         return SyntaxResult(address, False, error="address longer than 254 octets")
+    too_long = length_error(v.local_part, v.ascii_domain)
+    if too_long:
+        return SyntaxResult(address, False, error=too_long)
     return SyntaxResult(
         address,
         True,

@@ -101,3 +101,48 @@ def test_single_verify_cancel_refusal_events_and_replay(vec: Vec):
     assert as_of["status"] == "queued"
     assert vec.json("replay", single["task_id"], "--until", str(events[-1]["position"]))["status"] == "completed"
     assert "no account or task" in vec.fails("replay", "nothing", "--until", "3")
+
+
+def test_huge_amounts_are_refused_clearly_and_a_poison_event_never_wedges_reads(vec: Vec, tmp_path):
+    assert "at most" in vec.fails("credits", "grant", "acme", "--payg", str(10**20))
+    assert "Traceback" not in vec.fails("credits", "grant", "acme", "--payg", str(10**20))
+    # A log written before amounts were bounded: two grants whose sum no column holds.
+    import sqlite3
+    import uuid
+
+    conn = sqlite3.connect(tmp_path / "vec.db")
+    for version in (3, 4):
+        conn.execute("INSERT INTO events (event_id, stream, version, type, schema_version, data, occurred_at)"
+                     " VALUES (?, 'account-acme', ?, 'CreditsGranted', 1, ?, '2026-01-01T00:00:00+00:00')",
+                     (uuid.uuid4().bytes, version, '{"amount":%d,"bucket":"payg","reason":"purchase"}' % 2**62))
+    conn.execute("UPDATE streams SET version = 4 WHERE stream = 'account-acme'")
+    conn.commit()
+    conn.close()
+    for command, named in ((("history", "acme"), "credits read model stopped before position 4"),
+                           (("credits", "acme"), "the log breaks an invariant: grant of")):
+        message = vec.fails(*command)
+        assert named in message and "Traceback" not in message and len(message.strip().splitlines()) == 1
+    assert vec.run("tasks", "acme", "--json").stdout == ""  # the other read models serve (no task yet)
+    audit = vec.run("audit", ok=False)
+    assert audit.returncode == 1 and "credits read model stopped" in audit.stdout
+    assert "Traceback" not in audit.stdout + audit.stderr
+
+
+def test_vec_run_stops_loudly_when_its_heartbeat_fails(vec: Vec, tmp_path):
+    import sqlite3
+    import time
+
+    engine = vec.start_engine(tmp_path / "engine.log")
+    try:
+        time.sleep(1.5)
+        conn = sqlite3.connect(tmp_path / "vec.db")
+        conn.execute("DROP TABLE engine_lease")  # the heartbeat can no longer be written
+        conn.commit()
+        conn.close()
+        assert engine.wait(timeout=20) == 2
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+    output = (tmp_path / "engine.log").read_text()
+    assert "vec engine stopped: the engine's heartbeat failed" in output
+    assert "Traceback" not in output

@@ -8,6 +8,7 @@ these fakes only make behaviour that is hard to provoke there cheap and exact
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import socket
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,18 +20,22 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import pytest
 
 
 class FakeDNS(asyncio.DatagramProtocol):
     """records: {"name.": {"MX": ["10 mx.x.test."], "A": ["127.0.1.1"]}}; names not in
     the table are NXDOMAIN; names in ``silent`` are never answered; ``servfail`` ones
-    get SERVFAIL."""
+    get SERVFAIL. ``dead``: answers nothing at all (a resolver that is down);
+    ``refuse_all``: answers everything REFUSED (alive, but useless)."""
 
     def __init__(self, records: dict[str, dict[str, list[str]]], silent: set[str] = frozenset(),
                  servfail: set[str] = frozenset()) -> None:
         self.records = {k.lower().rstrip(".") + ".": v for k, v in records.items()}
         self.silent = {s.lower().rstrip(".") + "." for s in silent}
         self.servfail = {s.lower().rstrip(".") + "." for s in servfail}
+        self.dead = False
+        self.refuse_all = False
         self.queries: list[tuple[str, str]] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
@@ -44,11 +49,13 @@ class FakeDNS(asyncio.DatagramProtocol):
         name = question.name.to_text().lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
-        if name in self.silent:
+        if name in self.silent or self.dead:
             return
         resp = dns.message.make_response(q)
         resp.flags |= dns.flags.AA
-        if name in self.servfail:
+        if self.refuse_all:
+            resp.set_rcode(dns.rcode.REFUSED)
+        elif name in self.servfail:
             resp.set_rcode(dns.rcode.SERVFAIL)
         elif name not in self.records:
             resp.set_rcode(dns.rcode.NXDOMAIN)
@@ -57,8 +64,8 @@ class FakeDNS(asyncio.DatagramProtocol):
             if values:
                 rrset = dns.rrset.from_text_list(question.name, 60, dns.rdataclass.IN, question.rdtype, values)
                 resp.answer.append(rrset)
-        assert self.transport is not None
-        self.transport.sendto(resp.to_wire(), addr)
+        if self.transport is not None:
+            self.transport.sendto(resp.to_wire(), addr)
 
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
@@ -109,6 +116,7 @@ class FakeSMTP:
     mail_reply: tuple[int, str] | None = None
     drop_every: int | None = None  # every n-th connection is closed before the banner
     sessions: list[SessionLog] = field(default_factory=list)
+    received: bytearray = field(default_factory=bytearray)  # every byte, every session
     _server: asyncio.base_events.Server | None = None
 
     async def start(self) -> "FakeSMTP":
@@ -146,6 +154,7 @@ class FakeSMTP:
             await send(self.banner)
             while True:
                 raw = await reader.readline()
+                self.received += raw
                 if not raw:
                     return
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -246,3 +255,45 @@ class Blackhole:
         for c in self.fillers:
             c.close()
         self.srv.close()
+
+
+def forbidden_bytes(received: bytes) -> list[bytes]:
+    """Lines (CRLF-terminated commands) that hold a lone CR, LF or a NUL."""
+    lines = received.split(b"\r\n")
+    return [ln for ln in lines if b"\r" in ln or b"\n" in ln or b"\0" in ln]
+
+
+class StubResolver:
+    """Stands in for verifier.resolver.DnsResolver: fixed MX answers, no network.
+    ``answers``: domain -> MxLookup; ``alive``: what the canary says."""
+
+    def __init__(self, answers: dict, alive: bool = True) -> None:
+        self.answers = answers
+        self.alive = alive
+        self.lookups: list[str] = []
+
+    async def lookup_mx(self, domain: str):
+        from verifier.resolver import MxLookup
+
+        self.lookups.append(domain)
+        return self.answers.get(domain) or MxLookup(domain, "nxdomain", detail="stub: NXDOMAIN")
+
+    async def resolver_alive(self) -> bool:
+        return self.alive
+
+    def clear_cache(self) -> None:
+        pass
+
+
+@pytest.fixture
+def no_smtp_connect(monkeypatch):
+    """Fails any TCP connect the prober tries (socket level, before a packet leaves):
+    the list of (ip, port) it tried is the fixture's value. DNS (UDP) is untouched."""
+    tried: list[tuple] = []
+
+    async def refuse(self, sock, address):  # noqa: ANN001
+        tried.append(tuple(address[:2]))
+        raise AssertionError(f"connection attempt to {address} must not happen")
+
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", refuse)
+    return tried

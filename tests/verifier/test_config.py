@@ -26,6 +26,27 @@ def test_defaults():
     assert s.nameservers == []
     assert s.fallback_tier == "none"
     assert s.primary_deadline == s.address_deadline
+    assert (s.dns_canary, s.unreachable_hosts, s.unreachable_domains) == (".", 10, 5)
+    assert "connection_refused" in s.fallback_reasons  # was reported as smtp_timeout before
+
+
+def test_unknown_reasons():
+    from verifier.config import UNKNOWN_REASONS
+
+    assert {"connection_refused", "policy", "smtp_timeout", "dns_failure"} <= set(UNKNOWN_REASONS)
+    assert VerifierSettings(fallback_on="connection_refused,policy").fallback_reasons == {
+        "connection_refused", "policy"}
+
+
+def test_health_settings(monkeypatch):
+    monkeypatch.setenv("VEC_DNS_CANARY", "example.com")
+    monkeypatch.setenv("VEC_UNREACHABLE_HOSTS", "3")
+    monkeypatch.setenv("VEC_UNREACHABLE_DOMAINS", "2")
+    s = VerifierSettings()
+    assert (s.dns_canary, s.unreachable_hosts, s.unreachable_domains) == ("example.com", 3, 2)
+    for bad in ({"unreachable_hosts": 0}, {"unreachable_domains": 0}, {"dns_canary": "a..b"}):
+        with pytest.raises(ValidationError):
+            VerifierSettings(**bad)
 
 
 def test_environment(monkeypatch):

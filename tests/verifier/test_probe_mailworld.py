@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from verifier import VerifierSettings, build_provider
+from verifier import ProviderUnavailable, VerifierSettings, build_provider
 from verifier.provider import TieredProvider
+from verifier.resolver import CANARY_TTL
 
 pytestmark = [pytest.mark.mailworld, pytest.mark.timeout(120)]
 
@@ -79,7 +80,7 @@ BATCH = {
     "carol@greylist.test": ("invalid", "user_unknown"),
     "alice@greyhard.test": ("unknown", "greylisted"),
     "alice@slow.test": ("safe", None),
-    "x@closed.test": ("unknown", "smtp_timeout"),
+    "x@closed.test": ("unknown", "connection_refused"),
     "x@blackhole.test": ("unknown", "smtp_timeout"),
     "x@tarpit.test": ("unknown", "smtp_timeout"),
     "x@nullmx.test": ("invalid", "null_mx"),
@@ -114,6 +115,7 @@ def test_batch_details(batch):
     # the batch is bounded by its slowest case (the greylisting that never clears)
     assert elapsed < FAST["address_deadline"] + 2
     assert r["alice@example.test"].smtp_code == 250
+    assert r["alice@example.test"].smtp_enhanced == "2.1.5"
     assert r["alice@example.test"].smtp_host == "mx.example.test[127.0.0.2]"
     assert r["alice@example.test"].mx == ("mx.example.test",)
     assert r["alice@example.test"].catch_all is False
@@ -133,15 +135,68 @@ def test_batch_details(batch):
     assert "connect" in r["x@blackhole.test"].detail
     assert "greeting" in r["x@tarpit.test"].detail
     assert r["x@nullmx.test"].smtp_code is None  # decided without SMTP
+    assert "connection refused" in r["x@closed.test"].detail
+    # every definitive answer decided by a reply carries it: code, enhanced code, text, host
+    main = "mx.example.test[127.0.0.2]"
+    decided = {
+        "alice@example.test": (250, "2.1.5", main),
+        "nobody@example.test": (550, "5.1.1", main),
+        "full@example.test": (552, "5.2.2", main),
+        "disabled@example.test": (550, "5.2.1", main),
+        "postmaster@example.test": (250, "2.1.5", main),  # role
+        "whoever@catchall.test": (250, "2.1.5", "mx.catchall.test[127.0.0.2]"),  # catch-all
+        "alice@spamblock.test": (554, "5.7.1", "mx.spamblock.test[127.0.0.2]"),
+        "alice@greyhard.test": (450, "4.2.0", "mx.greyhard.test[127.0.0.4]"),
+        "zed@failover.test": (550, "5.1.1", "mx2.failover.test[127.0.0.2]"),
+    }
+    for address, (code, enhanced, host) in decided.items():
+        x = r[address]
+        assert (x.smtp_code, x.smtp_enhanced, x.smtp_host) == (code, enhanced, host), address
+        assert x.smtp_message and x.smtp_message.startswith(enhanced), address
     for x in r.values():  # bounded per address
         assert x.duration_ms <= FAST["address_deadline"] * 1000 + 500
 
 
-def test_dns_timeout_with_dead_dns_server(mailworld):
+def test_dead_dns_server_is_our_outage(mailworld):
+    """Our resolver never answers: the batch raises, nothing is reported as unknown."""
     s = make_settings(mailworld, dns_servers=mailworld.dead_dns_server, dns_timeout=1.5)
-    results, elapsed = verify(s, ["alice@example.test", "bob@catchall.test"])
-    assert [(r.status, r.reason) for r in results] == [("unknown", "dns_failure")] * 2
-    assert elapsed < 3
+    addrs = ["alice@example.test", "bob@example.test", "nobody@example.test", "x@catchall.test"]
+    got = []
+    t0 = time.monotonic()
+    with pytest.raises(ProviderUnavailable) as ei:
+        asyncio.run(build_provider(s).verify(addrs, got.append))
+    assert got == []
+    assert ei.value.unanswered == tuple(addrs)
+    assert "dns resolver not answering (127.0.0.1:5301)" in str(ei.value)
+    assert time.monotonic() - t0 < 4.5  # the MX query's timeout, then the canary's
+
+
+def test_servfail_domain_with_a_live_resolver_stays_unknown(mailworld):
+    """servfail.test: dnsmasq forwards to a server that never answers, so the look-up
+    times out -- but dnsmasq answers the canary: the domain's failure, not ours."""
+    s = make_settings(mailworld, dns_timeout=1.5)
+    provider = build_provider(s)
+    results, _ = verify(s, ["x@servfail.test", "alice@example.test"])
+    assert [(r.status, r.reason) for r in results] == [("unknown", "dns_failure"), ("safe", None)]
+    assert asyncio.run(provider.healthy()) is True
+
+
+def test_resolver_stopped_then_back(mailworld):
+    """dnsmasq stopped: the batch raises ProviderUnavailable and healthy() says so;
+    once it is back (and the canary's verdict has expired) the same prober works."""
+    provider = build_provider(make_settings(mailworld, dns_timeout=1.0))
+    addrs = ["alice@example.test", "nobody@example.test", "x@catchall.test"]
+    with mailworld.dns_stopped():
+        got = []
+        with pytest.raises(ProviderUnavailable) as ei:
+            asyncio.run(provider.verify(addrs, got.append))
+        assert got == [] and ei.value.unanswered == tuple(addrs)
+        assert asyncio.run(provider.healthy()) is False
+    time.sleep(CANARY_TTL + 0.1)
+    assert asyncio.run(provider.healthy()) is True
+    results = asyncio.run(provider.verify(addrs))
+    assert [(r.status, r.reason) for r in results] == [
+        ("safe", None), ("invalid", "user_unknown"), ("risky", "catch_all")]
 
 
 def test_greylisting_clears_inside_window(mailworld):
@@ -257,7 +312,7 @@ def test_cli_probe_json(mailworld):
         ("x@catchall.test", "risky", "catch_all"),
         ("a@spamblock.test", "unknown", "antispam_block"),
         ("x@nullmx.test", "invalid", "null_mx"),
-        ("x@closed.test", "unknown", "smtp_timeout"),
+        ("x@closed.test", "unknown", "connection_refused"),
         ("alice@example.test", "safe", None),  # duplicates keep their place
     ]
     proc = subprocess.run(
@@ -271,8 +326,21 @@ def test_cli_probe_json(mailworld):
     for r in rows:
         assert set(r) >= {"address", "normalized", "status", "reason", "mx", "smtp", "catch_all",
                           "disposable", "role", "tier", "duration_ms"}
-        assert set(r["smtp"]) == {"code", "message", "host"}
-    assert rows[0]["smtp"] == {"code": 250, "message": "2.1.5 Ok", "host": "mx.example.test[127.0.0.2]"}
+        assert set(r["smtp"]) == {"code", "enhanced", "message", "host"}
+    assert rows[0]["smtp"] == {"code": 250, "enhanced": "2.1.5", "message": "2.1.5 Ok",
+                               "host": "mx.example.test[127.0.0.2]"}
+    assert rows[1]["smtp"]["enhanced"] == "5.1.1"
+
+
+def test_cli_probe_outage_is_a_message_not_a_traceback(mailworld):
+    proc = subprocess.run(
+        [_vec(), "probe", "--json", "alice@example.test"],
+        env={**_env(mailworld), "VEC_DNS_SERVERS": mailworld.dead_dns_server, "VEC_DNS_TIMEOUT": "1"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "verifier unavailable: dns resolver not answering" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 def test_cli_probe_table(mailworld):

@@ -42,6 +42,10 @@ ZONE = {
     "mx.tarpit.test": {"A": [TARPIT]},
     "far.test": {"MX": ["10 mx.far.test."]},
     "mx.far.test": {"A": ["192.0.2.25"]},  # TEST-NET: must never be contacted
+    "closed.test": {"MX": ["10 mx.closed.test."]},
+    "mx.closed.test": {"A": [DEAD]},  # nothing listens: connection refused
+    "refusedfirst.test": {"MX": ["10 mx.closed.test.", "20 mx.hole.test."]},
+    "timeoutfirst.test": {"MX": ["10 mx.hole.test.", "20 mx.closed.test."]},
     "mailinator.com": {"MX": ["10 mx.a.test."]},
 }
 
@@ -99,11 +103,11 @@ def test_basic_outcomes():
                 "alice@a.test", "nobody@a.test", "bad address@a.test", "x@nullmx.test",
                 "x@nx.test", "alice@amx.test", "x@nothing.test", "alice@noaddr.test",
                 "x@alldead.test", "alice@failover.test", "x@servfail.test", "x@mailinator.com",
-                "info@a.test", "x@far.test",
+                "info@a.test", "x@far.test", "x@closed.test",
             ], got.append)
             return w, res, got
     w, res, got = run(main())
-    assert len(got) == len(res) == 14
+    assert len(got) == len(res) == 15
     r = by_addr(res)
     assert [x.address for x in res][0] == "alice@a.test"  # input order
     expect = {
@@ -121,10 +125,17 @@ def test_basic_outcomes():
         "x@mailinator.com": ("risky", "disposable"),
         "info@a.test": ("risky", "role"),
         "x@far.test": ("unknown", "provider_error"),  # loopback_only refused 192.0.2.25
+        "x@closed.test": ("unknown", "connection_refused"),
     }
     assert {a: (x.status, x.reason) for a, x in r.items()} == expect
     assert r["alice@a.test"].smtp_code == 250
+    assert r["alice@a.test"].smtp_enhanced == "2.1.5"
     assert r["alice@a.test"].smtp_host == f"mx.a.test[{A}]"
+    assert (r["nobody@a.test"].smtp_code, r["nobody@a.test"].smtp_enhanced) == (550, "5.1.1")
+    assert "User unknown" in r["nobody@a.test"].smtp_message
+    # failover.test's first MX is the same dead host: whichever domain tried it first
+    assert r["x@closed.test"].detail.startswith(f"no MX host reachable: mx.closed.test[{DEAD}]: connection refused")
+    assert r["x@closed.test"].smtp_code is None and r["x@closed.test"].smtp_enhanced is None
     assert r["alice@a.test"].catch_all is False
     assert r["alice@amx.test"].mx == ("amx.test",)
     assert r["alice@failover.test"].mx == ("mx1.failover.test", "mx2.failover.test")
@@ -260,13 +271,81 @@ def test_connection_failures_are_unknown_and_bounded():
         async with World() as w:
             p = w.prober(connect_timeout=0.5, banner_timeout=0.5)
             t0 = time.monotonic()
-            res = await p.verify(["x@hole.test", "y@hole.test", "x@tarpit.test"])
+            res = await p.verify(["x@hole.test", "y@hole.test", "x@tarpit.test", "x@closed.test"])
             return res, time.monotonic() - t0
     res, elapsed = run(main())
-    assert [(r.status, r.reason) for r in res] == [("unknown", "smtp_timeout")] * 3
+    assert [(r.status, r.reason) for r in res] == [("unknown", "smtp_timeout")] * 3 + [
+        ("unknown", "connection_refused")]
     assert "connect timed out" in res[0].detail
     assert "no greeting" in res[2].detail
+    assert "connection refused" in res[3].detail
     assert elapsed < 2.5
+
+
+@pytest.mark.parametrize("domain,reason", [
+    ("refusedfirst.test", "connection_refused"),  # MX 10 refuses, MX 20 times out
+    ("timeoutfirst.test", "smtp_timeout"),  # MX 10 times out, MX 20 refuses
+])
+def test_mixed_failures_take_the_most_preferred_hosts_reason(domain, reason):
+    async def main():
+        async with World() as w:
+            return (await w.prober(connect_timeout=0.4).verify([f"x@{domain}"]))[0]
+    r = run(main())
+    assert (r.status, r.reason) == ("unknown", reason)
+    assert "connection refused" in r.detail and "connect timed out" in r.detail
+
+
+def test_recently_failed_host_keeps_its_reason():
+    """The second batch skips the host that refused (host_failure_ttl): still
+    connection_refused, not a generic timeout."""
+    async def main():
+        async with World() as w:
+            p = w.prober()
+            first = (await p.verify(["x@closed.test"]))[0]
+            second = (await p.verify(["y@closed.test"]))[0]
+            return first, second
+    first, second = run(main())
+    assert first.reason == second.reason == "connection_refused"
+    assert "skipped, recently failed" in second.detail
+
+
+def test_definitive_results_carry_the_deciding_reply():
+    """safe, catch-all, role, full inbox, disabled, unknown user: code, enhanced code,
+    text and host of the reply that decided each."""
+    replies = {
+        "alice": (250, "2.1.5 Ok"),
+        "info": (250, "2.1.5 Ok"),
+        "full": (552, "5.2.2 <full@a.test>: Recipient address rejected: Mailbox full"),
+        "disabled": (550, "5.2.1 <disabled@a.test>: Recipient address rejected: The email account that you tried to reach is disabled"),
+        "grey": (450, "4.2.0 <grey@a.test>: Recipient address rejected: Greylisted"),
+    }
+
+    def respond(rcpt):
+        return replies.get(rcpt.split("@")[0], (550, f"5.1.1 <{rcpt}>: Recipient address rejected: User unknown"))
+
+    async def main():
+        async with World() as w:
+            w.servers[A].respond = respond
+            w.servers[B].respond = lambda rcpt: (250, "2.1.5 Ok")  # catch-all
+            p = w.prober(retry_window=0.5, retry_backoff=0.2)
+            return by_addr(await p.verify([
+                "alice@a.test", "info@a.test", "full@a.test", "disabled@a.test", "zed@a.test",
+                "grey@a.test", "anyone@b.test", "info@b.test"]))
+    r = run(main())
+    expect = {
+        "alice@a.test": ("safe", None, 250, "2.1.5", f"mx.a.test[{A}]"),
+        "info@a.test": ("risky", "role", 250, "2.1.5", f"mx.a.test[{A}]"),
+        "full@a.test": ("risky", "full_inbox", 552, "5.2.2", f"mx.a.test[{A}]"),
+        "disabled@a.test": ("invalid", "disabled", 550, "5.2.1", f"mx.a.test[{A}]"),
+        "zed@a.test": ("invalid", "user_unknown", 550, "5.1.1", f"mx.a.test[{A}]"),
+        "grey@a.test": ("unknown", "greylisted", 450, "4.2.0", f"mx.a.test[{A}]"),
+        "anyone@b.test": ("risky", "catch_all", 250, "2.1.5", f"mx.b.test[{B}]"),
+        "info@b.test": ("risky", "catch_all", 250, "2.1.5", f"mx.b.test[{B}]"),
+    }
+    got = {a: (x.status, x.reason, x.smtp_code, x.smtp_enhanced, x.smtp_host) for a, x in r.items()}
+    assert got == expect
+    assert all(x.smtp_message for x in r.values())
+    assert r["full@a.test"].smtp_message.endswith("Mailbox full")
 
 
 def test_greylisting_retried_inside_window():
@@ -522,14 +601,26 @@ def test_waiting_for_a_slot_does_not_eat_the_deadline():
     assert elapsed > 1.5
 
 
-def test_unusable_source_address_fails_the_batch():
+def test_unusable_source_address_fails_the_batch(no_smtp_connect):
+    """Binding 192.0.2.1 (not on this machine) fails before any packet is sent; the MX
+    is a global address (the egress guard lets it through), never contacted."""
+    from verifier.resolver import MxHost, MxLookup
+
+    from .fakes import StubResolver
+
     async def main():
         async with World() as w:
-            p = build_provider(settings(w.dns_addr, w.port, loopback_only=False,
-                                        source_address="192.0.2.1"))  # not on this machine: bind fails
-            with pytest.raises(ProviderUnavailable):
-                await p.verify(["alice@a.test"])
-    run(main())
+            s = settings(w.dns_addr, w.port, loopback_only=False, source_address="192.0.2.1")
+            stub = StubResolver({"a.test": MxLookup("a.test", "ok", (MxHost("mx.a.test", 10, ("1.1.1.1",)),))})
+            got = []
+            with pytest.raises(ProviderUnavailable) as ei:
+                await SmtpProber(s, resolver=stub).verify(["alice@a.test", "bad address"], got.append)
+            return ei.value, got
+    exc, got = run(main())
+    assert "cannot bind source address 192.0.2.1" in str(exc)
+    assert exc.unanswered == ("alice@a.test",)
+    assert [(r.address, r.reason) for r in got] == [("bad address", "syntax")]
+    assert no_smtp_connect == []
 
 
 def test_callback_errors_surface():

@@ -1,0 +1,45 @@
+"""Exports of a task's results, rendered as they stream (never held whole in memory).
+
+CSV cells are made safe for spreadsheets the way OWASP recommends ("CSV Injection"): a
+cell that starts with `=`, `+`, `-`, `@`, TAB or CR would be read as a formula, so it gets
+a leading single quote (and the csv module quotes and doubles any `"`). The JSON export
+keeps every value exactly as it is.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier")
+
+
+def spreadsheet_safe(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_COLUMNS) -> Iterator[str]:
+    """The header, then one CSV line per row."""
+    columns = tuple(columns)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # RFC 4180 line ends: a CR or LF inside a cell is quoted
+
+    def line(cells) -> str:
+        writer.writerow(cells)
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    yield line(columns)
+    for row in rows:
+        yield line(spreadsheet_safe(row.get(c)) for c in columns)
+
+
+def json_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield orjson.dumps(row).decode() + "\n"
