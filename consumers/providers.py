@@ -41,14 +41,20 @@ class InstantProvider:
         return results
 
 
+EVIDENCE_LENGTH = 500  # characters of a detail or a reply kept in the log
+
+
 def to_result(answer) -> Result:
-    """A provider's answer (verifier.VerificationResult or Result) as a task result."""
+    """A provider's answer (verifier.VerificationResult or Result) as a task result, with its
+    evidence: the SMTP reply that decided it and who sent it."""
     if isinstance(answer, Result):
         return answer
-    detail = answer.smtp_message or answer.detail or ""
-    if answer.smtp_code:
-        detail = f"{answer.smtp_code} {detail}".strip()
-    return Result(answer.address, answer.status, answer.reason or "", detail[:500], answer.tier)
+    reply = f"{answer.smtp_code} {answer.smtp_message or ''}".strip() if answer.smtp_code else ""
+    flags = tuple(name for name, on in (("role", answer.role), ("disposable", answer.disposable),
+                                        ("catch_all", answer.catch_all), ("mx_found", bool(answer.mx))) if on)
+    return Result(answer.address, answer.status, answer.reason or "", (answer.detail or "")[:EVIDENCE_LENGTH],
+                  answer.tier, reply.replace("\r", " ").replace("\n", " ")[:EVIDENCE_LENGTH],
+                  (answer.smtp_host or "")[:200], flags)
 
 
 def build_provider(settings: EngineSettings):

@@ -313,8 +313,10 @@ class Runtime:
                 return
             try:
                 async with self.slots:
+                    started = time.monotonic()
                     answers = await self.provider.verify(todo, on_result=on_result)
-                self.provider_down_since = None
+                if self.provider_down_since is not None and started > self.provider_down_since:
+                    self.provider_down_since = None  # a call begun after the outage began went through
                 buffer[:] = [to_result(a) for a in answers]
                 answered = {r.address for r in buffer}
                 buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")

@@ -15,7 +15,9 @@ GrantReason = Literal["welcome", "purchase", "subscription", "support"]
 RefundReason = Literal["unknown", "cancelled", "system_failure", "partial_failure", "support"]
 Definitive = Literal["safe", "invalid", "risky"]
 UnknownReason = Literal[
-    "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error"
+    "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error",
+    "connection_refused",  # extra: every MX host refused the TCP connection
+    "policy",  # extra: not probed by our own rule (the egress guard refused every MX address)
 ]
 
 WELCOME_CREDITS = 200
@@ -100,23 +102,32 @@ class ChunkSubmitted(Event):
 @register
 @dataclass(frozen=True)
 class AddressVerified(Event):
+    # v2 added the evidence: reply, mx_host, flags (v1 events read them empty)
+    schema_version = 2
     address: str
     status: Definitive
-    detail: str
+    detail: str  # the reason: user_unknown, catch_all, full_inbox, role... ("" for a plain safe)
     chunk_no: int = 0  # extra: which chunk settled
     tier: str = ""  # extra: which provider tier answered
     late: bool = False  # extra: arrived after cancel/failure; logged for audit, never charged
+    reply: str = ""  # extra: the SMTP reply that decided it, as sent ("550 5.1.1 <a@x>: User unknown")
+    mx_host: str = ""  # extra: who sent that reply ("mx.x.org[192.0.2.1]")
+    flags: tuple[str, ...] = ()  # extra: role, disposable, catch_all, mx_found, ... as the provider saw them
 
 
 @register
 @dataclass(frozen=True)
 class ResultUnknown(Event):
+    schema_version = 2  # as AddressVerified
     address: str
     reason: UnknownReason
     detail: str = ""
     chunk_no: int = 0
     tier: str = ""
     late: bool = False
+    reply: str = ""
+    mx_host: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @register

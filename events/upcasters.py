@@ -38,3 +38,10 @@ def _task_created_v1_to_v2(payload: Payload) -> Payload:
 def _credits_debited_v1_to_v2(payload: Payload) -> Payload:
     # v1 debits knew no file digest: they never count as an earlier upload of a file.
     return {"sha256": "", "at": "", **payload}
+
+
+@upcaster("AddressVerified", 1)
+@upcaster("ResultUnknown", 1)
+def _result_v1_to_v2(payload: Payload) -> Payload:
+    # v1 results kept no evidence: no reply, no host, no flags.
+    return {"reply": "", "mx_host": "", "flags": [], **payload}

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier")
+RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier", "reply")
 
 
 def spreadsheet_safe(value: Any) -> str:

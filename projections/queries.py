@@ -67,7 +67,7 @@ def history(conn: sqlite3.Connection, account_id: str, kind: str | None = None) 
 
 
 def results(conn: sqlite3.Connection, task_id: str, status: str | None = None):
-    sql = f"SELECT address, status, reason, detail, tier FROM {RESULTS.name} WHERE task_id = ?"
+    sql = f"SELECT address, status, reason, detail, tier, reply, mx_host, flags FROM {RESULTS.name} WHERE task_id = ?"
     params: tuple = (task_id,)
     if status:
         sql += " AND status = ?"

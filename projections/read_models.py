@@ -38,7 +38,8 @@ HISTORY = Table(
      "position"),
     ("account_id", "seq"),
 )
-RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "chunk_no", "position"),
+RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
+                               "flags", "chunk_no", "position"),
                 ("task_id", "address"))
 
 HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
@@ -172,23 +173,21 @@ class ResultsProjection:
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
         task_id = _task_id(recorded.stream)
-        if isinstance(event, AddressVerified) and not event.late:
-            return [self._row(task_id, event.address, event.status, event.detail, "", event.tier,
-                              event.chunk_no, recorded.position)]
-        if isinstance(event, ResultUnknown) and not event.late:
-            return [self._row(task_id, event.address, "unknown", event.reason, event.detail, event.tier,
-                              event.chunk_no, recorded.position)]
+        if isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
+            status, reason, detail = ((event.status, event.detail, "") if isinstance(event, AddressVerified)
+                                      else ("unknown", event.reason, event.detail))
+            return [Put(RESULTS.name, {
+                "task_id": task_id, "address": event.address, "status": status, "reason": reason, "detail": detail,
+                "tier": event.tier, "reply": event.reply, "mx_host": event.mx_host, "flags": ",".join(event.flags),
+                "chunk_no": event.chunk_no, "position": recorded.position})]
         if isinstance(event, ChunkFailed):
-            return [self._row(task_id, a, "unknown", "provider_error", event.error, "", event.chunk_no,
-                              recorded.position) for a in event.addresses]
+            return [Put(RESULTS.name, {
+                "task_id": task_id, "address": a, "status": "unknown", "reason": "provider_error",
+                "detail": event.error, "tier": "", "reply": "", "mx_host": "", "flags": "",
+                "chunk_no": event.chunk_no, "position": recorded.position}) for a in event.addresses]
         if isinstance(event, TaskDeleted):
             return [DeleteWhere(RESULTS.name, "task_id", task_id)]
         return []
-
-    @staticmethod
-    def _row(task_id, address, status, reason, detail, tier, chunk_no, position) -> Put:
-        return Put(RESULTS.name, {"task_id": task_id, "address": address, "status": status, "reason": reason,
-                                  "detail": detail, "tier": tier, "chunk_no": chunk_no, "position": position})
 
 
 def all_projections() -> list:

@@ -10,6 +10,7 @@ the record and tries again.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from typing import Callable, Iterable, Iterator
@@ -96,6 +97,7 @@ class ProjectionRunner:
         self.projections = list(projections)
         self.read_all = read_all
         self.specs = {t.name: t for p in self.projections for t in p.tables}
+        self._drop_if_shape_changed(conn)
         conn.execute("CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
         conn.execute("CREATE TABLE IF NOT EXISTS rm_stopped (name TEXT PRIMARY KEY, position INTEGER NOT NULL,"
                      " error TEXT NOT NULL)")
@@ -103,6 +105,26 @@ class ProjectionRunner:
             conn.execute(_ddl(spec))
         conn.execute("CREATE INDEX IF NOT EXISTS rm_tasks_account ON rm_tasks (account_id, created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS rm_results_position ON rm_results (task_id, position)")
+
+    def _drop_if_shape_changed(self, conn: sqlite3.Connection) -> None:
+        """Read models are disposable: when this code's tables differ from the stored ones,
+        they are dropped and folded again from the log."""
+        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key) for t in self.specs.values())).encode())
+        conn.execute("CREATE TABLE IF NOT EXISTS rm_shape (id INTEGER PRIMARY KEY CHECK (id = 1), digest TEXT)")
+        stored = conn.execute("SELECT digest FROM rm_shape").fetchone()
+        if stored is not None and stored[0] == shape.hexdigest():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name in (*self.specs, "rm_checkpoints", "rm_stopped"):
+                conn.execute(f"DROP TABLE IF EXISTS {name}")
+            conn.execute("INSERT OR REPLACE INTO rm_shape (id, digest) VALUES (1, ?)", (shape.hexdigest(),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if stored is not None:
+            log.warning("read models changed shape: dropped, to be folded again from the log")
 
     def checkpoints(self) -> dict[str, int]:
         stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())

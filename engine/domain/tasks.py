@@ -44,6 +44,7 @@ FINISHED = ("completed", "cancelled", "failed")
 DEFINITIVE = ("safe", "invalid", "risky")
 UNKNOWN_REASONS = (
     "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error",
+    "connection_refused", "policy",
 )
 
 
@@ -124,6 +125,9 @@ class Result:
     reason: str = ""
     detail: str = ""
     tier: str = ""
+    reply: str = ""  # the SMTP reply that decided it (the evidence audit shows)
+    mx_host: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -241,10 +245,12 @@ def _record(command: RecordResults, state: TaskState) -> list[Event]:
         seen.add(result.address)
         if result.status in DEFINITIVE:
             events.append(AddressVerified(result.address, result.status, result.reason or result.detail,
-                                          command.chunk_no, result.tier, late))
+                                          command.chunk_no, result.tier, late, result.reply, result.mx_host,
+                                          tuple(result.flags)))
         elif result.status == "unknown":
             reason = result.reason if result.reason in UNKNOWN_REASONS else "provider_error"
-            events.append(ResultUnknown(result.address, reason, result.detail, command.chunk_no, result.tier, late))
+            events.append(ResultUnknown(result.address, reason, result.detail, command.chunk_no, result.tier, late,
+                                        result.reply, result.mx_host, tuple(result.flags)))
         else:
             raise InvalidCommand(f"unknown result status {result.status!r} for {result.address}")
         settled += 1

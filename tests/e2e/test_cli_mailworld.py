@@ -150,3 +150,57 @@ def test_restart_after_grace_fails_the_task_with_system_failure_refunds(vec: Vec
     assert refund_rows[-1]["amount"] == system[0]["data"]["unverified_count"] == 16 - failed["verified"]
     assert vec.json("credits", "acme")["total"] == 200 - failed["consumed"]
     assert vec.run("audit").returncode == 0
+
+
+def test_definitive_results_keep_their_smtp_evidence_in_the_log(vec: Vec, tmp_path):
+    rows = ["nobody@example.test", "alice@example.test", "anyone@catchall.test", "alice@closed.test"]
+    task = vec.json("bulk", "acme", write(tmp_path / "evidence.csv", rows), "--wait", timeout=120)
+    events = {e["data"]["address"]: e for e in vec.lines("events", "--stream", f"task-{task['task_id']}")
+              if e["type"] in ("AddressVerified", "ResultUnknown")}
+    nobody = events["nobody@example.test"]["data"]
+    assert nobody["reply"].startswith("550 5.1.1") and "User unknown" in nobody["reply"]
+    assert nobody["mx_host"] == "mx.example.test[127.0.0.2]"
+    assert events["alice@example.test"]["data"]["reply"].startswith("250")
+    assert "catch_all" in events["anyone@catchall.test"]["data"]["flags"]
+    closed = events["alice@closed.test"]["data"]
+    assert (closed["reason"], events["alice@closed.test"]["type"]) == ("connection_refused", "ResultUnknown")
+    results = {r["address"]: r for r in vec.lines("task", "results", task["task_id"], "--format", "json")}
+    assert results["nobody@example.test"]["reply"] == nobody["reply"]
+    assert vec.run("audit").returncode == 0
+
+
+def _bulk_while_the_resolver_is_down(vec: Vec, mailworld, tmp_path, down_for: float) -> tuple[str, dict]:
+    """A slow bulk whose first results arrive, then our own resolver stops for `down_for`
+    seconds (or for good, if longer than the test waits)."""
+    vec.env.update({"VEC_CHUNK_SIZE": "4", "VEC_CHUNK_WINDOW": "2", "VEC_RESULTS_FLUSH_INTERVAL": "0.2",
+                    "VEC_PROVIDER_DEADLINE": "6", "VEC_RETRY_BACKOFF": "0.3", "VEC_DNS_CACHE_TTL": "0",
+                    "VEC_DNS_TIMEOUT": "1"})
+    rows = [f"u{200 + i}@slow.test" for i in range(12)] + [f"alice@example.test", "bob@example.test"]
+    with vec.engine_running(tmp_path / "engine.log"):
+        task_id = vec.json("bulk", "acme", write(tmp_path / "outage.csv", rows))["task_id"]
+        vec.wait_for(task_id, lambda t: t["verified"] >= 1, timeout=60)
+        with mailworld.dns_stopped():
+            time.sleep(down_for)
+        done = vec.wait_for(task_id, lambda t: t["status"] != "processing", timeout=120)
+    return task_id, done
+
+
+def test_our_resolver_down_and_back_inside_the_deadline_pauses_the_bulk(vec: Vec, mailworld, tmp_path):
+    task_id, done = _bulk_while_the_resolver_is_down(vec, mailworld, tmp_path, down_for=2.5)
+    assert (done["status"], done["total"]) == ("completed", 14)
+    results = vec.lines("task", "results", task_id, "--format", "json")
+    assert not [r for r in results if r["reason"] == "dns_failure"], "an outage of ours settled as Unknowns"
+    assert done["unknown"] == 0 and done["consumed"] == 14
+    assert vec.run("audit").returncode == 0
+
+
+def test_our_resolver_down_past_the_deadline_fails_the_task_with_a_refund_row(vec: Vec, mailworld, tmp_path):
+    task_id, done = _bulk_while_the_resolver_is_down(vec, mailworld, tmp_path, down_for=13)
+    assert done["status"] == "failed" and done["unknown"] == 0
+    events = vec.lines("events", "--stream", f"task-{task_id}")
+    [system] = [e for e in events if e["type"] == "SystemFailure"]
+    assert system["data"]["reason"].startswith("provider_unreachable")
+    refunds = [r for r in vec.lines("history", "acme", "--json") if r["task_id"] == task_id and r["amount"] > 0]
+    assert [(r["type"], r["amount"]) for r in refunds] == [("refund", 14 - done["consumed"])]
+    assert vec.json("credits", "acme")["total"] == 200 - done["consumed"]
+    assert vec.run("audit").returncode == 0
