@@ -149,8 +149,10 @@ def store_row(new, version: int) -> tuple:
     """The row SqliteEventStore.append writes for `new` (same columns, same encoding)."""
     from events import encode
 
-    return (str(new.event_id), new.stream, version, new.event.type_name(), new.event.schema_version,
-            encode(new.event), new.occurred_at.isoformat(), new.correlation_id, new.causation_id)
+    from engine.store.sqlite import _utc
+
+    return (new.event_id.bytes, new.stream, version, new.event.type_name(), new.event.schema_version,
+            encode(new.event), _utc(new.occurred_at), new.correlation_id, new.causation_id)
 
 
 def settings(chunk_size: int, **overrides):
@@ -225,6 +227,17 @@ def bench_append(args) -> dict:
     return figure(engine_best, base_best, "events/s", events=n, batch=args.append_batch, **extra)
 
 
+class VariantMismatch(Exception):
+    """A benchmark variant's rewrite found nothing to rewrite: it would time the unchanged thing."""
+
+
+def rewrite(text: str, old: str, new: str) -> str:
+    """`text` with `old` replaced; fails when `old` is not there (a variant must change something)."""
+    if old not in text:
+        raise VariantMismatch(f"variant rewrite matches nothing: {old!r} is not in the text it rewrites")
+    return text.replace(old, new)
+
+
 def append_breakdown(args, appends: list, rows: list[tuple]) -> dict:
     """Diagnostics (--breakdown): what the store's append spends, part by part, in events/s."""
     from engine.store.sqlite import SCHEMA
@@ -236,13 +249,14 @@ def append_breakdown(args, appends: list, rows: list[tuple]) -> dict:
         [(str(e.event_id), e.stream, 0, e.event.type_name(), e.event.schema_version, encode(e.event),
           e.occurred_at.isoformat(), e.correlation_id, e.causation_id) for e in events]
     out["python_rows_only"] = n / (time.perf_counter() - start)
-    sequential = [(f"{i:032x}",) + row[1:] for i, row in enumerate(rows)]
+    sequential = [(i.to_bytes(16, "big"),) + row[1:] for i, row in enumerate(rows)]
     variants = {
         "store_schema_prebuilt_rows": (SCHEMA, rows),
-        "store_schema_without_event_id_index": (SCHEMA.replace("event_id TEXT NOT NULL UNIQUE", "event_id TEXT"), rows),
+        "store_schema_without_event_id_index": (
+            rewrite(SCHEMA, "event_id BLOB NOT NULL UNIQUE", "event_id BLOB NOT NULL"), rows),
         "store_schema_sequential_event_ids": (SCHEMA, sequential),
-        "store_schema_blob_event_ids": (SCHEMA.replace("event_id TEXT", "event_id BLOB"),
-                                        [(uuid.UUID(row[0]).bytes,) + row[1:] for row in rows]),
+        "store_schema_text_event_ids": (rewrite(SCHEMA, "event_id BLOB NOT NULL UNIQUE", "event_id TEXT NOT NULL UNIQUE"),
+                                        [(str(uuid.UUID(bytes=row[0])),) + row[1:] for row in rows]),
     }
     for name, (schema, variant_rows) in variants.items():
         with scratch(args.tmp_dir, "append-breakdown") as tmp:
@@ -507,7 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("rss", "append", "rebuild", "e2e"):  # rss first: see bench_rss
         if name in wanted:
             progress(args, f"{name} ...")
-            measured[name] = runners[name](args)
+            try:
+                measured[name] = runners[name](args)
+            except VariantMismatch as error:
+                print(f"error: {name}: {error}", file=sys.stderr)
+                return 2
     report["results"] = {name: measured[name] for name in BENCHMARKS if name in measured}
     if args.save:
         Path(args.save).write_text(json.dumps(report, indent=2) + "\n")

@@ -714,3 +714,52 @@ def test_a_rebuild_gives_the_live_read_models_back(busy_db):
 
 def clock_now() -> datetime:
     return T0
+
+
+def test_two_uploads_of_one_file_racing_one_wins_the_other_is_refused(db, second_db, settings, clock, csv_file):
+    """Deterministic: the rival's upload lands between our duplicate check and our append."""
+    first, rival = Engine(db, settings, clock), Engine(second_db, settings, clock)
+    first.open_account("acme")
+    path = csv_file("a@x.com", "b@x.com", "c@x.com")
+    won: list[str] = []
+    store = racing(first, lambda: won.append(rival.create_bulk("acme", path).task_id))
+    with pytest.raises(BadUpload, match=f"within 24 h \\(task {won[0] if won else ''}"):
+        first.create_bulk("acme", path)
+    assert store.conflicts == 1 and len(won) == 1
+    assert log_types(db).count("TaskCreated") == 1
+    assert staged_task_ids(db) == {first.task(won[0]).upload_id}  # the loser's staging is gone
+    assert_audit_clean(db)
+
+
+def test_two_uploads_of_one_file_at_once_in_threads(db, settings, clock, csv_file):
+    path = csv_file(*(f"user{i}@x.com" for i in range(300)))
+    opener = Engine(db, settings, clock)
+    opener.open_account("acme")
+    opener.grant_credits("acme", "payg", 1000)
+    engines = [Engine(open_database(db.url), settings, clock) for _ in range(2)]
+    outcomes: list[object] = [None, None]
+    barrier = threading.Barrier(2)
+
+    def upload(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[n] = engines[n].create_bulk("acme", path).task_id
+        except BaseException as error:  # noqa: BLE001
+            outcomes[n] = error
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    winners = [o for o in outcomes if isinstance(o, str)]
+    losers = [o for o in outcomes if isinstance(o, BadUpload)]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    assert "--allow-duplicate" in str(losers[0])
+    assert log_types(db).count("TaskCreated") == 1
+    assert staged_task_ids(db) == {opener.task(winners[0]).upload_id}
+    db.catch_up()
+    assert queries.balances(db.conn, "acme")["total"] == 1200 - 300  # charged once
+    assert_audit_clean(db)
+    for e in engines:
+        e.db.close()

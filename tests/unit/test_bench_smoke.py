@@ -44,3 +44,23 @@ def test_rss_mode_runtime_drives_the_bulk_to_its_end(tmp_path):
 def test_unknown_benchmark_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--only", "append,speed"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown benchmark(s) speed" in done.stderr
+
+
+def test_append_breakdown_times_every_schema_variant(tmp_path):
+    breakdown = run_bench(tmp_path, "--only", "append", "--breakdown")["results"]["append"]["breakdown"]
+    assert set(breakdown) >= {"store_schema_without_event_id_index", "store_schema_text_event_ids",
+                              "store_schema_sequential_event_ids", "store_schema_prebuilt_rows"}
+
+
+def test_a_variant_whose_rewrite_matches_nothing_fails():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_engine
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    from engine.store.sqlite import SCHEMA
+
+    assert "event_id BLOB NOT NULL" in bench_engine.rewrite(SCHEMA, "event_id BLOB NOT NULL UNIQUE",
+                                                             "event_id BLOB NOT NULL")
+    with pytest.raises(bench_engine.VariantMismatch, match="matches nothing"):
+        bench_engine.rewrite(SCHEMA, "event_id TEXT NOT NULL UNIQUE", "event_id TEXT")
