@@ -304,7 +304,7 @@ def build_log(db, target: int, bulk_size: int, accounts: int, chunk_size: int, t
             bulks += 1
     finally:
         loop.close()
-    types = dict(db.conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY 2 DESC").fetchall())
+    types = dict(db.events.conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY 2 DESC").fetchall())
     return {"bulks": bulks, "accounts": accounts, "bulk_size": bulk_size, "events_by_type": types}
 
 
@@ -315,7 +315,7 @@ def bench_rebuild(args) -> dict:
         db = open_database(f"sqlite:///{tmp}/vec.db")
         started = time.perf_counter()
         log = build_log(db, args.rebuild_events, args.rebuild_bulk, args.rebuild_accounts, args.chunk_size, tmp)
-        rows = db.conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall()
+        rows = db.events.conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall()
         progress(args, f"rebuild: log of {len(rows):,} events built in {time.perf_counter() - started:.1f}s")
         engine_best, base_best = 0.0, 0.0
         for run in range(args.repeat):
@@ -341,8 +341,7 @@ def bench_e2e(args) -> dict:
     from engine.service import Engine
     from engine.store import open_database
     from events import AddressVerified, NewEvent, deterministic_id, task_stream
-    from projections import queries
-
+    
     n = args.e2e_addresses
     engine_best, base_best, phases = 0.0, 0.0, {}
     for run in range(args.e2e_repeat):
@@ -358,7 +357,7 @@ def bench_e2e(args) -> dict:
             uploaded = time.perf_counter()
             asyncio.run(Runtime(engine, InstantProvider(), only_task=upload.task_id).run())
             elapsed = time.perf_counter() - start
-            row = queries.task(db.conn, upload.task_id)
+            row = db.read.task(upload.task_id)
             assert row["status"] == "completed" and row["verified"] == n, row
             events = db.events.head()
             db.close()

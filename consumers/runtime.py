@@ -34,7 +34,6 @@ from engine.scheduler import chunks_to_submit
 from engine.service import Engine
 from engine.store.lease import LeaseInfo
 from consumers.providers import to_result
-from projections import queries
 from projections.runner import BATCH
 from verifier.provider import ProviderError, ProviderUnavailable
 
@@ -130,7 +129,7 @@ class Runtime:
         if down_for <= self.settings.outage_grace:
             return
         reason = f"engine_outage: down {down_for:.0f}s, grace {self.settings.outage_grace:g}s"
-        for task_id in queries.active_task_ids(self.db.conn):
+        for task_id in self.db.read.active_task_ids():
             if self.engine.task(task_id).status == "processing":
                 log.warning("task %s failed: %s", task_id, reason)
                 self.engine.fail_for_system(task_id, reason)
@@ -164,18 +163,18 @@ class Runtime:
     def _sweep_uploads(self) -> None:
         """Staged uploads whose create never happened (a crash in between) or whose task
         stopped while no engine ran: dropped once older than STALE_UPLOAD."""
-        keep = [self.engine.task(t).upload_id for t in queries.active_task_ids(self.db.conn)]
+        keep = [self.engine.task(t).upload_id for t in self.db.read.active_task_ids()]
         self.db.inputs.sweep(self.engine.clock() - STALE_UPLOAD, keep)
 
     def _expire_monthly(self) -> None:
-        for account_id in queries.expired_monthly_accounts(self.db.conn, self.engine.clock()):
+        for account_id in self.db.read.expired_monthly_accounts(self.engine.clock()):
             self.engine.expire_monthly(account_id)
 
     # --- following the log ------------------------------------------------------------
 
     async def _follow(self, stop: asyncio.Event) -> None:
         self.position = self.db.events.head()
-        for task_id in ([self.only_task] if self.only_task else queries.active_task_ids(self.db.conn)):
+        for task_id in ([self.only_task] if self.only_task else self.db.read.active_task_ids()):
             self._ensure_driver(task_id)
         while not stop.is_set():
             for position, stream, type_name in self.db.events.read_headers(self.position):

@@ -5,6 +5,7 @@ go straight to `vec events --stream`.
 """
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from events import (
 )
 from engine.domain import accounts, tasks
 from engine.domain.errors import InvariantViolation
-from engine.store.sqlite import connect
+from engine.store.sqlite import SqliteSession, connect
 from projections.read_models import BALANCES, HISTORY, all_projections
 from projections.runner import ProjectionRunner
 
@@ -45,24 +46,22 @@ class AuditReport:
 
 
 def audit(db) -> AuditReport:
+    """Works on any store: the log is folded into a scratch SQLite file, the live read models
+    are copied beside it, and the two are compared there in SQL (memory does not grow with
+    the log). The log and the live read models are read in one snapshot: an engine that
+    appends meanwhile cannot make the audit report false differences."""
     db.catch_up()
     with tempfile.TemporaryDirectory(prefix="vec-audit-") as scratch:
-        fresh_path = str(Path(scratch) / "fresh.db")
-        fresh_conn = connect(fresh_path)
-        db.conn.execute("ATTACH DATABASE ? AS fresh", (fresh_path,))
+        fresh_conn = connect(str(Path(scratch) / "fresh.db"))
         try:
-            # One read snapshot: a running engine may append meanwhile; the audit sees one moment.
-            db.conn.execute("BEGIN")
-            try:
-                return _audit_snapshot(db, ProjectionRunner(fresh_conn, all_projections(), db.events.read_all))
-            finally:
-                db.conn.execute("COMMIT")
+            with db.snapshot():
+                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), db.events.read_all)
+                return _audit_snapshot(db, fresh, fresh_conn)
         finally:
             fresh_conn.close()
-            db.conn.execute("DETACH DATABASE fresh")
 
 
-def _audit_snapshot(db, fresh: ProjectionRunner) -> AuditReport:
+def _audit_snapshot(db, fresh: ProjectionRunner, scratch) -> AuditReport:
     report = AuditReport()
     account_states: dict[str, accounts.AccountState] = {}
     task_states: dict[str, tasks.TaskState] = {}
@@ -72,7 +71,8 @@ def _audit_snapshot(db, fresh: ProjectionRunner) -> AuditReport:
     unknown_results: dict[str, int] = defaultdict(int)
     seen_ids: set = set()
     bad = report.violations.append
-    live_at = min(db.projector.checkpoints().values(), default=0)
+    live = db.projector.checkpoints()  # each live read model is compared at its own position
+    live_at = live.get("credits", 0)
     balances_at_live: dict[str, tuple[int, int]] = {}
 
     for recorded in db.events.read_all():
@@ -101,8 +101,8 @@ def _audit_snapshot(db, fresh: ProjectionRunner) -> AuditReport:
         bad(str(stopped))
     for task_id, state in task_states.items():
         _check_settlement(task_id, state, debited, refunded, unknown_results, bad)
-    fresh.catch_up(until=live_at)
-    _check_read_models(db, fresh, balances_at_live, bad)
+    fresh.catch_up(until=max(live.values(), default=0), stop_at=live)
+    _check_read_models(db, fresh, scratch, balances_at_live, bad)
     return report
 
 
@@ -157,21 +157,25 @@ def _check_settlement(task_id, state: tasks.TaskState, debited, refunded, unknow
         bad(f"{name}: completed with {state.unsettled} addresses unsettled")
 
 
-def _check_read_models(db, fresh: ProjectionRunner, balances: dict[str, tuple[int, int]], bad) -> None:
-    """The live read models against a fold of the log into a scratch database, both at the
-    live checkpoint, compared in SQL so that memory does not grow with the log."""
+def _check_read_models(db, fresh: ProjectionRunner, scratch, balances: dict[str, tuple[int, int]], bad) -> None:
+    """The live read models against a fold of the log into the scratch database, both at the
+    live checkpoint: the live rows are copied beside the fresh ones and compared in SQL."""
     for table, spec in fresh.specs.items():
         columns = ", ".join(spec.columns)
-        missing = db.conn.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM fresh.{table}"
-                                  f" EXCEPT SELECT {columns} FROM main.{table})").fetchone()[0]
-        extra = db.conn.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM main.{table}"
-                                f" EXCEPT SELECT {columns} FROM fresh.{table})").fetchone()[0]
+        scratch.execute(f"CREATE TABLE live_{table} AS SELECT * FROM {table} WHERE 0")
+        rows = db.projector.rows(table)
+        while batch := list(itertools.islice(rows, 5000)):
+            scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})",
+                                batch)
+        missing = scratch.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM {table}"
+                                  f" EXCEPT SELECT {columns} FROM live_{table})").fetchone()[0]
+        extra = scratch.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM live_{table}"
+                                f" EXCEPT SELECT {columns} FROM {table})").fetchone()[0]
         if missing or extra:
             bad(f"read model {table} differs from a fresh fold of the log "
                 f"({missing} rows missing or changed, {extra} rows extra)")
-    folded = {r[0]: (r[1], r[2]) for r in db.conn.execute(
-        f"SELECT account_id, monthly, payg FROM fresh.{BALANCES.name}")}
-    sums = dict(db.conn.execute(f"SELECT account_id, SUM(amount) FROM fresh.{HISTORY.name} GROUP BY account_id"))
+    folded = {r[0]: (r[1], r[2]) for r in scratch.execute(f"SELECT account_id, monthly, payg FROM {BALANCES.name}")}
+    sums = dict(scratch.execute(f"SELECT account_id, SUM(amount) FROM {HISTORY.name} GROUP BY account_id"))
     for account_id, (monthly, payg) in balances.items():
         if folded.get(account_id) != (monthly, payg):
             bad(f"account {account_id}: balance read model differs from the log")

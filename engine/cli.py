@@ -22,7 +22,6 @@ from engine.service import Engine
 from engine.store import StoreUrlError, open_database
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
-from projections import queries
 from projections.exports import csv_lines, json_lines
 from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
@@ -188,7 +187,7 @@ def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int 
 
 
 def _balance(ctx: Context, account_id: str) -> dict:
-    row = queries.balances(ctx.fresh_db("credits").conn, account_id)
+    row = ctx.fresh_db("credits").read.balances(account_id)
     if row is None:
         raise DomainError(f"no such account: {account_id}")
     return {k: row[k] for k in ("account", "monthly", "payg", "total")}
@@ -199,9 +198,9 @@ def _balance(ctx: Context, account_id: str) -> dict:
 @click.option("--type", "kind", type=click.Choice(HISTORY_TYPES))
 def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> None:
     """The Credits History of ACCOUNT_ID."""
-    if queries.balances(ctx.fresh_db("credits").conn, account_id) is None:
+    if ctx.fresh_db("credits").read.balances(account_id) is None:
         raise DomainError(f"no such account: {account_id}")
-    emit(queries.history(ctx.db.conn, account_id, kind), as_json, title=f"Credits History of {account_id}",
+    emit(ctx.db.read.history(account_id, kind), as_json, title=f"Credits History of {account_id}",
          columns=("time", "type", "bucket", "amount", "balance_after", "description", "task_id"))
 
 
@@ -215,8 +214,8 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
-    row = next(iter(queries.results(ctx.fresh_db("results", "tasks").conn, task_id)), None)
-    task = queries.task(ctx.db.conn, task_id)
+    row = next(iter(ctx.fresh_db("results", "tasks").read.results(task_id)), None)
+    task = ctx.db.read.task(task_id)
     emit({"task_id": task_id, "address": address, "status": row["status"] if row else task["status"],
           "reason": (row["reason"] if row else None) or None, "task_status": task["status"]}, as_json)
 
@@ -242,7 +241,7 @@ def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: 
         err.print(f"task {upload.task_id}: {report.unique} addresses ({report.duplicates} duplicates, "
                   f"{report.rows_without_address} rows without an address)")
     _run_to_end(ctx, upload.task_id, show_progress=not as_json)
-    emit(queries.task(ctx.fresh_db("tasks").conn, upload.task_id), as_json)
+    emit(ctx.fresh_db("tasks").read.task(upload.task_id), as_json)
 
 
 def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
@@ -289,7 +288,7 @@ async def _show_progress(ctx: Context, task_id: str) -> None:
 @click.argument("account_id")
 def tasks_list(ctx: Context, account_id: str, as_json: bool) -> None:
     """Tasks of ACCOUNT_ID (deleted ones hidden)."""
-    emit(queries.tasks(ctx.fresh_db("tasks").conn, account_id), as_json, title=f"Tasks of {account_id}",
+    emit(ctx.fresh_db("tasks").read.tasks(account_id), as_json, title=f"Tasks of {account_id}",
          columns=("task_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "refunded",
                   "consumed", "created_at"))
 
@@ -300,7 +299,7 @@ def task() -> None:
 
 
 def _task_row(ctx: Context, task_id: str) -> dict:
-    row = queries.task(ctx.fresh_db("tasks").conn, task_id)
+    row = ctx.fresh_db("tasks").read.task(task_id)
     if row is None:
         raise DomainError(f"no such task: {task_id}")
     return row
@@ -337,7 +336,7 @@ def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> No
     """Results of TASK_ID as CSV (default) or JSON lines."""
     _task_row(ctx, task_id)
     ctx.db.projector.require("results")
-    rows = queries.results(ctx.db.conn, task_id, status)
+    rows = ctx.db.read.results(task_id, status)
     for line in (json_lines(rows) if fmt == "json" else csv_lines(rows)):
         sys.stdout.write(line)
 

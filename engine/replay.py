@@ -5,7 +5,6 @@ from datetime import datetime
 
 from events import CreditsDebited, CreditsRefunded, account_stream, task_stream
 from engine.domain.errors import DomainError, InvalidCommand
-from engine.store.sqlite import position_at
 from projections.base import InMemoryView
 from projections.read_models import BALANCES, HISTORY, TASKS, all_projections
 
@@ -18,7 +17,7 @@ def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
             raise InvalidCommand(f"--as-of {as_of!r} is not an ISO 8601 time") from None
         if moment.tzinfo is None:
             raise InvalidCommand("--as-of needs a time zone (e.g. 2026-11-29T12:00:00+00:00)")
-        until = position_at(db.conn, moment)
+        until = db.events.position_at(moment)
     view = InMemoryView(all_projections())
     if db.events.stream_version(account_stream(target)):
         view.fold(db.events.read_stream(account_stream(target), until_position=until))

@@ -19,6 +19,8 @@ class Table:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
+    ints: frozenset[str] = frozenset()  # columns holding whole numbers (64-bit); the others hold text
+    indexes: tuple[tuple[str, ...], ...] = ()  # secondary indexes the queries need
 
     def key_of(self, row: Row) -> tuple:
         return tuple(row[c] for c in self.key)

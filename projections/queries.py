@@ -1,20 +1,16 @@
-"""Reads of the read models, for the CLI and dashboards."""
+"""Reads of the read models, for the CLI, the API and dashboards: the same SQL on every
+backend (through a SqlSession)."""
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from projections.read_models import BALANCES, HISTORY, RESULTS, TASKS
+from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
                "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at")
-
-
-def _rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
+RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags")
 
 
 def _task_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -24,55 +20,58 @@ def _task_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
-    rows = _rows(conn, f"SELECT * FROM {TASKS.name} WHERE task_id = ? AND deleted = 0", (task_id,))
-    return _task_json(rows[0]) if rows else None
+class ReadModelQueries:
+    def __init__(self, sql: SqlSession):
+        self.sql = sql
 
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        cursor = self.sql.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
-def tasks(conn: sqlite3.Connection, account_id: str) -> list[dict[str, Any]]:
-    return [_task_json(r) for r in _rows(
-        conn, f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0 ORDER BY created_at, task_id",
-        (account_id,))]
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        rows = self._rows(f"SELECT * FROM {TASKS.name} WHERE task_id = ? AND deleted = 0", (task_id,))
+        return _task_json(rows[0]) if rows else None
 
+    def tasks(self, account_id: str) -> list[dict[str, Any]]:
+        return [_task_json(r) for r in self._rows(
+            f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0 ORDER BY created_at, task_id",
+            (account_id,))]
 
-def active_task_ids(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        f"SELECT task_id FROM {TASKS.name} WHERE status IN ('queued', 'processing') ORDER BY created_at")]
+    def active_task_ids(self) -> list[str]:
+        return [r[0] for r in self.sql.execute(
+            f"SELECT task_id FROM {TASKS.name} WHERE status IN ('queued', 'processing') ORDER BY created_at"
+        ).fetchall()]
 
+    def balances(self, account_id: str) -> dict[str, Any] | None:
+        rows = self._rows(f"SELECT account_id, monthly, payg, total, monthly_expires_at FROM {BALANCES.name}"
+                          " WHERE account_id = ?", (account_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return {"account": row["account_id"], "monthly": row["monthly"], "payg": row["payg"], "total": row["total"],
+                "monthly_expires_at": row["monthly_expires_at"]}
 
-def balances(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | None:
-    rows = _rows(conn, f"SELECT account_id, monthly, payg, total, monthly_expires_at FROM {BALANCES.name}"
-                       " WHERE account_id = ?", (account_id,))
-    if not rows:
-        return None
-    row = rows[0]
-    return {"account": row["account_id"], "monthly": row["monthly"], "payg": row["payg"], "total": row["total"],
-            "monthly_expires_at": row["monthly_expires_at"]}
+    def expired_monthly_accounts(self, now: datetime) -> list[str]:
+        return [r[0] for r in self.sql.execute(
+            f"SELECT account_id FROM {BALANCES.name} WHERE monthly > 0 AND monthly_expires_at <= ?",
+            (now.isoformat(),)).fetchall()]
 
+    def history(self, account_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id"
+               f" FROM {HISTORY.name} WHERE account_id = ?")
+        params: tuple = (account_id,)
+        if kind:
+            sql += " AND type = ?"
+            params += (kind,)
+        return self._rows(sql + " ORDER BY seq", params)
 
-def expired_monthly_accounts(conn: sqlite3.Connection, now: datetime) -> list[str]:
-    return [r[0] for r in conn.execute(
-        f"SELECT account_id FROM {BALANCES.name} WHERE monthly > 0 AND monthly_expires_at <= ?",
-        (now.isoformat(),))]
-
-
-def history(conn: sqlite3.Connection, account_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-    sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id"
-           f" FROM {HISTORY.name} WHERE account_id = ?")
-    params: tuple = (account_id,)
-    if kind:
-        sql += " AND type = ?"
-        params += (kind,)
-    return _rows(conn, sql + " ORDER BY seq", params)
-
-
-def results(conn: sqlite3.Connection, task_id: str, status: str | None = None):
-    sql = f"SELECT address, status, reason, detail, tier, reply, mx_host, flags FROM {RESULTS.name} WHERE task_id = ?"
-    params: tuple = (task_id,)
-    if status:
-        sql += " AND status = ?"
-        params += (status,)
-    cursor = conn.execute(sql + " ORDER BY position, address", params)
-    names = [d[0] for d in cursor.description]
-    for row in cursor:
-        yield dict(zip(names, row))
+    def results(self, task_id: str, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Streamed: a task may hold a million results."""
+        sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE task_id = ?"
+        params: tuple = (task_id,)
+        if status:
+            sql += " AND status = ?"
+            params += (status,)
+        for row in self.sql.stream(sql + " ORDER BY position, address", params):
+            yield dict(zip(RESULT_FIELDS, row))

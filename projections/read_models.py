@@ -29,18 +29,24 @@ TASKS = Table(
      "refunded", "consumed", "debited", "late", "chunks_submitted", "chunks_total", "source", "sha256",
      "created_at", "finished_at", "deleted"),
     ("task_id",),
+    frozenset({"partial_failure", "total", "verified", "unknown", "failed", "refunded", "consumed", "debited",
+               "late", "chunks_submitted", "chunks_total", "deleted"}),
+    (("account_id", "created_at"), ("status", "created_at")),
 )
 BALANCES = Table("rm_balances", ("account_id", "monthly", "payg", "total", "monthly_expires_at", "rows"),
-                 ("account_id",))
+                 ("account_id",), frozenset({"monthly", "payg", "total", "rows"}),
+                 (("monthly_expires_at",),))
 HISTORY = Table(
     "rm_history",
     ("account_id", "seq", "occurred_at", "type", "bucket", "amount", "balance_after", "description", "task_id",
      "position"),
     ("account_id", "seq"),
+    frozenset({"seq", "amount", "balance_after", "position"}),
+    (("account_id", "type", "seq"),),
 )
 RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
                                "flags", "chunk_no", "position"),
-                ("task_id", "address"))
+                ("task_id", "address"), frozenset({"chunk_no", "position"}), (("task_id", "position"),))
 
 HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
 # refund reason -> Credits History type

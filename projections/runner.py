@@ -1,6 +1,6 @@
-"""The checkpointed runner: folds new events into SQLite tables, and stores each
-projection's position in the same transaction as its rows, so a crash can neither skip
-nor double-apply an event.
+"""The checkpointed runner: folds new events into read-model tables (in SQLite or
+PostgreSQL, through a SqlSession), and stores each projection's position in the same
+transaction as its rows, so a crash can neither skip nor double-apply an event.
 
 One event can never wedge the read models: when a batch fails, it is folded again one
 event at a time, and a projection whose fold (or row write) fails on an event stops right
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from typing import Callable, Iterable, Iterator
 
 from events import RecordedEvent
 from projections.base import DeleteWhere, Projection, Put, Row, Table
+from projections.sql import SqlSession, upsert_sql
 
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
 # after + 1, or None when it does not hold them
@@ -26,53 +26,10 @@ log = logging.getLogger("vec.projector")
 
 BATCH = 5000  # events per transaction
 FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
-_DELETED = object()
 
-
-def _ddl(table: Table) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(table.columns)},"
-            f" PRIMARY KEY ({', '.join(table.key)})) WITHOUT ROWID")
-
-
-class _SqliteView:
-    """Rows of the tables as of the last flush, plus this batch's changes held in memory."""
-
-    def __init__(self, conn: sqlite3.Connection, specs: dict[str, Table]):
-        self.conn, self.specs = conn, specs
-        self.dirty: dict[str, dict[tuple, Row]] = {name: {} for name in specs}
-
-    def get(self, table: str, key: tuple) -> Row | None:
-        spec = self.specs[table]
-        row = self.dirty[table].get(key)
-        if row is not None:
-            return dict(row)
-        where = " AND ".join(f"{c} = ?" for c in spec.key)
-        found = self.conn.execute(f"SELECT {', '.join(spec.columns)} FROM {table} WHERE {where}", key).fetchone()
-        return dict(zip(spec.columns, found)) if found else None
-
-    def apply(self, change) -> None:
-        if isinstance(change, Put):
-            spec = self.specs[change.table]
-            self.dirty[change.table][spec.key_of(change.row)] = dict(change.row)
-        elif isinstance(change, DeleteWhere):
-            self.flush()
-            self.conn.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
-
-    def discard(self) -> None:
-        """Forgets the changes not yet flushed (those of an event that could not be folded)."""
-        for rows in self.dirty.values():
-            rows.clear()
-
-    def flush(self) -> None:
-        for name, rows in self.dirty.items():
-            if rows:
-                spec = self.specs[name]
-                marks = ", ".join("?" for _ in spec.columns)
-                self.conn.executemany(
-                    f"INSERT OR REPLACE INTO {name} ({', '.join(spec.columns)}) VALUES ({marks})",
-                    [tuple(r[c] for c in spec.columns) for r in rows.values()],
-                )
-                rows.clear()
+CHECKPOINTS = Table("rm_checkpoints", ("name", "position"), ("name",), frozenset({"position"}))
+STOPPED = Table("rm_stopped", ("name", "position", "error"), ("name",), frozenset({"position"}))
+SHAPE = Table("rm_shape", ("id", "digest"), ("id",), frozenset({"id"}))
 
 
 class ProjectionStopped(Exception):
@@ -90,50 +47,78 @@ class _Poisoned(Exception):
         self.name, self.position = name, recorded.position
 
 
+class _SqlView:
+    """Rows of the tables as of the last flush, plus this batch's changes held in memory."""
+
+    def __init__(self, sql: SqlSession, specs: dict[str, Table]):
+        self.sql, self.specs = sql, specs
+        self.dirty: dict[str, dict[tuple, Row]] = {name: {} for name in specs}
+
+    def get(self, table: str, key: tuple) -> Row | None:
+        spec = self.specs[table]
+        row = self.dirty[table].get(key)
+        if row is not None:
+            return dict(row)
+        where = " AND ".join(f"{c} = ?" for c in spec.key)
+        found = self.sql.execute(f"SELECT {', '.join(spec.columns)} FROM {table} WHERE {where}", key).fetchone()
+        return dict(zip(spec.columns, found)) if found else None
+
+    def apply(self, change) -> None:
+        if isinstance(change, Put):
+            spec = self.specs[change.table]
+            self.dirty[change.table][spec.key_of(change.row)] = dict(change.row)
+        elif isinstance(change, DeleteWhere):
+            self.flush()
+            self.sql.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
+
+    def discard(self) -> None:
+        """Forgets the changes not yet flushed (those of an event that could not be folded)."""
+        for rows in self.dirty.values():
+            rows.clear()
+
+    def flush(self) -> None:
+        for name, rows in self.dirty.items():
+            if rows:
+                spec = self.specs[name]
+                self.sql.executemany(upsert_sql(spec), [tuple(r[c] for c in spec.columns) for r in rows.values()])
+                rows.clear()
+
+
 class ProjectionRunner:
-    def __init__(self, conn: sqlite3.Connection, projections: Iterable[Projection],
+    def __init__(self, sql: SqlSession, projections: Iterable[Projection],
                  read_all: Callable[..., Iterator[RecordedEvent]]):
-        self.conn = conn
+        self.sql = sql
         self.projections = list(projections)
         self.read_all = read_all
         self.specs = {t.name: t for p in self.projections for t in p.tables}
-        self._drop_if_shape_changed(conn)
-        conn.execute("CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS rm_stopped (name TEXT PRIMARY KEY, position INTEGER NOT NULL,"
-                     " error TEXT NOT NULL)")
-        for spec in self.specs.values():
-            conn.execute(_ddl(spec))
-        conn.execute("CREATE INDEX IF NOT EXISTS rm_tasks_account ON rm_tasks (account_id, created_at)")
-        conn.execute("CREATE INDEX IF NOT EXISTS rm_results_position ON rm_results (task_id, position)")
+        self._drop_if_shape_changed()
+        for spec in (CHECKPOINTS, STOPPED, *self.specs.values()):
+            sql.create_table(spec)
 
-    def _drop_if_shape_changed(self, conn: sqlite3.Connection) -> None:
+    def _drop_if_shape_changed(self) -> None:
         """Read models are disposable: when this code's tables differ from the stored ones,
         they are dropped and folded again from the log."""
-        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key) for t in self.specs.values())).encode())
-        conn.execute("CREATE TABLE IF NOT EXISTS rm_shape (id INTEGER PRIMARY KEY CHECK (id = 1), digest TEXT)")
-        stored = conn.execute("SELECT digest FROM rm_shape").fetchone()
-        if stored is not None and stored[0] == shape.hexdigest():
+        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key, sorted(t.ints), t.indexes)
+                                           for t in self.specs.values())).encode()).hexdigest()
+        self.sql.create_table(SHAPE)
+        stored = self.sql.execute("SELECT digest FROM rm_shape").fetchone()
+        if stored is not None and stored[0] == shape:
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name in (*self.specs, "rm_checkpoints", "rm_stopped"):
-                conn.execute(f"DROP TABLE IF EXISTS {name}")
-            conn.execute("INSERT OR REPLACE INTO rm_shape (id, digest) VALUES (1, ?)", (shape.hexdigest(),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with self.sql.transaction():
+            for name in (*self.specs, CHECKPOINTS.name, STOPPED.name):
+                self.sql.execute(f"DROP TABLE IF EXISTS {name}")
+            self.sql.execute(upsert_sql(SHAPE), (1, shape))
         if stored is not None:
             log.warning("read models changed shape: dropped, to be folded again from the log")
 
     def checkpoints(self) -> dict[str, int]:
-        stored = dict(self.conn.execute("SELECT name, position FROM rm_checkpoints").fetchall())
+        stored = dict(self.sql.execute("SELECT name, position FROM rm_checkpoints").fetchall())
         return {p.name: stored.get(p.name, 0) for p in self.projections}
 
     def stopped(self) -> dict[str, ProjectionStopped]:
         """The projections stopped on an event they could not fold."""
         return {name: ProjectionStopped(name, position, error) for name, position, error in
-                self.conn.execute("SELECT name, position, error FROM rm_stopped ORDER BY name")}
+                self.sql.execute("SELECT name, position, error FROM rm_stopped ORDER BY name").fetchall()}
 
     def require(self, *names: str) -> None:
         """Raises ProjectionStopped if one of these read models is stopped."""
@@ -142,102 +127,89 @@ class ProjectionRunner:
                 raise stop
 
     def catch_up(self, until: int | None = None, max_batches: int | None = None,
-                 recent: Recent | None = None) -> int:
+                 recent: Recent | None = None, stop_at: dict[str, int] | None = None) -> int:
         """Applies the events past the checkpoints (up to `until`, in at most `max_batches`
         transactions); returns how many were applied. `recent` may hand over events this
-        process just appended, so they need not be read back and decoded."""
+        process just appended, so they need not be read back and decoded. `stop_at` holds
+        some projections back at a position of their own (an audit's fresh fold)."""
         total = 0
         for _ in iter(int, 1) if max_batches is None else range(max_batches):
             try:
-                done = self._in_transaction(lambda: self._batch(until, recent))
+                with self.sql.transaction():
+                    done = self._batch(until, recent, stop_at=stop_at or {})
             except Exception as error:
                 if self._transient(error):
                     raise
                 # some event of the batch cannot be folded: again, one event at a time
-                done = self._in_transaction(lambda: self._batch(until, recent, careful=True))
+                with self.sql.transaction():
+                    done = self._batch(until, recent, careful=True, stop_at=stop_at or {})
             total += done
             if done < BATCH:
                 break
         return total
 
-    def _in_transaction(self, work: Callable[[], int]) -> int:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            done = work()
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return done
-
-    @staticmethod
-    def _transient(error: Exception) -> bool:
+    def _transient(self, error: Exception) -> bool:
         """Errors of the database itself (locked, gone, full), not of an event."""
-        return isinstance(error, sqlite3.OperationalError)
+        return isinstance(error, self.sql.transient_errors)
 
-    def _batch(self, until: int | None, recent: Recent | None = None, careful: bool = False) -> int:
+    def _batch(self, until: int | None, recent: Recent | None = None, careful: bool = False,
+               stop_at: dict[str, int] | None = None) -> int:
+        stop_at = stop_at or {}
         checkpoints = self.checkpoints()
         stopped = self.stopped()
         running = [p for p in self.projections if p.name not in stopped]
         start = min((checkpoints[p.name] for p in running), default=0)
         end = start + BATCH if until is None else min(start + BATCH, until)
-        view = _SqliteView(self.conn, self.specs)
+        view = _SqlView(self.sql, self.specs)
         last = start
         count = 0
         handed = recent(start, end) if recent is not None else None
         for recorded in handed or self.read_all(after_position=start, until_position=end, batch=FETCH):
             count += 1
             for projection in list(running):
-                if recorded.position <= checkpoints[projection.name]:
+                if not checkpoints[projection.name] < recorded.position <= stop_at.get(projection.name, recorded.position):
                     continue
                 if careful:
-                    self.conn.execute("SAVEPOINT one_event")
+                    self.sql.execute("SAVEPOINT one_event")
                 try:
                     for change in projection.evolve(view, recorded):
                         view.apply(change)
                     if careful:
                         view.flush()
-                        self.conn.execute("RELEASE one_event")
+                        self.sql.execute("RELEASE SAVEPOINT one_event")
                 except Exception as error:
                     if not careful or self._transient(error):
                         raise
                     view.discard()
-                    self.conn.execute("ROLLBACK TO one_event")
-                    self.conn.execute("RELEASE one_event")
-                    self._stop(projection.name, _Poisoned(projection.name, recorded, error))
+                    self.sql.execute("ROLLBACK TO SAVEPOINT one_event")
+                    self.sql.execute("RELEASE SAVEPOINT one_event")
+                    self._stop(_Poisoned(projection.name, recorded, error))
                     running.remove(projection)
                     continue
                 checkpoints[projection.name] = recorded.position
             last = recorded.position
         view.flush()
         if last > start:
-            self.conn.executemany(
-                "INSERT INTO rm_checkpoints (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                [(p.name, checkpoints[p.name]) for p in self.projections],
-            )
+            self.sql.executemany(upsert_sql(CHECKPOINTS), [(p.name, checkpoints[p.name]) for p in self.projections])
         return count
 
-    def _stop(self, name: str, poisoned: _Poisoned) -> None:
-        log.error("read model %s stopped: %s", name, poisoned)
-        self.conn.execute("INSERT OR REPLACE INTO rm_stopped (name, position, error) VALUES (?, ?, ?)",
-                          (name, poisoned.position, str(poisoned)))
+    def _stop(self, poisoned: _Poisoned) -> None:
+        log.error("read model %s stopped: %s", poisoned.name, poisoned)
+        self.sql.execute(upsert_sql(STOPPED), (poisoned.name, poisoned.position, str(poisoned)))
 
     def rebuild(self) -> int:
         """Drops every read model and folds the whole log again."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.sql.transaction():
             for spec in self.specs.values():
-                self.conn.execute(f"DELETE FROM {spec.name}")
-            self.conn.execute("DELETE FROM rm_checkpoints")
-            self.conn.execute("DELETE FROM rm_stopped")
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+                self.sql.execute(f"DELETE FROM {spec.name}")
+            self.sql.execute("DELETE FROM rm_checkpoints")
+            self.sql.execute("DELETE FROM rm_stopped")
         return self.catch_up()
 
+    def rows(self, table: str) -> Iterator[tuple]:
+        """Every row of a read model, streamed (for audits and comparisons)."""
+        spec = self.specs[table]
+        return self.sql.stream(f"SELECT {', '.join(spec.columns)} FROM {table}")
 
     def sorted_rows(self, table: str) -> list[tuple]:
-        spec = self.specs[table]
-        return sorted(self.conn.execute(f"SELECT {', '.join(spec.columns)} FROM {table}").fetchall())
+        return sorted(self.rows(table))

@@ -1,56 +1,80 @@
-"""Opening a store by URL: `sqlite:///path` (the embedded default)."""
+"""Opening a store by URL: `sqlite:///PATH` (the embedded default) or
+`postgresql://USER@HOST:PORT/DB` (the distributed mode's log of record).
+
+Both give a `Database`: the same ports (engine/store/base.py, projections/sql.py) over
+either backend, so the service, the runtime, audit and replay never know which one runs.
+"""
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 from urllib.parse import urlparse
 
-from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency, IdempotencyConflict  # noqa: F401
-from engine.store.inputs import SqliteInputs
-from engine.store.lease import Lease
-from engine.store.sqlite import SqliteEventStore, connect
+from engine.store.base import (  # noqa: F401 (re-exported)
+    ConcurrencyError,
+    DuplicateEventError,
+    EngineLease,
+    EventStore,
+    Idempotency,
+    IdempotencyConflict,
+    StagedInputs,
+    StoreError,
+    StoreUnavailable,
+)
+from projections.queries import ReadModelQueries
 from projections.read_models import all_projections
 from projections.runner import ProjectionRunner
 
 
-class StoreUrlError(ValueError):
+class StoreUrlError(StoreError):
     pass
 
 
 @dataclass
 class Database:
-    """Everything the embedded engine keeps in its one SQLite file."""
+    """The log, the staged uploads, the engine lease and the read models of one store."""
 
     url: str
-    conn: object
-    events: SqliteEventStore
-    inputs: SqliteInputs
-    lease: Lease
+    events: EventStore
+    inputs: StagedInputs
+    lease: EngineLease
     projector: ProjectionRunner = field(repr=False)
+    read: ReadModelQueries = field(repr=False)
     # errors of the database itself (busy, locked, gone): retried, never blamed on an event
-    transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+    transient_errors: tuple[type[Exception], ...] = field(repr=False)
+    snapshot: Callable[[], ContextManager[None]] = field(repr=False)
+    close: Callable[[], None] = field(repr=False)
 
     def catch_up(self) -> int:
         return self.projector.catch_up()
 
-    def close(self) -> None:
-        self.conn.close()
+
+def open_database(url: str) -> Database:
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        return _open_sqlite(url)
+    if scheme in ("postgres", "postgresql"):
+        from engine.store.postgres import open_postgres
+
+        return open_postgres(url)
+    raise StoreUrlError(f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
 
 
 def sqlite_path(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme != "sqlite":
-        if parsed.scheme in ("postgres", "postgresql"):
-            raise StoreUrlError("the PostgreSQL store is not available yet; use sqlite:///PATH")
-        raise StoreUrlError(f"unsupported store URL {url!r}; use sqlite:///PATH")
     path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
     if not path:
         raise StoreUrlError(f"store URL {url!r} names no file; use sqlite:///PATH (sqlite:////abs/path)")
     return path
 
 
-def open_database(url: str) -> Database:
+def _open_sqlite(url: str) -> Database:
+    from engine.store.inputs import SqliteInputs
+    from engine.store.lease import Lease
+    from engine.store.sqlite import SqliteEventStore, SqliteSession, connect
+
     conn = connect(sqlite_path(url))
     events = SqliteEventStore(conn)
-    return Database(url, conn, events, SqliteInputs(conn), Lease(conn), ProjectionRunner(conn, all_projections(),
-                                                                                        events.read_all))
+    session = SqliteSession(conn)
+    return Database(url, events, SqliteInputs(conn), Lease(conn),
+                    ProjectionRunner(session, all_projections(), events.read_all), ReadModelQueries(session),
+                    session.transient_errors, session.snapshot, conn.close)

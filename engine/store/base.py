@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Protocol, Sequence
+from datetime import datetime
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
 
@@ -12,6 +13,14 @@ ANY = None  # an expected version meaning "wherever the stream is now" (appended
 
 class StoreError(Exception):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, refused, timed out): nothing was appended."""
+
+
+class SchemaMissing(StoreError):
+    """The store has no schema, or an older one: run `vec migrate`."""
 
 
 class ConcurrencyError(StoreError):
@@ -53,9 +62,43 @@ class EventStore(Protocol):
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]: ...
 
+    def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
+        """(position, stream, type) past a position, oldest first: what a follower needs to
+        know whom to wake, without decoding payloads."""
+
     def stream_version(self, stream: str) -> int: ...
 
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""
 
+    def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before `moment` (0 if none)."""
+
     def close(self) -> None: ...
+
+
+class StagedInputs(Protocol):
+    """The de-duplicated addresses of an upload, waiting to be chunked (not events: the log
+    records what was charged and each chunk as it is submitted)."""
+
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
+        """Stores the unique addresses (case-insensitive), first seen first; returns how many."""
+
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]: ...
+
+    def discard(self, upload_id: str) -> None: ...
+
+    def sweep(self, staged_before: datetime, keep: Iterable[str]) -> int:
+        """Drops uploads staged before a moment that no active task needs; returns how many."""
+
+
+class EngineLease(Protocol):
+    """Which process drives the work (embedded runtime), and its heartbeat: the outage clock."""
+
+    def current(self): ...
+
+    def acquire(self, holder: str, now: datetime, ttl: float): ...
+
+    def beat(self, holder: str, now: datetime) -> bool: ...
+
+    def release(self, holder: str, now: datetime) -> None: ...

@@ -6,6 +6,7 @@ catch-up reader never sees a gap.
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 from datetime import datetime, timezone
@@ -230,12 +231,18 @@ class SqliteEventStore:
                 return
             position = rows[-1][0]
 
-    def read_headers(self, after_position: int = 0) -> list[tuple[int, str, str]]:
+    def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) of the events past a position: enough for a log follower
         to know whom to wake, without decoding payloads."""
         return self.conn.execute(
-            "SELECT position, stream, type FROM events WHERE position > ? ORDER BY position", (after_position,)
-        ).fetchall()
+            "SELECT position, stream, type FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit)).fetchall()
+
+    def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before `moment` (0 if none)."""
+        row = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= ?",
+                                (_utc(moment),)).fetchone()
+        return row[0]
 
     def stream_version(self, stream: str) -> int:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
@@ -248,10 +255,40 @@ class SqliteEventStore:
         self.conn.close()
 
 
+class SqliteSession:
+    """The read models' port (projections.sql.SqlSession) on the SQLite file."""
 
+    transient_errors = (sqlite3.OperationalError,)
 
-def position_at(conn: sqlite3.Connection, moment: datetime) -> int:
-    """The last position recorded at or before `moment` (0 if none)."""
-    row = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= ?",
-                       (_utc(moment),)).fetchone()
-    return row[0]
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def execute(self, sql: str, params=()):
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows) -> None:
+        self.conn.executemany(sql, rows)
+
+    def transaction(self):
+        return transaction(self.conn)
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        self.conn.execute("BEGIN")  # deferred: the first read fixes the snapshot (WAL)
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def stream(self, sql: str, params=(), size: int = 2000):
+        cursor = self.conn.execute(sql, params)
+        while rows := cursor.fetchmany(size):
+            yield from rows
+
+    def create_table(self, table) -> None:
+        columns = ", ".join(f"{c} INTEGER" if c in table.ints else f"{c} TEXT" for c in table.columns)
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns},"
+                          f" PRIMARY KEY ({', '.join(table.key)})) WITHOUT ROWID")
+        for index in table.indexes:
+            self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}"
+                              f" ON {table.name} ({', '.join(index)})")

@@ -15,7 +15,6 @@ from engine.domain.limits import MAX_BALANCE
 from engine.service import Engine
 from engine.store.base import ANY
 from events import CreditsGranted, NewEvent
-from projections import queries
 from projections.runner import ProjectionStopped
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -38,7 +37,7 @@ def test_a_grant_beyond_the_bound_is_refused_and_appends_nothing(db):
         engine.grant_credits("acme", "monthly", 1, "subscription", datetime(2099, 1, 1, tzinfo=timezone.utc))
     assert db.events.head() == head + 1
     db.catch_up()
-    assert queries.balances(db.conn, "acme")["total"] == MAX_BALANCE
+    assert db.read.balances("acme")["total"] == MAX_BALANCE
 
 
 def test_a_poison_event_stops_only_its_read_model_with_a_named_error(db, tmp_path):
@@ -58,7 +57,7 @@ def test_a_poison_event_stops_only_its_read_model_with_a_named_error(db, tmp_pat
     path.write_text("a@example.com\nb@example.com\n")
     task_id = engine.create_bulk("beta", path).task_id
     db.catch_up()
-    assert queries.task(db.conn, task_id)["total"] == 2
+    assert db.read.task(task_id)["total"] == 2
     assert db.projector.checkpoints()["credits"] == poison - 1
     # The poisoned account refuses commands clearly: its log breaks an invariant.
     with pytest.raises(InvariantViolation, match="out of bounds"):

@@ -17,7 +17,6 @@ from engine.config import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine, utcnow
 from engine.store import open_database
-from projections import queries
 from verifier.provider import ProviderError, ProviderUnavailable
 
 
@@ -81,7 +80,7 @@ def crashed_runtime(db, died_ago: timedelta) -> None:
     """The lease as a runtime killed `died_ago` left it: its last beat then, its PID gone."""
     dead = _reaped_pid()
     db.lease.acquire("crashed-runtime", utcnow() - died_ago, ttl=1)
-    db.conn.execute("UPDATE engine_lease SET pid = ?", (dead,))
+    db.events.conn.execute("UPDATE engine_lease SET pid = ?", (dead,))
 
 
 def _reaped_pid() -> int:
@@ -108,13 +107,13 @@ def test_mixed_bulk_completes_and_settles_every_address(engine, db, tmp_path):
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", mix)).task_id
     asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(task_id).active))
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["total"], row["consumed"], row["unknown"], row["refunded"]) == (
         "completed", 24, 19, 5, 5)
-    assert queries.balances(db.conn, "acme")["total"] == 1200 - 24 + 5
-    refunds = queries.history(db.conn, "acme", "refund")
+    assert db.read.balances("acme")["total"] == 1200 - 24 + 5
+    refunds = db.read.history("acme", "refund")
     assert [r["description"] for r in refunds] == ["Credit refund: 1 credits"] * 5
-    assert {r["status"] for r in queries.results(db.conn, task_id)} == {"safe", "unknown", "invalid", "risky"}
+    assert {r["status"] for r in db.read.results(task_id)} == {"safe", "unknown", "invalid", "risky"}
     assert db.inputs.chunk(task_id, 0, 5) == []  # staged inputs are dropped once chunked
     assert_audit_clean(db)
 
@@ -126,11 +125,11 @@ def test_rejected_chunk_is_retried_then_failed_and_refunded(engine, db, tmp_path
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     assert sum(1 for call in provider.calls if bad & set(call)) == 1 + engine.settings.chunk_retries
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     # 1 failed chunk of 4 = 25% <= 30% threshold: the task completes with the badge
     assert (row["status"], row["partial_failure"], row["failed"], row["consumed"], row["refunded"]) == (
         "completed", True, 5, 15, 5)
-    assert [r["amount"] for r in queries.history(db.conn, "acme", "refund")] == [5]
+    assert [r["amount"] for r in db.read.history("acme", "refund")] == [5]
     assert_audit_clean(db)
 
 
@@ -139,9 +138,9 @@ def test_failed_chunks_past_threshold_fail_the_task_and_refund_the_rest(engine, 
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(20))).task_id
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["partial_failure"], row["consumed"], row["refunded"]) == ("failed", True, 0, 20)
-    assert queries.balances(db.conn, "acme")["total"] == 1200
+    assert db.read.balances("acme")["total"] == 1200
     assert_audit_clean(db)
 
 
@@ -150,10 +149,10 @@ def test_provider_unreachable_past_deadline_is_a_system_failure(engine, db, tmp_
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(8))).task_id
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     db.catch_up()
-    assert queries.task(db.conn, task_id)["status"] == "failed"
-    rows = queries.history(db.conn, "acme", "refund")
+    assert db.read.task(task_id)["status"] == "failed"
+    rows = db.read.history("acme", "refund")
     assert [r["amount"] for r in rows] == [8]
-    assert queries.balances(db.conn, "acme")["total"] == 1200
+    assert db.read.balances("acme")["total"] == 1200
     assert_audit_clean(db)
 
 
@@ -176,16 +175,16 @@ def test_cancel_stops_workers_refunds_unverified_once_and_late_results_cost_noth
     asyncio.run(scenario())
     state = engine.task(task_id)
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert row["status"] == "cancelled"
     assert state.chunks_submitted <= 1 + engine.settings.chunk_window  # no chunk after the cancel
-    cancel_rows = queries.history(db.conn, "acme", "cancel")
+    cancel_rows = db.read.history("acme", "cancel")
     assert len(cancel_rows) == 1
     assert cancel_rows[0]["amount"] == 40 - row["consumed"] - row["unknown"]
     assert row["consumed"] + row["refunded"] == 40
     assert len(provider.finished) < 40  # workers stopped before finishing the bulk
     # results of in-flight chunks that finished after the cancel were logged, never shown
-    shown = {r["address"] for r in queries.results(db.conn, task_id)}
+    shown = {r["address"] for r in db.read.results(task_id)}
     assert len(shown) == row["verified"]
     assert_audit_clean(db)
 
@@ -199,9 +198,9 @@ def test_restart_within_grace_resumes_without_charging_twice(engine, db, tmp_pat
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     assert "user0@example.test" not in provider.calls[0]  # only what had no result is verified again
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["consumed"], row["debited"]) == ("completed", 10, 10)
-    assert queries.balances(db.conn, "acme")["total"] == 1190
+    assert db.read.balances("acme")["total"] == 1190
     assert_audit_clean(db)
 
 
@@ -214,10 +213,10 @@ def test_restart_after_grace_fails_running_tasks_through_system_failure(engine, 
     engine.settings = settings(outage_grace=30)
     asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(queued).active))
     db.catch_up()
-    row = queries.task(db.conn, running)
+    row = db.read.task(running)
     assert (row["status"], row["consumed"], row["refunded"]) == ("failed", 1, 9)
-    assert queries.task(db.conn, queued)["status"] == "completed"  # never started: it just runs
-    system_rows = [r for r in queries.history(db.conn, "acme", "refund") if r["task_id"] == running]
+    assert db.read.task(queued)["status"] == "completed"  # never started: it just runs
+    system_rows = [r for r in db.read.history("acme", "refund") if r["task_id"] == running]
     assert [r["amount"] for r in system_rows] == [9]
     assert_audit_clean(db)
 
@@ -263,9 +262,9 @@ def test_the_watchdog_expires_lapsed_monthly_credits_and_sweeps_orphan_uploads(e
 
     asyncio.run(briefly())
     db.catch_up()
-    assert queries.balances(db.conn, "acme")["monthly"] == 0
-    assert [r["amount"] for r in queries.history(db.conn, "acme", "expiry")] == [-35]  # 15 were spent first
-    staged = {r[0] for r in db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+    assert db.read.balances("acme")["monthly"] == 0
+    assert [r["amount"] for r in db.read.history("acme", "expiry")] == [-35]  # 15 were spent first
+    staged = {r[0] for r in db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
     assert "orphan" not in staged and "fresh" in staged
     assert engine.task(active).upload_id in staged  # its last chunk still waits: kept, though 2 h old
     assert_audit_clean(db)

@@ -33,7 +33,6 @@ from events import (
     TaskCancelled,
     TaskCreated,
 )
-from projections import queries
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -85,11 +84,11 @@ def csv_file(tmp_path):
 
 
 def staged_rows(db) -> int:
-    return db.conn.execute("SELECT COUNT(*) FROM task_inputs").fetchone()[0]
+    return db.events.conn.execute("SELECT COUNT(*) FROM task_inputs").fetchone()[0]
 
 
 def staged_task_ids(db) -> set[str]:
-    return {r[0] for r in db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+    return {r[0] for r in db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
 
 
 def log_types(db, stream: str | None = None) -> list[str]:
@@ -523,7 +522,7 @@ def test_a_mixed_bulk_settles_every_address_once_with_one_row_per_unknown(engine
     state = engine.account("acme")
     assert (state.monthly, state.payg) == (0, 200)  # 3 monthly + 2 payg debited, 2 refunded to PAYG
     db.catch_up()
-    rows = queries.history(db.conn, "acme")
+    rows = db.read.history("acme")
     assert [(r["type"], r["bucket"], r["amount"], r["description"], r["task_id"]) for r in rows[-4:]] == [
         ("debit", "monthly", -3, "Credit debit: 3 credits", task),
         ("debit", "payg", -2, "Credit debit: 2 credits", task),
@@ -531,7 +530,7 @@ def test_a_mixed_bulk_settles_every_address_once_with_one_row_per_unknown(engine
         ("refund", "payg", 1, "Credit refund: 1 credits", task),
     ]
     assert sum(r["amount"] for r in rows) == rows[-1]["balance_after"] == 200
-    shown = queries.task(db.conn, task)
+    shown = db.read.task(task)
     assert (shown["status"], shown["debited"], shown["consumed"], shown["refunded"]) == ("completed", 5, 3, 2)
     assert_audit_clean(db)
 
@@ -549,9 +548,9 @@ def test_cancel_refunds_the_unverified_in_one_cancel_row_and_late_results_are_no
     with pytest.raises(TaskAlreadyCancelled):
         engine.cancel_task(task)
     db.catch_up()
-    rows = queries.history(db.conn, "acme", "cancel")
+    rows = db.read.history("acme", "cancel")
     assert [(r["amount"], r["bucket"], r["description"]) for r in rows] == [(4, "payg", "Credit refund: 4 credits")]
-    assert [r["address"] for r in queries.results(db.conn, task)] == ["u0@x.com"]
+    assert [r["address"] for r in db.read.results(task)] == ["u0@x.com"]
     assert engine.account("acme").payg == 199
     assert_audit_clean(db)
 
@@ -563,9 +562,9 @@ def test_system_failure_refunds_in_a_refund_row(engine, db, csv_file):
     engine.fail_for_system(task, "engine down past the grace period")
     assert engine.fail_for_system(task, "again") == []
     db.catch_up()
-    last = queries.history(db.conn, "acme")[-1]
+    last = db.read.history("acme")[-1]
     assert (last["type"], last["amount"], last["bucket"]) == ("refund", 3, "payg")
-    assert queries.task(db.conn, task)["status"] == "failed"
+    assert db.read.task(task)["status"] == "failed"
     assert_audit_clean(db)
 
 
@@ -582,7 +581,7 @@ def test_chunk_failure_past_the_threshold_fails_with_the_badge(engine, db, csv_f
     assert (state.status, state.partial_failure, state.consumed, state.refunded) == ("failed", True, 1, 5)
     assert engine.account("acme").payg == 199
     db.catch_up()
-    shown = queries.task(db.conn, task)
+    shown = db.read.task(task)
     assert (shown["status"], shown["partial_failure"], shown["failed"]) == ("failed", True, 3)
     assert_audit_clean(db)
 
@@ -605,8 +604,8 @@ def test_cancel_of_a_single_task_and_delete_while_processing_fail_clearly(engine
     with pytest.raises(TaskNotFound):
         engine.delete_task(bulk)
     db.catch_up()
-    assert queries.task(db.conn, bulk) is None
-    assert list(queries.results(db.conn, bulk)) == []
+    assert db.read.task(bulk) is None
+    assert list(db.read.results(bulk)) == []
     assert log_types(db, f"task-{bulk}")[-1] == "TaskDeleted"  # the log keeps everything
     assert_audit_clean(db)
 
@@ -638,7 +637,7 @@ def test_monthly_leftover_expires_lazily_on_debit_and_explicitly(engine, db, clo
     assert [r.event for r in engine.expire_monthly("acme")] == [MonthlyCreditsExpired(10)]
     assert engine.expire_monthly("acme") == []
     db.catch_up()
-    expiries = queries.history(db.conn, "acme", "expiry")
+    expiries = db.read.history("acme", "expiry")
     assert [(r["amount"], r["bucket"]) for r in expiries] == [(-49, "monthly"), (-10, "monthly")]
     assert_audit_clean(db)
 
@@ -649,8 +648,8 @@ def test_the_expiry_scan_finds_a_monthly_bucket_granted_with_a_non_utc_expiry(en
     expires = (T0 + timedelta(days=1)).astimezone(karachi)
     engine.grant_credits("acme", "monthly", 40, "subscription", expires)
     db.catch_up()
-    assert queries.expired_monthly_accounts(db.conn, T0 + timedelta(days=1) - timedelta(seconds=1)) == []
-    assert queries.expired_monthly_accounts(db.conn, T0 + timedelta(days=1, hours=1)) == ["acme"]
+    assert db.read.expired_monthly_accounts(T0 + timedelta(days=1) - timedelta(seconds=1)) == []
+    assert db.read.expired_monthly_accounts(T0 + timedelta(days=1, hours=1)) == ["acme"]
 
 
 def test_a_cold_engine_sees_the_same_states(engine, db, settings, clock, csv_file):
@@ -682,13 +681,13 @@ def busy_db(engine, db, csv_file):
 
 def test_the_audit_names_a_tampered_balance(busy_db):
     db, _ = busy_db
-    db.conn.execute("UPDATE rm_balances SET payg = payg + 1 WHERE account_id = 'acme'")
+    db.events.conn.execute("UPDATE rm_balances SET payg = payg + 1 WHERE account_id = 'acme'")
     assert any("rm_balances" in v for v in audit(db).violations)
 
 
 def test_the_audit_names_a_lost_history_row(busy_db):
     db, _ = busy_db
-    db.conn.execute("DELETE FROM rm_history WHERE type = 'cancel'")
+    db.events.conn.execute("DELETE FROM rm_history WHERE type = 'cancel'")
     assert any("rm_history" in v for v in audit(db).violations)
 
 
@@ -759,7 +758,7 @@ def test_two_uploads_of_one_file_at_once_in_threads(db, settings, clock, csv_fil
     assert log_types(db).count("TaskCreated") == 1
     assert staged_task_ids(db) == {opener.task(winners[0]).upload_id}
     db.catch_up()
-    assert queries.balances(db.conn, "acme")["total"] == 1200 - 300  # charged once
+    assert db.read.balances("acme")["total"] == 1200 - 300  # charged once
     assert_audit_clean(db)
     for e in engines:
         e.db.close()

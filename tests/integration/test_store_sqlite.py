@@ -6,7 +6,7 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from engine.store.sqlite import SqliteEventStore, connect, position_at
+from engine.store.sqlite import SqliteEventStore, connect
 from tests.integration.store_contract import T0, EventStoreContract, grants, new
 
 
@@ -66,10 +66,10 @@ def test_the_log_rejects_a_second_event_at_the_same_stream_version_even_behind_t
 def test_position_at_a_moment(store):
     for hours in range(3):
         store.append([new("s", at=T0 + timedelta(hours=hours))], {"s": hours})
-    assert position_at(store.conn, T0 - timedelta(seconds=1)) == 0
-    assert position_at(store.conn, T0) == 1
-    assert position_at(store.conn, T0 + timedelta(hours=1, minutes=5)) == 2
-    assert position_at(store.conn, T0 + timedelta(days=1)) == 3
+    assert store.position_at(T0 - timedelta(seconds=1)) == 0
+    assert store.position_at(T0) == 1
+    assert store.position_at(T0 + timedelta(hours=1, minutes=5)) == 2
+    assert store.position_at(T0 + timedelta(days=1)) == 3
 
 
 def test_connect_creates_the_directory(tmp_path):
@@ -84,7 +84,7 @@ def test_position_at_a_moment_in_another_time_zone(store):
     for hours in range(3):
         store.append([new("s", at=T0 + timedelta(hours=hours))], {"s": hours})
     paris = timezone(timedelta(hours=2))
-    assert position_at(store.conn, (T0 + timedelta(minutes=30)).astimezone(paris)) == 1
-    assert position_at(store.conn, (T0 - timedelta(minutes=30)).astimezone(paris)) == 0
+    assert store.position_at((T0 + timedelta(minutes=30)).astimezone(paris)) == 1
+    assert store.position_at((T0 - timedelta(minutes=30)).astimezone(paris)) == 0
     new_york = timezone(timedelta(hours=-4))
-    assert position_at(store.conn, (T0 + timedelta(hours=2, minutes=1)).astimezone(new_york)) == 3
+    assert store.position_at((T0 + timedelta(hours=2, minutes=1)).astimezone(new_york)) == 3

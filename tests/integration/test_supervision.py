@@ -11,7 +11,6 @@ import pytest
 from consumers.runtime import EngineCrashed, LeaseLost, Runtime
 from engine.domain.tasks import Result
 from engine.service import Engine
-from projections import queries
 from tests.integration.test_runtime import (
     ScriptedProvider,
     addresses,
@@ -84,7 +83,7 @@ def test_losing_the_lease_stops_driving_at_once(engine, db, tmp_path):
         running = asyncio.create_task(runtime.run())
         await asyncio.sleep(0.3)
         assert runtime.drivers
-        db.conn.execute("UPDATE engine_lease SET holder = 'usurper'")
+        db.events.conn.execute("UPDATE engine_lease SET holder = 'usurper'")
         with pytest.raises(LeaseLost):
             async with asyncio.timeout(5):
                 await running
@@ -111,18 +110,18 @@ def test_a_worker_that_keeps_failing_fails_its_chunk_with_its_refund(engine, db,
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     assert sum(1 for call in provider.calls if "user7@example.test" in call) == 1 + 2  # driver_retries = 2
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["partial_failure"], row["failed"], row["consumed"]) == ("completed", True, 5, 15)
-    assert [r["amount"] for r in queries.history(db.conn, "acme", "refund")] == [5]
+    assert [r["amount"] for r in db.read.history("acme", "refund")] == [5]
     assert_audit_clean(db)
 
 
 def test_a_scheduling_step_that_keeps_failing_fails_the_task_with_its_refund(engine, db, tmp_path):
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(20))).task_id
-    db.conn.execute("DELETE FROM task_inputs WHERE seq = 12")  # lost staged input: chunk 2 can never be made
+    db.events.conn.execute("DELETE FROM task_inputs WHERE seq = 12")  # lost staged input: chunk 2 can never be made
     asyncio.run(run_until(engine, ScriptedProvider(), lambda: not engine.task(task_id).active))
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert row["status"] == "failed"
     assert row["consumed"] + row["refunded"] == 20
     events = [r.event for r in db.events.read_stream(f"task-{task_id}")]
@@ -136,9 +135,9 @@ def test_a_task_without_progress_past_the_bound_fails_with_its_refund(db, tmp_pa
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(8))).task_id
     asyncio.run(run_until(engine, HangingProvider(), lambda: not engine.task(task_id).active, timeout=10))
     db.catch_up()
-    assert queries.task(db.conn, task_id)["status"] == "failed"
-    assert [r["type"] for r in queries.history(db.conn, "acme")][-1] == "refund"
-    assert queries.balances(db.conn, "acme")["total"] == 200
+    assert db.read.task(task_id)["status"] == "failed"
+    assert [r["type"] for r in db.read.history("acme")][-1] == "refund"
+    assert db.read.balances("acme")["total"] == 200
     assert_audit_clean(db)
 
 
@@ -163,7 +162,7 @@ def test_an_outage_of_ours_pauses_the_chunk_instead_of_settling_unknowns(engine,
     provider = FlakyProvider(outages=3)
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["consumed"], row["unknown"], row["refunded"]) == ("completed", 10, 0, 0)
     assert_audit_clean(db)
 
@@ -173,7 +172,7 @@ def test_an_outage_of_ours_past_the_deadline_fails_the_task_with_a_refund_row(en
     provider = FlakyProvider(outages=10_000)
     asyncio.run(run_until(engine, provider, lambda: not engine.task(task_id).active))
     db.catch_up()
-    row = queries.task(db.conn, task_id)
+    row = db.read.task(task_id)
     assert (row["status"], row["unknown"], row["consumed"], row["refunded"]) == ("failed", 0, 1, 9)
-    assert [(r["type"], r["amount"]) for r in queries.history(db.conn, "acme")][-1] == ("refund", 9)
+    assert [(r["type"], r["amount"]) for r in db.read.history("acme")][-1] == ("refund", 9)
     assert_audit_clean(db)

@@ -173,8 +173,8 @@ def _insert_raw(conn, stream, version, type_name, schema_version, data, position
 
 
 def test_an_old_task_created_row_is_read_back_as_v2(db):
-    _insert_raw(db.conn, "task-old", 1, "TaskCreated", 1, V1_TASK_CREATED)
-    raw = db.conn.execute("SELECT schema_version, data FROM events WHERE stream = 'task-old'").fetchone()
+    _insert_raw(db.events.conn, "task-old", 1, "TaskCreated", 1, V1_TASK_CREATED)
+    raw = db.events.conn.execute("SELECT schema_version, data FROM events WHERE stream = 'task-old'").fetchone()
     assert raw[0] == 1 and "chunk_size" not in json.loads(raw[1])
 
     [recorded] = list(db.events.read_stream("task-old"))
@@ -183,23 +183,22 @@ def test_an_old_task_created_row_is_read_back_as_v2(db):
     assert [r.event for r in db.events.read_all()] == [recorded.event]
 
     # the log itself is never rewritten
-    assert db.conn.execute("SELECT schema_version, data FROM events WHERE stream = 'task-old'").fetchone() == raw
+    assert db.events.conn.execute("SELECT schema_version, data FROM events WHERE stream = 'task-old'").fetchone() == raw
 
 
 def test_an_upcast_task_folds_into_the_deciders_and_the_read_models(db):
     from engine.service import Engine
-    from projections.queries import task as task_row
 
-    _insert_raw(db.conn, "task-old", 1, "TaskCreated", 1, V1_TASK_CREATED)
+    _insert_raw(db.events.conn, "task-old", 1, "TaskCreated", 1, V1_TASK_CREATED)
     state = Engine(db).task("old")
     assert (state.address_count, state.chunk_size, state.total_chunks) == (2500, 1000, 3)
     db.catch_up()
-    row = db.conn.execute("SELECT source, chunks_total FROM rm_tasks WHERE task_id = 'old'").fetchone()
+    row = db.events.conn.execute("SELECT source, chunks_total FROM rm_tasks WHERE task_id = 'old'").fetchone()
     assert row == ("upload", 3)
-    assert task_row(db.conn, "old")["total"] == 2500
+    assert db.read.task("old")["total"] == 2500
 
 
 def test_a_stored_event_newer_than_the_code_fails_loudly_on_read(db):
-    _insert_raw(db.conn, "task-future", 1, "TaskCreated", 9, {**V1_TASK_CREATED, "source": "x", "chunk_size": 1})
+    _insert_raw(db.events.conn, "task-future", 1, "TaskCreated", 9, {**V1_TASK_CREATED, "source": "x", "chunk_size": 1})
     with pytest.raises(ValueError, match="newer"):
         list(db.events.read_stream("task-future"))

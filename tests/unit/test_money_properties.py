@@ -206,7 +206,7 @@ class MoneyMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _staged(self) -> int:
-        return self.db.conn.execute("SELECT COUNT(*) FROM task_inputs").fetchone()[0]
+        return self.db.events.conn.execute("SELECT COUNT(*) FROM task_inputs").fetchone()[0]
 
     def refused(self, error: type[BaseException], command) -> None:
         """A refused command raises the expected error and appends (and stages) nothing."""
@@ -768,7 +768,7 @@ class MoneyMachine(RuleBasedStateMachine):
                                              model.submitted, model.failed_chunks), task_id
             assert state.in_flight() == {n: p for n, p in model.pending.items() if p}
             self._log_settles_once(task_id, model)
-        staged = {r[0] for r in self.db.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+        staged = {r[0] for r in self.db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
         assert staged == {self._upload(t) for t, m in self.tasks.items() if not m.deleted}, \
             "staged inputs without a live task"
 
@@ -806,10 +806,10 @@ class MoneyMachine(RuleBasedStateMachine):
                 elif isinstance(event, CreditsRefunded):
                     refunded[event.task_id] += event.amount
             model = self.accounts[name]
-            balance = queries.balances(db.conn, name)
+            balance = db.read.balances(name)
             assert (balance["monthly"], balance["payg"], balance["total"]) == (
                 model.monthly, model.payg, model.monthly + model.payg)
-            rows = queries.history(db.conn, name)
+            rows = db.read.history(name)
             assert sum(r["amount"] for r in rows) == balance["total"], "history does not sum to the balance"
             assert rows[-1]["balance_after"] == balance["total"]
             assert all(r["bucket"] == "payg" for r in rows if r["type"] in ("refund", "cancel"))
@@ -819,7 +819,7 @@ class MoneyMachine(RuleBasedStateMachine):
             assert refunded[task_id] == model.refunded
             if not model.active:
                 assert debited[task_id] == model.consumed + refunded[task_id]
-            row = queries.task(db.conn, task_id)
+            row = db.read.task(task_id)
             if model.deleted:
                 assert row is None
             else:

@@ -1,0 +1,52 @@
+"""What a database must offer to hold the read models: the port both backends implement.
+
+The read models' SQL is written once, with `?` placeholders and portable statements
+(`INSERT ... ON CONFLICT ... DO UPDATE`, savepoints); each backend's session adapts the
+placeholders and the column types, and says which of its errors are the database's own
+(busy, gone: retried) rather than an event's (a row no column can hold: a poison event).
+"""
+from __future__ import annotations
+
+from typing import Any, ContextManager, Iterable, Iterator, Protocol, Sequence
+
+from projections.base import Table
+
+
+class Cursor(Protocol):
+    description: Any
+
+    def fetchone(self) -> tuple | None: ...
+
+    def fetchall(self) -> list[tuple]: ...
+
+    def __iter__(self) -> Iterator[tuple]: ...
+
+
+class SqlSession(Protocol):
+    transient_errors: tuple[type[Exception], ...]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Runs one statement (in the current transaction, if one is open)."""
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def transaction(self) -> ContextManager[None]:
+        """A write transaction: every call inside runs on one connection, committed at the end
+        of the block and rolled back if it raises."""
+
+    def snapshot(self) -> ContextManager[None]:
+        """A read-only transaction: every read inside sees one moment of the database."""
+
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple]:
+        """Rows of a query, fetched `size` at a time (constant memory)."""
+
+    def create_table(self, table: Table) -> None:
+        """CREATE TABLE IF NOT EXISTS with the backend's types, its key and its indexes."""
+
+
+def upsert_sql(table: Table) -> str:
+    columns = ", ".join(table.columns)
+    marks = ", ".join("?" for _ in table.columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
+    conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT ({', '.join(table.key)}) {conflict}"
