@@ -32,6 +32,10 @@ STOPPED = Table("rm_stopped", ("name", "position", "error"), ("name",), frozense
 SHAPE = Table("rm_shape", ("id", "digest"), ("id",), frozenset({"id"}))
 
 
+class ReadModelsOutdated(Exception):
+    """The stored read models have another shape than this code's, and may not be reshaped here."""
+
+
 class ProjectionStopped(Exception):
     """A read model stopped on an event it could not fold; its readers get this error."""
 
@@ -86,24 +90,35 @@ class _SqlView:
 
 class ProjectionRunner:
     def __init__(self, sql: SqlSession, projections: Iterable[Projection],
-                 read_all: Callable[..., Iterator[RecordedEvent]]):
+                 read_all: Callable[..., Iterator[RecordedEvent]], reshape: bool = True):
+        """`reshape`: drop and refold read models of another shape on open (the embedded store,
+        one process); a shared store leaves that to `vec migrate`, so that processes of two
+        versions never take turns dropping each other's tables."""
         self.sql = sql
         self.projections = list(projections)
         self.read_all = read_all
         self.specs = {t.name: t for p in self.projections for t in p.tables}
-        self._drop_if_shape_changed()
+        self._drop_if_shape_changed(reshape)
         for spec in (CHECKPOINTS, STOPPED, *self.specs.values()):
             sql.create_table(spec)
 
-    def _drop_if_shape_changed(self) -> None:
+    def _drop_if_shape_changed(self, reshape: bool) -> None:
         """Read models are disposable: when this code's tables differ from the stored ones,
         they are dropped and folded again from the log."""
         shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key, sorted(t.ints), t.indexes)
                                            for t in self.specs.values())).encode()).hexdigest()
-        self.sql.create_table(SHAPE)
-        stored = self.sql.execute("SELECT digest FROM rm_shape").fetchone()
+        if reshape:
+            self.sql.create_table(SHAPE)
+        try:
+            stored = self.sql.execute("SELECT digest FROM rm_shape").fetchone()
+        except Exception as error:  # noqa: BLE001 - no such table: never migrated
+            if self._transient(error):
+                raise
+            stored = None
         if stored is not None and stored[0] == shape:
             return
+        if not reshape:
+            raise ReadModelsOutdated("the read models in this store are of another version; run `vec migrate`")
         with self.sql.transaction():
             for name in (*self.specs, CHECKPOINTS.name, STOPPED.name):
                 self.sql.execute(f"DROP TABLE IF EXISTS {name}")

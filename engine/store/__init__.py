@@ -49,14 +49,17 @@ class Database:
         return self.projector.catch_up()
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, migrate: bool = False) -> Database:
+    """Opens the store at `url`. The embedded store creates its schema as it opens; a
+    PostgreSQL store must have been migrated (`vec migrate`, i.e. `migrate=True`), and a
+    missing or older schema is a clear SchemaMissing error."""
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
         return _open_sqlite(url)
     if scheme in ("postgres", "postgresql"):
         from engine.store.postgres import open_postgres
 
-        return open_postgres(url)
+        return open_postgres(url, migrate=migrate)
     raise StoreUrlError(f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
 
 

@@ -88,6 +88,9 @@ class StagedInputs(Protocol):
 
     def discard(self, upload_id: str) -> None: ...
 
+    def staged(self) -> dict[str, int]:
+        """upload id -> addresses staged under it (diagnostics, sweeps, tests)."""
+
     def sweep(self, staged_before: datetime, keep: Iterable[str]) -> int:
         """Drops uploads staged before a moment that no active task needs; returns how many."""
 

@@ -77,6 +77,9 @@ class SqliteInputs:
             (upload_id, start, start + chunk_size),
         )]
 
+    def staged(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT upload_id, COUNT(*) FROM task_inputs GROUP BY upload_id").fetchall())
+
     def discard(self, upload_id: str) -> None:
         with transaction(self.conn) as conn:
             conn.execute("DELETE FROM task_inputs WHERE upload_id = ?", (upload_id,))

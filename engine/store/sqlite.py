@@ -111,6 +111,8 @@ FORMAT = 2  # PRAGMA user_version of the file; 2 = 16-byte event ids
 
 
 class SqliteEventStore:
+    before_commit = None  # test seam: called with the transaction open, positions drawn
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -178,6 +180,8 @@ class SqliteEventStore:
                     "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?,?,?,?)",
                     (idempotency.key, idempotency.fingerprint, first, last),
                 )
+            if self.before_commit is not None:
+                self.before_commit()
         return [
             RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at.astimezone(timezone.utc),
                           new.event, new.correlation_id, new.causation_id)

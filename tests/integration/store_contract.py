@@ -14,13 +14,15 @@ opens. Nothing here knows which backend runs it.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.store.base import ConcurrencyError, DuplicateEventError, Idempotency, IdempotencyConflict
+from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency, IdempotencyConflict
 from events import (
+    RecordedEvent,
     AccountOpened,
     AddressVerified,
     ChunkSubmitted,
@@ -364,3 +366,75 @@ class EventStoreContract:
         shared = list(store.read_stream("shared"))
         assert [r.version for r in shared] == list(range(1, writers * appends + 1))
         assert sorted(r.event.amount for r in shared) == sorted(n + 1 for n in range(writers) for _ in range(appends))
+
+    # --- any-version appends ----------------------------------------------------------
+
+    def test_an_any_version_append_lands_after_whatever_the_stream_holds(self, store):
+        store.append(grants("acct", 1, 2), {"acct": 0})
+        rival = self.other(store)
+        rival.append(grants("acct", 3), {"acct": 2})
+        recorded = store.append(grants("acct", 4) + grants("task", 9), {"acct": ANY, "task": 0})
+        assert [(r.stream, r.version) for r in recorded] == [("acct", 4), ("task", 1)]
+        assert [r.event.amount for r in store.read_stream("acct")] == [1, 2, 3, 4]
+        assert store.append(grants("fresh", 5), {"fresh": ANY})[0].version == 1
+
+    def test_an_any_version_append_still_fails_with_its_strict_partner(self, store):
+        store.append(grants("task", 1), {"task": 0})
+        with pytest.raises(ConcurrencyError):
+            store.append(grants("acct", 1) + grants("task", 2), {"acct": ANY, "task": 0})
+        assert store.head() == 1 and store.stream_version("acct") == 0
+
+    # --- a catch-up reader never skips an event ---------------------------------------
+
+    def _held_writer(self, store, stream: str, outcome: str):
+        """A writer that has drawn its position and holds its transaction open until told
+        to commit (or roll back)."""
+        writer = self.other(store)
+        held, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def hold() -> None:
+            held.set()
+            assert release.wait(20), "never released"
+            if outcome == "rollback":
+                raise RuntimeError("the first writer rolls back")
+
+        writer.before_commit = hold
+
+        def run() -> None:
+            try:
+                writer.append(grants(stream, 1), {stream: 0})
+            except RuntimeError as error:
+                if outcome != "rollback":
+                    errors.append(error)
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert held.wait(10), "the first writer never reached its commit"
+        return thread, release, errors
+
+    @pytest.mark.parametrize("outcome", ["commit", "rollback"])
+    def test_a_catch_up_reader_never_skips_an_event_of_an_open_transaction(self, store, outcome):
+        store.append(grants("before", 1), {"before": 0})
+        reader, second_writer = self.other(store), self.other(store)  # connected before the first holds its lock
+        first, release, errors = self._held_writer(store, "first", outcome)
+        second = threading.Thread(target=lambda: second_writer.append(grants("second", 2), {"second": 0}))
+        second.start()
+        seen: list[RecordedEvent] = []
+        polling_until = time.monotonic() + 0.6
+        while time.monotonic() < polling_until:  # the reader polls while the first is open
+            seen += list(reader.read_all(after_position=seen[-1].position if seen else 1))
+            time.sleep(0.02)
+        assert seen == [], f"the reader moved past an open transaction: {[(r.position, r.stream) for r in seen]}"
+        release.set()
+        first.join(timeout=20)
+        second.join(timeout=20)
+        assert not errors, errors
+        while len(seen) < (2 if outcome == "commit" else 1):
+            seen += list(reader.read_all(after_position=seen[-1].position if seen else 1))
+        expected = ["first", "second"] if outcome == "commit" else ["second"]
+        assert [r.stream for r in seen] == expected
+        assert [r.position for r in seen] == list(range(2, 2 + len(expected)))
+        assert [r.stream for r in reader.read_all()] == ["before", *expected]

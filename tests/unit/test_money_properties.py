@@ -206,7 +206,7 @@ class MoneyMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _staged(self) -> int:
-        return self.db.events.conn.execute("SELECT COUNT(*) FROM task_inputs").fetchone()[0]
+        return sum(self.db.inputs.staged().values())
 
     def refused(self, error: type[BaseException], command) -> None:
         """A refused command raises the expected error and appends (and stages) nothing."""
@@ -768,7 +768,7 @@ class MoneyMachine(RuleBasedStateMachine):
                                              model.submitted, model.failed_chunks), task_id
             assert state.in_flight() == {n: p for n, p in model.pending.items() if p}
             self._log_settles_once(task_id, model)
-        staged = {r[0] for r in self.db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+        staged = set(self.db.inputs.staged())
         assert staged == {self._upload(t) for t, m in self.tasks.items() if not m.deleted}, \
             "staged inputs without a live task"
 

@@ -1,0 +1,491 @@
+"""The distributed mode's log of record: PostgreSQL, through psycopg 3 and a connection pool.
+
+Global order without gaps. Every append takes one row lock, on the log's head row, for
+the length of its transaction: it draws its positions right after the head, writes, moves
+the head, commits. So positions are handed out in commit order and a catch-up reader
+(`position > checkpoint`) can never step over a transaction that is still open: there is
+none below the head it sees. The known alternative (positions from a sequence, readers
+held back by `pg_snapshot_xmin(pg_current_snapshot())`) lets many appenders run at once,
+but a sequence value can be drawn before the transaction id is assigned, and a reader then
+skips that event for good; its readers also see holes they must wait out. One appender at
+a time costs little here: appends are short and batched (a chunk's results in one), and
+the figure is in bench/bench_postgres.py.
+
+The same lock makes the expected-version checks race-free (nobody else appends meanwhile),
+exactly as SQLite's `BEGIN IMMEDIATE` does.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import urlparse
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from events import NewEvent, RecordedEvent, decode, encode
+from engine.store.base import (
+    ANY,
+    ConcurrencyError,
+    DuplicateEventError,
+    Idempotency,
+    IdempotencyConflict,
+    SchemaMissing,
+    StoreUnavailable,
+)
+
+SCHEMA_VERSION = 1
+
+LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vec_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_head (id INT PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL);
+INSERT INTO log_head (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS events (
+    position BIGINT PRIMARY KEY,
+    event_id UUID NOT NULL UNIQUE,
+    stream TEXT COLLATE "C" NOT NULL,
+    version INT NOT NULL,
+    type TEXT COLLATE "C" NOT NULL,
+    schema_version INT NOT NULL,
+    data TEXT NOT NULL,  -- the canonical JSON text, byte for byte as the SQLite store keeps it
+    occurred_at TIMESTAMPTZ NOT NULL,
+    correlation_id TEXT,
+    causation_id TEXT,
+    UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_occurred_at ON events (occurred_at);
+CREATE TABLE IF NOT EXISTS streams (stream TEXT COLLATE "C" PRIMARY KEY, version INT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    first_position BIGINT NOT NULL,
+    last_position BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (upload_id TEXT COLLATE "C" PRIMARY KEY, staged_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS task_inputs (
+    upload_id TEXT COLLATE "C" NOT NULL,
+    seq INT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (upload_id, seq)
+);
+CREATE TABLE IF NOT EXISTS engine_lease (
+    id INT PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    pid INT NOT NULL,
+    host TEXT NOT NULL,
+    heartbeat TIMESTAMPTZ NOT NULL
+);
+"""
+
+_COLUMNS = "position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id"
+
+
+def _row_to_event(row: tuple) -> RecordedEvent:
+    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
+    return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),
+                         decode(type_name, schema_version, data), corr, cause)
+
+
+def describe(url: str) -> str:
+    """host:port/db of a URL, for messages (never the password)."""
+    parsed = urlparse(url)
+    return f"{parsed.hostname or 'localhost'}:{parsed.port or 5432}{parsed.path or ''}"
+
+
+class Pool:
+    """Connections to one database. Inside `pinned()` (a transaction, a snapshot) every call
+    of this thread uses the same connection; outside, each call borrows one for its length.
+    Failures to reach the server become StoreUnavailable, one line, nothing appended."""
+
+    def __init__(self, url: str, max_size: int = 8):
+        self.url = url
+        self._local = threading.local()
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10.0,
+                                   kwargs={"autocommit": True}, configure=self._configure, name="vec")
+        try:
+            self.pool.open(wait=True, timeout=10.0)
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            self.pool.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {describe(url)}: {_first_line(error)}") from None
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection) -> None:
+        conn.execute("SET TIME ZONE 'UTC'")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        pinned = getattr(self._local, "conn", None)
+        if pinned is not None:
+            yield pinned
+            return
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except PoolTimeout as error:
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {describe(self.url)}: {_first_line(error)}") from None
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"PostgreSQL at {describe(self.url)}: {_first_line(error)}") from None
+
+    @contextlib.contextmanager
+    def pinned(self, isolation: psycopg.IsolationLevel | None = None, read_only: bool = False):
+        """One transaction on one connection for this thread's calls inside the block."""
+        if getattr(self._local, "conn", None) is not None:
+            with self._local.conn.transaction():  # nested: a savepoint
+                yield self._local.conn
+            return
+        with self.connection() as conn:
+            conn.isolation_level, conn.read_only = isolation, read_only
+            try:
+                with conn.transaction():
+                    self._local.conn = conn
+                    try:
+                        yield conn
+                    finally:
+                        self._local.conn = None
+            except psycopg.OperationalError as error:
+                raise StoreUnavailable(f"PostgreSQL at {describe(self.url)}: {_first_line(error)}") from None
+            finally:
+                conn.isolation_level, conn.read_only = None, False
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def schema_version(pool: Pool) -> int:
+    with pool.connection() as conn:
+        exists = conn.execute("SELECT to_regclass('vec_schema')").fetchone()[0]
+        if exists is None:
+            return 0
+        row = conn.execute("SELECT version FROM vec_schema WHERE id = 1").fetchone()
+        return row[0] if row else 0
+
+
+def require_schema(pool: Pool) -> None:
+    version = schema_version(pool)
+    if version == 0:
+        raise SchemaMissing(f"the PostgreSQL store at {describe(pool.url)} has no vec schema; run `vec migrate`")
+    if version < SCHEMA_VERSION:
+        raise SchemaMissing(f"the PostgreSQL store at {describe(pool.url)} has schema {version}; "
+                            f"this vec needs {SCHEMA_VERSION}: run `vec migrate`")
+    if version > SCHEMA_VERSION:
+        raise SchemaMissing(f"the PostgreSQL store at {describe(pool.url)} has schema {version}, newer than "
+                            f"this vec ({SCHEMA_VERSION}): upgrade vec")
+
+
+def migrate_log(pool: Pool) -> tuple[int, int]:
+    """Creates or upgrades the log's schema; returns (version before, version after). Safe to
+    run again and from several processes at once (an advisory lock serialises them)."""
+    with pool.pinned() as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(7315001)")
+        exists = conn.execute("SELECT to_regclass('vec_schema')").fetchone()[0] is not None
+        before = conn.execute("SELECT COALESCE(MAX(version), 0) FROM vec_schema").fetchone()[0] if exists else 0
+        if before > SCHEMA_VERSION:
+            raise SchemaMissing(f"the store has schema {before}, newer than this vec ({SCHEMA_VERSION})")
+        conn.execute(LOG_SCHEMA)
+        conn.execute("INSERT INTO vec_schema (id, version) VALUES (1, %s)"
+                     " ON CONFLICT (id) DO UPDATE SET version = excluded.version", (SCHEMA_VERSION,))
+    return before, SCHEMA_VERSION
+
+
+class PostgresEventStore:
+    before_commit = None  # test seam: called with the transaction open, positions drawn
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    # --- writing ----------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent], expected: Mapping[str, int | None],
+               idempotency: Idempotency | None = None) -> list[RecordedEvent]:
+        if not events:
+            return []
+        for new in events:
+            if new.stream not in expected:
+                raise ValueError(f"no expected version given for {new.stream}")
+        try:
+            with self.pool.pinned() as conn:
+                head = conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE").fetchone()[0]
+                if idempotency is not None and self._lookup(conn, idempotency) is not None:
+                    raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
+                actual = dict(conn.execute("SELECT stream, version FROM streams WHERE stream = ANY(%s)",
+                                           (list(expected),)).fetchall())
+                versions: dict[str, int] = {}
+                for stream, version in expected.items():
+                    now_at = actual.get(stream, 0)
+                    if version is not ANY and now_at != version:
+                        raise ConcurrencyError(f"{stream} is at version {now_at}, expected {version}")
+                    versions[stream] = now_at
+                start = dict(versions)
+                recorded = []
+                for i, new in enumerate(events):
+                    versions[new.stream] += 1
+                    recorded.append(RecordedEvent(head + 1 + i, new.stream, versions[new.stream], new.event_id,
+                                                  new.occurred_at.astimezone(timezone.utc), new.event,
+                                                  new.correlation_id, new.causation_id))
+                with conn.cursor() as cursor, cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN") as copy:
+                    for r in recorded:
+                        copy.write_row((r.position, r.event_id, r.stream, r.version, r.event.type_name(),
+                                        r.event.schema_version, encode(r.event), r.occurred_at, r.correlation_id,
+                                        r.causation_id))
+                conn.cursor().executemany(
+                    "INSERT INTO streams (stream, version) VALUES (%s, %s)"
+                    " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+                    [(s, v) for s, v in versions.items() if v != start[s]])
+                last = head + len(recorded)
+                conn.execute("UPDATE log_head SET position = %s WHERE id = 1", (last,))
+                if idempotency is not None:
+                    conn.execute("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
+                                 " VALUES (%s, %s, %s, %s)", (idempotency.key, idempotency.fingerprint, head + 1, last))
+                if self.before_commit is not None:
+                    self.before_commit()
+        except psycopg.errors.UniqueViolation as error:
+            if "event_id" in str(error):
+                raise DuplicateEventError(_first_line(error)) from None
+            raise ConcurrencyError(_first_line(error)) from None
+        return recorded
+
+    def _lookup(self, conn, idempotency: Idempotency) -> tuple[int, int] | None:
+        row = conn.execute("SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = %s",
+                           (idempotency.key,)).fetchone()
+        if row is None:
+            return None
+        if row[0] != idempotency.fingerprint:
+            raise IdempotencyConflict(f"idempotency key {idempotency.key!r} was already used for a different command")
+        return row[1], row[2]
+
+    def replayed(self, idempotency: Idempotency) -> list[RecordedEvent] | None:
+        with self.pool.connection() as conn:
+            span = self._lookup(conn, idempotency)
+        if span is None:
+            return None
+        return list(self.read_all(after_position=span[0] - 1, until_position=span[1]))
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read_stream(self, stream: str, after_version: int = 0, until_position: int | None = None,
+                    batch: int = 2000) -> Iterator[RecordedEvent]:
+        version = after_version
+        while True:
+            with self.pool.connection() as conn:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE stream = %s AND version > %s"
+                    " AND (%s::bigint IS NULL OR position <= %s) ORDER BY version LIMIT %s",
+                    (stream, version, until_position, until_position, batch)).fetchall()
+            for row in rows:
+                yield _row_to_event(row)
+            if len(rows) < batch:
+                return
+            version = rows[-1][3]
+
+    def read_all(self, after_position: int = 0, until_position: int | None = None,
+                 batch: int = 2000) -> Iterator[RecordedEvent]:
+        position = after_position
+        while True:
+            with self.pool.connection() as conn:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
+                    " ORDER BY position LIMIT %s", (position, until_position, until_position, batch)).fetchall()
+            for row in rows:
+                yield _row_to_event(row)
+            if len(rows) < batch:
+                return
+            position = rows[-1][0]
+
+    def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT position, stream, type FROM events WHERE position > %s"
+                                " ORDER BY position LIMIT %s", (after_position, limit)).fetchall()
+
+    def stream_version(self, stream: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT version FROM streams WHERE stream = %s", (stream,)).fetchone()
+        return row[0] if row else 0
+
+    def head(self) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT position FROM log_head WHERE id = 1").fetchone()[0]
+
+    def position_at(self, moment: datetime) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= %s",
+                                (moment,)).fetchone()[0]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class PostgresInputs:
+    """Staged uploads: streamed with COPY into a temporary table (no lock on the log while a
+    big file is read), de-duplicated case-insensitively, first seen first."""
+
+    BATCH = 5000
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
+        with self.pool.pinned() as conn:
+            conn.execute("CREATE TEMP TABLE staging (raw_seq INT, address TEXT) ON COMMIT DROP")
+            with conn.cursor() as cursor, cursor.copy("COPY staging (raw_seq, address) FROM STDIN") as copy:
+                for raw_seq, address in enumerate(addresses):
+                    copy.write_row((raw_seq, address))
+            conn.execute("INSERT INTO uploads (upload_id, staged_at) VALUES (%s, %s)", (upload_id, now))
+            return conn.execute(
+                "INSERT INTO task_inputs (upload_id, seq, address)"
+                " SELECT %s, (ROW_NUMBER() OVER (ORDER BY raw_seq) - 1)::int, address FROM"
+                " (SELECT DISTINCT ON (lower(address)) raw_seq, address FROM staging"
+                "  ORDER BY lower(address), raw_seq) AS firsts", (upload_id,)).rowcount
+
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]:
+        start = chunk_no * chunk_size
+        with self.pool.connection() as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT address FROM task_inputs WHERE upload_id = %s AND seq >= %s AND seq < %s ORDER BY seq",
+                (upload_id, start, start + chunk_size)).fetchall()]
+
+    def staged(self) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            return dict(conn.execute("SELECT upload_id, COUNT(*) FROM task_inputs GROUP BY upload_id").fetchall())
+
+    def discard(self, upload_id: str) -> None:
+        with self.pool.pinned() as conn:
+            conn.execute("DELETE FROM task_inputs WHERE upload_id = %s", (upload_id,))
+            conn.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
+
+    def sweep(self, staged_before: datetime, keep: Iterable[str]) -> int:
+        with self.pool.connection() as conn:
+            old = {r[0] for r in conn.execute("SELECT upload_id FROM uploads WHERE staged_at < %s",
+                                              (staged_before,)).fetchall()}
+        for upload_id in old - set(keep):
+            self.discard(upload_id)
+        return len(old - set(keep))
+
+
+class PostgresLease:
+    """The embedded runtime's lease, when it runs on PostgreSQL (one engine process)."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def current(self):
+        from engine.store.lease import LeaseInfo
+
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT holder, pid, host, heartbeat FROM engine_lease WHERE id = 1").fetchone()
+        return LeaseInfo(row[0], row[1], row[2], row[3]) if row else None
+
+    def acquire(self, holder: str, now: datetime, ttl: float):
+        """As the SQLite lease: returns the previous lease (the outage clock), or LeaseHeld."""
+        import os
+        import socket
+
+        from engine.store.lease import LeaseHeld, LeaseInfo
+
+        with self.pool.pinned() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(7315002)")
+            row = conn.execute("SELECT holder, pid, host, heartbeat FROM engine_lease WHERE id = 1").fetchone()
+            previous = LeaseInfo(*row) if row else None
+            if previous is not None and previous.holder != holder and previous.alive(now, ttl):
+                raise LeaseHeld(previous)
+            conn.execute("INSERT INTO engine_lease (id, holder, pid, host, heartbeat) VALUES (1, %s, %s, %s, %s)"
+                         " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, pid = excluded.pid,"
+                         " host = excluded.host, heartbeat = excluded.heartbeat",
+                         (holder, os.getpid(), socket.gethostname(), now))
+        return previous
+
+    def beat(self, holder: str, now: datetime) -> bool:
+        with self.pool.connection() as conn:
+            return conn.execute("UPDATE engine_lease SET heartbeat = %s WHERE id = 1 AND holder = %s",
+                                (now, holder)).rowcount == 1
+
+    def release(self, holder: str, now: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE engine_lease SET holder = '', pid = 0, heartbeat = %s WHERE id = 1 AND holder = %s",
+                         (now, holder))
+
+
+class PostgresSession:
+    """The read models' port (projections.sql.SqlSession) on PostgreSQL."""
+
+    transient_errors = (StoreUnavailable, psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                        psycopg.errors.DeadlockDetected)
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self._sql: dict[str, str] = {}
+
+    def _pg(self, sql: str) -> str:
+        converted = self._sql.get(sql)
+        if converted is None:
+            converted = self._sql[sql] = sql.replace("?", "%s")
+        return converted
+
+    def execute(self, sql: str, params: Sequence[Any] = ()):
+        with self.pool.connection() as conn:
+            cursor = conn.cursor()
+            cursor.execute(self._pg(sql), tuple(params))
+            return cursor
+
+    def executemany(self, sql: str, rows) -> None:
+        with self.pool.connection() as conn:
+            conn.cursor().executemany(self._pg(sql), [tuple(r) for r in rows])
+
+    def transaction(self):
+        return self.pool.pinned()
+
+    def snapshot(self):
+        return self.pool.pinned(psycopg.IsolationLevel.REPEATABLE_READ, read_only=True)
+
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple]:
+        pinned = getattr(self.pool._local, "conn", None)
+        if pinned is not None:  # inside a snapshot: read what it sees
+            with pinned.cursor(name=f"vec_{uuid.uuid4().hex[:12]}") as cursor:
+                cursor.execute(self._pg(sql), tuple(params))
+                while rows := cursor.fetchmany(size):
+                    yield from rows
+            return
+        with self.pool.connection() as conn, conn.transaction():
+            with conn.cursor(name=f"vec_{uuid.uuid4().hex[:12]}") as cursor:
+                cursor.execute(self._pg(sql), tuple(params))
+                while rows := cursor.fetchmany(size):
+                    yield from rows
+
+    def create_table(self, table) -> None:
+        columns = ", ".join(f"{c} BIGINT" if c in table.ints else f'{c} TEXT COLLATE "C"' for c in table.columns)
+        with self.pool.connection() as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))")
+            for index in table.indexes:
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}"
+                             f" ON {table.name} ({', '.join(index)})")
+
+
+def open_postgres(url: str, migrate: bool = False):
+    from engine.store import Database
+    from projections.queries import ReadModelQueries
+    from projections.read_models import all_projections
+    from projections.runner import ProjectionRunner
+
+    pool = Pool(url)
+    try:
+        if migrate:
+            migrate_log(pool)
+        else:
+            require_schema(pool)
+        events = PostgresEventStore(pool)
+        session = PostgresSession(pool)
+        projector = ProjectionRunner(session, all_projections(), events.read_all, reshape=migrate)
+    except BaseException:
+        pool.close()
+        raise
+    return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector, ReadModelQueries(session),
+                    session.transient_errors, session.snapshot, pool.close)
+
