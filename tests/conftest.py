@@ -1,6 +1,6 @@
 import pytest
 
-pytest_plugins = ["tests.mailworld"]
+pytest_plugins = ["tests.mailworld", "tests.services"]
 
 
 @pytest.fixture
