@@ -27,6 +27,14 @@ class EngineSettings(BaseSettings):
     task_stall_timeout: float = Field(900.0, gt=0, description="seconds a processing task may go without any new "
                                       "event before it fails through SystemFailure with its refund")
 
+    # --- the distributed mode (PostgreSQL store + Kafka) ------------------------------
+    kafka_bootstrap: str = Field("", description="HOST:PORT[,HOST:PORT] of the Kafka brokers; empty: no Kafka")
+    kafka_topic_prefix: str = Field("vec", pattern=r"^[A-Za-z0-9._-]{1,100}$",
+                                    description="topics are PREFIX.events, PREFIX.chunks, PREFIX.results")
+    kafka_partitions: int = Field(8, ge=1, le=1000, description="partitions of each topic the engine creates")
+    relay_batch: int = Field(1000, ge=1, description="events the relay reads and publishes at once")
+    relay_poll_interval: float = Field(0.05, gt=0, description="seconds between looks at the log when idle")
+
     @model_validator(mode="after")
     def _stall_after_deadline(self) -> "EngineSettings":
         if self.task_stall_timeout <= self.provider_deadline:

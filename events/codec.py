@@ -5,7 +5,10 @@ from typing import Any
 
 import orjson
 
-from events.base import REGISTRY, Event
+import uuid
+from datetime import datetime
+
+from events.base import REGISTRY, Event, RecordedEvent
 from events.upcasters import upcast
 
 
@@ -28,3 +31,19 @@ def decode(type_name: str, schema_version: int, data: str | dict[str, Any]) -> E
         if isinstance(value, list):
             payload[name] = tuple(value)
     return cls(**payload)
+
+
+def to_wire(recorded: RecordedEvent) -> bytes:
+    """A recorded event as a message on the wire (Kafka): the same JSON `vec events` prints."""
+    return orjson.dumps(recorded.to_json())
+
+
+def from_wire(value: bytes | str) -> RecordedEvent:
+    """The inverse of to_wire: the event, upcast to this code's shape."""
+    message = orjson.loads(value)
+    meta = message["metadata"]
+    return RecordedEvent(
+        position=message["position"], stream=message["stream"], version=message["version"],
+        event_id=uuid.UUID(meta["event_id"]), occurred_at=datetime.fromisoformat(meta["occurred_at"]),
+        event=decode(message["type"], meta["schema_version"], message["data"]),
+        correlation_id=meta.get("correlation_id"), causation_id=meta.get("causation_id"))

@@ -72,6 +72,25 @@ CREATE TABLE IF NOT EXISTS task_inputs (
     address TEXT NOT NULL,
     PRIMARY KEY (upload_id, seq)
 );
+-- the distributed mode's roles
+CREATE TABLE IF NOT EXISTS relay_position (id INT PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL);
+INSERT INTO relay_position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS workers (  -- heartbeats of the fleet: the outage clock
+    worker_id TEXT COLLATE "C" PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INT NOT NULL,
+    roles TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunk_claims (  -- which worker verifies which chunk now
+    task_id TEXT COLLATE "C" NOT NULL,
+    chunk_no INT NOT NULL,
+    worker_id TEXT COLLATE "C" NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    heartbeat TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (task_id, chunk_no)
+);
 CREATE TABLE IF NOT EXISTS engine_lease (
     id INT PRIMARY KEY CHECK (id = 1),
     holder TEXT NOT NULL,
