@@ -81,3 +81,28 @@ def _open_sqlite(url: str) -> Database:
     return Database(url, events, SqliteInputs(conn), Lease(conn),
                     ProjectionRunner(session, all_projections(), events.read_all), ReadModelQueries(session),
                     session.transient_errors, session.snapshot, conn.close)
+
+
+def migrate_store(url: str) -> dict:
+    """Creates or upgrades the schema of the store at `url`, reshapes read models of an older
+    version and folds them up to the log's head; returns what it did."""
+    scheme = urlparse(url).scheme
+    before = after = None
+    if scheme in ("postgres", "postgresql"):
+        from engine.store.postgres import Pool, describe, migrate_log
+
+        pool = Pool(url, max_size=1)
+        try:
+            before, after = migrate_log(pool)
+        finally:
+            pool.close()
+        where = describe(url)
+    else:
+        where = sqlite_path(url) if scheme == "sqlite" else url
+    db = open_database(url, migrate=True)
+    try:
+        folded = db.catch_up()
+        head = db.events.head()
+    finally:
+        db.close()
+    return {"store": where, "schema_before": before, "schema": after, "read_models_folded": folded, "head": head}

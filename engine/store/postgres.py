@@ -123,6 +123,10 @@ class Pool:
     def __init__(self, url: str, max_size: int = 8):
         self.url = url
         self._local = threading.local()
+        try:  # one plain attempt first: a server that is down is one clear line at once
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {describe(url)}: {_first_line(error)}") from None
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10.0,
                                    kwargs={"autocommit": True}, configure=self._configure, name="vec")
         try:

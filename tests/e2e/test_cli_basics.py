@@ -7,12 +7,25 @@ import pytest
 from tests.e2e.cli import Vec
 
 
-@pytest.fixture
-def vec(tmp_path) -> Vec:
-    v = Vec({"VEC_STORE": f"sqlite:///{tmp_path}/vec.db", "VEC_PROVIDER": "instant", "VEC_CHUNK_SIZE": "4"},
-            tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def vec(request, tmp_path) -> Vec:
+    """The same CLI on both stores: the embedded SQLite file and a migrated PostgreSQL database."""
+    store = f"sqlite:///{tmp_path}/vec.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    v = Vec({"VEC_STORE": store, "VEC_PROVIDER": "instant", "VEC_CHUNK_SIZE": "4"}, tmp_path)
+    v.store = request.param
+    if request.param == "postgresql":
+        refused = v.run("account", "open", "acme", ok=False)
+        assert refused.returncode == 1 and "run `vec migrate`" in refused.stderr
+        v.run("migrate")
     v.run("account", "open", "acme")
     return v
+
+
+@pytest.fixture
+def sqlite_vec(vec) -> Vec:
+    if vec.store != "sqlite":
+        pytest.skip("pokes at the SQLite file itself")
+    return vec
 
 
 def test_account_credits_and_history(vec: Vec):
@@ -103,7 +116,8 @@ def test_single_verify_cancel_refusal_events_and_replay(vec: Vec):
     assert "no account or task" in vec.fails("replay", "nothing", "--until", "3")
 
 
-def test_huge_amounts_are_refused_clearly_and_a_poison_event_never_wedges_reads(vec: Vec, tmp_path):
+def test_huge_amounts_are_refused_clearly_and_a_poison_event_never_wedges_reads(sqlite_vec: Vec, tmp_path):
+    vec = sqlite_vec
     assert "at most" in vec.fails("credits", "grant", "acme", "--payg", str(10**20))
     assert "Traceback" not in vec.fails("credits", "grant", "acme", "--payg", str(10**20))
     # A log written before amounts were bounded: two grants whose sum no column holds.
@@ -128,7 +142,8 @@ def test_huge_amounts_are_refused_clearly_and_a_poison_event_never_wedges_reads(
     assert "Traceback" not in audit.stdout + audit.stderr
 
 
-def test_vec_run_stops_loudly_when_its_heartbeat_fails(vec: Vec, tmp_path):
+def test_vec_run_stops_loudly_when_its_heartbeat_fails(sqlite_vec: Vec, tmp_path):
+    vec = sqlite_vec
     import sqlite3
     import time
 

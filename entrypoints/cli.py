@@ -402,6 +402,15 @@ def audit_cmd(ctx: Context, as_json: bool) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+@command(cli, "migrate")
+def migrate_cmd(ctx: Context, as_json: bool) -> None:
+    """Create or upgrade the store's schema (idempotent). A PostgreSQL store needs it before
+    any other command; the embedded SQLite store does it as it opens."""
+    from engine.store import migrate_store
+
+    emit(migrate_store(ctx.settings.store), as_json)
+
+
 @command(cli, "rebuild")
 def rebuild_cmd(ctx: Context, as_json: bool) -> None:
     """Recreate every read model from the log."""
