@@ -30,12 +30,11 @@ import uuid
 from datetime import timedelta
 
 from engine.domain.tasks import Result
-from engine.scheduler import chunks_to_submit
 from engine.service import Engine
 from engine.store.lease import LeaseInfo
-from consumers.providers import to_result
+from consumers.scheduling import schedule
+from consumers.verification import OutageClock, unsettled, verify_chunk
 from projections.runner import BATCH
-from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.runtime")
 
@@ -64,7 +63,7 @@ class Runtime:
         self.position = 0
         self.lease_lost = False
         self.progress: dict[str, tuple[int, float]] = {}  # task -> (stream version, since when)
-        self.provider_down_since: float | None = None  # the provider's own outage, fleet of chunks
+        self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -247,22 +246,14 @@ class Runtime:
 
     async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task], crashes: dict[int, int]) -> bool:
         """One round of scheduling; False once the task has stopped."""
-        state = self.engine.task(task_id)
+        state = schedule(self.engine, task_id, self.provider.name, getattr(self.provider, "tier", "primary"),
+                         self.settings.chunk_window)
         if not state.active:
             await _cancel_all(jobs)  # the stop signal
-            self.db.inputs.discard(state.upload_id)
             return False
-        submitting = chunks_to_submit(state, self.settings.chunk_window)
-        for chunk_no in submitting:
-            addresses = self.db.inputs.chunk(state.upload_id, chunk_no, state.chunk_size)
-            self.engine.submit_chunk(task_id, chunk_no, addresses, self.provider.name,
-                                     getattr(self.provider, "tier", "primary"))
-            state = self.engine.task(task_id)
         for chunk_no, addresses in state.in_flight().items():
             if chunk_no not in jobs:
                 jobs[chunk_no] = asyncio.create_task(self._work(task_id, chunk_no, addresses))
-        if submitting and state.chunks_submitted == state.total_chunks:
-            self.db.inputs.discard(state.upload_id)  # every address is in the log now
         wake = self.wakeups[task_id]
         waiter = asyncio.create_task(wake.wait())
         await asyncio.wait([waiter, *jobs.values()], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
@@ -285,66 +276,27 @@ class Runtime:
         return True
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
-        buffer: list[Result] = []
-        last_flush = time.monotonic()
+        await verify_chunk(self.provider, self.settings, _EngineSink(self.engine, task_id, chunk_no, addresses),
+                           self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
 
-        def flush() -> None:
-            nonlocal last_flush
-            if buffer:
-                batch = buffer[:]
-                buffer.clear()
-                self.engine.record_results(task_id, chunk_no, batch)
-            last_flush = time.monotonic()
 
-        def on_result(answer) -> None:
-            buffer.append(to_result(answer))
-            if time.monotonic() - last_flush >= self.settings.results_flush_interval:
-                try:
-                    flush()
-                except Exception:  # recorded again at the end of the chunk
-                    log.exception("recording results of %s chunk %s", task_id, chunk_no)
+class _EngineSink:
+    """The embedded runtime's chunk sink: results go straight into the log."""
 
-        attempt = 0
-        while True:
-            todo = self.engine.task(task_id).pending.get(chunk_no, {})
-            todo = [a for a in addresses if a in todo]
-            if not todo:
-                return
-            try:
-                async with self.slots:
-                    started = time.monotonic()
-                    answers = await self.provider.verify(todo, on_result=on_result)
-                if self.provider_down_since is not None and started > self.provider_down_since:
-                    self.provider_down_since = None  # a call begun after the outage began went through
-                buffer[:] = [to_result(a) for a in answers]
-                answered = {r.address for r in buffer}
-                buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
-                              for a in todo if a not in answered)
-                flush()
-                return
-            except asyncio.CancelledError:
-                flush()  # the task stopped: these are late results, logged and not charged
-                raise
-            except ProviderUnavailable as error:
-                # An outage of ours, not an answer: keep what was really answered, pause,
-                # and try the rest again; past the deadline the task fails with its refund.
-                flush()
-                self.provider_down_since = self.provider_down_since or time.monotonic()
-                down_for = time.monotonic() - self.provider_down_since
-                if down_for > self.settings.provider_deadline:
-                    self.engine.fail_for_system(task_id, f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
-                    return
-                log.warning("provider unavailable (%s); chunk %s of %s paused", error, chunk_no, task_id)
-                attempt = 0
-                await asyncio.sleep(min(self.settings.retry_backoff, 5.0))
-                continue
-            except ProviderError as error:
-                flush()
-                attempt += 1
-                if attempt > self.settings.chunk_retries:
-                    self.engine.fail_chunk(task_id, chunk_no, f"{type(error).__name__}: {error}"[:500])
-                    return
-            await asyncio.sleep(min(self.settings.retry_backoff * 2 ** max(attempt - 1, 0), 30.0))
+    def __init__(self, engine: Engine, task_id: str, chunk_no: int, addresses: list[str]):
+        self.engine, self.task_id, self.chunk_no, self.addresses = engine, task_id, chunk_no, addresses
+
+    async def pending(self) -> list[str]:
+        return unsettled(self.addresses, self.engine.task(self.task_id).pending.get(self.chunk_no, {}))
+
+    async def record(self, results: list[Result]) -> None:
+        self.engine.record_results(self.task_id, self.chunk_no, results)
+
+    async def fail_chunk(self, error: str) -> None:
+        self.engine.fail_chunk(self.task_id, self.chunk_no, error)
+
+    async def fail_task(self, reason: str) -> None:
+        self.engine.fail_for_system(self.task_id, reason)
 
 
 async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:

@@ -1,0 +1,28 @@
+"""The chunk scheduler's side effects, shared by the embedded runtime and the fleet: submit
+what the pure decision (engine/scheduler.py) allows, from the staged inputs, and drop the
+staged inputs once the log holds every address (or the task stopped). Idempotent: a
+second call on the same state submits nothing (the decider ignores a chunk submitted
+twice)."""
+from __future__ import annotations
+
+from engine.domain.tasks import TaskState
+from engine.scheduler import chunks_to_submit
+from engine.service import Engine
+
+
+def schedule(engine: Engine, task_id: str, provider: str, tier: str, window: int) -> TaskState:
+    """Submits the chunks the window has room for; returns the task's state after."""
+    state = engine.task(task_id)
+    if not state.exists:
+        return state
+    if not state.active:
+        engine.inputs.discard(state.upload_id)  # the stop: nothing more will be chunked
+        return state
+    submitting = chunks_to_submit(state, window)
+    for chunk_no in submitting:
+        addresses = engine.inputs.chunk(state.upload_id, chunk_no, state.chunk_size)
+        engine.submit_chunk(task_id, chunk_no, addresses, provider, tier)
+        state = engine.task(task_id)
+    if submitting and state.chunks_submitted == state.total_chunks:
+        engine.inputs.discard(state.upload_id)  # every address is in the log now
+    return state

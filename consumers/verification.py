@@ -1,0 +1,121 @@
+"""Verifying one chunk: the worker's loop, shared by the embedded runtime and the fleet.
+
+What a chunk's results become is the caller's `ChunkSink`: the embedded runtime records them
+in the log at once; a fleet worker sends them to the results topic, where one settler per
+task records them. The loop itself is the same everywhere:
+
+- results go out in batches, every `results_flush_interval` and at the end;
+- a stop (cancel, failure) cancels the loop: what was answered meanwhile still goes out
+  (the task records it as late: logged, never charged);
+- a provider that rejects the batch is retried with backoff, then the chunk fails;
+- an outage of ours (ProviderUnavailable) is not an answer: the chunk pauses and tries what
+  was not answered again; past `provider_deadline` (a clock shared by every chunk of the
+  process) the task fails with its refund.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol, Sequence
+
+from consumers.providers import to_result
+from engine.config import EngineSettings
+from engine.domain.tasks import Result
+from verifier.provider import ProviderError, ProviderUnavailable
+
+log = logging.getLogger("vec.worker")
+
+
+class ChunkSink(Protocol):
+    async def pending(self) -> list[str]:
+        """The chunk's addresses still without a result, in chunk order."""
+
+    async def record(self, results: list[Result]) -> None: ...
+
+    async def fail_chunk(self, error: str) -> None: ...
+
+    async def fail_task(self, reason: str) -> None: ...
+
+
+class OutageClock:
+    """Since when the provider has been unavailable, for every chunk of one process."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    def went_down(self) -> float:
+        """Records the outage (if new) and returns how long it has lasted."""
+        self.down_since = self.down_since or time.monotonic()
+        return time.monotonic() - self.down_since
+
+    def call_went_through(self, started: float) -> None:
+        """A call begun after the outage began worked: the outage is over."""
+        if self.down_since is not None and started > self.down_since:
+            self.down_since = None
+
+
+async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+                       slots: asyncio.Semaphore, label: str = "") -> None:
+    buffer: list[Result] = []
+
+    async def flush() -> None:
+        if buffer:
+            batch = buffer[:]
+            buffer.clear()
+            await sink.record(batch)
+
+    async def flush_now_and_then() -> None:
+        while True:
+            await asyncio.sleep(settings.results_flush_interval)
+            try:
+                await flush()
+            except Exception as error:  # noqa: BLE001 - recorded again at the end of the chunk
+                log.warning("recording results of %s: %s", label, error)
+
+    def on_result(answer) -> None:
+        buffer.append(to_result(answer))
+
+    attempt = 0
+    while True:
+        todo = await sink.pending()
+        if not todo:
+            return
+        flusher = asyncio.create_task(flush_now_and_then())
+        try:
+            async with slots:
+                started = time.monotonic()
+                answers = await provider.verify(todo, on_result=on_result)
+            outage.call_went_through(started)
+            buffer[:] = [to_result(a) for a in answers]
+            answered = {r.address for r in buffer}
+            buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
+                          for a in todo if a not in answered)
+            await flush()
+            return
+        except asyncio.CancelledError:
+            await asyncio.shield(flush())  # the task stopped: late results, logged and not charged
+            raise
+        except ProviderUnavailable as error:
+            await flush()
+            down_for = outage.went_down()
+            if down_for > settings.provider_deadline:
+                await sink.fail_task(f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
+                return
+            log.warning("provider unavailable (%s); %s paused", error, label)
+            attempt = 0
+            await asyncio.sleep(min(settings.retry_backoff, 5.0))
+            continue
+        except ProviderError as error:
+            await flush()
+            attempt += 1
+            if attempt > settings.chunk_retries:
+                await sink.fail_chunk(f"{type(error).__name__}: {error}"[:500])
+                return
+        finally:
+            flusher.cancel()
+        await asyncio.sleep(min(settings.retry_backoff * 2 ** max(attempt - 1, 0), 30.0))
+
+
+def unsettled(addresses: Sequence[str], pending: dict[str, None]) -> list[str]:
+    return [a for a in addresses if a in pending]
