@@ -34,6 +34,11 @@ class EngineSettings(BaseSettings):
     kafka_partitions: int = Field(8, ge=1, le=1000, description="partitions of each topic the engine creates")
     relay_batch: int = Field(1000, ge=1, description="events the relay reads and publishes at once")
     relay_poll_interval: float = Field(0.05, gt=0, description="seconds between looks at the log when idle")
+    kafka_session_timeout: float = Field(10.0, ge=3, description="seconds a consumer may be silent before its "
+                                         "partitions go to another member of the group")
+    claim_ttl: float = Field(10.0, gt=0, description="seconds a chunk's claim lives without its worker's heartbeat")
+    stop_poll_interval: float = Field(0.25, gt=0, description="seconds between a worker's looks for stopped tasks")
+    worker_ttl: float = Field(10.0, gt=0, description="seconds after its last heartbeat a fleet process counts as gone")
 
     @model_validator(mode="after")
     def _stall_after_deadline(self) -> "EngineSettings":

@@ -116,6 +116,7 @@ class Engine:
         self.clock = clock
         self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._recent: deque[RecordedEvent] = deque(maxlen=RECENT_EVENTS)
+        self.stats = {"commands": 0, "conflicts": 0}  # appends decided, and decided again after a conflict
 
     # --- loading ----------------------------------------------------------------------
 
@@ -174,7 +175,10 @@ class Engine:
             earlier = self.store.replayed(idempotency)
             if earlier is not None:
                 return earlier
-        for _ in range(MAX_ATTEMPTS):
+        self.stats["commands"] += 1
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self.stats["conflicts"] += 1
             loaded = {s: self._load(s) for s in streams}
             planned = plan({s: state for s, (state, _) in loaded.items()})
             if not planned:

@@ -62,6 +62,11 @@ class Context:
     def db(self):
         return self.engine.db
 
+    @property
+    def distributed(self) -> bool:
+        """A PostgreSQL store with Kafka: the fleet does the work, never this process."""
+        return bool(self.settings.kafka_bootstrap) and self.db.fleet is not None
+
     def fresh_db(self, *projections: str):
         """The read models, caught up with the log; refuses clearly if one of `projections`
         stopped on an event it could not fold."""
@@ -245,7 +250,8 @@ def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: 
 
 
 def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
-    """Drives the task in-process when no engine runs; otherwise follows the running engine."""
+    """Follows the task to its end: a running engine (or the fleet) does the work; with no
+    engine running, an embedded store drives it in this process."""
     from consumers.providers import build_provider
     from consumers.runtime import Runtime
 
@@ -255,6 +261,9 @@ def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
         progress = asyncio.create_task(_show_progress(ctx, task_id)) if show_progress else None
         try:
             while engine.task(task_id).active:
+                if ctx.distributed:
+                    await asyncio.sleep(ctx.settings.poll_interval)
+                    continue
                 try:
                     await Runtime(engine, build_provider(ctx.settings), only_task=task_id).run()
                 except LeaseHeld:  # a running engine does the work; take over if it stops
@@ -343,20 +352,40 @@ def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> No
 
 # --- the engine and the log ---------------------------------------------------------------
 
+ROLES = ("relay", "worker", "projector", "watchdog")
+
+
 @command(cli, "run", json_flag=False)
-def run(ctx: Context) -> None:
-    """Run the engine (workers, scheduler, watchdog, projector) until interrupted."""
+@click.option("--role", "roles", multiple=True, type=click.Choice(ROLES),
+              help="distributed mode: run only this role (repeatable); default: every role")
+def run(ctx: Context, roles: tuple[str, ...]) -> None:
+    """Run the engine until interrupted. Embedded (SQLite, or PostgreSQL without Kafka): one
+    process does everything. Distributed (PostgreSQL and VEC_KAFKA_BOOTSTRAP): the fleet's
+    roles, all of them or those given with --role; run as many workers as you like."""
     from consumers.providers import build_provider
     from consumers.runtime import EngineCrashed, Runtime
+
+    distributed = bool(roles) or ctx.distributed
+    if distributed and ctx.engine.db.fleet is None:
+        raise DomainError("--role needs the distributed mode: VEC_STORE=postgresql://... and VEC_KAFKA_BOOTSTRAP")
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        err.print(f"vec engine running on {ctx.settings.store} (provider {ctx.settings.provider}); Ctrl-C stops")
         try:
-            await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
+            if distributed:
+                from consumers.fleet.roles import Fleet
+
+                fleet = Fleet(ctx.engine, ctx.settings, set(roles or ROLES), lambda: build_provider(ctx.settings))
+                err.print(f"vec {', '.join(sorted(fleet.roles))} running on {ctx.settings.store} "
+                          f"(Kafka {ctx.settings.kafka_bootstrap}, provider {ctx.settings.provider}); Ctrl-C stops")
+                await fleet.run(stop)
+            else:
+                err.print(f"vec engine running on {ctx.settings.store} (provider {ctx.settings.provider}); "
+                          "Ctrl-C stops")
+                await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
         except EngineCrashed as crash:
             err.print(f"[bold red]error:[/] vec engine stopped: {crash}", highlight=False, soft_wrap=True)
             sys.exit(2)

@@ -170,6 +170,7 @@ class ProjectionRunner:
     def _batch(self, until: int | None, recent: Recent | None = None, careful: bool = False,
                stop_at: dict[str, int] | None = None) -> int:
         stop_at = stop_at or {}
+        self.sql.lock("vec.projector")
         checkpoints = self.checkpoints()
         stopped = self.stopped()
         running = [p for p in self.projections if p.name not in stopped]
@@ -215,6 +216,7 @@ class ProjectionRunner:
     def rebuild(self) -> int:
         """Drops every read model and folds the whole log again."""
         with self.sql.transaction():
+            self.sql.lock("vec.projector")
             for spec in self.specs.values():
                 self.sql.execute(f"DELETE FROM {spec.name}")
             self.sql.execute("DELETE FROM rm_checkpoints")

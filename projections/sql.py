@@ -34,6 +34,10 @@ class SqlSession(Protocol):
         """A write transaction: every call inside runs on one connection, committed at the end
         of the block and rolled back if it raises."""
 
+    def lock(self, name: str) -> None:
+        """Inside a transaction: waits until no other process holds `name`, then holds it to
+        the end of the transaction (two projectors must never fold the same batch)."""
+
     def snapshot(self) -> ContextManager[None]:
         """A read-only transaction: every read inside sees one moment of the database."""
 

@@ -44,6 +44,7 @@ class Database:
     transient_errors: tuple[type[Exception], ...] = field(repr=False)
     snapshot: Callable[[], ContextManager[None]] = field(repr=False)
     close: Callable[[], None] = field(repr=False)
+    fleet: object | None = field(default=None, repr=False)  # heartbeats and chunk claims (PostgreSQL only)
 
     def catch_up(self) -> int:
         return self.projector.catch_up()

@@ -465,6 +465,9 @@ class PostgresSession:
     def transaction(self):
         return self.pool.pinned()
 
+    def lock(self, name: str) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
+
     def snapshot(self):
         return self.pool.pinned(psycopg.IsolationLevel.REPEATABLE_READ, read_only=True)
 
@@ -510,5 +513,107 @@ def open_postgres(url: str, migrate: bool = False):
         pool.close()
         raise
     return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector, ReadModelQueries(session),
-                    session.transient_errors, session.snapshot, pool.close)
+                    session.transient_errors, session.snapshot, pool.close, PostgresFleet(pool))
 
+
+
+class PostgresFleet:
+    """What the distributed roles share beside the log: who is alive (heartbeats, the fleet's
+    outage clock) and which worker verifies which chunk (claims with a heartbeat, so that a
+    chunk whose worker died is given to another)."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def beat(self, worker_id: str, roles: str, host: str, pid: int, now: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO workers (worker_id, host, pid, roles, started_at, heartbeat)"
+                         " VALUES (%s, %s, %s, %s, %s, %s)"
+                         " ON CONFLICT (worker_id) DO UPDATE SET heartbeat = excluded.heartbeat",
+                         (worker_id, host, pid, roles, now, now))
+
+    def leave(self, worker_id: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM chunk_claims WHERE worker_id = %s", (worker_id,))
+
+    def last_worker_beat(self) -> datetime | None:
+        """When a process with the worker role last proved it was alive (None: never)."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT MAX(heartbeat) FROM workers WHERE roles LIKE '%%worker%%'").fetchone()[0]
+
+    def members(self, since: datetime) -> list[dict]:
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT worker_id, host, pid, roles, started_at, heartbeat FROM workers"
+                                " WHERE heartbeat >= %s ORDER BY worker_id", (since,)).fetchall()
+        return [dict(zip(("worker_id", "host", "pid", "roles", "started_at", "heartbeat"), r)) for r in rows]
+
+    def claim(self, task_id: str, chunk_no: int, worker_id: str, now: datetime, stale_before: datetime) -> bool:
+        """Takes the chunk unless a live worker holds it; True if this worker holds it now."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO chunk_claims (task_id, chunk_no, worker_id, claimed_at, heartbeat)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (task_id, chunk_no) DO UPDATE"
+                " SET worker_id = excluded.worker_id, claimed_at = excluded.claimed_at, heartbeat = excluded.heartbeat"
+                " WHERE chunk_claims.worker_id = excluded.worker_id OR chunk_claims.heartbeat < %s"
+                " RETURNING worker_id", (task_id, chunk_no, worker_id, now, now, stale_before)).fetchone()
+        return row is not None
+
+    def renew(self, worker_id: str, now: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE chunk_claims SET heartbeat = %s WHERE worker_id = %s", (now, worker_id))
+
+    def release(self, task_id: str, chunk_no: int, worker_id: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM chunk_claims WHERE task_id = %s AND chunk_no = %s AND worker_id = %s",
+                         (task_id, chunk_no, worker_id))
+
+    def live_claims(self, fresh_after: datetime) -> set[tuple[str, int]]:
+        with self.pool.connection() as conn:
+            return {(t, c) for t, c in conn.execute(
+                "SELECT task_id, chunk_no FROM chunk_claims WHERE heartbeat >= %s", (fresh_after,)).fetchall()}
+
+    def stopped_tasks(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks stopped (cancelled, failed, completed, deleted): read from the
+        log itself, so a cancel reaches the workers without waiting for any projector."""
+        if not task_ids:
+            return set()
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT stream FROM events WHERE stream = ANY(%s) AND type = ANY(%s)",
+                ([f"task-{t}" for t in task_ids],
+                 ["TaskCancelled", "TaskCompleted", "TaskFailed", "SystemFailure", "TaskDeleted"])).fetchall()
+        return {r[0].removeprefix("task-") for r in rows}
+
+
+class LeaderLock:
+    """A role that must run once in the whole fleet (relay, projector, watchdog) holds a
+    session-level advisory lock on a connection of its own; if its process dies, the
+    connection closes and PostgreSQL frees the lock for a standby."""
+
+    def __init__(self, url: str, key: int):
+        self.url, self.key = url, key
+        self.conn: psycopg.Connection | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            return bool(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0])
+        except psycopg.OperationalError:
+            self.drop()
+            return False
+
+    def still_held(self) -> bool:
+        try:
+            return self.conn is not None and not self.conn.closed and self.conn.execute("SELECT 1").fetchone() == (1,)
+        except psycopg.OperationalError:
+            self.drop()
+            return False
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+        self.conn = None

@@ -276,6 +276,9 @@ class SqliteSession:
     def transaction(self):
         return transaction(self.conn)
 
+    def lock(self, name: str) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already lets one writer in at a time."""
+
     @contextlib.contextmanager
     def snapshot(self):
         self.conn.execute("BEGIN")  # deferred: the first read fixes the snapshot (WAL)

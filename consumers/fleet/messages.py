@@ -1,0 +1,58 @@
+"""What the fleet's topics carry besides the log's events (pure: build and read messages)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from engine.config import EngineSettings
+from engine.domain.tasks import Result
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str
+    chunks: str
+    results: str
+
+    @classmethod
+    def of(cls, settings: EngineSettings) -> "Topics":
+        prefix = settings.kafka_topic_prefix
+        return cls(f"{prefix}.events", f"{prefix}.chunks", f"{prefix}.results")
+
+
+def chunk_work(task_id: str, chunk_no: int) -> tuple[bytes, bytes]:
+    """(key, value) of a work item: a chunk to verify. Keyed by chunk, to spread the work."""
+    return f"{task_id}/{chunk_no}".encode(), orjson.dumps({"task_id": task_id, "chunk_no": chunk_no})
+
+
+def read_chunk_work(value: bytes) -> tuple[str, int]:
+    message = orjson.loads(value)
+    return message["task_id"], int(message["chunk_no"])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker found for a chunk: results, or a chunk or task failure. Keyed by task,
+    so that one settler records everything of a task, in order."""
+
+    kind: str  # results | fail_chunk | fail_task
+    task_id: str
+    chunk_no: int
+    results: tuple[Result, ...] = ()
+    error: str = ""
+
+    def to_message(self) -> tuple[bytes, bytes]:
+        return self.task_id.encode(), orjson.dumps({
+            "kind": self.kind, "task_id": self.task_id, "chunk_no": self.chunk_no, "error": self.error,
+            "results": [[r.address, r.status, r.reason, r.detail, r.tier, r.reply, r.mx_host, list(r.flags)]
+                        for r in self.results]})
+
+    @classmethod
+    def from_message(cls, value: bytes) -> "Outcome":
+        message = orjson.loads(value)
+        if message["kind"] not in ("results", "fail_chunk", "fail_task"):
+            raise ValueError(f"unknown outcome {message['kind']!r}")
+        results = tuple(Result(a, s, reason, detail, tier, reply, mx, tuple(flags))
+                        for a, s, reason, detail, tier, reply, mx, flags in message["results"])
+        return cls(message["kind"], message["task_id"], int(message["chunk_no"]), results, message["error"])

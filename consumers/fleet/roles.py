@@ -1,0 +1,287 @@
+"""Running the fleet's roles in one process: `vec run` (every role) or
+`vec run --role relay|worker|projector|watchdog` (repeatable).
+
+Every process beats in `workers` (the fleet's outage clock). Roles that must run once in
+the whole fleet (relay, projector, watchdog) contend for a PostgreSQL advisory lock and
+stand by until they get it. Everything runs supervised in one task group: if a role fails,
+the process stops with it and `run_roles` raises EngineCrashed (never half-alive).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
+from consumers.runtime import EngineCrashed
+from consumers.scheduling import schedule
+from engine.config import EngineSettings
+from engine.service import Engine
+from engine.store.postgres import LeaderLock
+
+log = logging.getLogger("vec.fleet")
+
+ROLES = ("relay", "worker", "projector", "watchdog")
+LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
+STALE_UPLOAD = timedelta(hours=1)
+
+
+class Fleet:
+    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str], provider_factory=None):
+        unknown = roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROLES)}")
+        if engine.db.fleet is None:
+            raise ValueError("the fleet's roles need a PostgreSQL store (VEC_STORE=postgresql://...)")
+        if not settings.kafka_bootstrap and roles & {"relay", "worker"}:
+            raise ValueError("the relay and worker roles need Kafka (VEC_KAFKA_BOOTSTRAP=HOST:PORT)")
+        self.engine, self.settings, self.roles = engine, settings, roles
+        self.provider_factory = provider_factory
+        self.db = engine.db
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.crashed: asyncio.Future | None = None
+        self.leading: set[str] = set()
+
+    def crash(self, where: str, error: BaseException) -> None:
+        log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
+        if self.crashed is not None and not self.crashed.done():
+            self.crashed.set_exception(EngineCrashed(f"{where} failed: {type(error).__name__}: {error}"))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.crashed = asyncio.get_running_loop().create_future()
+        if "relay" in self.roles or "worker" in self.roles:
+            from engine.relay import ensure_topics
+            from consumers.fleet.messages import Topics
+
+            topics = Topics.of(self.settings)
+            await asyncio.to_thread(ensure_topics, self.settings.kafka_bootstrap,
+                                    [topics.events, topics.chunks, topics.results], self.settings.kafka_partitions)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._guard("heartbeat", self._heartbeat(stop), stop))
+                group.create_task(self._watch_crash(stop))
+                if "worker" in self.roles:
+                    worker = FleetWorker(self.engine, self.provider_factory(), self.settings, self.worker_id,
+                                         self.crash)
+                    group.create_task(self._guard("worker", worker.run(stop), stop))
+                if "relay" in self.roles:  # it elects its leader itself (engine/relay.py)
+                    group.create_task(self._guard("relay", self._relay(stop), stop))
+                for role in ("projector", "watchdog"):
+                    if role in self.roles:
+                        group.create_task(self._guard(role, self._lead(role, stop), stop))
+        except BaseExceptionGroup as crashed:
+            cause = crashed.exceptions[0]
+            raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
+
+    async def _guard(self, name: str, loop, stop: asyncio.Event) -> None:
+        try:
+            await loop
+        except (asyncio.CancelledError, EngineCrashed):
+            raise
+        except Exception as error:
+            self.crash(name, error)
+            stop.set()
+            raise EngineCrashed(f"the {name} failed: {type(error).__name__}: {error}") from error
+
+    async def _watch_crash(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, self.crashed], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self.crashed.done():
+            stop.set()
+            raise self.crashed.exception()
+
+    # --- every process: the heartbeat ---------------------------------------------------
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        host, roles = socket.gethostname(), ",".join(sorted(self.roles))
+        while not stop.is_set():
+            await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow())
+            await _sleep_or(stop, self.settings.heartbeat_interval)
+
+    # --- the roles that run once in the fleet -------------------------------------------
+
+    async def _lead(self, role: str, stop: asyncio.Event) -> None:
+        """Stand by until this process holds the role's lock, then run it until the lock is
+        lost (its connection broke) or the process stops."""
+        lock = LeaderLock(self.settings.store, LEADER_KEYS[role])
+        try:
+            while not stop.is_set():
+                if not await asyncio.to_thread(lock.try_acquire):
+                    await _sleep_or(stop, 0.5)
+                    continue
+                log.info("%s: this process leads", role)
+                self.leading.add(role)
+                lost = asyncio.Event()
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._keep_checking(lock, lost, stop))
+                        group.create_task(getattr(self, f"_{role}")(_either(stop, lost)))
+                finally:
+                    self.leading.discard(role)
+                if lost.is_set():
+                    log.warning("%s: lost the leadership (database connection); standing by", role)
+        finally:
+            await asyncio.to_thread(lock.drop)
+
+    @staticmethod
+    async def _keep_checking(lock: LeaderLock, lost: asyncio.Event, stop: asyncio.Event) -> None:
+        while not stop.is_set() and not lost.is_set():
+            if not await asyncio.to_thread(lock.still_held):
+                lost.set()
+                return
+            await _sleep_or(stop, 1.0)
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        from engine.relay import Relay
+
+        relay = Relay(self.settings.store, self.settings, name=self.worker_id)
+        halt = threading.Event()
+        thread = asyncio.create_task(asyncio.to_thread(relay.run, halt))
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([thread, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.set()
+            waiter.cancel()
+            await thread  # a relay that crashed raises RelayCrashed here
+
+    async def _projector(self, until: "_Until") -> None:
+        call = EngineThread()
+        try:
+            while not until.is_set():
+                try:
+                    done = await call(self.db.projector.catch_up, None, 1)
+                except self.db.transient_errors as error:
+                    log.warning("projector: %s", error)
+                    done = 0
+                if done == 0:
+                    await until.sleep(self.settings.poll_interval)
+        finally:
+            call.close()
+
+    async def _watchdog(self, until: "_Until") -> None:
+        """The fleet's outage rule, the stall bound, and reconciliation from the log."""
+        call = EngineThread()
+        started = time.monotonic()
+        unclaimed_since: dict[tuple[str, int], float] = {}
+        next_sweep = 0.0
+        try:
+            while not until.is_set():
+                try:
+                    await call(self._watch_once, started, unclaimed_since)
+                    if time.monotonic() >= next_sweep:
+                        await call(self._sweep)
+                        next_sweep = time.monotonic() + 30
+                except self.db.transient_errors as error:
+                    log.warning("watchdog: %s", error)
+                await until.sleep(self.settings.heartbeat_interval)
+        finally:
+            producer = getattr(self, "_producer", None)
+            if producer is not None:
+                await call(producer.close, 5)
+                self._producer = None
+            call.close()
+
+    def _watch_once(self, started: float, unclaimed_since: dict) -> None:
+        engine, settings, fleet = self.engine, self.settings, self.db.fleet
+        self.db.catch_up()
+        now = utcnow()
+        active = self.db.read.active_task_ids()
+        processing = [t for t in active if engine.task(t).status == "processing"]
+        last_beat = fleet.last_worker_beat()
+        quiet_for = (now - last_beat).total_seconds() if last_beat else time.monotonic() - started
+        if processing and quiet_for > settings.outage_grace:
+            for task_id in processing:
+                reason = f"engine_outage: no worker alive for {quiet_for:.0f}s, grace {settings.outage_grace:g}s"
+                log.warning("task %s failed: %s", task_id, reason)
+                engine.fail_for_system(task_id, reason)
+            return
+        if quiet_for > settings.worker_ttl:
+            return  # no worker to give work to: pending tasks stay pending, running ones wait for the grace
+        live = fleet.live_claims(now - timedelta(seconds=settings.claim_ttl))
+        for task_id in active:
+            state = schedule(engine, task_id, settings.provider, "primary", settings.chunk_window)
+            if not state.active:
+                continue
+            self._fail_if_stalled(task_id, now)
+            for chunk_no in state.pending:
+                key = (task_id, chunk_no)
+                if key in live:
+                    unclaimed_since.pop(key, None)
+                    continue
+                first = unclaimed_since.setdefault(key, time.monotonic())
+                if time.monotonic() - first > settings.claim_ttl:
+                    log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id)
+                    self._redispatch(task_id, chunk_no)
+                    unclaimed_since[key] = time.monotonic()
+        for key in [k for k in unclaimed_since if k[0] not in active]:
+            del unclaimed_since[key]
+
+    def _fail_if_stalled(self, task_id: str, now) -> None:
+        version = self.db.events.stream_version(f"task-{task_id}")
+        last = next(self.db.events.read_stream(f"task-{task_id}", after_version=version - 1), None)
+        if last is not None and (now - last.occurred_at).total_seconds() > self.settings.task_stall_timeout:
+            silent = (now - last.occurred_at).total_seconds()
+            log.error("task %s made no progress for %.0f s; failing it", task_id, silent)
+            self.engine.fail_for_system(task_id, f"stalled: no progress for {silent:.0f}s")
+
+    def _redispatch(self, task_id: str, chunk_no: int) -> None:
+        from kafka import KafkaProducer
+
+        from consumers.fleet.messages import Topics, chunk_work
+
+        if not self.settings.kafka_bootstrap:
+            return
+        if getattr(self, "_producer", None) is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                           enable_idempotence=True)
+        key, value = chunk_work(task_id, chunk_no)
+        self._producer.send(Topics.of(self.settings).chunks, key=key, value=value).get(timeout=10)
+
+    def _sweep(self) -> None:
+        now = utcnow()
+        for account_id in self.db.read.expired_monthly_accounts(now):
+            self.engine.expire_monthly(account_id)
+        keep = [self.engine.task(t).upload_id for t in self.db.read.active_task_ids()]
+        self.db.inputs.sweep(now - STALE_UPLOAD, keep)
+
+
+class _Until:
+    """Stop, or lost leadership: whichever comes first."""
+
+    def __init__(self, *events: asyncio.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    async def wait(self) -> None:
+        waiters = [asyncio.create_task(e.wait()) for e in self.events]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _either(*events: asyncio.Event) -> _Until:
+    return _Until(*events)
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass

@@ -1,0 +1,310 @@
+"""The worker role: three faust agents in one consumer group.
+
+- scheduler  reads `PREFIX.events` (keyed by stream, so one member sees all of a task's
+             events, in order): a task's new events may free its chunk window, so its next
+             chunks are submitted; each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
+- verifier   reads `PREFIX.chunks` (spread over every member): claims the chunk in
+             PostgreSQL (one worker per chunk; a claim whose heartbeat stops is taken over),
+             runs the shared verification loop, and sends what it finds to `PREFIX.results`,
+             keyed by task. A stop watcher reads the log every `stop_poll_interval`: a
+             cancelled task's chunks are cancelled in every worker (what they finished
+             meanwhile is recorded as late).
+- settler    reads `PREFIX.results`: the member that owns a task's partition is the only
+             writer of that task's results, and appends them in batches. Refunds land on the
+             account at any version, so neither the task nor the account is contended.
+
+Engine calls run on one thread of their own (the loop never waits on the database, and the
+engine's caches are only ever touched there). Every handler is idempotent: a message seen
+twice settles nothing twice (the task decider ignores an address already settled, and
+deterministic event ids make a re-emitted fact a duplicate).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from functools import partial
+
+import faust
+
+from consumers.fleet.messages import Outcome, Topics, chunk_work, read_chunk_work
+from consumers.scheduling import schedule
+from consumers.verification import OutageClock, unsettled, verify_chunk
+from engine.config import EngineSettings
+from engine.domain.errors import DomainError
+from engine.domain.tasks import Result
+from engine.service import Engine
+from events import AddressVerified, ChunkFailed, ChunkSubmitted, ResultUnknown, TaskCreated, from_wire
+
+log = logging.getLogger("vec.worker")
+
+# task events after which the chunk window may have room again
+_RESCHEDULE = (TaskCreated, AddressVerified, ResultUnknown, ChunkFailed)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EngineThread:
+    """Runs engine (and store) calls on one thread of their own."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="vec-engine")
+
+    async def __call__(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+FETCH_MAX_WAIT_MS = 100
+
+
+def _quick_fetches() -> None:
+    """faust 0.15 builds its consumers with fetch_max_wait_ms=1500 and no setting to change
+    it; a broker that holds an empty fetch that long (Tansu does, even when a message arrives
+    meanwhile) then adds up to 1.5 s to every hop of a chunk. A fetch of at most 100 ms keeps
+    the hops short at the price of more, cheap, empty fetches."""
+    import aiokafka
+
+    if getattr(aiokafka.AIOKafkaConsumer, "_vec_quick_fetches", False):
+        return
+    original = aiokafka.AIOKafkaConsumer
+
+    class QuickFetchConsumer(original):
+        _vec_quick_fetches = True
+
+        def __init__(self, *args, **kwargs):
+            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", FETCH_MAX_WAIT_MS), FETCH_MAX_WAIT_MS)
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = QuickFetchConsumer
+
+
+def build_app(settings: EngineSettings, app_id: str) -> faust.App:
+    _quick_fetches()
+    return faust.App(
+        app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False,
+        topic_partitions=settings.kafka_partitions, topic_allow_declare=False, topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest", broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout / 3), broker_max_poll_interval=3600.0,
+        producer_acks=-1, stream_wait_empty=False)
+
+
+class FleetWorker:
+    def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash):
+        self.engine, self.provider, self.settings = engine, provider, settings
+        self.db, self.fleet = engine.db, engine.db.fleet
+        self.worker_id, self.crash = worker_id, crash
+        self.call = EngineThread()
+        self.topics = Topics.of(settings)
+        self.outage = OutageClock()
+        self.slots = asyncio.Semaphore(settings.workers)
+        self.working: dict[tuple[str, int], asyncio.Task] = {}
+        self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
+        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet")
+        raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
+        self.events_topic = self.app.topic(self.topics.events, **raw)
+        self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
+        self.results_topic = self.app.topic(self.topics.results, **raw)
+        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
+        self.app.agent(self.chunks_topic, name="vec-verifier", concurrency=settings.workers)(
+            self._supervised(self._verifier))
+        self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
+
+    def _supervised(self, agent):
+        """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
+        async def run(stream):
+            try:
+                await agent(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.crash(f"agent {agent.__name__.strip('_')}", error)
+                raise
+        run.__name__ = agent.__name__
+        return run
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.app.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_stops(stop))
+                group.create_task(self._renew_claims(stop))
+                await stop.wait()
+        finally:
+            for task in list(self.working.values()):
+                task.cancel()
+            await asyncio.gather(*self.working.values(), return_exceptions=True)
+            await self.app.stop()
+            await self.call(self.fleet.leave, self.worker_id)
+            self.call.close()
+
+    # --- scheduler --------------------------------------------------------------------
+
+    async def _scheduler(self, stream) -> None:
+        async for values in stream.take(500, within=0.05):
+            due: dict[str, None] = {}
+            work: list[tuple[str, int]] = []
+            for value in values:
+                recorded = from_wire(value)
+                if not recorded.stream.startswith("task-"):
+                    continue
+                task_id = recorded.stream.removeprefix("task-")
+                if isinstance(recorded.event, ChunkSubmitted):
+                    work.append((task_id, recorded.event.chunk_no))
+                elif isinstance(recorded.event, _RESCHEDULE) and not getattr(recorded.event, "late", False):
+                    due[task_id] = None
+            for task_id in due:
+                await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
+            for task_id, chunk_no in work:
+                await self.dispatch(task_id, chunk_no)
+
+    def schedule(self, task_id: str) -> None:
+        schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
+
+    async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        key, value = chunk_work(task_id, chunk_no)
+        await self.chunks_topic.send(key=key, value=value)
+
+    # --- verifier ---------------------------------------------------------------------
+
+    async def _verifier(self, stream) -> None:
+        async for value in stream:
+            task_id, chunk_no = read_chunk_work(value)
+            key = (task_id, chunk_no)
+            job = asyncio.create_task(self._verify(task_id, chunk_no))
+            self.working[key] = job
+            try:
+                await job
+            except asyncio.CancelledError:
+                if key not in self.stopped_jobs:
+                    raise  # this agent itself is being stopped
+            finally:
+                self.working.pop(key, None)
+                self.stopped_jobs.discard(key)
+
+    async def _verify(self, task_id: str, chunk_no: int) -> None:
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings.claim_ttl)
+        if not await self._retrying("claiming", asyncio.to_thread, self.fleet.claim, task_id, chunk_no,
+                                    self.worker_id, now, stale):
+            return  # a live worker has it
+        try:
+            state = await self.call(self.engine.task, task_id)
+            addresses = state.in_flight().get(chunk_no) if state.active else None
+            if addresses:
+                await verify_chunk(self.provider, self.settings, _TopicSink(self, task_id, chunk_no, addresses),
+                                   self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.fleet.release, task_id, chunk_no, self.worker_id))
+
+    async def _watch_stops(self, stop: asyncio.Event) -> None:
+        """The stop signal: a task that stopped (cancel, failure) has its chunks cancelled here."""
+        while not stop.is_set():
+            busy = sorted({task_id for task_id, _ in self.working})
+            if busy:
+                try:
+                    stopped = await asyncio.to_thread(self.fleet.stopped_tasks, busy)
+                except Exception as error:  # noqa: BLE001 - the database is away: try again
+                    log.warning("stop watcher: %s", error)
+                    stopped = set()
+                for (task_id, chunk_no), job in list(self.working.items()):
+                    if task_id in stopped:
+                        log.info("task %s stopped: cancelling chunk %s", task_id, chunk_no)
+                        self.stopped_jobs.add((task_id, chunk_no))
+                        job.cancel()
+            await _sleep_or(stop, self.settings.stop_poll_interval)
+
+    async def _renew_claims(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.fleet.renew, self.worker_id, utcnow())
+            except Exception as error:  # noqa: BLE001 - a late renewal only risks a second verifier
+                log.warning("renewing chunk claims: %s", error)
+            await _sleep_or(stop, self.settings.claim_ttl / 4)
+
+    async def send(self, outcome: Outcome) -> None:
+        key, value = outcome.to_message()
+        sent = await self.results_topic.send(key=key, value=value)
+        await sent  # acknowledged: only then is it done
+
+    # --- settler ----------------------------------------------------------------------
+
+    async def _settler(self, stream) -> None:
+        async for values in stream.take(2000, within=0.05):
+            outcomes = [Outcome.from_message(v) for v in values]
+            await self._retrying("settling", self.call, self.settle, outcomes)
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Appends what the workers found, in message order, each chunk's results in one go."""
+        merged: list[Outcome] = []
+        for outcome in outcomes:
+            last = merged[-1] if merged else None
+            if (outcome.kind == "results" and last is not None and last.kind == "results"
+                    and (last.task_id, last.chunk_no) == (outcome.task_id, outcome.chunk_no)):
+                merged[-1] = Outcome("results", last.task_id, last.chunk_no, last.results + outcome.results)
+            else:
+                merged.append(outcome)
+        for outcome in merged:
+            try:
+                if outcome.kind == "results":
+                    self.engine.record_results(outcome.task_id, outcome.chunk_no, outcome.results)
+                elif outcome.kind == "fail_chunk":
+                    self.engine.fail_chunk(outcome.task_id, outcome.chunk_no, outcome.error)
+                else:
+                    self.engine.fail_for_system(outcome.task_id, outcome.error)
+            except DomainError as error:  # a task deleted meanwhile, say: nothing to settle
+                log.warning("outcome for %s chunk %s refused: %s", outcome.task_id, outcome.chunk_no, error)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _retrying(self, what: str, call, *args):
+        """Retries errors of the database itself without limit (a settler must not drop
+        results); anything else is a bug and propagates."""
+        attempt = 0
+        while True:
+            try:
+                return await call(*args)
+            except self.db.transient_errors as error:
+                attempt += 1
+                log.warning("%s (try %d): %s", what, attempt, error)
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+
+
+class _TopicSink:
+    """A fleet worker's chunk sink: outcomes go to the results topic; what is still pending
+    is read from the log, minus what this worker already sent."""
+
+    def __init__(self, worker: FleetWorker, task_id: str, chunk_no: int, addresses: list[str]):
+        self.worker, self.task_id, self.chunk_no, self.addresses = worker, task_id, chunk_no, addresses
+        self.sent: set[str] = set()
+
+    async def pending(self) -> list[str]:
+        state = await self.worker.call(self.worker.engine.task, self.task_id)
+        if not state.active:
+            return []
+        return [a for a in unsettled(self.addresses, state.pending.get(self.chunk_no, {})) if a not in self.sent]
+
+    async def record(self, results: list[Result]) -> None:
+        await self.worker.send(Outcome("results", self.task_id, self.chunk_no, tuple(results)))
+        self.sent.update(r.address for r in results)
+
+    async def fail_chunk(self, error: str) -> None:
+        await self.worker.send(Outcome("fail_chunk", self.task_id, self.chunk_no, error=error))
+
+    async def fail_task(self, reason: str) -> None:
+        await self.worker.send(Outcome("fail_task", self.task_id, self.chunk_no, error=reason))
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
