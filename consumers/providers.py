@@ -57,9 +57,10 @@ def to_result(answer) -> Result:
                   (answer.smtp_host or "")[:200], flags)
 
 
-def build_provider(settings: EngineSettings):
+def build_provider(settings: EngineSettings, host_slots=None):
+    """`host_slots`: the fleet's per-MX session slots (distributed mode), shared by every worker."""
     if settings.provider == "instant":
         return InstantProvider()
     if settings.provider == "smtp":
-        return build_smtp()
+        return build_smtp(host_slots=host_slots)
     raise ValueError(f"unknown provider {settings.provider!r}; use smtp or instant")

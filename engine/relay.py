@@ -33,7 +33,17 @@ A broker that is down or lost its topics (Tansu keeps them in memory): nothing i
 the producer is closed, and the relay retries with backoff (0.2 s doubling to 5 s),
 re-creating missing topics (`ensure_topics`, `kafka_partitions` partitions) before a new
 producer publishes. The leader keeps its lock meanwhile. One log line per change of state
-(`vec.relay`), not per retry; kafka-python's own loggers (`kafka.*`) are chattier.
+(`vec.relay`), not per retry; kafka-python's own loggers (`kafka.*`) are chattier. Tansu
+auto-creates a topic (4 partitions) on any metadata request, whatever the client asks: if
+the producer's own metadata refresh after a broker restart wins the race, the topic comes
+back with Tansu's count and the relay logs a warning (a real Kafka should run with
+`auto.create.topics.enable=false`).
+
+Errors that waiting does not cure (a bad Kafka setting, a refused authorisation, an event
+larger than the broker takes, a missing schema, anything unexpected) stop the relay with
+RelayCrashed, after it closed its producer and its connection. A stop takes effect within
+`STOP_GRACE` of an unacknowledged batch, or after a connection attempt in progress
+(`CONNECT_TIMEOUT`).
 
 Usage (a role's main, or a test):
 
@@ -51,6 +61,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from datetime import timezone
 from itertools import count
 from typing import Iterable
@@ -148,12 +159,13 @@ def ensure_topics(bootstrap: str | Iterable[str], names: Iterable[str], partitio
     ones included (a count other than `partitions` means someone else created the topic:
     an operator, or a broker that auto-creates topics on a metadata request, as Tansu does).
     Raises a kafka.errors.KafkaError when the broker cannot be reached or refuses."""
-    from kafka.errors import KafkaError, for_code
+    from kafka.errors import for_code
 
     names = list(dict.fromkeys(names))
     admin = _admin_client(bootstrap, "vec-ensure-topics", timeout)
     try:
-        missing = [name for name in names if name not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
+        missing = [name for name in names if name not in existing]
         if missing:
             answer = admin.create_topics({name: {"num_partitions": partitions, "replication_factor": replication_factor}
                                           for name in missing}, raise_errors=False)
@@ -167,8 +179,6 @@ def ensure_topics(bootstrap: str | Iterable[str], names: Iterable[str], partitio
                 raise for_code(topic["error_code"])(f"topic {topic['name']} is not there after creation")
             counts[topic["name"]] = len(topic["partitions"])
         return counts
-    except KafkaError:
-        raise
     finally:
         admin.close()
 
@@ -191,6 +201,15 @@ def _close_producer(producer, timeout: float = 5.0) -> None:
         producer.close(timeout=timeout)
     except KafkaError as error:  # should not happen once forced; say so rather than hang
         log.warning("kafka producer did not close cleanly: %s", error)
+
+
+def _fatal_kafka_errors() -> tuple[type[Exception], ...]:
+    """Kafka errors that waiting does not cure: a bad setting, a refused authorisation, an
+    event larger than the broker takes, a bug of ours. The relay stops (RelayCrashed)."""
+    from kafka import errors
+
+    return (errors.KafkaConfigurationError, errors.IllegalStateError, errors.MessageSizeTooLargeError,
+            errors.InvalidTopicError, errors.AuthorizationError, errors.UnsupportedVersionError)
 
 
 def _first_line(error: BaseException) -> str:
@@ -235,7 +254,7 @@ class Relay:
 
     @property
     def state(self) -> str:
-        """starting | standby | leader | postgres-unavailable | broker-unavailable | stopped"""
+        """starting | standby | leader | postgres-unavailable | broker-unavailable | stopped | crashed"""
         return self._state
 
     @property
@@ -270,6 +289,9 @@ class Relay:
                     self._lost_postgres(error)
                     self._pause(stop)
                 except KafkaError as error:
+                    if isinstance(error, _fatal_kafka_errors()):
+                        raise RelayCrashed(f"relay {self.name}: {type(error).__name__}: {_first_line(error)}"
+                                           f" (at position {self._position})") from error
                     self._lost_broker(error)
                     self._pause(stop)
         except RelayCrashed as error:
@@ -340,7 +362,7 @@ class Relay:
         position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
         current = self._upcast.get(type_name)
         if current is not None and schema_version < current:
-            value = to_wire(RecordedEvent(position, stream, version, _uuid(event_id),
+            value = to_wire(RecordedEvent(position, stream, version, uuid.UUID(event_id),
                                           occurred_at.astimezone(timezone.utc),
                                           decode(type_name, schema_version, data), corr, cause))
         else:  # the stored canonical JSON as it is: what to_wire would give, without decoding
@@ -439,9 +461,3 @@ class Relay:
             return
         self._state = state
         log.log(level, "relay %s: %s%s", self.name, state, f" ({detail})" if detail else "")
-
-
-def _uuid(text: str):
-    import uuid
-
-    return uuid.UUID(text)

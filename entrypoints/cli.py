@@ -378,7 +378,8 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
             if distributed:
                 from consumers.fleet.roles import Fleet
 
-                fleet = Fleet(ctx.engine, ctx.settings, set(roles or ROLES), lambda: build_provider(ctx.settings))
+                fleet = Fleet(ctx.engine, ctx.settings, set(roles or ROLES),
+                              lambda slots: build_provider(ctx.settings, slots))
                 err.print(f"vec {', '.join(sorted(fleet.roles))} running on {ctx.settings.store} "
                           f"(Kafka {ctx.settings.kafka_bootstrap}, provider {ctx.settings.provider}); Ctrl-C stops")
                 await fleet.run(stop)

@@ -49,7 +49,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 from aiosmtplib.errors import SMTPServerDisconnected, SMTPTimeoutError
 
@@ -206,18 +206,54 @@ class _Batch:
         return exc
 
 
+class HostSlots(Protocol):
+    """Sessions to one MX host shared with other processes (a fleet of workers): acquire
+    waits for one of the host's `per_mx_concurrency` slots and returns its release."""
+
+    async def acquire(self, key: tuple[str, int]) -> Callable[[], None]: ...
+
+
+class _HostSlot:
+    """The per-MX session limit: this process's semaphore and, when the prober is one of a
+    fleet, a slot of the fleet's (so N processes never hold more than the limit together).
+    Slots of one host are interchangeable: a release frees any slot this process holds."""
+
+    def __init__(self, limit: int, key: tuple[str, int], shared: HostSlots | None) -> None:
+        self.local = asyncio.Semaphore(limit)
+        self.key, self.shared = key, shared
+        self.held: deque[Callable[[], None]] = deque()
+
+    def locked(self) -> bool:
+        return self.shared is not None or self.local.locked()  # a fleet slot may always mean waiting
+
+    async def acquire(self) -> None:
+        await self.local.acquire()
+        if self.shared is not None:
+            try:
+                self.held.append(await self.shared.acquire(self.key))
+            except BaseException:
+                self.local.release()
+                raise
+
+    def release(self) -> None:
+        if self.held:
+            self.held.popleft()()
+        self.local.release()
+
+
 class _LoopState:
     """Semaphores live on one event loop; a prober may serve several loops in turn."""
 
-    def __init__(self, settings: VerifierSettings) -> None:
+    def __init__(self, settings: VerifierSettings, shared: HostSlots | None) -> None:
         self.settings = settings
+        self.shared = shared
         self.global_sem = asyncio.Semaphore(settings.max_concurrency)
-        self.host_sems: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self.host_sems: dict[tuple[str, int], _HostSlot] = {}
 
-    def host_sem(self, key: tuple[str, int]) -> asyncio.Semaphore:
+    def host_sem(self, key: tuple[str, int]) -> _HostSlot:
         sem = self.host_sems.get(key)
         if sem is None:
-            sem = self.host_sems[key] = asyncio.Semaphore(self.settings.per_mx_concurrency)
+            sem = self.host_sems[key] = _HostSlot(self.settings.per_mx_concurrency, key, self.shared)
         return sem
 
 
@@ -235,8 +271,10 @@ class SmtpProber:
         source_address: str | None = None,
         deadline: float | None = None,
         resolver: DnsResolver | None = None,
+        host_slots: HostSlots | None = None,
     ) -> None:
         self.settings = s = settings or VerifierSettings()
+        self.host_slots = host_slots
         self.name = name
         self.tier = tier or name
         self.helo_name = helo_name or s.helo_name
@@ -268,7 +306,7 @@ class SmtpProber:
         loop = asyncio.get_running_loop()
         st = self._loops.get(loop)
         if st is None:
-            st = self._loops[loop] = _LoopState(self.settings)
+            st = self._loops[loop] = _LoopState(self.settings, self.host_slots)
         return st
 
     def catch_all_cached(self, domain: str) -> bool | None:

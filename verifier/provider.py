@@ -240,11 +240,12 @@ class HttpApiProvider:
         return out
 
 
-def build_provider(settings: VerifierSettings | None = None) -> Provider:
-    """The primary SMTP tier, plus the configured fallback tier (if any)."""
+def build_provider(settings: VerifierSettings | None = None, host_slots=None) -> Provider:
+    """The primary SMTP tier, plus the configured fallback tier (if any). `host_slots` makes
+    the per-MX session limit hold across processes (a fleet of workers)."""
     s = settings or VerifierSettings()
     resolver = DnsResolver(s)
-    primary = SmtpProber(s, name="smtp", deadline=s.primary_deadline, resolver=resolver)
+    primary = SmtpProber(s, name="smtp", deadline=s.primary_deadline, resolver=resolver, host_slots=host_slots)
     if s.fallback_tier == "none":
         return primary
     fallback: Provider
@@ -257,6 +258,7 @@ def build_provider(settings: VerifierSettings | None = None) -> Provider:
             source_address=s.fallback_source_address,
             deadline=s.fallback_deadline,
             resolver=resolver,
+            host_slots=host_slots,
         )
     else:
         if s.fallback_url is None:  # the settings validator makes this impossible

@@ -17,12 +17,14 @@ import time
 import uuid
 from datetime import timedelta
 
+from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.runtime import EngineCrashed
 from consumers.scheduling import schedule
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store.postgres import LeaderLock
+from verifier.config import VerifierSettings
 
 log = logging.getLogger("vec.fleet")
 
@@ -46,11 +48,13 @@ class Fleet:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.crashed: asyncio.Future | None = None
         self.leading: set[str] = set()
+        self.worker: FleetWorker | None = None
 
     def crash(self, where: str, error: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
         if self.crashed is not None and not self.crashed.done():
             self.crashed.set_exception(EngineCrashed(f"{where} failed: {type(error).__name__}: {error}"))
+            self.crashed.exception()  # retrieved here: _watch_crash raises it
 
     async def run(self, stop: asyncio.Event) -> None:
         self.crashed = asyncio.get_running_loop().create_future()
@@ -66,9 +70,10 @@ class Fleet:
                 group.create_task(self._guard("heartbeat", self._heartbeat(stop), stop))
                 group.create_task(self._watch_crash(stop))
                 if "worker" in self.roles:
-                    worker = FleetWorker(self.engine, self.provider_factory(), self.settings, self.worker_id,
-                                         self.crash)
-                    group.create_task(self._guard("worker", worker.run(stop), stop))
+                    slots = FleetHostSlots(self.settings.store, VerifierSettings().per_mx_concurrency)
+                    self.worker = FleetWorker(self.engine, self.provider_factory(slots), self.settings, self.worker_id,
+                                              self.crash)
+                    group.create_task(self._guard("worker", self.worker.run(stop, on_exit=slots.close), stop))
                 if "relay" in self.roles:  # it elects its leader itself (engine/relay.py)
                     group.create_task(self._guard("relay", self._relay(stop), stop))
                 for role in ("projector", "watchdog"):
@@ -100,8 +105,18 @@ class Fleet:
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         host, roles = socket.gethostname(), ",".join(sorted(self.roles))
+        failing = False
         while not stop.is_set():
-            await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow())
+            state = "ready" if self.worker is None or self.worker.ready else "starting"
+            try:
+                await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow(), state)
+                if failing:
+                    log.warning("heartbeat: the database is back")
+                failing = False
+            except self.db.transient_errors as error:  # PostgreSQL restarting: beat again once it is back
+                if not failing:
+                    log.warning("heartbeat: %s; retrying", error)
+                failing = True
             await _sleep_or(stop, self.settings.heartbeat_interval)
 
     # --- the roles that run once in the fleet -------------------------------------------

@@ -106,6 +106,8 @@ class FleetWorker:
         self.working: dict[tuple[str, int], asyncio.Task] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
         self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet")
+        self.ready = False  # in the consumer group, with partitions assigned
+        self.app.on_rebalance_complete.connect(self._rebalanced)
         raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
         self.events_topic = self.app.topic(self.topics.events, **raw)
         self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
@@ -128,9 +130,12 @@ class FleetWorker:
         run.__name__ = agent.__name__
         return run
 
+    async def _rebalanced(self, sender, **kwargs) -> None:
+        self.ready = True
+
     # --- lifecycle --------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, on_exit=None) -> None:
         await self.app.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -144,6 +149,8 @@ class FleetWorker:
             await self.app.stop()
             await self.call(self.fleet.leave, self.worker_id)
             self.call.close()
+            if on_exit is not None:
+                await on_exit()
 
     # --- scheduler --------------------------------------------------------------------
 
@@ -178,7 +185,8 @@ class FleetWorker:
         async for value in stream:
             task_id, chunk_no = read_chunk_work(value)
             key = (task_id, chunk_no)
-            job = asyncio.create_task(self._verify(task_id, chunk_no))
+            job = asyncio.create_task(self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify,
+                                                     task_id, chunk_no))
             self.working[key] = job
             try:
                 await job
@@ -190,10 +198,11 @@ class FleetWorker:
                 self.stopped_jobs.discard(key)
 
     async def _verify(self, task_id: str, chunk_no: int) -> None:
+        """Verifies a chunk this worker could claim. A database outage meanwhile raises (the
+        caller tries again); results already sent are not sent again (the log says so)."""
         now = utcnow()
         stale = now - timedelta(seconds=self.settings.claim_ttl)
-        if not await self._retrying("claiming", asyncio.to_thread, self.fleet.claim, task_id, chunk_no,
-                                    self.worker_id, now, stale):
+        if not await asyncio.to_thread(self.fleet.claim, task_id, chunk_no, self.worker_id, now, stale):
             return  # a live worker has it
         try:
             state = await self.call(self.engine.task, task_id)
@@ -202,7 +211,10 @@ class FleetWorker:
                 await verify_chunk(self.provider, self.settings, _TopicSink(self, task_id, chunk_no, addresses),
                                    self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
         finally:
-            await asyncio.shield(asyncio.to_thread(self.fleet.release, task_id, chunk_no, self.worker_id))
+            try:
+                await asyncio.shield(asyncio.to_thread(self.fleet.release, task_id, chunk_no, self.worker_id))
+            except self.db.transient_errors:
+                pass  # the claim lapses by itself
 
     async def _watch_stops(self, stop: asyncio.Event) -> None:
         """The stop signal: a task that stopped (cancel, failure) has its chunks cancelled here."""
@@ -265,13 +277,15 @@ class FleetWorker:
     # --- plumbing ---------------------------------------------------------------------
 
     async def _retrying(self, what: str, call, *args):
-        """Retries errors of the database itself without limit (a settler must not drop
-        results); anything else is a bug and propagates."""
+        """Retries outages of the database or the broker without limit (a settler must not
+        drop results); anything else is a bug and propagates."""
+        from aiokafka.errors import KafkaError
+
         attempt = 0
         while True:
             try:
                 return await call(*args)
-            except self.db.transient_errors as error:
+            except (*self.db.transient_errors, KafkaError) as error:
                 attempt += 1
                 log.warning("%s (try %d): %s", what, attempt, error)
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))

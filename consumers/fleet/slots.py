@@ -1,0 +1,76 @@
+"""The per-MX session limit across the fleet: slot i of MX host H is a PostgreSQL advisory
+lock (key of H, i), held on a connection of this process for as long as the session lasts.
+N workers then never hold more than `VEC_PER_MX_CONCURRENCY` sessions to one host together,
+and a worker that dies frees its slots with its connection."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from typing import Callable
+
+import psycopg
+
+from verifier.result import ProviderUnavailable
+
+log = logging.getLogger("vec.worker")
+
+RETRY = 0.05  # seconds between looks for a free slot of a busy host
+
+
+def host_key(key: tuple[str, int]) -> int:
+    """A stable signed 32-bit key for (address, port)."""
+    return zlib.crc32(f"{key[0]}:{key[1]}".encode()) - 2**31
+
+
+class FleetHostSlots:
+    def __init__(self, url: str, limit: int):
+        self.url, self.limit = url, limit
+        self.conn: psycopg.AsyncConnection | None = None
+        self.lock = asyncio.Lock()  # one query at a time on the connection
+        # slots this process holds: PostgreSQL's advisory locks are re-entrant within a
+        # session, so a slot held here must never be asked for again
+        self.mine: set[tuple[int, int]] = set()
+
+    async def _query(self, sql: str, params: tuple) -> bool:
+        async with self.lock:
+            if self.conn is None or self.conn.closed:
+                self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
+            cursor = await self.conn.execute(sql, params)
+            return bool((await cursor.fetchone())[0])
+
+    async def acquire(self, key: tuple[str, int]) -> Callable[[], None]:
+        host = host_key(key)
+        while True:
+            for slot in range(self.limit):
+                if (host, slot) in self.mine:
+                    continue
+                self.mine.add((host, slot))  # reserved before the query: another coroutine skips it
+                try:
+                    won = await self._query("SELECT pg_try_advisory_lock(%s, %s)", (host, slot))
+                except psycopg.Error as error:  # an outage of ours: the chunk pauses, nothing settles
+                    self.conn = None
+                    self.mine.clear()  # the connection is gone, and every lock of it
+                    raise ProviderUnavailable(f"the fleet's MX slots (PostgreSQL) are unreachable: {error}") from None
+                except BaseException:  # cancelled: the lock may have been granted, so give it back
+                    self._release_soon(host, slot)
+                    raise
+                if won:
+                    return lambda: self._release_soon(host, slot)
+                self.mine.discard((host, slot))
+            await asyncio.sleep(RETRY)
+
+    def _release_soon(self, host: int, slot: int) -> None:
+        asyncio.get_running_loop().create_task(self._release(host, slot))
+
+    async def _release(self, host: int, slot: int) -> None:
+        try:
+            await self._query("SELECT pg_advisory_unlock(%s, %s)", (host, slot))
+        except psycopg.Error as error:  # the connection is gone: so is the lock
+            log.warning("releasing an MX slot: %s", error)
+        finally:
+            self.mine.discard((host, slot))
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
