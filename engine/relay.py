@@ -291,7 +291,7 @@ class Relay:
                 except KafkaError as error:
                     if isinstance(error, _fatal_kafka_errors()):
                         raise RelayCrashed(f"relay {self.name}: {type(error).__name__}: {_first_line(error)}"
-                                           f" (at position {self._position})") from error
+                                           f" (stored position {self._position})") from error
                     self._lost_broker(error)
                     self._pause(stop)
         except RelayCrashed as error:
@@ -344,9 +344,14 @@ class Relay:
         producer = self._ready_producer()
         send, topic, message = producer.send, self.topic, self._message
         futures = []
+        fatal = _fatal_kafka_errors()
         for row in rows:
             key, value, headers = message(row)
-            futures.append(send(topic, value=value, key=key, headers=headers))
+            try:
+                futures.append(send(topic, value=value, key=key, headers=headers))
+            except fatal as error:  # e.g. an event larger than max_request_size: waiting will not help
+                raise RelayCrashed(f"relay {self.name}: cannot publish the event at position {row[0]} ({row[2]}"
+                                   f" v{row[3]}, {row[4]}): {type(error).__name__}: {_first_line(error)}") from error
         self._await(producer, futures, stop)
         last = rows[-1][0]
         # the connection that holds the lock: a relay that lost it cannot get here

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -84,10 +86,10 @@ def _quick_fetches() -> None:
     aiokafka.AIOKafkaConsumer = QuickFetchConsumer
 
 
-def build_app(settings: EngineSettings, app_id: str) -> faust.App:
+def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
     _quick_fetches()
     return faust.App(
-        app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False,
+        app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False, datadir=datadir,
         topic_partitions=settings.kafka_partitions, topic_allow_declare=False, topic_disable_leader=True,
         consumer_auto_offset_reset="earliest", broker_session_timeout=settings.kafka_session_timeout,
         broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout / 3), broker_max_poll_interval=3600.0,
@@ -105,7 +107,9 @@ class FleetWorker:
         self.slots = asyncio.Semaphore(settings.workers)
         self.working: dict[tuple[str, int], asyncio.Task] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
-        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet")
+        # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
+        self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
+        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
         self.ready = False  # in the consumer group, with partitions assigned
         self.app.on_rebalance_complete.connect(self._rebalanced)
         raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
@@ -149,6 +153,7 @@ class FleetWorker:
             await self.app.stop()
             await self.call(self.fleet.leave, self.worker_id)
             self.call.close()
+            shutil.rmtree(self.datadir, ignore_errors=True)
             if on_exit is not None:
                 await on_exit()
 

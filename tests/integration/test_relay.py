@@ -276,11 +276,11 @@ def test_a_store_without_schema_crashes_the_relay_clearly(pg_url, kafka_broker, 
 
 
 def test_an_event_the_broker_cannot_take_stops_the_relay_loudly(db, pg_url, kafka_broker, prefix):
-    relay = Relay(pg_url, relay_settings(kafka_broker, prefix), name="relay-poison")
+    relay = Relay(pg_url, relay_settings(kafka_broker, prefix, relay_batch=3), name="relay-poison")
     db.events.append(grants_for("account-a", 0), {"account-a": 0})
     huge = ChunkSubmitted(0, tuple(f"user{i:07d}@domain{i % 97}.test" for i in range(60_000)), "smtp", "primary")
     db.events.append([new("task-1", huge)], {"task-1": 0})  # ~2 MB: over max_request_size (1 MB)
-    with pytest.raises(RelayCrashed, match="MessageSizeTooLargeError.*at position 3"):
+    with pytest.raises(RelayCrashed, match=r"the event at position 4 \(task-1 v1, ChunkSubmitted\): MessageSize"):
         relay.run(threading.Event())
     assert relay.state == "crashed" and not relay.is_leader
     assert stored_position(pg_url) == 3  # what went before it is stored; nothing past it
