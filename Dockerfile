@@ -6,5 +6,6 @@ COPY engine engine
 COPY projections projections
 COPY consumers consumers
 COPY verifier verifier
+COPY entrypoints entrypoints
 RUN pip install --no-cache-dir .
 CMD ["vec", "run"]

@@ -395,6 +395,33 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     asyncio.run(main())
 
 
+@command(cli, "fleet")
+@click.option("--alive-here", is_flag=True, help="exit 0 only if a fleet process on this host beat recently "
+              "(a container's health check)")
+@click.option("--all", "show_all", is_flag=True, help="also processes gone for a while")
+def fleet_cmd(ctx: Context, alive_here: bool, show_all: bool, as_json: bool) -> None:
+    """The distributed mode's processes: roles, state, what they lead, last heartbeat."""
+    import socket
+    from datetime import datetime, timedelta, timezone
+
+    if ctx.db.fleet is None:
+        raise DomainError("no fleet: the embedded store runs in one process (see `vec run`)")
+    now = datetime.now(timezone.utc)
+    ttl = ctx.settings.worker_ttl
+    members = ctx.db.fleet.members(datetime(1970, 1, 1, tzinfo=timezone.utc) if show_all else now - timedelta(days=1))
+    rows = [{**m, "alive": (now - m["heartbeat"]).total_seconds() <= ttl,
+             "beat_seconds_ago": round((now - m["heartbeat"]).total_seconds(), 1)} for m in members]
+    if alive_here:
+        here = [r for r in rows if r["host"] == socket.gethostname() and r["alive"]]
+        if not here:
+            raise DomainError(f"no fleet process on {socket.gethostname()} beat in the last {ttl:g}s")
+        emit(here, as_json, columns=("worker_id", "roles", "state", "leads", "beat_seconds_ago"))
+        return
+    if not show_all:
+        rows = [r for r in rows if r["alive"]]
+    emit(rows, as_json, title="Fleet", columns=("worker_id", "roles", "state", "leads", "alive", "beat_seconds_ago"))
+
+
 @command(cli, "events", json_flag=False)
 @click.option("--stream", help="only this stream (account-ID or task-ID)")
 @click.option("--after", type=click.IntRange(min=0), default=0, help="start after this position")

@@ -49,6 +49,7 @@ class Fleet:
         self.crashed: asyncio.Future | None = None
         self.leading: set[str] = set()
         self.worker: FleetWorker | None = None
+        self.relay = None
 
     def crash(self, where: str, error: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
@@ -109,7 +110,9 @@ class Fleet:
         while not stop.is_set():
             state = "ready" if self.worker is None or self.worker.ready else "starting"
             try:
-                await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow(), state)
+                leads = ",".join(sorted(self.leading | ({"relay"} if self.relay and self.relay.is_leader else set())))
+                await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow(), state,
+                                        leads)
                 if failing:
                     log.warning("heartbeat: the database is back")
                 failing = False
@@ -155,7 +158,7 @@ class Fleet:
     async def _relay(self, stop: asyncio.Event) -> None:
         from engine.relay import Relay
 
-        relay = Relay(self.settings.store, self.settings, name=self.worker_id)
+        relay = self.relay = Relay(self.settings.store, self.settings, name=self.worker_id)
         halt = threading.Event()
         thread = asyncio.create_task(asyncio.to_thread(relay.run, halt))
         waiter = asyncio.create_task(stop.wait())

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS workers (  -- heartbeats of the fleet: the outage clo
     pid INT NOT NULL,
     roles TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'starting',  -- starting | ready (in its consumer group) | stopping
+    leads TEXT NOT NULL DEFAULT '',  -- the roles it leads now (relay, projector, watchdog)
     started_at TIMESTAMPTZ NOT NULL,
     heartbeat TIMESTAMPTZ NOT NULL
 );
@@ -526,12 +527,13 @@ class PostgresFleet:
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def beat(self, worker_id: str, roles: str, host: str, pid: int, now: datetime, state: str = "starting") -> None:
+    def beat(self, worker_id: str, roles: str, host: str, pid: int, now: datetime, state: str = "starting",
+             leads: str = "") -> None:
         with self.pool.connection() as conn:
-            conn.execute("INSERT INTO workers (worker_id, host, pid, roles, state, started_at, heartbeat)"
-                         " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (worker_id)"
-                         " DO UPDATE SET heartbeat = excluded.heartbeat, state = excluded.state",
-                         (worker_id, host, pid, roles, state, now, now))
+            conn.execute("INSERT INTO workers (worker_id, host, pid, roles, state, leads, started_at, heartbeat)"
+                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (worker_id) DO UPDATE"
+                         " SET heartbeat = excluded.heartbeat, state = excluded.state, leads = excluded.leads",
+                         (worker_id, host, pid, roles, state, leads, now, now))
 
     def leave(self, worker_id: str) -> None:
         with self.pool.connection() as conn:
@@ -544,9 +546,10 @@ class PostgresFleet:
 
     def members(self, since: datetime) -> list[dict]:
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT worker_id, host, pid, roles, state, started_at, heartbeat FROM workers"
+            rows = conn.execute("SELECT worker_id, host, pid, roles, state, leads, started_at, heartbeat FROM workers"
                                 " WHERE heartbeat >= %s ORDER BY worker_id", (since,)).fetchall()
-        return [dict(zip(("worker_id", "host", "pid", "roles", "state", "started_at", "heartbeat"), r)) for r in rows]
+        return [dict(zip(("worker_id", "host", "pid", "roles", "state", "leads", "started_at", "heartbeat"), r))
+                for r in rows]
 
     def claim(self, task_id: str, chunk_no: int, worker_id: str, now: datetime, stale_before: datetime) -> bool:
         """Takes the chunk unless a live worker holds it; True if this worker holds it now."""
