@@ -30,7 +30,7 @@ import uuid
 from datetime import timedelta
 
 from engine.domain.tasks import Result
-from engine.service import Engine
+from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseInfo
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
@@ -70,7 +70,13 @@ class Runtime:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Runs until `stop` is set (or, with `only_task`, until that task finishes).
         Raises EngineCrashed if the heartbeat or the follower fails."""
-        stop = stop or asyncio.Event()
+        token = ACTOR.set("engine")  # what the runtime appends is the engine's doing, whoever started it
+        try:
+            await self._run(stop or asyncio.Event())
+        finally:
+            ACTOR.reset(token)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         previous = self.db.lease.acquire(self.holder, self.engine.clock(), self._lease_ttl())
         try:
             try:

@@ -99,7 +99,7 @@ PRODUCER_SETTINGS = dict(
     metrics_enabled=False,
 )
 
-_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at,"
+_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at, actor,"
             " correlation_id, causation_id")
 _names = count(1)
 
@@ -364,18 +364,19 @@ class Relay:
         return True
 
     def _message(self, row: tuple) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-        position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
+        position, event_id, stream, version, type_name, schema_version, data, occurred_at, actor, corr, cause = row
         current = self._upcast.get(type_name)
         if current is not None and schema_version < current:
             value = to_wire(RecordedEvent(position, stream, version, uuid.UUID(event_id),
                                           occurred_at.astimezone(timezone.utc),
-                                          decode(type_name, schema_version, data), corr, cause))
+                                          decode(type_name, schema_version, data), corr, cause, actor))
         else:  # the stored canonical JSON as it is: what to_wire would give, without decoding
             value = orjson.dumps({
                 "position": position, "stream": stream, "version": version, "type": type_name,
                 "data": orjson.Fragment(data),
                 "metadata": {"event_id": event_id, "occurred_at": occurred_at.astimezone(timezone.utc).isoformat(),
-                             "correlation_id": corr, "causation_id": cause, "schema_version": schema_version}})
+                             "correlation_id": corr, "causation_id": cause, "actor": actor,
+                             "schema_version": schema_version}})
         headers = [("event_id", event_id.encode()), ("type", type_name.encode()),
                    ("position", str(position).encode()), ("version", str(version).encode())]
         return stream.encode(), value, headers

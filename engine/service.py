@@ -7,6 +7,8 @@ fresh state. Refund policies run here, in the transaction of the event that caus
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import uuid
@@ -44,6 +46,20 @@ from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempo
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
 RECENT_EVENTS = 10_000  # appended events kept for the in-process projector (two of its batches)
+
+# Who issues the commands of this context: "apikey:ID", "cli:USER", "admin", "engine".
+# Recorded in every event's metadata, so audit can answer "who ran what".
+ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("vec_actor", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(actor: str):
+    """Attributes the commands issued inside the block to `actor`."""
+    token = ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        ACTOR.reset(token)
 
 
 def utcnow() -> datetime:
@@ -117,6 +133,7 @@ class Engine:
         self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._recent: deque[RecordedEvent] = deque(maxlen=RECENT_EVENTS)
         self.stats = {"commands": 0, "conflicts": 0}  # appends decided, and decided again after a conflict
+        self.default_actor = "engine"  # a process of the engine itself, unless a command says who
 
     # --- loading ----------------------------------------------------------------------
 
@@ -184,6 +201,7 @@ class Engine:
             if not planned:
                 return []
             now = self.clock()
+            actor = ACTOR.get() or self.default_actor
             new = [
                 NewEvent(
                     stream=p.stream,
@@ -192,6 +210,7 @@ class Engine:
                     occurred_at=now,
                     correlation_id=correlation_id,
                     causation_id=p.causation_id,
+                    actor=actor,
                 )
                 for i, p in enumerate(planned)
             ]

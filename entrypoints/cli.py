@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import functools
 import json
 import logging
@@ -56,6 +57,7 @@ class Context:
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = Engine(open_database(self.settings.store), self.settings)
+            self._engine.default_actor = f"cli:{getpass.getuser()}"  # attribution: who ran what
         return self._engine
 
     @property
@@ -198,14 +200,18 @@ def _balance(ctx: Context, account_id: str) -> dict:
     return {k: row[k] for k in ("account", "monthly", "payg", "total")}
 
 
+BY_ACTOR = click.option("--by", "actor", help="only what this actor did (apikey:ID, cli:USER, admin, engine)")
+
+
 @command(cli, "history")
 @click.argument("account_id")
 @click.option("--type", "kind", type=click.Choice(HISTORY_TYPES))
-def history(ctx: Context, account_id: str, kind: str | None, as_json: bool) -> None:
+@BY_ACTOR
+def history(ctx: Context, account_id: str, kind: str | None, actor: str | None, as_json: bool) -> None:
     """The Credits History of ACCOUNT_ID."""
     if ctx.fresh_db("credits").read.balances(account_id) is None:
         raise DomainError(f"no such account: {account_id}")
-    emit(ctx.db.read.history(account_id, kind), as_json, title=f"Credits History of {account_id}",
+    emit(ctx.db.read.history(account_id, kind, actor), as_json, title=f"Credits History of {account_id}",
          columns=("time", "type", "bucket", "amount", "balance_after", "description", "task_id"))
 
 
@@ -295,9 +301,10 @@ async def _show_progress(ctx: Context, task_id: str) -> None:
 
 @command(cli, "tasks")
 @click.argument("account_id")
-def tasks_list(ctx: Context, account_id: str, as_json: bool) -> None:
+@BY_ACTOR
+def tasks_list(ctx: Context, account_id: str, actor: str | None, as_json: bool) -> None:
     """Tasks of ACCOUNT_ID (deleted ones hidden)."""
-    emit(ctx.fresh_db("tasks").read.tasks(account_id), as_json, title=f"Tasks of {account_id}",
+    emit(ctx.fresh_db("tasks").read.tasks(account_id, actor), as_json, title=f"Tasks of {account_id}",
          columns=("task_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "refunded",
                   "consumed", "created_at"))
 

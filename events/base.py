@@ -85,6 +85,7 @@ class NewEvent:
     occurred_at: datetime
     correlation_id: str | None = None
     causation_id: str | None = None
+    actor: str | None = None  # who issued the command: "apikey:ID", "cli:USER", "admin", "engine"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class RecordedEvent:
     event: Event
     correlation_id: str | None = None
     causation_id: str | None = None
+    actor: str | None = None
 
     @property
     def type(self) -> str:
@@ -110,6 +112,7 @@ class RecordedEvent:
             "occurred_at": self.occurred_at.isoformat(),
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
+            "actor": self.actor,
             "schema_version": self.event.schema_version,
         }
 

@@ -46,4 +46,4 @@ def from_wire(value: bytes | str) -> RecordedEvent:
         position=message["position"], stream=message["stream"], version=message["version"],
         event_id=uuid.UUID(meta["event_id"]), occurred_at=datetime.fromisoformat(meta["occurred_at"]),
         event=decode(message["type"], meta["schema_version"], message["data"]),
-        correlation_id=meta.get("correlation_id"), causation_id=meta.get("causation_id"))
+        correlation_id=meta.get("correlation_id"), causation_id=meta.get("causation_id"), actor=meta.get("actor"))

@@ -9,7 +9,7 @@ from projections.read_models import BALANCES, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
-               "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at")
+               "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by")
 RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags")
 
 
@@ -33,10 +33,11 @@ class ReadModelQueries:
         rows = self._rows(f"SELECT * FROM {TASKS.name} WHERE task_id = ? AND deleted = 0", (task_id,))
         return _task_json(rows[0]) if rows else None
 
-    def tasks(self, account_id: str) -> list[dict[str, Any]]:
-        return [_task_json(r) for r in self._rows(
-            f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0 ORDER BY created_at, task_id",
-            (account_id,))]
+    def tasks(self, account_id: str, created_by: str | None = None) -> list[dict[str, Any]]:
+        sql, params = f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0", (account_id,)
+        if created_by:
+            sql, params = sql + " AND created_by = ?", params + (created_by,)
+        return [_task_json(r) for r in self._rows(sql + " ORDER BY created_at, task_id", params)]
 
     def active_task_ids(self) -> list[str]:
         return [r[0] for r in self.sql.execute(
@@ -57,13 +58,16 @@ class ReadModelQueries:
             f"SELECT account_id FROM {BALANCES.name} WHERE monthly > 0 AND monthly_expires_at <= ?",
             (now.isoformat(),)).fetchall()]
 
-    def history(self, account_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id"
+    def history(self, account_id: str, kind: str | None = None, actor: str | None = None) -> list[dict[str, Any]]:
+        sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id, actor"
                f" FROM {HISTORY.name} WHERE account_id = ?")
         params: tuple = (account_id,)
         if kind:
             sql += " AND type = ?"
             params += (kind,)
+        if actor:
+            sql += " AND actor = ?"
+            params += (actor,)
         return self._rows(sql + " ORDER BY seq", params)
 
     def results(self, task_id: str, status: str | None = None) -> Iterator[dict[str, Any]]:

@@ -27,7 +27,7 @@ TASKS = Table(
     "rm_tasks",
     ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "failed",
      "refunded", "consumed", "debited", "late", "chunks_submitted", "chunks_total", "source", "sha256",
-     "created_at", "finished_at", "deleted"),
+     "created_at", "finished_at", "deleted", "created_by"),
     ("task_id",),
     frozenset({"partial_failure", "total", "verified", "unknown", "failed", "refunded", "consumed", "debited",
                "late", "chunks_submitted", "chunks_total", "deleted"}),
@@ -39,7 +39,7 @@ BALANCES = Table("rm_balances", ("account_id", "monthly", "payg", "total", "mont
 HISTORY = Table(
     "rm_history",
     ("account_id", "seq", "occurred_at", "type", "bucket", "amount", "balance_after", "description", "task_id",
-     "position"),
+     "position", "actor"),
     ("account_id", "seq"),
     frozenset({"seq", "amount", "balance_after", "position"}),
     (("account_id", "type", "seq"),),
@@ -76,7 +76,7 @@ class TasksProjection:
                 "refunded": 0, "consumed": 0, "debited": 0, "late": 0, "chunks_submitted": 0,
                 "chunks_total": -(-event.address_count // event.chunk_size), "source": event.source,
                 "sha256": event.sha256, "created_at": recorded.occurred_at.isoformat(), "finished_at": None,
-                "deleted": 0,
+                "deleted": 0, "created_by": recorded.actor,
             })]
         if isinstance(event, (CreditsDebited, CreditsRefunded)):
             task = view.get(TASKS.name, (event.task_id,))
@@ -165,7 +165,7 @@ class CreditsProjection:
             changes.append(Put(HISTORY.name, {
                 "account_id": account_id, "seq": balance["rows"], "occurred_at": recorded.occurred_at.isoformat(),
                 "type": kind, "bucket": bucket, "amount": amount, "balance_after": balance["total"],
-                "description": text, "task_id": task_id, "position": recorded.position,
+                "description": text, "task_id": task_id, "position": recorded.position, "actor": recorded.actor,
             }))
         return [Put(BALANCES.name, balance), *changes] if lines else []
 

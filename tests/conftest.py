@@ -10,3 +10,11 @@ def db(tmp_path):
     database = open_database(f"sqlite:///{tmp_path}/vec.db")
     yield database
     database.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (scripts/test runs with -n), every test of the loopback mail world
+    goes to one worker: the world binds fixed ports, so only one can run per machine."""
+    for item in items:
+        if "mailworld" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("mailworld"))

@@ -22,7 +22,7 @@ from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.runtime import EngineCrashed
 from consumers.scheduling import schedule
 from engine.config import EngineSettings
-from engine.service import Engine
+from engine.service import ACTOR, Engine
 from engine.store.postgres import LeaderLock
 from verifier.config import VerifierSettings
 
@@ -58,6 +58,7 @@ class Fleet:
             self.crashed.exception()  # retrieved here: _watch_crash raises it
 
     async def run(self, stop: asyncio.Event) -> None:
+        ACTOR.set("engine")
         self.crashed = asyncio.get_running_loop().create_future()
         if "relay" in self.roles or "worker" in self.roles:
             from engine.relay import ensure_topics

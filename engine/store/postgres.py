@@ -9,7 +9,7 @@ held back by `pg_snapshot_xmin(pg_current_snapshot())`) lets many appenders run 
 but a sequence value can be drawn before the transaction id is assigned, and a reader then
 skips that event for good; its readers also see holes they must wait out. One appender at
 a time costs little here: appends are short and batched (a chunk's results in one), and
-the figure is in bench/bench_postgres.py.
+the figure is in `bench/bench_distributed.py --only pg_append`.
 
 The same lock makes the expected-version checks race-free (nobody else appends meanwhile),
 exactly as SQLite's `BEGIN IMMEDIATE` does.
@@ -38,7 +38,7 @@ from engine.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the actor of each event
 
 LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS vec_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL);
@@ -55,9 +55,13 @@ CREATE TABLE IF NOT EXISTS events (
     occurred_at TIMESTAMPTZ NOT NULL,
     correlation_id TEXT,
     causation_id TEXT,
+    actor TEXT,
     UNIQUE (stream, version)
 );
-CREATE INDEX IF NOT EXISTS events_occurred_at ON events (occurred_at);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS actor TEXT;  -- schema 1 -> 2
+-- only `replay --as-of` looks events up by time, and times follow positions closely: a
+-- BRIN index is enough for it and costs appends next to nothing (a b-tree costs each one)
+CREATE INDEX IF NOT EXISTS events_occurred_at ON events USING brin (occurred_at);
 CREATE TABLE IF NOT EXISTS streams (stream TEXT COLLATE "C" PRIMARY KEY, version INT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT COLLATE "C" PRIMARY KEY,
@@ -102,13 +106,15 @@ CREATE TABLE IF NOT EXISTS engine_lease (
 );
 """
 
-_COLUMNS = "position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id"
+_COLUMNS = ("position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id,"
+            " actor")
+_COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text"]
 
 
 def _row_to_event(row: tuple) -> RecordedEvent:
-    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
+    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),
-                         decode(type_name, schema_version, data), corr, cause)
+                         decode(type_name, schema_version, data), corr, cause, actor)
 
 
 def describe(url: str) -> str:
@@ -255,12 +261,14 @@ class PostgresEventStore:
                     versions[new.stream] += 1
                     recorded.append(RecordedEvent(head + 1 + i, new.stream, versions[new.stream], new.event_id,
                                                   new.occurred_at.astimezone(timezone.utc), new.event,
-                                                  new.correlation_id, new.causation_id))
-                with conn.cursor() as cursor, cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN") as copy:
+                                                  new.correlation_id, new.causation_id, new.actor))
+                with conn.cursor() as cursor, \
+                        cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(_COPY_TYPES)  # binary: no text formatting of every value
                     for r in recorded:
                         copy.write_row((r.position, r.event_id, r.stream, r.version, r.event.type_name(),
                                         r.event.schema_version, encode(r.event), r.occurred_at, r.correlation_id,
-                                        r.causation_id))
+                                        r.causation_id, r.actor))
                 conn.cursor().executemany(
                     "INSERT INTO streams (stream, version) VALUES (%s, %s)"
                     " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",

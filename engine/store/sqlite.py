@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS events (
     occurred_at TEXT NOT NULL,
     correlation_id TEXT,
     causation_id TEXT,
+    actor TEXT,  -- who issued the command (format 3)
     UNIQUE (stream, version)
 );
 CREATE TABLE IF NOT EXISTS streams (
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = "position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id"
+_COLUMNS = ("position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id,"
+            " actor")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -94,7 +96,7 @@ def _utc(moment: datetime) -> str:
 
 
 def _row_to_event(row: tuple) -> RecordedEvent:
-    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause = row
+    position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     return RecordedEvent(
         position=position,
         stream=stream,
@@ -104,10 +106,12 @@ def _row_to_event(row: tuple) -> RecordedEvent:
         event=decode(type_name, schema_version, data),
         correlation_id=corr,
         causation_id=cause,
+        actor=actor,
     )
 
 
-FORMAT = 2  # PRAGMA user_version of the file; 2 = 16-byte event ids
+FORMAT = 3  # PRAGMA user_version of the file; 2 = 16-byte event ids, 3 = the actor of each event
+UPGRADES = {2: ["ALTER TABLE events ADD COLUMN actor TEXT"]}  # from format N to N + 1
 
 
 class SqliteEventStore:
@@ -117,9 +121,15 @@ class SqliteEventStore:
         self.conn = conn
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_log = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
+        while has_log and version in UPGRADES:  # an older file is upgraded in place, step by step
+            with transaction(conn):
+                for statement in UPGRADES[version]:
+                    conn.execute(statement)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
         if has_log and version != FORMAT:
             raise StoreError(f"this store file has format {version}; this vec reads format {FORMAT} "
-                             "(rebuild it with the vec version that wrote it, or start a new store)")
+                             "(open it with the vec version that wrote it, or start a new store)")
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {FORMAT}")
 
@@ -156,13 +166,13 @@ class SqliteEventStore:
                 rows.append((
                     new.event_id.bytes, new.stream, versions[new.stream], new.event.type_name(),
                     new.event.schema_version, encode(new.event), _utc(new.occurred_at),
-                    new.correlation_id, new.causation_id,
+                    new.correlation_id, new.causation_id, new.actor,
                 ))
             first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
             try:
                 conn.executemany(
                     "INSERT INTO events (event_id, stream, version, type, schema_version, data, occurred_at,"
-                    " correlation_id, causation_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " correlation_id, causation_id, actor) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
             except sqlite3.IntegrityError as error:
@@ -184,7 +194,7 @@ class SqliteEventStore:
                 self.before_commit()
         return [
             RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at.astimezone(timezone.utc),
-                          new.event, new.correlation_id, new.causation_id)
+                          new.event, new.correlation_id, new.causation_id, new.actor)
             for i, (new, row) in enumerate(zip(events, rows))
         ]
 

@@ -161,3 +161,20 @@ def test_vec_run_stops_loudly_when_its_heartbeat_fails(sqlite_vec: Vec, tmp_path
     output = (tmp_path / "engine.log").read_text()
     assert "vec engine stopped: the engine's heartbeat failed" in output
     assert "Traceback" not in output
+
+
+def test_every_event_says_who_issued_it_and_lists_filter_by_it(vec: Vec, tmp_path):
+    import getpass
+
+    me = f"cli:{getpass.getuser()}"
+    f = tmp_path / "who.csv"
+    f.write_text("a@x.test\nunknown1@x.test\n")
+    task = vec.json("bulk", "acme", str(f), "--wait")
+    actors = {(e["type"], e["metadata"]["actor"]) for e in vec.lines("events")}
+    assert ("AccountOpened", me) in actors and ("TaskCreated", me) in actors and ("CreditsDebited", me) in actors
+    assert ("AddressVerified", "engine") in actors and ("CreditsRefunded", "engine") in actors
+    assert [t["task_id"] for t in vec.lines("tasks", "acme", "--by", me, "--json")] == [task["task_id"]]
+    assert vec.run("tasks", "acme", "--by", "apikey:nobody", "--json").stdout == ""
+    mine = vec.lines("history", "acme", "--by", me, "--json")
+    assert [r["type"] for r in mine] == ["welcome", "debit"]
+    assert [r["type"] for r in vec.lines("history", "acme", "--by", "engine", "--json")] == ["refund"]

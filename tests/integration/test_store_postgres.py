@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.store.base import SchemaMissing, StoreUnavailable
-from engine.store.postgres import Pool, PostgresEventStore, migrate_log, require_schema
+from engine.store.postgres import SCHEMA_VERSION, Pool, PostgresEventStore, migrate_log, require_schema
 from tests.integration.store_contract import EventStoreContract, grants
 
 pytestmark = pytest.mark.postgres
@@ -31,8 +31,8 @@ def test_a_store_without_schema_is_refused_clearly(pg_url):
     try:
         with pytest.raises(SchemaMissing, match="run `vec migrate`"):
             require_schema(pool)
-        assert migrate_log(pool) == (0, 1)
-        assert migrate_log(pool) == (1, 1)  # again: nothing to do
+        assert migrate_log(pool) == (0, SCHEMA_VERSION)
+        assert migrate_log(pool) == (SCHEMA_VERSION, SCHEMA_VERSION)  # again: nothing to do
         require_schema(pool)
     finally:
         pool.close()

@@ -67,3 +67,50 @@ def test_only_one_benchmark_and_an_unknown_name(services_dir):
                            str(services_dir), *TINY, *reuse()], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["results"]) == {"relay"}
+
+
+SCALE_TINY = ["--scale-addresses", "8", "--domains", "2", "--rcpt-delay", "0.05", "--scale-chunk-size", "4",
+              "--scale-chunk-window", "2", "--scale-workers", "2"]
+
+
+@pytest.mark.mailworld
+@pytest.mark.timeout(120)
+def test_scale_out_reports_one_and_two_workers_on_the_running_mail_world(services_dir, mailworld):
+    """1 worker, then 2, on 2 slowN.test domains (counting_smtp.py on 127.0.1.1-2:25) and the
+    fixture's mail world: its DNS is used, it is neither started nor stopped here."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quiet", "--only", "scale_out", "--tmp-dir",
+                           str(services_dir), "--partitions", "3", "--mailworld-dns", mailworld.dns_server,
+                           *SCALE_TINY, *reuse()], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["results"]) == {"scale_out"}
+    figures = report["results"]["scale_out"]
+    assert figures["engine"] > 0 and figures["baseline"] > 0
+    assert figures["ratio"] == pytest.approx(figures["engine"] / figures["baseline"])
+    assert figures["addresses"] == 8 and figures["per_mx_limit"] == 2 and figures["audit_ok"]
+    assert figures["max_open_per_mx"] >= 1 and figures["per_mx_ok"] == (figures["max_open_per_mx"] <= 2)
+    for workers in ("1", "2"):
+        run = figures["runs"][workers]
+        assert run["status"] == "completed" and run["total"] == 8 and run["money_settled"], run
+        assert run["smtp"]["addresses_probed"] >= 1 and run["smtp"]["rcpts"] >= run["smtp"]["rcpts_ours"]
+        assert set(run["smtp"]["max_open_by_mx"]) == {"127.0.1.1:25", "127.0.1.2:25"}
+        assert set(run["cpu_s"]) >= {"control", "worker-1", "total"}
+    assert "worker-2" in figures["runs"]["2"]["cpu_s"]
+    assert list(services_dir.iterdir()) == []  # servers and fleets stopped, directories removed
+
+
+def test_e2e_reports_distributed_and_embedded(services_dir):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quiet", "--only", "e2e", "--tmp-dir",
+                           str(services_dir), "--partitions", "3", "--e2e-addresses", "300", "--e2e-chunk-size", "100",
+                           *reuse()], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)["results"]["e2e"]
+    assert figures["engine"] > 0 and figures["baseline"] > 0
+    assert figures["ratio"] == pytest.approx(figures["engine"] / figures["baseline"])
+    assert figures["addresses"] == 300 and figures["audit_ok"]
+    for kind, component in (("distributed", "worker-1"), ("embedded", "engine")):
+        run = figures["runs"][kind]
+        assert run["status"] == "completed" and run["total"] == 300 and run["money_settled"], run
+        assert run["timeline"]["chunks"] == 3 and run["timeline"]["results"] == 300
+        assert component in run["cpu_s"]
+    assert list(services_dir.iterdir()) == []
