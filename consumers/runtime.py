@@ -64,8 +64,13 @@ class Runtime:
         self.lease_lost = False
         self.progress: dict[str, tuple[int, float]] = {}  # task -> (stream version, since when)
         self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
+        self.poke = asyncio.Event()  # set by nudge(): look at the log now, not at the next poll
 
     # --- lifecycle --------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """Something was just appended in this process (the API created a task): look now."""
+        self.poke.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Runs until `stop` is set (or, with `only_task`, until that task finishes).
@@ -195,7 +200,8 @@ class Runtime:
                 await asyncio.sleep(0)  # a long backlog must not starve the heartbeat
             if self.only_task and self.only_task not in self.drivers:
                 return
-            await _sleep_or(stop, self.settings.poll_interval)
+            self.poke.clear()
+            await _sleep_or(stop, self.settings.poll_interval, self.poke)
 
     def _ensure_driver(self, task_id: str) -> None:
         if task_id in self.drivers:
@@ -312,11 +318,14 @@ async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:
     jobs.clear()
 
 
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+async def _sleep_or(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:
+    """Sleeps `seconds`, or less if `stop` (or `also`) is set meanwhile."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, also) if e is not None]
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def drive_until_finished(engine: Engine, provider, task_id: str) -> None:

@@ -27,6 +27,15 @@ class EngineSettings(BaseSettings):
     task_stall_timeout: float = Field(900.0, gt=0, description="seconds a processing task may go without any new "
                                       "event before it fails through SystemFailure with its refund")
 
+    # --- the HTTP API (vec serve) --------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="where `vec serve` listens")
+    api_port: int = Field(8000, ge=1, le=65535)
+    admin_token: str = Field("", description="bearer token of the admin routes; empty: no admin over HTTP")
+    api_rate_limit: str = Field("50/second;1000/minute", description="per key, in the `limits` notation")
+    api_single_wait: float = Field(15.0, gt=0, description="seconds POST /v1/tasks/single waits for the result "
+                                   "before answering 202")
+    api_max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, description="largest bulk file accepted")
+
     # --- the distributed mode (PostgreSQL store + Kafka) ------------------------------
     kafka_bootstrap: str = Field("", description="HOST:PORT[,HOST:PORT] of the Kafka brokers; empty: no Kafka")
     kafka_topic_prefix: str = Field("vec", pattern=r"^[A-Za-z0-9._-]{1,100}$",

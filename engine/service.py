@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import hmac
+import secrets
 import json
 import uuid
 from collections import OrderedDict, deque
@@ -107,6 +109,20 @@ class Upload:
 def fingerprint(*parts: object) -> str:
     """A digest of a command's content, to tell a retry from a different command."""
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def api_key_hash(secret: str) -> str:
+    """Secrets are 32 random bytes: a plain SHA-256 is enough to keep them out of the log."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_api_key(key: str) -> tuple[str, str]:
+    """("key id", "secret") of a key "vec_<id>_<secret>", or ("", "") if it is not one."""
+    prefix, _, rest = key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != "vec" or not key_id or not secret or len(key) > 200:
+        return "", ""
+    return key_id, secret
 
 
 def _evolve_for(stream: str):
@@ -294,6 +310,41 @@ class Engine:
             return [Planned(stream, e, None) for e in accounts.decide(accounts.ExpireMonthly(self.clock()), states[stream])]
 
         return self._execute([stream], plan, None, account_id)
+
+    # --- API keys -----------------------------------------------------------------------
+
+    def issue_api_key(self, account_id: str, scopes: Iterable[str] = ("read", "write"), label: str = "",
+                      idempotency_key: str | None = None) -> tuple[str, str]:
+        """A new key of the account: (key id, the key itself). The key is shown once: the log
+        keeps only the SHA-256 of its secret."""
+        stream = account_stream(account_id)
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        scopes = tuple(scopes)
+
+        def plan(states):
+            return [Planned(stream, e, f"key/{key_id}") for e in accounts.decide(
+                accounts.IssueApiKey(key_id, api_key_hash(secret), scopes, label), states[stream])]
+
+        self._execute([stream], plan, None, account_id)
+        return key_id, f"vec_{key_id}_{secret}"
+
+    def revoke_api_key(self, account_id: str, key_id: str) -> list[RecordedEvent]:
+        stream = account_stream(account_id)
+
+        def plan(states):
+            return [Planned(stream, e, f"key-revoked/{key_id}") for e in accounts.decide(
+                accounts.RevokeApiKey(key_id), states[stream])]
+
+        return self._execute([stream], plan, None, account_id)
+
+    def check_api_key(self, account_id: str, key: str) -> tuple[str, tuple[str, ...]] | None:
+        """(key id, scopes) if `key` is a live key of the account, else None. Decided on the
+        account's stream as it is now: a revoked key stops at once."""
+        key_id, secret = parse_api_key(key)
+        stored = self.account(account_id).keys.get(key_id) if key_id else None
+        if stored is None or stored[2] or not hmac.compare_digest(stored[0], api_key_hash(secret)):
+            return None
+        return key_id, stored[1]
 
     # --- creating tasks ---------------------------------------------------------------
 

@@ -133,7 +133,7 @@ def cli(ctx: click.Context, store: str | None, verbose: bool) -> None:
     """VEC: the event-sourced email-verification engine."""
     # A long-running engine logs what ops must see; a one-shot command prints its own
     # outcome (or one error line) and logs only when asked (-v).
-    quiet = logging.WARNING if ctx.invoked_subcommand == "run" else logging.CRITICAL
+    quiet = logging.WARNING if ctx.invoked_subcommand in ("run", "serve") else logging.CRITICAL
     logging.basicConfig(level=logging.INFO if verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = Context(store)
@@ -213,6 +213,48 @@ def history(ctx: Context, account_id: str, kind: str | None, actor: str | None, 
         raise DomainError(f"no such account: {account_id}")
     emit(ctx.db.read.history(account_id, kind, actor), as_json, title=f"Credits History of {account_id}",
          columns=("time", "type", "bucket", "amount", "balance_after", "description", "task_id"))
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+@cli.group()
+def apikey() -> None:
+    """Keys of the HTTP API: one account each, stored hashed, revocable."""
+
+
+@command(apikey, "create")
+@click.argument("account_id")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["read", "write", "audit"]),
+              help="what the key may do (repeatable; default read and write)")
+@click.option("--label", default="", help="a note for people (e.g. the service using it)")
+def apikey_create(ctx: Context, account_id: str, scopes: tuple[str, ...], label: str, as_json: bool) -> None:
+    """Create a key for ACCOUNT_ID and print it, once: only its hash is kept."""
+    if not ctx.engine.account(account_id).opened:
+        raise DomainError(f"no such account: {account_id}")
+    key_id, key = ctx.engine.issue_api_key(account_id, scopes or ("read", "write"), label)
+    emit({"account": account_id, "key_id": key_id, "scopes": ",".join(sorted(set(scopes or ("read", "write")))),
+          "key": key}, as_json)
+    if not as_json:
+        err.print("Store the key now: it cannot be shown again.")
+
+
+@command(apikey, "revoke")
+@click.argument("key_id")
+def apikey_revoke(ctx: Context, key_id: str, as_json: bool) -> None:
+    """Revoke a key: it stops working at once."""
+    account_id = ctx.fresh_db("api_keys").read.api_key_account(key_id)
+    if account_id is None:
+        raise DomainError(f"no such key: {key_id}")
+    ctx.engine.revoke_api_key(account_id, key_id)
+    emit({"key_id": key_id, "account": account_id, "revoked": True}, as_json)
+
+
+@command(apikey, "list")
+@click.argument("account_id")
+def apikey_list(ctx: Context, account_id: str, as_json: bool) -> None:
+    """The keys of ACCOUNT_ID (never the keys themselves)."""
+    emit(ctx.fresh_db("api_keys").read.api_keys(account_id), as_json, title=f"API keys of {account_id}",
+         columns=("key_id", "scopes", "label", "created_at", "revoked_at"))
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -400,6 +442,27 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
         err.print("vec engine stopped")
 
     asyncio.run(main())
+
+
+@command(cli, "serve", json_flag=False)
+def serve_cmd(ctx: Context) -> None:
+    """Serve the HTTP API (VEC_API_HOST, VEC_API_PORT) and the ops dashboard. On the embedded
+    store it also runs the engine in this process; with PostgreSQL and Kafka it is the API
+    role alone (run as many as you like)."""
+    from consumers.providers import build_provider
+    from consumers.runtime import Runtime
+    from entrypoints.api.app import serve
+
+    runtime = None if ctx.distributed else Runtime(ctx.engine, build_provider(ctx.settings))
+    where = f"http://{ctx.settings.api_host}:{ctx.settings.api_port}"
+    err.print(f"vec API on {where} (store {ctx.settings.store}"
+              f"{', engine in this process' if runtime else ', the fleet does the work'}); Ctrl-C stops")
+    if not ctx.settings.admin_token:
+        err.print("note: VEC_ADMIN_TOKEN is not set: the admin routes answer 401")
+    status = asyncio.run(serve(ctx.settings, runtime))
+    if status:
+        err.print("[bold red]error:[/] vec API stopped: the engine or the server failed (see the log above)")
+    sys.exit(status)
 
 
 @command(cli, "fleet")

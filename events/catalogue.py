@@ -74,6 +74,25 @@ class MonthlyCreditsExpired(Event):
     amount: int
 
 
+@register
+@dataclass(frozen=True)
+class ApiKeyIssued(Event):
+    """Extra: an API key of the account. Only the SHA-256 of its secret is kept."""
+
+    key_id: str
+    secret_sha256: str
+    scopes: tuple[str, ...]
+    label: str = ""
+
+
+@register
+@dataclass(frozen=True)
+class ApiKeyRevoked(Event):
+    """Extra: the key no longer opens anything."""
+
+    key_id: str
+
+
 # --- task stream ----------------------------------------------------------------------
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-from projections.read_models import BALANCES, HISTORY, RESULTS, TASKS
+from projections.read_models import API_KEYS, BALANCES, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
@@ -79,3 +79,47 @@ class ReadModelQueries:
             params += (status,)
         for row in self.sql.stream(sql + " ORDER BY position, address", params):
             yield dict(zip(RESULT_FIELDS, row))
+
+    def api_key_account(self, key_id: str) -> str | None:
+        row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()
+        return row[0] if row else None
+
+    def api_keys(self, account_id: str) -> list[dict[str, Any]]:
+        return self._rows(f"SELECT key_id, scopes, label, created_at, revoked_at FROM {API_KEYS.name}"
+                          " WHERE account_id = ? ORDER BY created_at, key_id", (account_id,))
+
+    # --- pages (keyset pagination: a page costs the same on the first or the millionth row) ---
+
+    def tasks_page(self, account_id: str | None, status: str | None, after: tuple[str, str] | None,
+                   limit: int) -> list[dict[str, Any]]:
+        sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", ()
+        if account_id is not None:
+            sql, params = sql + " AND account_id = ?", params + (account_id,)
+        if status:
+            sql, params = sql + " AND status = ?", params + (status,)
+        if after:
+            sql, params = sql + " AND (created_at > ? OR (created_at = ? AND task_id > ?))", params + (
+                after[0], after[0], after[1])
+        return [_task_json(r) for r in self._rows(sql + " ORDER BY created_at, task_id LIMIT ?", params + (limit,))]
+
+    def history_page(self, account_id: str, kind: str | None, after_seq: int, limit: int,
+                     actor: str | None = None) -> list[dict[str, Any]]:
+        sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id, actor"
+               f" FROM {HISTORY.name} WHERE account_id = ? AND seq > ?")
+        params: tuple = (account_id, after_seq)
+        if kind:
+            sql, params = sql + " AND type = ?", params + (kind,)
+        if actor:
+            sql, params = sql + " AND actor = ?", params + (actor,)
+        return self._rows(sql + " ORDER BY seq LIMIT ?", params + (limit,))
+
+    def results_page(self, task_id: str, status: str | None, after: tuple[int, str] | None,
+                     limit: int) -> list[dict[str, Any]]:
+        sql = f"SELECT position, {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE task_id = ?"
+        params: tuple = (task_id,)
+        if status:
+            sql, params = sql + " AND status = ?", params + (status,)
+        if after:
+            sql, params = sql + " AND (position > ? OR (position = ? AND address > ?))", params + (
+                after[0], after[0], after[1])
+        return self._rows(sql + " ORDER BY position, address LIMIT ?", params + (limit,))

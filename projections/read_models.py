@@ -5,6 +5,8 @@ from typing import Iterable
 
 from events import (
     AccountOpened,
+    ApiKeyIssued,
+    ApiKeyRevoked,
     AddressVerified,
     ChunkFailed,
     ChunkSubmitted,
@@ -47,6 +49,9 @@ HISTORY = Table(
 RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
                                "flags", "chunk_no", "position"),
                 ("task_id", "address"), frozenset({"chunk_no", "position"}), (("task_id", "position"),))
+
+API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "created_at", "revoked_at"),
+                 ("key_id",), frozenset(), (("account_id",),))
 
 HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
 # refund reason -> Credits History type
@@ -196,5 +201,25 @@ class ResultsProjection:
         return []
 
 
+class ApiKeysProjection:
+    """Which account a key belongs to (the key itself is checked on the account's stream)."""
+
+    name = "api_keys"
+    tables = (API_KEYS,)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        if isinstance(event, ApiKeyIssued):
+            return [Put(API_KEYS.name, {"key_id": event.key_id, "account_id": _account_id(recorded.stream),
+                                        "scopes": ",".join(event.scopes), "label": event.label,
+                                        "created_at": recorded.occurred_at.isoformat(), "revoked_at": None})]
+        if isinstance(event, ApiKeyRevoked):
+            row = view.get(API_KEYS.name, (event.key_id,))
+            if row is not None:
+                row["revoked_at"] = recorded.occurred_at.isoformat()
+                return [Put(API_KEYS.name, row)]
+        return []
+
+
 def all_projections() -> list:
-    return [TasksProjection(), CreditsProjection(), ResultsProjection()]
+    return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection()]

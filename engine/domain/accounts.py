@@ -13,6 +13,8 @@ from immutables import Map
 from events import (
     WELCOME_CREDITS,
     AccountOpened,
+    ApiKeyIssued,
+    ApiKeyRevoked,
     CreditsDebited,
     CreditsGranted,
     CreditsRefunded,
@@ -42,6 +44,8 @@ class AccountState:
     # sha256 of a bulk file -> (task id, when it was debited): the duplicate-upload rule is
     # decided here, on the account stream, so two racing uploads cannot both pass it
     uploads: Map = field(default_factory=Map)
+    # key id -> (sha256 of its secret, scopes, revoked)
+    keys: Map = field(default_factory=Map)
 
     @property
     def opened(self) -> bool:
@@ -92,7 +96,23 @@ class ExpireMonthly:
     now: datetime
 
 
-AccountCommand = OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly
+@dataclass(frozen=True)
+class IssueApiKey:
+    key_id: str
+    secret_sha256: str
+    scopes: tuple[str, ...]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class RevokeApiKey:
+    key_id: str
+
+
+API_SCOPES = ("read", "write", "audit")  # read: its tasks and credits; write: create, cancel, delete; audit: the log
+MAX_KEYS = 100
+
+AccountCommand = OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly | IssueApiKey | RevokeApiKey
 
 
 def decide(command: AccountCommand, state: AccountState) -> list[Event]:
@@ -113,6 +133,26 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
         return _refund(command, state)
     if isinstance(command, ExpireMonthly):
         return [MonthlyCreditsExpired(state.monthly)] if state.monthly_expired(command.now) else []
+    if isinstance(command, IssueApiKey):
+        unknown = set(command.scopes) - set(API_SCOPES)
+        if not command.scopes or unknown:
+            raise InvalidCommand(f"scopes are some of {', '.join(API_SCOPES)}"
+                                 + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+        if command.key_id in state.keys:
+            raise InvalidCommand(f"key {command.key_id} exists already")
+        if sum(1 for _, _, revoked in state.keys.values() if not revoked) >= MAX_KEYS:
+            raise InvalidCommand(f"an account holds at most {MAX_KEYS} live keys; revoke one first")
+        if len(command.label) > 200 or not command.label.isprintable():
+            raise InvalidCommand("a key's label is up to 200 printable characters")
+        return [ApiKeyIssued(command.key_id, command.secret_sha256, tuple(sorted(set(command.scopes))),
+                             command.label)]
+    if isinstance(command, RevokeApiKey):
+        key = state.keys.get(command.key_id)
+        if key is None:
+            raise InvalidCommand(f"no key {command.key_id} on this account")
+        if key[2]:
+            raise InvalidCommand(f"key {command.key_id} is already revoked")
+        return [ApiKeyRevoked(command.key_id)]
     raise TypeError(f"not an account command: {command!r}")
 
 
@@ -219,4 +259,9 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     if isinstance(event, MonthlyCreditsExpired):
         check(event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}")
         return replace(state, monthly=0)
+    if isinstance(event, ApiKeyIssued):
+        return replace(state, keys=state.keys.set(event.key_id, (event.secret_sha256, event.scopes, False)))
+    if isinstance(event, ApiKeyRevoked):
+        secret, scopes, _ = state.keys[event.key_id]
+        return replace(state, keys=state.keys.set(event.key_id, (secret, scopes, True)))
     return state

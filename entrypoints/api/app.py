@@ -1,0 +1,93 @@
+"""The FastAPI application, and `serve`: uvicorn with, on the embedded store, the engine's
+runtime in the same process (one process does everything); on a PostgreSQL store with Kafka
+the API alone (the fleet does the work), as many of them as you like."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from engine.config import EngineSettings
+from engine.service import Engine
+from engine.store import open_database
+from entrypoints.api import problems
+from entrypoints.api.deps import API_REQUESTS, Services
+from entrypoints.api.routes import router
+
+log = logging.getLogger("vec.api")
+
+VERSION = "1.0.0"
+
+
+def create_app(settings: EngineSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        db = open_database(settings.store)
+        engine = Engine(db, settings)
+        engine.default_actor = "api"
+        with db.projector.sql.transaction():
+            db.projector.sql.lock("vec.api.schema")
+            db.projector.sql.create_table(API_REQUESTS)
+        services = Services(engine, settings, settings.admin_token, settings.api_rate_limit)
+        runtime = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            services.wake_engine = runtime.nudge
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.close()
+            db.close()
+
+    app = FastAPI(title="VEC engine API", version=VERSION, lifespan=lifespan,
+                  description="Email verification tasks, credits and their history, and the event log behind "
+                              "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
+                              "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
+    problems.install(app)
+    app.include_router(router)
+    # more routers (webhooks, metrics, the dashboard) are included below, one line each
+
+    @app.get("/healthz", tags=["ops"], summary="The API process answers and reaches its store")
+    async def healthz():
+        services: Services = app.state.services
+        head = await services.call(services.db.events.head)
+        return JSONResponse({"ok": True, "head": head})
+
+    return app
+
+
+async def serve(settings: EngineSettings, runtime=None) -> int:
+    """Runs the API until SIGINT/SIGTERM; with `runtime` (the embedded engine), runs it beside
+    the API, supervised: if it stops, the API stops too (never half-alive). Returns the exit
+    status."""
+    import uvicorn
+
+    from consumers.runtime import EngineCrashed
+
+    app = create_app(settings)
+    app.state.runtime = runtime
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                                           lifespan="on", access_log=False))
+    if runtime is None:
+        await server.serve()
+        return 0 if server.started else 1
+    stop = asyncio.Event()
+    engine_task = asyncio.create_task(runtime.run(stop))
+    server_task = asyncio.create_task(server.serve())
+    done, _ = await asyncio.wait([engine_task, server_task], return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if engine_task in done:  # the engine stopped first: that is a crash, the API goes with it
+        server.should_exit = True
+        error = engine_task.exception()
+        log.error("the engine stopped: %s; stopping the API", error)
+        status = 2 if isinstance(error, EngineCrashed) or error else 2
+        await server_task
+    else:
+        stop.set()
+        with contextlib.suppress(EngineCrashed):
+            await engine_task
+        status = 0 if server.started else 1
+    return status

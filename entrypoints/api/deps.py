@@ -1,0 +1,166 @@
+"""What every request needs: the engine (on a thread of its own), who is asking, fair use,
+and idempotency keys."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+from fastapi import Request
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from engine.config import EngineSettings
+from engine.service import Engine, acting_as, parse_api_key
+from entrypoints.api.problems import Problem
+from projections.base import Table
+
+API_REQUESTS = Table("api_requests", ("principal", "key", "fingerprint", "status", "body", "created_at"),
+                     ("principal", "key"), frozenset({"status"}))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the admin, or one API key of one account."""
+
+    kind: str  # admin | key
+    account_id: str | None = None
+    key_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def actor(self) -> str:
+        return "admin" if self.kind == "admin" else f"apikey:{self.key_id}"
+
+    @property
+    def id(self) -> str:
+        return self.actor
+
+    def may(self, scope: str) -> bool:
+        return self.kind == "admin" or scope in self.scopes
+
+    def sees_account(self, account_id: str) -> bool:
+        return self.kind == "admin" or self.account_id == account_id
+
+
+class Services:
+    """The API process's engine. Every engine or store call runs on one thread of its own,
+    in order: the loop never waits on the database, and the engine's caches and the SQLite
+    connection are only ever used there."""
+
+    def __init__(self, engine: Engine, settings: EngineSettings, admin_token: str, rate_limit: str):
+        self.engine, self.settings, self.db = engine, settings, engine.db
+        self.admin_token = admin_token
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="vec-api-engine")
+        self.limits = parse_many(rate_limit)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.wake_engine = lambda: None  # the embedded runtime's nudge, when one runs in this process
+
+    async def call(self, fn, *args, actor: str | None = None, **kwargs):
+        def run():
+            if actor is None:
+                return fn(*args, **kwargs)
+            with acting_as(actor):
+                return fn(*args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+    # --- who is asking ----------------------------------------------------------------
+
+    async def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "Unauthorized", "send Authorization: Bearer <API key>",
+                          headers={"WWW-Authenticate": "Bearer"})
+        token = token.strip()
+        if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return Principal("admin", scopes=frozenset({"read", "write", "audit", "admin"}))
+        key_id, _ = parse_api_key(token)
+        principal = await self.call(self._check_key, key_id, token) if key_id else None
+        if principal is None:
+            raise Problem(401, "Unauthorized", "this API key is not valid (unknown, mistyped or revoked)",
+                          headers={"WWW-Authenticate": "Bearer"})
+        return principal
+
+    def _check_key(self, key_id: str, token: str) -> Principal | None:
+        account_id = self.db.read.api_key_account(key_id)
+        if account_id is None:  # a key created a moment ago: the read model may be behind
+            self.db.catch_up()
+            account_id = self.db.read.api_key_account(key_id)
+        checked = self.engine.check_api_key(account_id, token) if account_id else None
+        if checked is None:
+            return None
+        return Principal("key", account_id, checked[0], frozenset(checked[1]))
+
+    def throttle(self, principal: Principal) -> None:
+        """Per-key fair use: past the limit, 429 with Retry-After (other keys are not slowed)."""
+        for item in self.limits:
+            if not self.limiter.hit(item, principal.id):
+                reset, _ = self.limiter.get_window_stats(item, principal.id)
+                wait = max(1, int(reset - time.time() + 0.999))
+                raise Problem(429, "Too many requests", f"the limit of this key is {item}; try again in {wait}s",
+                              headers={"Retry-After": str(wait)}, retry_after_seconds=wait)
+
+    # --- idempotency keys -------------------------------------------------------------
+
+    def recall(self, principal: Principal, key: str) -> tuple[str, int, bytes] | None:
+        row = self.db.projector.sql.execute(
+            "SELECT fingerprint, status, body FROM api_requests WHERE principal = ? AND key = ?",
+            (principal.id, key)).fetchone()
+        return (row[0], row[1], row[2].encode()) if row else None
+
+    def remember(self, principal: Principal, key: str, fingerprint: str, status: int, body: bytes) -> None:
+        self.db.projector.sql.execute(  # first one wins: two racing requests with one key answer alike
+            "INSERT INTO api_requests (principal, key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (principal, key) DO NOTHING",
+            (principal.id, key, fingerprint, status, body.decode(), datetime.now(timezone.utc).isoformat()))
+
+
+def fingerprint(request: Request, body: bytes | str) -> str:
+    digest = hashlib.sha256(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
+    digest.update(body if isinstance(body, bytes) else body.encode())
+    return digest.hexdigest()
+
+
+async def idempotent(services: Services, principal: Principal, request: Request, fingerprint_: str, run):
+    """With an Idempotency-Key header: a retry returns the original answer, the same key with
+    another request is a 409; without one, `run` simply runs."""
+    from fastapi.responses import Response
+
+    key = request.headers.get("idempotency-key")
+    if not key:
+        return await run(None)
+    if len(key) > 200 or not key.isprintable():
+        raise Problem(422, "Invalid request", "an Idempotency-Key is 1-200 printable characters")
+    earlier = await services.call(services.recall, principal, key)
+    if earlier is not None:
+        if earlier[0] != fingerprint_:
+            raise Problem(409, "Idempotency conflict", f"the Idempotency-Key {key!r} was used for another request")
+        return Response(earlier[2], status_code=earlier[1], media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"})
+    response = await run(f"{principal.id}:{key}")
+    if response.status_code < 500:
+        await services.call(services.remember, principal, key, fingerprint_, response.status_code, response.body)
+    return response
+
+
+def json_response(data, status: int = 200, headers: dict | None = None):
+    from fastapi.responses import Response
+
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def task_json(row: dict) -> dict:
+    return {**row, "url": f"/v1/tasks/{row['task_id']}"}
+
+

@@ -1,0 +1,120 @@
+"""The API's request and response shapes (they make the OpenAPI document)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(Strict):
+    account_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
+class GrantIn(Strict):
+    bucket: Literal["payg", "monthly"]
+    amount: int = Field(gt=0, le=MAX_BALANCE)
+    reason: Literal["purchase", "subscription", "support"] | None = None
+    expires_at: datetime | None = Field(None, description="monthly credits only; with a time zone")
+
+
+class KeyIn(Strict):
+    scopes: list[Literal["read", "write", "audit"]] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    label: str = Field("", max_length=200)
+
+
+class SingleIn(Strict):
+    address: str = Field(min_length=1, max_length=320)
+
+
+class Balance(BaseModel):
+    account: str
+    monthly: int
+    payg: int
+    total: int
+    monthly_expires_at: str | None = None
+
+
+class HistoryRow(BaseModel):
+    seq: int
+    time: str
+    type: str
+    bucket: str
+    amount: int
+    balance_after: int
+    description: str
+    task_id: str | None
+    actor: str | None
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryRow]
+    next_cursor: str | None
+
+
+class Task(BaseModel):
+    task_id: str
+    account: str
+    kind: Literal["single", "bulk"]
+    status: str
+    partial_failure: bool
+    total: int
+    verified: int
+    unknown: int
+    failed: int
+    refunded: int
+    consumed: int
+    debited: int
+    late: int
+    created_at: str
+    finished_at: str | None
+    created_by: str | None
+    url: str
+
+
+class TaskPage(BaseModel):
+    items: list[Task]
+    next_cursor: str | None
+
+
+class SingleResult(BaseModel):
+    task: Task
+    address: str
+    status: str | None = Field(description="safe | invalid | risky | unknown; null while still running")
+    reason: str | None
+    detail: str | None
+
+
+class Upload(BaseModel):
+    task: Task
+    addresses: int
+    duplicates: int
+    rows_without_address: int
+    column: str
+
+
+class ApiKey(BaseModel):
+    key_id: str
+    account: str
+    scopes: list[str]
+    key: str = Field(description="shown once: only its hash is kept")
+
+
+class Event(BaseModel):
+    position: int
+    stream: str
+    version: int
+    type: str
+    data: dict
+    metadata: dict
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_after: int

@@ -1,0 +1,490 @@
+"""The routes under /v1: accounts and credits, tasks and results, the log for audit tooling.
+
+Access: the admin token opens every route; an account's key opens only its own account and
+tasks (another account's task is a 404, never a 403: nothing to enumerate), within its
+scopes (read, write, audit).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import os
+import tempfile
+import time
+from typing import Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from engine.bulkfile import BadUpload
+from engine.domain.errors import AccountNotFound, TaskNotFound
+from entrypoints.api import models
+from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response, task_json
+from entrypoints.api.problems import Problem
+from projections.exports import RESULT_COLUMNS, csv_lines
+from projections.read_models import HISTORY_TYPES
+
+router = APIRouter(prefix="/v1")
+
+PAGE = 100
+MAX_PAGE = 1000
+UPLOAD_CHUNK = 1 << 20
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def principal(request: Request) -> Principal:
+    svc = services(request)
+    who = await svc.authenticate(request)
+    svc.throttle(who)
+    return who
+
+
+def need(who: Principal, scope: str) -> None:
+    if not who.may(scope):
+        raise Problem(403, "Forbidden", f"this key lacks the '{scope}' scope")
+
+
+def admin_only(who: Principal) -> None:
+    if who.kind != "admin":
+        raise Problem(403, "Forbidden", "this route needs the admin token")
+
+
+def account_of(who: Principal, account: str | None) -> str:
+    """The account a request acts for: a key's own; the admin names one with ?account=."""
+    if who.kind == "key":
+        if account is not None and account != who.account_id:
+            raise Problem(404, "Not found", f"no such account: {account}")
+        return who.account_id
+    if not account:
+        raise Problem(422, "Invalid request", "the admin names the account: ?account=ID")
+    return account
+
+
+def cursor_out(values: list) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def cursor_in(cursor: str | None, arity: int) -> list | None:
+    if not cursor:
+        return None
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(values, list) and len(values) == arity:
+            return values
+    except ValueError:
+        pass
+    raise Problem(422, "Invalid request", "this cursor is not one this API gave out")
+
+
+# --- accounts and credits ---------------------------------------------------------------
+
+@router.post("/accounts", status_code=201, response_model=models.Balance, tags=["accounts"],
+             summary="Open an account (admin): 200 welcome credits")
+async def open_account(body: models.AccountIn, request: Request, who: Principal = Depends(principal)):
+    admin_only(who)
+    svc = services(request)
+
+    async def run(key):
+        await svc.call(svc.engine.open_account, body.account_id, key, actor=who.actor)
+        return json_response(await svc.call(_balance, svc, body.account_id), 201)
+
+    return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json()), run)
+
+
+def _balance(svc: Services, account_id: str) -> dict:
+    svc.db.catch_up()
+    svc.db.projector.require("credits")
+    row = svc.db.read.balances(account_id)
+    if row is None:
+        raise AccountNotFound(f"no such account: {account_id}")
+    return row
+
+
+@router.post("/accounts/{account_id}/credits", response_model=models.Balance, tags=["accounts"],
+             summary="Grant credits (admin)")
+async def grant(account_id: str, body: models.GrantIn, request: Request, who: Principal = Depends(principal)):
+    admin_only(who)
+    svc = services(request)
+    if body.bucket == "monthly" and body.expires_at is None:
+        raise Problem(422, "Invalid request", "monthly credits need expires_at")
+    reason = body.reason or ("subscription" if body.bucket == "monthly" else "purchase")
+
+    async def run(key):
+        await svc.call(svc.engine.grant_credits, account_id, body.bucket, body.amount, reason, body.expires_at, key,
+                       actor=who.actor)
+        return json_response(await svc.call(_balance, svc, account_id))
+
+    return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json()), run)
+
+
+@router.get("/accounts/{account_id}/credits", response_model=models.Balance, tags=["accounts"],
+            summary="Balance per bucket")
+async def credits(account_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "read")
+    if not who.sees_account(account_id):
+        raise Problem(404, "Not found", f"no such account: {account_id}")
+    svc = services(request)
+    return json_response(await svc.call(_balance, svc, account_id))
+
+
+@router.get("/accounts/{account_id}/history", response_model=models.HistoryPage, tags=["accounts"],
+            summary="The Credits History, oldest first, a page at a time")
+async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES] | None = None,  # noqa: A002
+                  cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
+                  who: Principal = Depends(principal)):
+    need(who, "read")
+    if not who.sees_account(account_id):
+        raise Problem(404, "Not found", f"no such account: {account_id}")
+    svc = services(request)
+    after = cursor_in(cursor, 1)
+
+    def page():
+        _balance(svc, account_id)
+        return svc.db.read.history_page(account_id, type, int(after[0]) if after else 0, limit)
+
+    rows = await svc.call(page)
+    return json_response({"items": rows, "next_cursor": cursor_out([rows[-1]["seq"]]) if len(rows) == limit
+                          else None})
+
+
+@router.post("/accounts/{account_id}/keys", status_code=201, response_model=models.ApiKey, tags=["accounts"],
+             summary="Create an API key for the account (admin); the key is shown once")
+async def create_key(account_id: str, body: models.KeyIn, request: Request, who: Principal = Depends(principal)):
+    admin_only(who)
+    svc = services(request)
+
+    def issue():
+        if not svc.engine.account(account_id).opened:
+            raise AccountNotFound(f"no such account: {account_id}")
+        return svc.engine.issue_api_key(account_id, body.scopes, body.label)
+
+    async def run(_key):
+        key_id, key = await svc.call(issue, actor=who.actor)
+        return json_response({"key_id": key_id, "account": account_id, "scopes": sorted(set(body.scopes)),
+                              "key": key}, 201)
+
+    return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json()), run)
+
+
+@router.delete("/accounts/{account_id}/keys/{key_id}", status_code=204, tags=["accounts"],
+               summary="Revoke an API key (admin): it stops working at once")
+async def revoke_key(account_id: str, key_id: str, request: Request, who: Principal = Depends(principal)):
+    admin_only(who)
+    svc = services(request)
+    await svc.call(svc.engine.revoke_api_key, account_id, key_id, actor=who.actor)
+    return Response(status_code=204)
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+def _task(svc: Services, who: Principal, task_id: str) -> dict:
+    svc.db.catch_up()
+    svc.db.projector.require("tasks")
+    row = svc.db.read.task(task_id)
+    if row is None or not who.sees_account(row["account"]):
+        raise TaskNotFound(f"no such task: {task_id}")
+    return task_json(row)
+
+
+@router.post("/tasks/single", response_model=models.SingleResult, tags=["tasks"],
+             responses={202: {"model": models.SingleResult, "description": "still running: follow the Location"}},
+             summary="Verify one address: the result, or 202 when it takes longer than the single-task bound")
+async def single(body: models.SingleIn, request: Request, account: str | None = None,
+                 who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+    account_id = account_of(who, account)
+
+    async def run(key):
+        task_id = await svc.call(svc.engine.create_single, account_id, body.address, None, key, actor=who.actor)
+        svc.wake_engine()
+        deadline = time.monotonic() + svc.settings.api_single_wait
+        while time.monotonic() < deadline and (await svc.call(svc.engine.task, task_id)).active:
+            await asyncio.sleep(0.02)
+        outcome = await svc.call(_single_outcome, svc, who, task_id, body.address)
+        done = outcome["status"] is not None
+        return json_response(outcome, 200 if done else 202, None if done else {"Location": outcome["task"]["url"]})
+
+    return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json() + str(account)), run)
+
+
+def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
+    task = _task(svc, who, task_id)
+    row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("queued", "processing") else None
+    return {"task": task, "address": address, "status": row["status"] if row else None,
+            "reason": (row["reason"] or None) if row else None, "detail": (row["detail"] or None) if row else None}
+
+
+@router.post("/tasks/bulk", status_code=201, response_model=models.Upload, tags=["tasks"],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "text/csv": {"schema": {"type": "string"}},
+                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}}},
+             summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
+async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
+               who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+    account_id = account_of(who, account)
+    path, digest = await _receive_upload(request, svc.settings.api_max_upload_bytes)
+    try:
+        async def run(key):
+            upload = await svc.call(svc.engine.create_bulk, account_id, path, allow_duplicate, None, key,
+                                    actor=who.actor)
+            svc.wake_engine()
+            return json_response(await svc.call(_upload_json, svc, who, upload), 201)
+
+        return await idempotent(svc, who, request, fingerprint(request, digest), run)
+    finally:
+        os.unlink(path)
+
+
+async def _receive_upload(request: Request, limit: int) -> tuple[str, str]:
+    """Streams the body (raw text/csv, or the `file` part of a multipart form) to a temporary
+    file, never holding it whole in memory; refuses more than `limit` bytes with a 413."""
+    import hashlib
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise Problem(413, "Payload too large", f"a file is at most {limit:,} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    digest = hashlib.sha256()
+    handle = tempfile.NamedTemporaryFile("wb", prefix="vec-upload-", suffix=".csv", delete=False)
+    size = 0
+    try:
+        if kind == "multipart/form-data":
+            form = await request.form(max_files=1, max_fields=10)
+            part = form.get("file")
+            if part is None or isinstance(part, str):
+                raise Problem(422, "Bad upload", "the multipart form needs a `file` part holding the addresses")
+            chunks = _read_chunks(part)
+        elif kind in ("text/csv", "text/plain", "application/octet-stream", ""):
+            chunks = request.stream()
+        else:
+            raise Problem(415, "Unsupported media type", "send the file as text/csv or multipart/form-data")
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, "Payload too large", f"a file is at most {limit:,} bytes")
+            handle.write(chunk)
+            digest.update(chunk)
+        handle.close()
+        if size == 0:
+            raise BadUpload("the file is empty: it holds no addresses")
+        return handle.name, digest.hexdigest()
+    except BaseException:
+        handle.close()
+        os.unlink(handle.name)
+        raise
+
+
+async def _read_chunks(part):
+    while chunk := await part.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+def _upload_json(svc: Services, who: Principal, upload) -> dict:
+    report = upload.report
+    return {"task": _task(svc, who, upload.task_id), "addresses": report.unique, "duplicates": report.duplicates,
+            "rows_without_address": report.rows_without_address, "column": report.column}
+
+
+@router.get("/tasks", response_model=models.TaskPage, tags=["tasks"], summary="Tasks, oldest first, a page at a time")
+async def list_tasks(request: Request, status: Literal["queued", "processing", "completed", "cancelled",
+                                                       "failed"] | None = None,
+                     cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE), account: str | None = None,
+                     who: Principal = Depends(principal)):
+    need(who, "read")
+    svc = services(request)
+    account_id = account_of(who, account) if who.kind == "key" or account else None
+    after = cursor_in(cursor, 2)
+
+    def page():
+        svc.db.catch_up()
+        svc.db.projector.require("tasks")
+        return svc.db.read.tasks_page(account_id, status, tuple(after) if after else None, limit)
+
+    rows = [task_json(r) for r in await svc.call(page)]
+    last = rows[-1] if len(rows) == limit else None
+    return json_response({"items": rows, "next_cursor": cursor_out([last["created_at"], last["task_id"]])
+                          if last else None})
+
+
+@router.get("/tasks/{task_id}", response_model=models.Task, tags=["tasks"], summary="A task's status and progress")
+async def get_task(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "read")
+    svc = services(request)
+    return json_response(await svc.call(_task, svc, who, task_id))
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=models.Task, tags=["tasks"],
+             summary="Cancel a bulk task: every address without a result is refunded at once")
+async def cancel(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+
+    async def run(_key):
+        await svc.call(_task, svc, who, task_id)
+        await svc.call(svc.engine.cancel_task, task_id, actor=who.actor)
+        return json_response(await svc.call(_task, svc, who, task_id))
+
+    return await idempotent(svc, who, request, fingerprint(request, b""), run)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, tags=["tasks"],
+               summary="Delete a finished task: hidden with its results (the log keeps what audit needs)")
+async def delete_task(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+    await svc.call(_task, svc, who, task_id)
+    await svc.call(svc.engine.delete_task, task_id, actor=who.actor)
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/results", tags=["tasks"],
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                                         "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+                             "description": "every result, streamed"}},
+            summary="A task's results as CSV (safe for spreadsheets) or a JSON array, streamed")
+async def results(task_id: str, request: Request, status: Literal["safe", "invalid", "risky", "unknown"] | None = None,
+                  format: Literal["csv", "json"] = "csv", who: Principal = Depends(principal)):  # noqa: A002
+    need(who, "read")
+    svc = services(request)
+
+    def first():
+        _task(svc, who, task_id)
+        svc.db.projector.require("results")
+
+    await svc.call(first)
+
+    async def pages():
+        after = None
+        while True:
+            rows = await svc.call(svc.db.read.results_page, task_id, status, after, 2000)
+            if not rows:
+                return
+            after = (rows[-1]["position"], rows[-1]["address"])
+            yield [{k: r[k] for k in r if k != "position"} for r in rows]
+            if len(rows) < 2000:
+                return
+
+    if format == "json":
+        async def body():
+            yield b"["
+            first_row = True
+            async for rows in pages():
+                for row in rows:
+                    yield (b"" if first_row else b",") + orjson.dumps(row)
+                    first_row = False
+            yield b"]"
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    async def csv_body():
+        header = True
+        async for rows in pages():
+            for line in itertools.islice(csv_lines(rows, RESULT_COLUMNS), 0 if header else 1, None):
+                yield line.encode()
+            header = False
+        if header:
+            yield next(csv_lines([], RESULT_COLUMNS)).encode()
+
+    return StreamingResponse(csv_body(), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
+
+
+@router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
+             summary="A new bulk task of this task's Unknown addresses, charged like any bulk")
+async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+    task = await svc.call(_task, svc, who, task_id)
+    if task["status"] in ("queued", "processing"):
+        raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
+
+    def unknowns_file() -> str:
+        handle = tempfile.NamedTemporaryFile("w", prefix="vec-retry-", suffix=".csv", delete=False)
+        with handle:
+            handle.write("email\n")
+            for row in svc.db.read.results(task_id, "unknown"):
+                handle.write(row["address"] + "\n")
+        return handle.name
+
+    path = await svc.call(unknowns_file)
+    try:
+        async def run(key):
+            upload = await svc.call(svc.engine.create_bulk, task["account"], path, True, None, key, actor=who.actor)
+            svc.wake_engine()
+            return json_response(await svc.call(_upload_json, svc, who, upload), 201)
+
+        return await idempotent(svc, who, request, fingerprint(request, b""), run)
+    finally:
+        os.unlink(path)
+
+
+# --- the log, for audit tooling -----------------------------------------------------------
+
+def _events_page(svc: Services, after: int, limit: int, stream: str | None) -> list[dict]:
+    source = (r for r in svc.db.events.read_stream(stream) if r.position > after) if stream else \
+        svc.db.events.read_all(after_position=after, batch=limit)
+    return [r.to_json() for r in itertools.islice(source, limit)]
+
+
+@router.get("/events", response_model=models.EventPage, tags=["audit"],
+            summary="The log, in order (admin or audit scope)")
+async def events(request: Request, after: int = Query(0, ge=0), limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
+                 stream: str | None = None, who: Principal = Depends(principal)):
+    need(who, "audit")
+    svc = services(request)
+    await _may_read_stream(svc, who, stream)
+    items = await svc.call(_events_page, svc, after, limit, stream)
+    return json_response({"items": items, "next_after": items[-1]["position"] if items else after})
+
+
+async def _may_read_stream(svc: Services, who: Principal, stream: str | None) -> None:
+    """The admin reads the whole log; an account's audit key reads its account's stream and
+    its tasks' streams, one at a time."""
+    if who.kind == "admin":
+        return
+    if not stream:
+        raise Problem(403, "Forbidden", "the whole log is for the admin; an audit key reads one of its streams: "
+                                        "?stream=account-ID or ?stream=task-ID")
+    if stream == f"account-{who.account_id}":
+        return
+    if stream.startswith("task-"):
+        await svc.call(_task, svc, who, stream.removeprefix("task-"))  # 404 unless it is one of its tasks
+        return
+    raise Problem(404, "Not found", f"no such stream: {stream}")
+
+
+@router.get("/events/follow", tags=["audit"],
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "Server-Sent Events: one per appended event"}},
+            summary="Follow the log as Server-Sent Events (admin or audit scope)")
+async def follow(request: Request, after: int = Query(0, ge=0), stream: str | None = None,
+                 who: Principal = Depends(principal)):
+    need(who, "audit")
+    svc = services(request)
+    await _may_read_stream(svc, who, stream)
+
+    async def body():
+        position, quiet = after, time.monotonic()
+        while not await request.is_disconnected():
+            items = await svc.call(_events_page, svc, position, 500, stream)
+            for item in items:
+                position = item["position"]
+                yield f"id: {position}\nevent: {item['type']}\ndata: {orjson.dumps(item).decode()}\n\n".encode()
+            if items:
+                quiet = time.monotonic()
+                continue
+            if time.monotonic() - quiet > 15:
+                yield b": still here\n\n"
+                quiet = time.monotonic()
+            await asyncio.sleep(svc.settings.poll_interval)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
