@@ -5,11 +5,12 @@ import asyncio
 import getpass
 import functools
 import json
+import re
 import logging
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import click
@@ -109,8 +110,10 @@ def emit(data: Any, as_json: bool, title: str | None = None, columns: Iterable[s
         return
     if isinstance(data, dict):
         table = Table(title=title, show_header=False)
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")  # one record: its values in full
         for key, value in data.items():
-            table.add_row(key, "" if value is None else str(value))
+            table.add_row(key, _cell(value, None))
         out.print(table)
         return
     if not data:
@@ -118,11 +121,27 @@ def emit(data: Any, as_json: bool, title: str | None = None, columns: Iterable[s
         return
     names = list(columns or data[0])
     table = Table(title=title)
-    for name in names:
-        table.add_column(name)
+    for name in names:  # a list fits the terminal: long cells end in "…" (--json has them whole)
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
     for row in data:
-        table.add_row(*["" if row[n] is None else str(row[n]) for n in names])
+        table.add_row(*[_cell(row[n], CELL_WIDTH) for n in names])
     out.print(table)
+
+
+CELL_WIDTH = 28  # longest cell of a list; SMTP replies and ids are cut, --json shows them whole
+_ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(\+00:00|Z)?$")
+
+
+def _cell(value: Any, width: int | None) -> str:
+    if value is None:
+        return ""
+    text = value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value)
+    match = _ISO_TIME.match(text)
+    if match:  # UTC times without microseconds: people read them at a glance
+        text = f"{match[1]} {match[2]}"
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
 
 
 @click.group()
@@ -174,7 +193,8 @@ def credits_show(ctx: Context, account_id: str, as_json: bool) -> None:
 @command(credits, "grant")
 @click.argument("account_id")
 @click.option("--payg", type=click.IntRange(min=1), help="credits for the PAYG bucket (never expire)")
-@click.option("--monthly", type=click.IntRange(min=1), help="credits for the Monthly bucket")
+@click.option("--monthly", type=click.IntRange(min=1),
+              help="credits for the Monthly bucket (expiring at --expires, or at the end of this month)")
 @click.option("--expires", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d%z"]),
               help="ISO 8601 expiry of monthly credits, with a zone (e.g. 2026-12-31T23:59:59+00:00)")
 @click.option("--reason", type=click.Choice(["purchase", "subscription", "support"]))
@@ -188,9 +208,18 @@ def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int 
         ctx.engine.grant_credits(account_id, "payg", payg, reason or "purchase", expires, idempotency_key)
     else:
         if expires is None:
-            raise click.UsageError("--monthly needs --expires ISO8601")
+            expires = end_of_month(datetime.now(timezone.utc))
+            err.print(f"--expires not given: the monthly credits expire at the end of this month, "
+                      f"{expires.isoformat()} (UTC)")
         ctx.engine.grant_credits(account_id, "monthly", monthly, reason or "subscription", expires, idempotency_key)
     emit(_balance(ctx, account_id), as_json)
+
+
+def end_of_month(now: datetime) -> datetime:
+    """The last second of `now`'s month, in UTC."""
+    first_of_next = (now.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0,
+                                                                        microsecond=0)
+    return first_of_next - timedelta(seconds=1)
 
 
 def _balance(ctx: Context, account_id: str) -> dict:

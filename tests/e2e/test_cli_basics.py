@@ -39,9 +39,15 @@ def test_account_credits_and_history(vec: Vec):
     assert "already open" in vec.fails("account", "open", "acme")
     assert "no such account" in vec.fails("credits", "nobody")
     assert "exactly one" in vec.fails("credits", "grant", "acme", "--payg", "5", "--monthly", "5")
-    assert "--expires" in vec.fails("credits", "grant", "acme", "--monthly", "5")
     assert "future" in vec.fails("credits", "grant", "acme", "--monthly", "5", "--expires", "2001-01-01T00:00:00+00:00")
     assert "range" in vec.fails("credits", "grant", "acme", "--payg", "-3")
+    # --monthly alone: this month's credits, expiring at its end (UTC), and it says so
+    said = vec.run("credits", "grant", "acme", "--monthly", "5")
+    assert "end of this month" in said.stderr
+    assert vec.json("credits", "acme")["monthly"] == 5  # a new period: the 2099 leftover expired first
+    assert vec.lines("history", "acme", "--json")[-2]["type"] == "expiry"
+    for line in vec.run("history", "acme").stdout.splitlines():  # a table fits an 80-column terminal
+        assert len(line) <= 80, line
 
 
 def test_bulk_wait_then_results_history_delete_and_audit(vec: Vec, tmp_path):
