@@ -468,7 +468,10 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
         except EngineCrashed as crash:
             err.print(f"[bold red]error:[/] vec engine stopped: {crash}", highlight=False, soft_wrap=True)
             sys.exit(2)
-        err.print("vec engine stopped")
+        stats = ctx.engine.stats
+        rate = stats["conflicts"] / stats["commands"] if stats["commands"] else 0.0
+        err.print(f"vec engine stopped ({stats['commands']} commands, {stats['conflicts']} decided again after a "
+                  f"concurrency conflict: {rate:.2%})")
 
     asyncio.run(main())
 

@@ -50,6 +50,9 @@ class Fleet:
         self.leading: set[str] = set()
         self.worker: FleetWorker | None = None
         self.relay = None
+        # The engine's caches are not shared between threads: every engine call of this
+        # process (worker, watchdog) runs on this one thread.
+        self.call = EngineThread()
 
     def crash(self, where: str, error: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
@@ -74,7 +77,7 @@ class Fleet:
                 if "worker" in self.roles:
                     slots = FleetHostSlots(self.settings.store, VerifierSettings().per_mx_concurrency)
                     self.worker = FleetWorker(self.engine, self.provider_factory(slots), self.settings, self.worker_id,
-                                              self.crash)
+                                              self.crash, self.call)
                     group.create_task(self._guard("worker", self.worker.run(stop, on_exit=slots.close), stop))
                 if "relay" in self.roles:  # it elects its leader itself (engine/relay.py)
                     group.create_task(self._guard("relay", self._relay(stop), stop))
@@ -84,6 +87,8 @@ class Fleet:
         except BaseExceptionGroup as crashed:
             cause = crashed.exceptions[0]
             raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
+        finally:
+            self.call.close()
 
     async def _guard(self, name: str, loop, stop: asyncio.Event) -> None:
         try:
@@ -186,7 +191,7 @@ class Fleet:
 
     async def _watchdog(self, until: "_Until") -> None:
         """The fleet's outage rule, the stall bound, and reconciliation from the log."""
-        call = EngineThread()
+        call = self.call
         started = time.monotonic()
         unclaimed_since: dict[tuple[str, int], float] = {}
         next_sweep = 0.0
@@ -205,7 +210,6 @@ class Fleet:
             if producer is not None:
                 await call(producer.close, 5)
                 self._producer = None
-            call.close()
 
     def _watch_once(self, started: float, unclaimed_since: dict) -> None:
         engine, settings, fleet = self.engine, self.settings, self.db.fleet

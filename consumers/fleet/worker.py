@@ -97,11 +97,11 @@ def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
 
 
 class FleetWorker:
-    def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash):
+    def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash, call: EngineThread):
         self.engine, self.provider, self.settings = engine, provider, settings
         self.db, self.fleet = engine.db, engine.db.fleet
         self.worker_id, self.crash = worker_id, crash
-        self.call = EngineThread()
+        self.call = call  # the process's one engine thread (the watchdog shares it)
         self.topics = Topics.of(settings)
         self.outage = OutageClock()
         self.slots = asyncio.Semaphore(settings.workers)
@@ -152,7 +152,6 @@ class FleetWorker:
             await asyncio.gather(*self.working.values(), return_exceptions=True)
             await self.app.stop()
             await self.call(self.fleet.leave, self.worker_id)
-            self.call.close()
             shutil.rmtree(self.datadir, ignore_errors=True)
             if on_exit is not None:
                 await on_exit()

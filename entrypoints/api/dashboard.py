@@ -1,0 +1,480 @@
+"""The ops dashboard: server-rendered pages (Jinja2, autoescaped) with a little JavaScript,
+served by the API under /dashboard/ (`/` redirects there). Not part of the /v1 API: no
+route here is in the OpenAPI document.
+
+Sign-in: ops paste the admin token or an account's API key into a form; it is kept in an
+HttpOnly, SameSite=Strict cookie whose Path is /dashboard (never sent to /v1, which reads
+only its Authorization header), and checked on every request by the API's own
+`Services.authenticate` (the cookie becomes a Bearer header), so a revoked key stops at
+once and the same fair-use limit applies. An account key sees its account only; the admin
+sees every account and the engine's health.
+
+Every POST is refused unless it is same-origin (Origin / Sec-Fetch-Site, when the browser
+sends them) and carries the CSRF token: an HMAC of the signed-in token, rendered into each
+form (field `csrf`) and sent by the JavaScript as the `X-VEC-CSRF` header. The cookie's
+SameSite=Strict already keeps it off cross-site requests; the token is the second lock.
+
+Work is never done here: uploads, cancels and CSV exports call the /v1 routes' own
+functions (entrypoints/api/routes.py), so limits, scopes and errors are the API's.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlencode, urlparse
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from engine.domain.errors import AccountNotFound, DomainError, TaskNotFound
+from engine.store.base import StoreError
+from entrypoints.api import routes
+from entrypoints.api.deps import Principal, Services
+from entrypoints.api.problems import Problem, from_exception
+from projections.queries import _task_json
+from projections.read_models import HISTORY, HISTORY_TYPES, RESULTS, TASKS
+from projections.runner import ProjectionStopped
+
+PREFIX = "/dashboard"
+COOKIE = "vec_dashboard"
+COOKIE_MAX_AGE = 8 * 3600
+CSRF_HEADER = "x-vec-csrf"
+ACTIVE = ("queued", "processing")
+RESULTS_SHOWN = 50
+HISTORY_SHOWN = 50
+RECENT_TASKS = 20
+WINDOW = timedelta(hours=24)  # the overview's Unknown rate and refunds
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"),
+                                            autoescape=select_autoescape(default=True, default_for_string=True)))
+
+router = APIRouter(include_in_schema=False)
+
+
+def static_files() -> StaticFiles:
+    """The dashboard's CSS and JavaScript, mounted at /dashboard/static (app.py)."""
+    return StaticFiles(directory=HERE / "static")
+
+
+# --- who is signed in -------------------------------------------------------------------
+
+class SignIn(Exception):
+    """No valid sign-in: pages redirect to the sign-in form, JSON answers 401."""
+
+
+def csrf_token(token: str) -> str:
+    """The CSRF token of a sign-in: only who holds the token can compute it."""
+    return hmac.new(token.encode(), b"vec-dashboard-csrf-v1", hashlib.sha256).hexdigest()[:40]
+
+
+def _as_bearer(request: Request, token: str) -> Request:
+    """The same request with `Authorization: Bearer <token>`, for Services.authenticate."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
+    headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
+    return Request({**request.scope, "headers": headers})
+
+
+async def _authenticate(request: Request, token: str) -> Principal:
+    svc: Services = request.app.state.services
+    try:
+        bearer = _as_bearer(request, token)
+    except UnicodeEncodeError:
+        raise SignIn("this is not a token of this API") from None
+    try:
+        who = await svc.authenticate(bearer)
+    except Problem as problem:
+        if problem.status == 401:
+            raise SignIn(problem.detail) from None
+        raise
+    svc.throttle(who)
+    return who
+
+
+async def viewer(request: Request) -> Principal:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise SignIn("")
+    who = await _authenticate(request, token)
+    request.state.dashboard_token = token
+    return who
+
+
+def _same_origin(request: Request) -> None:
+    """A browser says where a request comes from; anything but this site is refused."""
+    site = request.headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        raise Problem(403, "Forbidden", "a cross-site request to the dashboard")
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlparse(origin).netloc != request.headers.get("host", ""):
+        raise Problem(403, "Forbidden", "a request from another origin")
+
+
+def _check_csrf(request: Request, supplied: str | None) -> None:
+    _same_origin(request)
+    supplied = supplied or request.headers.get(CSRF_HEADER) or ""
+    expected = csrf_token(request.state.dashboard_token)
+    if not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise Problem(403, "Forbidden", "the form is stale or not from this dashboard (CSRF token); reload the page")
+
+
+def _local_path(target: str | None) -> str:
+    """Where to go after signing in: a dashboard path, never another site."""
+    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return PREFIX + "/"
+
+
+# --- responses --------------------------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def render(request: Request, name: str, status: int = 200, who: Principal | None = None, **context) -> HTMLResponse:
+    token = getattr(request.state, "dashboard_token", None)
+    context.update(who=who, csrf=csrf_token(token) if token and who else "", prefix=PREFIX,
+                   history_types=HISTORY_TYPES)
+    return templates.TemplateResponse(request, name, context, status_code=status, headers=SECURITY_HEADERS)
+
+
+def page(fn):
+    """A dashboard page: no sign-in redirects to the form; the engine's refusals and errors
+    become an HTML page with the API's status and message."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request, *args, **kwargs):
+        try:
+            return await fn(request, *args, **kwargs)
+        except SignIn as error:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            query = {"next": target, **({"error": str(error)} if str(error) else {})}
+            response = RedirectResponse(f"{PREFIX}/signin?{urlencode(query)}", status_code=303)
+            response.delete_cookie(COOKIE, path=PREFIX)
+            return response
+        except (Problem, DomainError, StoreError, ProjectionStopped) as error:
+            problem = from_exception(error)
+            who = getattr(request.state, "dashboard_who", None)
+            return render(request, "error.html", problem.status, who=who, problem=problem)
+
+    return wrapper
+
+
+async def _who(request: Request) -> Principal:
+    who = await viewer(request)
+    request.state.dashboard_who = who
+    return who
+
+
+def _svc(request: Request) -> Services:
+    return request.app.state.services
+
+
+# --- reads (on the engine's thread, through Services.call) -------------------------------
+
+def progress(task: dict) -> dict:
+    """A task as the dashboard shows it: its API JSON, the settled share (consumed +
+    refunded of total) and its badges."""
+    settled = task["consumed"] + task["refunded"]
+    percent = 100.0 if task["total"] <= 0 else min(100.0, 100.0 * settled / task["total"])
+    return {**task, "settled": settled, "percent": round(percent, 1), "active": task["status"] in ACTIVE,
+            "page": f"{PREFIX}/tasks/{task['task_id']}", "account_page": f"{PREFIX}/accounts/{task['account']}"}
+
+
+def _rows(svc: Services, sql: str, params: tuple = ()) -> list[dict]:
+    cursor = svc.db.read.sql.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dict]:
+    """The newest tasks, newest first (the API lists oldest first, for paging)."""
+    sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", ()
+    if account_id is not None:
+        sql, params = sql + " AND account_id = ?", (account_id,)
+    return [progress(_task_json(r)) for r in _rows(svc, sql + " ORDER BY created_at DESC, task_id DESC LIMIT ?",
+                                                   params + (limit,))]
+
+
+def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
+    rows = [r for status in ("processing", "queued") for r in svc.db.read.tasks_page(account_id, status, None, 200)]
+    return [progress(routes.task_json(r)) for r in rows]
+
+
+def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dict:
+    """Results of the tasks created since `since`: how many, and the Unknowns per reason."""
+    sql = (f"SELECT r.status AS status, r.reason AS reason, COUNT(*) AS n FROM {RESULTS.name} r"
+           f" JOIN {TASKS.name} t ON t.task_id = r.task_id WHERE t.created_at >= ? AND t.deleted = 0")
+    params: tuple = (since,)
+    if account_id is not None:
+        sql, params = sql + " AND t.account_id = ?", params + (account_id,)
+    rows = _rows(svc, sql + " GROUP BY r.status, r.reason", params)
+    total = sum(r["n"] for r in rows)
+    unknown = sorted(((r["reason"] or "(none)", r["n"]) for r in rows if r["status"] == "unknown"),
+                     key=lambda item: (-item[1], item[0]))
+    count = sum(n for _, n in unknown)
+    return {"results": total, "unknown": count, "rate": (100.0 * count / total) if total else 0.0,
+            "reasons": [{"reason": reason, "count": n, "rate": 100.0 * n / total} for reason, n in unknown]}
+
+
+def _refunds(svc: Services, account_id: str | None, since: str) -> list[dict]:
+    sql = (f"SELECT type, COUNT(*) AS rows_, SUM(amount) AS credits FROM {HISTORY.name}"
+           " WHERE type IN ('refund', 'cancel') AND occurred_at >= ?")
+    params: tuple = (since,)
+    if account_id is not None:
+        sql, params = sql + " AND account_id = ?", params + (account_id,)
+    found = {r["type"]: r for r in _rows(svc, sql + " GROUP BY type", params)}
+    return [{"type": kind, "rows": found[kind]["rows_"] if kind in found else 0,
+             "credits": int(found[kind]["credits"] or 0) if kind in found else 0} for kind in ("refund", "cancel")]
+
+
+def _health(svc: Services) -> dict:
+    """The engine as the admin sees it: projection lag (head - the slowest checkpoint),
+    stopped read models, relay lag and the fleet (PostgreSQL), or the embedded engine."""
+    db, now = svc.db, datetime.now(timezone.utc)
+    head = db.events.head()
+    checkpoints = db.projector.checkpoints()
+    stopped = {name: str(error) for name, error in db.projector.stopped().items()}
+    projections = [{"name": name, "position": position, "lag": head - position, "stopped": stopped.get(name)}
+                   for name, position in sorted(checkpoints.items())]
+    health = {"head": head, "projection_lag": head - min(checkpoints.values(), default=head),
+              "projections": projections, "stopped": stopped, "mode": "embedded", "relay_lag": None,
+              "workers": [], "engine": None}
+    if db.fleet is not None and svc.settings.kafka_bootstrap:
+        health["mode"] = "distributed"
+        try:
+            health["relay_lag"] = db.read.sql.execute(
+                "SELECT (SELECT position FROM log_head WHERE id = 1)"
+                " - (SELECT position FROM relay_position WHERE id = 1)").fetchone()[0]
+        except Exception as error:  # noqa: BLE001 - shown, not raised: the page still helps
+            health["relay_error"] = f"{type(error).__name__}: {error}"
+        ttl = svc.settings.worker_ttl
+        for member in db.fleet.members(now - timedelta(days=1)):
+            age = (now - member["heartbeat"]).total_seconds()
+            health["workers"].append({**member, "alive": age <= ttl, "beat_seconds_ago": round(age, 1)})
+        return health
+    lease = db.lease.current()
+    if lease is not None:
+        age = (now - lease.heartbeat).total_seconds()
+        ttl = max(10 * svc.settings.heartbeat_interval, 30.0)  # the runtime's own lease TTL
+        health["engine"] = {"holder": lease.holder, "pid": lease.pid, "host": lease.host,
+                            "alive": lease.alive(now, ttl), "beat_seconds_ago": round(age, 1)}
+    return health
+
+
+def _overview(svc: Services, who: Principal) -> dict:
+    svc.db.catch_up()
+    svc.db.projector.require("tasks")
+    account_id = None if who.kind == "admin" else who.account_id
+    since = (datetime.now(timezone.utc) - WINDOW).isoformat()
+    in_flight = _in_flight(svc, account_id)
+    active = {t["task_id"] for t in in_flight}
+    return {"in_flight": in_flight,
+            "recent": [t for t in _recent_tasks(svc, account_id, RECENT_TASKS) if t["task_id"] not in active],
+            "unknown": _unknown_by_reason(svc, account_id, since), "refunds": _refunds(svc, account_id, since),
+            "health": _health(svc) if who.kind == "admin" else None,
+            "balance": routes._balance(svc, account_id) if account_id else None}
+
+
+def _task_view(svc: Services, who: Principal, task_id: str) -> dict:
+    task = progress(routes._task(svc, who, task_id))
+    svc.db.projector.require("results")
+    rows = svc.db.read.results_page(task_id, None, None, RESULTS_SHOWN)
+    reasons = _rows(svc, f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
+                         " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
+    return {"task": task, "results": rows, "reasons": reasons,
+            "cancellable": task["kind"] == "bulk" and task["active"]}
+
+
+def _account_view(svc: Services, who: Principal, account_id: str, kind: str | None, after: int) -> dict:
+    if not who.sees_account(account_id):
+        raise AccountNotFound(f"no such account: {account_id}")
+    balance = routes._balance(svc, account_id)
+    history = svc.db.read.history_page(account_id, kind, after, HISTORY_SHOWN)
+    svc.db.projector.require("tasks")
+    return {"balance": balance, "history": history,
+            "next_cursor": routes.cursor_out([history[-1]["seq"]]) if len(history) == HISTORY_SHOWN else None,
+            "tasks": _recent_tasks(svc, account_id, RECENT_TASKS)}
+
+
+def _progress_of(svc: Services, who: Principal, task_ids: list[str]) -> dict:
+    svc.db.catch_up()
+    svc.db.projector.require("tasks")
+    tasks = {}
+    for task_id in task_ids:
+        try:
+            tasks[task_id] = progress(routes._task(svc, who, task_id))
+        except TaskNotFound:
+            tasks[task_id] = None
+    account_id = None if who.kind == "admin" else who.account_id
+    in_flight = [t["task_id"] for t in _in_flight(svc, account_id)]
+    return {"tasks": tasks, "in_flight": in_flight}
+
+
+# --- pages ------------------------------------------------------------------------------
+
+@router.get("/")
+async def root():
+    return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+@router.get(PREFIX)
+async def dashboard_bare():
+    return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+@router.get(PREFIX + "/signin")
+async def signin_form(request: Request, next: str | None = None, error: str | None = None):  # noqa: A002
+    return render(request, "signin.html", next=_local_path(next), error=error)
+
+
+@router.post(PREFIX + "/signin")
+async def signin(request: Request):
+    _same_origin(request)
+    form = await request.form(max_files=0, max_fields=5)
+    token = str(form.get("token") or "").strip()
+    target = _local_path(str(form.get("next") or ""))
+    try:
+        if not token:
+            raise SignIn("paste the admin token or an API key")
+        await _authenticate(request, token)
+    except SignIn as error:
+        return render(request, "signin.html", 401, next=target, error=str(error))
+    except Problem as problem:
+        return render(request, "signin.html", problem.status, next=target, error=problem.detail)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, path=PREFIX, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@router.post(PREFIX + "/signout")
+@page
+async def signout(request: Request):
+    await _who(request)
+    form = await request.form(max_files=0, max_fields=5)
+    _check_csrf(request, str(form.get("csrf") or ""))
+    response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
+    response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+    return response
+
+
+@router.get(PREFIX + "/")
+@page
+async def overview(request: Request):
+    who = await _who(request)
+    svc = _svc(request)
+    data = await svc.call(_overview, svc, who)
+    return render(request, "overview.html", who=who, window_hours=int(WINDOW.total_seconds() // 3600), **data)
+
+
+@router.get(PREFIX + "/account")
+@page
+async def own_account(request: Request, account: str | None = None):
+    who = await _who(request)
+    target = who.account_id if who.kind == "key" else (account or "").strip()
+    if not target:
+        return RedirectResponse(f"{PREFIX}/", status_code=303)
+    return RedirectResponse(f"{PREFIX}/accounts/{target}", status_code=303)
+
+
+@router.get(PREFIX + "/accounts/{account_id}")
+@page
+async def account_page(request: Request, account_id: str, type: str | None = None,  # noqa: A002
+                       cursor: str | None = None, uploaded: str | None = None):
+    who = await _who(request)
+    routes.need(who, "read")
+    kind = type or None
+    if kind is not None and kind not in HISTORY_TYPES:
+        raise Problem(422, "Invalid request", f"no such history type: {kind} (one of {', '.join(HISTORY_TYPES)})")
+    after = routes.cursor_in(cursor, 1)
+    svc = _svc(request)
+    data = await svc.call(_account_view, svc, who, account_id, kind, int(after[0]) if after else 0)
+    return render(request, "account.html", who=who, account_id=account_id, kind=kind, **data)
+
+
+@router.post(PREFIX + "/accounts/{account_id}/upload")
+@page
+async def upload(request: Request, account_id: str):
+    """The account page's upload form: the /v1 bulk route does the work."""
+    who = await _who(request)
+    svc = _svc(request)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > svc.settings.api_max_upload_bytes + 64 * 1024:
+        raise Problem(413, "Payload too large", f"a file is at most {svc.settings.api_max_upload_bytes:,} bytes")
+    form = await request.form(max_files=1, max_fields=10)  # parsed once: the bulk route reads the same form
+    _check_csrf(request, str(form.get("csrf") or ""))
+    allow_duplicate = str(form.get("allow_duplicate") or "") in ("1", "on", "true")
+    try:
+        answer = await routes.bulk(request, account=account_id, allow_duplicate=allow_duplicate, who=who)
+    except (Problem, DomainError) as error:
+        problem = from_exception(error)
+        data = await svc.call(_account_view, svc, who, account_id, None, 0)
+        return render(request, "account.html", problem.status, who=who, account_id=account_id, kind=None,
+                      upload_error=problem.detail, **data)
+    task = orjson.loads(answer.body)["task"]
+    return RedirectResponse(f"{PREFIX}/tasks/{task['task_id']}", status_code=303)
+
+
+@router.get(PREFIX + "/tasks/{task_id}")
+@page
+async def task_page(request: Request, task_id: str):
+    who = await _who(request)
+    routes.need(who, "read")
+    svc = _svc(request)
+    data = await svc.call(_task_view, svc, who, task_id)
+    return render(request, "task.html", who=who, results_shown=RESULTS_SHOWN, **data)
+
+
+@router.post(PREFIX + "/tasks/{task_id}/cancel")
+@page
+async def cancel(request: Request, task_id: str):
+    """The task page's cancel button (a form POST, or the JavaScript with X-VEC-CSRF)."""
+    who = await _who(request)
+    form = await request.form(max_files=0, max_fields=5)
+    _check_csrf(request, str(form.get("csrf") or ""))
+    await routes.cancel(task_id, request, who=who)
+    if request.headers.get(CSRF_HEADER):
+        svc = _svc(request)
+        return JSONResponse(progress(await svc.call(routes._task, svc, who, task_id)), headers=SECURITY_HEADERS)
+    return RedirectResponse(f"{PREFIX}/tasks/{task_id}", status_code=303)
+
+
+@router.get(PREFIX + "/tasks/{task_id}/results.csv")
+@page
+async def results_csv(request: Request, task_id: str,
+                      status: Literal["safe", "invalid", "risky", "unknown"] | None = None):
+    """The CSV export, as GET /v1/tasks/{id}/results streams it (safe for spreadsheets)."""
+    who = await _who(request)
+    return await routes.results(task_id, request, status=status, format="csv", who=who)
+
+
+@router.get(PREFIX + "/progress.json")
+async def progress_json(request: Request, task: list[str] = Query(default=[], max_length=200)):
+    """What the pages' JavaScript polls every second: these tasks' progress and the ids of
+    the tasks in flight."""
+    try:
+        who = await viewer(request)
+        routes.need(who, "read")
+        svc = _svc(request)
+        data = await svc.call(_progress_of, svc, who, task)
+    except SignIn:
+        return JSONResponse({"error": "signed out"}, status_code=401, headers=SECURITY_HEADERS)
+    except (Problem, DomainError, StoreError, ProjectionStopped) as error:
+        problem = from_exception(error)
+        return JSONResponse({"error": problem.detail}, status_code=problem.status,
+                            headers={**SECURITY_HEADERS, **problem.headers})
+    return Response(orjson.dumps(data), media_type="application/json", headers=SECURITY_HEADERS)
