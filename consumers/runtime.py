@@ -32,6 +32,7 @@ from datetime import timedelta
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseInfo
+from consumers import metrics
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
 from projections.runner import BATCH
@@ -65,6 +66,8 @@ class Runtime:
         self.progress: dict[str, tuple[int, float]] = {}  # task -> (stream version, since when)
         self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
         self.poke = asyncio.Event()  # set by nudge(): look at the log now, not at the next poll
+        metrics.track_engine(engine)  # observability: its commands and conflicts
+        metrics.install(self.settings)  # observability: the prober's metrics
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -92,6 +95,11 @@ class Runtime:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._supervised("heartbeat", self._heartbeat(stop), stop))
                     group.create_task(self._supervised("follower", self._follow(stop), stop))
+                    if self.only_task is None:  # webhooks: task ends -> signed POSTs (consumers/webhooks.py)
+                        from consumers.webhooks import Webhooks
+
+                        group.create_task(self._supervised("webhooks", Webhooks(self.engine, self.settings).run(stop),
+                                                           stop))
             except BaseExceptionGroup as crashed:
                 cause = crashed.exceptions[0]
                 raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
@@ -141,7 +149,8 @@ class Runtime:
         reason = f"engine_outage: down {down_for:.0f}s, grace {self.settings.outage_grace:g}s"
         for task_id in self.db.read.active_task_ids():
             if self.engine.task(task_id).status == "processing":
-                log.warning("task %s failed: %s", task_id, reason)
+                log.warning("task %s failed: %s", task_id, reason, extra=metrics.task_ids(self.engine, task_id))
+                metrics.system_failure("engine_outage")
                 self.engine.fail_for_system(task_id, reason)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -166,7 +175,9 @@ class Runtime:
             if version != seen:
                 self.progress[task_id] = (version, now)
             elif now - since > self.settings.task_stall_timeout:
-                log.error("task %s made no progress for %.0f s; failing it", task_id, now - since)
+                log.error("task %s made no progress for %.0f s; failing it", task_id, now - since,
+                          extra=metrics.task_ids(self.engine, task_id))
+                metrics.system_failure("stalled")
                 self.engine.fail_for_system(task_id, f"stalled: no progress for {now - since:.0f}s")
                 self.progress.pop(task_id, None)
 
@@ -207,7 +218,8 @@ class Runtime:
         if task_id in self.drivers:
             return
         self.wakeups[task_id] = asyncio.Event()
-        log.info("driving task %s", task_id)
+        log.info("driving task %s", task_id, extra=metrics.task_ids(self.engine, task_id))
+        metrics.TASKS_DRIVEN.inc()
         self.drivers[task_id] = asyncio.create_task(self._drive(task_id), name=f"drive-{task_id}")
         self.drivers[task_id].add_done_callback(lambda _t, tid=task_id: self._driver_done(tid))
 
@@ -215,10 +227,12 @@ class Runtime:
         task = self.drivers.pop(task_id, None)
         self.wakeups.pop(task_id, None)
         self.progress.pop(task_id, None)
+        metrics.TASKS_DRIVEN.dec()
+        ids = metrics.task_ids(self.engine, task_id)
         if task is not None and not task.cancelled() and task.exception() is not None:
-            log.error("driver of task %s crashed", task_id, exc_info=task.exception())
+            log.error("driver of task %s crashed", task_id, exc_info=task.exception(), extra=ids)
         else:
-            log.info("task %s: %s", task_id, self.engine.task(task_id).status)
+            log.info("task %s: %s", task_id, self.engine.task(task_id).status, extra=ids)
 
     async def _stop_drivers(self) -> None:
         drivers = list(self.drivers.values())
@@ -241,10 +255,13 @@ class Runtime:
                 except Exception as error:
                     failures += 1
                     if self._transient(error) or failures <= self.settings.driver_retries:
-                        log.warning("driving task %s (try %d): %s", task_id, failures, error)
+                        log.warning("driving task %s (try %d): %s", task_id, failures, error,
+                                    extra=metrics.task_ids(self.engine, task_id))
                         await asyncio.sleep(self._backoff(failures))
                         continue
-                    log.error("driving task %s failed %d times: %s; failing the task", task_id, failures, error)
+                    log.error("driving task %s failed %d times: %s; failing the task", task_id, failures, error,
+                              extra=metrics.task_ids(self.engine, task_id))
+                    metrics.system_failure("engine_error")
                     self.engine.fail_for_system(task_id, f"engine_error: {type(error).__name__}: {error}"[:500])
         finally:
             await _cancel_all(jobs)
@@ -279,11 +296,12 @@ class Runtime:
             crashes[chunk_no] = crashes.get(chunk_no, 0) + 1
             if not self._transient(error) and crashes[chunk_no] > self.settings.driver_retries:
                 log.error("worker of %s chunk %s failed %d times: %s; failing the chunk", task_id, chunk_no,
-                          crashes[chunk_no], error)
+                          crashes[chunk_no], error, extra=metrics.task_ids(self.engine, task_id, chunk_no=chunk_no))
                 self.engine.fail_chunk(task_id, chunk_no, f"engine_error: {type(error).__name__}: {error}"[:500])
             else:
                 log.warning("worker of %s chunk %s failed (try %d): %s; retrying", task_id, chunk_no,
-                            crashes[chunk_no], error, exc_info=log.isEnabledFor(logging.DEBUG))
+                            crashes[chunk_no], error, exc_info=log.isEnabledFor(logging.DEBUG),
+                            extra=metrics.task_ids(self.engine, task_id, chunk_no=chunk_no))
                 await asyncio.sleep(self._backoff(crashes[chunk_no]))
         return True
 

@@ -20,7 +20,7 @@ def schedule(engine: Engine, task_id: str, provider: str, tier: str, window: int
         return state
     submitting = chunks_to_submit(state, window)
     for chunk_no in submitting:
-        addresses = engine.inputs.chunk(state.upload_id, chunk_no, state.chunk_size)
+        addresses = engine.staged_chunk(state, chunk_no)
         engine.submit_chunk(task_id, chunk_no, addresses, provider, tier)
         state = engine.task(task_id)
     if submitting and state.chunks_submitted == state.total_chunks:

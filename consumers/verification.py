@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Protocol, Sequence
 
+from consumers import metrics
 from consumers.providers import to_result
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
@@ -47,16 +48,35 @@ class OutageClock:
     def went_down(self) -> float:
         """Records the outage (if new) and returns how long it has lasted."""
         self.down_since = self.down_since or time.monotonic()
+        metrics.PROVIDER_UNAVAILABLE.set(1)  # observability
         return time.monotonic() - self.down_since
 
     def call_went_through(self, started: float) -> None:
         """A call begun after the outage began worked: the outage is over."""
         if self.down_since is not None and started > self.down_since:
             self.down_since = None
+            metrics.PROVIDER_UNAVAILABLE.set(0)  # observability
 
 
 async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                        slots: asyncio.Semaphore, label: str = "") -> None:
+    # observability: the chunk's latency by outcome, and chunks in flight
+    started, outcome = time.monotonic(), "error"
+    metrics.CHUNKS_IN_FLIGHT.inc()
+    try:
+        outcome = await _verify_chunk(provider, settings, sink, outage, slots, label)
+    except asyncio.CancelledError:
+        outcome = "stopped"
+        raise
+    finally:
+        metrics.CHUNKS_IN_FLIGHT.dec()
+        metrics.CHUNK_SECONDS.labels(outcome).observe(time.monotonic() - started)
+
+
+async def _verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+                        slots: asyncio.Semaphore, label: str = "") -> str:
+    """The loop; returns its outcome (a label of vec_chunk_seconds)."""
+    ids = {"task_id": getattr(sink, "task_id", None), "chunk_no": getattr(sink, "chunk_no", None)}  # for the logs
     buffer: list[Result] = []
 
     async def flush() -> None:
@@ -71,16 +91,16 @@ async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outa
             try:
                 await flush()
             except Exception as error:  # noqa: BLE001 - recorded again at the end of the chunk
-                log.warning("recording results of %s: %s", label, error)
+                log.warning("recording results of %s: %s", label, error, extra=ids)
 
     def on_result(answer) -> None:
         buffer.append(to_result(answer))
 
-    attempt = 0
+    attempt, paused = 0, False
     while True:
         todo = await sink.pending()
         if not todo:
-            return
+            return "nothing_pending" if attempt == 0 and not paused else "verified"
         flusher = asyncio.create_task(flush_now_and_then())
         try:
             async with slots:
@@ -89,29 +109,37 @@ async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outa
             outage.call_went_through(started)
             buffer[:] = [to_result(a) for a in answers]
             answered = {r.address for r in buffer}
+            missing = [a for a in todo if a not in answered]
+            if missing:
+                metrics.provider_error("no_answer", len(missing))  # observability
             buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
-                          for a in todo if a not in answered)
+                          for a in missing)
             await flush()
-            return
+            return "verified"
         except asyncio.CancelledError:
             await asyncio.shield(flush())  # the task stopped: late results, logged and not charged
             raise
         except ProviderUnavailable as error:
             await flush()
+            metrics.provider_error("unavailable")  # observability
             down_for = outage.went_down()
             if down_for > settings.provider_deadline:
+                metrics.system_failure("provider_deadline")  # observability
                 await sink.fail_task(f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
-                return
-            log.warning("provider unavailable (%s); %s paused", error, label)
+                return "task_failed"
+            log.warning("provider unavailable (%s); %s paused", error, label, extra=ids)
+            metrics.OUTAGE_PAUSES.inc()  # observability
+            paused = True
             attempt = 0
             await asyncio.sleep(min(settings.retry_backoff, 5.0))
             continue
         except ProviderError as error:
             await flush()
+            metrics.provider_error("rejected")  # observability
             attempt += 1
             if attempt > settings.chunk_retries:
                 await sink.fail_chunk(f"{type(error).__name__}: {error}"[:500])
-                return
+                return "chunk_failed"
         finally:
             flusher.cancel()
         await asyncio.sleep(min(settings.retry_backoff * 2 ** max(attempt - 1, 0), 30.0))

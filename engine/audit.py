@@ -55,7 +55,8 @@ def audit(db) -> AuditReport:
         fresh_conn = connect(str(Path(scratch) / "fresh.db"))
         try:
             with db.snapshot():
-                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), db.events.read_all)
+                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), db.events.read_all,
+                                         seal_row=db.projector.seal_row)  # sealed as the live rows are
                 return _audit_snapshot(db, fresh, fresh_conn)
         finally:
             fresh_conn.close()

@@ -1,7 +1,10 @@
 """Engine settings, from the environment (prefix VEC_) or a .env file."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import math  # webhooks: parse_schedule
+from typing import Literal  # observability: log_format
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,9 +52,50 @@ class EngineSettings(BaseSettings):
     stop_poll_interval: float = Field(0.25, gt=0, description="seconds between a worker's looks for stopped tasks")
     worker_ttl: float = Field(10.0, gt=0, description="seconds after its last heartbeat a fleet process counts as gone")
 
+    # --- signed webhooks on task end (consumers/webhooks.py) ------------------------------
+    webhook_timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery attempt may take, "
+                                   "resolution and answer included")
+    webhook_retry_schedule: str = Field("5,30,120,600,1800,3600,7200,18000,36000",
+                                        description="seconds before each retry, comma-separated; the last repeats")
+    webhook_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a delivery fails for good")
+    webhook_concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
+    webhook_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for task ends and due "
+                                         "deliveries")
+    webhook_allow_loopback: bool = Field(False, description="tests only: webhooks may go to loopback addresses "
+                                         "(never to private, link-local or metadata ones)")
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+    # --- end of the webhook settings ------------------------------------------------------
+
+    # --- observability: Prometheus metrics and structured logs (consumers/metrics.py) -------
+    metrics_port: int = Field(0, ge=0, le=65535, description="`vec run` serves Prometheus metrics at "
+                              "http://VEC_METRICS_HOST:PORT/metrics; 0: off (`vec serve` has /metrics on the API)")
+    metrics_host: str = Field("127.0.0.1", description="where `vec run` serves its metrics (0.0.0.0 in a container)")
+    metrics_cache: float = Field(2.0, ge=0, description="seconds a scrape of the store's state is reused")
+    metrics_mx_hosts: int = Field(20, ge=1, le=1000, description="MX hosts with a series of their own in "
+                                  "vec_smtp_sessions_open; the rest add up as mx=\"other\"")
+    log_format: Literal["text", "json"] = Field("text", description="logs of long-running processes: text, or "
+                                                "JSON lines with task, account and correlation ids")
+    # --- end of the observability settings ------------------------------------------------
+
     @model_validator(mode="after")
     def _stall_after_deadline(self) -> "EngineSettings":
         if self.task_stall_timeout <= self.provider_deadline:
             raise ValueError("task_stall_timeout must be longer than provider_deadline "
                              "(a paused task must get its provider deadline first)")
         return self
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:  # webhooks: VEC_WEBHOOK_RETRY_SCHEDULE
+    """'5,30,120' -> (5.0, 30.0, 120.0): seconds before each retry; the last one repeats."""
+    try:
+        steps = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"a retry schedule is seconds separated by commas (e.g. 5,30,120), not {text!r}") from None
+    if not steps or any(not math.isfinite(s) or not 0 <= s <= 30 * 86400 for s in steps):
+        raise ValueError(f"a retry schedule needs at least one step, each 0 to 2592000 seconds (30 days): {text!r}")
+    return steps

@@ -33,6 +33,7 @@ from events import (
     TaskCancelled,
     TaskCompleted,
     TaskCreated,
+    TaskDataErased,
     TaskDeleted,
     TaskFailed,
     account_stream,
@@ -68,15 +69,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def event_key(event: Event) -> str | None:
-    """The natural key of a task-stream event: re-emitting the same fact gives the same id."""
+def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | None:
+    """The natural key of a task-stream event: re-emitting the same fact gives the same id.
+    An address enters the key through `mac`, the task's keyed digest (engine/keyring.py): an
+    event id must not be a guessable digest of an address."""
     match event:
         case TaskCreated():
             return "created"
         case ChunkSubmitted(chunk_no=n):
             return f"chunk/{n}"
         case AddressVerified(chunk_no=n, address=a) | ResultUnknown(chunk_no=n, address=a):
-            return f"result/{n}/{a}"
+            return f"result/{n}/{mac(a)}"
         case ChunkFailed(chunk_no=n):
             return f"chunk-failed/{n}"
         case TaskCancelled():
@@ -89,6 +92,8 @@ def event_key(event: Event) -> str | None:
             return "system-failure"
         case TaskDeleted():
             return "deleted"
+        case TaskDataErased():
+            return "erased"
     return None
 
 
@@ -366,7 +371,9 @@ class Engine:
         accounts.refuse_duplicate_upload(self.account(account_id), sha256, self.clock(), duplicate_window)
         task_id, upload_id = self._new_task_id(task_id)
         report = FileReport()
-        report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock())
+        sealer = self._sealer(task_id, create=True)
+        report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock(),
+                                          sealer.seal if sealer else None)
         try:
             if report.unique == 0:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
@@ -384,15 +391,19 @@ class Engine:
         if "@" not in address:
             raise InvalidCommand(f"{address!r} is not an e-mail address")
         self._require_account(account_id)
-        sha256 = hashlib.sha256(address.lower().encode()).hexdigest()
-        idempotency = self._idempotency(idempotency_key, "create", account_id, "single", sha256)
+        # a keyed digest of the address tells a retry from another command; the log keeps none
+        keyring = getattr(self.db, "keyring", None)
+        digest = (hmac.new(keyring.pepper(), address.lower().encode(), hashlib.sha256).hexdigest() if keyring
+                  else hashlib.sha256(address.lower().encode()).hexdigest())
+        idempotency = self._idempotency(idempotency_key, "create", account_id, "single", digest)
         earlier = self._created_earlier(idempotency)
         if earlier is not None:
             return earlier.stream.removeprefix("task-")
         task_id, upload_id = self._new_task_id(task_id)
-        self.inputs.stage(upload_id, [address], self.clock())
+        sealer = self._sealer(task_id, create=True)
+        self.inputs.stage(upload_id, [address], self.clock(), sealer.seal if sealer else None)
         try:
-            return self._create(account_id, task_id, upload_id, "single", 1, "single", sha256, 1, idempotency)
+            return self._create(account_id, task_id, upload_id, "single", 1, "single", "", 1, idempotency)
         except BaseException:
             self.inputs.discard(upload_id)
             raise
@@ -440,23 +451,24 @@ class Engine:
 
     # --- running tasks ----------------------------------------------------------------
 
-    def _task_command(self, task_id: str, command: tasks.TaskCommand) -> list[RecordedEvent]:
+    def _task_command(self, task_id: str, command: tasks.TaskCommand, deleted_too: bool = False) -> list[RecordedEvent]:
         """Decides a task command and the refunds it causes, in one atomic append."""
         t_stream = task_stream(task_id)
         task_state = self.task(task_id)
-        if not task_state.exists:
+        if task_state.status == "new" or (task_state.deleted and not deleted_too):
             raise TaskNotFound(f"no such task: {task_id}")
         a_stream = account_stream(task_state.account_id or "")
+        mac = self._mac(task_id)
 
         def plan(states):
             decided = tasks.decide(command, states[t_stream])
-            planned = [Planned(t_stream, e, event_key(e)) for e in decided]
+            planned = [Planned(t_stream, e, event_key(e, mac)) for e in decided]
             account = states[a_stream]
             for cause, amount, reason in tasks.refunds_for(decided):
                 for refund in accounts.decide(accounts.RefundCredits(task_id, amount, reason), account):
                     account = accounts.evolve(account, refund)
-                    cause_id = str(deterministic_id(t_stream, event_key(cause)))
-                    planned.append(Planned(a_stream, refund, f"refund/{task_id}/{event_key(cause)}", cause_id))
+                    cause_id = str(deterministic_id(t_stream, event_key(cause, mac)))
+                    planned.append(Planned(a_stream, refund, f"refund/{task_id}/{event_key(cause, mac)}", cause_id))
             return planned
 
         return self._execute([t_stream, a_stream], plan, None, task_id, loose=(a_stream,))
@@ -479,8 +491,38 @@ class Engine:
         return self._task_command(task_id, tasks.FailForSystem(reason))
 
     def delete_task(self, task_id: str) -> list[RecordedEvent]:
+        """Hides a finished task from the customer and erases its per-address data (the help
+        center's "delete": the task's counts and the Credits History stay for audit)."""
         recorded = self._task_command(task_id, tasks.DeleteTask())
-        self.inputs.discard(self.task(task_id).upload_id)
+        return recorded + self.erase_task(task_id, "request")
+
+    # --- personal data: sealing and erasure (engine/keyring.py) -------------------------
+
+    def _sealer(self, task_id: str, create: bool = False):
+        keyring = getattr(self.db, "keyring", None)
+        return keyring.sealer(task_id, create=create) if keyring is not None else None
+
+    def _mac(self, task_id: str) -> Callable[[str], str]:
+        sealer = self._sealer(task_id)
+        return sealer.mac if sealer is not None else (lambda text: text)
+
+    def staged_chunk(self, state: tasks.TaskState, chunk_no: int) -> list[str]:
+        """The addresses of a chunk to submit, from the staged inputs (opened with the task's key)."""
+        sealer = self._sealer(state.task_id)
+        return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size, sealer.open if sealer else None)
+
+    def erase_task(self, task_id: str, reason: str = "request") -> list[RecordedEvent]:
+        """Erases a finished task's per-address data for good: the erasure is recorded, then the
+        task's key is destroyed (its sealed addresses in the log can no longer be read) and its
+        staged inputs dropped; its results leave the read models. Counts and money stay. Safe
+        to run again (a crash between the two steps is finished by the next run)."""
+        recorded = self._task_command(task_id, tasks.EraseTaskData(reason), deleted_too=True)
+        state = self.task(task_id)
+        if state.erased:
+            self.inputs.discard(state.upload_id)
+            keyring = getattr(self.db, "keyring", None)
+            if keyring is not None and keyring.sealer(task_id) is not None:
+                keyring.destroy(task_id)
         return recorded
 
     # --- helpers ----------------------------------------------------------------------

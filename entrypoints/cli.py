@@ -147,15 +147,18 @@ def _cell(value: Any, width: int | None) -> str:
 @click.group()
 @click.option("--store", envvar="VEC_STORE", help="store URL (default sqlite:///./vec.db)")
 @click.option("-v", "--verbose", is_flag=True, help="log what the engine does")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="VEC_LOG_FORMAT",  # observability
+              help="logs as text (default) or JSON lines with task, account and correlation ids (VEC_LOG_FORMAT)")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, store: str | None, verbose: bool, log_format: str | None = None) -> None:
     """VEC: the event-sourced email-verification engine."""
+    from entrypoints.logs import configure as configure_logs  # observability
+
     # A long-running engine logs what ops must see; a one-shot command prints its own
     # outcome (or one error line) and logs only when asked (-v).
     quiet = logging.WARNING if ctx.invoked_subcommand in ("run", "serve") else logging.CRITICAL
-    logging.basicConfig(level=logging.INFO if verbose else quiet,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = Context(store)
+    configure_logs(log_format or ctx.obj.settings.log_format, logging.INFO if verbose else quiet)
 
 
 # --- accounts and credits -------------------------------------------------------------
@@ -284,6 +287,78 @@ def apikey_list(ctx: Context, account_id: str, as_json: bool) -> None:
     """The keys of ACCOUNT_ID (never the keys themselves)."""
     emit(ctx.fresh_db("api_keys").read.api_keys(account_id), as_json, title=f"API keys of {account_id}",
          columns=("key_id", "scopes", "label", "created_at", "revoked_at"))
+
+
+# --- webhooks (consumers/webhooks.py) ----------------------------------------------------
+
+def _webhooks(ctx: Context):
+    from consumers.webhooks import WebhookStore
+
+    return WebhookStore(ctx.db.projector.sql, ctx.engine.clock).ensure_schema()
+
+
+@cli.group()
+def webhooks() -> None:
+    """Signed webhooks (Standard Webhooks) on task end: endpoints, deliveries, attempts."""
+
+
+@command(webhooks, "add")
+@click.argument("account_id")
+@click.argument("url")
+@click.option("--description", default="", help="a note for people")
+def webhooks_add(ctx: Context, account_id: str, url: str, description: str, as_json: bool) -> None:
+    """Register URL for ACCOUNT_ID's task ends; prints the signing secret, once."""
+    if not ctx.engine.account(account_id).opened:
+        raise DomainError(f"no such account: {account_id}")
+    row = _webhooks(ctx).add_endpoint(account_id, url, description, ctx.db.events.head(),
+                                      f"cli:{getpass.getuser()}", ctx.settings.webhook_allow_loopback)
+    emit(row, as_json)
+    if not as_json:
+        err.print("Store the secret now (receivers verify the webhook-signature with it): it is not shown again.")
+
+
+@command(webhooks, "list")
+@click.argument("account_id")
+@click.option("--all", "show_all", is_flag=True, help="also removed endpoints")
+def webhooks_list(ctx: Context, account_id: str, show_all: bool, as_json: bool) -> None:
+    """The endpoints of ACCOUNT_ID (never their secrets)."""
+    emit(_webhooks(ctx).endpoints(account_id, show_all), as_json, title=f"Webhooks of {account_id}",
+         columns=("endpoint_id", "url", "created_at", "disabled_at"))
+
+
+@command(webhooks, "remove")
+@click.argument("endpoint_id")
+def webhooks_remove(ctx: Context, endpoint_id: str, as_json: bool) -> None:
+    """Remove an endpoint: nothing more is sent to it; its pending deliveries fail."""
+    store = _webhooks(ctx)
+    if store.endpoint(endpoint_id) is None:
+        raise DomainError(f"no such webhook endpoint: {endpoint_id}")
+    emit(store.remove_endpoint(endpoint_id), as_json)
+
+
+@command(webhooks, "deliveries")
+@click.argument("account_id", required=False)
+@click.option("--endpoint", "endpoint_id", help="only to this endpoint")
+@click.option("--status", type=click.Choice(["pending", "delivered", "failed"]))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def webhooks_deliveries(ctx: Context, account_id: str | None, endpoint_id: str | None, status: str | None,
+                        limit: int, as_json: bool) -> None:
+    """Deliveries, newest first (of ACCOUNT_ID, or all); --json adds every attempt (attempt_log)."""
+    rows = _webhooks(ctx).deliveries(account_id, endpoint_id, status, limit=limit, with_attempts=as_json)
+    emit(rows, as_json, title="Webhook deliveries", columns=("delivery_id", "task_id", "event_type", "status",
+                                                            "attempts", "last_status_code", "last_error",
+                                                            "next_attempt_at"))
+
+
+@command(webhooks, "attempts")
+@click.argument("delivery_id")
+def webhooks_attempts(ctx: Context, delivery_id: str, as_json: bool) -> None:
+    """Every attempt of one delivery (its webhook-id)."""
+    store = _webhooks(ctx)
+    if store.delivery(delivery_id) is None:
+        raise DomainError(f"no such delivery: {delivery_id}")
+    emit(store.attempts(delivery_id), as_json, title=f"Attempts of {delivery_id}",
+         columns=("attempt", "started_at", "outcome", "status_code", "duration_ms", "error"))
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -446,6 +521,7 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     distributed = bool(roles) or ctx.distributed
     if distributed and ctx.engine.db.fleet is None:
         raise DomainError("--role needs the distributed mode: VEC_STORE=postgresql://... and VEC_KAFKA_BOOTSTRAP")
+    stop_metrics = _serve_metrics(ctx, state=set(roles) != {"worker"})  # observability: VEC_METRICS_PORT
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -473,7 +549,26 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
         err.print(f"vec engine stopped ({stats['commands']} commands, {stats['conflicts']} decided again after a "
                   f"concurrency conflict: {rate:.2%})")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if stop_metrics is not None:  # observability
+            stop_metrics()
+
+
+def _serve_metrics(ctx: Context, state: bool):
+    """observability: /metrics of `vec run` on VEC_METRICS_HOST:VEC_METRICS_PORT (0: off). A
+    worker-only process exports its process metrics; the others the store's state too."""
+    from consumers import metrics
+
+    try:
+        stop = metrics.serve(ctx.settings, state=state)
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on {ctx.settings.metrics_host}:"
+                                   f"{ctx.settings.metrics_port}: {error}") from None
+    if stop is not None:
+        err.print(f"metrics on http://{ctx.settings.metrics_host}:{ctx.settings.metrics_port}/metrics")
+    return stop
 
 
 @command(cli, "serve", json_flag=False)

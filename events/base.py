@@ -21,6 +21,10 @@ class Event:
     """A fact. Subclasses are frozen dataclasses holding only the payload."""
 
     schema_version: ClassVar[int] = 1
+    # Fields holding a customer's personal data (addresses, and texts that may quote them).
+    # The store seals them with the task's own key, so destroying the key erases them
+    # from an immutable log ("crypto-shredding"); see engine/keyring.py.
+    personal: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def type_name(cls) -> str:

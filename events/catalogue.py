@@ -76,6 +76,14 @@ class MonthlyCreditsExpired(Event):
 
 @register
 @dataclass(frozen=True)
+class RetentionSet(Event):
+    """Extra: how many days after a task finishes its per-address data is erased."""
+
+    days: int
+
+
+@register
+@dataclass(frozen=True)
 class ApiKeyIssued(Event):
     """Extra: an API key of the account. Only the SHA-256 of its secret is kept."""
 
@@ -112,6 +120,7 @@ class TaskCreated(Event):
 @register
 @dataclass(frozen=True)
 class ChunkSubmitted(Event):
+    personal = ("addresses",)
     chunk_no: int
     addresses: tuple[str, ...]
     provider: str
@@ -123,6 +132,7 @@ class ChunkSubmitted(Event):
 class AddressVerified(Event):
     # v2 added the evidence: reply, mx_host, flags (v1 events read them empty)
     schema_version = 2
+    personal = ("address", "reply")
     address: str
     status: Definitive
     detail: str  # the reason: user_unknown, catch_all, full_inbox, role... ("" for a plain safe)
@@ -138,6 +148,7 @@ class AddressVerified(Event):
 @dataclass(frozen=True)
 class ResultUnknown(Event):
     schema_version = 2  # as AddressVerified
+    personal = ("address", "detail", "reply")
     address: str
     reason: UnknownReason
     detail: str = ""
@@ -152,6 +163,7 @@ class ResultUnknown(Event):
 @register
 @dataclass(frozen=True)
 class ChunkFailed(Event):
+    personal = ("error", "addresses")
     chunk_no: int
     error: str
     addresses: tuple[str, ...] = field(default=())  # extra: the ones refunded by this failure
@@ -187,3 +199,13 @@ class SystemFailure(Event):
 @dataclass(frozen=True)
 class TaskDeleted(Event):
     pass
+
+
+@register
+@dataclass(frozen=True)
+class TaskDataErased(Event):
+    """Extra: the task's per-address data is gone for good: its key was destroyed (the log's
+    sealed addresses can no longer be read), its results and staged inputs deleted. Counts
+    and money stay."""
+
+    reason: Literal["retention", "request", "account"]

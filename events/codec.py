@@ -1,7 +1,7 @@
 """JSON (de)serialisation of events, with upcasting of old shapes on the way in."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -16,21 +16,41 @@ class UnknownEventType(Exception):
     pass
 
 
-def encode(event: Event) -> str:
-    """Compact JSON with sorted keys: one canonical text per event."""
-    return orjson.dumps(event.payload(), option=orjson.OPT_SORT_KEYS).decode()
+Transform = Callable[[str], str]
 
 
-def decode(type_name: str, schema_version: int, data: str | dict[str, Any]) -> Event:
+def encode(event: Event, seal: Transform | None = None) -> str:
+    """Compact JSON with sorted keys: one canonical text per event. With `seal`, the event's
+    personal fields are stored sealed (each string, or each string of a tuple)."""
+    payload = event.payload()
+    if seal is not None:
+        for name in event.personal:
+            payload[name] = _each(payload[name], seal)
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def decode(type_name: str, schema_version: int, data: str | dict[str, Any], open_: Transform | None = None) -> Event:
+    """The event from its stored text, upcast to this code's shape; with `open_`, its sealed
+    personal fields are opened (an erased task's come back as stable placeholders)."""
     cls = REGISTRY.get(type_name)
     if cls is None:
         raise UnknownEventType(type_name)
     payload = orjson.loads(data) if isinstance(data, str) else dict(data)
     payload = upcast(type_name, schema_version, cls.schema_version, payload)
+    if open_ is not None:
+        for name in cls.personal:
+            if name in payload:
+                payload[name] = _each(payload[name], open_)
     for name, value in payload.items():
         if isinstance(value, list):
             payload[name] = tuple(value)
     return cls(**payload)
+
+
+def _each(value, transform: Transform):
+    if isinstance(value, str):
+        return transform(value) if value else value
+    return [transform(v) for v in value]
 
 
 def to_wire(recorded: RecordedEvent) -> bytes:

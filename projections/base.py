@@ -21,6 +21,7 @@ class Table:
     key: tuple[str, ...]
     ints: frozenset[str] = frozenset()  # columns holding whole numbers (64-bit); the others hold text
     indexes: tuple[tuple[str, ...], ...] = ()  # secondary indexes the queries need
+    personal: frozenset[str] = frozenset()  # columns of personal data: stored sealed (engine/keyring.py)
 
     def key_of(self, row: Row) -> tuple:
         return tuple(row[c] for c in self.key)

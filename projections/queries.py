@@ -3,13 +3,14 @@ backend (through a SqlSession)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from projections.read_models import API_KEYS, BALANCES, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
-               "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by")
+               "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by",
+               "results_deleted_at")
 RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags")
 
 
@@ -21,8 +22,10 @@ def _task_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ReadModelQueries:
-    def __init__(self, sql: SqlSession):
+    def __init__(self, sql: SqlSession, open_row: Callable[[str, dict], dict] | None = None):
         self.sql = sql
+        # (task id, row) -> the row with its personal columns opened (engine/keyring.py)
+        self.open_row = open_row or (lambda task_id, row: row)
 
     def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(sql, params)
@@ -78,7 +81,7 @@ class ReadModelQueries:
             sql += " AND status = ?"
             params += (status,)
         for row in self.sql.stream(sql + " ORDER BY position, address", params):
-            yield dict(zip(RESULT_FIELDS, row))
+            yield self.open_row(task_id, dict(zip(RESULT_FIELDS, row)))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()
@@ -114,7 +117,8 @@ class ReadModelQueries:
         return self._rows(sql + " ORDER BY seq LIMIT ?", params + (limit,))
 
     def results_page(self, task_id: str, status: str | None, after: tuple[int, str] | None,
-                     limit: int) -> list[dict[str, Any]]:
+                     limit: int) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """A page of results and the key of its last row (pass it back as `after`)."""
         sql = f"SELECT position, {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE task_id = ?"
         params: tuple = (task_id,)
         if status:
@@ -122,4 +126,6 @@ class ReadModelQueries:
         if after:
             sql, params = sql + " AND (position > ? OR (position = ? AND address > ?))", params + (
                 after[0], after[0], after[1])
-        return self._rows(sql + " ORDER BY position, address LIMIT ?", params + (limit,))
+        rows = self._rows(sql + " ORDER BY position, address LIMIT ?", params + (limit,))
+        last = (rows[-1]["position"], rows[-1]["address"]) if rows else None  # as stored: the key sorts on it
+        return [self.open_row(task_id, {k: v for k, v in r.items() if k != "position"}) for r in rows], last

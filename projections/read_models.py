@@ -20,6 +20,7 @@ from events import (
     TaskCancelled,
     TaskCompleted,
     TaskCreated,
+    TaskDataErased,
     TaskDeleted,
     TaskFailed,
 )
@@ -29,7 +30,7 @@ TASKS = Table(
     "rm_tasks",
     ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "failed",
      "refunded", "consumed", "debited", "late", "chunks_submitted", "chunks_total", "source", "sha256",
-     "created_at", "finished_at", "deleted", "created_by"),
+     "created_at", "finished_at", "deleted", "created_by", "results_deleted_at"),
     ("task_id",),
     frozenset({"partial_failure", "total", "verified", "unknown", "failed", "refunded", "consumed", "debited",
                "late", "chunks_submitted", "chunks_total", "deleted"}),
@@ -48,7 +49,8 @@ HISTORY = Table(
 )
 RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
                                "flags", "chunk_no", "position"),
-                ("task_id", "address"), frozenset({"chunk_no", "position"}), (("task_id", "position"),))
+                ("task_id", "address"), frozenset({"chunk_no", "position"}), (("task_id", "position"),),
+                frozenset({"address", "detail", "reply"}))
 
 API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "created_at", "revoked_at"),
                  ("key_id",), frozenset(), (("account_id",),))
@@ -81,7 +83,7 @@ class TasksProjection:
                 "refunded": 0, "consumed": 0, "debited": 0, "late": 0, "chunks_submitted": 0,
                 "chunks_total": -(-event.address_count // event.chunk_size), "source": event.source,
                 "sha256": event.sha256, "created_at": recorded.occurred_at.isoformat(), "finished_at": None,
-                "deleted": 0, "created_by": recorded.actor,
+                "deleted": 0, "created_by": recorded.actor, "results_deleted_at": None,
             })]
         if isinstance(event, (CreditsDebited, CreditsRefunded)):
             task = view.get(TASKS.name, (event.task_id,))
@@ -123,6 +125,9 @@ class TasksProjection:
             task["status"], task["finished_at"] = "failed", finished
         elif isinstance(event, TaskDeleted):
             task["deleted"] = 1
+        elif isinstance(event, TaskDataErased):
+            # the product's "deleted" status: per-address data gone, counts kept
+            task["status"], task["results_deleted_at"] = "deleted", recorded.occurred_at.isoformat()
         else:
             return []
         return [Put(TASKS.name, task)]
@@ -196,7 +201,7 @@ class ResultsProjection:
                 "task_id": task_id, "address": a, "status": "unknown", "reason": "provider_error",
                 "detail": event.error, "tier": "", "reply": "", "mx_host": "", "flags": "",
                 "chunk_no": event.chunk_no, "position": recorded.position}) for a in event.addresses]
-        if isinstance(event, TaskDeleted):
+        if isinstance(event, (TaskDeleted, TaskDataErased)):
             return [DeleteWhere(RESULTS.name, "task_id", task_id)]
         return []
 

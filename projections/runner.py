@@ -21,6 +21,8 @@ from projections.sql import SqlSession, upsert_sql
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
 # after + 1, or None when it does not hold them
 Recent = Callable[[int, int], "list[RecordedEvent] | None"]
+# (table, row) -> the row as stored: its personal columns sealed (engine/keyring.py)
+SealRow = Callable[[Table, Row], Row]
 
 log = logging.getLogger("vec.projector")
 
@@ -54,8 +56,8 @@ class _Poisoned(Exception):
 class _SqlView:
     """Rows of the tables as of the last flush, plus this batch's changes held in memory."""
 
-    def __init__(self, sql: SqlSession, specs: dict[str, Table]):
-        self.sql, self.specs = sql, specs
+    def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
+        self.sql, self.specs, self.seal_row = sql, specs, seal_row
         self.dirty: dict[str, dict[tuple, Row]] = {name: {} for name in specs}
 
     def get(self, table: str, key: tuple) -> Row | None:
@@ -84,17 +86,23 @@ class _SqlView:
         for name, rows in self.dirty.items():
             if rows:
                 spec = self.specs[name]
-                self.sql.executemany(upsert_sql(spec), [tuple(r[c] for c in spec.columns) for r in rows.values()])
+                if spec.personal and self.seal_row is not None:
+                    stored = (self.seal_row(spec, r) for r in rows.values())
+                else:
+                    stored = iter(rows.values())
+                self.sql.executemany(upsert_sql(spec), [tuple(r[c] for c in spec.columns) for r in stored])
                 rows.clear()
 
 
 class ProjectionRunner:
     def __init__(self, sql: SqlSession, projections: Iterable[Projection],
-                 read_all: Callable[..., Iterator[RecordedEvent]], reshape: bool = True):
+                 read_all: Callable[..., Iterator[RecordedEvent]], reshape: bool = True,
+                 seal_row: SealRow | None = None):
         """`reshape`: drop and refold read models of another shape on open (the embedded store,
         one process); a shared store leaves that to `vec migrate`, so that processes of two
         versions never take turns dropping each other's tables."""
         self.sql = sql
+        self.seal_row = seal_row
         self.projections = list(projections)
         self.read_all = read_all
         self.specs = {t.name: t for p in self.projections for t in p.tables}
@@ -105,7 +113,7 @@ class ProjectionRunner:
     def _drop_if_shape_changed(self, reshape: bool) -> None:
         """Read models are disposable: when this code's tables differ from the stored ones,
         they are dropped and folded again from the log."""
-        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key, sorted(t.ints), t.indexes)
+        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key, sorted(t.ints), t.indexes, sorted(t.personal))
                                            for t in self.specs.values())).encode()).hexdigest()
         if reshape:
             self.sql.create_table(SHAPE)
@@ -176,7 +184,7 @@ class ProjectionRunner:
         running = [p for p in self.projections if p.name not in stopped]
         start = min((checkpoints[p.name] for p in running), default=0)
         end = start + BATCH if until is None else min(start + BATCH, until)
-        view = _SqlView(self.sql, self.specs)
+        view = _SqlView(self.sql, self.specs, self.seal_row)
         last = start
         count = 0
         handed = recent(start, end) if recent is not None else None

@@ -17,6 +17,7 @@ import time
 import uuid
 from datetime import timedelta
 
+from consumers import metrics
 from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.runtime import EngineCrashed
@@ -30,6 +31,7 @@ log = logging.getLogger("vec.fleet")
 
 ROLES = ("relay", "worker", "projector", "watchdog")
 LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
+LEADER_KEYS["webhooks"] = 7316004  # webhooks: the sender, once in the fleet (consumers/webhooks.py)
 STALE_UPLOAD = timedelta(hours=1)
 
 
@@ -53,6 +55,8 @@ class Fleet:
         # The engine's caches are not shared between threads: every engine call of this
         # process (worker, watchdog) runs on this one thread.
         self.call = EngineThread()
+        metrics.track_engine(engine)  # observability: its commands and conflicts
+        metrics.install(settings)  # observability: the prober's metrics
 
     def crash(self, where: str, error: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
@@ -84,6 +88,8 @@ class Fleet:
                 for role in ("projector", "watchdog"):
                     if role in self.roles:
                         group.create_task(self._guard(role, self._lead(role, stop), stop))
+                if "watchdog" in self.roles:  # webhooks: elected among the watchdog processes, its own lock
+                    group.create_task(self._guard("webhooks", self._lead("webhooks", stop), stop))
         except BaseExceptionGroup as crashed:
             cause = crashed.exceptions[0]
             raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
@@ -165,6 +171,7 @@ class Fleet:
         from engine.relay import Relay
 
         relay = self.relay = Relay(self.settings.store, self.settings, name=self.worker_id)
+        metrics.track_relay(relay)  # observability: vec_relay_published_total
         halt = threading.Event()
         thread = asyncio.create_task(asyncio.to_thread(relay.run, halt))
         waiter = asyncio.create_task(stop.wait())
@@ -211,6 +218,16 @@ class Fleet:
                 await call(producer.close, 5)
                 self._producer = None
 
+    async def _webhooks(self, until: "_Until") -> None:
+        """Webhooks (consumers/webhooks.py): the log's task ends to signed POSTs, by the leader."""
+        from consumers.webhooks import Webhooks
+
+        call = EngineThread()  # an engine of its own, on a thread of its own: no cache shared between threads
+        try:
+            await Webhooks(Engine(self.db, self.settings), self.settings, call).run(until)
+        finally:
+            call.close()
+
     def _watch_once(self, started: float, unclaimed_since: dict) -> None:
         engine, settings, fleet = self.engine, self.settings, self.db.fleet
         self.db.catch_up()
@@ -222,7 +239,8 @@ class Fleet:
         if processing and quiet_for > settings.outage_grace:
             for task_id in processing:
                 reason = f"engine_outage: no worker alive for {quiet_for:.0f}s, grace {settings.outage_grace:g}s"
-                log.warning("task %s failed: %s", task_id, reason)
+                log.warning("task %s failed: %s", task_id, reason, extra=metrics.task_ids(engine, task_id))
+                metrics.system_failure("engine_outage")
                 engine.fail_for_system(task_id, reason)
             return
         if quiet_for > settings.worker_ttl:
@@ -240,7 +258,9 @@ class Fleet:
                     continue
                 first = unclaimed_since.setdefault(key, time.monotonic())
                 if time.monotonic() - first > settings.claim_ttl:
-                    log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id)
+                    log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id,
+                             extra=metrics.task_ids(engine, task_id, chunk_no=chunk_no))
+                    metrics.REDISPATCHED.inc()
                     self._redispatch(task_id, chunk_no)
                     unclaimed_since[key] = time.monotonic()
         for key in [k for k in unclaimed_since if k[0] not in active]:
@@ -251,7 +271,9 @@ class Fleet:
         last = next(self.db.events.read_stream(f"task-{task_id}", after_version=version - 1), None)
         if last is not None and (now - last.occurred_at).total_seconds() > self.settings.task_stall_timeout:
             silent = (now - last.occurred_at).total_seconds()
-            log.error("task %s made no progress for %.0f s; failing it", task_id, silent)
+            log.error("task %s made no progress for %.0f s; failing it", task_id, silent,
+                      extra=metrics.task_ids(self.engine, task_id))
+            metrics.system_failure("stalled")
             self.engine.fail_for_system(task_id, f"stalled: no progress for {silent:.0f}s")
 
     def _redispatch(self, task_id: str, chunk_no: int) -> None:

@@ -30,6 +30,7 @@ from functools import partial
 
 import faust
 
+from consumers import metrics
 from consumers.fleet.messages import Outcome, Topics, chunk_work, read_chunk_work
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
@@ -207,10 +208,15 @@ class FleetWorker:
         now = utcnow()
         stale = now - timedelta(seconds=self.settings.claim_ttl)
         if not await asyncio.to_thread(self.fleet.claim, task_id, chunk_no, self.worker_id, now, stale):
+            metrics.FLEET_CLAIMS.labels("taken").inc()  # observability
             return  # a live worker has it
+        metrics.FLEET_CLAIMS.labels("won").inc()  # observability
         try:
             state = await self.call(self.engine.task, task_id)
             addresses = state.in_flight().get(chunk_no) if state.active else None
+            log.info("chunk %s of %s: claimed, %d addresses to verify", chunk_no, task_id, len(addresses or ()),
+                     extra=metrics.task_ids(None, task_id, account_id=state.account_id, chunk_no=chunk_no,
+                                            worker_id=self.worker_id))
             if addresses:
                 await verify_chunk(self.provider, self.settings, _TopicSink(self, task_id, chunk_no, addresses),
                                    self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
@@ -232,7 +238,8 @@ class FleetWorker:
                     stopped = set()
                 for (task_id, chunk_no), job in list(self.working.items()):
                     if task_id in stopped:
-                        log.info("task %s stopped: cancelling chunk %s", task_id, chunk_no)
+                        log.info("task %s stopped: cancelling chunk %s", task_id, chunk_no,
+                                 extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
                         self.stopped_jobs.add((task_id, chunk_no))
                         job.cancel()
             await _sleep_or(stop, self.settings.stop_poll_interval)
@@ -268,6 +275,11 @@ class FleetWorker:
             else:
                 merged.append(outcome)
         for outcome in merged:
+            metrics.FLEET_SETTLED.labels(outcome.kind).inc()  # observability
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("settling %s of chunk %s of %s", outcome.kind, outcome.chunk_no, outcome.task_id,
+                          extra=metrics.task_ids(self.engine, outcome.task_id, chunk_no=outcome.chunk_no,
+                                                 worker_id=self.worker_id))
             try:
                 if outcome.kind == "results":
                     self.engine.record_results(outcome.task_id, outcome.chunk_no, outcome.results)
@@ -276,7 +288,9 @@ class FleetWorker:
                 else:
                     self.engine.fail_for_system(outcome.task_id, outcome.error)
             except DomainError as error:  # a task deleted meanwhile, say: nothing to settle
-                log.warning("outcome for %s chunk %s refused: %s", outcome.task_id, outcome.chunk_no, error)
+                log.warning("outcome for %s chunk %s refused: %s", outcome.task_id, outcome.chunk_no, error,
+                            extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
+                                                   worker_id=self.worker_id))
 
     # --- plumbing ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from events import (
     TaskCancelled,
     TaskCompleted,
     TaskCreated,
+    TaskDataErased,
     TaskDeleted,
     TaskFailed,
 )
@@ -68,6 +69,7 @@ class TaskState:
     counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in (*DEFINITIVE, "unknown", "failed")})
     partial_failure: bool = False
     deleted: bool = False
+    erased: bool = False  # its per-address data is gone (TaskDataErased)
 
     @property
     def exists(self) -> bool:
@@ -158,12 +160,26 @@ class DeleteTask:
     pass
 
 
-TaskCommand = CreateTask | SubmitChunk | RecordResults | FailChunk | CancelTask | FailForSystem | DeleteTask
+@dataclass(frozen=True)
+class EraseTaskData:
+    reason: str  # retention | request | account
+
+
+TaskCommand = (CreateTask | SubmitChunk | RecordResults | FailChunk | CancelTask | FailForSystem | DeleteTask
+               | EraseTaskData)
 
 
 def decide(command: TaskCommand, state: TaskState) -> list[Event]:
     if isinstance(command, CreateTask):
         return _create(command, state)
+    if isinstance(command, EraseTaskData):  # a deleted (hidden) task's data is erased all the same
+        if state.status == "new":
+            raise TaskNotFound("no such task")
+        if state.active:
+            raise TaskNotFinished(f"the task is {state.status}; cancel it (or let it finish) before erasing its data")
+        if command.reason not in ("retention", "request", "account"):
+            raise InvalidCommand(f"unknown erasure reason {command.reason!r}")
+        return [] if state.erased else [TaskDataErased(command.reason)]
     if not state.exists:
         raise TaskNotFound("no such task")
     if isinstance(command, SubmitChunk):
@@ -234,6 +250,8 @@ def _submitted_chunk(state: TaskState, chunk_no: int) -> dict[str, None]:
 
 
 def _record(command: RecordResults, state: TaskState) -> list[Event]:
+    if state.erased:
+        return []  # late results of a task whose data is gone: nothing to keep
     pending = _submitted_chunk(state, command.chunk_no)
     late = not state.active
     events: list[Event] = []
@@ -350,5 +368,9 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.status = "completed"
     elif isinstance(event, TaskDeleted):
         state.deleted = True
+    elif isinstance(event, TaskDataErased):
+        check(not state.active, f"task {state.task_id} erased while {state.status}")
+        state.erased = True
+        state.pending.clear()  # nothing of it will be settled any more
     check(0 <= state.consumed + state.refunded <= state.address_count, f"settled more than debited on {event}")
     return state

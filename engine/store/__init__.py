@@ -45,6 +45,7 @@ class Database:
     snapshot: Callable[[], ContextManager[None]] = field(repr=False)
     close: Callable[[], None] = field(repr=False)
     fleet: object | None = field(default=None, repr=False)  # heartbeats and chunk claims (PostgreSQL only)
+    keyring: object | None = field(default=None, repr=False)  # each task's data key (engine/keyring.py)
 
     def catch_up(self) -> int:
         return self.projector.catch_up()
@@ -72,16 +73,19 @@ def sqlite_path(url: str) -> str:
 
 
 def _open_sqlite(url: str) -> Database:
+    from engine.keyring import Keyring
     from engine.store.inputs import SqliteInputs
     from engine.store.lease import Lease
-    from engine.store.sqlite import SqliteEventStore, SqliteSession, connect
+    from engine.store.sqlite import SqliteEventStore, SqliteKeyStore, SqliteSession, connect
 
     conn = connect(sqlite_path(url))
-    events = SqliteEventStore(conn)
+    keyring = Keyring(SqliteKeyStore(conn))
+    events = SqliteEventStore(conn, keyring)
     session = SqliteSession(conn)
     return Database(url, events, SqliteInputs(conn), Lease(conn),
-                    ProjectionRunner(session, all_projections(), events.read_all), ReadModelQueries(session),
-                    session.transient_errors, session.snapshot, conn.close)
+                    ProjectionRunner(session, all_projections(), events.read_all, seal_row=keyring.seal_row),
+                    ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot,
+                    conn.close, keyring=keyring)
 
 
 def migrate_store(url: str) -> dict:

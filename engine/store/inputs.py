@@ -35,11 +35,14 @@ class SqliteInputs:
         self.conn = conn
         conn.executescript(SCHEMA)
 
-    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime, seal=None) -> int:
         """Stores the unique addresses (case-insensitive) in first-seen order; returns how many.
+        With `seal` (the task's sealer: engine/keyring.py) they are stored sealed, and compared
+        sealed (sealing is deterministic), so no address reaches the disk in plain text.
 
         The file is read into a TEMP table first: that takes no lock on the main database,
         so a running engine keeps writing while a big upload streams in."""
+        seal = seal or (lambda text: text)
         conn = self.conn
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging"
                      " (raw_seq INTEGER PRIMARY KEY, key TEXT UNIQUE, address TEXT)")
@@ -48,7 +51,7 @@ class SqliteInputs:
             conn.execute("DELETE FROM staging")
             batch: list[tuple[int, str, str]] = []
             for raw_seq, address in enumerate(addresses):
-                batch.append((raw_seq, address.lower(), address))
+                batch.append((raw_seq, seal(address.lower()), seal(address)))
                 if len(batch) >= BATCH:
                     conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
                     batch.clear()
@@ -70,9 +73,10 @@ class SqliteInputs:
         finally:
             conn.execute("DELETE FROM staging")
 
-    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]:
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int, open_=None) -> list[str]:
         start = chunk_no * chunk_size
-        return [row[0] for row in self.conn.execute(
+        open_ = open_ or (lambda text: text)
+        return [open_(row[0]) for row in self.conn.execute(
             "SELECT address FROM task_inputs WHERE upload_id = ? AND seq >= ? AND seq < ? ORDER BY seq",
             (upload_id, start, start + chunk_size),
         )]

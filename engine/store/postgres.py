@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     first_position BIGINT NOT NULL,
     last_position BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS data_keys (scope TEXT COLLATE "C" PRIMARY KEY, key BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (upload_id TEXT COLLATE "C" PRIMARY KEY, staged_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS task_inputs (
     upload_id TEXT COLLATE "C" NOT NULL,
@@ -111,10 +112,11 @@ _COLUMNS = ("position, event_id, stream, version, type, schema_version, data, oc
 _COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text"]
 
 
-def _row_to_event(row: tuple) -> RecordedEvent:
+def _row_to_event(row: tuple, keyring) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
+    opener = keyring.open_for(stream) if keyring is not None else None
     return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),
-                         decode(type_name, schema_version, data), corr, cause, actor)
+                         decode(type_name, schema_version, data, opener), corr, cause, actor)
 
 
 def describe(url: str) -> str:
@@ -230,8 +232,9 @@ def migrate_log(pool: Pool) -> tuple[int, int]:
 class PostgresEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool, keyring=None):
         self.pool = pool
+        self.keyring = keyring  # seals personal fields on the way in, opens them on the way out
 
     # --- writing ----------------------------------------------------------------------
 
@@ -242,6 +245,9 @@ class PostgresEventStore:
         for new in events:
             if new.stream not in expected:
                 raise ValueError(f"no expected version given for {new.stream}")
+        # keys are made (if new) before the transaction: a key must never vanish in a rollback
+        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
+                 if self.keyring else None for stream in {new.stream for new in events}}
         try:
             with self.pool.pinned() as conn:
                 head = conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE").fetchone()[0]
@@ -267,7 +273,8 @@ class PostgresEventStore:
                     copy.set_types(_COPY_TYPES)  # binary: no text formatting of every value
                     for r in recorded:
                         copy.write_row((r.position, r.event_id, r.stream, r.version, r.event.type_name(),
-                                        r.event.schema_version, encode(r.event), r.occurred_at, r.correlation_id,
+                                        r.event.schema_version, encode(r.event, seals[r.stream]), r.occurred_at,
+                                        r.correlation_id,
                                         r.causation_id, r.actor))
                 conn.cursor().executemany(
                     "INSERT INTO streams (stream, version) VALUES (%s, %s)"
@@ -314,7 +321,7 @@ class PostgresEventStore:
                     " AND (%s::bigint IS NULL OR position <= %s) ORDER BY version LIMIT %s",
                     (stream, version, until_position, until_position, batch)).fetchall()
             for row in rows:
-                yield _row_to_event(row)
+                yield _row_to_event(row, self.keyring)
             if len(rows) < batch:
                 return
             version = rows[-1][3]
@@ -328,7 +335,7 @@ class PostgresEventStore:
                     f"SELECT {_COLUMNS} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
                     " ORDER BY position LIMIT %s", (position, until_position, until_position, batch)).fetchall()
             for row in rows:
-                yield _row_to_event(row)
+                yield _row_to_event(row, self.keyring)
             if len(rows) < batch:
                 return
             position = rows[-1][0]
@@ -365,23 +372,26 @@ class PostgresInputs:
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime, seal=None) -> int:
+        """As the SQLite inputs: sealed with `seal`, compared sealed (deterministic sealing)."""
+        seal = seal or (lambda text: text)
         with self.pool.pinned() as conn:
-            conn.execute("CREATE TEMP TABLE staging (raw_seq INT, address TEXT) ON COMMIT DROP")
-            with conn.cursor() as cursor, cursor.copy("COPY staging (raw_seq, address) FROM STDIN") as copy:
+            conn.execute("CREATE TEMP TABLE staging (raw_seq INT, key TEXT, address TEXT) ON COMMIT DROP")
+            with conn.cursor() as cursor, cursor.copy("COPY staging (raw_seq, key, address) FROM STDIN") as copy:
                 for raw_seq, address in enumerate(addresses):
-                    copy.write_row((raw_seq, address))
+                    copy.write_row((raw_seq, seal(address.lower()), seal(address)))
             conn.execute("INSERT INTO uploads (upload_id, staged_at) VALUES (%s, %s)", (upload_id, now))
             return conn.execute(
                 "INSERT INTO task_inputs (upload_id, seq, address)"
                 " SELECT %s, (ROW_NUMBER() OVER (ORDER BY raw_seq) - 1)::int, address FROM"
-                " (SELECT DISTINCT ON (lower(address)) raw_seq, address FROM staging"
-                "  ORDER BY lower(address), raw_seq) AS firsts", (upload_id,)).rowcount
+                " (SELECT DISTINCT ON (key) raw_seq, address FROM staging ORDER BY key, raw_seq) AS firsts",
+                (upload_id,)).rowcount
 
-    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]:
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int, open_=None) -> list[str]:
         start = chunk_no * chunk_size
+        open_ = open_ or (lambda text: text)
         with self.pool.connection() as conn:
-            return [r[0] for r in conn.execute(
+            return [open_(r[0]) for r in conn.execute(
                 "SELECT address FROM task_inputs WHERE upload_id = %s AND seq >= %s AND seq < %s ORDER BY seq",
                 (upload_id, start, start + chunk_size)).fetchall()]
 
@@ -505,6 +515,7 @@ class PostgresSession:
 
 
 def open_postgres(url: str, migrate: bool = False):
+    from engine.keyring import Keyring
     from engine.store import Database
     from projections.queries import ReadModelQueries
     from projections.read_models import all_projections
@@ -516,14 +527,17 @@ def open_postgres(url: str, migrate: bool = False):
             migrate_log(pool)
         else:
             require_schema(pool)
-        events = PostgresEventStore(pool)
+        keyring = Keyring(PostgresKeyStore(pool))
+        events = PostgresEventStore(pool, keyring)
         session = PostgresSession(pool)
-        projector = ProjectionRunner(session, all_projections(), events.read_all, reshape=migrate)
+        projector = ProjectionRunner(session, all_projections(), events.read_all, reshape=migrate,
+                                     seal_row=keyring.seal_row)
     except BaseException:
         pool.close()
         raise
-    return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector, ReadModelQueries(session),
-                    session.transient_errors, session.snapshot, pool.close, PostgresFleet(pool))
+    return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector,
+                    ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot, pool.close,
+                    PostgresFleet(pool), keyring)
 
 
 
@@ -595,6 +609,31 @@ class PostgresFleet:
                 ([f"task-{t}" for t in task_ids],
                  ["TaskCancelled", "TaskCompleted", "TaskFailed", "SystemFailure", "TaskDeleted"])).fetchall()
         return {r[0].removeprefix("task-") for r in rows}
+
+
+class PostgresKeyStore:
+    """The data keys (engine/keyring.py) in PostgreSQL. Destroying one rewrites the keys table
+    (VACUUM FULL, a small table): no copy of the key stays in the table's files."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def get(self, scope: str) -> bytes | None:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT key FROM data_keys WHERE scope = %s", (scope,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put(self, scope: str, key: bytes) -> bytes:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO data_keys (scope, key) VALUES (%s, %s) ON CONFLICT (scope) DO NOTHING",
+                         (scope, key))
+        return self.get(scope)
+
+    def destroy(self, scope: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM data_keys WHERE scope = %s", (scope,))
+        with psycopg.connect(self.pool.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("VACUUM FULL data_keys")  # not in a transaction, not on a shared connection
 
 
 class LeaderLock:

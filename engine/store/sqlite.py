@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
+from engine.keyring import Keyring
 from engine.store.base import (
     ANY,
     StoreError,
@@ -64,6 +66,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
+    # what is deleted is overwritten with zeros, not left in free pages: erasure (engine/keyring.py)
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
 
 
@@ -95,7 +99,7 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def _row_to_event(row: tuple) -> RecordedEvent:
+def _row_to_event(row: tuple, keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     return RecordedEvent(
         position=position,
@@ -103,7 +107,7 @@ def _row_to_event(row: tuple) -> RecordedEvent:
         version=version,
         event_id=uuid.UUID(bytes=event_id),
         occurred_at=datetime.fromisoformat(occurred_at),
-        event=decode(type_name, schema_version, data),
+        event=decode(type_name, schema_version, data, keyring.open_for(stream) if keyring else None),
         correlation_id=corr,
         causation_id=cause,
         actor=actor,
@@ -117,8 +121,9 @@ UPGRADES = {2: ["ALTER TABLE events ADD COLUMN actor TEXT"]}  # from format N to
 class SqliteEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, keyring: Keyring | None = None):
         self.conn = conn
+        self.keyring = keyring  # seals personal fields on the way in, opens them on the way out
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_log = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         while has_log and version in UPGRADES:  # an older file is upgraded in place, step by step
@@ -135,7 +140,8 @@ class SqliteEventStore:
 
     @classmethod
     def open(cls, path: str | Path) -> "SqliteEventStore":
-        return cls(connect(path))
+        conn = connect(path)
+        return cls(conn, Keyring(SqliteKeyStore(conn)))
 
     # --- writing ----------------------------------------------------------------------
 
@@ -147,6 +153,9 @@ class SqliteEventStore:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        # keys are made (if new) before the transaction: a key must never vanish in a rollback
+        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
+                 if self.keyring else None for stream in {new.stream for new in events}}
         with transaction(self.conn) as conn:
             if idempotency is not None and self._lookup(idempotency) is not None:
                 raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
@@ -165,7 +174,7 @@ class SqliteEventStore:
                 versions[new.stream] += 1
                 rows.append((
                     new.event_id.bytes, new.stream, versions[new.stream], new.event.type_name(),
-                    new.event.schema_version, encode(new.event), _utc(new.occurred_at),
+                    new.event.schema_version, encode(new.event, seals[new.stream]), _utc(new.occurred_at),
                     new.correlation_id, new.causation_id, new.actor,
                 ))
             first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
@@ -228,7 +237,7 @@ class SqliteEventStore:
             (stream, after_version, limit, limit),
         )
         for row in cursor:
-            yield _row_to_event(row)
+            yield _row_to_event(row, self.keyring)
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]:
@@ -240,7 +249,7 @@ class SqliteEventStore:
                 (position, until_position, until_position, batch),
             ).fetchall()
             for row in rows:
-                yield _row_to_event(row)
+                yield _row_to_event(row, self.keyring)
             if len(rows) < batch:
                 return
             position = rows[-1][0]
@@ -309,3 +318,32 @@ class SqliteSession:
         for index in table.indexes:
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}"
                               f" ON {table.name} ({', '.join(index)})")
+
+
+class SqliteKeyStore:
+    """The embedded store's data keys (engine/keyring.py), in the same file."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.execute("CREATE TABLE IF NOT EXISTS data_keys (scope TEXT PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID")
+
+    def get(self, scope: str) -> bytes | None:
+        row = self.conn.execute("SELECT key FROM data_keys WHERE scope = ?", (scope,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, scope: str, key: bytes) -> bytes:
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR IGNORE INTO data_keys (scope, key) VALUES (?, ?)", (scope, key))
+        return self.get(scope)
+
+    def destroy(self, scope: str) -> None:
+        """Deletes the key (secure_delete zeroes its bytes in the file) and folds the WAL back
+        into the file and truncates it, so no copy of the key is left in either."""
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM data_keys WHERE scope = ?", (scope,))
+        for _ in range(50):  # a reader holding an old snapshot delays the truncation a moment
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.1)
+        raise StoreError("could not fold the WAL back into the store file (a reader holds it); try the erasure again")

@@ -10,12 +10,15 @@ import logging
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from consumers import metrics  # metrics: GET /metrics
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
 from entrypoints.api import problems
 from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.routes import router
+from entrypoints.api import routes_webhooks  # webhooks: endpoints, deliveries and attempts
+from entrypoints.api import dashboard  # the ops dashboard (pages under /dashboard/, not in the OpenAPI document)
 
 log = logging.getLogger("vec.api")
 
@@ -49,6 +52,10 @@ def create_app(settings: EngineSettings) -> FastAPI:
     problems.install(app)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
+    metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
+    app.include_router(routes_webhooks.router)  # webhooks: /v1/webhooks (entrypoints/api/routes_webhooks.py)
+    app.include_router(dashboard.router)  # the ops dashboard: /dashboard/ (and / redirects there)
+    app.mount(dashboard.PREFIX + "/static", dashboard.static_files(), name="dashboard-static")  # its CSS and JS
 
     @app.get("/healthz", tags=["ops"], summary="The API process answers and reaches its store")
     async def healthz():

@@ -37,7 +37,7 @@ from starlette.templating import Jinja2Templates
 from engine.domain.errors import AccountNotFound, DomainError, TaskNotFound
 from engine.store.base import StoreError
 from entrypoints.api import routes
-from entrypoints.api.deps import Principal, Services
+from entrypoints.api.deps import Principal, Services, task_json
 from entrypoints.api.problems import Problem, from_exception
 from projections.queries import _task_json
 from projections.read_models import HISTORY, HISTORY_TYPES, RESULTS, TASKS
@@ -56,6 +56,19 @@ WINDOW = timedelta(hours=24)  # the overview's Unknown rate and refunds
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"),
                                             autoescape=select_autoescape(default=True, default_for_string=True)))
+
+
+def _when(value: str | None) -> str:
+    """An ISO time as `YYYY-MM-DD HH:MM:SS` (UTC as stored); anything else as it is."""
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(value).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return str(value)
+
+
+templates.env.filters["when"] = _when
 
 router = APIRouter(include_in_schema=False)
 
@@ -113,8 +126,8 @@ def _same_origin(request: Request) -> None:
     site = request.headers.get("sec-fetch-site")
     if site and site not in ("same-origin", "none"):
         raise Problem(403, "Forbidden", "a cross-site request to the dashboard")
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlparse(origin).netloc != request.headers.get("host", ""):
+    origin = request.headers.get("origin")  # "null" (a sandboxed frame, say) is another origin too
+    if origin and urlparse(origin).netloc != request.headers.get("host", ""):
         raise Problem(403, "Forbidden", "a request from another origin")
 
 
@@ -159,16 +172,20 @@ def page(fn):
     async def wrapper(request: Request, *args, **kwargs):
         try:
             return await fn(request, *args, **kwargs)
-        except SignIn as error:
+        except SignIn:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            query = {"next": target, **({"error": str(error)} if str(error) else {})}
+            # a fixed message chosen by a flag: no text of the URL is ever shown as ours
+            query = {"next": target, **({"expired": "1"} if request.cookies.get(COOKIE) else {})}
             response = RedirectResponse(f"{PREFIX}/signin?{urlencode(query)}", status_code=303)
-            response.delete_cookie(COOKIE, path=PREFIX)
+            if request.cookies.get(COOKIE):
+                response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
             return response
         except (Problem, DomainError, StoreError, ProjectionStopped) as error:
             problem = from_exception(error)
             who = getattr(request.state, "dashboard_who", None)
-            return render(request, "error.html", problem.status, who=who, problem=problem)
+            response = render(request, "error.html", problem.status, who=who, problem=problem)
+            response.headers.update(problem.headers)  # Retry-After of a 429, say
+            return response
 
     return wrapper
 
@@ -191,7 +208,8 @@ def progress(task: dict) -> dict:
     settled = task["consumed"] + task["refunded"]
     percent = 100.0 if task["total"] <= 0 else min(100.0, 100.0 * settled / task["total"])
     return {**task, "settled": settled, "percent": round(percent, 1), "active": task["status"] in ACTIVE,
-            "page": f"{PREFIX}/tasks/{task['task_id']}", "account_page": f"{PREFIX}/accounts/{task['account']}"}
+            "page": f"{PREFIX}/tasks/{task['task_id']}",
+            "account_page": f"{PREFIX}/account?{urlencode({'id': task['account']})}"}
 
 
 def _rows(svc: Services, sql: str, params: tuple = ()) -> list[dict]:
@@ -211,7 +229,7 @@ def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dic
 
 def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
     rows = [r for status in ("processing", "queued") for r in svc.db.read.tasks_page(account_id, status, None, 200)]
-    return [progress(routes.task_json(r)) for r in rows]
+    return [progress(task_json(r)) for r in rows]
 
 
 def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dict:
@@ -276,6 +294,7 @@ def _health(svc: Services) -> dict:
 
 
 def _overview(svc: Services, who: Principal) -> dict:
+    health = _health(svc) if who.kind == "admin" else None  # before this process folds anything itself
     svc.db.catch_up()
     svc.db.projector.require("tasks")
     account_id = None if who.kind == "admin" else who.account_id
@@ -285,14 +304,14 @@ def _overview(svc: Services, who: Principal) -> dict:
     return {"in_flight": in_flight,
             "recent": [t for t in _recent_tasks(svc, account_id, RECENT_TASKS) if t["task_id"] not in active],
             "unknown": _unknown_by_reason(svc, account_id, since), "refunds": _refunds(svc, account_id, since),
-            "health": _health(svc) if who.kind == "admin" else None,
+            "health": health,
             "balance": routes._balance(svc, account_id) if account_id else None}
 
 
 def _task_view(svc: Services, who: Principal, task_id: str) -> dict:
     task = progress(routes._task(svc, who, task_id))
     svc.db.projector.require("results")
-    rows = svc.db.read.results_page(task_id, None, None, RESULTS_SHOWN)
+    rows, _ = svc.db.read.results_page(task_id, None, None, RESULTS_SHOWN)  # (rows, key of the last)
     reasons = _rows(svc, f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
                          " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
     return {"task": task, "results": rows, "reasons": reasons,
@@ -337,7 +356,9 @@ async def dashboard_bare():
 
 
 @router.get(PREFIX + "/signin")
-async def signin_form(request: Request, next: str | None = None, error: str | None = None):  # noqa: A002
+async def signin_form(request: Request, next: str | None = None, expired: str | None = None):  # noqa: A002
+    error = "that sign-in is no longer valid (revoked key, changed token or expired): sign in again" if expired \
+        else None
     return render(request, "signin.html", next=_local_path(next), error=error)
 
 
@@ -376,6 +397,7 @@ async def signout(request: Request):
 @page
 async def overview(request: Request):
     who = await _who(request)
+    routes.need(who, "read")
     svc = _svc(request)
     data = await svc.call(_overview, svc, who)
     return render(request, "overview.html", who=who, window_hours=int(WINDOW.total_seconds() // 3600), **data)
@@ -383,35 +405,34 @@ async def overview(request: Request):
 
 @router.get(PREFIX + "/account")
 @page
-async def own_account(request: Request, account: str | None = None):
-    who = await _who(request)
-    target = who.account_id if who.kind == "key" else (account or "").strip()
-    if not target:
-        return RedirectResponse(f"{PREFIX}/", status_code=303)
-    return RedirectResponse(f"{PREFIX}/accounts/{target}", status_code=303)
-
-
-@router.get(PREFIX + "/accounts/{account_id}")
-@page
-async def account_page(request: Request, account_id: str, type: str | None = None,  # noqa: A002
-                       cursor: str | None = None, uploaded: str | None = None):
+async def account_page(request: Request, id: str | None = None, type: str | None = None,  # noqa: A002
+                       cursor: str | None = None):
+    """An account: balances, upload, its tasks and the Credits History filtered by type.
+    The account is a query parameter (an account id may hold any printable character)."""
     who = await _who(request)
     routes.need(who, "read")
+    account_id = who.account_id if who.kind == "key" and not id else (id or "").strip()
+    if not account_id:
+        return RedirectResponse(f"{PREFIX}/", status_code=303)
     kind = type or None
     if kind is not None and kind not in HISTORY_TYPES:
         raise Problem(422, "Invalid request", f"no such history type: {kind} (one of {', '.join(HISTORY_TYPES)})")
     after = routes.cursor_in(cursor, 1)
+    after_seq = after[0] if after else 0
+    if isinstance(after_seq, bool) or not isinstance(after_seq, int) or not 0 <= after_seq < 2**63:
+        raise Problem(422, "Invalid request", "this cursor is not one this dashboard gave out")
     svc = _svc(request)
-    data = await svc.call(_account_view, svc, who, account_id, kind, int(after[0]) if after else 0)
+    data = await svc.call(_account_view, svc, who, account_id, kind, after_seq)
     return render(request, "account.html", who=who, account_id=account_id, kind=kind, **data)
 
 
-@router.post(PREFIX + "/accounts/{account_id}/upload")
+@router.post(PREFIX + "/account/upload")
 @page
-async def upload(request: Request, account_id: str):
+async def upload(request: Request, id: str):  # noqa: A002
     """The account page's upload form: the /v1 bulk route does the work."""
     who = await _who(request)
     svc = _svc(request)
+    account_id = id
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > svc.settings.api_max_upload_bytes + 64 * 1024:
         raise Problem(413, "Payload too large", f"a file is at most {svc.settings.api_max_upload_bytes:,} bytes")
@@ -463,14 +484,14 @@ async def results_csv(request: Request, task_id: str,
 
 
 @router.get(PREFIX + "/progress.json")
-async def progress_json(request: Request, task: list[str] = Query(default=[], max_length=200)):
+async def progress_json(request: Request, task: list[str] = Query(default=[])):
     """What the pages' JavaScript polls every second: these tasks' progress and the ids of
     the tasks in flight."""
     try:
         who = await viewer(request)
         routes.need(who, "read")
         svc = _svc(request)
-        data = await svc.call(_progress_of, svc, who, task)
+        data = await svc.call(_progress_of, svc, who, task[:200])
     except SignIn:
         return JSONResponse({"error": "signed out"}, status_code=401, headers=SECURITY_HEADERS)
     except (Problem, DomainError, StoreError, ProjectionStopped) as error:

@@ -149,7 +149,9 @@ async def idempotent(services: Services, principal: Principal, request: Request,
         return Response(earlier[2], status_code=earlier[1], media_type="application/json",
                         headers={"Idempotent-Replayed": "true"})
     response = await run(f"{principal.id}:{key}")
-    if response.status_code < 500:
+    # A 202 (still running) is not kept: its retry asks again, the engine replays the same task
+    # for the key, and the answer is the task as it is now (a replayed 202 would also lack its Location).
+    if response.status_code < 500 and response.status_code != 202:
         await services.call(services.remember, principal, key, fingerprint_, response.status_code, response.body)
     return response
 

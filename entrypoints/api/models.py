@@ -30,7 +30,8 @@ class KeyIn(Strict):
 
 
 class SingleIn(Strict):
-    address: str = Field(min_length=1, max_length=320)
+    address: str = Field(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f]*@[^\x00-\x1f\x7f]*$",
+                         examples=["alice@example.com"])
 
 
 class Balance(BaseModel):
@@ -104,6 +105,19 @@ class ApiKey(BaseModel):
     account: str
     scopes: list[str]
     key: str = Field(description="shown once: only its hash is kept")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str = Field(description="a URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong, fit to show to a person")
+    instance: str = Field(description="the path of the request")
+    retry_after_seconds: int | None = Field(None, description="429 only: seconds until the key may ask again")
 
 
 class Event(BaseModel):

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.domain import errors
 from engine.domain.errors import InvariantViolation
+from entrypoints.api.models import Problem as ProblemModel
 from engine.store.base import ConcurrencyError, IdempotencyConflict, SchemaMissing, StoreError, StoreUnavailable
 from projections.runner import ProjectionStopped
 
@@ -75,7 +76,28 @@ def from_exception(error: Exception) -> Problem:
     return Problem(500, "Internal error", "the engine failed on this request; it was logged")
 
 
+def response(description: str, headers: dict | None = None) -> dict:
+    """An error response of the OpenAPI document: problem details (the `Problem` schema)."""
+    documented = {"description": description,
+                  "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    if headers:
+        documented["headers"] = headers
+    return documented
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict:
+        """The OpenAPI document, with the `Problem` schema every error response refers to."""
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+                ProblemModel.model_json_schema()
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, error: Problem):
         return problem_response(request, error)
@@ -94,7 +116,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
         return problem_response(request, Problem(error.status_code, titles.get(error.status_code, "Error"),
                                                  str(error.detail), headers=getattr(error, "headers", None)))
 

@@ -15,32 +15,68 @@ import time
 from typing import Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPBearer
 
 from engine.bulkfile import BadUpload
 from engine.domain.errors import AccountNotFound, TaskNotFound
 from entrypoints.api import models
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response, task_json
 from entrypoints.api.problems import Problem
+from entrypoints.api.problems import response as problem_response
 from projections.exports import RESULT_COLUMNS, csv_lines
 from projections.read_models import HISTORY_TYPES
-
-router = APIRouter(prefix="/v1")
 
 PAGE = 100
 MAX_PAGE = 1000
 UPLOAD_CHUNK = 1 << 20
+MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
+
+# What every route may answer besides its success (all of them RFC 9457 problem details).
+ERRORS = {
+    400: problem_response("the body cannot be parsed (not JSON, a broken multipart form)"),
+    401: problem_response("no valid API key or admin token (missing, unknown, mistyped or revoked)",
+                          {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
+    403: problem_response("the key lacks the scope this route needs, or the route is the admin's"),
+    404: problem_response("no such account, task or stream (another account's are not found either)"),
+    422: problem_response("the request is not valid: nothing was changed"),
+    429: problem_response("this key sent too many requests: try again after Retry-After seconds",
+                          {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}}),
+    503: problem_response("the store cannot be reached, or a read model stopped: try again"),
+}
+CONFLICT = {409: problem_response("refused in the resource's current state, or an Idempotency-Key used for "
+                                  "another request")}
+PAYMENT = {402: problem_response("the account has too few credits")}
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+bearer = HTTPBearer(auto_error=False, description="an account's API key (`vec_<id>_<secret>`, from `vec apikey "
+                    "create` or POST /v1/accounts/{account_id}/keys) or the admin token (VEC_ADMIN_TOKEN)")
+
+
+def idempotency_key(key: str | None = Header(
+        None, alias="Idempotency-Key", max_length=200,
+        description="a retry with the same key gets the original answer (header Idempotent-Replayed: true); "
+                    "the same key with another request is a 409")) -> None:
+    """Documents the header; `deps.idempotent` acts on it."""
+
+
+IDEMPOTENT = [Depends(idempotency_key)]
 
 
 def services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def principal(request: Request) -> Principal:
+async def principal(request: Request, _bearer=Security(bearer)) -> Principal:
     svc = services(request)
     who = await svc.authenticate(request)
     svc.throttle(who)
+    # No store keeps a NUL in a text value (PostgreSQL refuses it): an id or a query value
+    # holding one names nothing, and must not reach a query as a 5xx.
+    if any("\x00" in value for value in (*request.path_params.values(), *request.query_params.keys(),
+                                          *request.query_params.values())):
+        raise Problem(422, "Invalid request", "a path or query value holds a NUL character")
     return who
 
 
@@ -69,22 +105,37 @@ def cursor_out(values: list) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
 
 
-def cursor_in(cursor: str | None, arity: int) -> list | None:
+def cursor_in(cursor: str | None, arity: int | tuple[type, ...]) -> list | None:
+    """The values of a cursor this API gave out: `arity` of them, or one of each type given
+    (int: a 64-bit position or sequence number, str: an id or a time). Anything else is a
+    422, never a value that breaks the query (a string for a number, a NUL, a huge int)."""
     if not cursor:
         return None
+    kinds = arity if isinstance(arity, tuple) else ((int, str),) * arity
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(values, list) and len(values) == arity:
+        if isinstance(values, list) and len(values) == len(kinds) and all(map(_cursor_value, values, kinds)):
             return values
     except ValueError:
         pass
     raise Problem(422, "Invalid request", "this cursor is not one this API gave out")
 
 
+def _cursor_value(value, kinds) -> bool:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return int in kinds and 0 <= value <= MAX_POSITION
+    if isinstance(value, str):
+        return str in kinds and len(value) <= 1000 and "\x00" not in value
+    return False
+
+
 # --- accounts and credits ---------------------------------------------------------------
 
 @router.post("/accounts", status_code=201, response_model=models.Balance, tags=["accounts"],
-             summary="Open an account (admin): 200 welcome credits")
+             responses=CONFLICT, dependencies=IDEMPOTENT, summary="Open an account (admin): 200 welcome credits")
 async def open_account(body: models.AccountIn, request: Request, who: Principal = Depends(principal)):
     admin_only(who)
     svc = services(request)
@@ -106,7 +157,7 @@ def _balance(svc: Services, account_id: str) -> dict:
 
 
 @router.post("/accounts/{account_id}/credits", response_model=models.Balance, tags=["accounts"],
-             summary="Grant credits (admin)")
+             responses=CONFLICT, dependencies=IDEMPOTENT, summary="Grant credits (admin)")
 async def grant(account_id: str, body: models.GrantIn, request: Request, who: Principal = Depends(principal)):
     admin_only(who)
     svc = services(request)
@@ -141,7 +192,7 @@ async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES
     if not who.sees_account(account_id):
         raise Problem(404, "Not found", f"no such account: {account_id}")
     svc = services(request)
-    after = cursor_in(cursor, 1)
+    after = cursor_in(cursor, (int,))
 
     def page():
         _balance(svc, account_id)
@@ -153,7 +204,7 @@ async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES
 
 
 @router.post("/accounts/{account_id}/keys", status_code=201, response_model=models.ApiKey, tags=["accounts"],
-             summary="Create an API key for the account (admin); the key is shown once")
+             responses=CONFLICT, dependencies=IDEMPOTENT, summary="Create an API key for the account (admin); the key is shown once")
 async def create_key(account_id: str, body: models.KeyIn, request: Request, who: Principal = Depends(principal)):
     admin_only(who)
     svc = services(request)
@@ -172,11 +223,20 @@ async def create_key(account_id: str, body: models.KeyIn, request: Request, who:
 
 
 @router.delete("/accounts/{account_id}/keys/{key_id}", status_code=204, tags=["accounts"],
-               summary="Revoke an API key (admin): it stops working at once")
+               responses=CONFLICT, summary="Revoke an API key (admin): it stops working at once")
 async def revoke_key(account_id: str, key_id: str, request: Request, who: Principal = Depends(principal)):
     admin_only(who)
     svc = services(request)
-    await svc.call(svc.engine.revoke_api_key, account_id, key_id, actor=who.actor)
+
+    def revoke():
+        keys = svc.engine.account(account_id).keys  # an unknown key is a 404, a revoked one a 409
+        if key_id not in keys:
+            raise Problem(404, "Not found", f"no key {key_id} on account {account_id}")
+        if keys[key_id][2]:
+            raise Problem(409, "Conflict", f"key {key_id} is already revoked")
+        svc.engine.revoke_api_key(account_id, key_id)
+
+    await svc.call(revoke, actor=who.actor)
     return Response(status_code=204)
 
 
@@ -192,7 +252,10 @@ def _task(svc: Services, who: Principal, task_id: str) -> dict:
 
 
 @router.post("/tasks/single", response_model=models.SingleResult, tags=["tasks"],
-             responses={202: {"model": models.SingleResult, "description": "still running: follow the Location"}},
+             responses={202: {"model": models.SingleResult, "description": "still running: follow the Location",
+                              "headers": {"Location": {"schema": {"type": "string"}, "required": True,
+                                                       "description": "the task: GET it until it finished"}}},
+                        **PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
              summary="Verify one address: the result, or 202 when it takes longer than the single-task bound")
 async def single(body: models.SingleIn, request: Request, account: str | None = None,
                  who: Principal = Depends(principal)):
@@ -221,8 +284,11 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
 
 
 @router.post("/tasks/bulk", status_code=201, response_model=models.Upload, tags=["tasks"],
+             responses={**PAYMENT, **CONFLICT, 413: problem_response("the file is larger than VEC_API_MAX_UPLOAD_BYTES"),
+                        415: problem_response("send the file as text/csv or multipart/form-data")},
+             dependencies=IDEMPOTENT,
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "text/csv": {"schema": {"type": "string"}},
+                 "text/csv": {"schema": {"type": "string"}, "example": "email\nalice@example.com\nbob@example.org\n"},
                  "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}}}}}}},
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
@@ -302,7 +368,7 @@ async def list_tasks(request: Request, status: Literal["queued", "processing", "
     need(who, "read")
     svc = services(request)
     account_id = account_of(who, account) if who.kind == "key" or account else None
-    after = cursor_in(cursor, 2)
+    after = cursor_in(cursor, (str, str))
 
     def page():
         svc.db.catch_up()
@@ -322,7 +388,8 @@ async def get_task(task_id: str, request: Request, who: Principal = Depends(prin
     return json_response(await svc.call(_task, svc, who, task_id))
 
 
-@router.post("/tasks/{task_id}/cancel", response_model=models.Task, tags=["tasks"],
+@router.post("/tasks/{task_id}/cancel", response_model=models.Task, tags=["tasks"], responses=CONFLICT,
+             dependencies=IDEMPOTENT,
              summary="Cancel a bulk task: every address without a result is refunded at once")
 async def cancel(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
@@ -336,7 +403,7 @@ async def cancel(task_id: str, request: Request, who: Principal = Depends(princi
     return await idempotent(svc, who, request, fingerprint(request, b""), run)
 
 
-@router.delete("/tasks/{task_id}", status_code=204, tags=["tasks"],
+@router.delete("/tasks/{task_id}", status_code=204, tags=["tasks"], responses=CONFLICT,
                summary="Delete a finished task: hidden with its results (the log keeps what audit needs)")
 async def delete_task(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
@@ -365,11 +432,9 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
     async def pages():
         after = None
         while True:
-            rows = await svc.call(svc.db.read.results_page, task_id, status, after, 2000)
-            if not rows:
-                return
-            after = (rows[-1]["position"], rows[-1]["address"])
-            yield [{k: r[k] for k in r if k != "position"} for r in rows]
+            rows, after = await svc.call(svc.db.read.results_page, task_id, status, after, 2000)
+            if rows:
+                yield rows
             if len(rows) < 2000:
                 return
 
@@ -399,6 +464,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
 
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
+             responses={**PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
              summary="A new bulk task of this task's Unknown addresses, charged like any bulk")
 async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
@@ -437,7 +503,7 @@ def _events_page(svc: Services, after: int, limit: int, stream: str | None) -> l
 
 @router.get("/events", response_model=models.EventPage, tags=["audit"],
             summary="The log, in order (admin or audit scope)")
-async def events(request: Request, after: int = Query(0, ge=0), limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
+async def events(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION), limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
                  stream: str | None = None, who: Principal = Depends(principal)):
     need(who, "audit")
     svc = services(request)
@@ -466,7 +532,7 @@ async def _may_read_stream(svc: Services, who: Principal, stream: str | None) ->
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "Server-Sent Events: one per appended event"}},
             summary="Follow the log as Server-Sent Events (admin or audit scope)")
-async def follow(request: Request, after: int = Query(0, ge=0), stream: str | None = None,
+async def follow(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION), stream: str | None = None,
                  who: Principal = Depends(principal)):
     need(who, "audit")
     svc = services(request)

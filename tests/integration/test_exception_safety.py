@@ -16,6 +16,7 @@ from engine.domain import accounts, tasks
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database
+from tests.staged import staged_chunk
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
 SETTINGS = EngineSettings(chunk_size=3, chunk_window=2)
@@ -42,7 +43,7 @@ def _bulk_with_history(db, tmp_path) -> tuple[Engine, str]:
     task_id = engine.create_bulk("acme", path).task_id
     for chunk_no in (0, 1):
         state = engine.task(task_id)
-        engine.submit_chunk(task_id, chunk_no, db.inputs.chunk(state.upload_id, chunk_no, 3), "p", "primary")
+        engine.submit_chunk(task_id, chunk_no, staged_chunk(db, state.upload_id, chunk_no, 3, task_id), "p", "primary")
     engine.record_results(task_id, 0, [Result("user0@example.com", "safe"), Result("user1@example.com", "unknown",
                                                                                    "greylisted")])
     return engine, task_id

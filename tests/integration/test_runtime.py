@@ -18,6 +18,7 @@ from engine.domain.tasks import Result
 from engine.service import Engine, utcnow
 from engine.store import open_database
 from verifier.provider import ProviderError, ProviderUnavailable
+from tests.staged import staged_chunk
 
 
 def settings(**overrides) -> EngineSettings:
@@ -114,7 +115,7 @@ def test_mixed_bulk_completes_and_settles_every_address(engine, db, tmp_path):
     refunds = db.read.history("acme", "refund")
     assert [r["description"] for r in refunds] == ["Credit refund: 1 credits"] * 5
     assert {r["status"] for r in db.read.results(task_id)} == {"safe", "unknown", "invalid", "risky"}
-    assert db.inputs.chunk(task_id, 0, 5) == []  # staged inputs are dropped once chunked
+    assert staged_chunk(db, task_id, 0, 5) == []  # staged inputs are dropped once chunked
     assert_audit_clean(db)
 
 
@@ -191,7 +192,7 @@ def test_cancel_stops_workers_refunds_unverified_once_and_late_results_cost_noth
 
 def test_restart_within_grace_resumes_without_charging_twice(engine, db, tmp_path):
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(10))).task_id
-    engine.submit_chunk(task_id, 0, db.inputs.chunk(task_id, 0, 5), "scripted", "scripted")
+    engine.submit_chunk(task_id, 0, staged_chunk(db, task_id, 0, 5), "scripted", "scripted")
     engine.record_results(task_id, 0, [Result("user0@example.test", "safe"), Result("user1@example.test", "invalid")])
     crashed_runtime(db, died_ago=timedelta(seconds=5))
     provider = ScriptedProvider()
@@ -206,7 +207,7 @@ def test_restart_within_grace_resumes_without_charging_twice(engine, db, tmp_pat
 
 def test_restart_after_grace_fails_running_tasks_through_system_failure(engine, db, tmp_path):
     running = engine.create_bulk("acme", write_csv(tmp_path / "a.csv", addresses(10))).task_id
-    engine.submit_chunk(running, 0, db.inputs.chunk(running, 0, 5), "scripted", "scripted")
+    engine.submit_chunk(running, 0, staged_chunk(db, running, 0, 5), "scripted", "scripted")
     engine.record_results(running, 0, [Result("user0@example.test", "safe")])
     queued = engine.create_bulk("acme", write_csv(tmp_path / "b.csv", addresses(3, "q"))).task_id
     crashed_runtime(db, died_ago=timedelta(seconds=120))

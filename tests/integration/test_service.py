@@ -33,6 +33,7 @@ from events import (
     TaskCancelled,
     TaskCreated,
 )
+from tests.staged import staged_chunk
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -166,7 +167,7 @@ def test_the_same_unknown_recorded_by_two_engines_is_refunded_once(db, second_db
     a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
     a.open_account("acme")
     task = a.create_bulk("acme", csv_file("p@x.com", "q@x.com", "r@x.com")).task_id
-    a.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    a.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     b.task(task)  # b caches the task with p and q pending
     unknown = [Result("p@x.com", "unknown", "greylisted")]
     store = racing(b, lambda: a.record_results(task, 0, unknown))
@@ -182,7 +183,7 @@ def test_a_result_raced_by_a_cancel_becomes_late_and_costs_nothing(db, second_db
     a, b = Engine(db, settings, clock), Engine(second_db, settings, clock)
     a.open_account("acme")
     task = a.create_bulk("acme", csv_file("p@x.com", "q@x.com", "r@x.com")).task_id
-    a.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    a.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     b.task(task)
     racing(b, lambda: a.cancel_task(task))
     recorded = b.record_results(task, 0, [Result("p@x.com", "unknown", "smtp_timeout"), Result("q@x.com", "safe")])
@@ -345,9 +346,9 @@ def test_a_create_refused_for_an_existing_task_id_keeps_that_tasks_inputs(engine
         engine.create_single("acme", "s@x.com", task_id="S")
     assert db.events.head() == head
     uploads = engine.task("T").upload_id, engine.task("S").upload_id
-    assert db.inputs.chunk(uploads[0], 0, 2) == ["a@x.com", "b@x.com"]
-    assert db.inputs.chunk(uploads[1], 0, 1) == ["s@x.com"]
-    engine.submit_chunk("T", 0, db.inputs.chunk(uploads[0], 0, 2), "smtp", "primary")
+    assert staged_chunk(db, uploads[0], 0, 2, "T") == ["a@x.com", "b@x.com"]
+    assert staged_chunk(db, uploads[1], 0, 1, "S") == ["s@x.com"]
+    engine.submit_chunk("T", 0, staged_chunk(db, uploads[0], 0, 2, "T"), "smtp", "primary")
 
 
 def test_the_same_create_key_with_another_file_is_a_conflict_that_stages_nothing(engine, db, csv_file):
@@ -393,7 +394,7 @@ def test_creates_racing_with_one_task_id_keep_the_winners_inputs(db, second_db, 
     with pytest.raises(InvalidCommand, match="already exists"):
         b.create_bulk("acme", path, task_id="T", allow_duplicate=True)
     assert a.account("acme").total == 197
-    assert db.inputs.chunk(a.task("T").upload_id, 0, 2) == ["a@x.com", "b@x.com"]
+    assert staged_chunk(db, a.task("T").upload_id, 0, 2, "T") == ["a@x.com", "b@x.com"]
 
 
 # --- upload refusals append nothing and stage nothing ---------------------------------
@@ -505,7 +506,7 @@ def test_a_mixed_bulk_settles_every_address_once_with_one_row_per_unknown(engine
     engine.grant_credits("acme", "monthly", 3, "subscription", T0 + timedelta(days=30))
     task = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com")).task_id
     for n in range(3):
-        chunk = db.inputs.chunk(task, n, 2)
+        chunk = staged_chunk(db, task, n, 2)
         engine.submit_chunk(task, n, chunk, "smtp", "primary")
     engine.record_results(task, 0, [Result("a@x.com", "safe"), Result("b@x.com", "unknown", "greylisted")])
     engine.record_results(task, 1, [Result("c@x.com", "invalid"), Result("d@x.com", "unknown", "smtp_timeout"),
@@ -538,11 +539,11 @@ def test_a_mixed_bulk_settles_every_address_once_with_one_row_per_unknown(engine
 def test_cancel_refunds_the_unverified_in_one_cancel_row_and_late_results_are_not_shown(engine, db, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file(*(f"u{i}@x.com" for i in range(5)))).task_id
-    engine.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    engine.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     engine.record_results(task, 0, [Result("u0@x.com", "safe")])
     recorded = engine.cancel_task(task)
     assert [r.event for r in recorded] == [TaskCancelled(4), CreditsRefunded(task, 4, "cancelled")]
-    assert engine.submit_chunk(task, 1, db.inputs.chunk(task, 1, 2), "smtp", "primary") == []
+    assert engine.submit_chunk(task, 1, staged_chunk(db, task, 1, 2), "smtp", "primary") == []
     late = engine.record_results(task, 0, [Result("u1@x.com", "unknown", "greylisted")])
     assert [r.event.late for r in late] == [True]
     with pytest.raises(TaskAlreadyCancelled):
@@ -558,7 +559,7 @@ def test_cancel_refunds_the_unverified_in_one_cancel_row_and_late_results_are_no
 def test_system_failure_refunds_in_a_refund_row(engine, db, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com")).task_id
-    engine.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    engine.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     engine.fail_for_system(task, "engine down past the grace period")
     assert engine.fail_for_system(task, "again") == []
     db.catch_up()
@@ -571,8 +572,8 @@ def test_system_failure_refunds_in_a_refund_row(engine, db, csv_file):
 def test_chunk_failure_past_the_threshold_fails_with_the_badge(engine, db, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file(*(f"u{i}@x.com" for i in range(6)))).task_id  # 3 chunks
-    engine.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
-    engine.submit_chunk(task, 1, db.inputs.chunk(task, 1, 2), "smtp", "primary")
+    engine.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
+    engine.submit_chunk(task, 1, staged_chunk(db, task, 1, 2), "smtp", "primary")
     engine.record_results(task, 1, [Result("u2@x.com", "safe")])
     engine.fail_chunk(task, 0, "provider rejected the chunk")  # 1/3 <= 0.5
     assert engine.task(task).status == "processing"
@@ -590,14 +591,14 @@ def test_cancel_of_a_single_task_and_delete_while_processing_fail_clearly(engine
     engine.open_account("acme")
     single = engine.create_single("acme", "solo@x.com")
     bulk = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com")).task_id
-    engine.submit_chunk(bulk, 0, db.inputs.chunk(bulk, 0, 2), "smtp", "primary")
+    engine.submit_chunk(bulk, 0, staged_chunk(db, bulk, 0, 2), "smtp", "primary")
     head = db.events.head()
     with pytest.raises(TaskNotCancellable, match="cannot be cancelled"):
         engine.cancel_task(single)
     with pytest.raises(TaskNotFinished):
         engine.delete_task(bulk)
     assert db.events.head() == head
-    assert db.inputs.chunk(bulk, 1, 2) == ["c@x.com"]  # a refused delete keeps the inputs
+    assert staged_chunk(db, bulk, 1, 2) == ["c@x.com"]  # a refused delete keeps the inputs
     engine.cancel_task(bulk)
     engine.delete_task(bulk)
     assert db.inputs.chunk(bulk, 1, 2) == []
@@ -606,7 +607,9 @@ def test_cancel_of_a_single_task_and_delete_while_processing_fail_clearly(engine
     db.catch_up()
     assert db.read.task(bulk) is None
     assert list(db.read.results(bulk)) == []
-    assert log_types(db, f"task-{bulk}")[-1] == "TaskDeleted"  # the log keeps everything
+    # the log keeps everything but the task's data key: deleting erases its addresses
+    assert log_types(db, f"task-{bulk}")[-2:] == ["TaskDeleted", "TaskDataErased"]
+    assert db.keyring.store.get(bulk) is None
     assert_audit_clean(db)
 
 
@@ -655,7 +658,7 @@ def test_the_expiry_scan_finds_a_monthly_bucket_granted_with_a_non_utc_expiry(en
 def test_a_cold_engine_sees_the_same_states(engine, db, settings, clock, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com")).task_id
-    engine.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    engine.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     engine.record_results(task, 0, [Result("a@x.com", "unknown", "greylisted")])
     warm = engine.task(task).copy()
     cold = Engine(db, settings, clock)
@@ -672,7 +675,7 @@ def test_a_cold_engine_sees_the_same_states(engine, db, settings, clock, csv_fil
 def busy_db(engine, db, csv_file):
     engine.open_account("acme")
     task = engine.create_bulk("acme", csv_file("a@x.com", "b@x.com", "c@x.com")).task_id
-    engine.submit_chunk(task, 0, db.inputs.chunk(task, 0, 2), "smtp", "primary")
+    engine.submit_chunk(task, 0, staged_chunk(db, task, 0, 2), "smtp", "primary")
     engine.record_results(task, 0, [Result("a@x.com", "safe"), Result("b@x.com", "unknown", "greylisted")])
     engine.cancel_task(task)
     assert audit(db).violations == []

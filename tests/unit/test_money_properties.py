@@ -53,6 +53,7 @@ from events import (
     TaskFailed,
 )
 from projections import queries, runner
+from tests.staged import staged_chunk
 
 T0 = datetime(2026, 1, 15, 8, 0, tzinfo=timezone.utc)
 WELCOME = 200
@@ -111,6 +112,7 @@ class MTask:
     late: set[str] = field(default_factory=set)
     failed_chunks: int = 0
     deleted: bool = False
+    erased: bool = False  # its per-address data is gone: nothing more is recorded for it
 
     @property
     def total_chunks(self) -> int:
@@ -468,7 +470,7 @@ class MoneyMachine(RuleBasedStateMachine):
             self.refused(TaskNotFound, lambda: self.engine.submit_chunk(task.task_id, 0, [], "smtp", "primary"))
             return
         n = task.submitted - 1 if retry and task.submitted else task.submitted
-        addresses = self.db.inputs.chunk(self._upload(task.task_id), n, task.chunk_size)
+        addresses = staged_chunk(self.db, self._upload(task.task_id), n, task.chunk_size, task.task_id)
         submit = lambda: self.engine.submit_chunk(task.task_id, n, addresses, "smtp", "primary")  # noqa: E731
         if not task.active or n < task.submitted:
             self.appends_nothing(submit)
@@ -509,6 +511,9 @@ class MoneyMachine(RuleBasedStateMachine):
         record = lambda: self.engine.record_results(task.task_id, n, results)  # noqa: E731
         if task.deleted:
             self.refused(TaskNotFound, record)
+            return
+        if task.erased:  # late results of an erased task: nothing to keep, nothing refused
+            self.appends_nothing(record)
             return
         if n not in task.chunks:
             self.refused(InvalidCommand, record)
@@ -637,9 +642,30 @@ class MoneyMachine(RuleBasedStateMachine):
         elif task.active:
             self.refused(TaskNotFinished, delete)
         else:
-            delete()
+            delete()  # hides the task and erases its per-address data
             task.deleted = True
-            assert self.db.inputs.chunk(self._upload(task.task_id), 0, 10_000) == []
+            self._erased(task)
+
+    @precondition(lambda self: self.tasks)
+    @rule(pick=st.integers(0, 20), any_task=st.booleans())
+    def erase(self, pick, any_task):
+        task = self._task(pick, prefer_active=any_task)
+        erase = lambda: self.engine.erase_task(task.task_id, "request")  # noqa: E731
+        if task.active:
+            self.refused(TaskNotFinished, erase)
+        elif task.erased:
+            self.appends_nothing(erase)
+        else:
+            erase()
+            self._erased(task)
+
+    def _erased(self, task: MTask) -> None:
+        task.erased = True
+        task.pending = {n: [] for n in task.pending}  # nothing will be settled any more
+        assert self.db.keyring.store.get(task.task_id) is None, "the task's key survived its erasure"
+        assert self._upload(task.task_id) not in self.db.inputs.staged()
+        self.db.catch_up()
+        assert next(iter(self.db.read.results(task.task_id)), None) is None, "results survived the erasure"
 
     # --- races: the other engine writes between our decision and our append --------------
 
@@ -769,7 +795,7 @@ class MoneyMachine(RuleBasedStateMachine):
             assert state.in_flight() == {n: p for n, p in model.pending.items() if p}
             self._log_settles_once(task_id, model)
         staged = set(self.db.inputs.staged())
-        assert staged == {self._upload(t) for t, m in self.tasks.items() if not m.deleted}, \
+        assert staged == {self._upload(t) for t, m in self.tasks.items() if not m.deleted and not m.erased}, \
             "staged inputs without a live task"
 
     def _log_settles_once(self, task_id: str, model: MTask) -> None:
@@ -824,7 +850,8 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert row is None
             else:
                 assert (row["status"], row["debited"], row["consumed"], row["refunded"]) == (
-                    model.status, len(model.addresses), model.consumed, model.refunded)
+                    "deleted" if model.erased else model.status, len(model.addresses), model.consumed,
+                    model.refunded)
 
     @invariant()
     def every_few_steps_the_audit_is_clean(self):

@@ -1,0 +1,654 @@
+"""Prometheus metrics of every long-running process (`vec run`, each fleet role, `vec serve`).
+
+Two kinds:
+
+- **Process metrics**, counted where things happen, in this module's `REGISTRY`: chunk
+  latency and outcomes (consumers/verification.py), provider errors and outage pauses,
+  what the SMTP prober saw (probe latency, reply classes, open sessions per MX host,
+  connect failures: through the verifier's observer hook, `verifier.prober.set_observer`,
+  so verifier/ never imports the engine), the engine's commands and conflict retries
+  (`Engine.stats` of every engine this process tracks), the fleet's claims and settles,
+  the relay's publishes.
+- **State metrics**, computed at scrape time by `StoreState` from the store the process
+  works on: tasks by status, addresses by status and Unknown reason, credits debited,
+  consumed, refunded (and granted, expired), projection lag (head - checkpoint), relay lag
+  (head - relay position) and the fleet's live processes (PostgreSQL), webhook attempts
+  and deliveries (the tables of consumers/webhooks.py, when they exist). Every process that
+  exports them reports the same values (they come from the log), so dashboards take
+  `max(...)` of them, never `sum(...)`. They are cheap: the counters are folded from the
+  log incrementally with aggregate SQL (only new events at each scrape; a fresh process
+  catches up within a time budget per scrape), the gauges are aggregate queries on small
+  tables or indexes, and a scrape is reused for `VEC_METRICS_CACHE` seconds.
+
+Label cardinality is bounded: no task, account or address labels; reasons come from
+closed sets (anything else is `other`); MX host labels only on `vec_smtp_sessions_open`,
+at most `VEC_METRICS_MX_HOSTS` of them (the rest add up as `mx="other"`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter as Tally
+from datetime import datetime, timezone
+from typing import Iterable
+from urllib.parse import quote, urlparse
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.gc_collector import GCCollector
+
+log = logging.getLogger("vec.metrics")
+
+disable_created_metrics()  # no `_created` series beside every counter and histogram (half the samples)
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+# --- closed label sets ------------------------------------------------------------------
+
+STATUSES = ("safe", "invalid", "risky", "unknown")
+UNKNOWN_REASONS = ("smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure",
+                   "provider_error", "connection_refused", "policy")
+REFUND_REASONS = ("unknown", "cancelled", "system_failure", "partial_failure", "support")
+GRANT_REASONS = ("welcome", "purchase", "subscription", "support")
+TASK_STATUSES = ("queued", "processing", "completed", "cancelled", "failed")
+FINISHED = {"TaskCompleted": "completed", "TaskCancelled": "cancelled", "TaskFailed": "failed",
+            "SystemFailure": "failed"}
+CHUNK_OUTCOMES = ("verified", "nothing_pending", "chunk_failed", "task_failed", "stopped", "error")
+PROVIDER_ERRORS = ("unavailable", "rejected", "no_answer")
+SYSTEM_FAILURES = ("stalled", "engine_outage", "engine_error", "provider_deadline")
+REPLY_STAGES = ("rcpt", "catch_all", "session")
+REPLY_CLASSES = ("2xx", "4xx", "5xx", "other")
+CONNECT_FAILURES = ("refused", "connect_timeout", "connect_error", "banner_timeout", "timeout", "disconnected",
+                    "other")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "refused", "sending", "interrupted", "other")
+WEBHOOK_STATUSES = ("pending", "delivered", "failed")
+ROLES = ("relay", "worker", "projector", "watchdog")
+
+
+def _bounded(value: str | None, allowed: Iterable[str], other: str = "other") -> str:
+    return value if value in allowed else other
+
+
+# --- process metrics ----------------------------------------------------------------------
+
+CHUNK_SECONDS = Histogram(
+    "vec_chunk_seconds", "Time to verify one chunk (the verification loop, pauses and retries included), by outcome",
+    ["outcome"], registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+CHUNKS_IN_FLIGHT = Gauge("vec_chunks_in_flight", "Chunks this process is verifying now", registry=REGISTRY)
+PROVIDER_ERRORS_TOTAL = Counter(
+    "vec_provider_errors", "Provider calls that failed: unavailable (an outage of ours: the chunk pauses), rejected "
+    "(the provider refused the batch: retried, then the chunk fails), no_answer (addresses the provider left "
+    "unanswered, counted per address)", ["kind"], registry=REGISTRY)
+OUTAGE_PAUSES = Counter("vec_provider_outage_pauses", "Chunks paused because the provider was unavailable",
+                        registry=REGISTRY)
+PROVIDER_UNAVAILABLE = Gauge("vec_provider_unavailable", "1 while this process sees the provider unavailable",
+                             registry=REGISTRY)
+SYSTEM_FAILURES_TOTAL = Counter(
+    "vec_system_failures", "Tasks this process failed through SystemFailure, by cause", ["cause"], registry=REGISTRY)
+TASKS_DRIVEN = Gauge("vec_tasks_driven", "Tasks the embedded runtime of this process drives now", registry=REGISTRY)
+PROBE_SECONDS = Histogram(
+    "vec_probe_seconds", "Time from an address's first SMTP work (or its domain's DNS look-up) to its result",
+    ["status"], registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300))
+SMTP_REPLIES = Counter(
+    "vec_smtp_replies", "SMTP replies by stage (rcpt, the catch-all probe, session = refused at banner/HELO/MAIL) "
+    "and class", ["stage", "class"], registry=REGISTRY)
+SMTP_CONNECT_FAILURES = Counter("vec_smtp_connect_failures", "MX connections that failed, by kind", ["kind"],
+                                registry=REGISTRY)
+SMTP_SESSIONS = Counter("vec_smtp_sessions", "SMTP sessions opened", registry=REGISTRY)
+FLEET_CLAIMS = Counter("vec_fleet_chunk_claims", "Chunk work a fleet worker received: claimed (won) or held by a "
+                       "live worker (taken)", ["outcome"], registry=REGISTRY)
+FLEET_SETTLED = Counter("vec_fleet_settled", "Outcomes the fleet's settler handled (retries included), by kind",
+                        ["kind"], registry=REGISTRY)
+REDISPATCHED = Counter("vec_watchdog_redispatched", "Chunks the watchdog dispatched again (no live worker)",
+                       registry=REGISTRY)
+
+for _outcome in CHUNK_OUTCOMES:
+    CHUNK_SECONDS.labels(_outcome)
+for _kind in PROVIDER_ERRORS:
+    PROVIDER_ERRORS_TOTAL.labels(_kind)
+for _cause in SYSTEM_FAILURES:
+    SYSTEM_FAILURES_TOTAL.labels(_cause)
+for _status in STATUSES:
+    PROBE_SECONDS.labels(_status)
+for _stage in REPLY_STAGES:
+    for _class in REPLY_CLASSES:
+        SMTP_REPLIES.labels(_stage, _class)
+for _kind in CONNECT_FAILURES:
+    SMTP_CONNECT_FAILURES.labels(_kind)
+for _outcome in ("won", "taken"):
+    FLEET_CLAIMS.labels(_outcome)
+for _kind in ("results", "fail_chunk", "fail_task"):
+    FLEET_SETTLED.labels(_kind)
+
+
+def provider_error(kind: str, count: int = 1) -> None:
+    PROVIDER_ERRORS_TOTAL.labels(_bounded(kind, PROVIDER_ERRORS, "rejected")).inc(count)
+
+
+def system_failure(cause: str) -> None:
+    SYSTEM_FAILURES_TOTAL.labels(_bounded(cause, SYSTEM_FAILURES, "engine_error")).inc()
+
+
+# --- what the SMTP prober saw (the verifier's observer hook) ---------------------------
+
+class ProbeMetrics:
+    """The verifier's observer (verifier.prober.ProbeObserver): what the prober saw, as
+    metrics. Open sessions are kept per MX host and exported capped (`cap` hosts with the
+    most open sessions, the rest as mx="other")."""
+
+    def __init__(self, cap: int = 20):
+        self.cap = cap
+        self.open: Tally[str] = Tally()
+        self.lock = threading.Lock()
+
+    def smtp_reply(self, stage: str, code: int | None) -> None:
+        kind = f"{code // 100}xx" if isinstance(code, int) and 200 <= code < 600 else "other"
+        SMTP_REPLIES.labels(_bounded(stage, REPLY_STAGES, "rcpt"), _bounded(kind, REPLY_CLASSES)).inc()
+
+    def connect_failed(self, kind: str) -> None:
+        SMTP_CONNECT_FAILURES.labels(_bounded(kind, CONNECT_FAILURES)).inc()
+
+    def session_opened(self, mx: str) -> None:
+        SMTP_SESSIONS.inc()
+        with self.lock:
+            self.open[mx or "?"] += 1
+
+    def session_closed(self, mx: str) -> None:
+        with self.lock:
+            mx = mx or "?"
+            self.open[mx] -= 1
+            if self.open[mx] <= 0:
+                del self.open[mx]
+
+    def address_done(self, status: str, seconds: float) -> None:
+        PROBE_SECONDS.labels(_bounded(status, STATUSES, "unknown")).observe(max(seconds, 0.0))
+
+    def collect(self):
+        family = GaugeMetricFamily("vec_smtp_sessions_open", "SMTP sessions open now, per MX host (the busiest "
+                                   "VEC_METRICS_MX_HOSTS hosts; the rest add up as mx=\"other\")", labels=["mx"])
+        with self.lock:
+            busiest = self.open.most_common()
+        for mx, count in busiest[:self.cap]:
+            family.add_metric([mx], count)
+        rest = sum(count for _, count in busiest[self.cap:])
+        if rest:
+            family.add_metric(["other"], rest)
+        yield family
+
+
+PROBES = ProbeMetrics()
+REGISTRY.register(PROBES)
+
+
+def install(settings=None) -> None:
+    """Makes the verifier report to PROBES (idempotent): called by every process that
+    verifies (the embedded runtime, the fleet)."""
+    from verifier import prober
+
+    if settings is not None:
+        PROBES.cap = max(1, int(getattr(settings, "metrics_mx_hosts", PROBES.cap)))
+    prober.set_observer(PROBES)
+
+
+# --- objects of this process that count for themselves -----------------------------------
+
+class _Tracked:
+    """Engines (Engine.stats: commands decided, decided again after a conflict) and relays
+    (messages published) of this process. The stats dicts outlive their engines here, so
+    a counter never goes down when an engine is dropped."""
+
+    def __init__(self) -> None:
+        self.stats: dict[int, dict] = {}
+        self.relays: dict[int, object] = {}
+        self.lock = threading.Lock()
+
+    def collect(self):
+        with self.lock:
+            stats = list(self.stats.values())
+            relays = list(self.relays.values())
+        commands = CounterMetricFamily("vec_engine_commands", "Commands the engines of this process decided")
+        commands.add_metric([], sum(s.get("commands", 0) for s in stats))
+        conflicts = CounterMetricFamily("vec_engine_conflicts", "Commands decided again after a concurrent writer "
+                                        "moved a stream (optimistic concurrency retries)")
+        conflicts.add_metric([], sum(s.get("conflicts", 0) for s in stats))
+        published = CounterMetricFamily("vec_relay_published", "Events the relay of this process published and the "
+                                        "broker acknowledged (re-sends included)")
+        published.add_metric([], sum(getattr(r, "published", 0) for r in relays))
+        yield from (commands, conflicts, published)
+
+
+TRACKED = _Tracked()
+REGISTRY.register(TRACKED)
+
+
+def track_engine(engine) -> None:
+    with TRACKED.lock:
+        TRACKED.stats[id(engine.stats)] = engine.stats
+
+
+def track_relay(relay) -> None:
+    with TRACKED.lock:
+        TRACKED.relays[id(relay)] = relay
+
+
+# --- state metrics: computed from the store at scrape time ----------------------------------
+
+FOLD_WINDOW = 100_000  # log positions per aggregate query
+FOLD_BUDGET = 2.0  # seconds of folding per scrape (a fresh process on a long log catches up over a few)
+FOLDED_TYPES = ("TaskCreated", "TaskCompleted", "TaskCancelled", "TaskFailed", "SystemFailure", "AddressVerified",
+                "ResultUnknown", "ChunkFailed", "CreditsDebited", "CreditsRefunded", "CreditsGranted",
+                "MonthlyCreditsExpired")
+
+
+class _Sqlite:
+    placeholder = "?"
+
+    def __init__(self, path: str):
+        # mode=rw: a store that is not there yet is an error here, never an empty file made by a scrape
+        uri = f"file:{quote(os.path.abspath(path))}?mode=rw"
+        self.conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA query_only = ON")
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    @staticmethod
+    def text(field: str) -> str:
+        return f"json_extract(data, '$.{field}')"
+
+    @staticmethod
+    def number(field: str) -> str:
+        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def length(field: str) -> str:
+        return f"COALESCE(json_array_length(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def flag(field: str) -> str:
+        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def source(types: str) -> str:
+        return f"events WHERE position > ? AND position <= ? AND type IN ({types})"
+
+    def head(self) -> int:
+        return self.rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0]
+
+    def missing_table(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Postgres:
+    placeholder = "%s"
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.errors = psycopg
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    @staticmethod
+    def text(field: str) -> str:
+        return f"(d ->> '{field}')"
+
+    @staticmethod
+    def number(field: str) -> str:
+        return f"COALESCE((d ->> '{field}')::bigint, 0)"
+
+    @staticmethod
+    def length(field: str) -> str:
+        return f"COALESCE(jsonb_array_length(d -> '{field}'), 0)"
+
+    @staticmethod
+    def flag(field: str) -> str:
+        return f"(CASE WHEN d ->> '{field}' = 'true' THEN 1 ELSE 0 END)"
+
+    @staticmethod
+    def source(types: str) -> str:  # only the folded types are parsed (a ChunkSubmitted can be huge)
+        return (f"(SELECT type, data::jsonb AS d FROM events"
+                f" WHERE position > ? AND position <= ? AND type IN ({types})) e")
+
+    def head(self) -> int:
+        return self.rows("SELECT position FROM log_head WHERE id = 1")[0][0]
+
+    def missing_table(self, error: Exception) -> bool:
+        return isinstance(error, self.errors.errors.UndefinedTable)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class StoreState:
+    """A collector of the store's state (see the module's doc). Opens its own connection
+    (read-only use), never the process's: a scrape runs on its own thread."""
+
+    def __init__(self, url: str, *, kafka: bool = False, worker_ttl: float = 10.0, claim_ttl: float = 10.0,
+                 cache: float = 2.0, budget: float = FOLD_BUDGET):
+        self.url, self.kafka, self.worker_ttl, self.claim_ttl = url, kafka, worker_ttl, claim_ttl
+        self.cache, self.budget = cache, budget
+        self.postgres = urlparse(url).scheme in ("postgres", "postgresql")
+        self.db: _Sqlite | _Postgres | None = None
+        self.lock = threading.Lock()
+        self.families: list = []
+        self.computed_at = -1e9
+        self.warned = False
+        # folded from the log so far (monotonic: they are Prometheus counters)
+        self.folded = 0
+        self.counts: Tally[tuple] = Tally()
+
+    @classmethod
+    def of(cls, settings) -> "StoreState":
+        return cls(settings.store, kafka=bool(settings.kafka_bootstrap), worker_ttl=settings.worker_ttl,
+                   claim_ttl=settings.claim_ttl, cache=settings.metrics_cache)
+
+    # --- the collector protocol ---------------------------------------------------------
+
+    def describe(self):
+        return []  # names depend on the store; no duplicate check against other collectors
+
+    def collect(self):
+        with self.lock:
+            if time.monotonic() - self.computed_at >= self.cache:
+                self.families = self._compute()
+                self.computed_at = time.monotonic()
+            return list(self.families)
+
+    def close(self) -> None:
+        with self.lock:
+            self._drop()
+
+    # --- computing -----------------------------------------------------------------------
+
+    def _connect(self):
+        if self.db is None:
+            if self.postgres:
+                self.db = _Postgres(self.url)
+            else:
+                from engine.store import sqlite_path
+
+                self.db = _Sqlite(sqlite_path(self.url))
+        return self.db
+
+    def _drop(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self.db = None
+
+    def _compute(self) -> list:
+        started = time.monotonic()
+        up = GaugeMetricFamily("vec_metrics_store_up", "1 if the last scrape of the store's state reached the store")
+        seconds = GaugeMetricFamily("vec_metrics_state_seconds", "Seconds the last scrape of the store's state took")
+        try:
+            families = self._state(self._connect())
+            up.add_metric([], 1)
+            self.warned = False
+        except Exception as error:  # noqa: BLE001 - a scrape answers; the store may be away
+            if not self.warned:
+                log.warning("metrics: the store's state is unavailable: %s: %s", type(error).__name__, error)
+                self.warned = True
+            self._drop()
+            families = []
+            up.add_metric([], 0)
+        seconds.add_metric([], time.monotonic() - started)
+        return [up, seconds, *families]
+
+    def _fold(self, db, head: int) -> None:
+        """Folds (folded, head] into the counters, FOLD_WINDOW positions per query, within
+        the time budget."""
+        t = db.text
+        sql = (f"SELECT type, {t('status')}, {t('reason')}, {t('kind')}, {t('bucket')},"
+               f" {db.flag('late')}, COUNT(*),"
+               f" SUM(CASE type WHEN 'CreditsDebited' THEN {db.number('monthly')} + {db.number('payg')}"
+               f" WHEN 'ChunkFailed' THEN {db.length('addresses')} ELSE {db.number('amount')} END)"
+               f" FROM {db.source(', '.join(repr(name) for name in FOLDED_TYPES))}"
+               f" GROUP BY 1, 2, 3, 4, 5, 6")
+        deadline = time.monotonic() + self.budget
+        while self.folded < head:  # one window at least, more within the budget
+            until = min(head, self.folded + FOLD_WINDOW)
+            rows = db.rows(sql, (self.folded, until))
+            for kind, status, reason, task_kind, bucket, late, count, amount in rows:
+                self._count(kind, status, reason, task_kind, bucket, bool(late),
+                            int(count), int(amount or 0))
+            self.folded = until
+            if time.monotonic() >= deadline:
+                break
+
+    def _count(self, kind, status, reason, task_kind, bucket, late, count, amount) -> None:
+        c = self.counts
+        if kind == "AddressVerified":
+            if late:
+                c[("late",)] += count
+            else:
+                c[("address", _bounded(status, STATUSES[:3]), "")] += count
+                c[("consumed",)] += count
+        elif kind == "ResultUnknown":
+            if late:
+                c[("late",)] += count
+            else:
+                c[("address", "unknown", _bounded(reason, UNKNOWN_REASONS))] += count
+        elif kind == "ChunkFailed":  # its addresses show as Unknown provider_error (rm_results)
+            c[("address", "unknown", "provider_error")] += amount
+            c[("chunk_failed",)] += count
+        elif kind == "TaskCreated":
+            c[("created", _bounded(task_kind, ("single", "bulk")))] += count
+        elif kind in FINISHED:
+            c[("finished", FINISHED[kind])] += count
+        elif kind == "CreditsDebited":
+            c[("debited",)] += amount
+        elif kind == "CreditsRefunded":
+            c[("refunded", _bounded(reason, REFUND_REASONS))] += amount
+        elif kind == "CreditsGranted":
+            c[("granted", _bounded(bucket, ("payg", "monthly")), _bounded(reason, GRANT_REASONS))] += amount
+        elif kind == "MonthlyCreditsExpired":
+            c[("expired",)] += amount
+
+    def _optional(self, db, sql: str, params: tuple = ()) -> list[tuple] | None:
+        """Rows of a query on a table that may not exist yet (a store never opened by the engine)."""
+        try:
+            return db.rows(sql, params)
+        except Exception as error:
+            if db.missing_table(error):
+                return None
+            raise
+
+    def _state(self, db) -> list:
+        from projections.read_models import all_projections
+
+        head = db.head()
+        if head < self.folded:  # another log than the one folded so far (a store made anew)
+            self.folded, self.counts = 0, Tally()
+        self._fold(db, head)
+        c = self.counts
+        out = []
+
+        def family(cls, name, text, labels=(), samples=()):
+            f = cls(name, text, labels=list(labels))
+            for label_values, value in samples:
+                f.add_metric(list(label_values), value)
+            out.append(f)
+
+        family(GaugeMetricFamily, "vec_log_head_position", "Position of the last event of the log", (),
+               [((), head)])
+        family(GaugeMetricFamily, "vec_metrics_folded_position", "How far these metrics folded the log "
+               "(below the head only while a fresh process catches up)", (), [((), self.folded)])
+        active = dict(self._optional(db, "SELECT status, COUNT(*) FROM rm_tasks WHERE status IN ('queued', "
+                                         "'processing') GROUP BY status") or [])
+        family(GaugeMetricFamily, "vec_tasks", "Tasks by status (queued and processing from the tasks read model, "
+               "finished ones from the log)", ["status"],
+               [((s,), active.get(s, 0) if s in ("queued", "processing") else c[("finished", s)])
+                for s in TASK_STATUSES])
+        family(CounterMetricFamily, "vec_tasks_created", "Tasks created, by kind", ["kind"],
+               [((k,), c[("created", k)]) for k in ("single", "bulk")])
+        family(CounterMetricFamily, "vec_tasks_finished", "Tasks finished, by status", ["status"],
+               [((s,), c[("finished", s)]) for s in ("completed", "cancelled", "failed")])
+        family(CounterMetricFamily, "vec_addresses", "Addresses settled (results a customer sees; a failed chunk's "
+               "addresses count as unknown provider_error), by status and Unknown reason", ["status", "reason"],
+               [((s, ""), c[("address", s, "")]) for s in STATUSES[:3]]
+               + [(("unknown", r), c[("address", "unknown", r)]) for r in (*UNKNOWN_REASONS, "other")])
+        family(CounterMetricFamily, "vec_addresses_late", "Results recorded after their task stopped (logged, never "
+               "charged nor shown)", (), [((), c[("late",)])])
+        family(CounterMetricFamily, "vec_chunks_failed", "Chunks failed with their refund", (),
+               [((), c[("chunk_failed",)])])
+        family(CounterMetricFamily, "vec_credits_debited", "Credits debited when tasks were created", (),
+               [((), c[("debited",)])])
+        family(CounterMetricFamily, "vec_credits_consumed", "Credits consumed: addresses settled Safe, Invalid or "
+               "Risky", (), [((), c[("consumed",)])])
+        family(CounterMetricFamily, "vec_credits_refunded", "Credits refunded, by reason", ["reason"],
+               [((r,), c[("refunded", r)]) for r in REFUND_REASONS])
+        family(CounterMetricFamily, "vec_credits_granted", "Credits granted, by bucket and reason",
+               ["bucket", "reason"], [((b, r), c[("granted", b, r)]) for b, r in
+                                      (("payg", "welcome"), ("payg", "purchase"), ("payg", "support"),
+                                       ("monthly", "subscription"), ("monthly", "support"))])
+        family(CounterMetricFamily, "vec_credits_expired", "Monthly credits expired", (), [((), c[("expired",)])])
+
+        names = [p.name for p in all_projections()]
+        stored = dict(self._optional(db, "SELECT name, position FROM rm_checkpoints") or [])
+        stopped = {row[0] for row in self._optional(db, "SELECT name FROM rm_stopped") or []}
+        family(GaugeMetricFamily, "vec_projection_lag_events", "Events of the log a read model has not folded yet "
+               "(head - its checkpoint)", ["projection"], [((n,), max(head - stored.get(n, 0), 0)) for n in names])
+        family(GaugeMetricFamily, "vec_projection_stopped", "1 if a read model stopped on an event it could not fold",
+               ["projection"], [((n,), int(n in stopped)) for n in names])
+        lease = self._optional(db, "SELECT holder, heartbeat FROM engine_lease WHERE id = 1")
+        beats = []
+        if lease and lease[0][0]:
+            beat = lease[0][1] if isinstance(lease[0][1], datetime) else datetime.fromisoformat(lease[0][1])
+            beats = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))]
+        family(GaugeMetricFamily, "vec_engine_heartbeat_age_seconds", "Seconds since the embedded engine (the holder "
+               "of the engine lease) last beat; absent while no engine holds it", (), beats)
+
+        # the distributed mode (PostgreSQL): relay, fleet, claims; families without samples elsewhere
+        relay, alive, claims = [], [], []
+        if self.postgres:
+            if self.kafka:
+                row = self._optional(db, "SELECT position FROM relay_position WHERE id = 1")
+                relay = [((), max(head - (row[0][0] if row else 0), 0))]
+            since = "now() - make_interval(secs => ?)"
+            rows = self._optional(db, f"SELECT roles FROM workers WHERE heartbeat >= {since}", (self.worker_ttl,))
+            per_role = Tally(role for (roles,) in rows or [] for role in roles.split(",") if role in ROLES)
+            alive = [((role,), per_role[role]) for role in ROLES]
+            row = self._optional(db, f"SELECT COUNT(*) FROM chunk_claims WHERE heartbeat >= {since}",
+                                 (self.claim_ttl,))
+            claims = [((), row[0][0] if row else 0)]
+        family(GaugeMetricFamily, "vec_relay_lag_events", "Events of the log the relay has not published yet "
+               "(head - relay position; PostgreSQL with Kafka)", (), relay)
+        family(GaugeMetricFamily, "vec_fleet_processes", "Fleet processes alive (heartbeat within VEC_WORKER_TTL), "
+               "by role (PostgreSQL)", ["role"], alive)
+        family(GaugeMetricFamily, "vec_chunks_claimed", "Chunks claimed by a live fleet worker (PostgreSQL)", (),
+               claims)
+
+        # webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes
+        attempts = Tally()
+        rows = self._optional(db, "SELECT outcome, COUNT(*) FROM webhook_attempts GROUP BY outcome")
+        for outcome, count in rows or []:
+            attempts[_bounded(outcome, WEBHOOK_OUTCOMES)] += count
+        family(CounterMetricFamily, "vec_webhook_attempts", "Webhook delivery attempts, by outcome (delivered = 2xx; "
+               "sending = in flight now)", ["outcome"], [((o,), attempts[o]) for o in WEBHOOK_OUTCOMES])
+        deliveries = Tally()
+        rows = self._optional(db, "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")
+        for status, count in rows or []:
+            deliveries[_bounded(status, WEBHOOK_STATUSES, "pending")] += count
+        family(GaugeMetricFamily, "vec_webhook_deliveries", "Webhook deliveries, by status", ["status"],
+               [((s,), deliveries[s]) for s in WEBHOOK_STATUSES])
+        row = self._optional(db, "SELECT position FROM webhook_checkpoint WHERE name = 'webhooks'")
+        family(GaugeMetricFamily, "vec_webhook_lag_events", "Events of the log the webhooks consumer has not looked "
+               "at yet (head - its checkpoint)", (), [((), max(head - row[0][0], 0))] if row else [])
+        return out
+
+
+# --- exposing ---------------------------------------------------------------------------------
+
+class _Union:
+    """A collector yielding every metric of other registries/collectors."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def collect(self):
+        for part in self.parts:
+            yield from part.collect()
+
+
+def scrape_registry(settings=None, state: bool = True) -> CollectorRegistry:
+    """What a process exposes: its process metrics and, with `state`, the store's state."""
+    registry = CollectorRegistry(auto_describe=False)
+    parts = [REGISTRY]
+    if state and settings is not None:
+        store_state = StoreState.of(settings)
+        parts.append(store_state)
+        registry.store_state = store_state  # type: ignore[attr-defined]
+    registry.register(_Union(*parts))
+    return registry
+
+
+def serve(settings, state: bool = True):
+    """`vec run`: an HTTP server of /metrics on VEC_METRICS_HOST:VEC_METRICS_PORT (on a
+    thread of its own). Returns a stop function, or None when the port is 0 (off)."""
+    from prometheus_client import start_http_server
+
+    if not settings.metrics_port:
+        return None
+    registry = scrape_registry(settings, state)
+    server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        store_state = getattr(registry, "store_state", None)
+        if store_state is not None:
+            store_state.close()
+
+    return stop
+
+
+def mount(app) -> None:
+    """GET /metrics on the FastAPI app (no auth: aggregate counts only, no account data).
+    The state comes from the store of the app's settings, through a connection of its own."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import Response
+
+    async def metrics(request):
+        registry = getattr(request.app.state, "metrics_registry", None)
+        if registry is None:
+            services = request.app.state.services
+            track_engine(services.engine)
+            registry = request.app.state.metrics_registry = scrape_registry(services.settings)
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+
+# --- ids for the logs ---------------------------------------------------------------------------
+
+def task_ids(engine, task_id: str | None, **more) -> dict:
+    """`extra=` of a log line about a task: task_id, account_id and correlation_id (a task's
+    events carry its id as their correlation id), plus `more` (chunk_no, worker_id...).
+    entrypoints/logs.py prints them as fields of the JSON line. Never raises."""
+    ids = {"task_id": task_id, "correlation_id": task_id, **more}
+    if engine is not None and task_id:
+        try:
+            ids["account_id"] = engine.task(task_id).account_id
+        except Exception:  # noqa: BLE001 - a log line must not fail
+            pass
+    return ids

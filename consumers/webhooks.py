@@ -1,0 +1,663 @@
+"""Signed webhooks on task end: an account registers endpoints; when one of its tasks
+completes, fails or is cancelled, the engine POSTs the task's summary, signed per the
+Standard Webhooks spec (`webhook-id`, `webhook-timestamp`, `webhook-signature`, with the
+`standardwebhooks` library), at least once, every attempt recorded.
+
+Two loops, run together by `Webhooks.run` (a supervised loop of the embedded runtime, or
+of the fleet's elected webhooks leader; never more than one at a time):
+
+- The consumer reads the log past its own checkpoint (`webhook_checkpoint`). For each task
+  end (TaskCompleted, TaskFailed, SystemFailure, TaskCancelled) of an account with
+  endpoints it enqueues one delivery per endpoint, and it moves its checkpoint in the same
+  transaction: a crash neither loses nor doubles a delivery. A delivery's id is the
+  webhook-id, derived from the event id and the endpoint, so re-reading the log inserts
+  nothing new and a receiver can dedupe on it. An endpoint gets the task ends appended after
+  it was registered (`created_position`, the log's head then).
+- The sender takes due deliveries, claims each (attempt row `sending`, the delivery's next
+  attempt pushed past the attempt's time bound) in one transaction, POSTs, and records the
+  outcome: 2xx = delivered; anything else is retried after the next step of
+  `VEC_WEBHOOK_RETRY_SCHEDULE`, until `VEC_WEBHOOK_MAX_ATTEMPTS` (then failed). At least
+  once: a process that dies between sending and recording leaves the attempt `sending`; the
+  next sender marks it `interrupted` and sends again.
+
+Egress guard: the endpoint's host is resolved and every address checked with the
+verifier's rules (verifier/egress.py); a loopback, private, link-local, metadata... address
+is refused (the attempt is recorded as `refused`, no connection is opened), unless
+`VEC_WEBHOOK_ALLOW_LOOPBACK=true` (tests only) allows loopback. The request then goes to the
+address that was checked (no second resolution: no DNS rebinding), with the endpoint's Host
+and, for HTTPS, its name for SNI and certificate checks; redirects are not followed, proxies
+from the environment are not used.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+from engine.config import EngineSettings, parse_schedule
+from engine.domain.errors import InvalidCommand
+from engine.service import Engine, utcnow
+from projections.base import Table
+from verifier.egress import egress_refusal
+
+log = logging.getLogger("vec.webhooks")
+
+# task-end event -> the webhook's type
+TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",
+             "TaskCancelled": "task.cancelled"}
+STATUSES = ("pending", "delivered", "failed")
+
+ENDPOINTS = Table("webhook_endpoints", ("endpoint_id", "account_id", "url", "description", "secret", "created_at",
+                                        "created_position", "created_by", "disabled_at"),
+                  ("endpoint_id",), frozenset({"created_position"}), (("account_id",),))
+DELIVERIES = Table("webhook_deliveries", ("delivery_id", "endpoint_id", "account_id", "task_id", "event_id",
+                                          "position", "event_type", "payload", "status", "attempts",
+                                          "next_attempt_at", "last_status_code", "last_error", "created_at",
+                                          "delivered_at"),
+                   ("delivery_id",), frozenset({"position", "attempts", "last_status_code"}),
+                   (("status", "next_attempt_at"), ("endpoint_id", "position"), ("account_id", "position")))
+ATTEMPTS = Table("webhook_attempts", ("delivery_id", "attempt", "started_at", "outcome", "status_code", "error",
+                                      "duration_ms"),
+                 ("delivery_id", "attempt"), frozenset({"attempt", "status_code", "duration_ms"}),
+                 (("outcome",),))
+CHECKPOINT = Table("webhook_checkpoint", ("name", "position"), ("name",), frozenset({"position"}))
+TABLES = (ENDPOINTS, DELIVERIES, ATTEMPTS, CHECKPOINT)
+
+ID_NAMESPACE = uuid.UUID("0b5b7d52-6a57-4f0e-9a43-3c0f3b6f5e21")
+CONSUMER = "webhooks"
+BATCH = 1000  # log positions the consumer looks at per transaction
+CLAIM_MARGIN = 30.0  # seconds past an attempt's own bound before an unrecorded attempt is sent again
+MAX_ENDPOINTS = 20  # active endpoints per account
+MAX_URL = 2000
+ERROR_TEXT = 300  # characters of an error or a response kept per attempt
+USER_AGENT = "vec-webhooks/1"
+
+ENDPOINT_FIELDS = ("endpoint_id", "account_id", "url", "description", "created_at", "created_by", "disabled_at")
+DELIVERY_FIELDS = ("delivery_id", "endpoint_id", "account_id", "task_id", "event_id", "position", "event_type",
+                   "status", "attempts", "next_attempt_at", "last_status_code", "last_error", "created_at",
+                   "delivered_at")
+ATTEMPT_FIELDS = ("attempt", "started_at", "outcome", "status_code", "error", "duration_ms")
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+def stamp(moment: datetime) -> str:
+    """UTC, always with microseconds: one width, so that text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def webhook_id(event_id: str, endpoint_id: str) -> str:
+    """The webhook-id of one task end for one endpoint: the same on every re-read and retry."""
+    return "msg_" + uuid.uuid5(ID_NAMESPACE, f"{event_id}/{endpoint_id}").hex
+
+
+def retry_delay(schedule: tuple[float, ...], attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    return schedule[min(attempt, len(schedule)) - 1]
+
+
+def allowed_address(ip: str, allow_loopback: bool) -> str | None:
+    """None when a webhook may be sent to `ip`; otherwise why not (the verifier's rules)."""
+    why = egress_refusal(ip)
+    if why is not None and allow_loopback and egress_refusal(ip, loopback_only=True) is None:
+        return None
+    return why
+
+
+def validate_url(url: str, allow_loopback: bool = False) -> str:
+    """The endpoint URL, checked: http or https, a host, no credentials, no fragment, and not
+    an address literal the egress guard refuses (host names are checked at each delivery)."""
+    url = url.strip()
+    if not url or len(url) > MAX_URL or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InvalidCommand(f"a webhook URL is 1-{MAX_URL} printable characters without spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidCommand(f"not a valid URL: {error}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidCommand("a webhook URL is http:// or https://")
+    if not parts.hostname:
+        raise InvalidCommand("a webhook URL names a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidCommand("a webhook URL carries no credentials (the signature authenticates the sender)")
+    if parts.fragment:
+        raise InvalidCommand("a webhook URL has no #fragment")
+    if port == 0:
+        raise InvalidCommand("a webhook URL's port is 1-65535")
+    try:  # what the sender will parse it with (host names in IDNA)
+        import httpx
+
+        httpx.URL(url).raw_host.decode("ascii").encode("idna")  # the resolver's own check: labels of 1-63
+    except Exception as error:  # noqa: BLE001 - InvalidURL, an IDNA or Unicode error
+        raise InvalidCommand(f"not a valid URL: {error}") from None
+    try:
+        literal = str(ipaddress.ip_address(parts.hostname))
+    except ValueError:
+        return url  # a host name: its addresses are checked at each delivery
+    why = allowed_address(literal, allow_loopback)
+    if why is not None:
+        raise InvalidCommand(f"webhooks are never sent to {literal} ({why}): not globally routable")
+    return url
+
+
+def task_summary(event_type: str, event: Any, state: Any, recorded: Any) -> dict:
+    """The body of a task-end webhook (Standard Webhooks' type/timestamp/data shape)."""
+    task_id = recorded.stream.removeprefix("task-")
+    reason = getattr(event, "reason", None) if event_type in ("TaskFailed", "SystemFailure") else None
+    return {
+        "type": TASK_ENDS[event_type],
+        "timestamp": recorded.occurred_at.astimezone(timezone.utc).isoformat(),
+        "data": {
+            "task_id": task_id,
+            "account": state.account_id,
+            "kind": state.kind,
+            "status": TASK_ENDS[event_type].removeprefix("task."),
+            "partial_failure": bool(state.partial_failure),
+            "reason": reason,
+            "total": state.address_count,
+            "verified": state.consumed + state.counts.get("unknown", 0),
+            "consumed": state.consumed,
+            "refunded": state.refunded,
+            "unverified": getattr(event, "unverified_count", 0),
+            "counts": dict(state.counts),
+            "finished_at": recorded.occurred_at.astimezone(timezone.utc).isoformat(),
+            "event_id": str(recorded.event_id),
+            "position": recorded.position,
+            "url": f"/v1/tasks/{task_id}",
+        },
+    }
+
+
+# --- the tables -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed attempt of one delivery."""
+
+    delivery_id: str
+    attempt: int
+    url: str
+    secret: str
+    payload: str
+
+
+class WebhookStore:
+    """Endpoints, deliveries, attempts and the consumer's checkpoint, in the store's SQL
+    session (SQLite or PostgreSQL, `?` placeholders)."""
+
+    def __init__(self, sql, clock: Callable[[], datetime] = utcnow):
+        self.sql, self.clock = sql, clock
+        self._ready = False
+
+    def ensure_schema(self) -> "WebhookStore":
+        if not self._ready:
+            with self.sql.transaction():
+                self.sql.lock("vec.webhooks.schema")
+                for table in TABLES:
+                    self.sql.create_table(table)
+            self._ready = True
+        return self
+
+    def _rows(self, query: str, params: tuple = ()) -> list[dict]:
+        cursor = self.sql.execute(query, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # --- endpoints ----------------------------------------------------------------------
+
+    def add_endpoint(self, account_id: str, url: str, description: str, created_position: int,
+                     created_by: str | None = None, allow_loopback: bool = False) -> dict:
+        """Registers an endpoint; the answer holds its signing secret (shown this once)."""
+        url = validate_url(url, allow_loopback)
+        if len(description) > 200 or not description.isprintable():
+            raise InvalidCommand("a description is at most 200 printable characters")
+        row = {"endpoint_id": f"ep_{uuid.uuid4().hex}", "account_id": account_id, "url": url,
+               "description": description, "secret": new_secret(), "created_at": stamp(self.clock()),
+               "created_position": created_position, "created_by": created_by, "disabled_at": None}
+        with self.sql.transaction():
+            self.sql.lock(f"vec.webhooks.account.{account_id}")
+            active = self.sql.execute("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = ?"
+                                      " AND disabled_at IS NULL", (account_id,)).fetchone()[0]
+            if active >= MAX_ENDPOINTS:
+                raise InvalidCommand(f"an account has at most {MAX_ENDPOINTS} webhook endpoints; remove one first")
+            self.sql.execute(f"INSERT INTO webhook_endpoints ({', '.join(ENDPOINTS.columns)})"
+                             f" VALUES ({', '.join('?' for _ in ENDPOINTS.columns)})",
+                             tuple(row[c] for c in ENDPOINTS.columns))
+        return {**{k: row[k] for k in ENDPOINT_FIELDS}, "secret": row["secret"]}
+
+    def endpoint(self, endpoint_id: str) -> dict | None:
+        rows = self._rows(f"SELECT {', '.join(ENDPOINT_FIELDS)} FROM webhook_endpoints WHERE endpoint_id = ?",
+                          (endpoint_id,))
+        return rows[0] if rows else None
+
+    def endpoints(self, account_id: str, include_removed: bool = False) -> list[dict]:
+        where = "" if include_removed else " AND disabled_at IS NULL"
+        return self._rows(f"SELECT {', '.join(ENDPOINT_FIELDS)} FROM webhook_endpoints WHERE account_id = ?{where}"
+                          " ORDER BY created_at, endpoint_id", (account_id,))
+
+    def remove_endpoint(self, endpoint_id: str) -> dict | None:
+        """Stops an endpoint: no new deliveries; its pending ones fail ('endpoint removed')."""
+        now = stamp(self.clock())
+        with self.sql.transaction():
+            self.sql.execute("UPDATE webhook_endpoints SET disabled_at = ? WHERE endpoint_id = ?"
+                             " AND disabled_at IS NULL", (now, endpoint_id))
+            self.sql.execute("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,"
+                             " last_error = 'endpoint removed' WHERE endpoint_id = ? AND status = 'pending'",
+                             (endpoint_id,))
+        return self.endpoint(endpoint_id)
+
+    # --- deliveries and attempts (reads) ------------------------------------------------
+
+    def deliveries(self, account_id: str | None = None, endpoint_id: str | None = None, status: str | None = None,
+                   before: tuple[int, str] | None = None, limit: int = 100,
+                   with_attempts: bool = False) -> list[dict]:
+        """Newest first (by log position), a page at a time (`before`: the last row's key)."""
+        where, params = [], []
+        for column, value in (("account_id", account_id), ("endpoint_id", endpoint_id), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("(position < ? OR (position = ? AND delivery_id < ?))")
+            params += [before[0], before[0], before[1]]
+        rows = self._rows(f"SELECT {', '.join(DELIVERY_FIELDS)} FROM webhook_deliveries"
+                          f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+                          " ORDER BY position DESC, delivery_id DESC LIMIT ?", (*params, limit))
+        if with_attempts:
+            for row in rows:
+                row["attempt_log"] = self.attempts(row["delivery_id"])
+        return rows
+
+    def delivery(self, delivery_id: str) -> dict | None:
+        rows = self._rows(f"SELECT {', '.join(DELIVERY_FIELDS)}, payload FROM webhook_deliveries"
+                          " WHERE delivery_id = ?", (delivery_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        row["payload"] = orjson.loads(row["payload"])
+        row["attempt_log"] = self.attempts(delivery_id)
+        return row
+
+    def attempts(self, delivery_id: str) -> list[dict]:
+        return self._rows(f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM webhook_attempts WHERE delivery_id = ?"
+                          " ORDER BY attempt", (delivery_id,))
+
+    # --- the consumer's side --------------------------------------------------------------
+
+    def checkpoint(self) -> int | None:
+        row = self.sql.execute("SELECT position FROM webhook_checkpoint WHERE name = ?", (CONSUMER,)).fetchone()
+        return row[0] if row else None
+
+    def listening_accounts(self) -> set[str]:
+        return {r[0] for r in self.sql.execute(
+            "SELECT DISTINCT account_id FROM webhook_endpoints WHERE disabled_at IS NULL").fetchall()}
+
+    def start_checkpoint(self, head: int) -> int:
+        """The first time: the log's head, or the oldest endpoint's registration if earlier
+        (`head` is read before the endpoints, so none registered meanwhile is skipped)."""
+        with self.sql.transaction():
+            oldest = self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints").fetchone()[0]
+            start = head if oldest is None else min(head, oldest)
+            self.sql.execute("INSERT INTO webhook_checkpoint (name, position) VALUES (?, ?)"
+                             " ON CONFLICT (name) DO NOTHING", (CONSUMER, start))
+        return self.checkpoint()
+
+    def enqueue(self, expected: int, until: int, ends: list[tuple[Any, dict]]) -> int | None:
+        """One transaction: a delivery per active endpoint of each task end's account, and the
+        checkpoint moved from `expected` to `until`. None if the checkpoint was not at
+        `expected` (another consumer moved it: read again). Returns deliveries inserted."""
+        now = stamp(self.clock())
+        added = 0
+        with self.sql.transaction():
+            self.sql.lock("vec.webhooks.consumer")
+            if self.checkpoint() != expected:
+                return None
+            for recorded, payload in ends:
+                account_id = payload["data"]["account"]
+                body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+                for (endpoint_id,) in self.sql.execute(
+                        "SELECT endpoint_id FROM webhook_endpoints WHERE account_id = ? AND disabled_at IS NULL"
+                        " AND created_position < ? ORDER BY endpoint_id",
+                        (account_id, recorded.position)).fetchall():
+                    cursor = self.sql.execute(
+                        f"INSERT INTO webhook_deliveries ({', '.join(DELIVERIES.columns)})"
+                        f" VALUES ({', '.join('?' for _ in DELIVERIES.columns)}) ON CONFLICT (delivery_id) DO NOTHING",
+                        (webhook_id(str(recorded.event_id), endpoint_id), endpoint_id, account_id,
+                         payload["data"]["task_id"], str(recorded.event_id), recorded.position, recorded.type, body,
+                         "pending", 0, now, None, None, now, None))
+                    added += max(cursor.rowcount, 0)
+            self.sql.execute("UPDATE webhook_checkpoint SET position = ? WHERE name = ?", (until, CONSUMER))
+        return added
+
+    # --- the sender's side ------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """At a sender's start (one runs at a time): attempts left `sending` by a sender that
+        stopped are `interrupted`, and their deliveries due now. Returns how many."""
+        now = stamp(self.clock())
+        with self.sql.transaction():
+            self.sql.lock("vec.webhooks.sender")
+            stuck = [r[0] for r in self.sql.execute(
+                "SELECT delivery_id FROM webhook_attempts WHERE outcome = 'sending'").fetchall()]
+            for delivery_id in stuck:
+                self._interrupted(delivery_id)
+                self.sql.execute("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE delivery_id = ?"
+                                 " AND status = 'pending'", (now, delivery_id))
+        return len(stuck)
+
+    def _interrupted(self, delivery_id: str) -> None:
+        self.sql.execute("UPDATE webhook_attempts SET outcome = 'interrupted', error = ? WHERE delivery_id = ?"
+                         " AND outcome = 'sending'",
+                         ("the sender stopped before it recorded an answer; sent again", delivery_id))
+
+    def claim_due(self, limit: int, hold: float) -> list[Job]:
+        """Claims up to `limit` due deliveries: each gets its attempt row (`sending`) and its
+        next attempt moved `hold` seconds on, so that an attempt never recorded is made again."""
+        now = self.clock()
+        due = self.sql.execute(
+            "SELECT d.delivery_id, d.attempts, d.payload, e.url, e.secret, e.disabled_at"
+            " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id"
+            " WHERE d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.delivery_id"
+            " LIMIT ?", (stamp(now), limit)).fetchall()
+        if not due:
+            return []
+        jobs = []
+        with self.sql.transaction():
+            self.sql.lock("vec.webhooks.sender")
+            for delivery_id, attempts, payload, url, secret, disabled_at in due:
+                if disabled_at is not None:
+                    self.sql.execute("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,"
+                                     " last_error = 'endpoint removed' WHERE delivery_id = ? AND status = 'pending'",
+                                     (delivery_id,))
+                    continue
+                attempt = attempts + 1
+                claimed = self.sql.execute(
+                    "UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ? WHERE delivery_id = ?"
+                    " AND attempts = ? AND status = 'pending'",
+                    (attempt, stamp(now + timedelta(seconds=hold)), delivery_id, attempts)).rowcount
+                if claimed != 1:
+                    continue
+                self._interrupted(delivery_id)
+                self.sql.execute("INSERT INTO webhook_attempts (delivery_id, attempt, started_at, outcome, status_code,"
+                                 " error, duration_ms) VALUES (?, ?, ?, 'sending', NULL, NULL, NULL)"
+                                 " ON CONFLICT (delivery_id, attempt) DO NOTHING", (delivery_id, attempt, stamp(now)))
+                jobs.append(Job(delivery_id, attempt, url, secret, payload))
+        return jobs
+
+    def record(self, job: Job, outcome: str, status_code: int | None, error: str | None, duration_ms: int,
+               schedule: tuple[float, ...], max_attempts: int) -> str:
+        """The attempt's outcome, and the delivery's new state (returned): delivered,
+        pending (next attempt per the schedule) or failed (no attempts left)."""
+        now = self.clock()
+        with self.sql.transaction():
+            self.sql.execute("UPDATE webhook_attempts SET outcome = ?, status_code = ?, error = ?, duration_ms = ?"
+                             " WHERE delivery_id = ? AND attempt = ?",
+                             (outcome, status_code, error, duration_ms, job.delivery_id, job.attempt))
+            if outcome == "delivered":  # whoever else may hold it now: it arrived
+                self.sql.execute("UPDATE webhook_deliveries SET status = 'delivered', next_attempt_at = NULL,"
+                                 " last_status_code = ?, last_error = NULL, delivered_at = ? WHERE delivery_id = ?",
+                                 (status_code, stamp(now), job.delivery_id))
+                return "delivered"
+            state = "failed" if job.attempt >= max_attempts else "pending"
+            delay = timedelta(seconds=retry_delay(schedule, job.attempt))
+            following = None if state == "failed" else stamp(now + delay)
+            self.sql.execute("UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, last_status_code = ?,"
+                             " last_error = ? WHERE delivery_id = ? AND attempts = ? AND status = 'pending'",
+                             (state, following, status_code, error, job.delivery_id, job.attempt))
+            return state
+
+
+# --- the consumer: log -> deliveries --------------------------------------------------------
+
+class WebhookConsumer:
+    """Reads the log past its checkpoint and enqueues the deliveries of task ends."""
+
+    def __init__(self, engine: Engine, store: WebhookStore):
+        self.engine, self.db, self.store = engine, engine.db, store
+
+    def step(self, batch: int = BATCH) -> int:
+        """One batch: returns how many log positions it moved past (0: nothing new)."""
+        start = self.store.checkpoint()
+        if start is None:
+            start = self.store.start_checkpoint(self.db.events.head())
+        headers = self.db.events.read_headers(start, batch)  # cheap: no payloads decoded
+        if not headers:
+            return 0
+        ends = []
+        # read after the headers: an endpoint registered later only gets later task ends anyway
+        listening = self.store.listening_accounts() if any(t in TASK_ENDS for _, _, t in headers) else set()
+        for position, stream, type_name in headers:
+            if type_name in TASK_ENDS and stream.startswith("task-") and listening:
+                task_id = stream.removeprefix("task-")
+                if self._account(task_id) not in listening:
+                    continue  # no endpoint: no need to fold the task
+                recorded = next(self.db.events.read_all(after_position=position - 1, until_position=position,
+                                                        batch=1))
+                state = self.engine.task(task_id)
+                ends.append((recorded, task_summary(type_name, recorded.event, state, recorded)))
+        added = self.store.enqueue(start, headers[-1][0], ends)
+        if added is None:
+            return 0
+        if added:
+            log.info("webhooks: %d deliveries enqueued up to position %d", added, headers[-1][0])
+        return len(headers)
+
+    def _account(self, task_id: str) -> str | None:
+        """The task's account: from the tasks read model (set long before the task ends), else
+        from the task's own stream."""
+        row = self.db.read.task(task_id)
+        return row["account"] if row is not None else self.engine.task(task_id).account_id
+
+
+# --- the sender -----------------------------------------------------------------------------
+
+class Egress:
+    """Where a webhook may go: the endpoint's addresses, each checked by the egress guard."""
+
+    def __init__(self, allow_loopback: bool):
+        self.allow_loopback = allow_loopback
+
+    async def addresses(self, host: str, port: int) -> tuple[list[str], str | None]:
+        """(addresses to try, None) or ([], why the host is refused)."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ips = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+        for ip in ips:
+            why = allowed_address(ip, self.allow_loopback)
+            if why is not None:
+                return [], f"{host} resolves to {ip} ({why}), not globally routable: refused by the egress guard"
+        return ips, None
+
+
+class Sender:
+    """POSTs one claimed attempt, signed; never raises for what the network or the receiver do."""
+
+    def __init__(self, settings: EngineSettings, egress: Egress | None = None):
+        import httpx
+
+        self.settings = settings
+        self.timeout = settings.webhook_timeout
+        self.egress = egress or Egress(settings.webhook_allow_loopback)
+        # a fresh connection per attempt: a pooled one was checked (and TLS-verified) for
+        # another endpoint's host name; no proxies or .netrc from the environment
+        self.client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False,
+                                        limits=httpx.Limits(max_keepalive_connections=0))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def headers(self, job: Job, now: float) -> dict[str, str]:
+        from standardwebhooks import Webhook
+
+        seconds = int(now)
+        signature = Webhook(job.secret).sign(job.delivery_id, datetime.fromtimestamp(seconds, timezone.utc),
+                                             job.payload)
+        return {"webhook-id": job.delivery_id, "webhook-timestamp": str(seconds), "webhook-signature": signature,
+                "content-type": "application/json", "user-agent": USER_AGENT}
+
+    async def send(self, job: Job) -> tuple[str, int | None, str | None]:
+        """(outcome: delivered | failed | refused, status code, error)."""
+        import httpx
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    url = httpx.URL(job.url)
+                    host = url.raw_host.decode("ascii")  # IDNA-encoded
+                except Exception as error:  # noqa: BLE001 - registered before a stricter check
+                    return "failed", None, f"not a valid URL: {error}"[:ERROR_TEXT]
+                port = url.port or (443 if url.scheme == "https" else 80)
+                try:
+                    ips, refused = await self.egress.addresses(host, port)
+                except (OSError, UnicodeError) as error:
+                    return "failed", None, f"cannot resolve {host}: {error}"[:ERROR_TEXT]
+                if refused:
+                    return "refused", None, refused[:ERROR_TEXT]
+                body = job.payload.encode()
+                headers = {**self.headers(job, time.time()), "host": url.netloc.decode("ascii")}
+                extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+                for index, ip in enumerate(ips):
+                    try:
+                        async with self.client.stream("POST", url.copy_with(host=ip), content=body, headers=headers,
+                                                      extensions=extensions) as response:
+                            excerpt = b""
+                            async for chunk in response.aiter_raw():
+                                excerpt += chunk
+                                if len(excerpt) >= ERROR_TEXT:
+                                    break
+                    except httpx.ConnectError as error:
+                        if index + 1 < len(ips):
+                            continue  # the host's next address
+                        return "failed", None, f"cannot connect: {error or type(error).__name__}"[:ERROR_TEXT]
+                    if 200 <= response.status_code < 300:
+                        return "delivered", response.status_code, None
+                    text = excerpt[:ERROR_TEXT].decode("utf-8", "replace").strip()
+                    return "failed", response.status_code, f"HTTP {response.status_code}{': ' + text if text else ''}"[
+                        :ERROR_TEXT]
+                return "failed", None, "no address to connect to"
+        except (TimeoutError, httpx.TimeoutException):
+            return "failed", None, f"no answer within {self.timeout:g}s"
+        except httpx.HTTPError as error:
+            return "failed", None, f"{type(error).__name__}: {error}"[:ERROR_TEXT]
+        except Exception as error:  # noqa: BLE001 - whatever a receiver answers must never stop the engine
+            log.error("webhook %s: unexpected %s talking to its endpoint", job.delivery_id, type(error).__name__,
+                      exc_info=True)
+            return "failed", None, f"{type(error).__name__}: {error}"[:ERROR_TEXT]
+
+
+# --- both loops, supervised as one ------------------------------------------------------------
+
+async def _inline(fn, *args, **kwargs):
+    """The embedded runtime's way: store calls on the loop's own thread (its SQLite connection)."""
+    return fn(*args, **kwargs)
+
+
+class Webhooks:
+    """The consumer and the sender. `run` returns when `stop` is set; an unexpected error
+    stops it (and, supervised, the process) loudly. `call` runs the store's synchronous
+    calls: inline in the embedded runtime, on a thread of their own in the fleet."""
+
+    def __init__(self, engine: Engine, settings: EngineSettings,
+                 call: Callable[..., Awaitable[Any]] = _inline, clock: Callable[[], datetime] | None = None):
+        self.engine, self.settings, self.call = engine, settings, call
+        self.db = engine.db
+        self.store = WebhookStore(self.db.projector.sql, clock or engine.clock)
+        self.consumer = WebhookConsumer(engine, self.store)
+        self.schedule = parse_schedule(settings.webhook_retry_schedule)
+        self.wake = asyncio.Event()  # new deliveries: look now
+
+    async def run(self, stop) -> None:
+        await self.call(self.store.ensure_schema)
+        recovered = await self.call(self.store.recover)
+        if recovered:
+            log.warning("webhooks: %d attempts were cut short by a stop; sending them again", recovered)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume(stop))
+                group.create_task(self._send(stop))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _consume(self, stop) -> None:
+        while not stop.is_set():
+            try:
+                moved = await self.call(self.consumer.step)
+            except self.db.transient_errors as error:
+                log.warning("webhooks consumer: %s; trying again", error)
+                moved = 0
+            if moved:
+                self.wake.set()
+            if moved < BATCH:
+                await _sleep_or(stop, self.settings.webhook_poll_interval)
+            else:
+                await asyncio.sleep(0)  # a long backlog must not starve the runtime's other loops
+
+    async def _send(self, stop) -> None:
+        sender = Sender(self.settings)
+        flying: set[asyncio.Task] = set()
+        hold = self.settings.webhook_timeout + CLAIM_MARGIN
+        try:
+            while not stop.is_set():
+                for job in [j for j in flying if j.done()]:
+                    flying.discard(job)
+                    job.result()  # an error of ours (not the network's) stops the loop, loudly
+                room = self.settings.webhook_concurrency - len(flying)
+                jobs = []
+                self.wake.clear()
+                if room > 0:
+                    try:
+                        jobs = await self.call(self.store.claim_due, room, hold)
+                    except self.db.transient_errors as error:
+                        log.warning("webhooks sender: %s; trying again", error)
+                for job in jobs:
+                    flying.add(asyncio.create_task(self._attempt(sender, job), name=f"webhook-{job.delivery_id}"))
+                if len(jobs) < room or not jobs:
+                    await _sleep_or(stop, self.settings.webhook_poll_interval, self.wake, *flying)
+        finally:
+            for job in flying:
+                job.cancel()  # left `sending`: the next sender's recover() sends them again
+            await asyncio.gather(*flying, return_exceptions=True)
+            await sender.close()
+
+    async def _attempt(self, sender: Sender, job: Job) -> None:
+        started = time.monotonic()
+        outcome, status_code, error = await sender.send(job)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        while True:
+            try:
+                state = await self.call(self.store.record, job, outcome, status_code, error, duration_ms,
+                                        self.schedule, self.settings.webhook_max_attempts)
+                break
+            except self.db.transient_errors as failure:  # the store is away: the claim holds meanwhile
+                log.warning("webhooks: recording %s: %s; trying again", job.delivery_id, failure)
+                await asyncio.sleep(self.settings.webhook_poll_interval)
+        level = logging.INFO if outcome == "delivered" else logging.WARNING
+        log.log(level, "webhook %s attempt %d: %s%s -> %s", job.delivery_id, job.attempt, outcome,
+                f" ({error})" if error else "", state)
+
+
+async def _sleep_or(stop, seconds: float, *also) -> None:
+    """Sleeps `seconds`, or less if `stop` or one of `also` (events or tasks) comes first."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters[:1] + [w for w, a in zip(waiters[1:], also) if isinstance(a, asyncio.Event)]:
+            waiter.cancel()

@@ -1,0 +1,165 @@
+"""Each task's personal data sealed with a key of its own: erasure in an immutable log.
+
+Customer lists are personal data, and the service keeps per-address data for a limited time
+(`data_retention_days`) or until the customer asks for erasure. The log is immutable and
+must stay auditable, so addresses never enter it (or the read models, or the staged
+uploads) in plain text: every personal field is sealed with the task's own data key, and
+erasing a task destroys its key (crypto-shredding). The sealed texts stay where they are
+and can no longer be opened; counts and money, which hold no personal data, still fold.
+
+Sealing is AES-SIV (RFC 5297), deterministic: the same address of one task always seals to
+the same text, so the deciders' "settle each address once", the read models' keys and the
+audit's comparisons work on sealed values exactly as on plain ones. An erased task's sealed
+values read back as stable placeholders ("erased:…"), one per address, so replays and audits
+of counts and money still work after erasure.
+
+Two other secrets of the store live beside the keys: the `pepper` of idempotency
+fingerprints of single addresses (a keyed hash, not a guessable digest of an address).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from engine.domain.errors import InvariantViolation
+
+SEALED = "§"  # sealed values start with it; stored plain values (before sealing existed) do not
+ERASED = "erased:"
+CACHE = 1024  # keys kept in memory
+CACHE_TTL = 60.0  # seconds a process keeps a key it read: another process's erasure reaches it by then
+
+
+class KeyStore(Protocol):
+    """Where a backend keeps the keys (a small table); `destroy` must leave no copy of the key
+    in the store's files (SQLite: secure_delete and a truncated WAL; PostgreSQL: the keys
+    table rewritten)."""
+
+    def get(self, scope: str) -> bytes | None: ...
+
+    def put(self, scope: str, key: bytes) -> bytes:
+        """Stores the key unless the scope has one already; returns the scope's key."""
+
+    def destroy(self, scope: str) -> None: ...
+
+
+class Sealer:
+    def __init__(self, key: bytes):
+        self._aead = AESSIV(key)
+        self._mac_key = hashlib.sha256(b"vec-mac/" + key).digest()
+
+    def seal(self, text: str) -> str:
+        if text.startswith(SEALED):
+            return text
+        return SEALED + base64.urlsafe_b64encode(self._aead.encrypt(text.encode(), None)).decode().rstrip("=")
+
+    def open(self, text: str) -> str:
+        if not text.startswith(SEALED):
+            return text  # stored before sealing existed
+        raw = base64.urlsafe_b64decode(text[1:] + "=" * (-(len(text) - 1) % 4))
+        try:
+            return self._aead.decrypt(raw, None).decode()
+        except InvalidTag:
+            raise InvariantViolation("a sealed value does not open with its task's key") from None
+
+    def mac(self, text: str) -> str:
+        """A keyed digest (for event ids): stable for the task, meaningless without its key."""
+        return hmac.new(self._mac_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _has_personal(event) -> bool:
+    return any(getattr(event, name) for name in event.personal)
+
+
+def placeholder(text: str) -> str:
+    """What an erased task's sealed value reads as: stable and distinct per value."""
+    if not text.startswith(SEALED):
+        return text
+    return ERASED + base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode().lower()
+
+
+class Keyring:
+    """The data keys of one store, cached; thread-safe."""
+
+    def __init__(self, store: KeyStore):
+        self.store = store
+        self._cache: OrderedDict[str, tuple[Sealer, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def scope_of(stream: str) -> str | None:
+        return stream[5:] if stream.startswith("task-") else None
+
+    def _remember(self, scope: str, sealer: Sealer) -> Sealer:
+        with self._lock:
+            self._cache[scope] = (sealer, time.monotonic() + CACHE_TTL)
+            self._cache.move_to_end(scope)
+            while len(self._cache) > CACHE:
+                self._cache.popitem(last=False)
+        return sealer
+
+    def sealer(self, scope: str, create: bool = False) -> Sealer | None:
+        """The scope's sealer; None when it has no key (never had one, or erased). With
+        `create`, a key is made (once, even when two processes race)."""
+        with self._lock:
+            cached = self._cache.get(scope)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        key = self.store.get(scope)
+        if key is None and create:
+            key = self.store.put(scope, os.urandom(64))
+        return self._remember(scope, Sealer(key)) if key is not None else None
+
+    def destroy(self, scope: str) -> None:
+        self.store.destroy(scope)
+        with self._lock:
+            self._cache.pop(scope, None)
+
+    def forget(self, scope: str) -> None:
+        """Drops a cached key (another process may have destroyed it)."""
+        with self._lock:
+            self._cache.pop(scope, None)
+
+    # --- what the store's codec uses ------------------------------------------------------
+
+    def seal_for(self, stream: str, events=()):
+        """The seal function for `events` appended to `stream`: None when none of them holds
+        personal data; a task's key is made on first need (never for an erased task's
+        non-personal events, such as its deletion)."""
+        scope = self.scope_of(stream)
+        if scope is None or not any(_has_personal(e) for e in events):
+            return None
+        return self.sealer(scope, create=True).seal
+
+    def open_for(self, stream: str):
+        scope = self.scope_of(stream)
+        if scope is None:
+            return None
+        sealer = self.sealer(scope)
+        return sealer.open if sealer is not None else placeholder
+
+    # --- what the read models use --------------------------------------------------------
+
+    def seal_row(self, table, row: dict) -> dict:
+        """A read-model row as stored: its personal columns sealed with its task's key."""
+        sealer = self.sealer(row["task_id"])
+        if sealer is None:  # no key (a task from before sealing, or erased): as it is
+            return row
+        return {**row, **{c: sealer.seal(row[c]) for c in table.personal if row.get(c)}}
+
+    def open_row(self, task_id: str, row: dict) -> dict:
+        sealer = self.sealer(task_id)
+        opener = sealer.open if sealer is not None else placeholder
+        return {k: opener(v) if isinstance(v, str) and v.startswith(SEALED) else v for k, v in row.items()}
+
+    def pepper(self) -> bytes:
+        """The store-wide secret of keyed fingerprints."""
+        return self.sealer("~pepper", create=True)._mac_key
