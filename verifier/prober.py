@@ -77,6 +77,47 @@ log = logging.getLogger(__name__)
 
 OnResult = Callable[[VerificationResult], None]
 
+
+# --- observability hook (metrics): the verifier reports, whoever listens ------------------
+class ProbeObserver(Protocol):
+    """What the prober reports as it works (e.g. consumers/metrics.py turns it into
+    Prometheus metrics). The verifier knows nothing of who listens; an observer that
+    raises is logged and ignored, never a probe's failure."""
+
+    def smtp_reply(self, stage: str, code: int | None) -> None:
+        """A reply: stage "rcpt", "catch_all" (the random-address RCPT) or "session"
+        (refused at banner, HELO or MAIL FROM)."""
+
+    def connect_failed(self, kind: str) -> None:
+        """An MX connection failed (ConnectFailed.kind)."""
+
+    def session_opened(self, mx: str) -> None:
+        """A session to MX host `mx` (its name) opened."""
+
+    def session_closed(self, mx: str) -> None: ...
+
+    def address_done(self, status: str, seconds: float) -> None:
+        """An address got its result, `seconds` after its work began."""
+
+
+_observer: ProbeObserver | None = None
+
+
+def set_observer(observer: ProbeObserver | None) -> None:
+    """Installs the process's observer (None: none)."""
+    global _observer
+    _observer = observer
+
+
+def _observe(what: str, *args) -> None:
+    if _observer is None:
+        return
+    try:
+        getattr(_observer, what)(*args)
+    except Exception:  # noqa: BLE001 - metrics never break a probe
+        log.debug("verifier: the observer failed on %s", what, exc_info=True)
+# --- end of the observability hook --------------------------------------------------------
+
 # Unknown reason of a domain none of whose MX hosts could be talked to, by how the most
 # preferred one failed (ConnectFailed kinds, plus "policy" for the egress guard).
 CONNECT_FAILURE_REASONS = {
@@ -384,13 +425,15 @@ class SmtpProber:
         sock.close()
         return True
 
-    def _session_opened(self, key: tuple[str, int]) -> Callable[[], None]:
+    def _session_opened(self, key: tuple[str, int], mx: str = "") -> Callable[[], None]:
         self._live[key] = self._live.get(key, 0) + 1
+        _observe("session_opened", mx)  # observability
 
         def closed() -> None:
             self._live[key] -= 1
             if not self._live[key]:
                 del self._live[key]
+            _observe("session_closed", mx)  # observability
         return closed
 
     def clear_caches(self) -> None:
@@ -512,6 +555,7 @@ class _DomainJob:
             detail = f"{detail}; skipped by the egress guard: " + "; ".join(self.mx.egress_notes)
         now = time.monotonic()
         start = item.started if item.started is not None else self.t0
+        _observe("address_done", status, now - start)  # observability
         mx = tuple(dict.fromkeys(item.hosts)) if item.hosts else (
             self.mx.mx_names or tuple(h.name for h in self.mx.hosts)
         )
@@ -759,6 +803,7 @@ class _DomainJob:
         except (SMTPServerDisconnected, ConnectionError, OSError):
             self._dropped(item, sess, f"{sess.label}: connection lost at RCPT")
             return sess
+        _observe("smtp_reply", "rcpt", reply.code)  # observability
         self.p._alive()
         v = classify(reply.code, reply.message)
         if v.kind == "too_many":
@@ -800,6 +845,7 @@ class _DomainJob:
                 return True
             except (SMTPServerDisconnected, ConnectionError, OSError):
                 return False
+            _observe("smtp_reply", "catch_all", reply.code)  # observability
             self.p._alive()
             v = classify(reply.code, reply.message)
             if v.kind == "safe":
@@ -884,6 +930,7 @@ class _DomainJob:
                         )
                     except ConnectFailed as exc:
                         hsem.release()
+                        _observe("connect_failed", exc.kind)  # observability
                         if exc.kind != "disconnected":  # no answer at all: skip it for a while
                             self.p._mark_down(key, exc.kind, exc.detail)
                             dropped_only = False
@@ -895,6 +942,7 @@ class _DomainJob:
                         continue
                     except SessionRefused as exc:
                         hsem.release()
+                        _observe("smtp_reply", "session", exc.code)  # observability
                         self.p._alive()
                         refusals.append((exc, label))
                         continue
@@ -911,7 +959,7 @@ class _DomainJob:
                     except BaseException:
                         hsem.release()
                         raise
-                    sess.releases = [hsem.release, st.global_sem.release, self.p._session_opened(key)]
+                    sess.releases = [hsem.release, st.global_sem.release, self.p._session_opened(key, host.name)]
                     self.live += 1
                     self.opened += 1
                     sess.releases.append(self._session_closed)
