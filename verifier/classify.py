@@ -1,10 +1,33 @@
 """Classify an SMTP reply (code + text) into a verdict. Pure and table-driven.
 
-The table is read top to bottom; the first rule that matches wins. Order matters:
-reputation and policy refusals (Spamhaus, block lists, "blocked", 5.7.x, relay denied,
-missing reverse DNS, sender/HELO/client restrictions that Postfix reports at RCPT time)
-come *before* every "user unknown" phrase, because calling a reputation block Invalid is
-the most expensive mistake a verifier can make.
+The table is read top to bottom; the first rule that matches wins. It is ordered by
+what a reply *means* in RFC 3463 terms (class.subject.detail), and by how sure the text
+is about that meaning:
+
+  1. 2xx: the recipient is accepted.
+  2. Microsoft 365 directory-based edge blocking (5.4.1 + "Recipient address rejected:
+     Access denied"), which Microsoft documents as "no such recipient".
+  3. Greylisting (4xx).
+  4. Refusals about *us* that no mailbox wording can override (X.7.x in meaning): block
+     lists, reputation, relay denial, our sender address/domain/IP/HELO, SPF/DKIM/DMARC,
+     spam/content filters; then the sender codes 5.1.7/5.1.8. A sender-side block must
+     never become Invalid, so these come before every mailbox rule.
+  5. Rate limits on *our* sending (per IP, per hour, per day) -- not the mailbox.
+  6. X.5.3 too many recipients: another session helps.
+  7. Weaker policy words ("policy", "blocked", "access denied", "not authorized"): a
+     reply that says both "user unknown" and "blocked" is ambiguous, hence not Invalid.
+  8. What the text says outright about the mailbox (5xx): full (X.2.2), receiving too
+     fast or temporarily locked (X.2.1, the mailbox exists), disabled (X.2.1), does not
+     exist (X.1.1). Explicit text beats a contradicting code here -- "User unknown"
+     under 5.7.1, "Recipient overquota" under 5.1.1 -- but only where the wording is
+     unambiguous.
+  9. The enhanced code alone: 5.7.x policy, 5.2.2 full (before any rate phrase),
+     rate/temporary wording on a 5xx, 5.2.1 disabled, 5.1.x addressing.
+ 10. Anything else: 4xx retried, 5xx unknown.
+
+Text is normalised before matching: addresses removed (a recipient called spam@ must
+not look like a spam block), typographic quotes and dashes to ASCII, common misspellings
+fixed, case folded, whitespace collapsed.
 
 Verdict kinds:
   safe            2xx: the server accepts the recipient
@@ -18,6 +41,7 @@ Verdict kinds:
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +66,7 @@ class Rule:
     verdict_kind: Kind
     reason: str | None
     enhanced: re.Pattern[str] | None = None  # matched against "5.1.1"
-    text: re.Pattern[str] | None = None  # matched against the cleaned, lower-case text
+    text: re.Pattern[str] | None = None  # searched in the normalised text
     # how enhanced and text combine when both are given
     mode: Literal["any", "all"] = "any"
 
@@ -63,102 +87,177 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{a})" for a in alternatives))
 
 
-TOO_MANY_RECIPIENTS = _rx(
-    r"too many recipients", r"too many rcpt", r"recipient limit", r"recipients? limit exceeded",
-    r"maximum (?:number of )?recipients",
-)
-
+# --------------------------------------------------------------------------- phrases
 GREYLIST = _rx(
     r"gr[ae]y-?list", r"gr[ae]y list", r"not yet authori[sz]ed to deliver",
     r"greylisting in action", r"postgrey",
 )
 
-# Reputation and policy: about *us* (IP, HELO, sender, rate of spam), never the mailbox.
-POLICY = _rx(
-    r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracuda", r"abuseat", r"\bcbl\b", r"\brbl\b",
-    r"dnsbl", r"\buribl\b", r"\bsurbl\b", r"ipcheck\.proofpoint", r"sender\.office\.com",
-    r"block ?list", r"black ?list", r"deny ?list", r"\bblocked\b", r"\bbanned\b",
-    r"\bblacklisted\b", r"\blisted (?:at|on|in|by)\b", r"reputation", r"\bspam\b", r"spammer",
-    r"unsolicited", r"\bjunk\b", r"\bpolic(?:y|ies)\b",
+# About *us* (IP, HELO, sender, relay, authentication, spam/content) and never about
+# the mailbox, whatever else the reply says.
+POLICY_STRONG = _rx(
+    # block lists and reputation
+    r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracuda", r"abuseat", r"abusix", r"\bcbl\b",
+    r"\brbl\b", r"dnsbl", r"\buribl\b", r"\bsurbl\b", r"proofpoint", r"ipcheck\.", r"cloudmark",
+    r"sender\.office\.com", r"senderbase", r"\bsbrs\b", r"block ?list", r"black ?list",
+    r"deny ?list", r"white ?list", r"allow ?list", r"blacklisted", r"block listed",
+    r"\blisted (?:at|on|in|by)\b", r"reputation", r"\[ts[s]?\d\d\]", r"\[bl\d\d\]",
+    r"unexpected volume or user complaints", r"permanently deferred",
+    r"excessive unknown recipients", r"too many invalid recipients",
+    r"banned sending", r"banned sender", r"traffic not accepted",
+    # spam, content
+    r"\bspam", r"unsolicited", r"\bube\b", r"\bjunk", r"\bvirus", r"content rejected",
+    r"spoof", r"rejected due to security", r"violating our security",
+    # relay
     r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"unable to relay",
-    r"not (?:permitted|allowed) to relay", r"(?:do|does) not relay", r"no relaying",
-    r"client host rejected", r"sender address rejected", r"helo command rejected",
+    r"not (?:permitted|allowed|configured) to relay", r"(?:do|does) not relay", r"no relaying",
+    r"open relay", r"unauthori[sz]ed relay", r"rcpthosts",
+    # our client, HELO, sender
+    r"client host (?:rejected|blocked)", r"client \[[^\]]*\] blocked", r"helo command rejected",
     r"reverse (?:dns|hostname|lookup)", r"cannot find your (?:reverse )?hostname",
-    r"\bptr\b", r"\brdns\b", r"not authori[sz]ed", r"authentication required",
-    r"\bdmarc\b", r"\bspf\b", r"\bdkim\b", r"unauthenticated", r"anti-?spoofing",
-    r"administrative prohibition", r"envelope blocked", r"\[ts[s]?\d\d\]", r"\[bl\d\d\]",
-    r"access denied, (?:banned|traffic)", r"traffic not accepted", r"your ip", r"from your ip",
-    r"mail from \S+ refused", r"connections? (?:will )?not (?:be )?accepted",
-    r"permanently deferred", r"rejected due to security", r"not allowed to send",
-    r"sender (?:is )?(?:not allowed|rejected|denied)", r"bad reputation", r"\bsenderbase\b",
+    r"\bptr\b", r"\brdns\b", r"ip name lookup", r"your ip", r"from your ip", r"client ip",
+    r"sender ip", r"invalid ip", r"no access (?:for|from)",
+    r"sender address", r"sender domain", r"domain of sender", r"sender verify",
+    r"sender (?:is )?(?:not allowed|rejected|denied|refused)", r"invalid sender",
+    r"unroutable sender", r"provide a valid from", r"mail from \S+ (?:refused|rejected)",
+    r"not allowed to send", r"sending denied", r"recipient preferences",
+    r"connections? (?:will )?not (?:be )?accepted", r"not accepting connections",
+    r"administrative prohibition", r"administratively denied", r"envelope blocked",
+    r"host network,? not allowed",
+    # authentication
+    r"\bdmarc\b", r"\bspf\b", r"sender policy framework", r"\bdkim\b", r"unauthenticated",
+    r"authentication required", r"smtp authentication", r"anti-?spoofing",
+    r"tls required", r"tls/ssl", r"tls connection", r"must issue a starttls",
 )
 
-# Server-side rate limits on a 5xx: they are about us and pass with time.
-RATE = _rx(
-    r"receiving mail at a rate", r"rate limit", r"rate-limit", r"too many (?:messages|mails|emails|connections|sessions)",
-    r"try (?:again )?later", r"temporar(?:il)?y", r"\bthrottl",
+# Limits on *our* sending: per IP, per hour, per day, per client.
+SENDER_RATE = _rx(
+    r"too many recipients from\b", r"(?:has|have) sent (?:to )?too many",
+    r"\b(?:this|per) (?:hour|day|minute)\b", r"daily (?:\S+ ){0,3}limit",
+    r"sending (?:limit|quota) (?:exceeded|reached)", r"submission (?:rate|quota)", r"too many (?:connections|sessions)",
+    r"connection rate limit", r"too many concurrent",
 )
 
+TOO_MANY_RECIPIENTS = _rx(
+    r"too many recipients", r"too many rcpt", r"recipient limit", r"recipients? limit exceeded",
+    r"maximum (?:number of )?recipients", r"messages per session", r"open a new session",
+)
+
+# Policy in weaker words: still never a verdict on the mailbox.
+POLICY_WEAK = _rx(
+    r"\bpolic(?:y|ies)\b", r"(?<!recipient account is )\bblocked\b", r"\bbanned\b",
+    r"not authori[sz]ed", r"access denied", r"\bdenied\b", r"\bforbidden\b", r"\bprohibited\b",
+)
+
+# The mailbox is full (X.2.2). Not "sending quota", not "message size".
 FULL = _rx(
-    r"mailbox (?:is )?full", r"inbox (?:is )?full", r"over ?quota", r"quota (?:exceeded|full)",
-    r"exceed(?:s|ed)? (?:\S+ )?(?:storage|quota|mailbox size)", r"mailbox size limit",
+    r"mailbox (?:is )?full", r"inbox (?:is )?full", r"full mailbox", r"mailfolder is full",
+    r"over ?quota", r"(?<!sending )(?<!submission )quota (?:exceeded|full)",
+    r"exceeded storage allocation", r"out of (?:storage|disk) space",
     r"insufficient (?:storage|disk space) (?:for|in) (?:the )?(?:user|mailbox|recipient)",
-    r"out of (?:storage|disk) space", r"not enough (?:storage|disk) space", r"mailbox.{0,20}capacity",
+    r"not enough (?:storage|disk) space", r"mailbox size limit", r"mailbox.{0,20}capacity",
+    r"mailbox has reached its maximum", r"too many messages (?:on the server|in (?:the |this |his |her )?mailbox)",
     r"quotaexceeded",
 )
 
+# The mailbox exists but takes no more right now (X.2.1 transient).
+MAILBOX_RATE = _rx(r"receiving (?:e-?)?mail (?:too quickly|at a rate)", r"\btoo quickly\b")
+MAILBOX_TEMPORARY = _rx(r"temporar(?:il)?y (?:locked|disabled|suspended|blocked)")
+
+# The mailbox is disabled (X.2.1 permanent).
 DISABLED = _rx(
-    r"\bdisabled\b", r"\bdeactivated\b", r"\binactive\b", r"\bsuspended\b",
-    r"account (?:has been |is )?(?:closed|terminated|locked|blocked by its owner)",
-    r"no longer (?:active|in use|available|valid)", r"mailbox (?:is )?(?:not active|expired|frozen)",
+    r"(?:account|mailbox|user|recipient|address)(?: has been| is)? (?:disabled|deactivated|suspended|inactive|closed|terminated)",
+    r"disabled (?:recipient|user|account|mailbox)", r"inactive (?:email )?(?:address|account|mailbox|user)",
+    r"account (?:has been |is )?(?:disabled|closed|terminated|locked|blocked by its owner)",
+    r"(?:account|mailbox|user|address) (?:is )?no longer (?:active|in use|available|valid)",
+    r"\bis no longer (?:valid|active|in use)\b", r"mailbox (?:is )?(?:not active|expired|frozen)",
+    r"recipient(?:'s)? account (?:is |has been )?(?:blocked|suspended|disabled|locked)",
+    r"archived recipient", r"disabled or discontinued", r"tried to reach is (?:disabled|inactive)",
 )
 
+# The mailbox does not exist (X.1.1), or its domain does not (X.1.2).
 USER_UNKNOWN = _rx(
     r"user unknown", r"unknown user", r"unknown (?:recipient|mailbox|address|local[- ]?part|account)",
     r"no such (?:user|mailbox|recipient|account|address|person)",
-    r"(?:user|mailbox|recipient|address|account|person)(?: \S+)? (?:does not|doesn't|doesnt|does n't) exist",
+    r"(?:user|mailbox|recipient|address|account|person|email)(?: \S+)? (?:does not|doesn't|do not) exist",
     r"does not exist", r"doesn't exist",
-    r"(?:user|mailbox|recipient|address|account) (?:not found|unknown|invalid|unavailable|not (?:listed|valid))",
+    r"(?:user|mailbox|recipient|address|account) (?:is )?not exist",
+    r"(?:user|mailbox|recipient|address|account|addressee) (?:not found|unknown|invalid|not (?:listed|valid))",
     r"not (?:a )?valid (?:user|mailbox|recipient|address|account)",
     r"invalid (?:user|mailbox|recipient|address|account)",
-    r"recip(?:ient)?notfound", r"doesn'?t have an? \S+ account", r"no mailbox", r"mailbox unavailable",
-    r"unrouteable address", r"undeliverable address", r"no such recipient here",
-    r"recipient address rejected: access denied",  # Microsoft 365 directory-based edge blocking
-    r"address rejected", r"user not found", r"unknown or illegal alias", r"bad destination mailbox",
-    r"addressee unknown", r"mailbox not found", r"not our customer", r"no account by that name",
+    r"recip(?:ient)?notfound", r"doesn't have an? .{0,40}?account", r"no mailbox",
+    r"mailbox (?:is )?unavailable", r"unrouteable address", r"undeliverable address",
+    r"unknown or illegal (?:alias|user)", r"bad destination mailbox", r"not our (?:customer|user)",
+    r"no account by that name", r"not a registered (?:\S+ )?user", r"\bhost unknown\b",
+    r"couldn't find the recipient domain", r"weren't able to find the recipient domain",
+)
+
+# Rate or "try later" wording on a 5xx that nothing above explained.
+RATE = _rx(
+    r"rate limit", r"rate-limit", r"\bthrottl", r"frequency limit",
+    r"try (?:again )?later", r"temporar(?:il)?y",
 )
 
 ENH_SENDER = re.compile(r"5\.1\.[78]")  # bad *sender* address: about our MAIL FROM
 ENH_POLICY = re.compile(r"5\.7\.\d{1,3}")
 ENH_FULL = re.compile(r"[45]\.2\.2")
 ENH_DISABLED = re.compile(r"5\.2\.1")
-ENH_UNKNOWN = re.compile(r"5\.1\.(?:[0-69]|1\d)|5\.4\.1")
+ENH_UNKNOWN = re.compile(r"5\.1\.(?:[0-69]|1\d)")  # 5.1.0-5.1.6, 5.1.9, 5.1.10-5.1.19
+ENH_TOO_MANY = re.compile(r"[45]\.5\.3")
+ENH_M365_DIRECTORY = re.compile(r"5\.4\.1")
+M365_DIRECTORY = re.compile(r"recipient address rejected: access denied")
 
+_2, _4, _5, _45 = frozenset({2}), frozenset({4}), frozenset({5}), frozenset({4, 5})
 
 RULES: tuple[Rule, ...] = (
-    Rule("accepted", frozenset({2}), "safe", None),
-    # --- transient (4xx) ---------------------------------------------------------------
-    Rule("too_many_recipients", frozenset({4, 5}), "too_many", None,
-         enhanced=re.compile(r"[45]\.5\.3"), text=TOO_MANY_RECIPIENTS),
-    Rule("greylisted", frozenset({4}), "retry", "greylisted", text=GREYLIST),
-    Rule("full_mailbox_4xx", frozenset({4}), "risky", "full_inbox", enhanced=ENH_FULL, text=FULL),
-    Rule("policy_4xx", frozenset({4}), "retry", "antispam_block", text=POLICY),
-    Rule("temporary", frozenset({4}), "retry", "temporary_failure"),
-    # --- permanent (5xx): policy first, then the mailbox --------------------------------
-    Rule("policy", frozenset({5}), "unknown", "antispam_block", text=POLICY),
-    Rule("policy_5.7.x", frozenset({5}), "unknown", "antispam_block", enhanced=ENH_POLICY),
-    Rule("sender_rejected", frozenset({5}), "unknown", "antispam_block", enhanced=ENH_SENDER),
-    Rule("rate_limited", frozenset({5}), "unknown", "temporary_failure", text=RATE),
-    Rule("full_mailbox", frozenset({5}), "risky", "full_inbox", enhanced=ENH_FULL, text=FULL),
-    Rule("disabled", frozenset({5}), "invalid", "disabled", enhanced=ENH_DISABLED, text=DISABLED),
-    Rule("user_unknown", frozenset({5}), "invalid", "user_unknown", enhanced=ENH_UNKNOWN, text=USER_UNKNOWN),
-    Rule("unclassified_5xx", frozenset({5}), "unknown", "provider_error"),
+    Rule("accepted", _2, "safe", None),
+    # Microsoft 365 directory-based edge blocking: documented as "recipient not found"
+    Rule("m365_recipient_not_found", _5, "invalid", "user_unknown",
+         enhanced=ENH_M365_DIRECTORY, text=M365_DIRECTORY, mode="all"),
+    Rule("greylisted", _4, "retry", "greylisted", text=GREYLIST),
+    # --- about us: never a verdict on the mailbox ------------------------------------
+    Rule("policy_4xx", _4, "retry", "antispam_block", text=POLICY_STRONG),
+    Rule("policy", _5, "unknown", "antispam_block", text=POLICY_STRONG),
+    Rule("sender_rejected", _5, "unknown", "antispam_block", enhanced=ENH_SENDER),
+    Rule("too_many_recipients", _45, "too_many", None, enhanced=ENH_TOO_MANY),
+    Rule("sender_rate_4xx", _4, "retry", "temporary_failure", text=SENDER_RATE),
+    Rule("sender_rate", _5, "unknown", "temporary_failure", text=SENDER_RATE),
+    Rule("too_many_recipients_text", _45, "too_many", None, text=TOO_MANY_RECIPIENTS),
+    Rule("policy_words_4xx", _4, "retry", "antispam_block", text=POLICY_WEAK),
+    Rule("policy_words", _5, "unknown", "antispam_block", text=POLICY_WEAK),
+    # --- 4xx: the mailbox is full, else retried ----------------------------------------
+    Rule("full_mailbox_4xx", _4, "risky", "full_inbox", enhanced=ENH_FULL, text=FULL),
+    Rule("temporary", _4, "retry", "temporary_failure"),
+    # --- 5xx: what the text says outright about the mailbox ---------------------------
+    Rule("full_mailbox_text", _5, "risky", "full_inbox", text=FULL),
+    Rule("mailbox_rate", _5, "unknown", "temporary_failure", text=MAILBOX_RATE),
+    Rule("mailbox_temporary", _5, "unknown", "temporary_failure", text=MAILBOX_TEMPORARY),
+    Rule("disabled_text", _5, "invalid", "disabled", text=DISABLED),
+    Rule("user_unknown_text", _5, "invalid", "user_unknown", text=USER_UNKNOWN),
+    # --- 5xx: the enhanced code ---------------------------------------------------------
+    Rule("policy_5.7.x", _5, "unknown", "antispam_block", enhanced=ENH_POLICY),
+    Rule("full_mailbox", _5, "risky", "full_inbox", enhanced=ENH_FULL),
+    Rule("rate_limited", _5, "unknown", "temporary_failure", text=RATE),
+    Rule("disabled", _5, "invalid", "disabled", enhanced=ENH_DISABLED),
+    Rule("user_unknown", _5, "invalid", "user_unknown", enhanced=ENH_UNKNOWN),
+    Rule("unclassified_5xx", _5, "unknown", "provider_error"),
 )
 
 _ENH_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _ANGLE = re.compile(r"<[^<>]*>")
 _EMAILISH = re.compile(r"\S+@\S+")
 _WS = re.compile(r"\s+")
+_PUNCT = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
+})
+# misspellings seen in real replies, and their ASCII-apostrophe-less forms
+_TYPOS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(?:recipent|reciepient|recepient|receipient|recipiant)(s?)\b"), r"recipient\1"),
+    (re.compile(r"\b(?:dosn't|dosen't|does'nt|doesnt|dosent|dose not)\b"), "doesn't"),
+    (re.compile(r"\badress(es)?\b"), r"address\1"),
+)
 
 
 def enhanced_code(message: str) -> str | None:
@@ -168,11 +267,15 @@ def enhanced_code(message: str) -> str | None:
 
 
 def clean_text(message: str) -> str:
-    """Lower case, one line, without addresses (a recipient called spam@ must not look
-    like a spam block)."""
-    t = _ANGLE.sub(" ", message or "")
+    """One case-folded line without addresses (a recipient called spam@ must not look like
+    a spam block), typographic quotes and dashes as ASCII, known misspellings fixed."""
+    t = unicodedata.normalize("NFKC", message or "").translate(_PUNCT)
+    t = _ANGLE.sub(" ", t)
     t = _EMAILISH.sub(" ", t)
-    return _WS.sub(" ", t).strip().lower()
+    t = _WS.sub(" ", t).strip().casefold()
+    for rx, repl in _TYPOS:
+        t = rx.sub(repl, t)
+    return t
 
 
 def classify(code: int, message: str | None) -> Verdict:

@@ -103,6 +103,40 @@ CASES = [
     ("exchange 452", 452, "4.5.3 Too many recipients", "too_many", None),
     ("sendmail 452", 452, "4.5.3 Too many recipients", "too_many", None),
     ("5xx too many", 550, "5.5.3 Too many recipients", "too_many", None),
+    ("postfix 552 no code", 552, "Too many recipients", "too_many", None),
+    # ---------------------------------------------------------------- sender-side limits (never the mailbox)
+    ("godaddy hourly limit under 5.1.1", 550, "5.1.1 <kijitora@example.com> - 198.51.100.225 has sent to too many recipients this hour. IB607 <http://x.co/rlbounce>", "unknown", "temporary_failure"),
+    ("postfix per-client rcpt rate", 450, "4.7.1 Error: too many recipients from 192.0.2.1", "retry", "temporary_failure"),
+    ("postfix access map 450", 450, "4.7.1 <x@example.test>: Recipient address rejected: Access denied", "retry", "antispam_block"),
+    ("exim sender domain 5.1.7", 550, "5.1.7 No such domain neko.example.com.", "unknown", "antispam_block"),
+    ("chkuser policy under 5.1.1", 571, "sorry, you are violating our security policies (#5.1.1 - chkuser)", "unknown", "antispam_block"),
+    ("chkuser sender mx under 5.1.1", 511, "sorry, can't find a valid MX for sender domain (#5.1.1 - chkuser)", "unknown", "antispam_block"),
+    ("chkuser relay under 5.5.3", 553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.5.3 - chkuser)", "unknown", "antispam_block"),
+    ("facebook preferences under 5.1.1", 550, "5.1.1 RCP-P2 http://postmaster.facebook.com/response_codes?ip=192.0.2.135#rcp Refused due to recipient preferences", "unknown", "antispam_block"),
+    ("ses 5.7.6", 550, "5.7.6 Failed to delivery", "unknown", "antispam_block"),
+    # ---------------------------------------------------------------- the issue's cases (corpus rows)
+    # a rate-limit phrase must not win over a full-mailbox meaning
+    ("too many messages on the server", 550, "user has too many messages on the server", "risky", "full_inbox"),
+    ("5.2.2 beats rate words", 552, "5.2.2 Too many messages, try again later", "risky", "full_inbox"),
+    ("too many messages from our IP", 550, "This IP has sent too many messages this hour. IB504", "unknown", "temporary_failure"),
+    # phrasing variants of "no such account"
+    ("typographic apostrophe", 554, "delivery error: This user doesn\u2019t have an account", "invalid", "user_unknown"),
+    ("typographic quotes", 550, "Unknown address error \u2018MAILBOX NOT FOUND\u2019", "invalid", "user_unknown"),
+    ("the mailbox is unavailable", 550, "5.5.0 Requested actions not taken as the mailbox is unavailable", "invalid", "user_unknown"),
+    ("misspelled doesn't", 550, "RCPT (<x@example.test>) dosn't exist", "invalid", "user_unknown"),
+    ("outlook 5.5.0", 550, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302). [ 2023-09-19T15:05:34.324Z 08DBB71928CA8F8E]", "invalid", "user_unknown"),
+    # explicit "does not exist" text beats a 5.7.x code
+    ("sfr user unknown under 5.7.1", 550, "5.7.1 <pseudo-local-part-kijitora-nyaan@sfr.fr>: Recipient address rejected: User unknown", "invalid", "user_unknown"),
+    ("disabled under 5.7.13", 525, "5.7.13 Disabled recipient address", "invalid", "disabled"),
+    ("temporarily locked under 5.7.1", 550, "5.7.1 <kijitora@example.com>: Recipient address rejected: User kijitora@example.com temporary locked. Please try again later!", "unknown", "temporary_failure"),
+    # and explicit full text beats a 5.1.1 code
+    ("orange overquota under 5.1.1", 552, "5.1.1 Boite du destinataire pleine. Recipient overquota. OFR_417 [417]", "risky", "full_inbox"),
+    # X.2.1 "receiving at a rate": the mailbox exists
+    ("gmail 4.2.1 rate", 450, "4.2.1 The user you are trying to contact is receiving email at a rate that prevents additional messages from being delivered. Please resend your message at a later time.", "retry", "temporary_failure"),
+    ("gmail 5.2.1 rate (email)", 550, "5.2.1 The user you are trying to contact is receiving email at a rate that prevents additional messages from being delivered. For more information, go to Limits for sending & getting email.", "unknown", "temporary_failure"),
+    ("la poste try later", 550, "5.5.0 Service refuse. Veuillez essayer plus tard. service refused, please try later. LPN001_108", "unknown", "temporary_failure"),
+    # ---------------------------------------------------------------- ambiguous: not invalid
+    ("bare recipient address rejected", 550, "<neko-nyaan@ne.auone-net.jp>: Recipient address rejected.", "unknown", "provider_error"),
     # ---------------------------------------------------------------- unclassified
     ("unclassified 554", 554, "Transaction failed", "unknown", "provider_error"),
     ("odd code", 354, "go ahead", "unknown", "provider_error"),
@@ -132,6 +166,25 @@ def test_enhanced_code():
 def test_clean_text_drops_addresses():
     assert "spam" not in clean_text("5.1.1 <spam@x.test>: Recipient address rejected: User unknown")
     assert "blocked" not in clean_text("No such user (blocked@x.test)")
+
+
+def test_clean_text_normalises():
+    assert clean_text("This user doesn\u2019t have an account") == "this user doesn't have an account"
+    assert clean_text("\u2018MAILBOX  NOT\tFOUND\u2019") == "'mailbox not found'"
+    assert clean_text("User not local or invalid address \u2013 Relay denied") == "user not local or invalid address - relay denied"
+    assert clean_text("Recipent address rejected") == "recipient address rejected"
+    assert clean_text("RCPT dosn't exist") == "rcpt doesn't exist"
+
+
+@pytest.mark.parametrize("message", [
+    "Recipent not found",  # the misspelling the issue names; no public reply with it was found
+    "Unknown recipent",
+    "The mailbox is unavailable",
+    "Mailbox not found",
+    "Account disabled",
+])
+def test_phrasing_variants_are_explicit(message):
+    assert classify(550, message).kind == "invalid"
 
 
 @pytest.mark.parametrize("code,message,kind,reason", [
