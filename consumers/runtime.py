@@ -163,6 +163,7 @@ class Runtime:
             if time.monotonic() >= next_sweep:
                 self._expire_monthly()
                 self._sweep_uploads()
+                self.engine.erase_due()  # the retention window: per-address data of old tasks
                 next_sweep = time.monotonic() + 30
             await _sleep_or(stop, self.settings.heartbeat_interval)
 

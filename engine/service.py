@@ -43,7 +43,8 @@ from events import (
 from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
 from engine.domain import accounts, tasks
-from engine.domain.errors import InvalidCommand, TaskNotFound, check
+from engine.domain.errors import InvalidCommand, TaskNotFinished, TaskNotFound, check
+from engine.domain.limits import MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
 
 MAX_ATTEMPTS = 50
@@ -510,6 +511,43 @@ class Engine:
         """The addresses of a chunk to submit, from the staged inputs (opened with the task's key)."""
         sealer = self._sealer(state.task_id)
         return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size, sealer.open if sealer else None)
+
+    def set_retention(self, account_id: str, days: int) -> list[RecordedEvent]:
+        stream = account_stream(account_id)
+
+        def plan(states):
+            return [Planned(stream, e, None) for e in accounts.decide(accounts.SetRetention(days), states[stream])]
+
+        return self._execute([stream], plan, None, account_id)
+
+    def erase_due(self, now: datetime | None = None) -> list[str]:
+        """The retention sweep: erases every finished task whose account's retention has run
+        out since it ended; returns their ids."""
+        now = now or self.clock()
+        erased = []
+        for task_id, account_id, finished_at in self.db.read.finished_not_erased(
+                (now - timedelta(days=MIN_RETENTION_DAYS)).isoformat()):
+            keep = timedelta(days=self.account(account_id).retention_days)
+            if datetime.fromisoformat(finished_at) + keep <= now:
+                self.erase_task(task_id, "retention")
+                erased.append(task_id)
+        return erased
+
+    def erase_account(self, account_id: str) -> list[str]:
+        """Erases the data of every task of an account (its running bulks are cancelled first,
+        with their refund); returns the ids. A single task still running is waited for."""
+        self._require_account(account_id)
+        self.db.catch_up()
+        task_ids = self.db.read.task_ids_of(account_id)
+        for task_id in task_ids:
+            state = self.task(task_id)
+            if state.active and state.kind == "bulk":
+                self.cancel_task(task_id)
+            elif state.active:
+                raise TaskNotFinished(f"single task {task_id} is still running (seconds at most); erase again")
+        for task_id in task_ids:
+            self.erase_task(task_id, "account")
+        return task_ids
 
     def erase_task(self, task_id: str, reason: str = "request") -> list[RecordedEvent]:
         """Erases a finished task's per-address data for good: the erasure is recorded, then the

@@ -179,6 +179,27 @@ def account_open(ctx: Context, account_id: str, idempotency_key: str | None, as_
     emit(_balance(ctx, account_id), as_json)
 
 
+@command(account, "retention")
+@click.argument("account_id")
+@click.argument("days", type=click.IntRange(1, 3650))
+def account_retention(ctx: Context, account_id: str, days: int, as_json: bool) -> None:
+    """Keep each finished task's per-address data DAYS days (default 15), then erase it."""
+    ctx.engine.set_retention(account_id, days)
+    emit({"account": account_id, "data_retention_days": ctx.engine.account(account_id).retention_days}, as_json)
+
+
+@command(account, "erase")
+@click.argument("account_id")
+@click.option("--yes", is_flag=True, help="do not ask")
+def account_erase(ctx: Context, account_id: str, yes: bool, as_json: bool) -> None:
+    """Erase the per-address data of every task of ACCOUNT_ID now (running bulks are cancelled
+    and refunded first). Counts and the Credits History stay. Irreversible."""
+    if not yes and not as_json:
+        click.confirm(f"Erase every task's addresses and results of {account_id}? This cannot be undone", abort=True)
+    erased = ctx.engine.erase_account(account_id)
+    emit({"account": account_id, "tasks_erased": len(erased)}, as_json)
+
+
 @cli.group(cls=DefaultGroup, default="show")
 def credits() -> None:
     """Balances (`vec credits ACCOUNT`) and grants (`vec credits grant ...`)."""
@@ -488,6 +509,15 @@ def task_delete(ctx: Context, task_id: str, as_json: bool) -> None:
     """Hide a finished task and its results (the log keeps them for audit)."""
     ctx.engine.delete_task(task_id)
     emit({"task_id": task_id, "deleted": True}, as_json)
+
+
+@command(task, "erase")
+@click.argument("task_id")
+def task_erase(ctx: Context, task_id: str, as_json: bool) -> None:
+    """Erase a finished task's per-address data now: its addresses can no longer be read
+    anywhere (the task's key is destroyed); it shows as `deleted`, with its counts."""
+    ctx.engine.erase_task(task_id, "request")
+    emit(_task_row(ctx, task_id), as_json)
 
 
 @command(task, "results", json_flag=False)

@@ -42,6 +42,18 @@ class ReadModelQueries:
             sql, params = sql + " AND created_by = ?", params + (created_by,)
         return [_task_json(r) for r in self._rows(sql + " ORDER BY created_at, task_id", params)]
 
+    def finished_not_erased(self, before: str) -> list[tuple[str, str, str]]:
+        """(task, account, finished at) of tasks finished before `before` whose data is kept."""
+        return [tuple(r) for r in self.sql.execute(
+            f"SELECT task_id, account_id, finished_at FROM {TASKS.name} WHERE status IN ('completed', 'cancelled',"
+            " 'failed') AND finished_at < ? ORDER BY finished_at", (before,)).fetchall()]
+
+    def task_ids_of(self, account_id: str) -> list[str]:
+        """Every task of an account, deleted (hidden) ones too."""
+        return [r[0] for r in self.sql.execute(
+            f"SELECT task_id FROM {TASKS.name} WHERE account_id = ? ORDER BY created_at, task_id",
+            (account_id,)).fetchall()]
+
     def active_task_ids(self) -> list[str]:
         return [r[0] for r in self.sql.execute(
             f"SELECT task_id FROM {TASKS.name} WHERE status IN ('queued', 'processing') ORDER BY created_at"

@@ -295,6 +295,7 @@ class Fleet:
             self.engine.expire_monthly(account_id)
         keep = [self.engine.task(t).upload_id for t in self.db.read.active_task_ids()]
         self.db.inputs.sweep(now - STALE_UPLOAD, keep)
+        self.engine.erase_due(now)  # the retention window: per-address data of old tasks
 
 
 class _Until:

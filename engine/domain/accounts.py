@@ -15,6 +15,7 @@ from events import (
     AccountOpened,
     ApiKeyIssued,
     ApiKeyRevoked,
+    RetentionSet,
     CreditsDebited,
     CreditsGranted,
     CreditsRefunded,
@@ -29,7 +30,14 @@ from engine.domain.errors import (
     InvalidCommand,
     check,
 )
-from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH, MAX_TASK_ADDRESSES
+from engine.domain.limits import (
+    DEFAULT_RETENTION_DAYS,
+    MAX_BALANCE,
+    MAX_ID_LENGTH,
+    MAX_RETENTION_DAYS,
+    MAX_TASK_ADDRESSES,
+    MIN_RETENTION_DAYS,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class AccountState:
     uploads: Map = field(default_factory=Map)
     # key id -> (sha256 of its secret, scopes, revoked)
     keys: Map = field(default_factory=Map)
+    retention_days: int = DEFAULT_RETENTION_DAYS  # per-address data is erased this long after a task ends
 
     @property
     def opened(self) -> bool:
@@ -109,10 +118,16 @@ class RevokeApiKey:
     key_id: str
 
 
+@dataclass(frozen=True)
+class SetRetention:
+    days: int
+
+
 API_SCOPES = ("read", "write", "audit")  # read: its tasks and credits; write: create, cancel, delete; audit: the log
 MAX_KEYS = 100
 
-AccountCommand = OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly | IssueApiKey | RevokeApiKey
+AccountCommand = (OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly | IssueApiKey
+                  | RevokeApiKey | SetRetention)
 
 
 def decide(command: AccountCommand, state: AccountState) -> list[Event]:
@@ -146,6 +161,11 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
             raise InvalidCommand("a key's label is up to 200 printable characters")
         return [ApiKeyIssued(command.key_id, command.secret_sha256, tuple(sorted(set(command.scopes))),
                              command.label)]
+    if isinstance(command, SetRetention):
+        if isinstance(command.days, bool) or not isinstance(command.days, int) or \
+                not MIN_RETENTION_DAYS <= command.days <= MAX_RETENTION_DAYS:
+            raise InvalidCommand(f"data retention is {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} days")
+        return [] if command.days == state.retention_days else [RetentionSet(command.days)]
     if isinstance(command, RevokeApiKey):
         key = state.keys.get(command.key_id)
         if key is None:
@@ -259,6 +279,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     if isinstance(event, MonthlyCreditsExpired):
         check(event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}")
         return replace(state, monthly=0)
+    if isinstance(event, RetentionSet):
+        return replace(state, retention_days=event.days)
     if isinstance(event, ApiKeyIssued):
         return replace(state, keys=state.keys.set(event.key_id, (event.secret_sha256, event.scopes, False)))
     if isinstance(event, ApiKeyRevoked):

@@ -11,3 +11,8 @@ MAX_BALANCE = 10**12  # credits in a bucket, and in both buckets together
 MAX_TASK_ADDRESSES = 1_000_000  # unique addresses in one task (the product's documented limit)
 MAX_CHUNK_SIZE = 100_000  # addresses in one chunk
 MAX_ID_LENGTH = 128  # account and task ids
+
+# How long a finished task's per-address data is kept (the product's data_retention_days).
+DEFAULT_RETENTION_DAYS = 15
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 3650

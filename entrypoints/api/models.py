@@ -34,6 +34,10 @@ class SingleIn(Strict):
                          examples=["alice@example.com"])
 
 
+class Retention(Strict):
+    data_retention_days: int = Field(ge=1, le=3650)
+
+
 class Balance(BaseModel):
     account: str
     monthly: int
@@ -76,6 +80,7 @@ class Task(BaseModel):
     created_at: str
     finished_at: str | None
     created_by: str | None
+    results_deleted_at: str | None = None
     url: str
 
 

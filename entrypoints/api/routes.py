@@ -203,6 +203,19 @@ async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES
                           else None})
 
 
+@router.put("/accounts/{account_id}/retention", response_model=models.Retention, tags=["accounts"],
+            summary="Days a finished task's per-address data is kept before it is erased (admin)")
+async def set_retention(account_id: str, body: models.Retention, request: Request, who: Principal = Depends(principal)):
+    admin_only(who)
+    svc = services(request)
+
+    def run():
+        svc.engine.set_retention(account_id, body.data_retention_days)
+        return {"data_retention_days": svc.engine.account(account_id).retention_days}
+
+    return json_response(await svc.call(run, actor=who.actor))
+
+
 @router.post("/accounts/{account_id}/keys", status_code=201, response_model=models.ApiKey, tags=["accounts"],
              responses=CONFLICT, dependencies=IDEMPOTENT, summary="Create an API key for the account (admin); the key is shown once")
 async def create_key(account_id: str, body: models.KeyIn, request: Request, who: Principal = Depends(principal)):
@@ -461,6 +474,20 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
     return StreamingResponse(csv_body(), media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
+
+
+@router.post("/tasks/{task_id}/erase", response_model=models.Task, tags=["tasks"],
+             summary="Erase a finished task's per-address data now (its counts and the Credits History stay)")
+async def erase(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "write")
+    svc = services(request)
+
+    async def run(_key):
+        await svc.call(_task, svc, who, task_id)
+        await svc.call(svc.engine.erase_task, task_id, "request", actor=who.actor)
+        return json_response(await svc.call(_task, svc, who, task_id))
+
+    return await idempotent(svc, who, request, fingerprint(request, b""), run)
 
 
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
