@@ -58,7 +58,7 @@ UNKNOWN_REASONS = ("smtp_timeout", "greylisted", "antispam_block", "temporary_fa
                    "provider_error", "connection_refused", "policy")
 REFUND_REASONS = ("unknown", "cancelled", "system_failure", "partial_failure", "support")
 GRANT_REASONS = ("welcome", "purchase", "subscription", "support")
-TASK_STATUSES = ("queued", "processing", "completed", "cancelled", "failed")
+TASK_STATUSES = ("pending", "processing", "completed", "cancelled", "failed")
 FINISHED = {"TaskCompleted": "completed", "TaskCancelled": "cancelled", "TaskFailed": "failed",
             "SystemFailure": "failed"}
 CHUNK_OUTCOMES = ("verified", "nothing_pending", "chunk_failed", "task_failed", "stopped", "error")
@@ -490,11 +490,11 @@ class StoreState:
                [((), head)])
         family(GaugeMetricFamily, "vec_metrics_folded_position", "How far these metrics folded the log "
                "(below the head only while a fresh process catches up)", (), [((), self.folded)])
-        active = dict(self._optional(db, "SELECT status, COUNT(*) FROM rm_tasks WHERE status IN ('queued', "
+        active = dict(self._optional(db, "SELECT status, COUNT(*) FROM rm_tasks WHERE status IN ('pending', "
                                          "'processing') GROUP BY status") or [])
-        family(GaugeMetricFamily, "vec_tasks", "Tasks by status (queued and processing from the tasks read model, "
+        family(GaugeMetricFamily, "vec_tasks", "Tasks by status (pending and processing from the tasks read model, "
                "finished ones from the log)", ["status"],
-               [((s,), active.get(s, 0) if s in ("queued", "processing") else c[("finished", s)])
+               [((s,), active.get(s, 0) if s in ("pending", "processing") else c[("finished", s)])
                 for s in TASK_STATUSES])
         family(CounterMetricFamily, "vec_tasks_created", "Tasks created, by kind", ["kind"],
                [((k,), c[("created", k)]) for k in ("single", "bulk")])

@@ -355,7 +355,7 @@ class Engine:
     # --- creating tasks ---------------------------------------------------------------
 
     def create_bulk(self, account_id: str, path: str | Path, allow_duplicate: bool = False,
-                    task_id: str | None = None, idempotency_key: str | None = None) -> Upload:
+                    task_id: str | None = None, idempotency_key: str | None = None, name: str = "") -> Upload:
         """Streams the file into staging, then debits and creates the task in one transaction."""
         if not Path(path).is_file():
             raise BadUpload(f"no such file: {path}")
@@ -380,14 +380,14 @@ class Engine:
                 raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
             created = self._create(account_id, task_id, upload_id, "bulk", report.unique,
                                    f"file:{Path(path).name}", report.sha256, self.settings.chunk_size, idempotency,
-                                   duplicate_window)
+                                   duplicate_window, name)
         except BaseException:
             self.inputs.discard(upload_id)
             raise
         return Upload(created, report)
 
     def create_single(self, account_id: str, address: str, task_id: str | None = None,
-                      idempotency_key: str | None = None) -> str:
+                      idempotency_key: str | None = None, name: str = "") -> str:
         address = address.strip()
         if "@" not in address:
             raise InvalidCommand(f"{address!r} is not an e-mail address")
@@ -404,7 +404,7 @@ class Engine:
         sealer = self._sealer(task_id, create=True)
         self.inputs.stage(upload_id, [address], self.clock(), sealer.seal if sealer else None)
         try:
-            return self._create(account_id, task_id, upload_id, "single", 1, "single", "", 1, idempotency)
+            return self._create(account_id, task_id, upload_id, "single", 1, "single", "", 1, idempotency, None, name)
         except BaseException:
             self.inputs.discard(upload_id)
             raise
@@ -428,14 +428,15 @@ class Engine:
             raise accounts.AccountNotFound(f"no such account: {account_id}")
 
     def _create(self, account_id: str, task_id: str, upload_id: str, kind: str, count: int, source: str, sha256: str,
-                chunk_size: int, idempotency: Idempotency | None, duplicate_window: timedelta | None = None) -> str:
+                chunk_size: int, idempotency: Idempotency | None, duplicate_window: timedelta | None = None,
+                name: str = "") -> str:
         """Debits and creates the task; returns its id (an earlier one when the idempotency key
         replays a create that won a race, in which case this attempt's staging is dropped)."""
         a_stream, t_stream = account_stream(account_id), task_stream(task_id)
 
         def plan(states):
             created = tasks.decide(
-                tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size, upload_id),
+                tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size, upload_id, name),
                 states[t_stream])
             file_sha256 = sha256 if kind == "bulk" else ""
             debit = accounts.decide(accounts.DebitCredits(task_id, count, self.clock(), file_sha256, duplicate_window),

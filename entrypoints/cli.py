@@ -403,12 +403,13 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--wait", is_flag=True, help="follow the task to its end with a progress bar")
 @click.option("--allow-duplicate", is_flag=True, help="verify a file uploaded in the last 24 h again")
+@click.option("--name", default="", help="a name for the task (lists, the Credits History)")
 @IDEMPOTENCY
-def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, idempotency_key: str | None,
-         as_json: bool) -> None:
+def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, name: str,
+         idempotency_key: str | None, as_json: bool) -> None:
     """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
     upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate,
-                                    idempotency_key=idempotency_key)
+                                    idempotency_key=idempotency_key, name=name)
     report = upload.report
     summary = {"task_id": upload.task_id, "addresses": report.unique, "duplicates": report.duplicates,
                "rows_without_address": report.rows_without_address, "column": report.column}
@@ -472,8 +473,8 @@ async def _show_progress(ctx: Context, task_id: str) -> None:
 def tasks_list(ctx: Context, account_id: str, actor: str | None, as_json: bool) -> None:
     """Tasks of ACCOUNT_ID (deleted ones hidden)."""
     emit(ctx.fresh_db("tasks").read.tasks(account_id, actor), as_json, title=f"Tasks of {account_id}",
-         columns=("task_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "refunded",
-                  "consumed", "created_at"))
+         columns=("task_id", "name", "kind", "status", "partial_failure", "total", "verified", "unknown",
+                  "refunded", "consumed", "created_at"))
 
 
 @cli.group()

@@ -106,8 +106,9 @@ class ApiKeyRevoked(Event):
 @register
 @dataclass(frozen=True)
 class TaskCreated(Event):
-    # v1 had neither `source` nor `chunk_size` (chunks were always 1,000): see events/upcasters.py
-    schema_version = 2
+    # v1 had neither `source` nor `chunk_size` (chunks were always 1,000); v3 added `name`:
+    # see events/upcasters.py
+    schema_version = 3
     account_id: str
     kind: Literal["single", "bulk"]
     address_count: int
@@ -115,6 +116,7 @@ class TaskCreated(Event):
     sha256: str
     chunk_size: int
     upload_id: str = ""  # extra: key of the staged inputs; "" means the task id
+    name: str = ""  # extra: the customer's name for it (lists, the debit's history row)
 
 
 @register

@@ -34,6 +34,11 @@ def _task_created_v1_to_v2(payload: Payload) -> Payload:
     return {**payload, "source": payload.get("source", "upload"), "chunk_size": payload.get("chunk_size", 1000)}
 
 
+@upcaster("TaskCreated", 2)
+def _task_created_v2_to_v3(payload: Payload) -> Payload:
+    return {"name": "", **payload}
+
+
 @upcaster("CreditsDebited", 1)
 def _credits_debited_v1_to_v2(payload: Payload) -> Payload:
     # v1 debits knew no file digest: they never count as an earlier upload of a file.

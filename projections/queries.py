@@ -10,7 +10,7 @@ from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
                "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by",
-               "results_deleted_at")
+               "results_deleted_at", "name")
 RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags")
 
 
@@ -56,7 +56,7 @@ class ReadModelQueries:
 
     def active_task_ids(self) -> list[str]:
         return [r[0] for r in self.sql.execute(
-            f"SELECT task_id FROM {TASKS.name} WHERE status IN ('queued', 'processing') ORDER BY created_at"
+            f"SELECT task_id FROM {TASKS.name} WHERE status IN ('pending', 'processing') ORDER BY created_at"
         ).fetchall()]
 
     def balances(self, account_id: str) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ TASKS = Table(
     "rm_tasks",
     ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown", "failed",
      "refunded", "consumed", "debited", "late", "chunks_submitted", "chunks_total", "source", "sha256",
-     "created_at", "finished_at", "deleted", "created_by", "results_deleted_at"),
+     "created_at", "finished_at", "deleted", "created_by", "results_deleted_at", "name"),
     ("task_id",),
     frozenset({"partial_failure", "total", "verified", "unknown", "failed", "refunded", "consumed", "debited",
                "late", "chunks_submitted", "chunks_total", "deleted"}),
@@ -78,12 +78,12 @@ class TasksProjection:
         if isinstance(event, TaskCreated):
             task_id = _task_id(recorded.stream)
             return [Put(TASKS.name, {
-                "task_id": task_id, "account_id": event.account_id, "kind": event.kind, "status": "queued",
+                "task_id": task_id, "account_id": event.account_id, "kind": event.kind, "status": "pending",
                 "partial_failure": 0, "total": event.address_count, "verified": 0, "unknown": 0, "failed": 0,
                 "refunded": 0, "consumed": 0, "debited": 0, "late": 0, "chunks_submitted": 0,
                 "chunks_total": -(-event.address_count // event.chunk_size), "source": event.source,
                 "sha256": event.sha256, "created_at": recorded.occurred_at.isoformat(), "finished_at": None,
-                "deleted": 0, "created_by": recorded.actor, "results_deleted_at": None,
+                "deleted": 0, "created_by": recorded.actor, "results_deleted_at": None, "name": event.name,
             })]
         if isinstance(event, (CreditsDebited, CreditsRefunded)):
             task = view.get(TASKS.name, (event.task_id,))
@@ -158,9 +158,11 @@ class CreditsProjection:
             if event.bucket == "monthly":
                 balance["monthly_expires_at"] = event.expires_at
         elif isinstance(event, CreditsDebited):
+            task = view.get(TASKS.name, (event.task_id,))  # created in the same append, just before
+            named = f" for {task['name']}" if task and task.get("name") else ""
             for bucket, amount in (("monthly", event.monthly), ("payg", event.payg)):
                 if amount:
-                    lines.append(("debit", bucket, -amount, f"Credit debit: {amount} credits", event.task_id))
+                    lines.append(("debit", bucket, -amount, f"Credit debit: {amount} credits{named}", event.task_id))
         elif isinstance(event, CreditsRefunded):
             lines.append((REFUND_TYPE[event.reason], "payg", event.amount,
                           f"Credit refund: {event.amount} credits", event.task_id))

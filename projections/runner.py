@@ -29,6 +29,10 @@ log = logging.getLogger("vec.projector")
 BATCH = 5000  # events per transaction
 FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
 
+# Bumped when a fold changes what it writes without changing a table's shape (a status
+# renamed, say): stored read models of another version are folded again.
+READ_MODELS_VERSION = 2
+
 CHECKPOINTS = Table("rm_checkpoints", ("name", "position"), ("name",), frozenset({"position"}))
 STOPPED = Table("rm_stopped", ("name", "position", "error"), ("name",), frozenset({"position"}))
 SHAPE = Table("rm_shape", ("id", "digest"), ("id",), frozenset({"id"}))
@@ -113,8 +117,9 @@ class ProjectionRunner:
     def _drop_if_shape_changed(self, reshape: bool) -> None:
         """Read models are disposable: when this code's tables differ from the stored ones,
         they are dropped and folded again from the log."""
-        shape = hashlib.sha256(repr(sorted((t.name, t.columns, t.key, sorted(t.ints), t.indexes, sorted(t.personal))
-                                           for t in self.specs.values())).encode()).hexdigest()
+        shape = hashlib.sha256(repr((READ_MODELS_VERSION, sorted(
+            (t.name, t.columns, t.key, sorted(t.ints), t.indexes, sorted(t.personal))
+            for t in self.specs.values()))).encode()).hexdigest()
         if reshape:
             self.sql.create_table(SHAPE)
         try:

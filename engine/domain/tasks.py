@@ -40,7 +40,7 @@ from engine.domain.errors import (
 )
 from engine.domain.limits import MAX_CHUNK_SIZE, MAX_TASK_ADDRESSES
 
-ACTIVE = ("queued", "processing")
+ACTIVE = ("pending", "processing")
 FINISHED = ("completed", "cancelled", "failed")
 DEFINITIVE = ("safe", "invalid", "risky")
 UNKNOWN_REASONS = (
@@ -110,6 +110,10 @@ class CreateTask:
     sha256: str
     chunk_size: int
     upload_id: str = ""
+    name: str = ""
+
+
+MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -217,11 +221,13 @@ def _create(command: CreateTask, state: TaskState) -> list[Event]:
                              f"(this one has {command.address_count:,}); split the file")
     if command.kind == "single" and command.address_count != 1:
         raise InvalidCommand("a single task verifies exactly one address")
+    if len(command.name) > MAX_NAME_LENGTH or not command.name.isprintable():
+        raise InvalidCommand(f"a task's name is up to {MAX_NAME_LENGTH} printable characters")
     if not 1 <= command.chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidCommand(f"chunk size must be 1-{MAX_CHUNK_SIZE:,}")
     return [
         TaskCreated(command.account_id, command.kind, command.address_count, command.source,
-                    command.sha256, command.chunk_size, command.upload_id)
+                    command.sha256, command.chunk_size, command.upload_id, command.name.strip())
     ]
 
 
@@ -329,7 +335,7 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         check(state.status == "new", f"task {state.task_id} created twice")
         check(1 <= event.address_count <= MAX_TASK_ADDRESSES and 1 <= event.chunk_size <= MAX_CHUNK_SIZE,
               f"task {state.task_id} out of bounds: {event}")
-        state.account_id, state.kind, state.status = event.account_id, event.kind, "queued"
+        state.account_id, state.kind, state.status = event.account_id, event.kind, "pending"
         state.upload_id = event.upload_id or state.task_id
         state.address_count, state.chunk_size = event.address_count, event.chunk_size
     elif isinstance(event, ChunkSubmitted):

@@ -47,7 +47,7 @@ PREFIX = "/dashboard"
 COOKIE = "vec_dashboard"
 COOKIE_MAX_AGE = 8 * 3600
 CSRF_HEADER = "x-vec-csrf"
-ACTIVE = ("queued", "processing")
+ACTIVE = ("pending", "processing")
 RESULTS_SHOWN = 50
 HISTORY_SHOWN = 50
 RECENT_TASKS = 20
@@ -228,7 +228,7 @@ def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dic
 
 
 def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
-    rows = [r for status in ("processing", "queued") for r in svc.db.read.tasks_page(account_id, status, None, 200)]
+    rows = [r for status in ("processing", "pending") for r in svc.db.read.tasks_page(account_id, status, None, 200)]
     return [progress(task_json(r)) for r in rows]
 
 

@@ -67,7 +67,7 @@ class Task(BaseModel):
     task_id: str
     account: str
     kind: Literal["single", "bulk"]
-    status: str
+    status: Literal["pending", "processing", "completed", "cancelled", "failed", "deleted"]
     partial_failure: bool
     total: int
     verified: int
@@ -81,6 +81,7 @@ class Task(BaseModel):
     finished_at: str | None
     created_by: str | None
     results_deleted_at: str | None = None
+    name: str = ""
     url: str
 
 

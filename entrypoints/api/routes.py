@@ -277,7 +277,8 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
     account_id = account_of(who, account)
 
     async def run(key):
-        task_id = await svc.call(svc.engine.create_single, account_id, body.address, None, key, actor=who.actor)
+        task_id = await svc.call(svc.engine.create_single, account_id, body.address, None, key, body.name,
+                                 actor=who.actor)
         svc.wake_engine()
         deadline = time.monotonic() + svc.settings.api_single_wait
         while time.monotonic() < deadline and (await svc.call(svc.engine.task, task_id)).active:
@@ -291,7 +292,7 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
 
 def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
     task = _task(svc, who, task_id)
-    row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("queued", "processing") else None
+    row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("pending", "processing") else None
     return {"task": task, "address": address, "status": row["status"] if row else None,
             "reason": (row["reason"] or None) if row else None, "detail": (row["detail"] or None) if row else None}
 
@@ -306,6 +307,7 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
                      "file": {"type": "string", "format": "binary"}}}}}}},
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
 async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
+               name: str = Query("", max_length=200, description="a name for the task (lists, the Credits History)"),
                who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -313,7 +315,7 @@ async def bulk(request: Request, account: str | None = None, allow_duplicate: bo
     path, digest = await _receive_upload(request, svc.settings.api_max_upload_bytes)
     try:
         async def run(key):
-            upload = await svc.call(svc.engine.create_bulk, account_id, path, allow_duplicate, None, key,
+            upload = await svc.call(svc.engine.create_bulk, account_id, path, allow_duplicate, None, key, name,
                                     actor=who.actor)
             svc.wake_engine()
             return json_response(await svc.call(_upload_json, svc, who, upload), 201)
@@ -374,7 +376,7 @@ def _upload_json(svc: Services, who: Principal, upload) -> dict:
 
 
 @router.get("/tasks", response_model=models.TaskPage, tags=["tasks"], summary="Tasks, oldest first, a page at a time")
-async def list_tasks(request: Request, status: Literal["queued", "processing", "completed", "cancelled",
+async def list_tasks(request: Request, status: Literal["pending", "processing", "completed", "cancelled",
                                                        "failed"] | None = None,
                      cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE), account: str | None = None,
                      who: Principal = Depends(principal)):
@@ -497,7 +499,7 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
     need(who, "write")
     svc = services(request)
     task = await svc.call(_task, svc, who, task_id)
-    if task["status"] in ("queued", "processing"):
+    if task["status"] in ("pending", "processing"):
         raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
 
     def unknowns_file() -> str:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.cli import VEC, Vec
-from tests.e2e.fleet import Fleet, fleet_env
+from tests.e2e.fleet import Fleet
 
 ADMIN_TOKEN = "test-admin-" + uuid.uuid4().hex
 HOST = "127.0.0.1"
@@ -116,7 +116,7 @@ class Api:
             after = page[-1]["position"]
 
     def wait_task(self, task_id: str, client: httpx.Client | None = None, timeout: float = 60,
-                  until=lambda t: t["status"] not in ("queued", "processing")) -> dict:
+                  until=lambda t: t["status"] not in ("pending", "processing")) -> dict:
         client = client or self.admin
         deadline = time.monotonic() + timeout
         while True:

@@ -117,7 +117,7 @@ def test_single_verify_cancel_refusal_events_and_replay(vec: Vec):
     after = vec.json("replay", "acme", "--until", str(debit_position))
     assert (before["total"], after["total"]) == (200, 199)
     as_of = vec.json("replay", single["task_id"], "--as-of", events[0]["metadata"]["occurred_at"])
-    assert as_of["status"] == "queued"
+    assert as_of["status"] == "pending"
     assert vec.json("replay", single["task_id"], "--until", str(events[-1]["position"]))["status"] == "completed"
     assert "no account or task" in vec.fails("replay", "nothing", "--until", "3")
 

@@ -57,7 +57,7 @@ def test_a_mixed_bulk_on_two_workers_with_the_per_mx_limit_held_by_the_fleet(vec
             running.start("worker-b", "worker", **env)
             running.wait_ready(2)
             task_id = vec.json("bulk", "acme", write(tmp_path / "mixed.csv", [*mixed, *counted]))["task_id"]
-            done = vec.wait_for(task_id, lambda t: t["status"] != "processing" and t["status"] != "queued",
+            done = vec.wait_for(task_id, lambda t: t["status"] != "processing" and t["status"] != "pending",
                                 timeout=180)
         stats = smtp.stop()["127.0.0.10:25"]
     finally:
@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_bulk_a_broker_restart_and_a_postgres_restart_lose_n
         vec.wait_for(task_id, lambda t: t["verified"] >= 16, timeout=120)
         postgres_server.restart()
         running.start("worker-c", "worker")
-        done = vec.wait_for(task_id, lambda t: t["status"] not in ("queued", "processing"), timeout=180)
+        done = vec.wait_for(task_id, lambda t: t["status"] not in ("pending", "processing"), timeout=180)
     assert done["status"] == "completed", done
     events = vec.lines("events", "--stream", f"task-{task_id}")
     settled = [e["data"]["address"] for e in events if e["type"] in ("AddressVerified", "ResultUnknown")]
@@ -145,12 +145,12 @@ def test_no_worker_alive_past_the_grace_fails_the_task_a_shorter_gap_resumes(vec
         running.kill("worker-a")
         time.sleep(2)  # shorter than the grace: the task resumes
         running.start("worker-b", "worker")
-        resumed = vec.wait_for(short, lambda t: t["status"] not in ("queued", "processing"), timeout=120)
+        resumed = vec.wait_for(short, lambda t: t["status"] not in ("pending", "processing"), timeout=120)
         assert resumed["status"] == "completed"
         long = vec.json("bulk", "acme", write(tmp_path / "long.csv", slow[8:]))["task_id"]
         vec.wait_for(long, lambda t: t["verified"] >= 1, timeout=60)
         running.kill("worker-b", signal.SIGKILL)
-        failed = vec.wait_for(long, lambda t: t["status"] not in ("queued", "processing"), timeout=60)
+        failed = vec.wait_for(long, lambda t: t["status"] not in ("pending", "processing"), timeout=60)
     assert failed["status"] == "failed" and failed["partial_failure"] is False
     events = vec.lines("events", "--stream", f"task-{long}")
     [system] = [e for e in events if e["type"] == "SystemFailure"]

@@ -103,7 +103,7 @@ def test_decoding_an_unknown_type_is_a_clear_error():
 
 def test_a_schema_version_newer_than_the_code_is_refused():
     with pytest.raises(ValueError, match="newer"):
-        decode("TaskCreated", 3, json.dumps({"account_id": "a", "kind": "bulk", "address_count": 1,
+        decode("TaskCreated", 4, json.dumps({"account_id": "a", "kind": "bulk", "address_count": 1,
                                              "source": "s", "sha256": "h", "chunk_size": 1}))
 
 
@@ -142,9 +142,10 @@ def test_every_event_round_trips_through_the_sqlite_store(events, when, correlat
 V1_TASK_CREATED = {"account_id": "acme", "kind": "bulk", "address_count": 2500, "sha256": "cd" * 32}
 
 
-def test_task_created_is_at_schema_version_2_with_an_upcaster_from_1():
-    assert ev.TaskCreated.schema_version == 2
-    assert ("TaskCreated", 1) in UPCASTERS
+def test_task_created_is_at_schema_version_3_with_upcasters_from_1_and_2():
+    assert ev.TaskCreated.schema_version == 3
+    assert ("TaskCreated", 1) in UPCASTERS and ("TaskCreated", 2) in UPCASTERS
+    assert upcast("TaskCreated", 2, 3, {**V1_TASK_CREATED, "source": "s", "chunk_size": 5})["name"] == ""
 
 
 def test_the_v1_upcaster_fills_the_defaults_and_keeps_the_rest():
@@ -172,14 +173,14 @@ def _insert_raw(conn, stream, version, type_name, schema_version, data, position
                  " ON CONFLICT (stream) DO UPDATE SET version = excluded.version", (stream, version))
 
 
-def test_an_old_task_created_row_is_read_back_as_v2(db):
+def test_an_old_task_created_row_is_read_back_as_the_current_version(db):
     _insert_raw(db.events.conn, "task-old", 1, "TaskCreated", 1, V1_TASK_CREATED)
     raw = db.events.conn.execute("SELECT schema_version, data FROM events WHERE stream = 'task-old'").fetchone()
     assert raw[0] == 1 and "chunk_size" not in json.loads(raw[1])
 
     [recorded] = list(db.events.read_stream("task-old"))
     assert recorded.event == ev.TaskCreated("acme", "bulk", 2500, "upload", "cd" * 32, 1000)
-    assert recorded.to_json()["metadata"]["schema_version"] == 2
+    assert recorded.to_json()["metadata"]["schema_version"] == 3
     assert [r.event for r in db.events.read_all()] == [recorded.event]
 
     # the log itself is never rewritten

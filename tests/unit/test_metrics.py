@@ -87,7 +87,7 @@ def test_state_metrics_count_what_the_log_says(store):
     assert value(got, "vec_log_head_position") == engine.db.events.head()
     assert value(got, "vec_tasks", status="completed") == 1
     assert value(got, "vec_tasks", status="cancelled") == 1
-    assert value(got, "vec_tasks", status="processing") == value(got, "vec_tasks", status="queued") == 0
+    assert value(got, "vec_tasks", status="processing") == value(got, "vec_tasks", status="pending") == 0
     assert value(got, "vec_tasks_created_total", kind="bulk") == 2
     assert value(got, "vec_addresses_total", status="safe", reason="") == 4
     assert value(got, "vec_addresses_late_total") == 1

@@ -65,7 +65,7 @@ OUTCOMES = (
     ("unknown", "greylisted"), ("unknown", "smtp_timeout"), ("unknown", "antispam_block"),
     ("unknown", "no-such-reason"),
 )
-ACTIVE = ("queued", "processing")
+ACTIVE = ("pending", "processing")
 
 
 class Clock:
@@ -104,7 +104,7 @@ class MTask:
     chunk_size: int
     sha256: str
     created_at: datetime
-    status: str = "queued"
+    status: str = "pending"
     submitted: int = 0
     chunks: dict[int, list[str]] = field(default_factory=dict)
     pending: dict[int, list[str]] = field(default_factory=dict)

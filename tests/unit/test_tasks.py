@@ -94,7 +94,7 @@ def test_create_emits_task_created_with_every_field():
     events = decide(CreateTask("t1", "acme", "bulk", 5, "file:x.csv", "ab" * 32, 2), TaskState(task_id="t1"))
     assert events == [TaskCreated("acme", "bulk", 5, "file:x.csv", "ab" * 32, 2)]
     state = apply(TaskState(task_id="t1"), events)
-    assert (state.status, state.address_count, state.total_chunks, state.unsettled) == ("queued", 5, 3, 5)
+    assert (state.status, state.address_count, state.total_chunks, state.unsettled) == ("pending", 5, 3, 5)
 
 
 def test_create_twice_is_refused():
