@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
-from verifier.provider import build_provider as build_smtp
+from verifier.provider import ProviderError, build_provider as build_smtp
 
 
 class InstantProvider:
@@ -60,7 +60,61 @@ def to_result(answer) -> Result:
 def build_provider(settings: EngineSettings, host_slots=None):
     """`host_slots`: the fleet's per-MX session slots (distributed mode), shared by every worker."""
     if settings.provider == "instant":
-        return InstantProvider()
-    if settings.provider == "smtp":
-        return build_smtp(host_slots=host_slots)
-    raise ValueError(f"unknown provider {settings.provider!r}; use smtp or instant")
+        provider = InstantProvider()
+    elif settings.provider == "smtp":
+        provider = build_smtp(host_slots=host_slots)
+    else:
+        raise ValueError(f"unknown provider {settings.provider!r}; use smtp or instant")
+    return SecondPass(provider, settings.second_pass_delay) if settings.second_pass else provider
+
+
+class SecondPass:
+    """The service's second look at Unknowns (VEC_SECOND_PASS): a chunk's Unknown answers are
+    held back, and after `delay` seconds (greylisting and busy servers often clear by then)
+    checked again through the fallback tier when one is configured, else the same provider.
+    The second answer settles the address, whatever it is; each result keeps the tier that
+    decided it ("second-pass/<tier>"). If the second look fails, the first answers stand."""
+
+    def __init__(self, provider, delay: float):
+        self.provider, self.delay = provider, delay
+        self.name = getattr(provider, "name", "provider")
+        self.tier = getattr(provider, "tier", "primary")
+        self.again = getattr(provider, "fallback", None) or provider
+
+    async def verify(self, addresses: Sequence[str], on_result: Callable | None = None):
+        held: dict[str, object] = {}
+
+        def first(answer) -> None:
+            if to_result(answer).status == "unknown":
+                held[answer.address] = answer
+            elif on_result is not None:
+                on_result(answer)
+
+        answers = {a.address: a for a in await self.provider.verify(addresses, on_result=first)}
+        for address, answer in answers.items():
+            if to_result(answer).status == "unknown":
+                held.setdefault(address, answer)
+        if not held:
+            return list(answers.values())
+        await asyncio.sleep(self.delay)
+
+        def second(answer) -> None:
+            answers[answer.address] = answer = _second_tier(answer)
+            held.pop(answer.address, None)
+            if on_result is not None:
+                on_result(answer)
+
+        try:
+            await self.again.verify(list(held), on_result=second)
+        except ProviderError:
+            pass  # the first answers stand
+        for answer in held.values():  # no second answer: the first one
+            if on_result is not None:
+                on_result(answer)
+        return list(answers.values())
+
+
+def _second_tier(answer):
+    result = to_result(answer)
+    return Result(result.address, result.status, result.reason, result.detail, f"second-pass/{result.tier}",
+                  result.reply, result.mx_host, result.flags)

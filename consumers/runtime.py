@@ -100,6 +100,11 @@ class Runtime:
 
                         group.create_task(self._supervised("webhooks", Webhooks(self.engine, self.settings).run(stop),
                                                            stop))
+                    if self.only_task is None:  # notifications: e-mails (consumers/notifications.py)
+                        from consumers.notifications import Notifications
+
+                        group.create_task(self._supervised(
+                            "notifications", Notifications(self.engine, self.settings).run(stop), stop))
             except BaseExceptionGroup as crashed:
                 cause = crashed.exceptions[0]
                 raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause

@@ -16,7 +16,10 @@ def schedule(engine: Engine, task_id: str, provider: str, tier: str, window: int
     if not state.exists:
         return state
     if not state.active:
-        engine.inputs.discard(state.upload_id)  # the stop: nothing more will be chunked
+        # the stop: nothing more will be chunked. A failed task keeps the addresses it never
+        # submitted: with its failed chunks' they are its "unprocessed" download (until erased)
+        if state.status != "failed":
+            engine.inputs.discard(state.upload_id)
         return state
     submitting = chunks_to_submit(state, window)
     for chunk_no in submitting:

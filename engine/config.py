@@ -4,7 +4,7 @@ from __future__ import annotations
 import math  # webhooks: parse_schedule
 from typing import Literal  # observability: log_format
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator  # notifications: SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,9 @@ class EngineSettings(BaseSettings):
     provider: str = Field("smtp", description="smtp | instant (engine-overhead benchmarks and demos)")
     duplicate_window_hours: float = Field(24.0, ge=0)
     results_flush_interval: float = Field(0.5, gt=0, description="seconds between result batches of a chunk")
+    second_pass: bool = Field(False, description="check a chunk's Unknowns again (through the fallback tier "
+                              "when there is one) before they settle")
+    second_pass_delay: float = Field(10.0, ge=0, description="seconds before the second look")
     driver_retries: int = Field(5, ge=0, description="tries of a task step or a chunk worker that fails with an "
                                 "error of ours before the chunk (or the task) fails with its refund")
     task_stall_timeout: float = Field(900.0, gt=0, description="seconds a processing task may go without any new "
@@ -37,7 +40,8 @@ class EngineSettings(BaseSettings):
     api_rate_limit: str = Field("50/second;1000/minute", description="per key, in the `limits` notation")
     api_single_wait: float = Field(15.0, gt=0, description="seconds POST /v1/tasks/single waits for the result "
                                    "before answering 202")
-    api_max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, description="largest bulk file accepted")
+    api_max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, le=100 * 1024 * 1024,
+                                      description="largest bulk file accepted (at most the engine's 100 MB)")
 
     # --- the distributed mode (PostgreSQL store + Kafka) ------------------------------
     kafka_bootstrap: str = Field("", description="HOST:PORT[,HOST:PORT] of the Kafka brokers; empty: no Kafka")
@@ -70,6 +74,46 @@ class EngineSettings(BaseSettings):
         parse_schedule(value)
         return value
     # --- end of the webhook settings ------------------------------------------------------
+
+    # --- e-mail notifications (consumers/notifications.py) ----------------------------------
+    notify_smtp_host: str = Field("", description="the SMTP relay notifications go through; empty: none is "
+                                  "sent (they wait in the outbox)")
+    notify_smtp_port: int = Field(587, ge=1, le=65535, description="the relay's port (587 submission, 465 "
+                                  "implicit TLS, 25)")
+    notify_smtp_tls: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls: required, refused without it; tls: implicit TLS from the first byte; "
+        "none: plain text (a relay on this host only)")
+    notify_smtp_ca_file: str = Field("", description="PEM file of the CAs the relay's certificate is checked "
+                                     "against; empty: the system's")
+    notify_smtp_username: str = Field("", description="SMTP AUTH user; empty: no AUTH")
+    notify_smtp_password: SecretStr = Field(SecretStr(""), description="SMTP AUTH password")
+    notify_sender: str = Field("vec <notifications@localhost>", description="the From of every notification "
+                               "(its address is also the envelope sender and the Message-ID's domain)")
+    notify_timeout: float = Field(30.0, gt=0, le=600, description="seconds each step of one SMTP session may "
+                                  "take")
+    notify_retry_schedule: str = Field("5,30,120,600,1800,3600,7200,18000,36000",
+                                       description="seconds before each retry while the relay is down or "
+                                       "answers 4xx, comma-separated; the last repeats")
+    notify_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a message fails for good "
+                                     "(a 5xx answer fails it at once)")
+    notify_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new events and due "
+                                        "messages")
+
+    @field_validator("notify_retry_schedule")
+    @classmethod
+    def _notify_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("notify_sender")
+    @classmethod
+    def _notify_sender(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError(f"VEC_NOTIFY_SENDER is an address, optionally with a name: {value!r}")
+        return value
+    # --- end of the notification settings -------------------------------------------------
 
     # --- observability: Prometheus metrics and structured logs (consumers/metrics.py) -------
     metrics_port: int = Field(0, ge=0, le=65535, description="`vec run` serves Prometheus metrics at "

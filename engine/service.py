@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from events import (
     AddressVerified,
@@ -44,7 +44,7 @@ from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
 from engine.domain import accounts, tasks
 from engine.domain.errors import InvalidCommand, TaskNotFinished, TaskNotFound, check
-from engine.domain.limits import MIN_RETENTION_DAYS
+from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
 
 MAX_ATTEMPTS = 50
@@ -359,6 +359,9 @@ class Engine:
         """Streams the file into staging, then debits and creates the task in one transaction."""
         if not Path(path).is_file():
             raise BadUpload(f"no such file: {path}")
+        if Path(path).stat().st_size > MAX_UPLOAD_BYTES:
+            raise BadUpload(f"a file is at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB "
+                            f"(this one has {Path(path).stat().st_size / (1024 * 1024):.0f} MB); split it")
         self._require_account(account_id)
         sha256 = file_sha256(path)
         idempotency = self._idempotency(idempotency_key, "create", account_id, "bulk", sha256)
@@ -521,6 +524,20 @@ class Engine:
 
         return self._execute([stream], plan, None, account_id)
 
+    # notifications (consumers/notifications.py) -------------------------------------------
+    def set_notifications(self, account_id: str, email: str, on_completion: bool = False,
+                          low_balance_threshold: int = 0) -> list[RecordedEvent]:
+        """Where and when the account is told by e-mail (NotificationsSet); nothing is appended
+        when the settings are the same."""
+        stream = account_stream(account_id)
+        command = accounts.SetNotifications(email, on_completion, low_balance_threshold)
+
+        def plan(states):
+            return [Planned(stream, e, None) for e in accounts.decide(command, states[stream])]
+
+        return self._execute([stream], plan, None, account_id)
+    # --- end of notifications -------------------------------------------------------------
+
     def erase_due(self, now: datetime | None = None) -> list[str]:
         """The retention sweep: erases every finished task whose account's retention has run
         out since it ended; returns their ids."""
@@ -549,6 +566,18 @@ class Engine:
         for task_id in task_ids:
             self.erase_task(task_id, "account")
         return task_ids
+
+    def unprocessed(self, task_id: str) -> Iterator[str]:
+        """The addresses of a failed task that got no answer: those of its failed chunks, then
+        those it never submitted (kept staged for this download until the task is erased)."""
+        state = self.task(task_id)
+        if not state.exists:
+            raise TaskNotFound(f"no such task: {task_id}")
+        self.db.catch_up()
+        yield from self.db.read.failed_chunk_addresses(task_id)
+        if state.status == "failed" and not state.erased:
+            for chunk_no in range(state.chunks_submitted, state.total_chunks):
+                yield from self.staged_chunk(state, chunk_no)
 
     def erase_task(self, task_id: str, reason: str = "request") -> list[RecordedEvent]:
         """Erases a finished task's per-address data for good: the erasure is recorded, then the

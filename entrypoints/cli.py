@@ -24,7 +24,7 @@ from engine.service import Engine
 from engine.store import StoreUrlError, open_database
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
-from projections.exports import csv_lines, json_lines
+from projections.exports import csv_lines, json_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
 
@@ -382,6 +382,80 @@ def webhooks_attempts(ctx: Context, delivery_id: str, as_json: bool) -> None:
          columns=("attempt", "started_at", "outcome", "status_code", "duration_ms", "error"))
 
 
+# --- notifications (consumers/notifications.py) -------------------------------------------
+
+def _notifications(ctx: Context):
+    from consumers.notifications import NotificationStore
+
+    return NotificationStore(ctx.db.projector.sql, ctx.engine.clock).ensure_schema()
+
+
+def _notify_settings(ctx: Context, account_id: str) -> dict:
+    from consumers.notifications import NotificationStore
+
+    row = NotificationStore(ctx.fresh_db("notifications").projector.sql).settings(account_id)
+    return {"account": account_id, **(row or {"email": None, "on_completion": False, "low_balance_threshold": 0,
+                                              "set_at": None, "set_by": None})}
+
+
+@cli.group()
+def notify() -> None:
+    """E-mail notifications: on task end (opt-in) and on a low balance; settings and the outbox."""
+
+
+@command(notify, "set")
+@click.argument("account_id")
+@click.option("--email", required=True, help="where the notifications go")
+@click.option("--on-completion/--no-on-completion", default=None,
+              help="an e-mail at each task's end (default: as it was; off at first)")
+@click.option("--low-balance", "low_balance", type=click.IntRange(min=0), default=None,
+              help="an e-mail once each time the balance falls below N credits (0: off; default: as it was)")
+def notify_set(ctx: Context, account_id: str, email: str, on_completion: bool | None, low_balance: int | None,
+               as_json: bool) -> None:
+    """Where and when ACCOUNT_ID is told by e-mail."""
+    state = ctx.engine.account(account_id)
+    if not state.opened:
+        raise DomainError(f"no such account: {account_id}")
+    ctx.engine.set_notifications(account_id, email,
+                                 state.notify_on_completion if on_completion is None else on_completion,
+                                 state.low_balance_threshold if low_balance is None else low_balance)
+    emit(_notify_settings(ctx, account_id), as_json)
+
+
+@command(notify, "show")
+@click.argument("account_id")
+def notify_show(ctx: Context, account_id: str, as_json: bool) -> None:
+    """The notification settings of ACCOUNT_ID."""
+    if not ctx.engine.account(account_id).opened:
+        raise DomainError(f"no such account: {account_id}")
+    emit(_notify_settings(ctx, account_id), as_json)
+
+
+@command(notify, "outbox")
+@click.option("--account", "account_id", help="only this account's messages")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed"]))
+@click.option("--kind", type=click.Choice(["task_end", "low_balance"]))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def notify_outbox(ctx: Context, account_id: str | None, status: str | None, kind: str | None, limit: int,
+                  as_json: bool) -> None:
+    """Messages, newest first, with their attempts (--json: every attempt, in attempt_log)."""
+    rows = _notifications(ctx).messages(account_id, status, kind, limit=limit, with_attempts=as_json)
+    emit(rows, as_json, title="Notification outbox", columns=("message_id", "account_id", "kind", "task_id", "status",
+                                                              "attempts", "last_error", "sent_at"))
+
+
+@command(notify, "attempts")
+@click.argument("message_id")
+def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
+    """Every attempt of one message."""
+    store = _notifications(ctx)
+    if store.message(message_id) is None:
+        raise DomainError(f"no such message: {message_id}")
+    emit(store.attempts(message_id), as_json, title=f"Attempts of {message_id}",
+         columns=("attempt", "started_at", "outcome", "code", "duration_ms", "error"))
+# --- end of notifications ------------------------------------------------------------------
+
+
 # --- tasks ------------------------------------------------------------------------------
 
 @command(cli, "verify")
@@ -523,14 +597,26 @@ def task_erase(ctx: Context, task_id: str, as_json: bool) -> None:
 
 @command(task, "results", json_flag=False)
 @click.argument("task_id")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "txt"]), default="csv",
+              help="csv (safe for spreadsheets), json (one object per line, exact), txt (addresses only)")
 @click.option("--status", type=click.Choice(["safe", "invalid", "risky", "unknown"]))
 def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> None:
-    """Results of TASK_ID as CSV (default) or JSON lines."""
+    """Results of TASK_ID, streamed."""
     _task_row(ctx, task_id)
     ctx.db.projector.require("results")
     rows = ctx.db.read.results(task_id, status)
-    for line in (json_lines(rows) if fmt == "json" else csv_lines(rows)):
+    lines = {"json": json_lines, "csv": csv_lines, "txt": lambda r: txt_lines(x["address"] for x in r)}[fmt](rows)
+    for line in lines:
+        sys.stdout.write(line)
+
+
+@command(task, "unprocessed", json_flag=False)
+@click.argument("task_id")
+def task_unprocessed(ctx: Context, task_id: str) -> None:
+    """The addresses of a (partially) failed task that got no answer, one per line: its failed
+    chunks' and those it never submitted. Refunded; upload them again to verify them."""
+    _task_row(ctx, task_id)
+    for line in txt_lines(ctx.engine.unprocessed(task_id)):
         sys.stdout.write(line)
 
 

@@ -40,6 +40,12 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_CO
         yield line(spreadsheet_safe(row.get(c)) for c in columns)
 
 
+def txt_lines(addresses: Iterable[str]) -> Iterator[str]:
+    """Addresses only, one per line (an address holds no line break: the reader refuses it)."""
+    for address in addresses:
+        yield address + "\n"
+
+
 def json_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
         yield orjson.dumps(row).decode() + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from projections.read_models import API_KEYS, BALANCES, HISTORY, RESULTS, TASKS
+from projections.read_models import API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
@@ -127,6 +127,12 @@ class ReadModelQueries:
         if actor:
             sql, params = sql + " AND actor = ?", params + (actor,)
         return self._rows(sql + " ORDER BY seq LIMIT ?", params + (limit,))
+
+    def failed_chunk_addresses(self, task_id: str) -> Iterator[str]:
+        """The addresses whose chunk failed (no answer, refunded), opened."""
+        for row in self.sql.stream(f"SELECT address FROM {RESULTS.name} WHERE task_id = ? AND tier = ?"
+                                   " ORDER BY position, address", (task_id, FAILED_CHUNK)):
+            yield self.open_row(task_id, {"address": row[0]})["address"]
 
     def results_page(self, task_id: str, status: str | None, after: tuple[int, str] | None,
                      limit: int) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:

@@ -14,6 +14,7 @@ from events import (
     CreditsGranted,
     CreditsRefunded,
     MonthlyCreditsExpired,
+    NotificationsSet,  # notifications
     RecordedEvent,
     ResultUnknown,
     SystemFailure,
@@ -54,6 +55,8 @@ RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail
 
 API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "created_at", "revoked_at"),
                  ("key_id",), frozenset(), (("account_id",),))
+
+FAILED_CHUNK = "failed-chunk"  # the tier of a result row that is no answer: its chunk failed
 
 HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
 # refund reason -> Credits History type
@@ -201,7 +204,7 @@ class ResultsProjection:
         if isinstance(event, ChunkFailed):
             return [Put(RESULTS.name, {
                 "task_id": task_id, "address": a, "status": "unknown", "reason": "provider_error",
-                "detail": event.error, "tier": "", "reply": "", "mx_host": "", "flags": "",
+                "detail": event.error, "tier": FAILED_CHUNK, "reply": "", "mx_host": "", "flags": "",
                 "chunk_no": event.chunk_no, "position": recorded.position}) for a in event.addresses]
         if isinstance(event, (TaskDeleted, TaskDataErased)):
             return [DeleteWhere(RESULTS.name, "task_id", task_id)]
@@ -228,5 +231,31 @@ class ApiKeysProjection:
         return []
 
 
+# notifications (consumers/notifications.py): each account's settings, as last set -----------
+NOTIFICATIONS = Table("rm_notifications", ("account_id", "email", "on_completion", "low_balance_threshold",
+                                           "set_at", "set_by", "position"),
+                      ("account_id",), frozenset({"on_completion", "low_balance_threshold", "position"}),
+                      (("position",),))
+
+
+class NotificationsProjection:
+    """Where and when each account is told by e-mail (`vec notify show`); the consumer itself
+    decides on the log, and starts no later than this read model's first settings."""
+
+    name = "notifications"
+    tables = (NOTIFICATIONS,)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        if not isinstance(event, NotificationsSet):
+            return []
+        return [Put(NOTIFICATIONS.name, {
+            "account_id": _account_id(recorded.stream), "email": event.email,
+            "on_completion": int(event.on_completion), "low_balance_threshold": event.low_balance_threshold,
+            "set_at": recorded.occurred_at.isoformat(), "set_by": recorded.actor, "position": recorded.position})]
+# --- end of notifications ---------------------------------------------------------------------
+
+
 def all_projections() -> list:
-    return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection()]
+    return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection(),
+            NotificationsProjection()]  # notifications

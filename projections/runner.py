@@ -31,7 +31,7 @@ FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addres
 
 # Bumped when a fold changes what it writes without changing a table's shape (a status
 # renamed, say): stored read models of another version are folded again.
-READ_MODELS_VERSION = 2
+READ_MODELS_VERSION = 3
 
 CHECKPOINTS = Table("rm_checkpoints", ("name", "position"), ("name",), frozenset({"position"}))
 STOPPED = Table("rm_stopped", ("name", "position", "error"), ("name",), frozenset({"position"}))

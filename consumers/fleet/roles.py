@@ -32,6 +32,7 @@ log = logging.getLogger("vec.fleet")
 ROLES = ("relay", "worker", "projector", "watchdog")
 LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
 LEADER_KEYS["webhooks"] = 7316004  # webhooks: the sender, once in the fleet (consumers/webhooks.py)
+LEADER_KEYS["notifications"] = 7316005  # notifications: once in the fleet (consumers/notifications.py)
 STALE_UPLOAD = timedelta(hours=1)
 
 
@@ -90,6 +91,8 @@ class Fleet:
                         group.create_task(self._guard(role, self._lead(role, stop), stop))
                 if "watchdog" in self.roles:  # webhooks: elected among the watchdog processes, its own lock
                     group.create_task(self._guard("webhooks", self._lead("webhooks", stop), stop))
+                if "watchdog" in self.roles:  # notifications: elected among the watchdog processes, its own lock
+                    group.create_task(self._guard("notifications", self._lead("notifications", stop), stop))
         except BaseExceptionGroup as crashed:
             cause = crashed.exceptions[0]
             raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
@@ -217,6 +220,17 @@ class Fleet:
             if producer is not None:
                 await call(producer.close, 5)
                 self._producer = None
+
+    async def _notifications(self, until: "_Until") -> None:
+        """Notifications (consumers/notifications.py): the log's task ends and low balances to
+        e-mails, by the leader."""
+        from consumers.notifications import Notifications
+
+        call = EngineThread()  # an engine of its own, on a thread of its own (as the webhooks)
+        try:
+            await Notifications(Engine(self.db, self.settings), self.settings, call).run(until)
+        finally:
+            call.close()
 
     async def _webhooks(self, until: "_Until") -> None:
         """Webhooks (consumers/webhooks.py): the log's task ends to signed POSTs, by the leader."""

@@ -21,6 +21,7 @@ from events import (
     CreditsRefunded,
     Event,
     MonthlyCreditsExpired,
+    NotificationsSet,  # notifications
 )
 from engine.domain.errors import (
     AccountAlreadyOpen,
@@ -55,6 +56,10 @@ class AccountState:
     # key id -> (sha256 of its secret, scopes, revoked)
     keys: Map = field(default_factory=Map)
     retention_days: int = DEFAULT_RETENTION_DAYS  # per-address data is erased this long after a task ends
+    # notifications (consumers/notifications.py): where, on task end?, below which balance ("" / 0: off)
+    notify_email: str = ""
+    notify_on_completion: bool = False
+    low_balance_threshold: int = 0
 
     @property
     def opened(self) -> bool:
@@ -126,8 +131,16 @@ class SetRetention:
 API_SCOPES = ("read", "write", "audit")  # read: its tasks and credits; write: create, cancel, delete; audit: the log
 MAX_KEYS = 100
 
+
+@dataclass(frozen=True)
+class SetNotifications:  # notifications
+    email: str
+    on_completion: bool
+    low_balance_threshold: int
+
+
 AccountCommand = (OpenAccount | GrantCredits | DebitCredits | RefundCredits | ExpireMonthly | IssueApiKey
-                  | RevokeApiKey | SetRetention)
+                  | RevokeApiKey | SetRetention | SetNotifications)
 
 
 def decide(command: AccountCommand, state: AccountState) -> list[Event]:
@@ -166,6 +179,8 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
                 not MIN_RETENTION_DAYS <= command.days <= MAX_RETENTION_DAYS:
             raise InvalidCommand(f"data retention is {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} days")
         return [] if command.days == state.retention_days else [RetentionSet(command.days)]
+    if isinstance(command, SetNotifications):  # notifications
+        return _notifications(command, state)
     if isinstance(command, RevokeApiKey):
         key = state.keys.get(command.key_id)
         if key is None:
@@ -174,6 +189,26 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
             raise InvalidCommand(f"key {command.key_id} is already revoked")
         return [ApiKeyRevoked(command.key_id)]
     raise TypeError(f"not an account command: {command!r}")
+
+
+def _notifications(command: SetNotifications, state: AccountState) -> list[Event]:  # notifications
+    from email_validator import EmailNotValidError, validate_email
+
+    if not isinstance(command.email, str):
+        raise InvalidCommand("a notification address is an e-mail address")
+    try:  # the syntax only (no DNS: a decider is pure); stored normalised
+        email = validate_email(command.email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise InvalidCommand(f"not a valid e-mail address for notifications: {error}") from None
+    if not isinstance(command.on_completion, bool):
+        raise InvalidCommand("on_completion is true or false")
+    threshold = command.low_balance_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 <= threshold <= MAX_BALANCE:
+        raise InvalidCommand(f"a low-balance threshold is 0 (off) to {MAX_BALANCE:,} credits")
+    if (email, command.on_completion, threshold) == (state.notify_email, state.notify_on_completion,
+                                                    state.low_balance_threshold):
+        return []
+    return [NotificationsSet(email, command.on_completion, threshold)]
 
 
 def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
@@ -281,6 +316,9 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return replace(state, monthly=0)
     if isinstance(event, RetentionSet):
         return replace(state, retention_days=event.days)
+    if isinstance(event, NotificationsSet):  # notifications
+        return replace(state, notify_email=event.email, notify_on_completion=event.on_completion,
+                       low_balance_threshold=event.low_balance_threshold)
     if isinstance(event, ApiKeyIssued):
         return replace(state, keys=state.keys.set(event.key_id, (event.secret_sha256, event.scopes, False)))
     if isinstance(event, ApiKeyRevoked):

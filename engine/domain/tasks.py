@@ -38,7 +38,7 @@ from engine.domain.errors import (
     TaskNotFound,
     check,
 )
-from engine.domain.limits import MAX_CHUNK_SIZE, MAX_TASK_ADDRESSES
+from engine.domain.limits import MAX_CHUNK_SIZE, MAX_NAME_LENGTH, MAX_TASK_ADDRESSES
 
 ACTIVE = ("pending", "processing")
 FINISHED = ("completed", "cancelled", "failed")
@@ -112,8 +112,6 @@ class CreateTask:
     upload_id: str = ""
     name: str = ""
 
-
-MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)

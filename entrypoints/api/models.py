@@ -1,12 +1,13 @@
 """The API's request and response shapes (they make the OpenAPI document)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH
+from engine.domain.tasks import MAX_NAME_LENGTH
 
 
 class Strict(BaseModel):
@@ -23,6 +24,19 @@ class GrantIn(Strict):
     reason: Literal["purchase", "subscription", "support"] | None = None
     expires_at: datetime | None = Field(None, description="monthly credits only; with a time zone")
 
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_in_utc(cls, value: datetime | None) -> datetime | None:
+        """A time with its zone that has a UTC time (9999-12-31T23:00-05:00 has none): a 422, not a 500."""
+        if value is not None:
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError("expires_at needs a time zone (e.g. 2026-12-31T23:59:59+00:00)")
+            try:
+                value.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError("expires_at is out of range") from None
+        return value
+
 
 class KeyIn(Strict):
     scopes: list[Literal["read", "write", "audit"]] = Field(default_factory=lambda: ["read", "write"], min_length=1)
@@ -32,6 +46,7 @@ class KeyIn(Strict):
 class SingleIn(Strict):
     address: str = Field(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f]*@[^\x00-\x1f\x7f]*$",
                          examples=["alice@example.com"])
+    name: str = Field("", max_length=MAX_NAME_LENGTH, description="a name for the task (lists, the Credits History)")
 
 
 class Retention(Strict):

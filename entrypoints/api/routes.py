@@ -25,11 +25,13 @@ from entrypoints.api import models
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response, task_json
 from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
-from projections.exports import RESULT_COLUMNS, csv_lines
+from engine.domain.limits import MAX_TASK_ADDRESSES
+from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 
 PAGE = 100
 MAX_PAGE = 1000
+MAX_UNPROCESSED = MAX_TASK_ADDRESSES
 UPLOAD_CHUNK = 1 << 20
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
 
@@ -430,11 +432,12 @@ async def delete_task(task_id: str, request: Request, who: Principal = Depends(p
 
 @router.get("/tasks/{task_id}/results", tags=["tasks"],
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                                         "text/plain": {"schema": {"type": "string"}},
                                          "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
                              "description": "every result, streamed"}},
-            summary="A task's results as CSV (safe for spreadsheets) or a JSON array, streamed")
+            summary="A task's results as CSV (safe for spreadsheets), a JSON array or TXT (addresses), streamed")
 async def results(task_id: str, request: Request, status: Literal["safe", "invalid", "risky", "unknown"] | None = None,
-                  format: Literal["csv", "json"] = "csv", who: Principal = Depends(principal)):  # noqa: A002
+                  format: Literal["csv", "json", "txt"] = "csv", who: Principal = Depends(principal)):  # noqa: A002
     need(who, "read")
     svc = services(request)
 
@@ -465,6 +468,15 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
         return StreamingResponse(body(), media_type="application/json")
 
+    if format == "txt":
+        async def txt_body():
+            async for rows in pages():
+                for line in txt_lines(r["address"] for r in rows):
+                    yield line.encode()
+
+        return StreamingResponse(txt_body(), media_type="text/plain",
+                                 headers={"Content-Disposition": f'attachment; filename="{task_id}.txt"'})
+
     async def csv_body():
         header = True
         async for rows in pages():
@@ -478,8 +490,8 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
                              headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
 
 
-@router.post("/tasks/{task_id}/erase", response_model=models.Task, tags=["tasks"],
-             summary="Erase a finished task's per-address data now (its counts and the Credits History stay)")
+@router.post("/tasks/{task_id}/erase", response_model=models.Task, tags=["tasks"], responses=CONFLICT,
+             dependencies=IDEMPOTENT, summary="Erase a finished task's per-address data now (its counts and the Credits History stay)")
 async def erase(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -490,6 +502,24 @@ async def erase(task_id: str, request: Request, who: Principal = Depends(princip
         return json_response(await svc.call(_task, svc, who, task_id))
 
     return await idempotent(svc, who, request, fingerprint(request, b""), run)
+
+
+@router.get("/tasks/{task_id}/unprocessed", tags=["tasks"],
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "one address per line, streamed"}},
+            summary="The addresses of a partially failed task that got no answer (refunded)")
+async def unprocessed(task_id: str, request: Request, who: Principal = Depends(principal)):
+    need(who, "read")
+    svc = services(request)
+    await svc.call(_task, svc, who, task_id)
+    addresses = await svc.call(lambda: list(itertools.islice(svc.engine.unprocessed(task_id), MAX_UNPROCESSED)))
+
+    async def body():
+        for line in txt_lines(addresses):
+            yield line.encode()
+
+    return StreamingResponse(body(), media_type="text/plain",
+                             headers={"Content-Disposition": f'attachment; filename="{task_id}-unprocessed.txt"'})
 
 
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
