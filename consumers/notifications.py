@@ -36,6 +36,7 @@ configured (VEC_NOTIFY_SMTP_HOST empty) messages are still put in the outbox and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -67,7 +68,7 @@ OUTBOX = Table("notify_outbox", ("message_id", "account_id", "kind", "event_id",
                                  "next_attempt_at", "last_code", "last_error", "created_at", "sent_at"),
                ("message_id",), frozenset({"position", "attempts", "last_code"}),
                (("status", "next_attempt_at"), ("account_id", "position"), ("position",)))
-ATTEMPTS = Table("notify_attempts", ("message_id", "attempt", "started_at", "outcome", "code", "error",
+ATTEMPTS = Table("notify_attempts", ("message_id", "attempt", "started_at", "outcome", "code", "detail",
                                      "duration_ms"),
                  ("message_id", "attempt"), frozenset({"attempt", "code", "duration_ms"}), (("outcome",),))
 CHECKPOINT = Table("notify_checkpoint", ("name", "position"), ("name",), frozenset({"position"}))
@@ -85,7 +86,8 @@ ERROR_TEXT = 300
 
 MESSAGE_FIELDS = ("message_id", "account_id", "kind", "task_id", "recipient", "subject", "event_id", "position",
                   "status", "attempts", "next_attempt_at", "last_code", "last_error", "created_at", "sent_at")
-ATTEMPT_FIELDS = ("attempt", "started_at", "outcome", "code", "error", "duration_ms")
+ATTEMPT_FIELDS = ("attempt", "started_at", "outcome", "code", "detail", "duration_ms")  # detail: the relay's
+# reply when it took the message ("2.0.0 Ok: queued as ..."), else what went wrong
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -107,6 +109,10 @@ def _plain(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
 def crossed(before: AccountState, after: AccountState) -> bool:
     """A debit crossed the threshold in force before it: from >= threshold to below."""
     threshold = before.low_balance_threshold
@@ -122,7 +128,7 @@ def task_end_text(task_id: str, name: str, status: str, state: Any, account_id: 
     line = (f"Task {label} {status}: {state.address_count} addresses, {counts.get('safe', 0)} safe, "
             f"{counts.get('invalid', 0)} invalid, {counts.get('risky', 0)} risky, {counts.get('unknown', 0)} unknown"
             + (f", {not_verified} not verified" if not_verified else "")
-            + f" (refunded {state.refunded} credits)")
+            + f" (refunded {_credits(state.refunded)})")
     body = "\n".join([
         line + ".",
         "",
@@ -320,7 +326,7 @@ class NotificationStore:
         return len(stuck)
 
     def _interrupted(self, message: str) -> None:
-        self.sql.execute("UPDATE notify_attempts SET outcome = 'interrupted', error = ? WHERE message_id = ?"
+        self.sql.execute("UPDATE notify_attempts SET outcome = 'interrupted', detail = ? WHERE message_id = ?"
                          " AND outcome = 'sending'",
                          ("the sender stopped before it recorded the relay's answer; sent again", message))
 
@@ -346,21 +352,22 @@ class NotificationStore:
                 if claimed != 1:
                     continue
                 self._interrupted(message)
-                self.sql.execute("INSERT INTO notify_attempts (message_id, attempt, started_at, outcome, code, error,"
+                self.sql.execute("INSERT INTO notify_attempts (message_id, attempt, started_at, outcome, code, detail,"
                                  " duration_ms) VALUES (?, ?, ?, 'sending', NULL, NULL, NULL)"
                                  " ON CONFLICT (message_id, attempt) DO NOTHING", (message, attempt, stamp(now)))
                 jobs.append(Job(message, attempt, *rest))
         return jobs
 
-    def record(self, job: Job, outcome: str, code: int | None, error: str | None, duration_ms: int,
+    def record(self, job: Job, outcome: str, code: int | None, detail: str | None, duration_ms: int,
                schedule: tuple[float, ...], max_attempts: int) -> str:
         """The attempt's outcome (sent | deferred | rejected) and the message's new state
         (returned): sent, pending (next attempt per the schedule) or failed."""
         now = self.clock()
+        error = None if outcome == "sent" else detail
         with self.sql.transaction():
-            self.sql.execute("UPDATE notify_attempts SET outcome = ?, code = ?, error = ?, duration_ms = ?"
+            self.sql.execute("UPDATE notify_attempts SET outcome = ?, code = ?, detail = ?, duration_ms = ?"
                              " WHERE message_id = ? AND attempt = ?",
-                             (outcome, code, error, duration_ms, job.message_id, job.attempt))
+                             (outcome, code, detail, duration_ms, job.message_id, job.attempt))
             if outcome == "sent":  # the relay took it: whoever else may hold it now, it is sent
                 self.sql.execute("UPDATE notify_outbox SET status = 'sent', next_attempt_at = NULL, last_code = ?,"
                                  " last_error = NULL, sent_at = ? WHERE message_id = ?",
@@ -464,13 +471,21 @@ class NotificationConsumer:
             return []
         recorded = self._event(position)
         state = self.engine.task(task_id)  # its counts are final at its end (late results count apart)
-        created = next(self.db.events.read_stream(task_stream(task_id), after_version=0, until_position=position),
-                       None)
-        name = getattr(created.event, "name", "") if created is not None else ""
-        subject, body = task_end_text(task_id, name, TASK_ENDS[type_name], state, account_id, recorded.occurred_at)
+        subject, body = task_end_text(task_id, self._name(task_id), TASK_ENDS[type_name], state, account_id,
+                                      recorded.occurred_at)
         return [Message(message_id(str(recorded.event_id), "task_end"), account_id, "task_end",
                         str(recorded.event_id), position, task_id, settings.notify_email, subject, body,
                         recorded.occurred_at)]
+
+    def _name(self, task_id: str) -> str:
+        """The task's name (set once, by TaskCreated): from the tasks read model, else from the
+        task's first event."""
+        row = self.db.read.task(task_id)
+        if row is not None:
+            return row.get("name") or ""
+        with contextlib.closing(self.db.events.read_stream(task_stream(task_id))) as events:
+            created = next(events, None)
+        return getattr(created.event, "name", "") if created is not None else ""
 
     def _account(self, task_id: str) -> str | None:
         """The task's account: from the tasks read model (set long before the task ends), else
@@ -483,8 +498,8 @@ class NotificationConsumer:
 
 class Relay:
     """Hands one claimed message to the SMTP relay; never raises for what the relay does.
-    Answers (outcome, code, error): sent | deferred (down, timed out, 4xx: tried again) |
-    rejected (5xx: failed for good)."""
+    Answers (outcome, code, detail): sent (detail: the relay's reply) | deferred (down, timed
+    out, 4xx: tried again) | rejected (5xx: failed for good)."""
 
     def __init__(self, settings: EngineSettings):
         self.settings = settings
@@ -521,7 +536,7 @@ class Relay:
             async with asyncio.timeout(self.settings.notify_timeout * 2):
                 _, reply = await aiosmtplib.send(self.build(job), sender=self.envelope_from,
                                                  recipients=[job.recipient], **self.options())
-            return "sent", 250, None
+            return "sent", 250, " ".join(str(reply).split())[:ERROR_TEXT]  # "2.0.0 Ok: queued as ..."
         except aiosmtplib.SMTPRecipientsRefused as error:
             refused = error.recipients[0] if error.recipients else None
             code = getattr(refused, "code", None)
@@ -616,11 +631,11 @@ class Notifications:
 
     async def _attempt(self, relay: Relay, job: Job) -> None:
         started = time.monotonic()
-        outcome, code, error = await relay.send(job)
+        outcome, code, detail = await relay.send(job)
         duration_ms = int((time.monotonic() - started) * 1000)
         while True:  # recorded right after the relay's answer: a sent message is never sent again
             try:
-                state = await self.call(self.store.record, job, outcome, code, error, duration_ms, self.schedule,
+                state = await self.call(self.store.record, job, outcome, code, detail, duration_ms, self.schedule,
                                         self.settings.notify_max_attempts)
                 break
             except self.db.transient_errors as failure:  # the store is away: the claim holds meanwhile
@@ -628,4 +643,4 @@ class Notifications:
                 await asyncio.sleep(self.settings.notify_poll_interval)
         level = logging.INFO if outcome == "sent" else logging.WARNING
         log.log(level, "notification %s attempt %d: %s%s -> %s", job.message_id, job.attempt, outcome,
-                f" ({error})" if error else "", state)
+                f" ({detail})" if detail else "", state)

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
 from verifier.provider import ProviderError, build_provider as build_smtp
+from verifier.lists import is_free_email  # result taxonomy: the free_email flag
 
 
 class InstantProvider:
@@ -51,10 +52,17 @@ def to_result(answer) -> Result:
         return answer
     reply = f"{answer.smtp_code} {answer.smtp_message or ''}".strip() if answer.smtp_code else ""
     flags = tuple(name for name, on in (("role", answer.role), ("disposable", answer.disposable),
-                                        ("catch_all", answer.catch_all), ("mx_found", bool(answer.mx))) if on)
+                                        ("catch_all", answer.catch_all), ("mx_found", bool(answer.mx)),
+                                        # result taxonomy: decided now, recorded in the event (never at fold time)
+                                        ("free_email", is_free_email(_domain(answer)))) if on)
     return Result(answer.address, answer.status, answer.reason or "", (answer.detail or "")[:EVIDENCE_LENGTH],
                   answer.tier, reply.replace("\r", " ").replace("\n", " ")[:EVIDENCE_LENGTH],
                   (answer.smtp_host or "")[:200], flags)
+
+
+def _domain(answer) -> str:
+    """The domain of a verified address (its normalized form when the verifier has one)."""
+    return (answer.normalized or answer.address or "").rpartition("@")[2]
 
 
 def build_provider(settings: EngineSettings, host_slots=None):

@@ -440,8 +440,8 @@ def notify_outbox(ctx: Context, account_id: str | None, status: str | None, kind
                   as_json: bool) -> None:
     """Messages, newest first, with their attempts (--json: every attempt, in attempt_log)."""
     rows = _notifications(ctx).messages(account_id, status, kind, limit=limit, with_attempts=as_json)
-    emit(rows, as_json, title="Notification outbox", columns=("message_id", "account_id", "kind", "task_id", "status",
-                                                              "attempts", "last_error", "sent_at"))
+    emit(rows, as_json, title="Notification outbox", columns=("message_id", "kind", "status", "attempts",
+                                                              "last_error"))
 
 
 @command(notify, "attempts")
@@ -452,7 +452,7 @@ def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
     if store.message(message_id) is None:
         raise DomainError(f"no such message: {message_id}")
     emit(store.attempts(message_id), as_json, title=f"Attempts of {message_id}",
-         columns=("attempt", "started_at", "outcome", "code", "duration_ms", "error"))
+         columns=("attempt", "started_at", "outcome", "code", "detail"))
 # --- end of notifications ------------------------------------------------------------------
 
 

@@ -101,6 +101,19 @@ class ApiKeyRevoked(Event):
     key_id: str
 
 
+# notifications (consumers/notifications.py) ---------------------------------------------
+@register
+@dataclass(frozen=True)
+class NotificationsSet(Event):
+    """Extra: where and when the account is told by e-mail: on each task's end (opt-in) and
+    once each time a debit takes its balance from >= low_balance_threshold to below (0: off)."""
+
+    email: str
+    on_completion: bool
+    low_balance_threshold: int
+# --- end of notifications ----------------------------------------------------------------
+
+
 # --- task stream ----------------------------------------------------------------------
 
 @register

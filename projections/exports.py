@@ -14,10 +14,14 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier", "reply")
+RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier", "reply",
+                  # result taxonomy (projections/taxonomy.py): the detailed result, its score, the flags
+                  "result", "score", "is_disposable", "is_role_account", "is_catch_all", "is_free_email", "mx_found")
 
 
 def spreadsheet_safe(value: Any) -> str:
+    if isinstance(value, bool):  # result taxonomy flags: true/false, as in the JSON export
+        return "true" if value else "false"
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 

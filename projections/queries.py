@@ -7,11 +7,13 @@ from typing import Any, Callable, Iterator
 
 from projections.read_models import API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
+from projections import taxonomy
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
                "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by",
                "results_deleted_at", "name")
-RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags")
+RESULT_FIELDS = ("address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags",
+                 *taxonomy.COLUMNS)  # result taxonomy: projections/taxonomy.py
 
 
 def _task_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -19,6 +21,13 @@ def _task_json(row: dict[str, Any]) -> dict[str, Any]:
     out["account"] = out.pop("account_id")
     out["partial_failure"] = bool(out["partial_failure"])
     return out
+
+
+def _result_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row with its taxonomy flags as booleans (stored 0/1)."""
+    for name in taxonomy.FLAG_COLUMNS:
+        row[name] = bool(row[name])
+    return row
 
 
 class ReadModelQueries:
@@ -93,7 +102,7 @@ class ReadModelQueries:
             sql += " AND status = ?"
             params += (status,)
         for row in self.sql.stream(sql + " ORDER BY position, address", params):
-            yield self.open_row(task_id, dict(zip(RESULT_FIELDS, row)))
+            yield self.open_row(task_id, _result_json(dict(zip(RESULT_FIELDS, row))))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()
@@ -146,4 +155,5 @@ class ReadModelQueries:
                 after[0], after[0], after[1])
         rows = self._rows(sql + " ORDER BY position, address LIMIT ?", params + (limit,))
         last = (rows[-1]["position"], rows[-1]["address"]) if rows else None  # as stored: the key sorts on it
-        return [self.open_row(task_id, {k: v for k, v in r.items() if k != "position"}) for r in rows], last
+        return [self.open_row(task_id, _result_json({k: v for k, v in r.items() if k != "position"}))
+                for r in rows], last

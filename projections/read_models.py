@@ -26,6 +26,7 @@ from events import (
     TaskFailed,
 )
 from projections.base import Change, DeleteWhere, Put, Table, View
+from projections import taxonomy  # result taxonomy: the detailed result, score and flags of a row
 
 TASKS = Table(
     "rm_tasks",
@@ -49,9 +50,10 @@ HISTORY = Table(
     (("account_id", "type", "seq"),),
 )
 RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
-                               "flags", "chunk_no", "position"),
-                ("task_id", "address"), frozenset({"chunk_no", "position"}), (("task_id", "position"),),
-                frozenset({"address", "detail", "reply"}))
+                               "flags", "chunk_no", "position",
+                               *taxonomy.COLUMNS),  # result taxonomy: projections/taxonomy.py
+                ("task_id", "address"), frozenset({"chunk_no", "position", "score", *taxonomy.FLAG_COLUMNS}),
+                (("task_id", "position"),), frozenset({"address", "detail", "reply"}))
 
 API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "created_at", "revoked_at"),
                  ("key_id",), frozenset(), (("account_id",),))
@@ -200,12 +202,14 @@ class ResultsProjection:
             return [Put(RESULTS.name, {
                 "task_id": task_id, "address": event.address, "status": status, "reason": reason, "detail": detail,
                 "tier": event.tier, "reply": event.reply, "mx_host": event.mx_host, "flags": ",".join(event.flags),
-                "chunk_no": event.chunk_no, "position": recorded.position})]
+                "chunk_no": event.chunk_no, "position": recorded.position,
+                **taxonomy.columns(status, reason, event.flags)})]  # result taxonomy, from the event alone
         if isinstance(event, ChunkFailed):
             return [Put(RESULTS.name, {
                 "task_id": task_id, "address": a, "status": "unknown", "reason": "provider_error",
                 "detail": event.error, "tier": FAILED_CHUNK, "reply": "", "mx_host": "", "flags": "",
-                "chunk_no": event.chunk_no, "position": recorded.position}) for a in event.addresses]
+                "chunk_no": event.chunk_no, "position": recorded.position,
+                **taxonomy.columns("unknown", "provider_error")}) for a in event.addresses]  # result taxonomy
         if isinstance(event, (TaskDeleted, TaskDataErased)):
             return [DeleteWhere(RESULTS.name, "task_id", task_id)]
         return []
