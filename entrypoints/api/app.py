@@ -19,6 +19,7 @@ from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.routes import router
 from entrypoints.api import routes_webhooks  # webhooks: endpoints, deliveries and attempts
 from entrypoints.api import dashboard  # the ops dashboard (pages under /dashboard/, not in the OpenAPI document)
+from entrypoints.api import routes_compat  # compat: the product's public API under /api
 
 log = logging.getLogger("vec.api")
 
@@ -55,6 +56,7 @@ def create_app(settings: EngineSettings) -> FastAPI:
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
     app.include_router(routes_webhooks.router)  # webhooks: /v1/webhooks (entrypoints/api/routes_webhooks.py)
     app.include_router(dashboard.router)  # the ops dashboard: /dashboard/ (and / redirects there)
+    app.include_router(routes_compat.router)  # compat: /api/verify-single, verify-bulk, get-results (routes_compat.py)
     app.mount(dashboard.PREFIX + "/static", dashboard.static_files(), name="dashboard-static")  # its CSS and JS
 
     @app.get("/healthz", tags=["ops"], summary="The API process answers and reaches its store")

@@ -113,6 +113,30 @@ class SingleResult(BaseModel):
     detail: str | None
 
 
+class EmailResult(BaseModel):
+    """Result taxonomy: one verified address as the product's public API shows it (POST
+    /api/verify-single, and each item of GET /api/get-results/{task_id}); see
+    projections/taxonomy.py for how the detailed result and the scores are derived."""
+
+    email: str
+    status: Literal["safe", "role_account", "catch_all", "disposable", "inbox_full", "disabled", "invalid",
+                    "unknown"] = Field(description="the detailed result; its money status alone decides the charge: "
+                                                   "unknown is refunded")
+    is_valid: bool = Field(description="true if the email is deliverable (safe, role_account)")
+    is_disposable: bool
+    is_role_account: bool
+    is_catch_all: bool
+    is_free_email: bool = Field(description="a free webmail domain (recorded by the provider when it verified)")
+    mx_found: bool
+    domain: str
+    risk_score: int = Field(ge=0, le=100, description="0-100, higher is riskier: 100 - the result's score")
+    deliverability: Literal["high", "medium", "low", "unknown"]
+    credits_used: int = Field(ge=0, le=1, description="1, or 0 when the result is unknown (refunded)")
+    verified_at: str | None = Field(description="when the task finished (single); null in a bulk task's list")
+    reason: str = Field(description="a human-readable explanation")
+    task_id: str
+
+
 class Upload(BaseModel):
     task: Task
     addresses: int
