@@ -13,6 +13,9 @@
   limit of 5 requests a second per key, and single tasks that cannot finish within
   VEC_API_SINGLE_WAIT (embedded: the SMTP provider asks a DNS server that never answers;
   distributed: a store with no fleet at all, nothing runs the tasks).
+
+Every store must pass `vec audit` once the tests that used it are done (at teardown,
+before its server stops).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from tests.e2e.fleet import Fleet, fleet_env
 def embedded_api(tmp_path_factory) -> Iterator[Api]:
     workdir = tmp_path_factory.mktemp("api-embedded")
     env = base_env(VEC_STORE=f"sqlite:///{workdir}/vec.db")
-    with running(start_server("embedded", workdir, env)) as api:
+    with running(start_server("embedded", workdir, env), audit=True) as api:
         yield api
 
 
@@ -64,7 +67,7 @@ def distributed_store(postgres_server, kafka_broker, workdir: Path, with_fleet: 
 def distributed_api(tmp_path_factory, postgres_server, kafka_broker) -> Iterator[Api]:
     workdir = tmp_path_factory.mktemp("api-distributed")
     with distributed_store(postgres_server, kafka_broker, workdir, with_fleet=True) as (env, fleet):
-        with running(start_server("distributed", workdir, env, fleet)) as api:
+        with running(start_server("distributed", workdir, env, fleet), audit=True) as api:
             yield api
 
 
@@ -96,7 +99,7 @@ def limited_embedded_api(tmp_path_factory) -> Iterator[Api]:
     with silent_dns() as dns:
         env = base_env(VEC_STORE=f"sqlite:///{workdir}/vec.db", **LIMITED, VEC_PROVIDER="smtp",
                        VEC_DNS_SERVERS=dns, VEC_DNS_TIMEOUT="60", VEC_ADDRESS_DEADLINE="120")
-        with running(start_server("embedded", workdir, env, name="limited")) as api:
+        with running(start_server("embedded", workdir, env, name="limited"), audit=True) as api:
             yield api
 
 
@@ -104,7 +107,7 @@ def limited_embedded_api(tmp_path_factory) -> Iterator[Api]:
 def limited_distributed_api(tmp_path_factory, postgres_server, kafka_broker) -> Iterator[Api]:
     workdir = tmp_path_factory.mktemp("api-distributed-limited")
     with distributed_store(postgres_server, kafka_broker, workdir, with_fleet=False, **LIMITED) as (env, _):
-        with running(start_server("distributed", workdir, env, name="limited")) as api:
+        with running(start_server("distributed", workdir, env, name="limited"), audit=True) as api:
             yield api
 
 

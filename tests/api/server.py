@@ -184,9 +184,15 @@ def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def running(api: Api) -> Iterator[Api]:
+def running(api: Api, audit: bool = False) -> Iterator[Api]:
+    """Stops the server (by its PID) after the block; with `audit`, `vec audit` must first pass
+    on its store, once every test that used it is done."""
     try:
         yield api
+        if audit:
+            done = api.vec().run("audit", "--json", ok=False, timeout=300)
+            assert done.returncode == 0, \
+                f"vec audit failed on the {api.mode} store after the tests:\n{done.stdout}{done.stderr}"
     finally:
         api.close()
         stop_process(api.process)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
+import io
 import json
 import time
 import uuid
@@ -110,6 +112,8 @@ def test_credits_grant_payg_and_monthly_with_an_expiry(api: Api):
                                                       json={"bucket": "monthly", "amount": 100}), 422)["detail"]
         for bad in ({"bucket": "monthly", "amount": 100, "expires_at": expires.replace(tzinfo=None).isoformat()},
                     {"bucket": "monthly", "amount": 100, "expires_at": "2001-01-01T00:00:00+00:00"},
+                    {"bucket": "monthly", "amount": 100, "expires_at": "9999-12-31T23:59:59-05:00"},
+                    {"bucket": "monthly", "amount": 100, "expires_at": "10000-01-01T00:00:00+00:00"},
                     {"bucket": "payg", "amount": 100, "expires_at": expires.isoformat()},
                     {"bucket": "payg", "amount": 0}, {"bucket": "payg", "amount": -5},
                     {"bucket": "payg", "amount": 10**13}, {"bucket": "payg", "amount": 1.5},
@@ -424,10 +428,11 @@ def test_results_as_spreadsheet_safe_csv_and_exact_json(api: Api):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert f'filename="{task_id}.csv"' in r.headers["content-disposition"]
     lines = r.text.splitlines()
-    assert lines[0] == "address,status,reason,detail,tier,reply"
-    cells = {line.split(",")[0] for line in lines[1:]}
-    assert cells == {"'=1+2@example.com", "'+cmd@example.com", "'-x@example.com", "'@at@example.com",
-                     "unknown2@example.com", "plain@example.com"}
+    table = list(csv.DictReader(io.StringIO(r.text)))
+    assert lines[0].split(",")[:6] == ["address", "status", "reason", "detail", "tier", "reply"]
+    assert {row["address"] for row in table} == {"'=1+2@example.com", "'+cmd@example.com", "'-x@example.com",
+                                                 "'@at@example.com", "unknown2@example.com", "plain@example.com"}
+    assert not [cell for row in table for cell in row.values() if cell and cell[0] in "=+-@\t\r"]
 
     rows = key.get(f"/v1/tasks/{task_id}/results", params={"format": "json"})
     assert rows.status_code == 200 and rows.headers["content-type"].startswith("application/json")

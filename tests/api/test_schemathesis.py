@@ -16,8 +16,9 @@ Left out, on purpose:
 - positive_data_acceptance: the document cannot say which well-formed requests the
   money rules refuse (a grant past the balance bound, monthly credits expiring in the
   past, a bulk file without an address, too few credits: 402/422 by design).
-- ignored_auth, object_level_authorization: tests/api/test_authorization.py checks every
-  route against every kind of caller, with the statuses it must give.
+- ignored_auth, object_level_authorization: the Authorization header is fixed per draw
+  (never negated); tests/api/test_authorization.py checks every route against every kind
+  of caller, with the status each must give.
 - stateful links, use_after_free, ensure_resource_availability: stateless by design here.
 - GET /v1/events/follow is not generated: a Server-Sent Events stream never ends, so a
   generated call would never return; tests/api/test_contract.py follows it and disconnects.
@@ -47,7 +48,6 @@ BUDGET = {"embedded": (22, 1000), "distributed": (6, 300)}
 
 @dataclass
 class Run:
-    api: Api
     session: requests.Session
     requests: int = 0
     statuses: dict = field(default_factory=dict)
@@ -74,7 +74,7 @@ def world(api: Api):
     key = api.new_key(account, ("read", "write", "audit"))["key"]
     body = "email\nalice@example.com\nunknown1@example.com\nrisky@example.com\n"
     r = api.admin.post("/v1/tasks/bulk", params={"account": account}, content=body,
-                                headers={"Content-Type": "text/csv"})
+                       headers={"Content-Type": "text/csv"})
     assert r.status_code == 201, r.text
     bulk = r.json()["task"]["task_id"]
     r = api.admin.post("/v1/tasks/single", params={"account": account}, json={"address": "bob@example.com"})
@@ -91,7 +91,7 @@ def test_generated_requests_get_no_5xx_and_only_documented_answers(api: Api, wor
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     schema.config.base_url = api.url
     with requests.Session() as session:
-        run = Run(api, session)
+        run = Run(session)
         # deletions last: the real resources stay for the other operations' draws
         operations = sorted((result.ok() for result in schema.get_all_operations()),
                             key=lambda operation: operation.method.upper() == "DELETE")
