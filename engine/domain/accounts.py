@@ -231,12 +231,16 @@ def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
         raise InvalidCommand("monthly credits need an expiry with a time zone")
     if command.expires_at <= command.now:
         raise InvalidCommand("monthly credits must expire in the future")
+    try:
+        expires_utc = command.expires_at.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is past year 9999 in UTC
+        raise InvalidCommand("the expiry is past the last representable date (9999-12-31 UTC)") from None
     events: list[Event] = []
     # A new period resets the bucket: the previous period's leftover expires first.
-    if state.monthly > 0 and state.monthly_expires_at != command.expires_at.astimezone(timezone.utc):
+    if state.monthly > 0 and state.monthly_expires_at != expires_utc:
         events.append(MonthlyCreditsExpired(state.monthly))
     # Stored in UTC so expiries compare as text in every read model.
-    expires = command.expires_at.astimezone(timezone.utc).isoformat()
+    expires = expires_utc.isoformat()
     events.append(CreditsGranted("monthly", command.amount, command.reason, expires))
     return events
 

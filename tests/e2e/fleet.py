@@ -50,12 +50,16 @@ class Fleet:
         process.wait(timeout=30)
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes.pop(name)
+        stopping = [self.processes.pop(name) for name in list(self.processes)]
+        for process in stopping:
             if process.poll() is None:
                 process.terminate()
-        for process in list(self.processes.values()):
-            process.wait(timeout=30)
+        for process in stopping:  # wait by PID: nothing outlives its test
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")

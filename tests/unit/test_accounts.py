@@ -133,7 +133,9 @@ def test_unknown_bucket_is_refused():
         decide(GrantCredits("yearly", 5, "purchase", NOW, END_OF_MARCH), opened())
 
 
-@pytest.mark.parametrize("expires", [None, datetime(2026, 4, 1), NOW, NOW - timedelta(seconds=1)])
+@pytest.mark.parametrize("expires", [None, datetime(2026, 4, 1), NOW, NOW - timedelta(seconds=1),
+                                     # past year 9999 once in UTC: refused, not an OverflowError
+                                     datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))])
 def test_monthly_grant_needs_a_future_timezone_aware_expiry(expires):
     with pytest.raises(InvalidCommand):
         decide(GrantCredits("monthly", 5, "subscription", NOW, expires), opened())
