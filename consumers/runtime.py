@@ -31,7 +31,7 @@ from datetime import timedelta
 
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
-from engine.store.lease import LeaseInfo
+from engine.store.lease import LeaseHeld, LeaseInfo
 from consumers import metrics
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
@@ -57,7 +57,9 @@ class Runtime:
         self.settings = engine.settings
         self.provider = provider
         self.only_task = only_task
-        self.holder = f"runtime-{uuid.uuid4().hex[:12]}"
+        # a CLI following one task (`vec verify`, `vec bulk --wait`) is a "follower": a whole
+        # engine starting meanwhile waits for it instead of refusing to start
+        self.holder = f"{'follower' if only_task else 'runtime'}-{uuid.uuid4().hex[:12]}"
         self.drivers: dict[str, asyncio.Task] = {}
         self.wakeups: dict[str, asyncio.Event] = {}
         self.slots = asyncio.Semaphore(self.settings.workers)
@@ -85,7 +87,9 @@ class Runtime:
             ACTOR.reset(token)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        previous = self.db.lease.acquire(self.holder, self.engine.clock(), self._lease_ttl())
+        previous = await self._acquire_lease(stop)
+        if previous is _STOPPED:
+            return
         try:
             try:
                 self.recover(previous)
@@ -114,6 +118,24 @@ class Runtime:
             if not self.lease_lost:
                 self._quietly(self.db.lease.release, self.holder, self.engine.clock())
             self._quietly(self.db.catch_up)
+
+    async def _acquire_lease(self, stop: asyncio.Event):
+        """The lease, or LeaseHeld if another engine runs here. A follower (a CLI driving one
+        task) is waited for: it ends with its task, and this engine then takes over."""
+        announced = False
+        while True:
+            try:
+                return self.db.lease.acquire(self.holder, self.engine.clock(), self._lease_ttl())
+            except LeaseHeld as held:
+                if self.only_task is not None or not held.lease.holder.startswith("follower-"):
+                    raise
+                if not announced:
+                    log.warning("a CLI (pid %s on %s) drives one task on this store; starting when it is done",
+                                held.lease.pid, held.lease.host)
+                    announced = True
+            await _sleep_or(stop, self.settings.poll_interval)
+            if stop.is_set():
+                return _STOPPED
 
     @staticmethod
     async def _supervised(name: str, loop, stop: asyncio.Event) -> None:
@@ -200,7 +222,9 @@ class Runtime:
     # --- following the log ------------------------------------------------------------
 
     async def _follow(self, stop: asyncio.Event) -> None:
-        self.position = self.db.events.head()
+        # Start where the tasks read model stands, not at the log's head: a task created while
+        # this engine starts may not be folded yet, and its TaskCreated must still be seen.
+        self.position = self.db.projector.checkpoints().get("tasks", 0)
         for task_id in ([self.only_task] if self.only_task else self.db.read.active_task_ids()):
             self._ensure_driver(task_id)
         while not stop.is_set():
@@ -340,6 +364,9 @@ async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:
         job.cancel()
     await asyncio.gather(*jobs.values(), return_exceptions=True)
     jobs.clear()
+
+
+_STOPPED = object()  # stopped before the lease was ever taken
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:

@@ -230,6 +230,49 @@ def test_a_second_runtime_cannot_take_a_live_lease(engine, db):
         asyncio.run(Runtime(engine, InstantProvider()).run())
 
 
+def test_an_engine_starting_waits_for_a_cli_driving_one_task_then_takes_over(engine, db):
+    """`vec verify` with no engine up drives its task itself (a "follower" lease); `vec run`
+    started meanwhile waits for it instead of dying with "another engine is running"."""
+    from engine.store.lease import LeaseHeld
+
+    db.lease.acquire("follower-cli", utcnow(), ttl=10)  # alive: this process's pid
+    task_id = engine.create_single("acme", "alice@example.test")
+
+    async def scenario():
+        stop = asyncio.Event()
+        runtime = asyncio.create_task(Runtime(engine, InstantProvider()).run(stop))
+        await asyncio.sleep(0.3)
+        assert not runtime.done() and engine.task(task_id).active  # waiting, not driving, not dead
+        db.lease.release("follower-cli", utcnow())  # the CLI's task ended
+        async with asyncio.timeout(10):
+            while engine.task(task_id).active:
+                await asyncio.sleep(0.02)
+        stop.set()
+        await runtime
+
+    asyncio.run(scenario())
+    # a follower itself still refuses a live lease: it waits in the CLI, not here
+    db.lease.acquire("runtime-other", utcnow(), ttl=10)
+    with pytest.raises(LeaseHeld):
+        asyncio.run(Runtime(engine, InstantProvider(), only_task=task_id).run())
+
+
+def test_a_task_appended_but_not_yet_folded_when_the_engine_starts_is_driven(engine, db, monkeypatch):
+    """The race seen under load: `vec verify` appended TaskCreated just after the starting
+    engine caught its read models up, and before they folded it. The engine must find it in
+    the log's tail, not only among the active tasks the read model lists."""
+    monkeypatch.setattr(Runtime, "recover", lambda self, previous: None)  # the append lands after it
+    task_id = engine.create_single("acme", "alice@example.test")
+    created = next(e.position for e in db.events.read_all() if e.type == "TaskCreated")
+    sql = db.events.conn
+    sql.execute("DELETE FROM rm_tasks WHERE task_id = ?", (task_id,))  # as if not folded yet
+    sql.execute("UPDATE rm_checkpoints SET position = ? WHERE name = 'tasks'", (created - 1,))
+    asyncio.run(run_until(engine, InstantProvider(), lambda: not engine.task(task_id).active))
+    db.catch_up()
+    assert db.read.task(task_id)["status"] == "completed"
+    assert_audit_clean(db)
+
+
 def test_staging_a_big_upload_does_not_block_other_writers(engine, db, tmp_path):
     from engine.store import open_database
 
