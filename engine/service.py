@@ -43,7 +43,7 @@ from events import (
 from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
 from engine.domain import accounts, tasks
-from engine.domain.errors import InvalidCommand, TaskNotFinished, TaskNotFound, check
+from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
 
@@ -573,6 +573,7 @@ class Engine:
         state = self.task(task_id)
         if not state.exists:
             raise TaskNotFound(f"no such task: {task_id}")
+        require_results_kept(state)
         self.db.catch_up()
         yield from self.db.read.failed_chunk_addresses(task_id)
         if state.status == "failed" and not state.erased:
@@ -599,3 +600,10 @@ class Engine:
     def _idempotency(key: str | None, *content: object) -> Idempotency | None:
         return None if key is None else Idempotency(key, fingerprint(*content))
 
+
+def require_results_kept(task) -> None:
+    """Raises ResultsDeleted once a task's per-address data is erased (retention or request):
+    an empty list would read as "no results", which is not what happened."""
+    if task.erased:
+        raise ResultsDeleted(f"the results of task {task.task_id} were deleted (data retention or erasure); "
+                             "its counts and credits remain")

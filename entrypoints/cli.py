@@ -20,7 +20,7 @@ from rich.table import Table
 
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
-from engine.service import Engine
+from engine.service import Engine, require_results_kept
 from engine.store import StoreUrlError, open_database
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
@@ -603,6 +603,7 @@ def task_erase(ctx: Context, task_id: str, as_json: bool) -> None:
 def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> None:
     """Results of TASK_ID, streamed."""
     _task_row(ctx, task_id)
+    require_results_kept(ctx.engine.task(task_id))
     ctx.db.projector.require("results")
     rows = ctx.db.read.results(task_id, status)
     lines = {"json": json_lines, "csv": csv_lines, "txt": lambda r: txt_lines(x["address"] for x in r)}[fmt](rows)

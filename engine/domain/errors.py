@@ -41,6 +41,11 @@ class TaskAlreadyFinished(DomainError):
     pass
 
 
+class ResultsDeleted(DomainError):
+    """The task's per-address data is gone (its retention ran out, or it was erased): its counts
+    and money stay, its results and unprocessed addresses cannot be had any more."""
+
+
 class BadUpload(DomainError):
     """A file that cannot become a task (empty, binary, not UTF-8, too big, a duplicate)."""
 

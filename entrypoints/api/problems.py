@@ -37,6 +37,7 @@ _DOMAIN = [
     (errors.AccountNotFound, 404, "Not found"),
     (errors.TaskNotFound, 404, "Not found"),
     (errors.InsufficientCredits, 402, "Insufficient credits"),
+    (errors.ResultsDeleted, 410, "Results deleted"),
     (errors.DuplicateUpload, 409, "Duplicate upload"),
     (errors.BadUpload, 422, "Bad upload"),
     (errors.AccountAlreadyOpen, 409, "Conflict"),

@@ -26,6 +26,7 @@ from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, j
 from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
 from engine.domain.limits import MAX_TASK_ADDRESSES
+from engine.service import require_results_kept
 from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 
@@ -49,6 +50,8 @@ ERRORS = {
 }
 CONFLICT = {409: problem_response("refused in the resource's current state, or an Idempotency-Key used for "
                                   "another request")}
+RESULTS_GONE = {410: problem_response("the task's per-address data was deleted (data retention or erasure); "
+                                      "its counts and credits remain")}
 PAYMENT = {402: problem_response("the account has too few credits")}
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
@@ -434,7 +437,7 @@ async def delete_task(task_id: str, request: Request, who: Principal = Depends(p
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
                                          "text/plain": {"schema": {"type": "string"}},
                                          "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
-                             "description": "every result, streamed"}},
+                             "description": "every result, streamed"}, **RESULTS_GONE},
             summary="A task's results as CSV (safe for spreadsheets), a JSON array or TXT (addresses), streamed")
 async def results(task_id: str, request: Request, status: Literal["safe", "invalid", "risky", "unknown"] | None = None,
                   format: Literal["csv", "json", "txt"] = "csv", who: Principal = Depends(principal)):  # noqa: A002
@@ -443,6 +446,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
     def first():
         _task(svc, who, task_id)
+        require_results_kept(svc.engine.task(task_id))
         svc.db.projector.require("results")
 
     await svc.call(first)
@@ -506,7 +510,7 @@ async def erase(task_id: str, request: Request, who: Principal = Depends(princip
 
 @router.get("/tasks/{task_id}/unprocessed", tags=["tasks"],
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "one address per line, streamed"}},
+                             "description": "one address per line, streamed"}, **RESULTS_GONE},
             summary="The addresses of a partially failed task that got no answer (refunded)")
 async def unprocessed(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "read")

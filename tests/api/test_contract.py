@@ -416,6 +416,20 @@ def test_delete_hides_a_finished_task(api: Api):
 
 
 @both
+def test_an_erased_task_keeps_its_counts_and_its_results_are_410_gone(api: Api):
+    account, key = account_with_key(api)
+    task_id = bulk(key, csv_file(*unique_addresses(3))).json()["task"]["task_id"]
+    api.wait_task(task_id, key)
+    r = key.post(f"/v1/tasks/{task_id}/erase")
+    assert r.status_code == 200, r.text
+    task = key.get(f"/v1/tasks/{task_id}").json()
+    assert (task["status"], task["total"], task["consumed"]) == ("deleted", 3, 3) and task["results_deleted_at"]
+    for route in ("results", "unprocessed"):  # not an empty list: the data is gone, and the answer says so
+        assert "deleted" in problem(key.get(f"/v1/tasks/{task_id}/{route}"), 410)["detail"]
+    assert balance(api, account)["total"] == 197
+
+
+@both
 def test_results_as_spreadsheet_safe_csv_and_exact_json(api: Api):
     account, key = account_with_key(api)
     addresses = ["=1+2@example.com", "+cmd@example.com", "-x@example.com", "@at@example.com",

@@ -17,6 +17,7 @@ from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.audit import audit
 from engine.config import EngineSettings
+from engine.domain.errors import ResultsDeleted
 from engine.service import Engine
 from engine.store import open_database
 
@@ -63,6 +64,8 @@ def _prove_erasure(db, engine: Engine, task_id: str, files) -> None:
     assert {k: after[k] for k in ("total", "verified", "unknown", "consumed", "refunded", "debited")} == \
         {k: task[k] for k in ("total", "verified", "unknown", "consumed", "refunded", "debited")}
     assert list(db.read.results(task_id)) == []
+    with pytest.raises(ResultsDeleted):  # asked for, they are gone, not an empty list
+        list(engine.unprocessed(task_id))
     assert db.read.history("acme") == history  # the Credits History is untouched
     events = list(db.events.read_stream(f"task-{task_id}"))
     settled = [r.event.address for r in events if hasattr(r.event, "address")]

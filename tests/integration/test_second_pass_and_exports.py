@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from consumers.providers import InstantProvider, SecondPass
+from engine.domain.errors import ResultsDeleted
 from engine.domain.tasks import Result
 from engine.service import Engine
 from tests.integration.test_runtime import ScriptedProvider, addresses, assert_audit_clean, run_until, settings, write_csv
@@ -75,7 +78,8 @@ def test_a_failed_task_offers_its_unprocessed_addresses(db, tmp_path):
     assert unprocessed[5:] == everyone[10:]  # then the never submitted ones, in file order
     assert row["consumed"] == 5 and row["refunded"] == 15
     engine.erase_task(task_id)
-    assert list(engine.unprocessed(task_id)) == []  # erased with the rest of its data
+    with pytest.raises(ResultsDeleted):  # erased with the rest of its data, and said so
+        list(engine.unprocessed(task_id))
     assert_audit_clean(db)
 
 
