@@ -8,7 +8,7 @@ import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 from fastapi import Request
@@ -113,17 +113,61 @@ class Services:
 
     # --- idempotency keys -------------------------------------------------------------
 
-    def recall(self, principal: Principal, key: str) -> tuple[str, int, bytes] | None:
+    def recall(self, principal: Principal, key: str) -> tuple[str, int, bytes | None] | None:
+        """(fingerprint, status, body) of the first answer to this key within the window; body
+        None when the answer was about a task erased since (the request then runs again and
+        the engine's own idempotency gives the same task, as it is now)."""
         row = self.db.projector.sql.execute(
-            "SELECT fingerprint, status, body FROM api_requests WHERE principal = ? AND key = ?",
-            (principal.id, key)).fetchone()
-        return (row[0], row[1], row[2].encode()) if row else None
+            "SELECT fingerprint, status, body FROM api_requests WHERE principal = ? AND key = ? AND created_at > ?",
+            (principal.id, key, _window_start())).fetchone()
+        return (row[0], row[1], self._open_answer(row[2])) if row else None
 
     def remember(self, principal: Principal, key: str, fingerprint: str, status: int, body: bytes) -> None:
-        self.db.projector.sql.execute(  # first one wins: two racing requests with one key answer alike
+        sealed = self._seal_answer(body)
+        if sealed is None:
+            return  # its task is already erased: nothing personal may be kept
+        sql = self.db.projector.sql
+        sql.execute("DELETE FROM api_requests WHERE created_at <= ?", (_window_start(),))
+        sql.execute(  # first one wins: two racing requests with one key answer alike
             "INSERT INTO api_requests (principal, key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (principal, key) DO NOTHING",
-            (principal.id, key, fingerprint, status, body.decode(), datetime.now(timezone.utc).isoformat()))
+            (principal.id, key, fingerprint, status, sealed, datetime.now(timezone.utc).isoformat()))
+
+    # Kept answers hold addresses (a single task's result) and secrets (a new API key, a
+    # webhook's signing secret): never in plain text. An answer about a task is sealed with
+    # that task's key, so erasing the task erases it; the others with a key of their own.
+    def _seal_answer(self, body: bytes) -> str | None:
+        scope = _answer_scope(body)
+        sealer = self.db.keyring.sealer(scope, create=scope == REPLAY_SCOPE)
+        return None if sealer is None else f"@{scope}:{sealer.seal(body.decode())}"
+
+    def _open_answer(self, stored: str) -> bytes | None:
+        if not stored.startswith("@"):
+            return stored.encode()  # kept before answers were sealed
+        scope, _, sealed = stored[1:].partition(":")
+        sealer = self.db.keyring.sealer(scope)
+        return None if sealer is None else sealer.open(sealed).encode()
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)  # a retry within a day gets the first answer (as Stripe's keys)
+REPLAY_SCOPE = "~idempotency"  # the key that seals kept answers about no task
+
+
+def _window_start() -> str:
+    return (datetime.now(timezone.utc) - IDEMPOTENCY_WINDOW).isoformat()
+
+
+def _answer_scope(body: bytes) -> str:
+    """The task an answer is about ({"task_id": ...} or {"task": {"task_id": ...}}), else REPLAY_SCOPE."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return REPLAY_SCOPE
+    if not isinstance(data, dict):
+        return REPLAY_SCOPE
+    task = data.get("task")
+    task_id = task.get("task_id") if isinstance(task, dict) else data.get("task_id")
+    return task_id if isinstance(task_id, str) and task_id.isalnum() else REPLAY_SCOPE
 
 
 def fingerprint(request: Request, body: bytes | str) -> str:
@@ -146,8 +190,9 @@ async def idempotent(services: Services, principal: Principal, request: Request,
     if earlier is not None:
         if earlier[0] != fingerprint_:
             raise Problem(409, "Idempotency conflict", f"the Idempotency-Key {key!r} was used for another request")
-        return Response(earlier[2], status_code=earlier[1], media_type="application/json",
-                        headers={"Idempotent-Replayed": "true"})
+        if earlier[2] is not None:
+            return Response(earlier[2], status_code=earlier[1], media_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
     response = await run(f"{principal.id}:{key}")
     # A 202 (still running) is not kept: its retry asks again, the engine replays the same task
     # for the key, and the answer is the task as it is now (a replayed 202 would also lack its Location).

@@ -548,6 +548,17 @@ def read_sse(lines, timeout: float = 30) -> dict:
 
 # ------------------------------------------------------------------------------ idempotency
 
+def kept_answers(api: Api) -> list[str]:
+    """The answers the API keeps for Idempotency-Key retries, as stored."""
+    from engine.store import open_database
+
+    db = open_database(api.env["VEC_STORE"])
+    try:
+        return [row[0] for row in db.projector.sql.execute("SELECT body FROM api_requests").fetchall()]
+    finally:
+        db.close()
+
+
 @both
 def test_a_retried_post_with_its_idempotency_key_gets_the_original_answer(api: Api):
     account, key = account_with_key(api)
@@ -582,6 +593,19 @@ def test_a_retried_post_with_its_idempotency_key_gets_the_original_answer(api: A
     assert first.status_code == again.status_code == 200 and again.json() == first.json()
     api.wait_task(first.json()["task"]["task_id"], key)
     assert balance(api, account)["total"] == 250 - 3 - 1
+
+    # Kept answers hold no address and no secret in plain text, and erasing a task erases its answer.
+    created = api.admin.post(f"/v1/accounts/{account}/keys", json={"scopes": ["read"]},
+                             headers={"Idempotency-Key": "key-1"})
+    assert created.status_code == 201
+    kept = kept_answers(api)
+    assert kept and not [b for b in kept if "idem@example.com" in b or created.json()["key"] in b]
+    task_id = first.json()["task"]["task_id"]
+    assert key.post(f"/v1/tasks/{task_id}/erase").status_code == 200
+    after = key.post("/v1/tasks/single", json={"address": "idem@example.com"}, headers=single)
+    assert "idempotent-replayed" not in after.headers, after.text  # the first answer is gone with the task
+    assert after.json()["task"]["task_id"] == task_id and after.json()["task"]["status"] == "deleted", after.text
+    assert balance(api, account)["total"] == 250 - 3 - 1  # the same task, not a second charge
 
     for _ in range(2):  # a refusal is not kept: the retry is refused again, for the same reason
         refused = api.admin.post("/v1/accounts", json={"account_id": account}, headers={"Idempotency-Key": "open-1"})
