@@ -440,7 +440,9 @@ async def upload(request: Request, id: str):  # noqa: A002
     _check_csrf(request, str(form.get("csrf") or ""))
     allow_duplicate = str(form.get("allow_duplicate") or "") in ("1", "on", "true")
     try:
-        answer = await routes.bulk(request, account=account_id, allow_duplicate=allow_duplicate, who=who)
+        # every parameter given: called as a function, FastAPI's Query() defaults are not filled in
+        answer = await routes.bulk(request, account=account_id, allow_duplicate=allow_duplicate,
+                                   name=str(form.get("name") or "")[:200], who=who)
     except (Problem, DomainError) as error:
         problem = from_exception(error)
         data = await svc.call(_account_view, svc, who, account_id, None, 0)

@@ -270,7 +270,8 @@ def app_client(tmp_path):
     from engine.config import EngineSettings
     from entrypoints.api.app import create_app
 
-    settings = EngineSettings(store=f"sqlite:///{tmp_path}/vec.db", admin_token=ADMIN_TOKEN, provider="instant")
+    settings = EngineSettings(store=f"sqlite:///{tmp_path}/vec.db", admin_token=ADMIN_TOKEN, provider="instant",
+                              api_single_wait=0.5)  # no engine runs in this process: do not wait for one
     with TestClient(create_app(settings), base_url="http://testserver", follow_redirects=False) as client:
         engine = client.app.state.services.engine
         engine.open_account("acme")
@@ -287,8 +288,8 @@ def _sign_in(client, token: str) -> str:
 
 def test_dashboard_is_not_in_the_openapi_document_and_root_leads_to_it(app_client):
     client, _ = app_client
-    assert not [path for path in client.get("/openapi.json").json()["paths"] if not path.startswith(("/v1", "/healthz",
-                                                                                                       "/metrics"))]
+    assert not [path for path in client.get("/openapi.json").json()["paths"]
+                if not path.startswith(("/v1", "/api/", "/healthz", "/metrics"))]
     assert client.get("/").headers["location"] == "/dashboard/"
     signin = client.get("/dashboard/")
     assert (signin.status_code, signin.headers["location"]) == (303, "/dashboard/signin?next=%2Fdashboard%2F")
@@ -334,9 +335,10 @@ def test_posts_need_the_csrf_token_and_a_key_sees_only_its_account(app_client, t
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', account.text).group(1)
     other = client.post("/dashboard/account/upload?id=<script>", files=upload, data={"csrf": csrf})
     assert other.status_code == 404  # another account: not found, as in /v1
-    created = client.post("/dashboard/account/upload?id=acme", files=upload, data={"csrf": csrf})
+    created = client.post("/dashboard/account/upload?id=acme", files=upload, data={"csrf": csrf, "name": "March list"})
     assert created.status_code == 303, created.text
     task_page = created.headers["location"]
+    assert '<span id="task-name">March list</span>' in client.get(task_page).text
     task_id = task_page.rsplit("/", 1)[1]
     assert client.post(f"/dashboard/tasks/{task_id}/cancel").status_code == 403
     assert client.post(f"/dashboard/tasks/{task_id}/cancel", headers={"X-VEC-CSRF": "forged"}).status_code == 403
@@ -360,3 +362,37 @@ def test_badges_say_partial_failure_and_bars_count_consumed_plus_refunded():
     html = str(ui.badges(shown)) + str(ui.bar(shown))
     assert "s-failed" in html and "Partial failure" in html and 'value="87.5"' in html
     assert "Partial failure" not in str(ui.badges(progress({**task, "status": "completed", "partial_failure": False})))
+
+
+def test_an_erased_task_page_says_its_results_were_deleted_and_offers_no_export(app_client):
+    client, key = app_client
+    bearer = {"Authorization": f"Bearer {key}"}
+    single = client.post("/v1/tasks/single", json={"address": "erased.page@example.com"}, headers=bearer)
+    assert single.status_code in (200, 202), single.text
+    task_id = single.json()["task"]["task_id"]
+    _drive_to_the_end(client, task_id)
+    _sign_in(client, key)
+    page = client.get(f"/dashboard/tasks/{task_id}")
+    assert page.status_code == 200 and "erased.page@example.com" in page.text and 'id="csv"' in page.text
+    assert client.post(f"/v1/tasks/{task_id}/erase", headers=bearer).status_code == 200
+    page = client.get(f"/dashboard/tasks/{task_id}")
+    assert page.status_code == 200 and 'id="results-deleted"' in page.text
+    assert "erased.page@example.com" not in page.text and 'id="csv"' not in page.text
+    assert client.get(f"/dashboard/tasks/{task_id}/results.csv").status_code == 410
+
+
+def _drive_to_the_end(client, task_id: str) -> None:
+    """The in-process app runs no engine: a runtime of its own, on its own connection, does."""
+    import asyncio
+
+    from consumers.providers import InstantProvider
+    from consumers.runtime import Runtime
+    from engine.service import Engine
+    from engine.store import open_database
+
+    settings = client.app.state.services.settings
+    db = open_database(settings.store)
+    try:
+        asyncio.run(Runtime(Engine(db, settings), InstantProvider(), only_task=task_id).run())
+    finally:
+        db.close()
