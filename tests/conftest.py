@@ -12,6 +12,7 @@ def db(tmp_path):
     database.close()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the node ids
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (scripts/test runs with -n), every test of the loopback mail world
     goes to one worker: the world binds fixed ports, so only one can run per machine."""

@@ -160,6 +160,11 @@ class PostgresServer:
 
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10)
 
+    @property
+    def databases_in_use(self) -> set[str]:
+        """The databases made by new_database and not dropped yet."""
+        return set(self._databases)
+
     def new_database(self, name: str | None = None) -> str:
         """CREATE DATABASE (a unique name unless given); returns its URL."""
         from psycopg import sql

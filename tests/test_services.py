@@ -49,11 +49,14 @@ def test_two_databases_are_isolated_and_earlier_ones_were_dropped(pg_url, postgr
             with psycopg.connect(url) as conn:
                 assert conn.execute("SELECT v FROM t").fetchall() == [(value,)]
         if postgres_server.managed:
-            # Tests run one at a time: only this test's databases exist (pg_url drops its own).
+            # Each pytest worker has its own cluster: the databases in it are exactly those still
+            # in use (this test's two, and a session fixture's, such as the distributed API's);
+            # every earlier test's was dropped (pg_url drops its own).
             with psycopg.connect(postgres_server.admin_url) as conn:
                 names = {r[0] for r in conn.execute(
                     "SELECT datname FROM pg_database WHERE datname LIKE 'vec\\_test\\_%'")}
-            assert names == {pg_url.rsplit("/", 1)[1], other.rsplit("/", 1)[1]}
+            assert {pg_url.rsplit("/", 1)[1], other.rsplit("/", 1)[1]} <= names
+            assert names == postgres_server.databases_in_use
     finally:
         postgres_server.drop_database(other)
     with psycopg.connect(postgres_server.admin_url) as conn:

@@ -148,6 +148,15 @@ def test_huge_amounts_are_refused_clearly_and_a_poison_event_never_wedges_reads(
     assert "Traceback" not in audit.stdout + audit.stderr
 
 
+def _holds_the_lease(conn, pid: int) -> bool:
+    import sqlite3
+
+    try:
+        return conn.execute("SELECT 1 FROM engine_lease WHERE id = 1 AND pid = ?", (pid,)).fetchone() is not None
+    except sqlite3.OperationalError:  # the engine has not created its tables yet
+        return False
+
+
 def test_vec_run_stops_loudly_when_its_heartbeat_fails(sqlite_vec: Vec, tmp_path):
     vec = sqlite_vec
     import sqlite3
@@ -155,8 +164,11 @@ def test_vec_run_stops_loudly_when_its_heartbeat_fails(sqlite_vec: Vec, tmp_path
 
     engine = vec.start_engine(tmp_path / "engine.log")
     try:
-        time.sleep(1.5)
-        conn = sqlite3.connect(tmp_path / "vec.db")
+        conn = sqlite3.connect(tmp_path / "vec.db", timeout=10)
+        deadline = time.monotonic() + 30  # a loaded machine may take long to start it
+        while not _holds_the_lease(conn, engine.pid):
+            assert engine.poll() is None and time.monotonic() < deadline, "the engine never took its lease"
+            time.sleep(0.2)
         conn.execute("DROP TABLE engine_lease")  # the heartbeat can no longer be written
         conn.commit()
         conn.close()
