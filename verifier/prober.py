@@ -15,7 +15,9 @@ Shape of one batch:
     become unknown (greylisted / temporary_failure / antispam_block);
   * sessions are limited globally (``max_concurrency``) and per MX host
     (``per_mx_concurrency``); an MX host that refused or timed out is skipped for
-    ``host_failure_ttl`` seconds;
+    ``host_failure_ttl`` seconds. A session takes its MX's slot first, then a global
+    one (then, in a fleet, the fleet's slot of the MX): a job waiting for a busy MX holds
+    no global slot, which other domains' jobs can use meanwhile;
   * every stage has a timeout, and each address has a deadline (its tier's share of
     ``address_deadline``, counted from when its domain's DNS look-up began or when a
     worker first took it): past it, the address is unknown.
@@ -255,31 +257,43 @@ class HostSlots(Protocol):
 
 
 class _HostSlot:
-    """The per-MX session limit: this process's semaphore and, when the prober is one of a
-    fleet, a slot of the fleet's (so N processes never hold more than the limit together).
-    Slots of one host are interchangeable: a release frees any slot this process holds."""
+    """The per-MX session limit: this process's semaphore (`local`) and, when the prober is
+    one of a fleet, a slot of the fleet's (`fleet`: N processes never hold more than the
+    limit together). Slots of one host are interchangeable: a release frees any slot this
+    process holds.
+
+    The order a session takes its slots in, everywhere: this process's MX slot, then the
+    global slot, then the fleet's MX slot (`_open_failover`); never two hosts' slots at once.
+    A job waiting for a busy MX thus holds no global slot (other domains use it meanwhile),
+    and a fleet slot is never held by a session still waiting for this process's global
+    slot (a busy worker would hold the MX's slots idle against the whole fleet). A wait for
+    the fleet's slot with a global slot held is a wait for another process's live session,
+    which holds everything it needs: the order has no cycle, so no deadlock."""
 
     def __init__(self, limit: int, key: tuple[str, int], shared: HostSlots | None) -> None:
         self.local = asyncio.Semaphore(limit)
         self.key, self.shared = key, shared
         self.held: deque[Callable[[], None]] = deque()
-
-    def locked(self) -> bool:
-        return self.shared is not None or self.local.locked()  # a fleet slot may always mean waiting
-
-    async def acquire(self) -> None:
-        await self.local.acquire()
-        if self.shared is not None:
-            try:
-                self.held.append(await self.shared.acquire(self.key))
-            except BaseException:
-                self.local.release()
-                raise
+        self.fleet = _FleetSlot(self) if shared is not None else None
 
     def release(self) -> None:
+        """Gives back the fleet's slot (if any) and this process's."""
         if self.held:
             self.held.popleft()()
         self.local.release()
+
+
+class _FleetSlot:
+    """The fleet's part of an MX's slot, waited for like a semaphore (`_DomainJob._slot`)."""
+
+    def __init__(self, host: _HostSlot) -> None:
+        self.host = host
+
+    def locked(self) -> bool:
+        return True  # a fleet slot may always mean waiting
+
+    async def acquire(self) -> None:
+        self.host.held.append(await self.host.shared.acquire(self.host.key))
 
 
 class _LoopState:
@@ -868,7 +882,7 @@ class _DomainJob:
                          suspect=True)
             return None
 
-    async def _slot(self, sem: asyncio.Semaphore, item: _Item, cm: asyncio.Timeout) -> None:
+    async def _slot(self, sem: "asyncio.Semaphore | _FleetSlot", item: _Item, cm: asyncio.Timeout) -> None:
         """Wait for a connection slot. The wait is queueing behind other work, not this
         address's own work: its deadline (and the timeout around opening) move with it."""
         if not sem.locked():
@@ -885,6 +899,28 @@ class _DomainJob:
             item.retry_until += waited
             cm.reschedule(None if old is None else old + waited)
 
+    async def _take_slots(self, st: _LoopState, hsem: _HostSlot, item: _Item, cm: asyncio.Timeout) -> None:
+        """A session's slots, in the one order (see _HostSlot): this process's slot of the MX,
+        a global one, the fleet's slot of the MX. All of them or none."""
+        await self._slot(hsem.local, item, cm)
+        try:
+            await self._slot(st.global_sem, item, cm)
+            try:
+                if hsem.fleet is not None:
+                    await self._slot(hsem.fleet, item, cm)
+            except BaseException:
+                st.global_sem.release()
+                raise
+        except BaseException:
+            hsem.local.release()
+            raise
+
+    @staticmethod
+    def _give_back(st: _LoopState, hsem: _HostSlot) -> None:
+        """Releases what _take_slots took."""
+        hsem.release()
+        st.global_sem.release()
+
     async def _open_failover(self, item: _Item, cm: asyncio.Timeout) -> Session | None:
         st = self.p._state()
         s = self.s
@@ -895,82 +931,75 @@ class _DomainJob:
         tried: list[str] = []
         want_utf8 = self.want_utf8
         dropped_only = True  # every failure so far was a server closing on us
-        await self._slot(st.global_sem, item, cm)
-        handed_over = False
-        try:
-            for host in self.mx.hosts:
-                addrs = list(host.addresses)
-                if src is not None:  # a bound socket cannot cross address families
-                    v6 = ":" in src
-                    addrs = [a for a in addrs if (":" in a) == v6]
-                for ip in addrs[:2]:
-                    key = (ip, port)
-                    label = f"{host.name}[{ip}]"
-                    why = egress_refusal(ip, loopback_only=s.loopback_only)
-                    if why is not None:  # last line: the resolver should have dropped it
-                        failures.append(_HostFailure(label, "policy", egress_detail(host.name, ip, why)))
+        for host in self.mx.hosts:
+            addrs = list(host.addresses)
+            if src is not None:  # a bound socket cannot cross address families
+                v6 = ":" in src
+                addrs = [a for a in addrs if (":" in a) == v6]
+            for ip in addrs[:2]:
+                key = (ip, port)
+                label = f"{host.name}[{ip}]"
+                why = egress_refusal(ip, loopback_only=s.loopback_only)
+                if why is not None:  # last line: the resolver should have dropped it
+                    failures.append(_HostFailure(label, "policy", egress_detail(host.name, ip, why)))
+                    dropped_only = False
+                    continue
+                tried.append(host.name)
+                down = self.p.host_down(key)
+                if down:
+                    kind, what = down
+                    failures.append(_HostFailure(label, kind, f"{what} (skipped, recently failed)"))
+                    dropped_only = False
+                    continue
+                hsem = st.host_sem(key)
+                await self._take_slots(st, hsem, item, cm)  # the MX's, then a global one
+                started = time.monotonic()
+                try:
+                    sess = await open_session(
+                        ip, port, label=label, helo_name=self.p.helo_name,
+                        mail_from=self.p.mail_from, source_address=src,
+                        connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
+                        command_timeout=s.command_timeout_s, want_smtputf8=want_utf8,
+                    )
+                except ConnectFailed as exc:
+                    self._give_back(st, hsem)
+                    _observe("connect_failed", exc.kind)  # observability
+                    if exc.kind != "disconnected":  # no answer at all: skip it for a while
+                        self.p._mark_down(key, exc.kind, exc.detail)
                         dropped_only = False
-                        continue
-                    tried.append(host.name)
-                    down = self.p.host_down(key)
-                    if down:
-                        kind, what = down
-                        failures.append(_HostFailure(label, kind, f"{what} (skipped, recently failed)"))
-                        dropped_only = False
-                        continue
-                    hsem = st.host_sem(key)
-                    await self._slot(hsem, item, cm)
-                    started = time.monotonic()
-                    try:
-                        sess = await open_session(
-                            ip, port, label=label, helo_name=self.p.helo_name,
-                            mail_from=self.p.mail_from, source_address=src,
-                            connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
-                            command_timeout=s.command_timeout_s, want_smtputf8=want_utf8,
-                        )
-                    except ConnectFailed as exc:
-                        hsem.release()
-                        _observe("connect_failed", exc.kind)  # observability
-                        if exc.kind != "disconnected":  # no answer at all: skip it for a while
-                            self.p._mark_down(key, exc.kind, exc.detail)
-                            dropped_only = False
-                        failures.append(_HostFailure(label, exc.kind, exc.detail))
-                        if exc.tcp_failed:
-                            await self.p._connect_failed(key, self.domain, exc.detail, started)
-                        else:
-                            self.p._alive()
-                        continue
-                    except SessionRefused as exc:
-                        hsem.release()
-                        _observe("smtp_reply", "session", exc.code)  # observability
+                    failures.append(_HostFailure(label, exc.kind, exc.detail))
+                    if exc.tcp_failed:
+                        await self.p._connect_failed(key, self.domain, exc.detail, started)
+                    else:
                         self.p._alive()
-                        refusals.append((exc, label))
-                        continue
-                    except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent
-                        hsem.release()
-                        self.fatal = _Fatal("unknown", "provider_error", f"not connected: {exc}")
-                        self._finish(item, *self.fatal[:3])
-                        return None
-                    except ProviderUnavailable as exc:  # no route, source address unusable
-                        hsem.release()
-                        self.p.reach.unusable(key, str(exc))
-                        self.p._presumed_down()
-                        raise
-                    except BaseException:
-                        hsem.release()
-                        raise
-                    sess.releases = [hsem.release, st.global_sem.release, self.p._session_opened(key, host.name)]
-                    self.live += 1
-                    self.opened += 1
-                    sess.releases.append(self._session_closed)
-                    sess.host_name = host.name
-                    sess.tried = tuple(dict.fromkeys(tried))
-                    handed_over = True
+                    continue
+                except SessionRefused as exc:
+                    self._give_back(st, hsem)
+                    _observe("smtp_reply", "session", exc.code)  # observability
                     self.p._alive()
-                    return sess
-        finally:
-            if not handed_over:
-                st.global_sem.release()
+                    refusals.append((exc, label))
+                    continue
+                except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent
+                    self._give_back(st, hsem)
+                    self.fatal = _Fatal("unknown", "provider_error", f"not connected: {exc}")
+                    self._finish(item, *self.fatal[:3])
+                    return None
+                except ProviderUnavailable as exc:  # no route, source address unusable
+                    self._give_back(st, hsem)
+                    self.p.reach.unusable(key, str(exc))
+                    self.p._presumed_down()
+                    raise
+                except BaseException:
+                    self._give_back(st, hsem)
+                    raise
+                sess.releases = [lambda h=hsem: self._give_back(st, h), self.p._session_opened(key, host.name)]
+                self.live += 1
+                self.opened += 1
+                sess.releases.append(self._session_closed)
+                sess.host_name = host.name
+                sess.tried = tuple(dict.fromkeys(tried))
+                self.p._alive()
+                return sess
 
         item.hosts.extend(tried)
         if refusals:

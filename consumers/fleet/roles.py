@@ -293,15 +293,19 @@ class Fleet:
     def _redispatch(self, task_id: str, chunk_no: int) -> None:
         from kafka import KafkaProducer
 
-        from consumers.fleet.messages import Topics, chunk_work
+        from consumers.fleet.messages import Topics, chunk_partition, chunk_work
 
         if not self.settings.kafka_bootstrap:
             return
         if getattr(self, "_producer", None) is None:
             self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
                                            enable_idempotence=True)
+        topic = Topics.of(self.settings).chunks
         key, value = chunk_work(task_id, chunk_no)
-        self._producer.send(Topics.of(self.settings).chunks, key=key, value=value).get(timeout=10)
+        # the partition the workers' dispatch chose (not the key's hash): the same chunk, the
+        # same partition
+        partition = chunk_partition(task_id, chunk_no, self._producer.partitions_for(topic))
+        self._producer.send(topic, key=key, value=value, partition=partition).get(timeout=10)
 
     def _sweep(self) -> None:
         now = utcnow()

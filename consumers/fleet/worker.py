@@ -3,12 +3,15 @@
 - scheduler  reads `PREFIX.events` (keyed by stream, so one member sees all of a task's
              events, in order): a task's new events may free its chunk window, so its next
              chunks are submitted; each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
-- verifier   reads `PREFIX.chunks` (spread over every member): claims the chunk in
-             PostgreSQL (one worker per chunk; a claim whose heartbeat stops is taken over),
-             runs the shared verification loop, and sends what it finds to `PREFIX.results`,
-             keyed by task. A stop watcher reads the log every `stop_poll_interval`: a
-             cancelled task's chunks are cancelled in every worker (what they finished
-             meanwhile is recorded as late).
+- verifier   reads `PREFIX.chunks` (spread over every member: a task's consecutive chunks
+             go to consecutive partitions, `chunk_partition`): claims each chunk in
+             PostgreSQL as soon as it is read (one worker per chunk; a claim whose heartbeat
+             stops is taken over), so a chunk waiting for one of the `VEC_WORKERS` slots has
+             a live claim and the watchdog leaves it alone; a chunk this worker already holds
+             (dispatched again) is skipped. It runs the shared verification loop and sends
+             what it finds to `PREFIX.results`, keyed by task. A stop watcher reads the log
+             every `stop_poll_interval`: a cancelled task's chunks are cancelled in every
+             worker (what they finished meanwhile is recorded as late).
 - settler    reads `PREFIX.results`: the member that owns a task's partition is the only
              writer of that task's results, and appends them in batches. Refunds land on the
              account at any version, so neither the task nor the account is contended.
@@ -31,7 +34,7 @@ from functools import partial
 import faust
 
 from consumers import metrics
-from consumers.fleet.messages import Outcome, Topics, chunk_work, read_chunk_work
+from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_work, read_chunk_work
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
 from engine.config import EngineSettings
@@ -118,8 +121,9 @@ class FleetWorker:
         self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
         self.results_topic = self.app.topic(self.topics.results, **raw)
         self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
-        self.app.agent(self.chunks_topic, name="vec-verifier", concurrency=settings.workers)(
-            self._supervised(self._verifier))
+        # one reader that never waits for a verification: every chunk it reads is claimed at
+        # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
+        self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
         self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
 
     def _supervised(self, agent):
@@ -175,36 +179,59 @@ class FleetWorker:
             for task_id in due:
                 await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
             for task_id, chunk_no in work:
-                await self.dispatch(task_id, chunk_no)
+                await self._retrying(f"dispatching chunk {chunk_no} of {task_id}", self.dispatch, task_id, chunk_no)
 
     def schedule(self, task_id: str) -> None:
         schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
 
     async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        """Sends a chunk's work item to its partition, given explicitly (`chunk_partition`):
+        Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
         key, value = chunk_work(task_id, chunk_no)
-        await self.chunks_topic.send(key=key, value=value)
+        partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
+        await self.chunks_topic.send(key=key, value=value, partition=partition)
+
+    async def _chunk_partitions(self) -> set[int]:
+        """The chunks topic's partitions as the producer's metadata knows them (what its own
+        partitioner would use; fetched when the topic is not known yet)."""
+        producer = await self.app.maybe_start_producer()
+        return await producer._ensure_producer().partitions_for(self.topics.chunks)
 
     # --- verifier ---------------------------------------------------------------------
 
     async def _verifier(self, stream) -> None:
+        """Reads the work items and never waits for a verification: each chunk becomes a job
+        at once (its claim is taken right away, then it waits for a slot). A chunk this
+        worker already has a job for (the watchdog or the scheduler sent it again) is
+        skipped: verifying it twice at once would probe every address twice."""
         async for value in stream:
             task_id, chunk_no = read_chunk_work(value)
             key = (task_id, chunk_no)
-            job = asyncio.create_task(self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify,
-                                                     task_id, chunk_no))
-            self.working[key] = job
-            try:
-                await job
-            except asyncio.CancelledError:
-                if key not in self.stopped_jobs:
-                    raise  # this agent itself is being stopped
-            finally:
-                self.working.pop(key, None)
-                self.stopped_jobs.discard(key)
+            if key in self.working:
+                metrics.FLEET_CLAIMS.labels("duplicate").inc()  # observability
+                log.info("chunk %s of %s: already verified here, ignoring the work item sent again", chunk_no,
+                         task_id, extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
+                continue
+            self.working[key] = asyncio.create_task(self._job(key), name=f"vec-chunk-{task_id}-{chunk_no}")
+
+    async def _job(self, key: tuple[str, int]) -> None:
+        task_id, chunk_no = key
+        try:
+            await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no)
+        except asyncio.CancelledError:
+            if key not in self.stopped_jobs:
+                raise  # the worker itself is stopping
+        except Exception as error:  # a bug: the process stops with it, loudly (as an agent's would)
+            self.crash(f"verifying chunk {chunk_no} of {task_id}", error)
+        finally:
+            self.working.pop(key, None)
+            self.stopped_jobs.discard(key)
 
     async def _verify(self, task_id: str, chunk_no: int) -> None:
-        """Verifies a chunk this worker could claim. A database outage meanwhile raises (the
-        caller tries again); results already sent are not sent again (the log says so)."""
+        """Verifies a chunk this worker could claim; the claim is taken before waiting for one
+        of the `VEC_WORKERS` slots (verify_chunk waits for it), so a chunk waiting here is
+        seen as held by a live worker. A database outage meanwhile raises (the caller tries
+        again); results already sent are not sent again (the log says so)."""
         now = utcnow()
         stale = now - timedelta(seconds=self.settings.claim_ttl)
         if not await asyncio.to_thread(self.fleet.claim, task_id, chunk_no, self.worker_id, now, stale):

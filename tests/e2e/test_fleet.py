@@ -135,7 +135,9 @@ def test_cancel_reaches_every_worker_within_a_second(vec: Vec, tmp_path):
 
 
 def test_no_worker_alive_past_the_grace_fails_the_task_a_shorter_gap_resumes(vec: Vec, tmp_path):
-    slow = [f"u{400 + i}@slow.test" for i in range(16)]
+    # every RCPT takes >= 1 s: 40 addresses cannot all be verified between the first result
+    # and the kill, however loaded the machine
+    slow = [f"u{400 + i}@slow.test" for i in range(48)]
     with fleet(vec, tmp_path) as running:
         running.start("control", *CONTROL, VEC_OUTAGE_GRACE="6")
         running.start("worker-a", "worker")
@@ -159,3 +161,66 @@ def test_no_worker_alive_past_the_grace_fails_the_task_a_shorter_gap_resumes(vec
     assert refunds[-1]["amount"] == system["data"]["unverified_count"]
     assert_money_settled(vec, resumed)
     assert_money_settled(vec, failed)
+
+
+def chunk_messages(bootstrap: str, topic: str) -> list[tuple[int, str, int]]:
+    """Every work item on the chunks topic, as (partition, task_id, chunk_no)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from consumers.fleet.messages import read_chunk_work
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        found: list[tuple[int, str, int]] = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                found.extend((tp.partition, *read_chunk_work(r.value)) for r in records)
+        return found
+    finally:
+        consumer.close()
+
+
+def test_chunks_queued_behind_a_busy_worker_are_verified_once(vec: Vec, tmp_path, kafka_broker):
+    """VEC_WORKERS 1 below VEC_CHUNK_WINDOW 4: three of the four chunks in flight wait for
+    the worker's one slot far longer than VEC_CLAIM_TTL (3 s here). They are claimed as soon
+    as they are read, so the watchdog sees live claims and sends nothing again; a work item
+    sent again anyway is skipped by the worker that holds it. Before: the waiting chunks
+    looked unclaimed, were dispatched again and verified a second time, RCPTs included.
+    The work items are on the partitions `chunk_partition` chose (given to the producer)."""
+    from consumers.fleet.messages import chunk_partition
+
+    addresses = [f"once{i}@counted.test" for i in range(24)]  # 6 chunks of 4, ~2.5 s each
+    smtp = CountingSmtp(tmp_path, ["127.0.0.10:25"], rcpt_delay=0.5)
+    try:
+        with fleet(vec, tmp_path) as running:
+            env = {"VEC_WORKERS": "1", "VEC_CHUNK_WINDOW": "4"}
+            running.start("control", *CONTROL, **env)
+            running.start("worker-a", "worker", **env)
+            running.wait_ready(1)
+            task_id = vec.json("bulk", "acme", write(tmp_path / "once.csv", addresses))["task_id"]
+            done = vec.wait_for(task_id, lambda t: t["status"] not in ("pending", "processing"), timeout=180)
+            control_log = running.log("control")
+        stats = smtp.stop()["127.0.0.10:25"]
+    finally:
+        if smtp.process.poll() is None:
+            smtp.stop()
+    assert done["status"] == "completed", done
+    from collections import Counter
+
+    rcpts = Counter(r["to"] for r in stats["rcpts"] if r["to"].startswith("once"))
+    twice = {a: n for a, n in rcpts.items() if n > 1}
+    assert not twice, f"{len(twice)} addresses got RCPT more than once: {twice}"
+    assert set(rcpts) == set(addresses)
+    assert "dispatching it again" not in control_log  # every waiting chunk had a live claim
+    results = {r["address"]: r["status"] for r in vec.lines("task", "results", task_id, "--format", "json")}
+    assert results == dict.fromkeys(addresses, "risky")  # it accepts anyone: a catch-all
+    assert_money_settled(vec, done)
+    items = chunk_messages(kafka_broker.bootstrap, f"{vec.env['VEC_KAFKA_TOPIC_PREFIX']}.chunks")
+    assert sorted(n for _, t, n in items if t == task_id) == list(range(6))
+    partitions = int(vec.env["VEC_KAFKA_PARTITIONS"])
+    assert all(p == chunk_partition(t, n, range(partitions)) for p, t, n in items), items

@@ -1,0 +1,224 @@
+"""The fleet worker's dispatch and verifier agent with fakes (no broker, no PostgreSQL):
+which partition a chunk's work item goes to (dispatch and the watchdog's re-dispatch), a
+work item for a chunk this worker already verifies, and the claim taken before the chunk
+waits for a `VEC_WORKERS` slot. The same end to end: tests/e2e/test_fleet.py."""
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from consumers.fleet.messages import Topics, chunk_partition, chunk_work, read_chunk_work
+from consumers.fleet.roles import Fleet
+from consumers.fleet.worker import FleetWorker
+from consumers.verification import OutageClock
+from engine.config import EngineSettings
+from engine.domain.tasks import Result
+
+pytestmark = pytest.mark.timeout(30)
+
+TASKS = ["tsk_01J9Z8X7W6V5T4S3R2Q1P0N9M8", "8d4f1c2e-6b7a-4e3f-9a1b-2c3d4e5f6a7b", "t", "acme-spring-list"]
+
+
+# --- the partition of a chunk ---------------------------------------------------------
+
+@pytest.mark.parametrize("task_id", TASKS)
+def test_consecutive_chunks_of_a_task_spread_evenly_over_the_partitions(task_id):
+    shares = Counter(chunk_partition(task_id, n, range(8)) for n in range(50))
+    assert sorted(shares) == list(range(8))
+    assert set(shares.values()) <= {6, 7}  # 50 = 6 x 8 + 2
+    # two workers owning 4 partitions each, however the group assigned them: 25/25 or 26/24
+    for mine in ({0, 2, 4, 6}, {0, 1, 2, 3}, {1, 2, 5, 6}):
+        first = sum(count for partition, count in shares.items() if partition in mine)
+        assert abs(first - (50 - first)) <= 2, (mine, first)
+    # any 8 consecutive chunks (a window of 8 in flight) are on 8 different partitions
+    assert all(len({chunk_partition(task_id, n + k, range(8)) for k in range(8)}) == 8 for n in range(42))
+
+
+def test_the_partition_is_the_same_in_every_process_and_follows_the_topics_partitions():
+    # crc32 of the task id, not Python's hash() (which differs per process)
+    assert chunk_partition("t", 0, range(8)) == zlib.crc32(b"t") % 8
+    assert chunk_partition("t", 5, range(8)) == (zlib.crc32(b"t") + 5) % 8
+    # the topic's partition ids as the broker has them (a topic created with another count)
+    assert {chunk_partition(t, n, {3, 1, 0, 2}) for t in TASKS for n in range(4)} <= {0, 1, 2, 3}
+    assert chunk_partition("t", 3, [7]) == 7
+    with pytest.raises(ValueError):
+        chunk_partition("t", 0, set())
+
+
+class FakeTopic:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    async def send(self, **kwargs):
+        self.sent.append(kwargs)
+
+
+def test_dispatch_gives_the_producer_the_partition_explicitly():
+    topic = FakeTopic()
+
+    async def partitions():
+        return {0, 1, 2, 3, 4, 5, 6, 7}
+    worker = SimpleNamespace(chunks_topic=topic, _chunk_partitions=partitions)
+    task_id = TASKS[0]
+
+    async def main():
+        for n in range(50):
+            await FleetWorker.dispatch(worker, task_id, n)
+    asyncio.run(main())
+    assert [s.get("partition") for s in topic.sent] == [chunk_partition(task_id, n, range(8)) for n in range(50)]
+    assert [read_chunk_work(s["value"]) for s in topic.sent] == [(task_id, n) for n in range(50)]
+    per_worker = Counter(s["partition"] % 2 for s in topic.sent)  # partitions {0,2,4,6} / {1,3,5,7}
+    assert per_worker[0] == per_worker[1] == 25
+
+
+class FakeKafkaProducer:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions, self.sent = partitions, []
+
+    def partitions_for(self, topic):
+        return self.partitions
+
+    def send(self, topic, key=None, value=None, partition=None):
+        self.sent.append((topic, key, value, partition))
+        return SimpleNamespace(get=lambda timeout=None: None)
+
+
+def test_the_watchdog_dispatches_a_chunk_again_to_the_same_partition():
+    settings = EngineSettings(_env_file=None, kafka_bootstrap="127.0.0.1:1", kafka_topic_prefix="p")
+    producer = FakeKafkaProducer(set(range(8)))
+    watchdog = SimpleNamespace(settings=settings, _producer=producer)
+    task_id = TASKS[1]
+    for n in (0, 1, 7, 13):
+        Fleet._redispatch(watchdog, task_id, n)
+    assert [(topic, partition) for topic, _, _, partition in producer.sent] == \
+        [(Topics.of(settings).chunks, chunk_partition(task_id, n, range(8))) for n in (0, 1, 7, 13)]
+    assert [(key, value) for _, key, value, _ in producer.sent] == [chunk_work(task_id, n) for n in (0, 1, 7, 13)]
+
+
+# --- the verifier agent -----------------------------------------------------------------
+
+class FakeFleet:
+    def __init__(self) -> None:
+        self.claims: list[tuple[str, int, str]] = []
+        self.released: list[tuple[str, int, str]] = []
+
+    def claim(self, task_id, chunk_no, worker_id, now, stale_before) -> bool:
+        self.claims.append((task_id, chunk_no, worker_id))
+        return True
+
+    def release(self, task_id, chunk_no, worker_id) -> None:
+        self.released.append((task_id, chunk_no, worker_id))
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def verify(self, addresses, on_result=None):
+        self.calls.append(list(addresses))
+        await asyncio.sleep(0.05)
+        return [Result(a, "safe", "", "", "smtp", "250 ok", "mx.test", ()) for a in addresses]
+
+
+def fake_worker(chunks: dict[int, list[str]], slots: int) -> FleetWorker:
+    """A FleetWorker without faust, PostgreSQL or a broker: what `_verifier` and `_verify`
+    touch, faked."""
+    worker = object.__new__(FleetWorker)
+    state = SimpleNamespace(active=True, account_id="acme",
+                            pending={n: dict.fromkeys(a) for n, a in chunks.items()})
+    state.in_flight = lambda: {n: list(p) for n, p in state.pending.items()}
+    worker.engine = SimpleNamespace(task=lambda task_id: state)
+    worker.settings = EngineSettings(_env_file=None, results_flush_interval=0.05, claim_ttl=3)
+    worker.fleet = FakeFleet()
+    worker.db = SimpleNamespace(transient_errors=(ConnectionError,))
+    worker.provider = FakeProvider()
+    worker.worker_id = "w1"
+    worker.crashes = []
+    worker.crash = lambda where, error: worker.crashes.append((where, error))
+
+    async def call(fn, *args):
+        return fn(*args)
+    worker.call = call
+    worker.outage = OutageClock()
+    worker.slots = asyncio.Semaphore(slots)
+    worker.working, worker.stopped_jobs = {}, set()
+    worker.sent = []
+
+    def settle(outcome):  # the settler, a moment later (another hop through the broker)
+        for r in outcome.results:
+            state.pending.get(outcome.chunk_no, {}).pop(r.address, None)
+        if not state.pending.get(outcome.chunk_no, True):
+            del state.pending[outcome.chunk_no]
+
+    async def send(outcome):
+        worker.sent.append(outcome)
+        asyncio.get_running_loop().call_later(0.3, settle, outcome)
+    worker.send = send
+    return worker
+
+
+async def items(*values: bytes, then: asyncio.Event | None = None):
+    for value in values:
+        yield value
+    if then is not None:
+        await then.wait()
+
+
+def test_a_chunk_sent_again_while_this_worker_verifies_it_is_not_verified_twice():
+    chunks = {0: ["a@x.test", "b@x.test"], 1: ["c@x.test"]}
+    worker = fake_worker(chunks, slots=1)
+
+    async def main():
+        _, work0 = chunk_work("t", 0)
+        _, work1 = chunk_work("t", 1)
+        # chunk 0 twice in a row (dispatched again by the watchdog), chunk 1, chunk 0 again
+        await FleetWorker._verifier(worker, items(work0, work0, work1, work0))
+        await asyncio.gather(*worker.working.values())
+    asyncio.run(main())
+    assert sorted(a for call in worker.provider.calls for a in call) == ["a@x.test", "b@x.test", "c@x.test"]
+    assert sorted(c[:2] for c in worker.fleet.claims) == [("t", 0), ("t", 1)]
+    assert worker.working == {} and not worker.crashes
+
+
+def test_every_chunk_read_is_claimed_at_once_and_waits_for_a_slot_with_its_claim():
+    """VEC_WORKERS 1, four chunks read: all four are claimed before the first is verified
+    (a waiting chunk has a live claim: the watchdog leaves it alone); one is verified at
+    a time."""
+    chunks = {n: [f"u{n}-{i}@x.test" for i in range(3)] for n in range(4)}
+    worker = fake_worker(chunks, slots=1)
+    in_verify = {"now": 0, "max": 0}
+    original = worker.provider.verify
+
+    async def verify(addresses, on_result=None):
+        in_verify["now"] += 1
+        in_verify["max"] = max(in_verify["max"], in_verify["now"])
+        try:
+            return await original(addresses, on_result)
+        finally:
+            in_verify["now"] -= 1
+    worker.provider.verify = verify
+
+    async def main():
+        done = asyncio.Event()
+        reading = asyncio.create_task(FleetWorker._verifier(worker, items(*(chunk_work("t", n)[1] for n in range(4)),
+                                                                         then=done)))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(worker.fleet.claims) == 4:
+                break
+        claimed_while_verified = len(worker.provider.calls)
+        while worker.working:
+            await asyncio.gather(*worker.working.values())
+        done.set()
+        await reading
+        return claimed_while_verified
+    claimed_while_verified = asyncio.run(main())
+    assert sorted(c[1] for c in worker.fleet.claims) == [0, 1, 2, 3]
+    assert claimed_while_verified <= 1  # all four claimed while the first (at most) was being verified
+    assert in_verify["max"] == 1  # VEC_WORKERS still bounds the verifications
+    assert sorted(a for call in worker.provider.calls for a in call) == sorted(a for c in chunks.values() for a in c)
+    assert sorted(r[1] for r in worker.fleet.released) == [0, 1, 2, 3]
