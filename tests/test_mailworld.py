@@ -86,6 +86,16 @@ def test_fixture_object(mailworld):
     }
 
 
+def test_under_pytest_xdist_the_worlds_tests_share_one_worker(mailworld, request):
+    """scripts/test runs pytest -n 4 --dist loadgroup: the world binds fixed ports, so its
+    tests must all be one group (tests/conftest.py). pytest-xdist marks a grouped test by
+    its node id's `@group` suffix; when a pytest release broke that, the groups silently
+    vanished and four workers fought over the ports."""
+    if not request.config.getoption("loadgroup", default=False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@mailworld"), request.node.nodeid
+
+
 # ---------------------------------------------------------------------------- DNS
 
 @pytest.mark.parametrize("domain", sorted(MX))
