@@ -115,12 +115,14 @@ class ReadModelQueries:
     # --- pages (keyset pagination: a page costs the same on the first or the millionth row) ---
 
     def tasks_page(self, account_id: str | None, status: str | None, after: tuple[str, str] | None,
-                   limit: int) -> list[dict[str, Any]]:
+                   limit: int, created_by: str | None = None) -> list[dict[str, Any]]:
         sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", ()
         if account_id is not None:
             sql, params = sql + " AND account_id = ?", params + (account_id,)
         if status:
             sql, params = sql + " AND status = ?", params + (status,)
+        if created_by:
+            sql, params = sql + " AND created_by = ?", params + (created_by,)
         if after:
             sql, params = sql + " AND (created_at > ? OR (created_at = ? AND task_id > ?))", params + (
                 after[0], after[0], after[1])

@@ -32,6 +32,10 @@ from projections.read_models import HISTORY_TYPES
 
 PAGE = 100
 MAX_PAGE = 1000
+# attribution: who issued the command (`admin`, `apikey:KEY_ID`, `cli:USER`, `engine`), as the
+# events' metadata and the tasks' `created_by` say
+BY = Query(None, min_length=1, max_length=200, description="only what this issuer did: admin, apikey:KEY_ID,"
+                                                           " cli:USER or engine")
 MAX_UNPROCESSED = MAX_TASK_ADDRESSES
 UPLOAD_CHUNK = 1 << 20
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
@@ -192,7 +196,7 @@ async def credits(account_id: str, request: Request, who: Principal = Depends(pr
             summary="The Credits History, oldest first, a page at a time")
 async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES] | None = None,  # noqa: A002
                   cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
-                  who: Principal = Depends(principal)):
+                  by: str | None = BY, who: Principal = Depends(principal)):
     need(who, "read")
     if not who.sees_account(account_id):
         raise Problem(404, "Not found", f"no such account: {account_id}")
@@ -201,7 +205,7 @@ async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES
 
     def page():
         _balance(svc, account_id)
-        return svc.db.read.history_page(account_id, type, int(after[0]) if after else 0, limit)
+        return svc.db.read.history_page(account_id, type, int(after[0]) if after else 0, limit, actor=by)
 
     rows = await svc.call(page)
     return json_response({"items": rows, "next_cursor": cursor_out([rows[-1]["seq"]]) if len(rows) == limit
@@ -382,9 +386,9 @@ def _upload_json(svc: Services, who: Principal, upload) -> dict:
 
 @router.get("/tasks", response_model=models.TaskPage, tags=["tasks"], summary="Tasks, oldest first, a page at a time")
 async def list_tasks(request: Request, status: Literal["pending", "processing", "completed", "cancelled",
-                                                       "failed"] | None = None,
+                                                       "failed", "deleted"] | None = None,
                      cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE), account: str | None = None,
-                     who: Principal = Depends(principal)):
+                     by: str | None = BY, who: Principal = Depends(principal)):
     need(who, "read")
     svc = services(request)
     account_id = account_of(who, account) if who.kind == "key" or account else None
@@ -393,7 +397,7 @@ async def list_tasks(request: Request, status: Literal["pending", "processing", 
     def page():
         svc.db.catch_up()
         svc.db.projector.require("tasks")
-        return svc.db.read.tasks_page(account_id, status, tuple(after) if after else None, limit)
+        return svc.db.read.tasks_page(account_id, status, tuple(after) if after else None, limit, created_by=by)
 
     rows = [task_json(r) for r in await svc.call(page)]
     last = rows[-1] if len(rows) == limit else None

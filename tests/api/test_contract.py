@@ -430,6 +430,35 @@ def test_an_erased_task_keeps_its_counts_and_its_results_are_410_gone(api: Api):
 
 
 @both
+def test_tasks_and_history_filter_by_who_issued_them_and_erased_tasks_by_status(api: Api):
+    account, key = account_with_key(api)
+    key_actor = f"apikey:{api.new_key(account, ('read',))['key_id']}"  # a second key issues nothing
+    by_key = key.post("/v1/tasks/single", json={"address": "k@example.com"}).json()["task"]
+    by_admin = api.admin.post("/v1/tasks/single", params={"account": account}, json={"address": "a@example.com"})
+    by_admin = by_admin.json()["task"]
+    mine = by_key["created_by"]
+    assert mine.startswith("apikey:") and by_admin["created_by"] == "admin"
+
+    def tasks(**params) -> list[str]:
+        r = api.admin.get("/v1/tasks", params={"account": account, **params})
+        assert r.status_code == 200, r.text
+        return [t["task_id"] for t in r.json()["items"]]
+
+    assert tasks(by=mine) == [by_key["task_id"]] and tasks(by="admin") == [by_admin["task_id"]]
+    assert tasks(by=key_actor) == [] and tasks(by="cli:nobody") == []
+    history = api.admin.get(f"/v1/accounts/{account}/history", params={"by": mine}).json()["items"]
+    assert [(r["type"], r["task_id"], r["actor"]) for r in history] == [("debit", by_key["task_id"], mine)]
+    assert [r["type"] for r in key.get(f"/v1/accounts/{account}/history", params={"by": "admin"}).json()["items"]] \
+        == ["welcome", "debit"]  # the admin opened the account
+    problem(api.admin.get("/v1/tasks", params={"by": ""}), 422)
+    problem(api.admin.get("/v1/tasks", params={"by": "x" * 201}), 422)
+
+    assert key.post(f"/v1/tasks/{by_key['task_id']}/erase").status_code == 200
+    assert tasks(status="deleted") == [by_key["task_id"]]
+    assert tasks(status="completed") == [by_admin["task_id"]]
+
+
+@both
 def test_results_as_spreadsheet_safe_csv_and_exact_json(api: Api):
     account, key = account_with_key(api)
     addresses = ["=1+2@example.com", "+cmd@example.com", "-x@example.com", "@at@example.com",
