@@ -297,3 +297,21 @@ def no_smtp_connect(monkeypatch):
 
     monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", refuse)
     return tried
+
+
+def count_open_sessions(monkeypatch) -> dict[str, int]:
+    """Counts the SMTP sessions open at once across every FakeSMTP started afterwards:
+    the returned dict's `now` and `max`, updated as sessions open and close."""
+    live = {"now": 0, "max": 0}
+    handle = FakeSMTP._handle
+
+    async def counting(self, reader, writer):
+        live["now"] += 1
+        live["max"] = max(live["max"], live["now"])
+        try:
+            await handle(self, reader, writer)
+        finally:
+            live["now"] -= 1
+
+    monkeypatch.setattr(FakeSMTP, "_handle", counting)
+    return live

@@ -14,7 +14,7 @@ from verifier.prober import SmtpProber
 from verifier.provider import HttpApiProvider, TieredProvider
 from verifier.resolver import DnsResolver
 
-from .fakes import Blackhole, FakeDNS, FakeSMTP, free_port, postfix_like
+from .fakes import Blackhole, FakeDNS, FakeSMTP, count_open_sessions, free_port, postfix_like
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -221,32 +221,16 @@ def test_per_mx_concurrency_and_rcpts_per_session():
     assert all(len(s.rcpts) <= 5 for s in srv.sessions)
 
 
-def test_global_concurrency():
+def test_global_concurrency(monkeypatch):
+    live = count_open_sessions(monkeypatch)
+
     async def main():
         async with World() as w:
             for ip in (A, B, C):
                 w.servers[ip].rcpt_delay = 0.05
-            live = {"now": 0, "max": 0}
-            orig = FakeSMTP._handle
-
-            async def counting(self, reader, writer):
-                live["now"] += 1
-                live["max"] = max(live["max"], live["now"])
-                try:
-                    await orig(self, reader, writer)
-                finally:
-                    live["now"] -= 1
-            FakeSMTP._handle = counting
-            try:
-                for ip in (A, B, C):  # restart with the wrapper
-                    w.servers[ip].close()
-                    w.servers[ip] = await FakeSMTP(ip, w.port, rcpt_delay=0.05).start()
-                p = w.prober(max_concurrency=1)
-                res = await p.verify([f"alice@{d}.test" for d in "abc"] + [f"bob@{d}.test" for d in "abc"])
-            finally:
-                FakeSMTP._handle = orig
-            return res, live
-    res, live = run(main())
+            p = w.prober(max_concurrency=1)
+            return await p.verify([f"alice@{d}.test" for d in "abc"] + [f"bob@{d}.test" for d in "abc"])
+    res = run(main())
     assert all(r.status == "safe" for r in res)
     assert live["max"] == 1
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .fakes import FakeSMTP, postfix_like
+from .fakes import FakeSMTP, count_open_sessions, postfix_like
 from .test_prober import A, B, C, World, run
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,17 +48,7 @@ def test_many_batches_over_shared_and_failover_mxs_finish_within_both_limits(mon
     """Small limits, many overlapping batches, domains sharing an MX (noaddr.test and
     failover.test fail over to a.test's MX): everything finishes (no deadlock), never more
     than one session per MX nor two in all."""
-    live = {"now": 0, "max": 0}
-    orig = FakeSMTP._handle
-
-    async def counting(self, reader, writer):
-        live["now"] += 1
-        live["max"] = max(live["max"], live["now"])
-        try:
-            await orig(self, reader, writer)
-        finally:
-            live["now"] -= 1
-    monkeypatch.setattr(FakeSMTP, "_handle", counting)
+    live = count_open_sessions(monkeypatch)
 
     async def main():
         async with World() as w:
