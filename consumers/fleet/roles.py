@@ -9,6 +9,7 @@ the process stops with it and `run_roles` raises EngineCrashed (never half-alive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -274,9 +275,10 @@ class Fleet:
                 if time.monotonic() - first > settings.claim_ttl:
                     log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id,
                              extra=metrics.task_ids(engine, task_id, chunk_no=chunk_no))
-                    metrics.REDISPATCHED.inc()
-                    self._redispatch(task_id, chunk_no)
-                    unclaimed_since[key] = time.monotonic()
+                    if self._redispatch(task_id, chunk_no):
+                        metrics.REDISPATCHED.inc()
+                        unclaimed_since[key] = time.monotonic()
+                    # else: the broker failed it; tried again on the next pass
         for key in [k for k in unclaimed_since if k[0] not in active]:
             del unclaimed_since[key]
 
@@ -290,22 +292,42 @@ class Fleet:
             metrics.system_failure("stalled")
             self.engine.fail_for_system(task_id, f"stalled: no progress for {silent:.0f}s")
 
-    def _redispatch(self, task_id: str, chunk_no: int) -> None:
+    def _redispatch(self, task_id: str, chunk_no: int) -> bool:
+        """Sends a chunk's work item again; False when the broker did not take it. A broker
+        that restarted (or forgot its topics) is an outage to wait out, not a reason to stop
+        the watchdog: the broken producer is dropped and a new one tries on the next pass."""
         from kafka import KafkaProducer
+        from kafka.errors import KafkaError
 
         from consumers.fleet.messages import Topics, chunk_partition, chunk_work
+        from engine.relay import CONNECT_TIMEOUT, ensure_topics, producer_settings
 
         if not self.settings.kafka_bootstrap:
-            return
-        if getattr(self, "_producer", None) is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                           enable_idempotence=True)
+            return False
         topic = Topics.of(self.settings).chunks
         key, value = chunk_work(task_id, chunk_no)
-        # the partition the workers' dispatch chose (not the key's hash): the same chunk, the
-        # same partition
-        partition = chunk_partition(task_id, chunk_no, self._producer.partitions_for(topic))
-        self._producer.send(topic, key=key, value=value, partition=partition).get(timeout=10)
+        try:
+            if getattr(self, "_producer", None) is None:
+                # the topic first (a broker with memory storage forgets it on a restart): this
+                # also fails fast, with no thread left behind, while the broker is down; then
+                # the relay's producer settings (bounded waits, idempotent, acks=all)
+                ensure_topics(self.settings.kafka_bootstrap, [topic], self.settings.kafka_partitions,
+                              timeout=CONNECT_TIMEOUT)
+                self._producer = KafkaProducer(**producer_settings(self.settings, "vec-watchdog"))
+            # the partition the workers' dispatch chose (not the key's hash): the same chunk,
+            # the same partition
+            partition = chunk_partition(task_id, chunk_no, self._producer.partitions_for(topic) or ())
+            self._producer.send(topic, key=key, value=value, partition=partition).get(timeout=10)
+            return True
+        except (KafkaError, ValueError) as error:  # ValueError: the topic has no partitions (yet)
+            log.warning("watchdog: could not dispatch chunk %s of %s again (%s: %s); trying again",
+                        chunk_no, task_id, type(error).__name__, error,
+                        extra=metrics.task_ids(None, task_id, chunk_no=chunk_no))
+            producer, self._producer = getattr(self, "_producer", None), None
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    producer.close(timeout=1)
+            return False
 
     def _sweep(self) -> None:
         now = utcnow()

@@ -99,6 +99,39 @@ def test_the_watchdog_dispatches_a_chunk_again_to_the_same_partition():
     assert [(key, value) for _, key, value, _ in producer.sent] == [chunk_work(task_id, n) for n in (0, 1, 7, 13)]
 
 
+class FailingKafkaProducer(FakeKafkaProducer):
+    """A producer the broker no longer knows (it restarted with memory storage): every send
+    fails, as kafka-python's idempotent producer does after UnknownProducerIdError."""
+
+    closed = False
+
+    def send(self, topic, key=None, value=None, partition=None):
+        from kafka.errors import UnknownError
+
+        def get(timeout=None):
+            raise UnknownError()
+        return SimpleNamespace(get=get)
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+def test_a_broker_that_fails_the_redispatch_does_not_stop_the_watchdog():
+    """Before: the KafkaError escaped _watch_once, the watchdog's TaskGroup failed and the
+    whole control process (relay, projector, watchdog) stopped after a broker restart."""
+    settings = EngineSettings(_env_file=None, kafka_bootstrap="127.0.0.1:1", kafka_topic_prefix="p")
+    broken = FailingKafkaProducer(set(range(8)))
+    watchdog = SimpleNamespace(settings=settings, _producer=broken)
+    assert Fleet._redispatch(watchdog, TASKS[0], 3) is False
+    assert broken.closed and watchdog._producer is None  # the next pass makes a new producer
+    # no broker at all (nothing listens on 127.0.0.1:1): the same, no exception
+    assert Fleet._redispatch(watchdog, TASKS[0], 3) is False and watchdog._producer is None
+    # and once the broker answers again, the chunk goes out
+    watchdog._producer = FakeKafkaProducer(set(range(8)))
+    assert Fleet._redispatch(watchdog, TASKS[0], 3) is True
+    assert [p for *_, p in watchdog._producer.sent] == [chunk_partition(TASKS[0], 3, range(8))]
+
+
 # --- the verifier agent -----------------------------------------------------------------
 
 class FakeFleet:
