@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,11 +46,12 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any, Awaitable, Callable
 
-from consumers.webhooks import _inline, _sleep_or, retry_delay, stamp  # the webhooks' loop helpers
+from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
+from consumers.webhooks import retry_delay
 from engine.config import EngineSettings, parse_schedule
 from engine.domain import accounts
 from engine.domain.accounts import AccountState
-from engine.service import Engine, utcnow
+from engine.service import Engine
 from events import account_stream, task_stream
 from projections.base import Table
 
@@ -199,27 +199,11 @@ class Job:
     event_id: str
 
 
-class NotificationStore:
-    """The outbox, its attempts, the consumer's checkpoint and watch list, in the store's SQL
-    session (SQLite or PostgreSQL, `?` placeholders)."""
+class NotificationStore(OutboxStore):
+    """The outbox, its attempts, the consumer's checkpoint and watch list (consumers/outbox.py)."""
 
-    def __init__(self, sql, clock: Callable[[], datetime] = utcnow):
-        self.sql, self.clock = sql, clock
-        self._ready = False
-
-    def ensure_schema(self) -> "NotificationStore":
-        if not self._ready:
-            with self.sql.transaction():
-                self.sql.lock("vec.notifications.schema")
-                for table in TABLES:
-                    self.sql.create_table(table)
-            self._ready = True
-        return self
-
-    def _rows(self, query: str, params: tuple = ()) -> list[dict]:
-        cursor = self.sql.execute(query, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    SCHEMA = OutboxSchema(CONSUMER, TABLES, CHECKPOINT.name, OUTBOX.name, ATTEMPTS.name, "message_id", "detail",
+                          "the sender stopped before it recorded the relay's answer; sent again")
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -261,10 +245,6 @@ class NotificationStore:
                           " ORDER BY attempt", (message,))
 
     # --- the consumer's side ------------------------------------------------------------
-
-    def checkpoint(self) -> int | None:
-        row = self.sql.execute("SELECT position FROM notify_checkpoint WHERE name = ?", (CONSUMER,)).fetchone()
-        return row[0] if row else None
 
     def watched(self) -> set[str]:
         return {r[0] for r in self.sql.execute("SELECT account_id FROM notify_watch").fetchall()}
@@ -310,25 +290,6 @@ class NotificationStore:
         return added
 
     # --- the sender's side ----------------------------------------------------------------
-
-    def recover(self) -> int:
-        """At a sender's start (one runs at a time): attempts left `sending` are `interrupted`
-        and their messages due now (sent again: at least once). Returns how many."""
-        now = stamp(self.clock())
-        with self.sql.transaction():
-            self.sql.lock("vec.notifications.sender")
-            stuck = [r[0] for r in self.sql.execute(
-                "SELECT message_id FROM notify_attempts WHERE outcome = 'sending'").fetchall()]
-            for message in stuck:
-                self._interrupted(message)
-                self.sql.execute("UPDATE notify_outbox SET next_attempt_at = ? WHERE message_id = ?"
-                                 " AND status = 'pending'", (now, message))
-        return len(stuck)
-
-    def _interrupted(self, message: str) -> None:
-        self.sql.execute("UPDATE notify_attempts SET outcome = 'interrupted', detail = ? WHERE message_id = ?"
-                         " AND outcome = 'sending'",
-                         ("the sender stopped before it recorded the relay's answer; sent again", message))
 
     def claim_due(self, limit: int, hold: float) -> list[Job]:
         """Claims up to `limit` due messages: each gets its attempt row (`sending`) and its next
@@ -550,6 +511,9 @@ class Relay:
                       exc_info=True)
             return "deferred", None, f"{type(error).__name__}: {error}"[:ERROR_TEXT]
 
+    async def close(self) -> None:
+        """Nothing to close: each message has a session of its own."""
+
     @staticmethod
     def _refused(code: int | None, text: str) -> tuple[str, int | None, str]:
         text = " ".join(text.split())[:ERROR_TEXT]
@@ -560,87 +524,25 @@ class Relay:
 
 # --- both loops, supervised as one ------------------------------------------------------------
 
-class Notifications:
-    """The consumer and the sender. `run` returns when `stop` is set; an unexpected error stops
-    it (and, supervised, the process) loudly. `call` runs the store's synchronous calls: inline
-    in the embedded runtime, on a thread of their own in the fleet."""
+class Notifications(OutboxLoops):
+    """The consumer and the sender (consumers/outbox.py). Without a relay
+    (VEC_NOTIFY_SMTP_HOST) messages wait in the outbox."""
+
+    NAME, SUCCESS, JOB_KEY = "notifications", "sent", "message_id"
 
     def __init__(self, engine: Engine, settings: EngineSettings,
-                 call: Callable[..., Awaitable[Any]] = _inline, clock: Callable[[], datetime] | None = None):
-        self.engine, self.settings, self.call = engine, settings, call
-        self.db = engine.db
-        self.store = NotificationStore(self.db.projector.sql, clock or engine.clock)
-        self.consumer = NotificationConsumer(engine, self.store, settings.notify_sender)
-        self.schedule = parse_schedule(settings.notify_retry_schedule)
-        self.wake = asyncio.Event()  # new messages: look now
+                 call: Callable[..., Awaitable[Any]] = inline, clock: Callable[[], datetime] | None = None):
+        self.settings = settings
+        store = NotificationStore(engine.db.projector.sql, clock or engine.clock)
+        super().__init__(engine, call, store, NotificationConsumer(engine, store, settings.notify_sender),
+                         batch=BATCH, schedule=parse_schedule(settings.notify_retry_schedule),
+                         poll_interval=settings.notify_poll_interval, concurrency=CONCURRENCY,
+                         hold=settings.notify_timeout * 2 + CLAIM_MARGIN, max_attempts=settings.notify_max_attempts)
 
-    async def run(self, stop) -> None:
-        await self.call(self.store.ensure_schema)
-        recovered = await self.call(self.store.recover)
-        if recovered:
-            log.warning("notifications: %d attempts were cut short by a stop; sending them again", recovered)
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._consume(stop))
-                if self.settings.notify_smtp_host:
-                    group.create_task(self._send(stop))
-                else:
-                    log.info("notifications: no relay (VEC_NOTIFY_SMTP_HOST); messages wait in the outbox")
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+    def sender(self) -> "Relay":
+        return Relay(self.settings)
 
-    async def _consume(self, stop) -> None:
-        while not stop.is_set():
-            try:
-                moved = await self.call(self.consumer.step)
-            except self.db.transient_errors as error:
-                log.warning("notifications consumer: %s; trying again", error)
-                moved = 0
-            if moved:
-                self.wake.set()
-            if moved < BATCH:
-                await _sleep_or(stop, self.settings.notify_poll_interval)
-            else:
-                await asyncio.sleep(0)  # a long backlog must not starve the runtime's other loops
-
-    async def _send(self, stop) -> None:
-        relay = Relay(self.settings)
-        flying: set[asyncio.Task] = set()
-        hold = self.settings.notify_timeout * 2 + CLAIM_MARGIN
-        try:
-            while not stop.is_set():
-                for job in [j for j in flying if j.done()]:
-                    flying.discard(job)
-                    job.result()  # an error of ours (not the relay's) stops the loop, loudly
-                room = CONCURRENCY - len(flying)
-                jobs = []
-                self.wake.clear()
-                if room > 0:
-                    try:
-                        jobs = await self.call(self.store.claim_due, room, hold)
-                    except self.db.transient_errors as error:
-                        log.warning("notifications sender: %s; trying again", error)
-                for job in jobs:
-                    flying.add(asyncio.create_task(self._attempt(relay, job), name=f"notify-{job.message_id}"))
-                if len(jobs) < room or not jobs:
-                    await _sleep_or(stop, self.settings.notify_poll_interval, self.wake, *flying)
-        finally:
-            for job in flying:
-                job.cancel()  # left `sending`: the next sender's recover() sends them again
-            await asyncio.gather(*flying, return_exceptions=True)
-
-    async def _attempt(self, relay: Relay, job: Job) -> None:
-        started = time.monotonic()
-        outcome, code, detail = await relay.send(job)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        while True:  # recorded right after the relay's answer: a sent message is never sent again
-            try:
-                state = await self.call(self.store.record, job, outcome, code, detail, duration_ms, self.schedule,
-                                        self.settings.notify_max_attempts)
-                break
-            except self.db.transient_errors as failure:  # the store is away: the claim holds meanwhile
-                log.warning("notifications: recording %s: %s; trying again", job.message_id, failure)
-                await asyncio.sleep(self.settings.notify_poll_interval)
-        level = logging.INFO if outcome == "sent" else logging.WARNING
-        log.log(level, "notification %s attempt %d: %s%s -> %s", job.message_id, job.attempt, outcome,
-                f" ({detail})" if detail else "", state)
+    def sending(self) -> bool:
+        if not self.settings.notify_smtp_host:
+            log.info("notifications: no relay (VEC_NOTIFY_SMTP_HOST); messages wait in the outbox")
+        return bool(self.settings.notify_smtp_host)

@@ -45,9 +45,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from engine.config import EngineSettings, parse_schedule
 from engine.domain.errors import InvalidCommand
-from engine.service import Engine, utcnow
+from engine.service import Engine
 from projections.base import Table
 from verifier.egress import egress_refusal
 
@@ -91,11 +92,6 @@ ATTEMPT_FIELDS = ("attempt", "started_at", "outcome", "status_code", "error", "d
 
 
 # --- pure helpers -------------------------------------------------------------------------
-
-def stamp(moment: datetime) -> str:
-    """UTC, always with microseconds: one width, so that text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
 
 def new_secret() -> str:
     """A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes."""
@@ -198,27 +194,11 @@ class Job:
     payload: str
 
 
-class WebhookStore:
-    """Endpoints, deliveries, attempts and the consumer's checkpoint, in the store's SQL
-    session (SQLite or PostgreSQL, `?` placeholders)."""
+class WebhookStore(OutboxStore):
+    """Endpoints, deliveries, attempts and the consumer's checkpoint (consumers/outbox.py)."""
 
-    def __init__(self, sql, clock: Callable[[], datetime] = utcnow):
-        self.sql, self.clock = sql, clock
-        self._ready = False
-
-    def ensure_schema(self) -> "WebhookStore":
-        if not self._ready:
-            with self.sql.transaction():
-                self.sql.lock("vec.webhooks.schema")
-                for table in TABLES:
-                    self.sql.create_table(table)
-            self._ready = True
-        return self
-
-    def _rows(self, query: str, params: tuple = ()) -> list[dict]:
-        cursor = self.sql.execute(query, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    SCHEMA = OutboxSchema(CONSUMER, TABLES, CHECKPOINT.name, DELIVERIES.name, ATTEMPTS.name, "delivery_id", "error",
+                          "the sender stopped before it recorded an answer; sent again")
 
     # --- endpoints ----------------------------------------------------------------------
 
@@ -301,10 +281,6 @@ class WebhookStore:
 
     # --- the consumer's side --------------------------------------------------------------
 
-    def checkpoint(self) -> int | None:
-        row = self.sql.execute("SELECT position FROM webhook_checkpoint WHERE name = ?", (CONSUMER,)).fetchone()
-        return row[0] if row else None
-
     def listening_accounts(self) -> set[str]:
         return {r[0] for r in self.sql.execute(
             "SELECT DISTINCT account_id FROM webhook_endpoints WHERE disabled_at IS NULL").fetchall()}
@@ -347,25 +323,6 @@ class WebhookStore:
         return added
 
     # --- the sender's side ------------------------------------------------------------------
-
-    def recover(self) -> int:
-        """At a sender's start (one runs at a time): attempts left `sending` by a sender that
-        stopped are `interrupted`, and their deliveries due now. Returns how many."""
-        now = stamp(self.clock())
-        with self.sql.transaction():
-            self.sql.lock("vec.webhooks.sender")
-            stuck = [r[0] for r in self.sql.execute(
-                "SELECT delivery_id FROM webhook_attempts WHERE outcome = 'sending'").fetchall()]
-            for delivery_id in stuck:
-                self._interrupted(delivery_id)
-                self.sql.execute("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE delivery_id = ?"
-                                 " AND status = 'pending'", (now, delivery_id))
-        return len(stuck)
-
-    def _interrupted(self, delivery_id: str) -> None:
-        self.sql.execute("UPDATE webhook_attempts SET outcome = 'interrupted', error = ? WHERE delivery_id = ?"
-                         " AND outcome = 'sending'",
-                         ("the sender stopped before it recorded an answer; sent again", delivery_id))
 
     def claim_due(self, limit: int, hold: float) -> list[Job]:
         """Claims up to `limit` due deliveries: each gets its attempt row (`sending`) and its
@@ -563,101 +520,19 @@ class Sender:
 
 # --- both loops, supervised as one ------------------------------------------------------------
 
-async def _inline(fn, *args, **kwargs):
-    """The embedded runtime's way: store calls on the loop's own thread (its SQLite connection)."""
-    return fn(*args, **kwargs)
+class Webhooks(OutboxLoops):
+    """The consumer and the sender (consumers/outbox.py)."""
 
-
-class Webhooks:
-    """The consumer and the sender. `run` returns when `stop` is set; an unexpected error
-    stops it (and, supervised, the process) loudly. `call` runs the store's synchronous
-    calls: inline in the embedded runtime, on a thread of their own in the fleet."""
+    NAME, SUCCESS, JOB_KEY = "webhooks", "delivered", "delivery_id"
 
     def __init__(self, engine: Engine, settings: EngineSettings,
-                 call: Callable[..., Awaitable[Any]] = _inline, clock: Callable[[], datetime] | None = None):
-        self.engine, self.settings, self.call = engine, settings, call
-        self.db = engine.db
-        self.store = WebhookStore(self.db.projector.sql, clock or engine.clock)
-        self.consumer = WebhookConsumer(engine, self.store)
-        self.schedule = parse_schedule(settings.webhook_retry_schedule)
-        self.wake = asyncio.Event()  # new deliveries: look now
+                 call: Callable[..., Awaitable[Any]] = inline, clock: Callable[[], datetime] | None = None):
+        self.settings = settings
+        store = WebhookStore(engine.db.projector.sql, clock or engine.clock)
+        super().__init__(engine, call, store, WebhookConsumer(engine, store), batch=BATCH,
+                         schedule=parse_schedule(settings.webhook_retry_schedule),
+                         poll_interval=settings.webhook_poll_interval, concurrency=settings.webhook_concurrency,
+                         hold=settings.webhook_timeout + CLAIM_MARGIN, max_attempts=settings.webhook_max_attempts)
 
-    async def run(self, stop) -> None:
-        await self.call(self.store.ensure_schema)
-        recovered = await self.call(self.store.recover)
-        if recovered:
-            log.warning("webhooks: %d attempts were cut short by a stop; sending them again", recovered)
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._consume(stop))
-                group.create_task(self._send(stop))
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-
-    async def _consume(self, stop) -> None:
-        while not stop.is_set():
-            try:
-                moved = await self.call(self.consumer.step)
-            except self.db.transient_errors as error:
-                log.warning("webhooks consumer: %s; trying again", error)
-                moved = 0
-            if moved:
-                self.wake.set()
-            if moved < BATCH:
-                await _sleep_or(stop, self.settings.webhook_poll_interval)
-            else:
-                await asyncio.sleep(0)  # a long backlog must not starve the runtime's other loops
-
-    async def _send(self, stop) -> None:
-        sender = Sender(self.settings)
-        flying: set[asyncio.Task] = set()
-        hold = self.settings.webhook_timeout + CLAIM_MARGIN
-        try:
-            while not stop.is_set():
-                for job in [j for j in flying if j.done()]:
-                    flying.discard(job)
-                    job.result()  # an error of ours (not the network's) stops the loop, loudly
-                room = self.settings.webhook_concurrency - len(flying)
-                jobs = []
-                self.wake.clear()
-                if room > 0:
-                    try:
-                        jobs = await self.call(self.store.claim_due, room, hold)
-                    except self.db.transient_errors as error:
-                        log.warning("webhooks sender: %s; trying again", error)
-                for job in jobs:
-                    flying.add(asyncio.create_task(self._attempt(sender, job), name=f"webhook-{job.delivery_id}"))
-                if len(jobs) < room or not jobs:
-                    await _sleep_or(stop, self.settings.webhook_poll_interval, self.wake, *flying)
-        finally:
-            for job in flying:
-                job.cancel()  # left `sending`: the next sender's recover() sends them again
-            await asyncio.gather(*flying, return_exceptions=True)
-            await sender.close()
-
-    async def _attempt(self, sender: Sender, job: Job) -> None:
-        started = time.monotonic()
-        outcome, status_code, error = await sender.send(job)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        while True:
-            try:
-                state = await self.call(self.store.record, job, outcome, status_code, error, duration_ms,
-                                        self.schedule, self.settings.webhook_max_attempts)
-                break
-            except self.db.transient_errors as failure:  # the store is away: the claim holds meanwhile
-                log.warning("webhooks: recording %s: %s; trying again", job.delivery_id, failure)
-                await asyncio.sleep(self.settings.webhook_poll_interval)
-        level = logging.INFO if outcome == "delivered" else logging.WARNING
-        log.log(level, "webhook %s attempt %d: %s%s -> %s", job.delivery_id, job.attempt, outcome,
-                f" ({error})" if error else "", state)
-
-
-async def _sleep_or(stop, seconds: float, *also) -> None:
-    """Sleeps `seconds`, or less if `stop` or one of `also` (events or tasks) comes first."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters[:1] + [w for w, a in zip(waiters[1:], also) if isinstance(a, asyncio.Event)]:
-            waiter.cancel()
+    def sender(self) -> Sender:
+        return Sender(self.settings)

@@ -1,0 +1,197 @@
+"""What the webhooks' and the e-mail notifications' stores share (consumers/webhooks.py,
+consumers/notifications.py): a log consumer's checkpoint, and an outbox whose every attempt
+is recorded. At least once: an attempt a stopped sender left `sending` is marked
+`interrupted` and its message made due again. In the store's SQL session (SQLite or
+PostgreSQL, `?` placeholders)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, ClassVar
+
+from engine.service import utcnow
+from projections.base import Table
+
+
+def stamp(moment: datetime) -> str:
+    """UTC, always with microseconds: one width, so that text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class OutboxSchema:
+    name: str  # the consumer's checkpoint name, and the namespace of its advisory locks
+    tables: tuple[Table, ...]  # every table it creates
+    checkpoint: str  # the checkpoint table
+    outbox: str  # one row a message (status, attempts, next_attempt_at)
+    attempts: str  # one row an attempt (outcome, and what went wrong in `error`)
+    key: str  # the column that names a message in both
+    error: str
+    interrupted: str  # what an interrupted attempt says
+
+
+class OutboxStore:
+    SCHEMA: ClassVar[OutboxSchema]
+
+    def __init__(self, sql, clock: Callable[[], datetime] = utcnow):
+        self.sql, self.clock = sql, clock
+        self._ready = False
+
+    def ensure_schema(self):
+        if not self._ready:
+            with self.sql.transaction():
+                self.sql.lock(f"vec.{self.SCHEMA.name}.schema")
+                for table in self.SCHEMA.tables:
+                    self.sql.create_table(table)
+            self._ready = True
+        return self
+
+    def _rows(self, query: str, params: tuple = ()) -> list[dict]:
+        cursor = self.sql.execute(query, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def checkpoint(self) -> int | None:
+        row = self.sql.execute(f"SELECT position FROM {self.SCHEMA.checkpoint} WHERE name = ?",
+                               (self.SCHEMA.name,)).fetchone()
+        return row[0] if row else None
+
+    def recover(self) -> int:
+        """At a sender's start (one runs at a time): attempts left `sending` by a sender that
+        stopped are `interrupted`, and their messages due now. Returns how many."""
+        s = self.SCHEMA
+        now = stamp(self.clock())
+        with self.sql.transaction():
+            self.sql.lock(f"vec.{s.name}.sender")
+            stuck = [r[0] for r in self.sql.execute(
+                f"SELECT {s.key} FROM {s.attempts} WHERE outcome = 'sending'").fetchall()]
+            for key in stuck:
+                self._interrupted(key)
+                self.sql.execute(f"UPDATE {s.outbox} SET next_attempt_at = ? WHERE {s.key} = ?"
+                                 " AND status = 'pending'", (now, key))
+        return len(stuck)
+
+    def _interrupted(self, key: str) -> None:
+        s = self.SCHEMA
+        self.sql.execute(f"UPDATE {s.attempts} SET outcome = 'interrupted', {s.error} = ? WHERE {s.key} = ?"
+                         " AND outcome = 'sending'", (s.interrupted, key))
+
+
+# --- the consumer and the sender, supervised as one ---------------------------------------------
+
+async def inline(fn, *args, **kwargs):
+    """The embedded runtime's way: store calls on the loop's own thread (its SQLite connection)."""
+    return fn(*args, **kwargs)
+
+
+async def sleep_or(stop, seconds: float, *also) -> None:
+    """Sleeps `seconds`, or less if `stop` or one of `also` (events or tasks) comes first."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters[:1] + [w for w, a in zip(waiters[1:], also) if isinstance(a, asyncio.Event)]:
+            waiter.cancel()
+
+
+class OutboxLoops:
+    """The consumer (the log -> the outbox) and the sender (the outbox -> the world). `run`
+    returns when `stop` is set; an unexpected error stops it (and, supervised, the process)
+    loudly. `call` runs the store's synchronous calls: inline in the embedded runtime, on a
+    thread of their own in the fleet. A subclass names itself and gives its sender."""
+
+    NAME: ClassVar[str]  # in logs: "webhooks"
+    SUCCESS: ClassVar[str]  # the outcome that ends a message well
+    JOB_KEY: ClassVar[str]  # the Job field that names its message
+
+    def __init__(self, engine, call: Callable[..., Awaitable[Any]], store: OutboxStore, consumer, *,
+                 batch: int, schedule: tuple[float, ...], poll_interval: float, concurrency: int, hold: float,
+                 max_attempts: int):
+        self.engine, self.db, self.call, self.store, self.consumer = engine, engine.db, call, store, consumer
+        self.batch, self.schedule, self.poll_interval = batch, schedule, poll_interval
+        self.concurrency, self.hold, self.max_attempts = concurrency, hold, max_attempts
+        self.wake = asyncio.Event()  # new messages: look now
+        self.log = logging.getLogger(f"vec.{self.NAME}")
+
+    def sender(self):
+        """What sends a job: `await send(job)` -> (outcome, code, error); `await close()`."""
+        raise NotImplementedError
+
+    def sending(self) -> bool:
+        """False: messages wait in the outbox (nowhere to send them)."""
+        return True
+
+    async def run(self, stop) -> None:
+        await self.call(self.store.ensure_schema)
+        recovered = await self.call(self.store.recover)
+        if recovered:
+            self.log.warning("%s: %d attempts were cut short by a stop; sending them again", self.NAME, recovered)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume(stop))
+                if self.sending():
+                    group.create_task(self._send(stop))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _consume(self, stop) -> None:
+        while not stop.is_set():
+            try:
+                moved = await self.call(self.consumer.step, self.batch)
+            except self.db.transient_errors as error:
+                self.log.warning("%s consumer: %s; trying again", self.NAME, error)
+                moved = 0
+            if moved:
+                self.wake.set()
+            if moved < self.batch:
+                await sleep_or(stop, self.poll_interval)
+            else:
+                await asyncio.sleep(0)  # a long backlog must not starve the runtime's other loops
+
+    async def _send(self, stop) -> None:
+        sender = self.sender()
+        flying: set[asyncio.Task] = set()
+        try:
+            while not stop.is_set():
+                for job in [j for j in flying if j.done()]:
+                    flying.discard(job)
+                    job.result()  # an error of ours (not the network's) stops the loop, loudly
+                room = self.concurrency - len(flying)
+                jobs = []
+                self.wake.clear()
+                if room > 0:
+                    try:
+                        jobs = await self.call(self.store.claim_due, room, self.hold)
+                    except self.db.transient_errors as error:
+                        self.log.warning("%s sender: %s; trying again", self.NAME, error)
+                for job in jobs:
+                    flying.add(asyncio.create_task(self._attempt(sender, job),
+                                                   name=f"{self.NAME}-{getattr(job, self.JOB_KEY)}"))
+                if len(jobs) < room or not jobs:
+                    await sleep_or(stop, self.poll_interval, self.wake, *flying)
+        finally:
+            for job in flying:
+                job.cancel()  # left `sending`: the next sender's recover() sends them again
+            await asyncio.gather(*flying, return_exceptions=True)
+            await sender.close()
+
+    async def _attempt(self, sender, job) -> None:
+        started = time.monotonic()
+        outcome, code, error = await sender.send(job)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        key = getattr(job, self.JOB_KEY)
+        while True:  # recorded right after the answer: a message that arrived is not sent again
+            try:
+                state = await self.call(self.store.record, job, outcome, code, error, duration_ms, self.schedule,
+                                        self.max_attempts)
+                break
+            except self.db.transient_errors as failure:  # the store is away: the claim holds meanwhile
+                self.log.warning("%s: recording %s: %s; trying again", self.NAME, key, failure)
+                await asyncio.sleep(self.poll_interval)
+        level = logging.INFO if outcome == self.SUCCESS else logging.WARNING
+        self.log.log(level, "%s %s attempt %d: %s%s -> %s", self.NAME, key, job.attempt, outcome,
+                f" ({error})" if error else "", state)
