@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, ClassVar
 
+from consumers.waiting import sleep_or
 from engine.service import utcnow
 from projections.base import Table
 
@@ -85,17 +86,6 @@ class OutboxStore:
 async def inline(fn, *args, **kwargs):
     """The embedded runtime's way: store calls on the loop's own thread (its SQLite connection)."""
     return fn(*args, **kwargs)
-
-
-async def sleep_or(stop, seconds: float, *also) -> None:
-    """Sleeps `seconds`, or less if `stop` or one of `also` (events or tasks) comes first."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters[:1] + [w for w, a in zip(waiters[1:], also) if isinstance(a, asyncio.Event)]:
-            waiter.cancel()
 
 
 class OutboxLoops:

@@ -35,6 +35,7 @@ from engine.store.lease import LeaseHeld, LeaseInfo
 from consumers import metrics
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
+from consumers.waiting import sleep_or
 from projections.runner import BATCH
 
 log = logging.getLogger("vec.runtime")
@@ -133,7 +134,7 @@ class Runtime:
                     log.warning("a CLI (pid %s on %s) drives one task on this store; starting when it is done",
                                 held.lease.pid, held.lease.host)
                     announced = True
-            await _sleep_or(stop, self.settings.poll_interval)
+            await sleep_or(stop, self.settings.poll_interval)
             if stop.is_set():
                 return _STOPPED
 
@@ -192,7 +193,7 @@ class Runtime:
                 self._sweep_uploads()
                 self.engine.erase_due()  # the retention window: per-address data of old tasks
                 next_sweep = time.monotonic() + 30
-            await _sleep_or(stop, self.settings.heartbeat_interval)
+            await sleep_or(stop, self.settings.heartbeat_interval)
 
     def _fail_stalled_tasks(self) -> None:
         """A processing task without a new event for `task_stall_timeout` fails with its refund."""
@@ -242,7 +243,7 @@ class Runtime:
             if self.only_task and self.only_task not in self.drivers:
                 return
             self.poke.clear()
-            await _sleep_or(stop, self.settings.poll_interval, self.poke)
+            await sleep_or(stop, self.settings.poll_interval, self.poke)
 
     def _ensure_driver(self, task_id: str) -> None:
         if task_id in self.drivers:
@@ -367,16 +368,6 @@ async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:
 
 
 _STOPPED = object()  # stopped before the lease was ever taken
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:
-    """Sleeps `seconds`, or less if `stop` (or `also`) is set meanwhile."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, also) if e is not None]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def drive_until_finished(engine: Engine, provider, task_id: str) -> None:

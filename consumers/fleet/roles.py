@@ -23,6 +23,7 @@ from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.runtime import EngineCrashed
 from consumers.scheduling import schedule
+from consumers.waiting import sleep_or
 from engine.config import EngineSettings
 from engine.service import ACTOR, Engine
 from engine.store.postgres import LeaderLock
@@ -136,7 +137,7 @@ class Fleet:
                 if not failing:
                     log.warning("heartbeat: %s; retrying", error)
                 failing = True
-            await _sleep_or(stop, self.settings.heartbeat_interval)
+            await sleep_or(stop, self.settings.heartbeat_interval)
 
     # --- the roles that run once in the fleet -------------------------------------------
 
@@ -147,7 +148,7 @@ class Fleet:
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(lock.try_acquire):
-                    await _sleep_or(stop, 0.5)
+                    await sleep_or(stop, 0.5)
                     continue
                 log.info("%s: this process leads", role)
                 self.leading.add(role)
@@ -169,7 +170,7 @@ class Fleet:
             if not await asyncio.to_thread(lock.still_held):
                 lost.set()
                 return
-            await _sleep_or(stop, 1.0)
+            await sleep_or(stop, 1.0)
 
     async def _relay(self, stop: asyncio.Event) -> None:
         from engine.relay import Relay
@@ -364,10 +365,3 @@ class _Until:
 
 def _either(*events: asyncio.Event) -> _Until:
     return _Until(*events)
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

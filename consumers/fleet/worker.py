@@ -37,6 +37,7 @@ from consumers import metrics
 from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_work, read_chunk_work
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
+from consumers.waiting import sleep_or
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
@@ -269,7 +270,7 @@ class FleetWorker:
                                  extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
                         self.stopped_jobs.add((task_id, chunk_no))
                         job.cancel()
-            await _sleep_or(stop, self.settings.stop_poll_interval)
+            await sleep_or(stop, self.settings.stop_poll_interval)
 
     async def _renew_claims(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -277,7 +278,7 @@ class FleetWorker:
                 await asyncio.to_thread(self.fleet.renew, self.worker_id, utcnow())
             except Exception as error:  # noqa: BLE001 - a late renewal only risks a second verifier
                 log.warning("renewing chunk claims: %s", error)
-            await _sleep_or(stop, self.settings.claim_ttl / 4)
+            await sleep_or(stop, self.settings.claim_ttl / 4)
 
     async def send(self, outcome: Outcome) -> None:
         key, value = outcome.to_message()
@@ -359,11 +360,3 @@ class _TopicSink:
 
     async def fail_task(self, reason: str) -> None:
         await self.worker.send(Outcome("fail_task", self.task_id, self.chunk_no, error=reason))
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
-

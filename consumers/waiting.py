@@ -1,0 +1,16 @@
+"""The loops' one way to pause (the runtime, the fleet's roles, the outbox loops)."""
+from __future__ import annotations
+
+import asyncio
+
+
+async def sleep_or(stop: asyncio.Event, seconds: float, *also) -> None:
+    """Sleeps `seconds`, or less if `stop` or one of `also` (events, or tasks: never
+    cancelled here) comes first."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters[:1] + [w for w, a in zip(waiters[1:], also) if isinstance(a, asyncio.Event)]:
+            waiter.cancel()
