@@ -14,8 +14,9 @@ Outcomes of :meth:`DnsResolver.lookup_mx`:
 Our resolver down is not a domain's failure: when a look-up gets no response at all
 (timeout, network error), a canary query (``dns_canary``, type SOA) asks the same
 resolver something that always has an answer. Any response, whatever its rcode, proves
-the resolver alive and the failure stays the domain's (``failure``); none within
-``dns_timeout`` raises :class:`ProviderUnavailable`. One canary serves every concurrent
+the resolver alive: the look-up is asked once more (the resolver may have just come
+back), and a second silence stays the domain's (``failure``); no response to the canary
+within ``dns_timeout`` raises :class:`ProviderUnavailable`. One canary serves every concurrent
 look-up and its verdict is kept ``CANARY_TTL`` seconds.
 
 Addresses that are not globally routable never become MX hosts to try (see
@@ -214,12 +215,14 @@ class DnsResolver:
         try:
             t0 = time.monotonic()
             res, ttl, silent = await self._lookup_mx(domain)
-            if res.status == "failure" and silent and not await self.resolver_alive():
-                raise ProviderUnavailable(
-                    f"dns resolver not answering ({self.describe_servers()}): "
-                    f"no response to the canary {self.settings.dns_canary!r} SOA "
-                    f"within {self.settings.dns_timeout:g}s after {res.detail}"
-                )
+            if res.status == "failure" and silent:
+                self._raise_if_our_outage(res, await self.resolver_alive())
+                # The canary answers now, but our resolver may have come back only after this
+                # look-up went unanswered (an outage of ours ending): ask once more before
+                # calling the silence the domain's.
+                res, ttl, silent = await self._lookup_mx(domain)
+                if res.status == "failure" and silent:
+                    self._raise_if_our_outage(res, await self.resolver_alive())
             res = dataclasses.replace(res, elapsed=time.monotonic() - t0)
             if res.status not in ("failure", "blocked"):
                 self._mx_cache.set(domain, res, ttl)
@@ -235,6 +238,14 @@ class DnsResolver:
             raise
         finally:
             self._inflight.pop(key, None)
+
+    def _raise_if_our_outage(self, res: MxLookup, resolver_alive: bool) -> None:
+        if not resolver_alive:
+            raise ProviderUnavailable(
+                f"dns resolver not answering ({self.describe_servers()}): "
+                f"no response to the canary {self.settings.dns_canary!r} SOA "
+                f"within {self.settings.dns_timeout:g}s after {res.detail}"
+            )
 
     async def _lookup_mx(self, domain: str) -> tuple[MxLookup, float, bool]:
         """(outcome, cache TTL, whether a failure got no response at all)."""

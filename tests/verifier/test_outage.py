@@ -106,6 +106,39 @@ def test_a_live_resolver_keeps_domain_failures_unknown():
     assert healthy
 
 
+class BackAtTheCanary(FakeDNS):
+    """A resolver that is down until the canary asks: it comes back just after a look-up
+    went unanswered (the end of an outage of ours, as the CI machine once timed it)."""
+
+    def datagram_received(self, data: bytes, addr) -> None:  # noqa: ANN001
+        import dns.message
+        import dns.rdatatype
+
+        question = dns.message.from_wire(data).question[0]
+        if (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype)) == CANARY:
+            self.dead = False
+        super().datagram_received(data, addr)
+
+
+def test_a_resolver_back_by_the_canary_answers_the_look_up_again():
+    """Before: the canary's answer made the silent look-up the domain's DNS failure, and an
+    outage of ours that had just ended settled as an Unknown (dns_failure)."""
+    class ComingBack(World):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dns = BackAtTheCanary(ZONE)
+
+    async def main():
+        async with ComingBack() as w:
+            w.dns.dead = True
+            p = w.prober(dns_timeout=0.5)
+            return await p.verify(["alice@a.test"]), w.dns
+    [result], fake = run(main())
+    assert (result.status, result.reason) == ("safe", None), result
+    assert canaries(fake) == 1
+    assert [q for q in fake.queries if q == ("a.test.", "MX")] == [("a.test.", "MX")] * 2
+
+
 def test_a_refusing_resolver_is_alive():
     """REFUSED to everything: the resolver answers, so the failures are unknowns."""
     async def main():
