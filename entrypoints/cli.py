@@ -697,7 +697,11 @@ def serve_cmd(ctx: Context) -> None:
     from consumers.providers import build_provider
     from consumers.runtime import Runtime
     from entrypoints.api.app import serve
+    from entrypoints.api.guard import weak_admin_token
 
+    weak = weak_admin_token(ctx.settings.admin_token)
+    if weak:
+        raise click.ClickException(weak)
     runtime = None if ctx.distributed else Runtime(ctx.engine, build_provider(ctx.settings))
     where = f"http://{ctx.settings.api_host}:{ctx.settings.api_port}"
     err.print(f"vec API on {where} (store {ctx.settings.store}"

@@ -16,6 +16,7 @@ from engine.service import Engine
 from engine.store import open_database
 from entrypoints.api import problems
 from entrypoints.api.deps import API_REQUESTS, Services
+from entrypoints.api.guard import BodyGuard, GuardSettings, guarded_h11
 from entrypoints.api.routes import router
 from entrypoints.api import routes_webhooks  # webhooks: endpoints, deliveries and attempts
 from entrypoints.api import dashboard  # the ops dashboard (pages under /dashboard/, not in the OpenAPI document)
@@ -26,7 +27,9 @@ log = logging.getLogger("vec.api")
 VERSION = "1.0.0"
 
 
-def create_app(settings: EngineSettings) -> FastAPI:
+def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> FastAPI:
+    guard = guard or GuardSettings()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         db = open_database(settings.store)
@@ -35,7 +38,7 @@ def create_app(settings: EngineSettings) -> FastAPI:
         with db.projector.sql.transaction():
             db.projector.sql.lock("vec.api.schema")
             db.projector.sql.create_table(API_REQUESTS)
-        services = Services(engine, settings, settings.admin_token, settings.api_rate_limit)
+        services = Services(engine, settings, guard)
         runtime = getattr(app.state, "runtime", None)
         if runtime is not None:
             services.wake_engine = runtime.nudge
@@ -51,6 +54,7 @@ def create_app(settings: EngineSettings) -> FastAPI:
                               "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
                               "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
     problems.install(app)
+    app.add_middleware(BodyGuard, settings=guard, upload_bytes=settings.api_max_upload_bytes)  # before routing
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
@@ -76,10 +80,13 @@ async def serve(settings: EngineSettings, runtime=None) -> int:
 
     from consumers.runtime import EngineCrashed
 
-    app = create_app(settings)
+    guard = GuardSettings()
+    app = create_app(settings, guard)
     app.state.runtime = runtime
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                           lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on", access_log=False,
+        http=guarded_h11(guard.api_header_timeout_s), limit_concurrency=guard.api_max_connections,
+        proxy_headers=True, forwarded_allow_ips=guard.api_trusted_proxies))
     if runtime is None:
         await server.serve()
         return 0 if server.started else 1

@@ -2,16 +2,20 @@
 served by the API under /dashboard/ (`/` redirects there). Not part of the /v1 API: no
 route here is in the OpenAPI document.
 
-Sign-in: ops paste the admin token or an account's API key into a form; it is kept in an
-HttpOnly, SameSite=Strict cookie whose Path is /dashboard (never sent to /v1, which reads
-only its Authorization header), and checked on every request by the API's own
-`Services.authenticate` (the cookie becomes a Bearer header), so a revoked key stops at
-once and the same fair-use limit applies. An account key sees its account only; the admin
-sees every account and the engine's health.
+Sign-in: ops paste the admin token or an account's API key into a form; it is exchanged
+for a random session id (entrypoints/api/sessions.py: stored hashed, with a lifetime and an
+idle timeout, deleted at sign-out) kept in an HttpOnly, SameSite=Strict cookie whose Path is
+/dashboard (never sent to /v1, which reads only its Authorization header). Every request
+checks the session and who it signed in as (a revoked key or a changed admin token ends it
+at once) and the API's per-key limit. Sign-in attempts are limited per client address; the
+cookie is Secure when VEC_PUBLIC_URL is https:// or a trusted proxy says the request came
+over https. An account key sees its account only; the admin sees every account and the
+engine's health.
 
 Every POST is refused unless it is same-origin (Origin / Sec-Fetch-Site, when the browser
-sends them) and carries the CSRF token: an HMAC of the signed-in token, rendered into each
-form (field `csrf`) and sent by the JavaScript as the `X-VEC-CSRF` header. The cookie's
+sends them) and carries the CSRF token: an HMAC of the session id, rendered into each form
+(field `csrf`; the upload form carries it in its URL, so it is checked before the file is
+read) and sent by the JavaScript as the `X-VEC-CSRF` header. The cookie's
 SameSite=Strict already keeps it off cross-site requests; the token is the second lock.
 
 Work is never done here: uploads, cancels and CSV exports call the /v1 routes' own
@@ -39,6 +43,7 @@ from engine.store.base import StoreError
 from entrypoints.api import routes
 from entrypoints.api.deps import Principal, Services, task_json
 from entrypoints.api.problems import Problem, from_exception
+from entrypoints.api.uploads import receive_upload
 from projections.queries import _task_json
 from projections.read_models import HISTORY, HISTORY_TYPES, RESULTS, TASKS
 from projections.runner import ProjectionStopped
@@ -84,40 +89,22 @@ class SignIn(Exception):
     """No valid sign-in: pages redirect to the sign-in form, JSON answers 401."""
 
 
-def csrf_token(token: str) -> str:
-    """The CSRF token of a sign-in: only who holds the token can compute it."""
-    return hmac.new(token.encode(), b"vec-dashboard-csrf-v1", hashlib.sha256).hexdigest()[:40]
-
-
-def _as_bearer(request: Request, token: str) -> Request:
-    """The same request with `Authorization: Bearer <token>`, for Services.authenticate."""
-    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
-    headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
-    return Request({**request.scope, "headers": headers})
-
-
-async def _authenticate(request: Request, token: str) -> Principal:
-    svc: Services = request.app.state.services
-    try:
-        bearer = _as_bearer(request, token)
-    except UnicodeEncodeError:
-        raise SignIn("this is not a token of this API") from None
-    try:
-        who = await svc.authenticate(bearer)
-    except Problem as problem:
-        if problem.status == 401:
-            raise SignIn(problem.detail) from None
-        raise
-    svc.throttle(who)
-    return who
+def csrf_token(sid: str) -> str:
+    """The CSRF token of a session: only who holds the session id can compute it."""
+    return hmac.new(sid.encode(), b"vec-dashboard-csrf-v1", hashlib.sha256).hexdigest()[:40]
 
 
 async def viewer(request: Request) -> Principal:
-    token = request.cookies.get(COOKIE)
-    if not token:
+    """Who the session cookie signed in as (SignIn when there is none, or it ended)."""
+    sid = request.cookies.get(COOKIE)
+    if not sid:
         raise SignIn("")
-    who = await _authenticate(request, token)
-    request.state.dashboard_token = token
+    svc: Services = request.app.state.services
+    who = await svc.call(svc.session_principal, sid)
+    if who is None:
+        raise SignIn("")
+    await svc.throttle(who)
+    request.state.dashboard_sid = sid
     return who
 
 
@@ -134,7 +121,7 @@ def _same_origin(request: Request) -> None:
 def _check_csrf(request: Request, supplied: str | None) -> None:
     _same_origin(request)
     supplied = supplied or request.headers.get(CSRF_HEADER) or ""
-    expected = csrf_token(request.state.dashboard_token)
+    expected = csrf_token(request.state.dashboard_sid)
     if not hmac.compare_digest(supplied.encode(), expected.encode()):
         raise Problem(403, "Forbidden", "the form is stale or not from this dashboard (CSRF token); reload the page")
 
@@ -158,8 +145,8 @@ SECURITY_HEADERS = {
 
 
 def render(request: Request, name: str, status: int = 200, who: Principal | None = None, **context) -> HTMLResponse:
-    token = getattr(request.state, "dashboard_token", None)
-    context.update(who=who, csrf=csrf_token(token) if token and who else "", prefix=PREFIX,
+    sid = getattr(request.state, "dashboard_sid", None)
+    context.update(who=who, csrf=csrf_token(sid) if sid and who else "", prefix=PREFIX,
                    history_types=HISTORY_TYPES)
     return templates.TemplateResponse(request, name, context, status_code=status, headers=SECURITY_HEADERS)
 
@@ -365,21 +352,35 @@ async def signin_form(request: Request, next: str | None = None, expired: str | 
 @router.post(PREFIX + "/signin")
 async def signin(request: Request):
     _same_origin(request)
+    svc: Services = request.app.state.services
     form = await request.form(max_files=0, max_fields=5)
     token = str(form.get("token") or "").strip()
     target = _local_path(str(form.get("next") or ""))
     try:
-        if not token:
-            raise SignIn("paste the admin token or an API key")
-        await _authenticate(request, token)
+        await svc.limit("signin", f"signin:{request.client.host if request.client else '?'}",
+                        "the sign-in limit of this address")
+        who = await svc.principal_of(token) if token else None
+        if who is None:
+            raise SignIn("this token is not valid (unknown, mistyped or revoked)" if token
+                         else "paste the admin token or an API key")
+        await svc.throttle(who)
+        sid = await svc.call(svc.open_session, who)
     except SignIn as error:
         return render(request, "signin.html", 401, next=target, error=str(error))
     except Problem as problem:
-        return render(request, "signin.html", problem.status, next=target, error=problem.detail)
+        response = render(request, "signin.html", problem.status, next=target, error=problem.detail)
+        response.headers.update(problem.headers)
+        return response
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, path=PREFIX, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response.set_cookie(COOKIE, sid, max_age=COOKIE_MAX_AGE, path=PREFIX, httponly=True, samesite="strict",
+                        secure=_secure(request, svc))
     return response
+
+
+def _secure(request: Request, svc: Services) -> bool:
+    """Secure cookies when the public URL is https://, or the request came over https (as
+    seen directly or as a trusted proxy says: VEC_API_TRUSTED_PROXIES)."""
+    return svc.guard.public_url.lower().startswith("https://") or request.url.scheme == "https"
 
 
 @router.post(PREFIX + "/signout")
@@ -388,6 +389,8 @@ async def signout(request: Request):
     await _who(request)
     form = await request.form(max_files=0, max_fields=5)
     _check_csrf(request, str(form.get("csrf") or ""))
+    svc = _svc(request)
+    await svc.call(svc.sessions.close, request.state.dashboard_sid)  # the cookie is dead, wherever it was copied
     response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
     response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
     return response
@@ -428,21 +431,21 @@ async def account_page(request: Request, id: str | None = None, type: str | None
 
 @router.post(PREFIX + "/account/upload")
 @page
-async def upload(request: Request, id: str):  # noqa: A002
-    """The account page's upload form: the /v1 bulk route does the work."""
+async def upload(request: Request, id: str, csrf: str = ""):  # noqa: A002
+    """The account page's upload form: who may upload (write scope, CSRF token in the form's
+    URL or the X-VEC-CSRF header) is decided before a byte of the file is read; then the
+    /v1 bulk route's own steps do the work."""
     who = await _who(request)
+    routes.need(who, "write")
+    _check_csrf(request, csrf)
     svc = _svc(request)
-    account_id = id
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > svc.settings.api_max_upload_bytes + 64 * 1024:
-        raise Problem(413, "Payload too large", f"a file is at most {svc.settings.api_max_upload_bytes:,} bytes")
-    form = await request.form(max_files=1, max_fields=10)  # parsed once: the bulk route reads the same form
-    _check_csrf(request, str(form.get("csrf") or ""))
-    allow_duplicate = str(form.get("allow_duplicate") or "") in ("1", "on", "true")
+    account_id = routes.account_of(who, id)
     try:
-        # every parameter given: called as a function, FastAPI's Query() defaults are not filled in
-        answer = await routes.bulk(request, account=account_id, allow_duplicate=allow_duplicate,
-                                   name=str(form.get("name") or "")[:200], who=who)
+        with svc.gates.admit("upload", account_id):
+            received = await receive_upload(request, svc.settings.api_max_upload_bytes)
+            allow_duplicate = received.fields.get("allow_duplicate", "") in ("1", "on", "true")
+            answer = await routes.create_bulk(request, svc, who, account_id, received, allow_duplicate,
+                                              received.fields.get("name", "")[:200])
     except (Problem, DomainError) as error:
         problem = from_exception(error)
         data = await svc.call(_account_view, svc, who, account_id, None, 0)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 from datetime import datetime, timedelta, timezone
 
 import orjson
 from fastapi import Request
-from limits import parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from engine.config import EngineSettings
 from engine.service import Engine, acting_as, parse_api_key
+from entrypoints.api.guard import GuardSettings
+from entrypoints.api.lanes import TenantGates, UploadLane
 from entrypoints.api.problems import Problem
+from entrypoints.api.ratelimit import Limits
+from entrypoints.api.sessions import SessionSettings, SessionStore, admin_mark
 from projections.base import Table
 
 API_REQUESTS = Table("api_requests", ("principal", "key", "fingerprint", "status", "body", "created_at"),
@@ -49,21 +50,40 @@ class Principal:
         return self.kind == "admin" or self.account_id == account_id
 
 
-class Services:
-    """The API process's engine. Every engine or store call runs on one thread of its own,
-    in order: the loop never waits on the database, and the engine's caches and the SQLite
-    connection are only ever used there."""
+ADMIN = Principal("admin", scopes=frozenset({"read", "write", "audit", "admin"}))
+T = TypeVar("T")
 
-    def __init__(self, engine: Engine, settings: EngineSettings, admin_token: str, rate_limit: str):
+
+class Services:
+    """The API process's engine, on lanes of threads that never wait on each other:
+
+    - the **engine lane**, one thread: every short engine or store call (authentication,
+      reads, commands), in order; the loop never waits on the database, and the engine's
+      caches and the store connection are only ever used there;
+    - the **upload lane**, `VEC_API_UPLOAD_WORKERS` threads, each with its own store
+      connection and engine: parsing, sealing and staging a customer's file, and the task's
+      creation. A tenant's 100 MB upload never queues another tenant's read.
+
+    Expensive operations are also limited per account (`admit`): one tenant cannot take
+    every upload thread."""
+
+    def __init__(self, engine: Engine, settings: EngineSettings, guard: GuardSettings | None = None,
+                 rate_limit: str | None = None, session_settings: SessionSettings | None = None):
         self.engine, self.settings, self.db = engine, settings, engine.db
-        self.admin_token = admin_token
+        self.guard = guard or GuardSettings()
+        self.admin_token = settings.admin_token
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="vec-api-engine")
-        self.limits = parse_many(rate_limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.uploads = UploadLane(settings, self.guard.api_upload_workers)
+        self.gates = TenantGates({"upload": self.guard.api_tenant_uploads, "export": self.guard.api_tenant_exports})
+        self.session_settings = session_settings or SessionSettings()
+        shared = self.db.projector.sql if settings.store.startswith("postgres") else None
+        self.limits = Limits.build(shared, per_key=rate_limit or settings.api_rate_limit,
+                                   signin=self.session_settings.dashboard_signin_limit)
+        self.sessions = SessionStore(self.db.projector.sql, self.session_settings)
         self.wake_engine = lambda: None  # the embedded runtime's nudge, when one runs in this process
 
-    async def call(self, fn, *args, actor: str | None = None, **kwargs):
-        def run():
+    async def call(self, fn: Callable[..., T], *args: Any, actor: str | None = None, **kwargs: Any) -> T:
+        def run() -> T:
             if actor is None:
                 return fn(*args, **kwargs)
             with acting_as(actor):
@@ -73,6 +93,7 @@ class Services:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.uploads.close()
 
     # --- who is asking ----------------------------------------------------------------
 
@@ -82,34 +103,72 @@ class Services:
         if scheme.lower() != "bearer" or not token.strip():
             raise Problem(401, "Unauthorized", "send Authorization: Bearer <API key>",
                           headers={"WWW-Authenticate": "Bearer"})
-        token = token.strip()
-        if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return Principal("admin", scopes=frozenset({"read", "write", "audit", "admin"}))
-        key_id, _ = parse_api_key(token)
-        principal = await self.call(self._check_key, key_id, token) if key_id else None
+        principal = await self.principal_of(token.strip())
         if principal is None:
             raise Problem(401, "Unauthorized", "this API key is not valid (unknown, mistyped or revoked)",
                           headers={"WWW-Authenticate": "Bearer"})
         return principal
 
+    async def principal_of(self, token: str) -> Principal | None:
+        """Who holds this token (the admin token or a live API key), else None."""
+        if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return ADMIN
+        key_id, _ = parse_api_key(token)
+        return await self.call(self._check_key, key_id, token) if key_id else None
+
     def _check_key(self, key_id: str, token: str) -> Principal | None:
-        account_id = self.db.read.api_key_account(key_id)
-        if account_id is None:  # a key created a moment ago: the read model may be behind
-            self.db.catch_up()
-            account_id = self.db.read.api_key_account(key_id)
+        account_id = self._account_of_key(key_id)
         checked = self.engine.check_api_key(account_id, token) if account_id else None
         if checked is None:
             return None
         return Principal("key", account_id, checked[0], frozenset(checked[1]))
 
-    def throttle(self, principal: Principal) -> None:
+    def _account_of_key(self, key_id: str) -> str | None:
+        account_id = self.db.read.api_key_account(key_id)
+        if account_id is None:  # a key created a moment ago: the read model may be behind
+            self.db.catch_up()
+            account_id = self.db.read.api_key_account(key_id)
+        return account_id
+
+    def live_key(self, account_id: str, key_id: str) -> Principal | None:
+        """The principal of a key that is still live (a dashboard session's key), else None."""
+        stored = self.engine.account(account_id).keys.get(key_id)
+        if stored is None or stored[2]:
+            return None
+        return Principal("key", account_id, key_id, frozenset(stored[1]))
+
+    # --- dashboard sessions (entrypoints/api/sessions.py) ------------------------------
+
+    def open_session(self, who: Principal) -> str:
+        mark = admin_mark(self.admin_token) if who.kind == "admin" else None
+        return self.sessions.open(who.kind, who.account_id, who.key_id, mark)
+
+    def session_principal(self, sid: str) -> Principal | None:
+        """Who a live session signed in as, if that is still so: the admin token it was opened
+        with is still the admin token, or its key is still live."""
+        session = self.sessions.find(sid)
+        if session is None:
+            return None
+        if session.kind == "admin":
+            still = bool(self.admin_token) and hmac.compare_digest(session.admin_mark or "",
+                                                                   admin_mark(self.admin_token))
+            return ADMIN if still else None
+        if session.account_id is None or session.key_id is None:
+            return None
+        return self.live_key(session.account_id, session.key_id)
+
+    # --- fair use -------------------------------------------------------------------------
+
+    async def throttle(self, principal: Principal) -> None:
         """Per-key fair use: past the limit, 429 with Retry-After (other keys are not slowed)."""
-        for item in self.limits:
-            if not self.limiter.hit(item, principal.id):
-                reset, _ = self.limiter.get_window_stats(item, principal.id)
-                wait = max(1, int(reset - time.time() + 0.999))
-                raise Problem(429, "Too many requests", f"the limit of this key is {item}; try again in {wait}s",
-                              headers={"Retry-After": str(wait)}, retry_after_seconds=wait)
+        await self.limit("per_key", principal.id, "the limit of this key")
+
+    async def limit(self, name: str, who: str, what: str) -> None:
+        crossed = await self.call(self.limits.hit, name, who)
+        if crossed is not None:
+            item, wait = crossed
+            raise Problem(429, "Too many requests", f"{what} is {item}; try again in {wait}s",
+                          headers={"Retry-After": str(wait)}, retry_after_seconds=wait)
 
     # --- idempotency keys -------------------------------------------------------------
 

@@ -19,12 +19,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
 
-from engine.bulkfile import BadUpload
 from engine.domain.errors import AccountNotFound, TaskNotFound
 from entrypoints.api import models
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response, task_json
 from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
+from entrypoints.api.uploads import Received, receive_upload
 from engine.domain.limits import MAX_TASK_ADDRESSES
 from engine.service import require_results_kept
 from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
@@ -37,7 +37,6 @@ MAX_PAGE = 1000
 BY = Query(None, min_length=1, max_length=200, description="only what this issuer did: admin, apikey:KEY_ID,"
                                                            " cli:USER or engine")
 MAX_UNPROCESSED = MAX_TASK_ADDRESSES
-UPLOAD_CHUNK = 1 << 20
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
 
 # What every route may answer besides its success (all of them RFC 9457 problem details).
@@ -80,7 +79,7 @@ def services(request: Request) -> Services:
 async def principal(request: Request, _bearer=Security(bearer)) -> Principal:
     svc = services(request)
     who = await svc.authenticate(request)
-    svc.throttle(who)
+    await svc.throttle(who)
     # No store keeps a NUL in a text value (PostgreSQL refuses it): an id or a query value
     # holding one names nothing, and must not reach a query as a 5xx.
     if any("\x00" in value for value in (*request.path_params.values(), *request.query_params.keys(),
@@ -321,61 +320,26 @@ async def bulk(request: Request, account: str | None = None, allow_duplicate: bo
     need(who, "write")
     svc = services(request)
     account_id = account_of(who, account)
-    path, digest = await _receive_upload(request, svc.settings.api_max_upload_bytes)
+    with svc.gates.admit("upload", account_id):  # decided before a byte of the body is read
+        received = await receive_upload(request, svc.settings.api_max_upload_bytes)
+        return await create_bulk(request, svc, who, account_id, received, allow_duplicate, name)
+
+
+async def create_bulk(request: Request, svc: Services, who: Principal, account_id: str, received: Received,
+                      allow_duplicate: bool, name: str) -> Response:
+    """A bulk task from a received file: parsed, staged and created on the upload lane (never
+    the thread that answers other requests); the file is deleted whatever happens."""
     try:
         async def run(key):
-            upload = await svc.call(svc.engine.create_bulk, account_id, path, allow_duplicate, None, key, name,
-                                    actor=who.actor)
+            upload = await svc.uploads.call(
+                lambda engine: engine.create_bulk(account_id, received.path, allow_duplicate, None, key, name),
+                actor=who.actor)
             svc.wake_engine()
             return json_response(await svc.call(_upload_json, svc, who, upload), 201)
 
-        return await idempotent(svc, who, request, fingerprint(request, digest), run)
+        return await idempotent(svc, who, request, fingerprint(request, received.sha256), run)
     finally:
-        os.unlink(path)
-
-
-async def _receive_upload(request: Request, limit: int) -> tuple[str, str]:
-    """Streams the body (raw text/csv, or the `file` part of a multipart form) to a temporary
-    file, never holding it whole in memory; refuses more than `limit` bytes with a 413."""
-    import hashlib
-
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise Problem(413, "Payload too large", f"a file is at most {limit:,} bytes")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    digest = hashlib.sha256()
-    handle = tempfile.NamedTemporaryFile("wb", prefix="vec-upload-", suffix=".csv", delete=False)
-    size = 0
-    try:
-        if kind == "multipart/form-data":
-            form = await request.form(max_files=1, max_fields=10)
-            part = form.get("file")
-            if part is None or isinstance(part, str):
-                raise Problem(422, "Bad upload", "the multipart form needs a `file` part holding the addresses")
-            chunks = _read_chunks(part)
-        elif kind in ("text/csv", "text/plain", "application/octet-stream", ""):
-            chunks = request.stream()
-        else:
-            raise Problem(415, "Unsupported media type", "send the file as text/csv or multipart/form-data")
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise Problem(413, "Payload too large", f"a file is at most {limit:,} bytes")
-            handle.write(chunk)
-            digest.update(chunk)
-        handle.close()
-        if size == 0:
-            raise BadUpload("the file is empty: it holds no addresses")
-        return handle.name, digest.hexdigest()
-    except BaseException:
-        handle.close()
-        os.unlink(handle.name)
-        raise
-
-
-async def _read_chunks(part):
-    while chunk := await part.read(UPLOAD_CHUNK):
-        yield chunk
+        received.discard()
 
 
 def _upload_json(svc: Services, who: Principal, upload) -> dict:
@@ -449,11 +413,12 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
     svc = services(request)
 
     def first():
-        _task(svc, who, task_id)
+        task = _task(svc, who, task_id)
         require_results_kept(svc.engine.task(task_id))
         svc.db.projector.require("results")
+        return task
 
-    await svc.call(first)
+    release = svc.gates.enter("export", (await svc.call(first))["account"])
 
     async def pages():
         after = None
@@ -474,7 +439,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
                     first_row = False
             yield b"]"
 
-        return StreamingResponse(body(), media_type="application/json")
+        return GatedStream(release, body(), media_type="application/json")
 
     if format == "txt":
         async def txt_body():
@@ -482,8 +447,8 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
                 for line in txt_lines(r["address"] for r in rows):
                     yield line.encode()
 
-        return StreamingResponse(txt_body(), media_type="text/plain",
-                                 headers={"Content-Disposition": f'attachment; filename="{task_id}.txt"'})
+        return GatedStream(release, txt_body(), media_type="text/plain",
+                           headers={"Content-Disposition": f'attachment; filename="{task_id}.txt"'})
 
     async def csv_body():
         header = True
@@ -494,8 +459,8 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
         if header:
             yield next(csv_lines([], RESULT_COLUMNS)).encode()
 
-    return StreamingResponse(csv_body(), media_type="text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
+    return GatedStream(release, csv_body(), media_type="text/csv",
+                       headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
 
 
 @router.post("/tasks/{task_id}/erase", response_model=models.Task, tags=["tasks"], responses=CONFLICT,
@@ -558,6 +523,21 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
         return await idempotent(svc, who, request, fingerprint(request, b""), run)
     finally:
         os.unlink(path)
+
+
+class GatedStream(StreamingResponse):
+    """A streamed answer that holds a tenant's place (`TenantGates`) until it is sent, or
+    the client went away."""
+
+    def __init__(self, release, content, **kwargs):
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 # --- the log, for audit tooling -----------------------------------------------------------

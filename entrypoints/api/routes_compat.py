@@ -186,9 +186,9 @@ async def _answer(request: Request, act: Callable[[Services, Principal], Awaitab
     try:
         who = await svc.authenticate(request)
         try:
-            svc.throttle(who)
+            await svc.throttle(who)
         except Problem as limited:
-            return _rate_limited(svc, who, limited)
+            return await _rate_limited(svc, who, limited)
         if any("\x00" in value for value in (*request.path_params.values(), *request.query_params.keys(),
                                               *request.query_params.values())):
             raise Problem(422, "Invalid request", "a path or query value holds a NUL character")
@@ -199,7 +199,7 @@ async def _answer(request: Request, act: Callable[[Services, Principal], Awaitab
             log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = _error_response(request, problem)
     if who is not None:
-        response.headers.update(_rate_headers(svc, who))
+        response.headers.update(await _rate_headers(svc, who))
     return response
 
 
@@ -223,21 +223,21 @@ def _window(item) -> str:
     return f"{item.multiples} {unit}" + ("" if item.multiples == 1 else "s")
 
 
-def _stats(svc: Services, who: Principal) -> list[tuple[Any, float, int]]:
-    return [(item, *svc.limiter.get_window_stats(item, who.id)) for item in svc.limits]
+async def _stats(svc: Services, who: Principal) -> list[tuple[Any, float, int]]:
+    return await svc.call(svc.limits.stats, "per_key", who.id)
 
 
-def _rate_headers(svc: Services, who: Principal) -> dict[str, str]:
+async def _rate_headers(svc: Services, who: Principal) -> dict[str, str]:
     """The most binding of the key's limits (the one with the fewest requests left)."""
-    item, reset, remaining = min(_stats(svc, who), key=lambda s: (s[2], s[0].amount))
+    item, reset, remaining = min(await _stats(svc, who), key=lambda s: (s[2], s[0].amount))
     return {"X-RateLimit-Limit": str(item.amount), "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Reset": str(math.ceil(reset))}
 
 
-def _rate_limited(svc: Services, who: Principal, limited: Problem) -> Response:
+async def _rate_limited(svc: Services, who: Principal, limited: Problem) -> Response:
     if limited.status != 429:
         raise limited
-    item, reset, _ = min(_stats(svc, who), key=lambda s: (s[2], s[0].amount))
+    item, reset, _ = min(await _stats(svc, who), key=lambda s: (s[2], s[0].amount))
     wait = int(limited.extra.get("retry_after_seconds") or limited.headers.get("Retry-After") or 1)
     body = {"error": "Rate limit exceeded", "limit": item.amount, "window": _window(item),
             "current": item.amount + 1, "retry_after_seconds": wait, "message": limited.detail}
@@ -389,27 +389,39 @@ async def verify_bulk(request: Request, account: str | None = ACCOUNT):
     async def act(svc: Services, who: Principal) -> Response:
         routes.need(who, "write")
         account_id = routes.account_of(who, account)
-        raw = await _read_body(request, svc.settings.api_max_upload_bytes)
-        body = _parse(raw, VerifyBulkIn, "emails", "Emails are required")
-        bad = next((e for e in body.emails if not NOT_IN_AN_ADDRESS.isdisjoint(e)), None)
-        if bad is not None:
-            raise Problem(400, "Invalid email format", f"{bad!r} holds a character no address may hold here")
-        path = await svc.call(_emails_file, body.emails)
-        try:
-            async def run(key):
-                upload = await svc.call(svc.engine.create_bulk, account_id, path, True, None, key, body.name,
-                                        actor=who.actor)
-                svc.wake_engine()
-                return json_response(await svc.call(_bulk_json, svc, who, upload))
-
-            try:
-                return await idempotent(svc, who, request, fingerprint(request, raw + f"\n{account}".encode()), run)
-            except InsufficientCredits:
-                raise await _insufficient(svc, account_id) from None
-        finally:
-            os.unlink(path)
+        with svc.gates.admit("upload", account_id):  # decided before a byte of the body is read
+            raw = await _read_body(request, svc.settings.api_max_upload_bytes)
+            # parsing a big list takes seconds: on the upload lane, never the loop or the engine lane
+            path, name = await svc.uploads.call(lambda _engine: _list_file(raw), actor=who.actor)
+            return await _create_from_list(request, svc, who, account_id, account, raw, path, name)
 
     return await _answer(request, act)
+
+
+def _list_file(raw: bytes) -> tuple[str, str]:
+    """The body's list of emails as a CSV file (the caller unlinks it), and the task's name."""
+    body = _parse(raw, VerifyBulkIn, "emails", "Emails are required")
+    bad = next((e for e in body.emails if not NOT_IN_AN_ADDRESS.isdisjoint(e)), None)
+    if bad is not None:
+        raise Problem(400, "Invalid email format", f"{bad!r} holds a character no address may hold here")
+    return _emails_file(body.emails), body.name
+
+
+async def _create_from_list(request: Request, svc: Services, who: Principal, account_id: str, account: str | None,
+                            raw: bytes, path: str, name: str) -> Response:
+    try:
+        async def run(key):
+            upload = await svc.uploads.call(
+                lambda engine: engine.create_bulk(account_id, path, True, None, key, name), actor=who.actor)
+            svc.wake_engine()
+            return json_response(await svc.call(_bulk_json, svc, who, upload))
+
+        try:
+            return await idempotent(svc, who, request, fingerprint(request, raw + f"\n{account}".encode()), run)
+        except InsufficientCredits:
+            raise await _insufficient(svc, account_id) from None
+    finally:
+        os.unlink(path)
 
 
 def _task_head(svc: Services, who: Principal, task_id: str) -> dict:
