@@ -10,6 +10,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -103,18 +104,23 @@ def _pick_column(first_rows: list[list[str]]) -> tuple[int, bool, str]:
     return index, looks_like_header, label
 
 
+MAX_COLUMNS = 1000  # wider rows are no address list; picking a column among more would be slow
+
+
 def read_addresses(path: str | Path, report: FileReport) -> Iterator[str]:
-    """Yields the address of every row that has one (duplicates included), in file order."""
+    """Yields the address of every row that has one (duplicates included), in file order.
+    Anything the CSV reader cannot read (an unclosed quote running into a huge field, a
+    row of a million columns) is a `BadUpload` naming the line."""
     with open(path, "rb") as raw:
         hashing = _HashingReader(raw)
         text = io.TextIOWrapper(io.BufferedReader(hashing), encoding="utf-8-sig", newline="")
         sample = text.read(SAMPLE_BYTES)
         if not sample.strip():
             raise BadUpload("the file is empty: it holds no addresses")
-        stream = _chain(sample, text)
-        rows = csv.reader(stream, _dialect(sample))
+        rows = csv.reader(_chain(sample, text), _dialect(sample))
+        checked = _checked_rows(rows)
         first_rows: list[list[str]] = []
-        for row in rows:
+        for row in checked:
             if any(cell.strip() for cell in row):
                 first_rows.append(row)
             if len(first_rows) >= 100:
@@ -122,23 +128,39 @@ def read_addresses(path: str | Path, report: FileReport) -> Iterator[str]:
         if not first_rows:
             raise BadUpload("the file is empty: it holds no addresses")
         column, has_header, report.column = _pick_column(first_rows)
-        body = first_rows[1:] if has_header else first_rows
-
-        def all_rows() -> Iterator[list[str]]:
-            yield from body
-            yield from rows
-
-        for row in all_rows():
-            if not any(cell.strip() for cell in row):
-                continue  # blank line
-            report.rows += 1
-            value = row[column].strip() if column < len(row) else ""
-            if "@" not in value:
-                report.rows_without_address += 1
-                continue
-            report.candidates += 1
-            yield value
+        yield from _addresses(itertools.chain(first_rows[1:] if has_header else first_rows, checked), column, report)
         report.sha256 = hashing.digest.hexdigest()
+
+
+def _checked_rows(rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The reader's rows; its errors and over-wide rows said with the line the row starts on."""
+    reader = rows
+    while True:
+        start_line = getattr(reader, "line_num", 0) + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise BadUpload(f"line {start_line} of the file cannot be read as CSV ({error}); "
+                            "check its quotes") from None
+        if len(row) > MAX_COLUMNS:
+            raise BadUpload(f"line {start_line} has {len(row):,} columns (at most {MAX_COLUMNS:,}); "
+                            "is this an address list?")
+        yield row
+
+
+def _addresses(rows: Iterator[list[str]], column: int, report: FileReport) -> Iterator[str]:
+    for row in rows:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        report.rows += 1
+        value = row[column].strip() if column < len(row) else ""
+        if "@" not in value:
+            report.rows_without_address += 1
+            continue
+        report.candidates += 1
+        yield value
 
 
 def _chain(head: str, rest: io.TextIOBase) -> Iterator[str]:
