@@ -46,6 +46,9 @@ ERRORS = {
                           {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
     403: problem_response("the key lacks the scope this route needs, or the route is the admin's"),
     404: problem_response("no such account, task or stream (another account's are not found either)"),
+    408: problem_response("the request body paused for longer than VEC_API_BODY_IDLE_TIMEOUT_S"),
+    413: problem_response("the body is larger than this route takes (VEC_API_MAX_BODY_BYTES; uploads: "
+                          "VEC_API_MAX_UPLOAD_BYTES), refused before it was read"),
     422: problem_response("the request is not valid: nothing was changed"),
     429: problem_response("this key sent too many requests: try again after Retry-After seconds",
                           {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}}),

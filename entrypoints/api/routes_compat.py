@@ -182,13 +182,14 @@ async def _answer(request: Request, act: Callable[[Services, Principal], Awaitab
     """Who is asking (as /v1), the per-key limiter (as /v1), then `act`; any refusal said the
     documented way, and the rate-limit headers on every answer to a known key."""
     svc = routes.services(request)
-    who = None
+    who, rate_headers = None, {}
     try:
         who = await svc.authenticate(request)
         try:
             await svc.throttle(who)
         except Problem as limited:
             return await _rate_limited(svc, who, limited)
+        rate_headers = await _rate_headers(svc, who)  # as counted when the request was let in
         if any("\x00" in value for value in (*request.path_params.values(), *request.query_params.keys(),
                                               *request.query_params.values())):
             raise Problem(422, "Invalid request", "a path or query value holds a NUL character")
@@ -198,7 +199,9 @@ async def _answer(request: Request, act: Callable[[Services, Principal], Awaitab
         if problem.status >= 500 and not isinstance(error, Problem):
             log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = _error_response(request, problem)
-    if who is not None:
+    if rate_headers:
+        response.headers.update(rate_headers)
+    elif who is not None:
         response.headers.update(await _rate_headers(svc, who))
     return response
 
