@@ -196,6 +196,29 @@ def test_an_upload_without_write_scope_is_refused_on_its_headers(hostile):
     assert disk[0] == 0
 
 
+def test_a_dashboard_upload_without_write_scope_or_csrf_token_is_refused_on_its_headers(hostile):
+    api, scratch = hostile
+    account = api.new_account("dash")
+
+    def session(scopes) -> str:
+        signin = httpx.post(f"{api.url}/dashboard/signin", data={"token": api.new_key(account, scopes=scopes)["key"]})
+        assert signin.status_code == 303, signin.text
+        return signin.headers["set-cookie"].split(";")[0]
+
+    reader, writer = session(("read",)), session(("read", "write"))
+    for cookie, query, size, refusal in ((reader, f"id={account}", 250 * MB, 413),
+                                         (reader, f"id={account}", 90 * MB, 403),
+                                         (writer, f"id={account}", 90 * MB, 403),  # no CSRF token
+                                         (writer, f"id={account}&csrf=forged", 90 * MB, 403)):
+        with _disk_watch(scratch) as disk, _connect(api) as sock:
+            sock.sendall(_head(f"/dashboard/account/upload?{query}", {
+                "Cookie": cookie, "Content-Length": str(size), "Content-Type": "multipart/form-data; boundary=xyz"}))
+            status, _, body = _answer(sock)  # not one byte of the body was sent
+        assert status == refusal, body[:300]
+        assert disk[0] == 0
+    assert not _open_uploads(api.process.pid)
+
+
 # ------------------------------------------------------------------------------ slow clients
 
 def test_a_client_that_never_finishes_its_headers_is_cut_off(hostile):
