@@ -9,8 +9,11 @@ as asyncio tasks in one process, reacting to the log.
 - Workers call the provider, record results in batches (each Unknown refunded in the
   same transaction), retry rejected chunks with backoff and then fail them, and fail the
   task through SystemFailure when the provider stays unreachable past its deadline.
-- The watchdog holds the engine lease, beats, and at start fails the tasks that were
-  processing when an outage longer than `outage_grace` began; shorter outages resume.
+- The watchdog holds the engine lease, beats, and runs the timed reactions of
+  engine/policies.py (the same table the fleet's watchdog runs): at start the outage rule
+  (tasks processing when an outage longer than `outage_grace` began fail; shorter outages
+  resume), every beat the stall bound, every 30 s monthly expiry, the upload sweep and
+  retention.
 
 Supervision: the heartbeat and the follower (which also runs the projector) run in one
 task group. If either fails, the whole runtime stops and `run` raises EngineCrashed: a
@@ -27,21 +30,19 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import timedelta
 
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
 from consumers import metrics
+from consumers.reactions import Reactions
 from consumers.scheduling import schedule
+from engine.policies import SWEEP_INTERVAL_S
 from consumers.verification import OutageClock, unsettled, verify_chunk
 from consumers.waiting import sleep_or
 from projections.runner import BATCH
 
 log = logging.getLogger("vec.runtime")
-
-STALE_UPLOAD = timedelta(hours=1)
-
 
 class EngineCrashed(Exception):
     """A long-running part of the runtime failed: the runtime stopped (loudly) with it."""
@@ -66,9 +67,9 @@ class Runtime:
         self.slots = asyncio.Semaphore(self.settings.workers)
         self.position = 0
         self.lease_lost = False
-        self.progress: dict[str, tuple[int, float]] = {}  # task -> (stream version, since when)
         self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
         self.poke = asyncio.Event()  # set by nudge(): look at the log now, not at the next poll
+        self.reactions = Reactions(engine)  # the timed policies (engine/policies.py)
         metrics.track_engine(engine)  # observability: its commands and conflicts
         metrics.install(self.settings)  # observability: the prober's metrics
 
@@ -166,20 +167,11 @@ class Runtime:
         return max(10 * self.settings.heartbeat_interval, 30.0)
 
     def recover(self, previous: LeaseInfo | None) -> None:
-        """After an outage longer than the grace period, processing tasks fail; else they resume."""
+        """After an outage longer than the grace period, processing tasks fail; else they
+        resume (the outage rule: engine/policies.py)."""
         self.db.catch_up()
-        now = self.engine.clock()
-        if previous is None:
-            return
-        down_for = (now - previous.heartbeat).total_seconds()
-        if down_for <= self.settings.outage_grace:
-            return
-        reason = f"engine_outage: down {down_for:.0f}s, grace {self.settings.outage_grace:g}s"
-        for task_id in self.db.read.active_task_ids():
-            if self.engine.task(task_id).status == "processing":
-                log.warning("task %s failed: %s", task_id, reason, extra=metrics.task_ids(self.engine, task_id))
-                metrics.system_failure("engine_outage")
-                self.engine.fail_for_system(task_id, reason)
+        if previous is not None:
+            self.reactions.outage(previous.heartbeat, "engine down")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         next_sweep = 0.0
@@ -187,38 +179,17 @@ class Runtime:
             if not self.db.lease.beat(self.holder, self.engine.clock()):
                 self.lease_lost = True
                 raise LeaseLost("another process took the engine lease; this engine stopped driving tasks")
-            self._fail_stalled_tasks()
-            if time.monotonic() >= next_sweep:
-                self._expire_monthly()
-                self._sweep_uploads()
-                self.engine.erase_due()  # the retention window: per-address data of old tasks
-                next_sweep = time.monotonic() + 30
+            self.on_beat(sweep=time.monotonic() >= next_sweep)
+            if time.monotonic() >= next_sweep:  # when to look is this process's business; what to do is not
+                next_sweep = time.monotonic() + SWEEP_INTERVAL_S
             await sleep_or(stop, self.settings.heartbeat_interval)
 
-    def _fail_stalled_tasks(self) -> None:
-        """A processing task without a new event for `task_stall_timeout` fails with its refund."""
-        now = time.monotonic()
-        for task_id in list(self.drivers):
-            version = self.db.events.stream_version(f"task-{task_id}")
-            seen, since = self.progress.get(task_id, (-1, now))
-            if version != seen:
-                self.progress[task_id] = (version, now)
-            elif now - since > self.settings.task_stall_timeout:
-                log.error("task %s made no progress for %.0f s; failing it", task_id, now - since,
-                          extra=metrics.task_ids(self.engine, task_id))
-                metrics.system_failure("stalled")
-                self.engine.fail_for_system(task_id, f"stalled: no progress for {now - since:.0f}s")
-                self.progress.pop(task_id, None)
-
-    def _sweep_uploads(self) -> None:
-        """Staged uploads whose create never happened (a crash in between) or whose task
-        stopped while no engine ran: dropped once older than STALE_UPLOAD."""
-        keep = [self.engine.task(t).upload_id for t in self.db.read.active_task_ids()]
-        self.db.inputs.sweep(self.engine.clock() - STALE_UPLOAD, keep)
-
-    def _expire_monthly(self) -> None:
-        for account_id in self.db.read.expired_monthly_accounts(self.engine.clock()):
-            self.engine.expire_monthly(account_id)
+    def on_beat(self, sweep: bool) -> None:
+        """The timed reactions of one beat: the stall bound over the tasks this runtime drives
+        (all active ones; a follower: its task), and with `sweep` the sweeps."""
+        self.reactions.stall([self.only_task] if self.only_task else self.db.read.active_task_ids())
+        if sweep:
+            self.reactions.sweep()
 
     # --- following the log ------------------------------------------------------------
 
@@ -257,7 +228,6 @@ class Runtime:
     def _driver_done(self, task_id: str) -> None:
         task = self.drivers.pop(task_id, None)
         self.wakeups.pop(task_id, None)
-        self.progress.pop(task_id, None)
         metrics.TASKS_DRIVEN.dec()
         ids = metrics.task_ids(self.engine, task_id)
         if task is not None and not task.cancelled() and task.exception() is not None:

@@ -42,6 +42,7 @@ from events import (
 )
 from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
+from engine import policies
 from engine.domain import accounts, tasks
 from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
@@ -542,14 +543,13 @@ class Engine:
         """The retention sweep: erases every finished task whose account's retention has run
         out since it ended; returns their ids."""
         now = now or self.clock()
-        erased = []
-        for task_id, account_id, finished_at in self.db.read.finished_not_erased(
-                (now - timedelta(days=MIN_RETENTION_DAYS)).isoformat()):
-            keep = timedelta(days=self.account(account_id).retention_days)
-            if datetime.fromisoformat(finished_at) + keep <= now:
-                self.erase_task(task_id, "retention")
-                erased.append(task_id)
-        return erased
+        candidates = [(task_id, datetime.fromisoformat(finished_at), self.account(account_id).retention_days)
+                      for task_id, account_id, finished_at in self.db.read.finished_not_erased(
+                          (now - timedelta(days=MIN_RETENTION_DAYS)).isoformat())]
+        due = policies.retention_due(candidates, now)
+        for command in due:
+            self.erase_task(command.task_id, "retention")
+        return [command.task_id for command in due]
 
     def erase_account(self, account_id: str) -> list[str]:
         """Erases the data of every task of an account (its running bulks are cancelled first,

@@ -16,15 +16,17 @@ import socket
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from consumers import metrics
 from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
+from consumers.reactions import Reactions
 from consumers.runtime import EngineCrashed
 from consumers.scheduling import schedule
 from consumers.waiting import sleep_or
 from engine.config import EngineSettings
+from engine.policies import SWEEP_INTERVAL_S
 from engine.service import ACTOR, Engine
 from engine.store.postgres import LeaderLock
 from verifier.config import VerifierSettings
@@ -35,7 +37,6 @@ ROLES = ("relay", "worker", "projector", "watchdog")
 LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
 LEADER_KEYS["webhooks"] = 7316004  # webhooks: the sender, once in the fleet (consumers/webhooks.py)
 LEADER_KEYS["notifications"] = 7316005  # notifications: once in the fleet (consumers/notifications.py)
-STALE_UPLOAD = timedelta(hours=1)
 
 
 class Fleet:
@@ -58,6 +59,7 @@ class Fleet:
         # The engine's caches are not shared between threads: every engine call of this
         # process (worker, watchdog) runs on this one thread.
         self.call = EngineThread()
+        self.reactions = Reactions(engine)  # the timed policies (engine/policies.py), run by the watchdog
         metrics.track_engine(engine)  # observability: its commands and conflicts
         metrics.install(settings)  # observability: the prober's metrics
 
@@ -202,18 +204,19 @@ class Fleet:
             call.close()
 
     async def _watchdog(self, until: "_Until") -> None:
-        """The fleet's outage rule, the stall bound, and reconciliation from the log."""
+        """The timed reactions of engine/policies.py (the outage rule on the workers'
+        heartbeats, the stall bound, the sweeps) and reconciliation from the log."""
         call = self.call
-        started = time.monotonic()
+        started_at = self.engine.clock()  # no worker ever beat: down since this watchdog looked
         unclaimed_since: dict[tuple[str, int], float] = {}
         next_sweep = 0.0
         try:
             while not until.is_set():
                 try:
-                    await call(self._watch_once, started, unclaimed_since)
-                    if time.monotonic() >= next_sweep:
-                        await call(self._sweep)
-                        next_sweep = time.monotonic() + 30
+                    await call(self._watch_once, started_at, unclaimed_since)
+                    if time.monotonic() >= next_sweep:  # when to look is this process's business
+                        await call(self.reactions.sweep)
+                        next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 except self.db.transient_errors as error:
                     log.warning("watchdog: %s", error)
                 await until.sleep(self.settings.heartbeat_interval)
@@ -244,54 +247,39 @@ class Fleet:
         finally:
             call.close()
 
-    def _watch_once(self, started: float, unclaimed_since: dict) -> None:
+    def _watch_once(self, started_at: datetime, unclaimed_since: dict) -> None:
         engine, settings, fleet = self.engine, self.settings, self.db.fleet
         self.db.catch_up()
-        now = utcnow()
-        active = self.db.read.active_task_ids()
-        processing = [t for t in active if engine.task(t).status == "processing"]
         last_beat = fleet.last_worker_beat()
-        quiet_for = (now - last_beat).total_seconds() if last_beat else time.monotonic() - started
-        if processing and quiet_for > settings.outage_grace:
-            for task_id in processing:
-                reason = f"engine_outage: no worker alive for {quiet_for:.0f}s, grace {settings.outage_grace:g}s"
-                log.warning("task %s failed: %s", task_id, reason, extra=metrics.task_ids(engine, task_id))
-                metrics.system_failure("engine_outage")
-                engine.fail_for_system(task_id, reason)
+        if self.reactions.outage(last_beat or started_at, "no worker alive for"):
             return
-        if quiet_for > settings.worker_ttl:
+        if (engine.clock() - (last_beat or started_at)).total_seconds() > settings.worker_ttl:
             return  # no worker to give work to: pending tasks stay pending, running ones wait for the grace
-        live = fleet.live_claims(now - timedelta(seconds=settings.claim_ttl))
+        active = self.db.read.active_task_ids()
+        self.reactions.stall(active)
+        live = fleet.live_claims(engine.clock() - timedelta(seconds=settings.claim_ttl))
         for task_id in active:
             state = schedule(engine, task_id, settings.provider, "primary", settings.chunk_window)
-            if not state.active:
-                continue
-            self._fail_if_stalled(task_id, now)
-            for chunk_no in state.pending:
-                key = (task_id, chunk_no)
-                if key in live:
-                    unclaimed_since.pop(key, None)
-                    continue
-                first = unclaimed_since.setdefault(key, time.monotonic())
-                if time.monotonic() - first > settings.claim_ttl:
-                    log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id,
-                             extra=metrics.task_ids(engine, task_id, chunk_no=chunk_no))
-                    if self._redispatch(task_id, chunk_no):
-                        metrics.REDISPATCHED.inc()
-                        unclaimed_since[key] = time.monotonic()
-                    # else: the broker failed it; tried again on the next pass
+            if state.active:
+                self._reconcile(task_id, state.pending, live, unclaimed_since)
         for key in [k for k in unclaimed_since if k[0] not in active]:
             del unclaimed_since[key]
 
-    def _fail_if_stalled(self, task_id: str, now) -> None:
-        version = self.db.events.stream_version(f"task-{task_id}")
-        last = next(self.db.events.read_stream(f"task-{task_id}", after_version=version - 1), None)
-        if last is not None and (now - last.occurred_at).total_seconds() > self.settings.task_stall_timeout:
-            silent = (now - last.occurred_at).total_seconds()
-            log.error("task %s made no progress for %.0f s; failing it", task_id, silent,
-                      extra=metrics.task_ids(self.engine, task_id))
-            metrics.system_failure("stalled")
-            self.engine.fail_for_system(task_id, f"stalled: no progress for {silent:.0f}s")
+    def _reconcile(self, task_id: str, pending, live, unclaimed_since: dict) -> None:
+        """A pending chunk with no live claim for longer than the claim TTL is sent again."""
+        for chunk_no in pending:
+            key = (task_id, chunk_no)
+            if key in live:
+                unclaimed_since.pop(key, None)
+                continue
+            first = unclaimed_since.setdefault(key, time.monotonic())
+            if time.monotonic() - first > self.settings.claim_ttl:
+                log.info("chunk %s of %s has no live worker: dispatching it again", chunk_no, task_id,
+                         extra=metrics.task_ids(self.engine, task_id, chunk_no=chunk_no))
+                if self._redispatch(task_id, chunk_no):
+                    metrics.REDISPATCHED.inc()
+                    unclaimed_since[key] = time.monotonic()
+                # else: the broker failed it; tried again on the next pass
 
     def _redispatch(self, task_id: str, chunk_no: int) -> bool:
         """Sends a chunk's work item again; False when the broker did not take it. A broker
@@ -329,14 +317,6 @@ class Fleet:
                 with contextlib.suppress(Exception):
                     producer.close(timeout=1)
             return False
-
-    def _sweep(self) -> None:
-        now = utcnow()
-        for account_id in self.db.read.expired_monthly_accounts(now):
-            self.engine.expire_monthly(account_id)
-        keep = [self.engine.task(t).upload_id for t in self.db.read.active_task_ids()]
-        self.db.inputs.sweep(now - STALE_UPLOAD, keep)
-        self.engine.erase_due(now)  # the retention window: per-address data of old tasks
 
 
 class _Until:
