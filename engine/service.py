@@ -43,7 +43,7 @@ from events import (
 from engine.bulkfile import BadUpload, FileReport, read_addresses
 from engine.config import EngineSettings
 from engine import policies
-from engine.domain import accounts, tasks
+from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
@@ -397,9 +397,7 @@ class Engine:
             raise InvalidCommand(f"{address!r} is not an e-mail address")
         self._require_account(account_id)
         # a keyed digest of the address tells a retry from another command; the log keeps none
-        keyring = getattr(self.db, "keyring", None)
-        digest = (hmac.new(keyring.pepper(), address.lower().encode(), hashlib.sha256).hexdigest() if keyring
-                  else hashlib.sha256(address.lower().encode()).hexdigest())
+        digest = hmac.new(self.db.keyring.pepper(), address.lower().encode(), hashlib.sha256).hexdigest()
         idempotency = self._idempotency(idempotency_key, "create", account_id, "single", digest)
         earlier = self._created_earlier(idempotency)
         if earlier is not None:
@@ -469,12 +467,9 @@ class Engine:
         def plan(states):
             decided = tasks.decide(command, states[t_stream])
             planned = [Planned(t_stream, e, event_key(e, mac)) for e in decided]
-            account = states[a_stream]
-            for cause, amount, reason in tasks.refunds_for(decided):
-                for refund in accounts.decide(accounts.RefundCredits(task_id, amount, reason), account):
-                    account = accounts.evolve(account, refund)
-                    cause_id = str(deterministic_id(t_stream, event_key(cause, mac)))
-                    planned.append(Planned(a_stream, refund, f"refund/{task_id}/{event_key(cause, mac)}", cause_id))
+            for cause, refund in settlement.refunds(task_id, decided, states[a_stream]):
+                key = event_key(cause, mac)  # one refund per cause, whatever retries: its id is derived from it
+                planned.append(Planned(a_stream, refund, f"refund/{task_id}/{key}", str(deterministic_id(t_stream, key))))
             return planned
 
         return self._execute([t_stream, a_stream], plan, None, task_id, loose=(a_stream,))
@@ -505,8 +500,7 @@ class Engine:
     # --- personal data: sealing and erasure (engine/keyring.py) -------------------------
 
     def _sealer(self, task_id: str, create: bool = False):
-        keyring = getattr(self.db, "keyring", None)
-        return keyring.sealer(task_id, create=create) if keyring is not None else None
+        return self.db.keyring.sealer(task_id, create=create)
 
     def _mac(self, task_id: str) -> Callable[[str], str]:
         sealer = self._sealer(task_id)
@@ -589,9 +583,8 @@ class Engine:
         state = self.task(task_id)
         if state.erased:
             self.inputs.discard(state.upload_id)
-            keyring = getattr(self.db, "keyring", None)
-            if keyring is not None and keyring.sealer(task_id) is not None:
-                keyring.destroy(task_id)
+            if self.db.keyring.sealer(task_id) is not None:
+                self.db.keyring.destroy(task_id)
         return recorded
 
     # --- helpers ----------------------------------------------------------------------

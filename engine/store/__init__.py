@@ -15,12 +15,14 @@ from engine.store.base import (  # noqa: F401 (re-exported)
     DuplicateEventError,
     EngineLease,
     EventStore,
+    FleetStore,
     Idempotency,
     IdempotencyConflict,
     StagedInputs,
     StoreError,
     StoreUnavailable,
 )
+from engine.keyring import Keyring
 from projections.queries import ReadModelQueries
 from projections.read_models import all_projections
 from projections.runner import ProjectionRunner
@@ -44,8 +46,8 @@ class Database:
     transient_errors: tuple[type[Exception], ...] = field(repr=False)
     snapshot: Callable[[], ContextManager[None]] = field(repr=False)
     close: Callable[[], None] = field(repr=False)
-    fleet: object | None = field(default=None, repr=False)  # heartbeats and chunk claims (PostgreSQL only)
-    keyring: object | None = field(default=None, repr=False)  # each task's data key (engine/keyring.py)
+    keyring: Keyring = field(repr=False)  # each task's data key (engine/keyring.py): seals personal data
+    fleet: FleetStore | None = field(default=None, repr=False)  # heartbeats and chunk claims (PostgreSQL only)
 
     def catch_up(self) -> int:
         return self.projector.catch_up()
@@ -73,7 +75,6 @@ def sqlite_path(url: str) -> str:
 
 
 def _open_sqlite(url: str) -> Database:
-    from engine.keyring import Keyring
     from engine.store.inputs import SqliteInputs
     from engine.store.lease import Lease
     from engine.store.sqlite import SqliteEventStore, SqliteKeyStore, SqliteSession, connect
@@ -85,7 +86,7 @@ def _open_sqlite(url: str) -> Database:
     return Database(url, events, SqliteInputs(conn), Lease(conn),
                     ProjectionRunner(session, all_projections(), events.read_all, seal_row=keyring.seal_row),
                     ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot,
-                    conn.close, keyring=keyring)
+                    conn.close, keyring)
 
 
 def migrate_store(url: str) -> dict:

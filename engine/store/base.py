@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
 
@@ -81,10 +81,13 @@ class StagedInputs(Protocol):
     """The de-duplicated addresses of an upload, waiting to be chunked (not events: the log
     records what was charged and each chunk as it is submitted)."""
 
-    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime) -> int:
-        """Stores the unique addresses (case-insensitive), first seen first; returns how many."""
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime,
+              seal: Callable[[str], str] | None = None) -> int:
+        """Stores the unique addresses (case-insensitive), first seen first; returns how many.
+        With `seal` (the task's sealer) they are stored, and compared, sealed."""
 
-    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int) -> list[str]: ...
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int,
+              open_: Callable[[str], str] | None = None) -> list[str]: ...
 
     def discard(self, upload_id: str) -> None: ...
 
@@ -93,6 +96,30 @@ class StagedInputs(Protocol):
 
     def sweep(self, staged_before: datetime, keep: Iterable[str]) -> int:
         """Drops uploads staged before a moment that no active task needs; returns how many."""
+
+
+class FleetStore(Protocol):
+    """What the distributed roles share beside the log (PostgreSQL only): who is alive (the
+    fleet's outage clock) and which worker holds which chunk."""
+
+    def beat(self, worker_id: str, roles: str, host: str, pid: int, now: datetime, state: str = "starting",
+             leads: str = "") -> None: ...
+
+    def leave(self, worker_id: str) -> None: ...
+
+    def last_worker_beat(self) -> datetime | None: ...
+
+    def members(self, since: datetime) -> list[dict]: ...
+
+    def claim(self, task_id: str, chunk_no: int, worker_id: str, now: datetime, stale_before: datetime) -> bool: ...
+
+    def renew(self, worker_id: str, now: datetime) -> None: ...
+
+    def release(self, task_id: str, chunk_no: int, worker_id: str) -> None: ...
+
+    def live_claims(self, fresh_after: datetime) -> set[tuple[str, int]]: ...
+
+    def stopped_tasks(self, task_ids: list[str]) -> set[str]: ...
 
 
 class EngineLease(Protocol):

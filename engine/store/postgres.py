@@ -537,7 +537,7 @@ def open_postgres(url: str, migrate: bool = False):
         raise
     return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector,
                     ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot, pool.close,
-                    PostgresFleet(pool), keyring)
+                    keyring, PostgresFleet(pool))
 
 
 

@@ -1,0 +1,25 @@
+"""Settlement across the two consistency boundaries: the credits a task's events give back
+to its account (money rules 3-7). Pure: the task decider says which events free how many
+credits and why (`tasks.refunds_for`), the account decider turns each into a refund on the
+account as it evolves, so a refund can never exceed what the task still has outstanding.
+
+The service appends the task's events and these refunds in one transaction; the task
+stream's expected version guards the decision (each address settles once), so the account
+stream is written at any version and settling tasks never conflict on their account."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from engine.domain import accounts, tasks
+from events import CreditsRefunded, Event
+
+
+def refunds(task_id: str, decided: Sequence[Event], account: accounts.AccountState) -> list[tuple[Event, CreditsRefunded]]:
+    """(cause, refund) for every credit the decided task events give back, in order."""
+    caused: list[tuple[Event, CreditsRefunded]] = []
+    for cause, amount, reason in tasks.refunds_for(decided):
+        for refund in accounts.decide(accounts.RefundCredits(task_id, amount, reason), account):
+            account = accounts.evolve(account, refund)
+            if isinstance(refund, CreditsRefunded):
+                caused.append((cause, refund))
+    return caused
