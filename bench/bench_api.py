@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 VEC = str(REPO / ".venv" / "bin" / "vec")
 BENCHMARKS = ("single", "history", "upload")
-ADMIN = "bench-admin-token"
+ADMIN = "bench-admin-" + secrets.token_hex(16)  # vec serve refuses a weak admin token
 
 
 def progress(args, message: str) -> None:

@@ -6,10 +6,12 @@ go straight to `vec events --stream`.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from events import (
     AccountOpened,
@@ -26,6 +28,11 @@ from engine.domain import accounts, tasks
 from engine.domain.errors import InvariantViolation
 from engine.store.sqlite import SqliteSession, connect
 from projections.read_models import BALANCES, HISTORY, all_projections
+
+if TYPE_CHECKING:
+    from engine.store import Database
+
+Report = Callable[[str], None]  # says one violation
 from projections.runner import ProjectionRunner
 
 
@@ -40,12 +47,12 @@ class AuditReport:
     def ok(self) -> bool:
         return not self.violations
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "events": self.events, "accounts": self.accounts, "tasks": self.tasks,
                 "violations": self.violations}
 
 
-def audit(db) -> AuditReport:
+def audit(db: Database) -> AuditReport:
     """Works on any store: the log is folded into a scratch SQLite file, the live read models
     are copied beside it, and the two are compared there in SQL (memory does not grow with
     the log). The log and the live read models are read in one snapshot: an engine that
@@ -62,7 +69,7 @@ def audit(db) -> AuditReport:
             fresh_conn.close()
 
 
-def _audit_snapshot(db, fresh: ProjectionRunner, scratch) -> AuditReport:
+def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection) -> AuditReport:
     report = AuditReport()
     account_states: dict[str, accounts.AccountState] = {}
     task_states: dict[str, tasks.TaskState] = {}
@@ -70,7 +77,7 @@ def _audit_snapshot(db, fresh: ProjectionRunner, scratch) -> AuditReport:
     debited: dict[str, int] = defaultdict(int)
     refunded: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     unknown_results: dict[str, int] = defaultdict(int)
-    seen_ids: set = set()
+    seen_ids: set[Any] = set()
     bad = report.violations.append
     live = db.projector.checkpoints()  # each live read model is compared at its own position
     live_at = live.get("credits", 0)
@@ -107,7 +114,8 @@ def _audit_snapshot(db, fresh: ProjectionRunner, scratch) -> AuditReport:
     return report
 
 
-def _check_account_event(recorded: RecordedEvent, states, debited, refunded, where, bad) -> None:
+def _check_account_event(recorded: RecordedEvent, states: dict[str, accounts.AccountState], debited: dict[str, int],
+                         refunded: dict[str, dict[str, int]], where: str, bad: Report) -> None:
     stream = recorded.stream
     state = states.get(stream, accounts.AccountState())
     event = recorded.event
@@ -126,7 +134,8 @@ def _check_account_event(recorded: RecordedEvent, states, debited, refunded, whe
     states[stream] = state
 
 
-def _check_task_event(recorded: RecordedEvent, states, unknown_results, where, bad) -> None:
+def _check_task_event(recorded: RecordedEvent, states: dict[str, tasks.TaskState], unknown_results: dict[str, int],
+                      where: str, bad: Report) -> None:
     task_id = recorded.stream.removeprefix("task-")
     state = states.get(task_id) or tasks.TaskState(task_id=task_id)
     event = recorded.event
@@ -142,7 +151,8 @@ def _check_task_event(recorded: RecordedEvent, states, unknown_results, where, b
     states[task_id] = tasks.evolve(state, event)  # asserts: each address settles once
 
 
-def _check_settlement(task_id, state: tasks.TaskState, debited, refunded, unknown_results, bad) -> None:
+def _check_settlement(task_id: str, state: tasks.TaskState, debited: dict[str, int],
+                      refunded: dict[str, dict[str, int]], unknown_results: dict[str, int], bad: Report) -> None:
     name = f"task {task_id}"
     if debited.get(task_id, 0) != state.address_count:
         bad(f"{name}: debited {debited.get(task_id, 0)} for {state.address_count} unique addresses")
@@ -158,7 +168,8 @@ def _check_settlement(task_id, state: tasks.TaskState, debited, refunded, unknow
         bad(f"{name}: completed with {state.unsettled} addresses unsettled")
 
 
-def _check_read_models(db, fresh: ProjectionRunner, scratch, balances: dict[str, tuple[int, int]], bad) -> None:
+def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
+                       balances: dict[str, tuple[int, int]], bad: Report) -> None:
     """The live read models against a fold of the log into the scratch database, both at the
     live checkpoint: the live rows are copied beside the fresh ones and compared in SQL."""
     for table, spec in fresh.specs.items():

@@ -13,7 +13,7 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from engine.domain.errors import BadUpload  # noqa: F401 (re-exported: the reader's refusals)
 
@@ -50,7 +50,7 @@ class _HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview)
         data = self.raw.read(len(buffer))
         if data:
             if b"\x00" in data:

@@ -25,12 +25,16 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from engine.domain.errors import InvariantViolation
+from events import Event
+
+if TYPE_CHECKING:
+    from projections.base import Table
 
 SEALED = "§"  # sealed values start with it; stored plain values (before sealing existed) do not
 ERASED = "erased:"
@@ -75,7 +79,7 @@ class Sealer:
         return hmac.new(self._mac_key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _has_personal(event) -> bool:
+def _has_personal(event: Event) -> bool:
     return any(getattr(event, name) for name in event.personal)
 
 
@@ -106,6 +110,12 @@ class Keyring:
                 self._cache.popitem(last=False)
         return sealer
 
+    @overload
+    def sealer(self, scope: str, create: Literal[True]) -> Sealer: ...
+
+    @overload
+    def sealer(self, scope: str, create: bool = False) -> Sealer | None: ...
+
     def sealer(self, scope: str, create: bool = False) -> Sealer | None:
         """The scope's sealer; None when it has no key (never had one, or erased). With
         `create`, a key is made (once, even when two processes race)."""
@@ -130,7 +140,7 @@ class Keyring:
 
     # --- what the store's codec uses ------------------------------------------------------
 
-    def seal_for(self, stream: str, events=()):
+    def seal_for(self, stream: str, events: Iterable[Event] = ()) -> Callable[[str], str] | None:
         """The seal function for `events` appended to `stream`: None when none of them holds
         personal data; a task's key is made on first need (never for an erased task's
         non-personal events, such as its deletion)."""
@@ -139,7 +149,7 @@ class Keyring:
             return None
         return self.sealer(scope, create=True).seal
 
-    def open_for(self, stream: str):
+    def open_for(self, stream: str) -> Callable[[str], str] | None:
         scope = self.scope_of(stream)
         if scope is None:
             return None
@@ -148,14 +158,14 @@ class Keyring:
 
     # --- what the read models use --------------------------------------------------------
 
-    def seal_row(self, table, row: dict) -> dict:
+    def seal_row(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
         """A read-model row as stored: its personal columns sealed with its task's key."""
         sealer = self.sealer(row["task_id"])
         if sealer is None:  # no key (a task from before sealing, or erased): as it is
             return row
         return {**row, **{c: sealer.seal(row[c]) for c in table.personal if row.get(c)}}
 
-    def open_row(self, task_id: str, row: dict) -> dict:
+    def open_row(self, task_id: str, row: dict[str, Any]) -> dict[str, Any]:
         sealer = self.sealer(task_id)
         opener = sealer.open if sealer is not None else placeholder
         return {k: opener(v) if isinstance(v, str) and v.startswith(SEALED) else v for k, v in row.items()}

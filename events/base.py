@@ -34,9 +34,14 @@ class Event:
         return {name: _jsonable(getattr(self, name)) for name in _field_names(type(self))}
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per event class: its payload's fields, in order
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def register(cls: type[Event]) -> type[Event]:

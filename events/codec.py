@@ -47,7 +47,7 @@ def decode(type_name: str, schema_version: int, data: str | dict[str, Any], open
     return cls(**payload)
 
 
-def _each(value, transform: Transform):
+def _each(value: str | list[str] | tuple[str, ...], transform: Transform) -> str | list[str]:
     if isinstance(value, str):
         return transform(value) if value else value
     return [transform(v) for v in value]

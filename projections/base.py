@@ -23,7 +23,7 @@ class Table:
     indexes: tuple[tuple[str, ...], ...] = ()  # secondary indexes the queries need
     personal: frozenset[str] = frozenset()  # columns of personal data: stored sealed (engine/keyring.py)
 
-    def key_of(self, row: Row) -> tuple:
+    def key_of(self, row: Row) -> tuple[Any, ...]:
         return tuple(row[c] for c in self.key)
 
 
@@ -46,7 +46,7 @@ Change = Put | DeleteWhere
 
 
 class View(Protocol):
-    def get(self, table: str, key: tuple) -> Row | None: ...
+    def get(self, table: str, key: tuple[Any, ...]) -> Row | None: ...
 
 
 class Projection(Protocol):
@@ -62,9 +62,9 @@ class InMemoryView:
     def __init__(self, projections: Iterable[Projection]):
         self.projections = list(projections)
         self.specs = {t.name: t for p in self.projections for t in p.tables}
-        self.tables: dict[str, dict[tuple, Row]] = {name: {} for name in self.specs}
+        self.tables: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in self.specs}
 
-    def get(self, table: str, key: tuple) -> Row | None:
+    def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
         row = self.tables[table].get(key)
         return dict(row) if row is not None else None
 
@@ -83,6 +83,6 @@ class InMemoryView:
                 self.apply(projection.evolve(self, recorded))
         return self
 
-    def sorted_rows(self, table: str) -> list[tuple]:
+    def sorted_rows(self, table: str) -> list[tuple[Any, ...]]:
         spec = self.specs[table]
         return sorted(tuple(row[c] for c in spec.columns) for row in self.tables[table].values())

@@ -32,7 +32,7 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_CO
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # RFC 4180 line ends: a CR or LF inside a cell is quoted
 
-    def line(cells) -> str:
+    def line(cells: Iterable[Any]) -> str:
         writer.writerow(cells)
         text = buffer.getvalue()
         buffer.seek(0)

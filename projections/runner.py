@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from events import RecordedEvent
-from projections.base import DeleteWhere, Projection, Put, Row, Table
+from projections.base import Change, DeleteWhere, Projection, Put, Row, Table
 from projections.sql import SqlSession, upsert_sql
 
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
@@ -62,9 +62,9 @@ class _SqlView:
 
     def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
         self.sql, self.specs, self.seal_row = sql, specs, seal_row
-        self.dirty: dict[str, dict[tuple, Row]] = {name: {} for name in specs}
+        self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
 
-    def get(self, table: str, key: tuple) -> Row | None:
+    def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
         spec = self.specs[table]
         row = self.dirty[table].get(key)
         if row is not None:
@@ -73,7 +73,7 @@ class _SqlView:
         found = self.sql.execute(f"SELECT {', '.join(spec.columns)} FROM {table} WHERE {where}", key).fetchone()
         return dict(zip(spec.columns, found)) if found else None
 
-    def apply(self, change) -> None:
+    def apply(self, change: Change) -> None:
         if isinstance(change, Put):
             spec = self.specs[change.table]
             self.dirty[change.table][spec.key_of(change.row)] = dict(change.row)
@@ -90,10 +90,9 @@ class _SqlView:
         for name, rows in self.dirty.items():
             if rows:
                 spec = self.specs[name]
+                stored: Iterable[Row] = rows.values()
                 if spec.personal and self.seal_row is not None:
                     stored = (self.seal_row(spec, r) for r in rows.values())
-                else:
-                    stored = iter(rows.values())
                 self.sql.executemany(upsert_sql(spec), [tuple(r[c] for c in spec.columns) for r in stored])
                 rows.clear()
 
@@ -236,10 +235,10 @@ class ProjectionRunner:
             self.sql.execute("DELETE FROM rm_stopped")
         return self.catch_up()
 
-    def rows(self, table: str) -> Iterator[tuple]:
+    def rows(self, table: str) -> Iterator[tuple[Any, ...]]:
         """Every row of a read model, streamed (for audits and comparisons)."""
         spec = self.specs[table]
         return self.sql.stream(f"SELECT {', '.join(spec.columns)} FROM {table}")
 
-    def sorted_rows(self, table: str) -> list[tuple]:
+    def sorted_rows(self, table: str) -> list[tuple[Any, ...]]:
         return sorted(self.rows(table))

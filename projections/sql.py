@@ -13,24 +13,27 @@ from projections.base import Table
 
 
 class Cursor(Protocol):
-    description: Any
+    @property
+    def description(self) -> Any: ...
 
-    def fetchone(self) -> tuple | None: ...
+    def fetchone(self) -> tuple[Any, ...] | None: ...
 
-    def fetchall(self) -> list[tuple]: ...
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
 
-    def __iter__(self) -> Iterator[tuple]: ...
+    def __iter__(self) -> Iterator[tuple[Any, ...]]: ...
 
 
 class SqlSession(Protocol):
-    transient_errors: tuple[type[Exception], ...]
+    @property
+    def transient_errors(self) -> tuple[type[Exception], ...]:
+        """Errors of the database itself (busy, gone): retried, never blamed on an event."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Runs one statement (in the current transaction, if one is open)."""
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-    def transaction(self) -> ContextManager[None]:
+    def transaction(self) -> ContextManager[object]:
         """A write transaction: every call inside runs on one connection, committed at the end
         of the block and rolled back if it raises."""
 
@@ -38,10 +41,10 @@ class SqlSession(Protocol):
         """Inside a transaction: waits until no other process holds `name`, then holds it to
         the end of the transaction (two projectors must never fold the same batch)."""
 
-    def snapshot(self) -> ContextManager[None]:
+    def snapshot(self) -> ContextManager[object]:
         """A read-only transaction: every read inside sees one moment of the database."""
 
-    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple]:
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple[Any, ...]]:
         """Rows of a query, fetched `size` at a time (constant memory)."""
 
     def create_table(self, table: Table) -> None:

@@ -22,7 +22,7 @@ Where the numbers come from (the product's help center):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 MONEY_STATUSES = ("safe", "invalid", "risky", "unknown")
 
@@ -65,7 +65,7 @@ class Taxonomy:
     is_free_email: bool
     mx_found: bool
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -80,7 +80,7 @@ def detailed_result(status: str, reason: str | None, flags: Iterable[str] = ()) 
         return INVALID_REASONS.get(reason or "", "invalid")
     if status == "risky":
         if (reason or "") in RISKY_REASONS:
-            return RISKY_REASONS[reason]
+            return RISKY_REASONS[reason or ""]
         return next((result for flag, result in RISKY_BY_FLAG if flag in flags), "catch_all")
     raise ValueError(f"not a money status: {status!r} (one of {', '.join(MONEY_STATUSES)})")
 
@@ -121,7 +121,7 @@ COLUMNS = ("result", "score", "is_disposable", "is_role_account", "is_catch_all"
 FLAG_COLUMNS = ("is_disposable", "is_role_account", "is_catch_all", "is_free_email", "mx_found")
 
 
-def columns(status: str, reason: str | None, flags: Iterable[str] = ()) -> dict:
+def columns(status: str, reason: str | None, flags: Iterable[str] = ()) -> dict[str, Any]:
     """The taxonomy columns of a results row (flags as 0/1, as the read models store them)."""
     taxonomy = classify(status, reason, flags)
     return {"result": taxonomy.result, "score": taxonomy.score,

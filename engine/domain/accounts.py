@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
+from typing import cast, get_args
+
 from immutables import Map
 
 from events import (
@@ -20,8 +22,10 @@ from events import (
     CreditsGranted,
     CreditsRefunded,
     Event,
+    GrantReason,
     MonthlyCreditsExpired,
     NotificationsSet,  # notifications
+    RefundReason,
 )
 from engine.domain.errors import (
     AccountAlreadyOpen,
@@ -49,12 +53,12 @@ class AccountState:
     monthly_expires_at: datetime | None = None
     # task id -> credits debited for it and not yet refunded; a refund may never exceed it.
     # A persistent map: each refund makes a new state in O(log tasks), not a copy of them all.
-    outstanding: Map = field(default_factory=Map)
+    outstanding: Map[str, int] = field(default_factory=Map)
     # sha256 of a bulk file -> (task id, when it was debited): the duplicate-upload rule is
     # decided here, on the account stream, so two racing uploads cannot both pass it
-    uploads: Map = field(default_factory=Map)
+    uploads: Map[str, tuple[str, str]] = field(default_factory=Map)
     # key id -> (sha256 of its secret, scopes, revoked)
-    keys: Map = field(default_factory=Map)
+    keys: Map[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=Map)
     retention_days: int = DEFAULT_RETENTION_DAYS  # per-address data is erased this long after a task ends
     # notifications (consumers/notifications.py): where, on task end?, below which balance ("" / 0: off)
     notify_email: str = ""
@@ -219,12 +223,11 @@ def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
     if state.total + command.amount > MAX_BALANCE:
         raise InvalidCommand(f"this grant would bring the balance to {state.total + command.amount:,} credits; "
                              f"a balance is at most {MAX_BALANCE:,}")
-    if command.reason not in ("purchase", "subscription", "support"):
-        raise InvalidCommand(f"unknown grant reason {command.reason!r}")
+    reason = _grant_reason(command.reason)
     if command.bucket == "payg":
         if command.expires_at is not None:
             raise InvalidCommand("PAYG credits never expire; --expires is for the monthly bucket")
-        return [CreditsGranted("payg", command.amount, command.reason)]
+        return [CreditsGranted("payg", command.amount, reason)]
     if command.bucket != "monthly":
         raise InvalidCommand(f"unknown bucket {command.bucket!r}")
     if command.expires_at is None or command.expires_at.tzinfo is None:
@@ -241,8 +244,21 @@ def _grant(command: GrantCredits, state: AccountState) -> list[Event]:
         events.append(MonthlyCreditsExpired(state.monthly))
     # Stored in UTC so expiries compare as text in every read model.
     expires = expires_utc.isoformat()
-    events.append(CreditsGranted("monthly", command.amount, command.reason, expires))
+    events.append(CreditsGranted("monthly", command.amount, reason, expires))
     return events
+
+
+def _grant_reason(reason: str) -> GrantReason:
+    """Why credits are granted by a command (the welcome grant is the engine's alone)."""
+    if reason in ("purchase", "subscription", "support"):
+        return cast(GrantReason, reason)
+    raise InvalidCommand(f"unknown grant reason {reason!r}")
+
+
+def _refund_reason(reason: str) -> RefundReason:
+    if reason in get_args(RefundReason):
+        return cast(RefundReason, reason)
+    raise InvalidCommand(f"unknown refund reason {reason!r}")
 
 
 def _debit(command: DebitCredits, state: AccountState) -> list[Event]:
@@ -271,7 +287,7 @@ def _debit(command: DebitCredits, state: AccountState) -> list[Event]:
 def refuse_duplicate_upload(state: AccountState, sha256: str, now: datetime, window: timedelta | None) -> None:
     """The duplicate-upload rule: the same file again within the window needs allow_duplicate."""
     earlier = state.uploads.get(sha256) if sha256 and window is not None else None
-    if earlier is not None and now - datetime.fromisoformat(earlier[1]) <= window:
+    if earlier is not None and window is not None and now - datetime.fromisoformat(earlier[1]) <= window:
         raise DuplicateUpload(f"the same file was uploaded within {window.total_seconds() / 3600:g} h "
                               f"(task {earlier[0]}); pass --allow-duplicate to verify it again")
 
@@ -286,7 +302,7 @@ def _refund(command: RefundCredits, state: AccountState) -> list[Event]:
         raise InvalidCommand(
             f"refund of {command.amount} for task {command.task_id} exceeds the {outstanding} credits outstanding"
         )
-    return [CreditsRefunded(command.task_id, command.amount, command.reason)]
+    return [CreditsRefunded(command.task_id, command.amount, _refund_reason(command.reason))]
 
 
 def evolve(state: AccountState, event: Event) -> AccountState:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import copy as _copy
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Literal, cast
 
 from events import (
     AddressVerified,
     ChunkFailed,
     ChunkSubmitted,
+    Definitive,
     Event,
     ResultUnknown,
     SystemFailure,
@@ -28,6 +29,7 @@ from events import (
     TaskDataErased,
     TaskDeleted,
     TaskFailed,
+    UnknownReason,
 )
 from engine.domain.errors import (
     InvalidCommand,
@@ -104,7 +106,7 @@ class TaskState:
 class CreateTask:
     task_id: str
     account_id: str
-    kind: str
+    kind: Literal["single", "bulk"]
     address_count: int
     source: str
     sha256: str
@@ -164,7 +166,7 @@ class DeleteTask:
 
 @dataclass(frozen=True)
 class EraseTaskData:
-    reason: str  # retention | request | account
+    reason: Literal["retention", "request", "account"]
 
 
 TaskCommand = (CreateTask | SubmitChunk | RecordResults | FailChunk | CancelTask | FailForSystem | DeleteTask
@@ -266,11 +268,11 @@ def _record(command: RecordResults, state: TaskState) -> list[Event]:
             continue  # already settled (a retry) or failed with its chunk: nothing to add
         seen.add(result.address)
         if result.status in DEFINITIVE:
-            events.append(AddressVerified(result.address, result.status, result.reason or result.detail,
+            events.append(AddressVerified(result.address, cast(Definitive, result.status), result.reason or result.detail,
                                           command.chunk_no, result.tier, late, result.reply, result.mx_host,
                                           tuple(result.flags)))
         elif result.status == "unknown":
-            reason = result.reason if result.reason in UNKNOWN_REASONS else "provider_error"
+            reason = cast(UnknownReason, result.reason if result.reason in UNKNOWN_REASONS else "provider_error")
             events.append(ResultUnknown(result.address, reason, result.detail, command.chunk_no, result.tier, late,
                                         result.reply, result.mx_host, tuple(result.flags)))
         else:

@@ -7,7 +7,7 @@ either backend, so the service, the runtime, audit and replay never know which o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager
 from urllib.parse import urlparse
 
 from engine.store.base import (  # noqa: F401 (re-exported)
@@ -44,7 +44,7 @@ class Database:
     read: ReadModelQueries = field(repr=False)
     # errors of the database itself (busy, locked, gone): retried, never blamed on an event
     transient_errors: tuple[type[Exception], ...] = field(repr=False)
-    snapshot: Callable[[], ContextManager[None]] = field(repr=False)
+    snapshot: Callable[[], ContextManager[object]] = field(repr=False)
     close: Callable[[], None] = field(repr=False)
     keyring: Keyring = field(repr=False)  # each task's data key (engine/keyring.py): seals personal data
     fleet: FleetStore | None = field(default=None, repr=False)  # heartbeats and chunk claims (PostgreSQL only)
@@ -89,7 +89,7 @@ def _open_sqlite(url: str) -> Database:
                     conn.close, keyring)
 
 
-def migrate_store(url: str) -> dict:
+def migrate_store(url: str) -> dict[str, Any]:
     """Creates or upgrades the schema of the store at `url`, reshapes read models of an older
     version and folds them up to the log's head; returns what it did."""
     scheme = urlparse(url).scheme

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
+
+if TYPE_CHECKING:
+    from engine.store.lease import LeaseInfo
 
 
 ANY = None  # an expected version meaning "wherever the stream is now" (appended after its last event)
@@ -109,7 +112,7 @@ class FleetStore(Protocol):
 
     def last_worker_beat(self) -> datetime | None: ...
 
-    def members(self, since: datetime) -> list[dict]: ...
+    def members(self, since: datetime) -> list[dict[str, Any]]: ...
 
     def claim(self, task_id: str, chunk_no: int, worker_id: str, now: datetime, stale_before: datetime) -> bool: ...
 
@@ -125,9 +128,10 @@ class FleetStore(Protocol):
 class EngineLease(Protocol):
     """Which process drives the work (embedded runtime), and its heartbeat: the outage clock."""
 
-    def current(self): ...
+    def current(self) -> LeaseInfo | None: ...
 
-    def acquire(self, holder: str, now: datetime, ttl: float): ...
+    def acquire(self, holder: str, now: datetime, ttl: float) -> LeaseInfo | None:
+        """Takes the lease; returns the previous holder's (the outage clock) or raises LeaseHeld."""
 
     def beat(self, holder: str, now: datetime) -> bool: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from engine.store.sqlite import transaction
 
@@ -35,7 +35,8 @@ class SqliteInputs:
         self.conn = conn
         conn.executescript(SCHEMA)
 
-    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime, seal=None) -> int:
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime,
+              seal: Callable[[str], str] | None = None) -> int:
         """Stores the unique addresses (case-insensitive) in first-seen order; returns how many.
         With `seal` (the task's sealer: engine/keyring.py) they are stored sealed, and compared
         sealed (sealing is deterministic), so no address reaches the disk in plain text.
@@ -69,11 +70,12 @@ class SqliteInputs:
                     " SELECT ?, ROW_NUMBER() OVER (ORDER BY raw_seq) - 1, address FROM staging",
                     (upload_id,),
                 )
-            return conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
+            return int(conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0])
         finally:
             conn.execute("DELETE FROM staging")
 
-    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int, open_=None) -> list[str]:
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int,
+              open_: Callable[[str], str] | None = None) -> list[str]:
         start = chunk_no * chunk_size
         open_ = open_ or (lambda text: text)
         return [open_(row[0]) for row in self.conn.execute(

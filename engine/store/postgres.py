@@ -20,14 +20,21 @@ import contextlib
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
 import psycopg
 import psycopg.errors
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from events import NewEvent, RecordedEvent, decode, encode
+
+if TYPE_CHECKING:
+    from engine.keyring import Keyring
+    from engine.store import Database
+    from engine.store.lease import LeaseInfo
+    from projections.base import Table
 from engine.store.base import (
     ANY,
     ConcurrencyError,
@@ -35,6 +42,7 @@ from engine.store.base import (
     Idempotency,
     IdempotencyConflict,
     SchemaMissing,
+    StoreError,
     StoreUnavailable,
 )
 
@@ -112,7 +120,7 @@ _COLUMNS = ("position, event_id, stream, version, type, schema_version, data, oc
 _COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text"]
 
 
-def _row_to_event(row: tuple, keyring) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring is not None else None
     return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),
@@ -164,7 +172,8 @@ class Pool:
             raise StoreUnavailable(f"PostgreSQL at {describe(self.url)}: {_first_line(error)}") from None
 
     @contextlib.contextmanager
-    def pinned(self, isolation: psycopg.IsolationLevel | None = None, read_only: bool = False):
+    def pinned(self, isolation: psycopg.IsolationLevel | None = None,
+               read_only: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on one connection for this thread's calls inside the block."""
         if getattr(self._local, "conn", None) is not None:
             with self._local.conn.transaction():  # nested: a savepoint
@@ -188,6 +197,14 @@ class Pool:
         self.pool.close()
 
 
+def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a query's one row (a query that always returns one)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StoreError("a query that returns one row returned none")
+    return row[0]
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
@@ -195,7 +212,7 @@ def _first_line(error: BaseException) -> str:
 
 def schema_version(pool: Pool) -> int:
     with pool.connection() as conn:
-        exists = conn.execute("SELECT to_regclass('vec_schema')").fetchone()[0]
+        exists = _scalar(conn.execute("SELECT to_regclass('vec_schema')"))
         if exists is None:
             return 0
         row = conn.execute("SELECT version FROM vec_schema WHERE id = 1").fetchone()
@@ -219,8 +236,8 @@ def migrate_log(pool: Pool) -> tuple[int, int]:
     run again and from several processes at once (an advisory lock serialises them)."""
     with pool.pinned() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(7315001)")
-        exists = conn.execute("SELECT to_regclass('vec_schema')").fetchone()[0] is not None
-        before = conn.execute("SELECT COALESCE(MAX(version), 0) FROM vec_schema").fetchone()[0] if exists else 0
+        exists = _scalar(conn.execute("SELECT to_regclass('vec_schema')")) is not None
+        before = _scalar(conn.execute("SELECT COALESCE(MAX(version), 0) FROM vec_schema")) if exists else 0
         if before > SCHEMA_VERSION:
             raise SchemaMissing(f"the store has schema {before}, newer than this vec ({SCHEMA_VERSION})")
         conn.execute(LOG_SCHEMA)
@@ -232,7 +249,7 @@ def migrate_log(pool: Pool) -> tuple[int, int]:
 class PostgresEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
-    def __init__(self, pool: Pool, keyring=None):
+    def __init__(self, pool: Pool, keyring: Keyring | None = None):
         self.pool = pool
         self.keyring = keyring  # seals personal fields on the way in, opens them on the way out
 
@@ -250,7 +267,7 @@ class PostgresEventStore:
                  if self.keyring else None for stream in {new.stream for new in events}}
         try:
             with self.pool.pinned() as conn:
-                head = conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE").fetchone()[0]
+                head = _scalar(conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))
                 if idempotency is not None and self._lookup(conn, idempotency) is not None:
                     raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
                 actual = dict(conn.execute("SELECT stream, version FROM streams WHERE stream = ANY(%s)",
@@ -293,7 +310,7 @@ class PostgresEventStore:
             raise ConcurrencyError(_first_line(error)) from None
         return recorded
 
-    def _lookup(self, conn, idempotency: Idempotency) -> tuple[int, int] | None:
+    def _lookup(self, conn: psycopg.Connection[Any], idempotency: Idempotency) -> tuple[int, int] | None:
         row = conn.execute("SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = %s",
                            (idempotency.key,)).fetchone()
         if row is None:
@@ -352,12 +369,12 @@ class PostgresEventStore:
 
     def head(self) -> int:
         with self.pool.connection() as conn:
-            return conn.execute("SELECT position FROM log_head WHERE id = 1").fetchone()[0]
+            return int(_scalar(conn.execute("SELECT position FROM log_head WHERE id = 1")))
 
     def position_at(self, moment: datetime) -> int:
         with self.pool.connection() as conn:
-            return conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= %s",
-                                (moment,)).fetchone()[0]
+            return int(_scalar(conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= %s",
+                                            (moment,))))
 
     def close(self) -> None:
         self.pool.close()
@@ -372,7 +389,8 @@ class PostgresInputs:
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime, seal=None) -> int:
+    def stage(self, upload_id: str, addresses: Iterable[str], now: datetime,
+              seal: Callable[[str], str] | None = None) -> int:
         """As the SQLite inputs: sealed with `seal`, compared sealed (deterministic sealing)."""
         seal = seal or (lambda text: text)
         with self.pool.pinned() as conn:
@@ -381,13 +399,14 @@ class PostgresInputs:
                 for raw_seq, address in enumerate(addresses):
                     copy.write_row((raw_seq, seal(address.lower()), seal(address)))
             conn.execute("INSERT INTO uploads (upload_id, staged_at) VALUES (%s, %s)", (upload_id, now))
-            return conn.execute(
+            return int(conn.execute(
                 "INSERT INTO task_inputs (upload_id, seq, address)"
                 " SELECT %s, (ROW_NUMBER() OVER (ORDER BY raw_seq) - 1)::int, address FROM"
                 " (SELECT DISTINCT ON (key) raw_seq, address FROM staging ORDER BY key, raw_seq) AS firsts",
-                (upload_id,)).rowcount
+                (upload_id,)).rowcount)
 
-    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int, open_=None) -> list[str]:
+    def chunk(self, upload_id: str, chunk_no: int, chunk_size: int,
+              open_: Callable[[str], str] | None = None) -> list[str]:
         start = chunk_no * chunk_size
         open_ = open_ or (lambda text: text)
         with self.pool.connection() as conn:
@@ -419,14 +438,14 @@ class PostgresLease:
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def current(self):
+    def current(self) -> LeaseInfo | None:
         from engine.store.lease import LeaseInfo
 
         with self.pool.connection() as conn:
             row = conn.execute("SELECT holder, pid, host, heartbeat FROM engine_lease WHERE id = 1").fetchone()
         return LeaseInfo(row[0], row[1], row[2], row[3]) if row else None
 
-    def acquire(self, holder: str, now: datetime, ttl: float):
+    def acquire(self, holder: str, now: datetime, ttl: float) -> LeaseInfo | None:
         """As the SQLite lease: returns the previous lease (the outage clock), or LeaseHeld."""
         import os
         import socket
@@ -472,26 +491,26 @@ class PostgresSession:
             converted = self._sql[sql] = sql.replace("?", "%s")
         return converted
 
-    def execute(self, sql: str, params: Sequence[Any] = ()):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[TupleRow]:
         with self.pool.connection() as conn:
-            cursor = conn.cursor()
+            cursor: psycopg.Cursor[TupleRow] = conn.cursor()
             cursor.execute(self._pg(sql), tuple(params))
             return cursor
 
-    def executemany(self, sql: str, rows) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.pool.connection() as conn:
             conn.cursor().executemany(self._pg(sql), [tuple(r) for r in rows])
 
-    def transaction(self):
+    def transaction(self) -> ContextManager[psycopg.Connection[Any]]:
         return self.pool.pinned()
 
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
 
-    def snapshot(self):
+    def snapshot(self) -> ContextManager[psycopg.Connection[Any]]:
         return self.pool.pinned(psycopg.IsolationLevel.REPEATABLE_READ, read_only=True)
 
-    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple]:
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple[Any, ...]]:
         pinned = getattr(self.pool._local, "conn", None)
         if pinned is not None:  # inside a snapshot: read what it sees
             with pinned.cursor(name=f"vec_{uuid.uuid4().hex[:12]}") as cursor:
@@ -505,7 +524,7 @@ class PostgresSession:
                 while rows := cursor.fetchmany(size):
                     yield from rows
 
-    def create_table(self, table) -> None:
+    def create_table(self, table: Table) -> None:
         columns = ", ".join(f"{c} BIGINT" if c in table.ints else f'{c} TEXT COLLATE "C"' for c in table.columns)
         with self.pool.connection() as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))")
@@ -514,7 +533,7 @@ class PostgresSession:
                              f" ON {table.name} ({', '.join(index)})")
 
 
-def open_postgres(url: str, migrate: bool = False):
+def open_postgres(url: str, migrate: bool = False) -> Database:
     from engine.keyring import Keyring
     from engine.store import Database
     from projections.queries import ReadModelQueries
@@ -564,9 +583,10 @@ class PostgresFleet:
     def last_worker_beat(self) -> datetime | None:
         """When a process with the worker role last proved it was alive (None: never)."""
         with self.pool.connection() as conn:
-            return conn.execute("SELECT MAX(heartbeat) FROM workers WHERE roles LIKE '%%worker%%'").fetchone()[0]
+            beat: datetime | None = _scalar(conn.execute("SELECT MAX(heartbeat) FROM workers WHERE roles LIKE '%%worker%%'"))
+            return beat
 
-    def members(self, since: datetime) -> list[dict]:
+    def members(self, since: datetime) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             rows = conn.execute("SELECT worker_id, host, pid, roles, state, leads, started_at, heartbeat FROM workers"
                                 " WHERE heartbeat >= %s ORDER BY worker_id", (since,)).fetchall()
@@ -627,7 +647,10 @@ class PostgresKeyStore:
         with self.pool.connection() as conn:
             conn.execute("INSERT INTO data_keys (scope, key) VALUES (%s, %s) ON CONFLICT (scope) DO NOTHING",
                          (scope, key))
-        return self.get(scope)
+        stored = self.get(scope)
+        if stored is None:  # inserted or already there: it must read back
+            raise StoreError(f"the data key of {scope} did not persist")
+        return stored
 
     def destroy(self, scope: str) -> None:
         with self.pool.connection() as conn:
@@ -649,7 +672,7 @@ class LeaderLock:
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            return bool(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0])
+            return bool(_scalar(self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))))
         except psycopg.OperationalError:
             self.drop()
             return False

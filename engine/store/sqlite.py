@@ -12,10 +12,13 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
 from engine.keyring import Keyring
+
+if TYPE_CHECKING:
+    from projections.base import Table
 from engine.store.base import (
     ANY,
     StoreError,
@@ -81,7 +84,7 @@ class transaction:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             try:
                 self.conn.execute("COMMIT")
@@ -99,7 +102,7 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def _row_to_event(row: tuple, keyring: Keyring | None) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     return RecordedEvent(
         position=position,
@@ -265,14 +268,14 @@ class SqliteEventStore:
         """The last position recorded at or before `moment` (0 if none)."""
         row = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events WHERE occurred_at <= ?",
                                 (_utc(moment),)).fetchone()
-        return row[0]
+        return int(row[0])
 
     def stream_version(self, stream: str) -> int:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
         return row[0] if row else 0
 
     def head(self) -> int:
-        return self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+        return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()
@@ -286,32 +289,32 @@ class SqliteSession:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
-    def execute(self, sql: str, params=()):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
 
-    def executemany(self, sql: str, rows) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.conn.executemany(sql, rows)
 
-    def transaction(self):
+    def transaction(self) -> ContextManager[sqlite3.Connection]:
         return transaction(self.conn)
 
     def lock(self, name: str) -> None:
         """Nothing to do: BEGIN IMMEDIATE already lets one writer in at a time."""
 
     @contextlib.contextmanager
-    def snapshot(self):
+    def snapshot(self) -> Iterator[None]:
         self.conn.execute("BEGIN")  # deferred: the first read fixes the snapshot (WAL)
         try:
             yield
         finally:
             self.conn.execute("COMMIT")
 
-    def stream(self, sql: str, params=(), size: int = 2000):
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 2000) -> Iterator[tuple[Any, ...]]:
         cursor = self.conn.execute(sql, params)
         while rows := cursor.fetchmany(size):
             yield from rows
 
-    def create_table(self, table) -> None:
+    def create_table(self, table: Table) -> None:
         columns = ", ".join(f"{c} INTEGER" if c in table.ints else f"{c} TEXT" for c in table.columns)
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns},"
                           f" PRIMARY KEY ({', '.join(table.key)})) WITHOUT ROWID")
@@ -334,7 +337,10 @@ class SqliteKeyStore:
     def put(self, scope: str, key: bytes) -> bytes:
         with transaction(self.conn):
             self.conn.execute("INSERT OR IGNORE INTO data_keys (scope, key) VALUES (?, ?)", (scope, key))
-        return self.get(scope)
+        stored = self.get(scope)
+        if stored is None:  # inserted or already there: it must read back
+            raise StoreError(f"the data key of {scope} did not persist")
+        return stored
 
     def destroy(self, scope: str) -> None:
         """Deletes the key (secure_delete zeroes its bytes in the file) and folds the WAL back
