@@ -48,6 +48,7 @@ import orjson
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from engine.config import EngineSettings, parse_schedule
 from engine.domain.errors import InvalidCommand
+from engine.domain.text import printable
 from engine.service import Engine
 from projections.base import Table
 from verifier.egress import egress_refusal
@@ -206,7 +207,7 @@ class WebhookStore(OutboxStore):
                      created_by: str | None = None, allow_loopback: bool = False) -> dict:
         """Registers an endpoint; the answer holds its signing secret (shown this once)."""
         url = validate_url(url, allow_loopback)
-        if len(description) > 200 or not description.isprintable():
+        if len(description) > 200 or not printable(description):
             raise InvalidCommand("a description is at most 200 printable characters")
         row = {"endpoint_id": f"ep_{uuid.uuid4().hex}", "account_id": account_id, "url": url,
                "description": description, "secret": new_secret(), "created_at": stamp(self.clock()),

@@ -17,6 +17,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from engine.config import EngineSettings
+from engine.domain.text import printable
 from engine.service import Engine, acting_as, parse_api_key
 from entrypoints.api.problems import Problem
 from projections.base import Table
@@ -184,7 +185,7 @@ async def idempotent(services: Services, principal: Principal, request: Request,
     key = request.headers.get("idempotency-key")
     if not key:
         return await run(None)
-    if len(key) > 200 or not key.isprintable():
+    if len(key) > 200 or not printable(key):
         raise Problem(422, "Invalid request", "an Idempotency-Key is 1-200 printable characters")
     earlier = await services.call(services.recall, principal, key)
     if earlier is not None:

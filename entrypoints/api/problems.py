@@ -86,6 +86,16 @@ def response(description: str, headers: dict | None = None) -> dict:
     return documented
 
 
+def allowed_methods(app: FastAPI, path: str) -> str:
+    """The methods of every route whose path matches `path` (Starlette's 405 names one route's)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -118,8 +128,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # RFC 9110: every method of the path, not only the first route's
+            headers["Allow"] = allowed_methods(request.app, request.url.path)
         return problem_response(request, Problem(error.status_code, titles.get(error.status_code, "Error"),
-                                                 str(error.detail), headers=getattr(error, "headers", None)))
+                                                 str(error.detail), headers=headers))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception):

@@ -12,7 +12,7 @@ import itertools
 import os
 import tempfile
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Security
@@ -64,7 +64,7 @@ bearer = HTTPBearer(auto_error=False, description="an account's API key (`vec_<i
 
 
 def idempotency_key(key: str | None = Header(
-        None, alias="Idempotency-Key", max_length=200,
+        None, alias="Idempotency-Key", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
         description="a retry with the same key gets the original answer (header Idempotent-Replayed: true); "
                     "the same key with another request is a 409")) -> None:
     """Documents the header; `deps.idempotent` acts on it."""
@@ -277,7 +277,7 @@ def _task(svc: Services, who: Principal, task_id: str) -> dict:
              responses={202: {"model": models.SingleResult, "description": "still running: follow the Location",
                               "headers": {"Location": {"schema": {"type": "string"}, "required": True,
                                                        "description": "the task: GET it until it finished"}}},
-                        **PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
+                        **PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
              summary="Verify one address: the result, or 202 when it takes longer than the single-task bound")
 async def single(body: models.SingleIn, request: Request, account: str | None = None,
                  who: Principal = Depends(principal)):
@@ -301,6 +301,8 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
 
 def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
     task = _task(svc, who, task_id)
+    # a retry (same Idempotency-Key) of a task erased since: its result is gone for good, not "still running"
+    require_results_kept(svc.engine.task(task_id))
     row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("pending", "processing") else None
     return {"task": task, "address": address, "status": row["status"] if row else None,
             "reason": (row["reason"] or None) if row else None, "detail": (row["detail"] or None) if row else None}
@@ -316,7 +318,8 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
                      "file": {"type": "string", "format": "binary"}}}}}}},
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
 async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
-               name: str = Query("", max_length=200, description="a name for the task (lists, the Credits History)"),
+               name: Annotated[str, models.PRINTABLE] = Query("", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
+                                                              description="a name for the task (lists, the Credits History)"),
                who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -531,8 +534,8 @@ async def unprocessed(task_id: str, request: Request, who: Principal = Depends(p
 
 
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
-             responses={**PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
-             summary="A new bulk task of this task's Unknown addresses, charged like any bulk")
+             responses={**PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
+             summary="A new bulk task of this task's Unknown addresses, charged like any bulk (409 when it has none)")
 async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -541,11 +544,17 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
         raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
 
     def unknowns_file() -> str:
+        require_results_kept(svc.engine.task(task_id))  # erased: a 410, not an empty file
         handle = tempfile.NamedTemporaryFile("w", prefix="vec-retry-", suffix=".csv", delete=False)
+        count = 0
         with handle:
             handle.write("email\n")
-            for row in svc.db.read.results(task_id, "unknown"):
+            for count, row in enumerate(svc.db.read.results(task_id, "unknown"), 1):
                 handle.write(row["address"] + "\n")
+        if count == 0:
+            os.unlink(handle.name)
+            raise Problem(409, "Nothing to retry", f"task {task_id} ({task['status']}) has no Unknown addresses "
+                                                   "to retry", kind="nothing-to-retry")
         return handle.name
 
     path = await svc.call(unknowns_file)
@@ -610,6 +619,10 @@ async def follow(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION),
         while not await request.is_disconnected():
             items = await svc.call(_events_page, svc, position, 500, stream)
             for item in items:
+                # between items, not only between pages: a catch-up page is written in one go
+                # otherwise, and every write after the client left logs "socket.send() raised exception"
+                if await request.is_disconnected():
+                    break
                 position = item["position"]
                 yield f"id: {position}\nevent: {item['type']}\ndata: {orjson.dumps(item).decode()}\n\n".encode()
             if items:
