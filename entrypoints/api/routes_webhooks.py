@@ -114,7 +114,7 @@ def _endpoint_id(endpoint_id: str) -> str:
 def _store(svc: Services) -> WebhookStore:
     store = getattr(svc, "_webhooks", None)
     if store is None:
-        store = svc._webhooks = WebhookStore(svc.db.projector.sql, svc.engine.clock).ensure_schema()
+        store = svc._webhooks = WebhookStore(svc.db.projector.sql, svc.engine.clock, keyring=svc.db.keyring).ensure_schema()
     return store
 
 
