@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine.domain import errors
 from engine.domain.errors import InvariantViolation
@@ -86,14 +87,15 @@ def response(description: str, headers: dict | None = None) -> dict:
     return documented
 
 
-def allowed_methods(app: FastAPI, path: str) -> str:
-    """The methods of every route whose path matches `path` (Starlette's 405 names one route's)."""
-    methods: set[str] = set()
-    for route in app.routes:
-        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
-        if regex is not None and route_methods and regex.match(path):
-            methods |= set(route_methods)
-    return ", ".join(sorted(methods))
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> str:
+    """The methods some route of the app takes on this path (Starlette's 405 names only the
+    first matching route's, and a path may have several: GET and DELETE /v1/tasks/{id})."""
+    routes = app.router.routes
+    return ", ".join(method for method in METHODS
+                     if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes))
 
 
 def install(app: FastAPI) -> None:
@@ -130,7 +132,7 @@ def install(app: FastAPI) -> None:
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
         headers = dict(getattr(error, "headers", None) or {})
         if error.status_code == 405:  # RFC 9110: every method of the path, not only the first route's
-            headers["Allow"] = allowed_methods(request.app, request.url.path)
+            headers["Allow"] = allowed_methods(request.app, request.scope)
         return problem_response(request, Problem(error.status_code, titles.get(error.status_code, "Error"),
                                                  str(error.detail), headers=headers))
 

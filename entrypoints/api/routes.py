@@ -571,10 +571,20 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
 
 # --- the log, for audit tooling -----------------------------------------------------------
 
-def _events_page(svc: Services, after: int, limit: int, stream: str | None) -> list[dict]:
+def _events_page(svc: Services, who: Principal, after: int, limit: int, stream: str | None) -> list[dict]:
     source = (r for r in svc.db.events.read_stream(stream) if r.position > after) if stream else \
         svc.db.events.read_all(after_position=after, batch=limit)
-    return [r.to_json() for r in itertools.islice(source, limit)]
+    return [_shown(r, who) for r in itertools.islice(source, limit)]
+
+
+def _shown(recorded, who: Principal) -> dict:
+    """An event as `who` reads it: an account's audit key never sees a credential's digest
+    (an API key's secret_sha256); the admin sees the log as it is."""
+    shown = recorded.to_json()
+    if who.kind != "admin":
+        for name in type(recorded.event).secret:
+            shown["data"].pop(name, None)
+    return shown
 
 
 @router.get("/events", response_model=models.EventPage, tags=["audit"],
@@ -584,7 +594,7 @@ async def events(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION),
     need(who, "audit")
     svc = services(request)
     await _may_read_stream(svc, who, stream)
-    items = await svc.call(_events_page, svc, after, limit, stream)
+    items = await svc.call(_events_page, svc, who, after, limit, stream)
     return json_response({"items": items, "next_after": items[-1]["position"] if items else after})
 
 
@@ -617,7 +627,7 @@ async def follow(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION),
     async def body():
         position, quiet = after, time.monotonic()
         while not await request.is_disconnected():
-            items = await svc.call(_events_page, svc, position, 500, stream)
+            items = await svc.call(_events_page, svc, who, position, 500, stream)
             for item in items:
                 # between items, not only between pages: a catch-up page is written in one go
                 # otherwise, and every write after the client left logs "socket.send() raised exception"
