@@ -14,7 +14,7 @@ from consumers import metrics  # metrics: GET /metrics
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
-from entrypoints.api import docs, problems
+from entrypoints.api import docs, links, problems
 from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.routes import router
 from entrypoints.api import routes_webhooks  # webhooks: endpoints, deliveries and attempts
@@ -51,6 +51,7 @@ def create_app(settings: EngineSettings) -> FastAPI:
                               "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
                               "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
     problems.install(app)
+    links.install(app)  # OpenAPI links between operations (entrypoints/api/links.py)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
