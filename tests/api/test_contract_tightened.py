@@ -22,6 +22,7 @@ import uuid
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 
 from tests.api.server import ADMIN_TOKEN, BOTH_MODES, MODE_MARKS, Api, problem
@@ -34,16 +35,24 @@ embedded = pytest.mark.parametrize("api", [pytest.param("embedded", marks=MODE_M
 
 # ------------------------------------------------------------------------------ 410 and 409
 
-@both
-def test_a_retried_single_whose_task_was_erased_since_is_410_gone(api: Api):
+def _answered_then_erased(api: Api, path: str, body: dict) -> tuple[httpx.Client, dict, str]:
+    """A single verification answered (200) with an Idempotency-Key, then its task erased:
+    (the key's client, the retry's headers, the task id)."""
     _, key = account_with_key(api)
     retry = {"Idempotency-Key": f"single-{uuid.uuid4().hex}"}
-    first = key.post("/v1/tasks/single", json={"address": "alice@example.com"}, headers=retry)
+    first = key.post(path, json=body, headers=retry)
     assert first.status_code == 200, first.text
-    task_id = first.json()["task"]["task_id"]
-    again = key.post("/v1/tasks/single", json={"address": "alice@example.com"}, headers=retry)
-    assert again.status_code == 200 and again.json() == first.json()  # kept: the first answer
+    answer = first.json()
+    task_id = answer["task"]["task_id"] if "task" in answer else answer["task_id"]
+    again = key.post(path, json=body, headers=retry)
+    assert again.status_code == 200 and again.json() == answer  # kept: the first answer
     assert key.post(f"/v1/tasks/{task_id}/erase").status_code == 200
+    return key, retry, task_id
+
+
+@both
+def test_a_retried_single_whose_task_was_erased_since_is_410_gone(api: Api):
+    key, retry, task_id = _answered_then_erased(api, "/v1/tasks/single", {"address": "alice@example.com"})
     gone = problem(key.post("/v1/tasks/single", json={"address": "alice@example.com"}, headers=retry), 410)
     assert task_id in gone["detail"] and "deleted" in gone["detail"]
     assert key.get(f"/v1/tasks/{task_id}").json()["status"] == "deleted"  # nothing ran again
@@ -51,12 +60,7 @@ def test_a_retried_single_whose_task_was_erased_since_is_410_gone(api: Api):
 
 @both
 def test_a_retried_compat_single_whose_task_was_erased_since_is_410_gone(api: Api):
-    _, key = account_with_key(api)
-    retry = {"Idempotency-Key": f"compat-{uuid.uuid4().hex}"}
-    first = key.post("/api/verify-single", json={"email": "bob@example.com"}, headers=retry)
-    assert first.status_code == 200, first.text
-    task_id = first.json()["task_id"]
-    assert key.post(f"/v1/tasks/{task_id}/erase").status_code == 200
+    key, retry, task_id = _answered_then_erased(api, "/api/verify-single", {"email": "bob@example.com"})
     gone = key.post("/api/verify-single", json={"email": "bob@example.com"}, headers=retry)
     assert gone.status_code == 410, gone.text  # the product's error shape, as its other errors
     assert gone.json()["error"] == "Results deleted" and task_id in gone.json()["message"]
