@@ -36,6 +36,8 @@ MAX_PAGE = 1000
 # events' metadata and the tasks' `created_by` say
 BY = Query(None, min_length=1, max_length=200, description="only what this issuer did: admin, apikey:KEY_ID,"
                                                            " cli:USER or engine")
+TASK_NAME = Query("", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
+                  description="a name for the task (lists, the Credits History)")
 MAX_UNPROCESSED = MAX_TASK_ADDRESSES
 UPLOAD_CHUNK = 1 << 20
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
@@ -318,8 +320,7 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
                      "file": {"type": "string", "format": "binary"}}}}}}},
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
 async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
-               name: Annotated[str, models.PRINTABLE] = Query("", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
-                                                              description="a name for the task (lists, the Credits History)"),
+               name: Annotated[str, models.PRINTABLE] = TASK_NAME,
                who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
