@@ -45,9 +45,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
+from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp, utcnow
 from engine.config import EngineSettings, parse_schedule
 from engine.domain.errors import InvalidCommand
+from engine.domain.text import printable
+from engine.keyring import SEALED
 from engine.service import Engine
 from projections.base import Table
 from verifier.egress import egress_refusal
@@ -195,10 +197,37 @@ class Job:
 
 
 class WebhookStore(OutboxStore):
-    """Endpoints, deliveries, attempts and the consumer's checkpoint (consumers/outbox.py)."""
+    """Endpoints, deliveries, attempts and the consumer's checkpoint (consumers/outbox.py).
+
+    Signing secrets are sealed at rest with the store's keyring (engine/keyring.py, the key
+    of scope SECRETS_SCOPE); a row written before that is read as it is, and sealed in place
+    when the schema is first ensured."""
 
     SCHEMA = OutboxSchema(CONSUMER, TABLES, CHECKPOINT.name, DELIVERIES.name, ATTEMPTS.name, "delivery_id", "error",
                           "the sender stopped before it recorded an answer; sent again")
+
+    def __init__(self, sql, clock: Callable[[], datetime] = utcnow, *, keyring):
+        super().__init__(sql, clock)
+        self.keyring = keyring
+
+    def _sealer(self):
+        return self.keyring.sealer(SECRETS_SCOPE, create=True)
+
+    def ensure_schema(self):
+        if not self._ready:
+            super().ensure_schema()
+            self._seal_plain_secrets()
+        return self
+
+    def _seal_plain_secrets(self) -> None:
+        plain = self.sql.execute("SELECT endpoint_id, secret FROM webhook_endpoints WHERE secret NOT LIKE ?",
+                                 (SEALED + "%",)).fetchall()
+        if plain:
+            sealer = self._sealer()
+            with self.sql.transaction():
+                for endpoint_id, secret in plain:
+                    self.sql.execute("UPDATE webhook_endpoints SET secret = ? WHERE endpoint_id = ? AND secret = ?",
+                                     (sealer.seal(secret), endpoint_id, secret))
 
     # --- endpoints ----------------------------------------------------------------------
 
@@ -206,10 +235,11 @@ class WebhookStore(OutboxStore):
                      created_by: str | None = None, allow_loopback: bool = False) -> dict:
         """Registers an endpoint; the answer holds its signing secret (shown this once)."""
         url = validate_url(url, allow_loopback)
-        if len(description) > 200 or not description.isprintable():
+        if len(description) > 200 or not printable(description):
             raise InvalidCommand("a description is at most 200 printable characters")
+        secret = new_secret()
         row = {"endpoint_id": f"ep_{uuid.uuid4().hex}", "account_id": account_id, "url": url,
-               "description": description, "secret": new_secret(), "created_at": stamp(self.clock()),
+               "description": description, "secret": self._sealer().seal(secret), "created_at": stamp(self.clock()),
                "created_position": created_position, "created_by": created_by, "disabled_at": None}
         with self.sql.transaction():
             self.sql.lock(f"vec.webhooks.account.{account_id}")
@@ -220,7 +250,7 @@ class WebhookStore(OutboxStore):
             self.sql.execute(f"INSERT INTO webhook_endpoints ({', '.join(ENDPOINTS.columns)})"
                              f" VALUES ({', '.join('?' for _ in ENDPOINTS.columns)})",
                              tuple(row[c] for c in ENDPOINTS.columns))
-        return {**{k: row[k] for k in ENDPOINT_FIELDS}, "secret": row["secret"]}
+        return {**{k: row[k] for k in ENDPOINT_FIELDS}, "secret": secret}
 
     def endpoint(self, endpoint_id: str) -> dict | None:
         rows = self._rows(f"SELECT {', '.join(ENDPOINT_FIELDS)} FROM webhook_endpoints WHERE endpoint_id = ?",
@@ -336,6 +366,7 @@ class WebhookStore(OutboxStore):
         if not due:
             return []
         jobs = []
+        sealer = self._sealer()
         with self.sql.transaction():
             self.sql.lock("vec.webhooks.sender")
             for delivery_id, attempts, payload, url, secret, disabled_at in due:
@@ -355,7 +386,7 @@ class WebhookStore(OutboxStore):
                 self.sql.execute("INSERT INTO webhook_attempts (delivery_id, attempt, started_at, outcome, status_code,"
                                  " error, duration_ms) VALUES (?, ?, ?, 'sending', NULL, NULL, NULL)"
                                  " ON CONFLICT (delivery_id, attempt) DO NOTHING", (delivery_id, attempt, stamp(now)))
-                jobs.append(Job(delivery_id, attempt, url, secret, payload))
+                jobs.append(Job(delivery_id, attempt, url, sealer.open(secret), payload))  # a plain one opens as it is
         return jobs
 
     def record(self, job: Job, outcome: str, status_code: int | None, error: str | None, duration_ms: int,
@@ -425,6 +456,10 @@ class WebhookConsumer:
 
 # --- the sender -----------------------------------------------------------------------------
 
+SECRETS_SCOPE = "~webhook-secrets"  # the keyring scope whose key seals the endpoints' signing secrets
+NOT_PUBLIC = "refused: not a public address"  # what a tenant's attempt log says of a refused host
+
+
 class Egress:
     """Where a webhook may go: the endpoint's addresses, each checked by the egress guard."""
 
@@ -438,7 +473,10 @@ class Egress:
         for ip in ips:
             why = allowed_address(ip, self.allow_loopback)
             if why is not None:
-                return [], f"{host} resolves to {ip} ({why}), not globally routable: refused by the egress guard"
+                # the operator's log says where it points; the tenant's attempt log must not map
+                # our internal names to addresses
+                log.info("webhook host %s resolves to %s (%s): refused by the egress guard", host, ip, why)
+                return [], NOT_PUBLIC
         return ips, None
 
 
@@ -528,7 +566,7 @@ class Webhooks(OutboxLoops):
     def __init__(self, engine: Engine, settings: EngineSettings,
                  call: Callable[..., Awaitable[Any]] = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
-        store = WebhookStore(engine.db.projector.sql, clock or engine.clock)
+        store = WebhookStore(engine.db.projector.sql, clock or engine.clock, keyring=engine.db.keyring)
         super().__init__(engine, call, store, WebhookConsumer(engine, store), batch=BATCH,
                          schedule=parse_schedule(settings.webhook_retry_schedule),
                          poll_interval=settings.webhook_poll_interval, concurrency=settings.webhook_concurrency,

@@ -315,7 +315,7 @@ def apikey_list(ctx: Context, account_id: str, as_json: bool) -> None:
 def _webhooks(ctx: Context):
     from consumers.webhooks import WebhookStore
 
-    return WebhookStore(ctx.db.projector.sql, ctx.engine.clock).ensure_schema()
+    return WebhookStore(ctx.db.projector.sql, ctx.engine.clock, keyring=ctx.db.keyring).ensure_schema()
 
 
 @cli.group()

@@ -25,6 +25,9 @@ class Event:
     # The store seals them with the task's own key, so destroying the key erases them
     # from an immutable log ("crypto-shredding"); see engine/keyring.py.
     personal: ClassVar[tuple[str, ...]] = ()
+    # Fields derived from a credential (a key's secret digest): kept for the engine's checks,
+    # shown to the admin only, never to an account's own readers of the log.
+    secret: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def type_name(cls) -> str:

@@ -87,6 +87,8 @@ class RetentionSet(Event):
 class ApiKeyIssued(Event):
     """Extra: an API key of the account. Only the SHA-256 of its secret is kept."""
 
+    secret = ("secret_sha256",)
+
     key_id: str
     secret_sha256: str
     scopes: tuple[str, ...]

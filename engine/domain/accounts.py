@@ -43,6 +43,7 @@ from engine.domain.limits import (
     MAX_TASK_ADDRESSES,
     MIN_RETENTION_DAYS,
 )
+from engine.domain.text import printable
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
         if state.opened:
             raise AccountAlreadyOpen(f"account {command.account_id} is already open")
         if (not command.account_id or len(command.account_id) > MAX_ID_LENGTH
-                or not command.account_id.isprintable()):
+                or not printable(command.account_id)):
             raise InvalidCommand(f"an account id is 1-{MAX_ID_LENGTH} printable characters")
         return [AccountOpened(command.account_id), CreditsGranted("payg", WELCOME_CREDITS, "welcome")]
     if not state.opened:
@@ -174,7 +175,7 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
             raise InvalidCommand(f"key {command.key_id} exists already")
         if sum(1 for _, _, revoked in state.keys.values() if not revoked) >= MAX_KEYS:
             raise InvalidCommand(f"an account holds at most {MAX_KEYS} live keys; revoke one first")
-        if len(command.label) > 200 or not command.label.isprintable():
+        if len(command.label) > 200 or not printable(command.label):
             raise InvalidCommand("a key's label is up to 200 printable characters")
         return [ApiKeyIssued(command.key_id, command.secret_sha256, tuple(sorted(set(command.scopes))),
                              command.label)]

@@ -41,6 +41,7 @@ from engine.domain.errors import (
     check,
 )
 from engine.domain.limits import MAX_CHUNK_SIZE, MAX_NAME_LENGTH, MAX_TASK_ADDRESSES
+from engine.domain.text import printable
 
 ACTIVE = ("pending", "processing")
 FINISHED = ("completed", "cancelled", "failed")
@@ -221,7 +222,7 @@ def _create(command: CreateTask, state: TaskState) -> list[Event]:
                              f"(this one has {command.address_count:,}); split the file")
     if command.kind == "single" and command.address_count != 1:
         raise InvalidCommand("a single task verifies exactly one address")
-    if len(command.name) > MAX_NAME_LENGTH or not command.name.isprintable():
+    if len(command.name) > MAX_NAME_LENGTH or not printable(command.name):
         raise InvalidCommand(f"a task's name is up to {MAX_NAME_LENGTH} printable characters")
     if not 1 <= command.chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidCommand(f"chunk size must be 1-{MAX_CHUNK_SIZE:,}")

@@ -14,7 +14,7 @@ from consumers import metrics  # metrics: GET /metrics
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
-from entrypoints.api import problems
+from entrypoints.api import docs, links, problems
 from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.guard import BodyGuard, GuardSettings, guarded_h11
 from entrypoints.api.routes import router
@@ -49,12 +49,13 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
             services.close()
             db.close()
 
-    app = FastAPI(title="VEC engine API", version=VERSION, lifespan=lifespan,
+    app = FastAPI(title="VEC engine API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Email verification tasks, credits and their history, and the event log behind "
                               "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
                               "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
     problems.install(app)
     app.add_middleware(BodyGuard, settings=guard, upload_bytes=settings.api_max_upload_bytes)  # before routing
+    links.install(app)  # OpenAPI links between operations (entrypoints/api/links.py)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
@@ -62,6 +63,7 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
     app.include_router(dashboard.router)  # the ops dashboard: /dashboard/ (and / redirects there)
     app.include_router(routes_compat.router)  # compat: /api/verify-single, verify-bulk, get-results (routes_compat.py)
     app.mount(dashboard.PREFIX + "/static", dashboard.static_files(), name="dashboard-static")  # its CSS and JS
+    docs.mount(app)  # /docs and /redoc with their files served here, none from a CDN (entrypoints/api/docs.py)
 
     @app.get("/healthz", tags=["ops"], summary="The API process answers and reaches its store")
     async def healthz():

@@ -14,6 +14,7 @@ import orjson
 from fastapi import Request
 
 from engine.config import EngineSettings
+from engine.domain.text import printable
 from engine.service import Engine, acting_as, parse_api_key
 from entrypoints.api.guard import GuardSettings
 from entrypoints.api.lanes import TenantGates, UploadLane
@@ -243,7 +244,7 @@ async def idempotent(services: Services, principal: Principal, request: Request,
     key = request.headers.get("idempotency-key")
     if not key:
         return await run(None)
-    if len(key) > 200 or not key.isprintable():
+    if len(key) > 200 or not printable(key):
         raise Problem(422, "Invalid request", "an Idempotency-Key is 1-200 printable characters")
     earlier = await services.call(services.recall, principal, key)
     if earlier is not None:

@@ -2,12 +2,27 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH
 from engine.domain.tasks import MAX_NAME_LENGTH
+from engine.domain.text import PRINTABLE_PATTERN, printable
+
+
+def _printable(text: str | None) -> str | None:
+    if text is not None and not printable(text):
+        raise ValueError("holds a control, format or separator character (the schema's pattern)")
+    return text
+
+
+# The engine's one "printable" rule (engine/domain/text.py): checked with it, documented with
+# its pattern, so the document allows exactly what the server takes. PRINTABLE goes into an
+# Annotated query or header parameter, `Printable` is the field type.
+PRINTABLE = AfterValidator(_printable)
+PRINTABLE_SCHEMA = {"pattern": PRINTABLE_PATTERN}
+Printable = Annotated[str, PRINTABLE, Field(json_schema_extra=PRINTABLE_SCHEMA)]
 
 
 class Strict(BaseModel):
@@ -15,7 +30,7 @@ class Strict(BaseModel):
 
 
 class AccountIn(Strict):
-    account_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+    account_id: Printable = Field(min_length=1, max_length=MAX_ID_LENGTH)
 
 
 class GrantIn(Strict):
@@ -40,13 +55,13 @@ class GrantIn(Strict):
 
 class KeyIn(Strict):
     scopes: list[Literal["read", "write", "audit"]] = Field(default_factory=lambda: ["read", "write"], min_length=1)
-    label: str = Field("", max_length=200)
+    label: Printable = Field("", max_length=200)
 
 
 class SingleIn(Strict):
     address: str = Field(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f]*@[^\x00-\x1f\x7f]*$",
                          examples=["alice@example.com"])
-    name: str = Field("", max_length=MAX_NAME_LENGTH, description="a name for the task (lists, the Credits History)")
+    name: Printable = Field("", max_length=MAX_NAME_LENGTH, description="a name for the task (lists, the Credits History)")
 
 
 class Retention(Strict):

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from engine.domain import errors
 from engine.domain.errors import InvariantViolation
@@ -86,6 +87,19 @@ def response(description: str, headers: dict | None = None) -> dict:
     return documented
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> str | None:
+    """The methods some route of the app takes on this path (Starlette's 405 names only the
+    first matching route's, and a path may have several: GET and DELETE /v1/tasks/{id});
+    None under a mount (static files say their own)."""
+    routes = [route for route in app.router.routes if not isinstance(route, Mount)]
+    allowed = [method for method in METHODS
+               if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)]
+    return ", ".join(allowed) or None
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -118,8 +132,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+        headers = dict(getattr(error, "headers", None) or {})
+        allowed = allowed_methods(request.app, request.scope) if error.status_code == 405 else None
+        if allowed:  # RFC 9110: every method of the path, not only the first route's
+            headers["Allow"] = allowed
         return problem_response(request, Problem(error.status_code, titles.get(error.status_code, "Error"),
-                                                 str(error.detail), headers=getattr(error, "headers", None)))
+                                                 str(error.detail), headers=headers))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception):

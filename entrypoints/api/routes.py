@@ -12,7 +12,7 @@ import itertools
 import os
 import tempfile
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Security
@@ -36,6 +36,8 @@ MAX_PAGE = 1000
 # events' metadata and the tasks' `created_by` say
 BY = Query(None, min_length=1, max_length=200, description="only what this issuer did: admin, apikey:KEY_ID,"
                                                            " cli:USER or engine")
+TASK_NAME = Query("", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
+                  description="a name for the task (lists, the Credits History)")
 MAX_UNPROCESSED = MAX_TASK_ADDRESSES
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
 
@@ -66,7 +68,7 @@ bearer = HTTPBearer(auto_error=False, description="an account's API key (`vec_<i
 
 
 def idempotency_key(key: str | None = Header(
-        None, alias="Idempotency-Key", max_length=200,
+        None, alias="Idempotency-Key", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
         description="a retry with the same key gets the original answer (header Idempotent-Replayed: true); "
                     "the same key with another request is a 409")) -> None:
     """Documents the header; `deps.idempotent` acts on it."""
@@ -279,7 +281,7 @@ def _task(svc: Services, who: Principal, task_id: str) -> dict:
              responses={202: {"model": models.SingleResult, "description": "still running: follow the Location",
                               "headers": {"Location": {"schema": {"type": "string"}, "required": True,
                                                        "description": "the task: GET it until it finished"}}},
-                        **PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
+                        **PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
              summary="Verify one address: the result, or 202 when it takes longer than the single-task bound")
 async def single(body: models.SingleIn, request: Request, account: str | None = None,
                  who: Principal = Depends(principal)):
@@ -303,6 +305,8 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
 
 def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
     task = _task(svc, who, task_id)
+    # a retry (same Idempotency-Key) of a task erased since: its result is gone for good, not "still running"
+    require_results_kept(svc.engine.task(task_id))
     row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("pending", "processing") else None
     return {"task": task, "address": address, "status": row["status"] if row else None,
             "reason": (row["reason"] or None) if row else None, "detail": (row["detail"] or None) if row else None}
@@ -318,7 +322,7 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
                      "file": {"type": "string", "format": "binary"}}}}}}},
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
 async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
-               name: str = Query("", max_length=200, description="a name for the task (lists, the Credits History)"),
+               name: Annotated[str, models.PRINTABLE] = TASK_NAME,
                who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -499,8 +503,8 @@ async def unprocessed(task_id: str, request: Request, who: Principal = Depends(p
 
 
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
-             responses={**PAYMENT, **CONFLICT}, dependencies=IDEMPOTENT,
-             summary="A new bulk task of this task's Unknown addresses, charged like any bulk")
+             responses={**PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
+             summary="A new bulk task of this task's Unknown addresses, charged like any bulk (409 when it has none)")
 async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)):
     need(who, "write")
     svc = services(request)
@@ -509,11 +513,17 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
         raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
 
     def unknowns_file() -> str:
+        require_results_kept(svc.engine.task(task_id))  # erased: a 410, not an empty file
         handle = tempfile.NamedTemporaryFile("w", prefix="vec-retry-", suffix=".csv", delete=False)
+        count = 0
         with handle:
             handle.write("email\n")
-            for row in svc.db.read.results(task_id, "unknown"):
+            for count, row in enumerate(svc.db.read.results(task_id, "unknown"), 1):
                 handle.write(row["address"] + "\n")
+        if count == 0:
+            os.unlink(handle.name)
+            raise Problem(409, "Nothing to retry", f"task {task_id} ({task['status']}) has no Unknown addresses "
+                                                   "to retry", kind="nothing-to-retry")
         return handle.name
 
     path = await svc.call(unknowns_file)
@@ -545,10 +555,20 @@ class GatedStream(StreamingResponse):
 
 # --- the log, for audit tooling -----------------------------------------------------------
 
-def _events_page(svc: Services, after: int, limit: int, stream: str | None) -> list[dict]:
+def _events_page(svc: Services, who: Principal, after: int, limit: int, stream: str | None) -> list[dict]:
     source = (r for r in svc.db.events.read_stream(stream) if r.position > after) if stream else \
         svc.db.events.read_all(after_position=after, batch=limit)
-    return [r.to_json() for r in itertools.islice(source, limit)]
+    return [_shown(r, who) for r in itertools.islice(source, limit)]
+
+
+def _shown(recorded, who: Principal) -> dict:
+    """An event as `who` reads it: an account's audit key never sees a credential's digest
+    (an API key's secret_sha256); the admin sees the log as it is."""
+    shown = recorded.to_json()
+    if who.kind != "admin":
+        for name in type(recorded.event).secret:
+            shown["data"].pop(name, None)
+    return shown
 
 
 @router.get("/events", response_model=models.EventPage, tags=["audit"],
@@ -558,7 +578,7 @@ async def events(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION),
     need(who, "audit")
     svc = services(request)
     await _may_read_stream(svc, who, stream)
-    items = await svc.call(_events_page, svc, after, limit, stream)
+    items = await svc.call(_events_page, svc, who, after, limit, stream)
     return json_response({"items": items, "next_after": items[-1]["position"] if items else after})
 
 
@@ -578,6 +598,13 @@ async def _may_read_stream(svc: Services, who: Principal, stream: str | None) ->
     raise Problem(404, "Not found", f"no such stream: {stream}")
 
 
+SSE_BATCH = 50  # events per write of a follow stream; the client's leaving is checked between writes
+
+
+def _sse(item: dict) -> bytes:
+    return f"id: {item['position']}\nevent: {item['type']}\ndata: {orjson.dumps(item).decode()}\n\n".encode()
+
+
 @router.get("/events/follow", tags=["audit"],
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "Server-Sent Events: one per appended event"}},
@@ -591,10 +618,15 @@ async def follow(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION),
     async def body():
         position, quiet = after, time.monotonic()
         while not await request.is_disconnected():
-            items = await svc.call(_events_page, svc, position, 500, stream)
-            for item in items:
-                position = item["position"]
-                yield f"id: {position}\nevent: {item['type']}\ndata: {orjson.dumps(item).decode()}\n\n".encode()
+            items = await svc.call(_events_page, svc, who, position, 500, stream)
+            for start in range(0, len(items), SSE_BATCH):
+                # between writes, not only between pages: a catch-up page is written in one go
+                # otherwise, and every write after the client left logs "socket.send() raised exception"
+                if await request.is_disconnected():
+                    break
+                batch = items[start:start + SSE_BATCH]
+                position = batch[-1]["position"]
+                yield b"".join(_sse(item) for item in batch)
             if items:
                 quiet = time.monotonic()
                 continue

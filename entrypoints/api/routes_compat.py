@@ -87,7 +87,7 @@ class VerifyBulkIn(BaseModel):
     emails: list[Email] = Field(min_length=1, max_length=MAX_TASK_ADDRESSES,
                                 description="the addresses to verify (duplicates are verified and charged once)",
                                 examples=[["user1@example.com", "user2@example.com"]])
-    name: str = Field("", max_length=MAX_NAME_LENGTH, description="a friendly name for the task")
+    name: models.Printable = Field("", max_length=MAX_NAME_LENGTH, description="a friendly name for the task")
 
 
 class SinglePending(BaseModel):
@@ -163,7 +163,7 @@ POSTED = {
     413: _error("the body is too large"),
 }
 IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
-                      "schema": {"type": "string", "maxLength": 200},
+                      "schema": {"type": "string", "maxLength": 200, **models.PRINTABLE_SCHEMA},
                       "description": "a retry with the same key gets the original answer; the same key with "
                                      "another request is a 409"}
 ACCOUNT = Query(None, description="the admin token names the account; an API key acts for its own")
@@ -335,7 +335,9 @@ def _single_result(svc: Services, who: Principal, task_id: str, email: str) -> d
              responses={**POSTED, 202: {"model": SinglePending, "description": "still running: poll get-results",
                                         "headers": {"Location": {"schema": {"type": "string"}, "required": True},
                                                     **RATE_HEADERS}},
-                        200: {"description": "the result", "headers": RATE_HEADERS}},
+                        200: {"description": "the result", "headers": RATE_HEADERS},
+                        410: _error("a retry (same Idempotency-Key) of a verification whose task was erased since "
+                                    "(data retention or erasure): its result is gone")},
              openapi_extra=_body_doc(VerifySingleIn),
              summary="Verify one email in real time (1 credit; an unknown result is refunded)")
 async def verify_single(request: Request, account: str | None = ACCOUNT):

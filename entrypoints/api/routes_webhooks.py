@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.domain.errors import AccountNotFound
 from engine.domain.limits import MAX_ID_LENGTH
-from entrypoints.api import routes
+from engine.domain.text import printable
+from entrypoints.api import models, routes
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response
 from entrypoints.api.problems import Problem
 from entrypoints.api.routes import MAX_PAGE, PAGE, account_of, cursor_in, cursor_out, need, principal, services
@@ -34,7 +35,7 @@ class WebhookIn(BaseModel):
 
     url: str = Field(min_length=1, max_length=2000, description="http:// or https://; never a loopback, private, "
                      "link-local or metadata address")
-    description: str = Field("", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
+    description: models.Printable = Field("", max_length=200)
 
 
 class Endpoint(BaseModel):
@@ -99,7 +100,7 @@ MAX_POSITION = 2**63 - 1
 def _account(who: Principal, account: str | None) -> str:
     """account_of, and an id no store could hold (control characters, too long) is no account."""
     account_id = account_of(who, account)
-    if len(account_id) > MAX_ID_LENGTH or not account_id.isprintable():
+    if len(account_id) > MAX_ID_LENGTH or not printable(account_id):
         raise Problem(404, "Not found", "no such account")
     return account_id
 
@@ -113,7 +114,7 @@ def _endpoint_id(endpoint_id: str) -> str:
 def _store(svc: Services) -> WebhookStore:
     store = getattr(svc, "_webhooks", None)
     if store is None:
-        store = svc._webhooks = WebhookStore(svc.db.projector.sql, svc.engine.clock).ensure_schema()
+        store = svc._webhooks = WebhookStore(svc.db.projector.sql, svc.engine.clock, keyring=svc.db.keyring).ensure_schema()
     return store
 
 

@@ -510,7 +510,7 @@ def test_retry_unknown_is_a_new_charged_task_of_exactly_the_unknowns(api: Api):
     clean = bulk(key, csv_file(*unique_addresses(2))).json()["task"]["task_id"]
     api.wait_task(clean, key)
     with appends_nothing(api, f"account-{account}"):
-        problem(key.post(f"/v1/tasks/{clean}/retry-unknown"), 422)  # nothing to retry
+        assert clean in problem(key.post(f"/v1/tasks/{clean}/retry-unknown"), 409)["detail"]  # nothing to retry
         problem(key.post(f"/v1/tasks/{uuid.uuid4().hex}/retry-unknown"), 404)
 
 
@@ -529,7 +529,9 @@ def test_events_pages_and_streams_and_the_sse_follow(api: Api):
     assert all(e["stream"] == f"account-{account}" for e in mine)
     after = api.admin.get("/v1/events", params={"stream": f"account-{account}", "after": mine[0]["position"]})
     assert after.json()["items"] == mine[1:]
-    assert key.get("/v1/events", params={"stream": f"account-{account}"}).json()["items"] == mine  # audit scope
+    # the audit scope reads the same, less the keys' secret digests (the admin's alone)
+    assert key.get("/v1/events", params={"stream": f"account-{account}"}).json()["items"] == [
+        {**e, "data": {k: v for k, v in e["data"].items() if k != "secret_sha256"}} for e in mine]
     empty = api.admin.get("/v1/events", params={"after": 2**62}).json()
     assert empty == {"items": [], "next_after": 2**62}
     for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": 2**64}, {"after": "x"}):
@@ -633,7 +635,7 @@ def test_a_retried_post_with_its_idempotency_key_gets_the_original_answer(api: A
     assert key.post(f"/v1/tasks/{task_id}/erase").status_code == 200
     after = key.post("/v1/tasks/single", json={"address": "idem@example.com"}, headers=single)
     assert "idempotent-replayed" not in after.headers, after.text  # the first answer is gone with the task
-    assert after.json()["task"]["task_id"] == task_id and after.json()["task"]["status"] == "deleted", after.text
+    assert task_id in problem(after, 410)["detail"]  # its result is gone for good: not "still running"
     assert balance(api, account)["total"] == 250 - 3 - 1  # the same task, not a second charge
 
     for _ in range(2):  # a refusal is not kept: the retry is refused again, for the same reason

@@ -26,7 +26,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from consumers.providers import InstantProvider
 from consumers.runtime import EngineCrashed, Runtime
-from consumers.webhooks import WebhookConsumer, WebhookStore, validate_url, webhook_id
+from consumers.webhooks import SECRETS_SCOPE, WebhookConsumer, WebhookStore, validate_url, webhook_id
 from engine.domain.errors import InvalidCommand
 from engine.service import Engine, utcnow
 from engine.store import open_database
@@ -112,7 +112,7 @@ def engine(db):
 
 
 def register(engine: Engine, account: str, receiver: Receiver, url: str | None = None) -> dict:
-    store = WebhookStore(engine.db.projector.sql).ensure_schema()
+    store = WebhookStore(engine.db.projector.sql, keyring=engine.db.keyring).ensure_schema()
     endpoint = store.add_endpoint(account, url or receiver.url, "", engine.db.events.head(), "test",
                                   allow_loopback=True)
     receiver.secret = endpoint["secret"]
@@ -120,7 +120,7 @@ def register(engine: Engine, account: str, receiver: Receiver, url: str | None =
 
 
 def deliveries(engine: Engine, **where) -> list[dict]:
-    return WebhookStore(engine.db.projector.sql).ensure_schema().deliveries(with_attempts=True, **where)
+    return WebhookStore(engine.db.projector.sql, keyring=engine.db.keyring).ensure_schema().deliveries(with_attempts=True, **where)
 
 
 async def run_until(engine: Engine, done, linger: float = 0.0, timeout: float = 20.0) -> None:
@@ -210,6 +210,33 @@ def test_a_delivery_fails_for_good_after_the_last_attempt(db, tmp_path):
     assert [x["outcome"] for x in row["attempt_log"]] == ["failed"] * 3
 
 
+def secret_at_rest(engine: Engine, endpoint_id: str) -> str:
+    return engine.db.projector.sql.execute("SELECT secret FROM webhook_endpoints WHERE endpoint_id = ?",
+                                           (endpoint_id,)).fetchone()[0]
+
+
+def test_signing_secrets_are_sealed_at_rest_and_a_plain_one_of_before_is_used_then_sealed(engine, tmp_path):
+    with Receiver() as sealed, Receiver() as plain:
+        a = register(engine, "acme", sealed)
+        b = register(engine, "acme", plain)
+        for endpoint in (a, b):
+            stored = secret_at_rest(engine, endpoint["endpoint_id"])
+            assert stored.startswith("§") and endpoint["secret"] not in stored
+            assert endpoint["secret"].removeprefix("whsec_") not in stored
+        # a row kept before secrets were sealed: plain text in the table
+        engine.db.projector.sql.execute("UPDATE webhook_endpoints SET secret = ? WHERE endpoint_id = ?",
+                                        (b["secret"], b["endpoint_id"]))
+        assert secret_at_rest(engine, b["endpoint_id"]) == b["secret"]
+        bulk(engine, tmp_path, addresses(1))
+        asyncio.run(run_until(engine, lambda: len(deliveries(engine, status="delivered")) == 2))
+    assert [r["verified"] for r in sealed.requests + plain.requests] == [True, True]  # both signed right
+    # a store that starts on that table seals the plain row in place, and still signs with it
+    WebhookStore(engine.db.projector.sql, keyring=engine.db.keyring).ensure_schema()
+    stored = secret_at_rest(engine, b["endpoint_id"])
+    assert stored.startswith("§") and b["secret"] not in stored
+    assert engine.db.keyring.sealer(SECRETS_SCOPE).open(stored) == b["secret"]
+
+
 def test_the_egress_guard_refuses_loopback_without_the_allowance_before_any_connection(db, tmp_path):
     engine = Engine(db, settings(**{**FAST, "webhook_allow_loopback": False, "webhook_max_attempts": 2,
                                     "webhook_retry_schedule": "0.05"}))
@@ -223,7 +250,10 @@ def test_the_egress_guard_refuses_loopback_without_the_allowance_before_any_conn
     assert receiver.connections == 0 and receiver.requests == []
     [row] = deliveries(engine)
     assert [x["outcome"] for x in row["attempt_log"]] == ["refused", "refused"]
-    assert "localhost resolves to" in row["last_error"] and "loopback" in row["last_error"]
+    # the tenant reads the attempt log: no word of what an internal name resolves to
+    assert row["last_error"] == "refused: not a public address"
+    assert [x["error"] for x in row["attempt_log"]] == [row["last_error"]] * 2
+    assert "127.0.0.1" not in str(row) and "loopback" not in str(row)
     assert row["last_status_code"] is None
 
 
@@ -261,7 +291,7 @@ def test_registration_takes_public_urls_and_loopback_only_with_the_allowance():
 
 
 def test_reading_the_log_again_enqueues_nothing_twice(engine, db, tmp_path):
-    store = WebhookStore(db.projector.sql).ensure_schema()
+    store = WebhookStore(db.projector.sql, keyring=db.keyring).ensure_schema()
     with Receiver() as receiver:
         first = register(engine, "acme", receiver)
         second = register(engine, "acme", receiver)
@@ -285,7 +315,7 @@ def test_reading_the_log_again_enqueues_nothing_twice(engine, db, tmp_path):
 
 def test_enqueue_and_checkpoint_commit_together(engine, db, tmp_path):
     """A crash between the deliveries and the checkpoint leaves neither: read again, once."""
-    store = WebhookStore(db.projector.sql).ensure_schema()
+    store = WebhookStore(db.projector.sql, keyring=db.keyring).ensure_schema()
     with Receiver() as receiver:
         register(engine, "acme", receiver)
         engine.cancel_task(bulk(engine, tmp_path, addresses(2)))
@@ -310,7 +340,7 @@ def test_enqueue_and_checkpoint_commit_together(engine, db, tmp_path):
 
 
 def test_removing_an_endpoint_stops_its_deliveries(engine, db, tmp_path):
-    store = WebhookStore(db.projector.sql).ensure_schema()
+    store = WebhookStore(db.projector.sql, keyring=db.keyring).ensure_schema()
     with Receiver(answers=(500,)) as receiver:
         endpoint = register(engine, "acme", receiver)
         engine.cancel_task(bulk(engine, tmp_path, addresses(1)))
@@ -434,7 +464,7 @@ def test_on_postgresql_one_elected_sender_delivers_once_with_its_retries(pg_url,
         [row] = deliveries(engine)
         assert row["endpoint_id"] == endpoint["endpoint_id"] and row["task_id"] == task_id
         assert [(x["outcome"], x["status_code"]) for x in row["attempt_log"]] == [("failed", 500), ("delivered", 200)]
-        store = WebhookStore(dbs[0].projector.sql)
+        store = WebhookStore(dbs[0].projector.sql, keyring=dbs[0].keyring)
         dbs[0].projector.sql.execute("UPDATE webhook_checkpoint SET position = 0")
         assert WebhookConsumer(engine, store).step() > 0
         assert len(deliveries(engine)) == 1
