@@ -26,7 +26,7 @@ from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
 from entrypoints.api.uploads import Received, receive_upload
 from engine.domain.limits import MAX_TASK_ADDRESSES
-from engine.service import require_results_kept
+from engine.service import Engine, require_results_kept
 from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 
@@ -512,13 +512,13 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
     if task["status"] in ("pending", "processing"):
         raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
 
-    def unknowns_file() -> str:
-        require_results_kept(svc.engine.task(task_id))  # erased: a 410, not an empty file
+    def unknowns_file(engine: Engine) -> str:
+        require_results_kept(engine.task(task_id))  # erased: a 410, not an empty file
         handle = tempfile.NamedTemporaryFile("w", prefix="vec-retry-", suffix=".csv", delete=False)
         count = 0
         with handle:
             handle.write("email\n")
-            for count, row in enumerate(svc.db.read.results(task_id, "unknown"), 1):
+            for count, row in enumerate(engine.db.read.results(task_id, "unknown"), 1):
                 handle.write(row["address"] + "\n")
         if count == 0:
             os.unlink(handle.name)
@@ -526,16 +526,19 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
                                                    "to retry", kind="nothing-to-retry")
         return handle.name
 
-    path = await svc.call(unknowns_file)
-    try:
-        async def run(key):
-            upload = await svc.call(svc.engine.create_bulk, task["account"], path, True, None, key, actor=who.actor)
-            svc.wake_engine()
-            return json_response(await svc.call(_upload_json, svc, who, upload), 201)
+    # a million Unknowns is an upload's work: on the upload lane, one per account at a time
+    with svc.gates.admit("upload", task["account"]):
+        path = await svc.uploads.call(unknowns_file, actor=who.actor)
+        try:
+            async def run(key):
+                upload = await svc.uploads.call(
+                    lambda engine: engine.create_bulk(task["account"], path, True, None, key), actor=who.actor)
+                svc.wake_engine()
+                return json_response(await svc.call(_upload_json, svc, who, upload), 201)
 
-        return await idempotent(svc, who, request, fingerprint(request, b""), run)
-    finally:
-        os.unlink(path)
+            return await idempotent(svc, who, request, fingerprint(request, b""), run)
+        finally:
+            os.unlink(path)
 
 
 class GatedStream(StreamingResponse):
