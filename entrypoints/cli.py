@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from engine import tracing  # traces: `vec run` configures them (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine, require_results_kept
@@ -640,6 +641,8 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     if distributed and ctx.engine.db.fleet is None:
         raise DomainError("--role needs the distributed mode: VEC_STORE=postgresql://... and VEC_KAFKA_BOOTSTRAP")
     stop_metrics = _serve_metrics(ctx, state=set(roles) != {"worker"})  # observability: VEC_METRICS_PORT
+    # traces, when configured (engine/tracing.py): this process's spans, named after its roles
+    tracing.configure("vec-" + "+".join(sorted(roles)) if roles else "vec-run", ctx.settings.tracing)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from consumers import metrics  # metrics: GET /metrics
+from engine import tracing
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
@@ -51,6 +52,8 @@ def create_app(settings: EngineSettings) -> FastAPI:
                               "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
                               "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
     problems.install(app)
+    if tracing.configure("vec-api", settings.tracing):  # traces: a span per request (engine/tracing.py)
+        tracing.instrument_app(app)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)

@@ -16,6 +16,7 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from engine import tracing  # traces: engine/tracing.py
 from engine.config import EngineSettings
 from engine.service import Engine, acting_as, parse_api_key
 from entrypoints.api.problems import Problem
@@ -69,7 +70,7 @@ class Services:
             with acting_as(actor):
                 return fn(*args, **kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, tracing.carry(run))  # traces
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
