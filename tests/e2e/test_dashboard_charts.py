@@ -10,14 +10,12 @@ hour. Charts are inline SVG rendered by the server: nothing is fetched to draw t
 """
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import pytest
 
-from tests.e2e.cli import VEC, Vec
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_FLAGS, Shots, _free_port, _wait_until_up
+from tests.e2e.cli import Vec
+from tests.e2e.test_dashboard import _free_port, browser_session, serving
 
 ADMIN_TOKEN = "dashboard-charts-admin-token"
 COUNTS = {"safe": 40, "invalid": 30, "risky": 30, "unknown": 30}  # local-part prefix -> addresses
@@ -34,20 +32,8 @@ def served_instant(tmp_path):
            "VEC_API_PORT": str(port), "VEC_ADMIN_TOKEN": ADMIN_TOKEN}
     vec = Vec(env, tmp_path)
     vec.run("account", "open", "acme")
-    log = tmp_path / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([VEC, "serve"], env=vec.env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc, log)
+    with serving(vec, tmp_path, port) as (url, log):
         yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _marks(page, chart: str, mark: str) -> dict[str, float]:
@@ -65,52 +51,35 @@ def _addresses(page) -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_results_page_filter_and_charts_in_chromium(served_instant, tmp_path):
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Debian's chromium is missing ({CHROMIUM}): run `scripts/browser install` "
-                    "(scripts/test does) or `apt-get install chromium`", pytrace=False)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, log = served_instant
-    shots = Shots(tmp_path)
     upload = tmp_path / "mixed.csv"
     upload.write_text("email\n" + "\n".join(f"{kind}{i:03d}@example.test" for kind, n in COUNTS.items()
                                             for i in range(n)) + "\n")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        context.set_default_timeout(20_000)
+    with browser_session(tmp_path, log) as (context, page, shots):
         requests: list[str] = []
         context.on("request", lambda request: requests.append(request.url))
-        page = context.new_page()
-        try:
-            page.goto(url + "/dashboard/signin")
-            page.fill("#token", ADMIN_TOKEN)
-            page.click("#signin")
-            expect(page.locator("#who")).to_contain_text("admin")
-            page.goto(url + "/dashboard/account?id=acme")
-            page.set_input_files("#file", str(upload))
-            page.click("#upload")
-            expect(page).to_have_url(re.compile(r".*/dashboard/tasks/[0-9a-f]{32}$"))
-            task_page = page.url
-            # the page reloads itself when the task ends: then its results are final
-            expect(page.locator("#task .badges")).to_contain_text("completed", timeout=60_000)
-            shots.take(page, "task-completed")
-            _pages_through_the_results(page, expect)
-            _filters_the_results(page, expect, task_page)
-            shots.take(page, "task-filtered")
-            _reads_the_type_chart(page, expect, task_page)
-            _reads_the_overview_charts(page, expect, url)
-            shots.take(page, "overview-charts")
-            assert all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]
-        except Exception:
-            try:
-                shots.take(page, "failure")
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            raise
-        finally:
-            browser.close()
-            shots.publish(log)
+        page.goto(url + "/dashboard/signin")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("#signin")
+        expect(page.locator("#who")).to_contain_text("admin")
+        page.goto(url + "/dashboard/account?id=acme")
+        page.set_input_files("#file", str(upload))
+        page.click("#upload")
+        expect(page).to_have_url(re.compile(r".*/dashboard/tasks/[0-9a-f]{32}$"))
+        task_page = page.url
+        # the page reloads itself when the task ends: then its results are final
+        expect(page.locator("#task .badges")).to_contain_text("completed", timeout=60_000)
+        shots.take(page, "task-completed")
+        _pages_through_the_results(page, expect)
+        _filters_the_results(page, expect, task_page)
+        shots.take(page, "task-filtered")
+        _reads_the_type_chart(page, expect, task_page)
+        _reads_the_overview_charts(page, expect, url)
+        shots.take(page, "overview-charts")
+        # nothing fetched from elsewhere: the charts are in the pages
+        assert all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]
 
 
 def _pages_through_the_results(page, expect) -> None:
