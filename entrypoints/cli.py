@@ -465,6 +465,7 @@ def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
 @IDEMPOTENCY
 def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | None, as_json: bool) -> None:
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
+    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
     row = next(iter(ctx.fresh_db("results", "tasks").read.results(task_id)), None)
@@ -483,6 +484,7 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
 def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, name: str,
          idempotency_key: str | None, as_json: bool) -> None:
     """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
+    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
     upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate,
                                     idempotency_key=idempotency_key, name=name)
     report = upload.report
