@@ -179,9 +179,8 @@ class ProbeMetrics:
             busiest = self.open.most_common()
         for mx, count in busiest[:self.cap]:
             family.add_metric([mx], count)
-        rest = sum(count for _, count in busiest[self.cap:])
-        if rest:
-            family.add_metric(["other"], rest)
+        # always a sample, 0 when idle: a dashboard shows "0 open", not "no data"
+        family.add_metric(["other"], sum(count for _, count in busiest[self.cap:]))
         yield family
 
 

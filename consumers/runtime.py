@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 
+from engine import tracing  # traces: a span per chunk verified (engine/tracing.py)
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
@@ -307,6 +308,10 @@ class Runtime:
         return True
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
+        with tracing.span("vec.verify_chunk", task_id, chunk_no=chunk_no, addresses=len(addresses)):  # traces
+            await self._verify(task_id, chunk_no, addresses)
+
+    async def _verify(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
         await verify_chunk(self.provider, self.settings, _EngineSink(self.engine, task_id, chunk_no, addresses),
                            self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
 

@@ -124,6 +124,9 @@ class EngineSettings(BaseSettings):
                                   "vec_smtp_sessions_open; the rest add up as mx=\"other\"")
     log_format: Literal["text", "json"] = Field("text", description="logs of long-running processes: text, or "
                                                 "JSON lines with task, account and correlation ids")
+    tracing: Literal["auto", "off", "otlp"] = Field("auto", description="OpenTelemetry traces of long-running "
+                                                    "processes, by OTLP/HTTP (engine/tracing.py): auto = on when "
+                                                    "OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set")
     # --- end of the observability settings ------------------------------------------------
 
     @model_validator(mode="after")

@@ -69,6 +69,7 @@ from typing import Iterable
 import orjson
 import psycopg
 
+from engine import tracing
 from engine.config import EngineSettings
 from events import RecordedEvent, decode
 from events.base import REGISTRY
@@ -379,6 +380,7 @@ class Relay:
                              "schema_version": schema_version}})
         headers = [("event_id", event_id.encode()), ("type", type_name.encode()),
                    ("position", str(position).encode()), ("version", str(version).encode())]
+        headers += tracing.event_headers(type_name, corr, position)  # traces: W3C traceparent ([] when off)
         return stream.encode(), value, headers
 
     def _ready_producer(self):

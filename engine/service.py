@@ -47,6 +47,7 @@ from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
+from engine import tracing  # traces: spans of commands, off by default (engine/tracing.py)
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
@@ -205,6 +206,23 @@ class Engine:
         idempotency: Idempotency | None = None,
         correlation_id: str | None = None,
         loose: tuple[str, ...] = (),
+    ) -> list[RecordedEvent]:
+        if not tracing.enabled():
+            return self._decide_and_append(streams, plan, idempotency, correlation_id, loose)
+        # traces: a span per command, in its task's trace (engine/tracing.py)
+        with tracing.span("vec.engine.append", correlation_id if tracing.is_task_id(correlation_id) else None,
+                          streams=streams) as current:
+            recorded = self._decide_and_append(streams, plan, idempotency, correlation_id, loose)
+            tracing.annotate(current, events=sorted({r.type for r in recorded}), appended=len(recorded))
+            return recorded
+
+    def _decide_and_append(
+        self,
+        streams: list[str],
+        plan: Callable[[dict[str, object]], list[Planned]],
+        idempotency: Idempotency | None,
+        correlation_id: str | None,
+        loose: tuple[str, ...],
     ) -> list[RecordedEvent]:
         """Decides on the loaded `streams` and appends what `plan` returns in one transaction.
         Every stream is appended at the version it was decided on, except the `loose` ones:
@@ -375,19 +393,20 @@ class Engine:
         # refused before the file is staged; decided for good with the debit
         accounts.refuse_duplicate_upload(self.account(account_id), sha256, self.clock(), duplicate_window)
         task_id, upload_id = self._new_task_id(task_id)
-        report = FileReport()
-        sealer = self._sealer(task_id, create=True)
-        report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock(),
-                                          sealer.seal if sealer else None)
-        try:
-            if report.unique == 0:
-                raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
-            created = self._create(account_id, task_id, upload_id, "bulk", report.unique,
-                                   f"file:{Path(path).name}", report.sha256, self.settings.chunk_size, idempotency,
-                                   duplicate_window, name)
-        except BaseException:
-            self.inputs.discard(upload_id)
-            raise
+        with tracing.task_root(task_id, kind="bulk", account_id=account_id):  # traces: the task's root span
+            report = FileReport()
+            sealer = self._sealer(task_id, create=True)
+            report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock(),
+                                              sealer.seal if sealer else None)
+            try:
+                if report.unique == 0:
+                    raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
+                created = self._create(account_id, task_id, upload_id, "bulk", report.unique,
+                                       f"file:{Path(path).name}", report.sha256, self.settings.chunk_size,
+                                       idempotency, duplicate_window, name)
+            except BaseException:
+                self.inputs.discard(upload_id)
+                raise
         return Upload(created, report)
 
     def create_single(self, account_id: str, address: str, task_id: str | None = None,
@@ -403,13 +422,15 @@ class Engine:
         if earlier is not None:
             return earlier.stream.removeprefix("task-")
         task_id, upload_id = self._new_task_id(task_id)
-        sealer = self._sealer(task_id, create=True)
-        self.inputs.stage(upload_id, [address], self.clock(), sealer.seal if sealer else None)
-        try:
-            return self._create(account_id, task_id, upload_id, "single", 1, "single", "", 1, idempotency, None, name)
-        except BaseException:
-            self.inputs.discard(upload_id)
-            raise
+        with tracing.task_root(task_id, kind="single", account_id=account_id):  # traces: the task's root span
+            sealer = self._sealer(task_id, create=True)
+            self.inputs.stage(upload_id, [address], self.clock(), sealer.seal if sealer else None)
+            try:
+                return self._create(account_id, task_id, upload_id, "single", 1, "single", "", 1, idempotency, None,
+                                    name)
+            except BaseException:
+                self.inputs.discard(upload_id)
+                raise
 
     def _created_earlier(self, idempotency: Idempotency | None) -> RecordedEvent | None:
         """The TaskCreated of an earlier command with this idempotency key, if any."""

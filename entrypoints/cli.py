@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from engine import tracing  # traces: `vec run` configures them (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine, require_results_kept
@@ -464,6 +465,7 @@ def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
 @IDEMPOTENCY
 def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | None, as_json: bool) -> None:
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
+    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
     row = next(iter(ctx.fresh_db("results", "tasks").read.results(task_id)), None)
@@ -482,6 +484,7 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
 def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, name: str,
          idempotency_key: str | None, as_json: bool) -> None:
     """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
+    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
     upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate,
                                     idempotency_key=idempotency_key, name=name)
     report = upload.report
@@ -640,6 +643,8 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     if distributed and ctx.engine.db.fleet is None:
         raise DomainError("--role needs the distributed mode: VEC_STORE=postgresql://... and VEC_KAFKA_BOOTSTRAP")
     stop_metrics = _serve_metrics(ctx, state=set(roles) != {"worker"})  # observability: VEC_METRICS_PORT
+    # traces, when configured (engine/tracing.py): this process's spans, named after its roles
+    tracing.configure("vec-" + "+".join(sorted(roles)) if roles else "vec-run", ctx.settings.tracing)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from projections.read_models import API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
+from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 from projections import taxonomy
 
@@ -28,6 +28,16 @@ def _result_json(row: dict[str, Any]) -> dict[str, Any]:
     for name in taxonomy.FLAG_COLUMNS:
         row[name] = bool(row[name])
     return row
+
+
+def _result_filter(task_id: str, status: str | None, result: str | None,
+                   reason: str | None) -> tuple[str, tuple]:
+    """The WHERE clause of a task's results with the filters given (None: any)."""
+    where, params = "task_id = ?", (task_id,)
+    for column, value in (("status", status), ("result", result), ("reason", reason)):
+        if value:  # "" is no filter, as None
+            where, params = where + f" AND {column} = ?", params + (value,)
+    return where, params
 
 
 class ReadModelQueries:
@@ -146,12 +156,12 @@ class ReadModelQueries:
             yield self.open_row(task_id, {"address": row[0]})["address"]
 
     def results_page(self, task_id: str, status: str | None, after: tuple[int, str] | None,
-                     limit: int) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-        """A page of results and the key of its last row (pass it back as `after`)."""
-        sql = f"SELECT position, {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE task_id = ?"
-        params: tuple = (task_id,)
-        if status:
-            sql, params = sql + " AND status = ?", params + (status,)
+                     limit: int, result: str | None = None,
+                     reason: str | None = None) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """A page of results and the key of its last row (pass it back as `after`); filtered by
+        money status, detailed result (projections/taxonomy.py) and reason when given."""
+        where, params = _result_filter(task_id, status, result, reason)
+        sql = f"SELECT position, {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE {where}"
         if after:
             sql, params = sql + " AND (position > ? OR (position = ? AND address > ?))", params + (
                 after[0], after[0], after[1])
@@ -159,3 +169,27 @@ class ReadModelQueries:
         last = (rows[-1]["position"], rows[-1]["address"]) if rows else None  # as stored: the key sorts on it
         return [self.open_row(task_id, _result_json({k: v for k, v in r.items() if k != "position"}))
                 for r in rows], last
+
+    def results_count(self, task_id: str, status: str | None = None, result: str | None = None,
+                      reason: str | None = None) -> int:
+        where, params = _result_filter(task_id, status, result, reason)
+        return self.sql.execute(f"SELECT COUNT(*) FROM {RESULTS.name} WHERE {where}", params).fetchone()[0]
+
+    def results_by(self, task_id: str, column: str) -> list[tuple[str, int]]:
+        """(value, count) of a task's results per detailed result, money status or reason."""
+        if column not in ("result", "status", "reason"):
+            raise ValueError(f"not a column to count results by: {column}")
+        return [(r[0] or "", r[1]) for r in self.sql.execute(
+            f"SELECT {column}, COUNT(*) FROM {RESULTS.name} WHERE task_id = ? GROUP BY {column}"
+            f" ORDER BY {column}", (task_id,)).fetchall()]
+
+    def activity(self, account_id: str | None, since_minute: str) -> list[tuple[str, int, int]]:
+        """(UTC minute, results, Unknowns) of the shown tasks (of one account, or all) since
+        `since_minute` (`YYYY-MM-DDTHH:MM`), oldest first."""
+        sql = (f"SELECT a.minute, SUM(a.results), SUM(a.unknown) FROM {ACTIVITY.name} a"
+               f" JOIN {TASKS.name} t ON t.task_id = a.task_id WHERE a.minute >= ? AND t.deleted = 0")
+        params: tuple = (since_minute,)
+        if account_id is not None:
+            sql, params = sql + " AND t.account_id = ?", params + (account_id,)
+        return [(r[0], int(r[1]), int(r[2])) for r in self.sql.execute(
+            sql + " GROUP BY a.minute ORDER BY a.minute", params).fetchall()]

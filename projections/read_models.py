@@ -1,6 +1,7 @@
 """The read models: task status and progress, balances and Credits History, results per task."""
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Iterable
 
 from events import (
@@ -260,6 +261,42 @@ class NotificationsProjection:
 # --- end of notifications ---------------------------------------------------------------------
 
 
+# activity (the dashboard's charts over time): results per task and minute ----------------------
+ACTIVITY = Table("rm_activity", ("task_id", "minute", "results", "unknown"), ("task_id", "minute"),
+                 frozenset({"results", "unknown"}), (("minute",),))
+
+
+def minute_of(recorded: RecordedEvent) -> str:
+    """The UTC minute of an event, as `YYYY-MM-DDTHH:MM` (sorts as time)."""
+    return recorded.occurred_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+
+
+class ActivityProjection:
+    """How many results (and how many of them Unknown) each task got in each minute: the
+    overview's throughput and Unknown rate over time. Counts the rows the results read model
+    shows (late results are not; a failed chunk's addresses are, as Unknown); counts only,
+    so a task's erasure keeps them."""
+
+    name = "activity"
+    tables = (ACTIVITY,)
+
+    def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
+        event = recorded.event
+        if isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
+            results, unknown = 1, int(isinstance(event, ResultUnknown))
+        elif isinstance(event, ChunkFailed):
+            results = unknown = len(event.addresses)
+        else:
+            return []
+        key = (_task_id(recorded.stream), minute_of(recorded))
+        row = view.get(ACTIVITY.name, key) or {"task_id": key[0], "minute": key[1], "results": 0, "unknown": 0}
+        row["results"] += results
+        row["unknown"] += unknown
+        return [Put(ACTIVITY.name, row)]
+# --- end of activity ------------------------------------------------------------------------------
+
+
 def all_projections() -> list:
     return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection(),
-            NotificationsProjection()]  # notifications
+            NotificationsProjection(),  # notifications
+            ActivityProjection()]  # activity

@@ -301,6 +301,37 @@ def one_line(text: str) -> str:
     return " | ".join(lines[-3:]) if lines else "(no output)"
 
 
+def apt_install(packages: list[str], by: str) -> None:
+    """apt-get install, non-interactive, with no system service started: a policy-rc.d that
+    exits 101 forbids every service start during the install (one that exists and says
+    otherwise is set aside meanwhile)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", DEBCONF_NONINTERACTIVE_SEEN="true")
+    policy = Path("/usr/sbin/policy-rc.d")
+    saved = policy.with_name("policy-rc.d.vec-saved")
+    created_policy = not policy.exists() or "exit 101" not in policy.read_text(errors="replace")
+    if created_policy:
+        if policy.exists():
+            os.replace(policy, saved)
+        policy.write_text(f"#!/bin/sh\n# temporary, from {by}: start no service\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
+        for argv in (apt + ["update"],
+                     apt + ["install", "-y", "--no-install-recommends",
+                            "-o", "Dpkg::Options::=--force-confdef",
+                            "-o", "Dpkg::Options::=--force-confold", *packages]):
+            r = subprocess.run(argv, capture_output=True, text=True, env=env,
+                               stdin=subprocess.DEVNULL, timeout=900)
+            if r.returncode != 0:
+                raise Fail(f"{' '.join(argv[:1] + argv[-1:])} failed (exit {r.returncode}): "
+                           f"{one_line(r.stdout + r.stderr)}")
+    finally:
+        if created_policy:
+            policy.unlink(missing_ok=True)
+            if saved.exists():
+                os.replace(saved, policy)
+
+
 def pg_install() -> None:
     """Installs Debian's postgresql-15 when the server binaries are missing, without
     starting any system service and without creating the `main` system cluster."""
@@ -316,38 +347,12 @@ def pg_install() -> None:
                    "no apt-get: install PostgreSQL 15 (or set VEC_PG_BINDIR)")
     log(f"PostgreSQL 15 server binaries are missing ({PG_BINDIR}/postgres): installing the Debian "
         "package postgresql-15 (no system service is started, no system cluster is created)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", DEBCONF_NONINTERACTIVE_SEEN="true")
-    # policy-rc.d exiting 101 forbids every service start during the install; one that
-    # exists and says otherwise is set aside meanwhile.
-    policy = Path("/usr/sbin/policy-rc.d")
-    saved = policy.with_name("policy-rc.d.vec-saved")
-    created_policy = not policy.exists() or "exit 101" not in policy.read_text(errors="replace")
-    if created_policy:
-        if policy.exists():
-            os.replace(policy, saved)
-        policy.write_text("#!/bin/sh\n# temporary, from scripts/postgres: start no service\nexit 101\n")
-        policy.chmod(0o755)
     cc = Path("/etc/postgresql-common/createcluster.conf")
     if not cc.exists():  # postgresql-common would otherwise create (not start) a `main` cluster
         cc.parent.mkdir(parents=True, exist_ok=True)
         cc.write_text("# from scripts/postgres: no system cluster on package install\n"
                       "create_main_cluster = false\n")
-    try:
-        apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
-        for argv in (apt + ["update"],
-                     apt + ["install", "-y", "--no-install-recommends",
-                            "-o", "Dpkg::Options::=--force-confdef",
-                            "-o", "Dpkg::Options::=--force-confold", "postgresql-15"]):
-            r = subprocess.run(argv, capture_output=True, text=True, env=env,
-                               stdin=subprocess.DEVNULL, timeout=900)
-            if r.returncode != 0:
-                raise Fail(f"{' '.join(argv[:1] + argv[-1:])} failed (exit {r.returncode}): "
-                           f"{one_line(r.stdout + r.stderr)}")
-    finally:
-        if created_policy:
-            policy.unlink(missing_ok=True)
-            if saved.exists():
-                os.replace(saved, policy)
+    apt_install(["postgresql-15"], "scripts/postgres")
     if not (PG_BINDIR / "postgres").is_file():
         raise Fail(f"still no {PG_BINDIR}/postgres after installing postgresql-15")
     log("installed postgresql-15")
@@ -765,3 +770,83 @@ def _stop_stale_broker(directory: Path) -> None:
 
 
 STOPPERS = {"postgres": _stop_stale_cluster, "broker": _stop_stale_broker}
+
+
+# =========================================================================== Prometheus
+
+PROMETHEUS_BIN = os.environ.get("VEC_PROMETHEUS_BIN", "/usr/bin/prometheus")
+PROMTOOL_BIN = os.environ.get("VEC_PROMTOOL_BIN", "/usr/bin/promtool")
+PROMETHEUS_START_TIMEOUT = 30
+PROMETHEUS_STOP_TIMEOUT = 10
+
+
+def prometheus_install() -> None:
+    """Installs Debian's prometheus (with promtool) when missing, starting no system service."""
+    if os.access(PROMETHEUS_BIN, os.X_OK) and os.access(PROMTOOL_BIN, os.X_OK):
+        return
+    if not is_root() or not shutil.which("apt-get"):
+        raise Fail(f"Prometheus is missing ({PROMETHEUS_BIN}, {PROMTOOL_BIN}): install the Debian package "
+                   "prometheus as root (scripts/stack start does), or start the stack with --no-prometheus")
+    log("installing the Debian package prometheus (no system service is started)")
+    apt_install(["prometheus"], "scripts/stack")
+    if not os.access(PROMETHEUS_BIN, os.X_OK):
+        raise Fail(f"still no {PROMETHEUS_BIN} after installing prometheus")
+    log("installed prometheus")
+
+
+def prometheus_config(targets: list[dict], scrape_interval_s: float) -> str:
+    """A prometheus.yml scraping each target ({"name", "roles", "port"}, /metrics on
+    127.0.0.1) in job `vec-roles` (`vec-api` for `vec serve`), labelled with its name and roles,
+    and Prometheus itself. JSON is YAML: no YAML library needed."""
+    def job(name: str, chosen: list[dict]) -> dict:
+        return {"job_name": name, "static_configs": [
+            {"targets": [f"{HOST}:{t['port']}"], "labels": {"process": t["name"], "role": ",".join(t["roles"])}}
+            for t in chosen]}
+    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
+    api = [t for t in targets if "api" in t["roles"]]
+    jobs = [job("vec-roles", [t for t in targets if "api" not in t["roles"]])] + ([job("vec-api", api)] if api else [])
+    return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
+                       "scrape_configs": jobs}, indent=2)
+
+
+def prometheus_ready(port: int) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/-/ready", timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def prometheus_start(directory: Path, targets: list[dict], scrape_interval_s: float) -> dict:
+    """Starts Prometheus on a free loopback port with its data in DIR/data; returns
+    {"pid", "port", "url"} once it is ready."""
+    prometheus_install()
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "prometheus.yml"
+    config.write_text(prometheus_config(targets, scrape_interval_s))
+    checked = subprocess.run([PROMTOOL_BIN, "check", "config", str(config)], capture_output=True, text=True)
+    if checked.returncode != 0:
+        raise Fail(f"promtool check config {config}: {one_line(checked.stdout + checked.stderr)}")
+    port = free_port()
+    logfile = directory / "prometheus.log"
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([PROMETHEUS_BIN, f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
+                                 f"--web.listen-address={HOST}:{port}", "--storage.tsdb.retention.time=1d"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(directory))
+    deadline = time.monotonic() + PROMETHEUS_START_TIMEOUT
+    while not prometheus_ready(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill_pids([proc.pid], PROMETHEUS_STOP_TIMEOUT)
+            raise Fail(f"prometheus did not get ready on {HOST}:{port}; log {logfile}: "
+                       f"{' | '.join(last_lines(logfile, 3))}")
+        time.sleep(0.1)
+    return {"pid": proc.pid, "port": port, "url": f"http://{HOST}:{port}"}
+
+
+def prometheus_stop(pid: int | None) -> None:
+    """Stops the Prometheus of that PID (if it still is one) and waits until it is gone."""
+    if pid and alive(pid) and "prometheus" in proc_cmdline(pid):
+        if kill_pids([pid], PROMETHEUS_STOP_TIMEOUT):
+            raise Fail(f"could not stop prometheus pid {pid}")

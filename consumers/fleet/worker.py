@@ -30,6 +30,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from typing import Any
 
 import faust
 
@@ -38,6 +39,7 @@ from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_wor
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
 from consumers.waiting import sleep_or
+from engine import tracing  # traces: spans, and their context in Kafka headers (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
@@ -61,7 +63,8 @@ class EngineThread:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="vec-engine")
 
     async def __call__(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                tracing.carry(partial(fn, *args, **kwargs)))
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -165,22 +168,25 @@ class FleetWorker:
     # --- scheduler --------------------------------------------------------------------
 
     async def _scheduler(self, stream) -> None:
-        async for values in stream.take(500, within=0.05):
-            due: dict[str, None] = {}
-            work: list[tuple[str, int]] = []
-            for value in values:
-                recorded = from_wire(value)
+        async for events in stream.take_events(500, within=0.05):
+            due: dict[str, Any] = {}  # task -> the trace headers of its last event that asks for scheduling
+            work: list[tuple[str, int, Any]] = []
+            for event in events:
+                recorded = from_wire(event.value)
                 if not recorded.stream.startswith("task-"):
                     continue
                 task_id = recorded.stream.removeprefix("task-")
                 if isinstance(recorded.event, ChunkSubmitted):
-                    work.append((task_id, recorded.event.chunk_no))
+                    work.append((task_id, recorded.event.chunk_no, event.headers))
                 elif isinstance(recorded.event, _RESCHEDULE) and not getattr(recorded.event, "late", False):
-                    due[task_id] = None
-            for task_id in due:
-                await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
-            for task_id, chunk_no in work:
-                await self._retrying(f"dispatching chunk {chunk_no} of {task_id}", self.dispatch, task_id, chunk_no)
+                    due[task_id] = event.headers
+            for task_id, carrier in due.items():
+                with tracing.span("vec.fleet.schedule", task_id, carrier, kind="consumer"):  # traces
+                    await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
+            for task_id, chunk_no, carrier in work:
+                with tracing.span("vec.fleet.dispatch", task_id, carrier, kind="producer", chunk_no=chunk_no):
+                    await self._retrying(f"dispatching chunk {chunk_no} of {task_id}", self.dispatch, task_id,
+                                         chunk_no)
 
     def schedule(self, task_id: str) -> None:
         schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
@@ -190,7 +196,7 @@ class FleetWorker:
         Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
         key, value = chunk_work(task_id, chunk_no)
         partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
-        await self.chunks_topic.send(key=key, value=value, partition=partition)
+        await self.chunks_topic.send(key=key, value=value, partition=partition, headers=tracing.headers())
 
     async def _chunk_partitions(self) -> set[int]:
         """The chunks topic's partitions as the producer's metadata knows them (what its own
@@ -213,12 +219,16 @@ class FleetWorker:
                 log.info("chunk %s of %s: already verified here, ignoring the work item sent again", chunk_no,
                          task_id, extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
                 continue
-            self.working[key] = asyncio.create_task(self._job(key), name=f"vec-chunk-{task_id}-{chunk_no}")
+            # traces: the dispatch's context, in the headers of the event being read (faust's current_event)
+            carrier = getattr(getattr(stream, "current_event", None), "headers", None) if tracing.enabled() else None
+            self.working[key] = asyncio.create_task(self._job(key, carrier), name=f"vec-chunk-{task_id}-{chunk_no}")
 
-    async def _job(self, key: tuple[str, int]) -> None:
+    async def _job(self, key: tuple[str, int], carrier=None) -> None:
         task_id, chunk_no = key
         try:
-            await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no)
+            with tracing.span("vec.fleet.verify_chunk", task_id, carrier, kind="consumer", chunk_no=chunk_no,
+                              worker_id=self.worker_id):  # traces: continues the dispatch's span
+                await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no)
         except asyncio.CancelledError:
             if key not in self.stopped_jobs:
                 raise  # the worker itself is stopping
@@ -282,43 +292,52 @@ class FleetWorker:
 
     async def send(self, outcome: Outcome) -> None:
         key, value = outcome.to_message()
-        sent = await self.results_topic.send(key=key, value=value)
+        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # traces: and back
         await sent  # acknowledged: only then is it done
 
     # --- settler ----------------------------------------------------------------------
 
     async def _settler(self, stream) -> None:
-        async for values in stream.take(2000, within=0.05):
-            outcomes = [Outcome.from_message(v) for v in values]
-            await self._retrying("settling", self.call, self.settle, outcomes)
+        async for events in stream.take_events(2000, within=0.05):
+            outcomes = [Outcome.from_message(e.value) for e in events]
+            carriers = [e.headers for e in events] if tracing.enabled() else None
+            await self._retrying("settling", self.call, self.settle, outcomes, carriers)
 
-    def settle(self, outcomes: list[Outcome]) -> None:
-        """Appends what the workers found, in message order, each chunk's results in one go."""
-        merged: list[Outcome] = []
-        for outcome in outcomes:
-            last = merged[-1] if merged else None
+    def settle(self, outcomes: list[Outcome], carriers: list | None = None) -> None:
+        """Appends what the workers found, in message order, each chunk's results in one go.
+        `carriers`: each outcome's message headers (traces: the verifier's span, continued)."""
+        merged: list[tuple[Outcome, Any]] = []
+        for outcome, carrier in zip(outcomes, carriers or [None] * len(outcomes)):
+            last = merged[-1][0] if merged else None
             if (outcome.kind == "results" and last is not None and last.kind == "results"
                     and (last.task_id, last.chunk_no) == (outcome.task_id, outcome.chunk_no)):
-                merged[-1] = Outcome("results", last.task_id, last.chunk_no, last.results + outcome.results)
+                merged[-1] = (Outcome("results", last.task_id, last.chunk_no, last.results + outcome.results),
+                              merged[-1][1])
             else:
-                merged.append(outcome)
-        for outcome in merged:
-            metrics.FLEET_SETTLED.labels(outcome.kind).inc()  # observability
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("settling %s of chunk %s of %s", outcome.kind, outcome.chunk_no, outcome.task_id,
-                          extra=metrics.task_ids(self.engine, outcome.task_id, chunk_no=outcome.chunk_no,
-                                                 worker_id=self.worker_id))
-            try:
-                if outcome.kind == "results":
-                    self.engine.record_results(outcome.task_id, outcome.chunk_no, outcome.results)
-                elif outcome.kind == "fail_chunk":
-                    self.engine.fail_chunk(outcome.task_id, outcome.chunk_no, outcome.error)
-                else:
-                    self.engine.fail_for_system(outcome.task_id, outcome.error)
-            except DomainError as error:  # a task deleted meanwhile, say: nothing to settle
-                log.warning("outcome for %s chunk %s refused: %s", outcome.task_id, outcome.chunk_no, error,
-                            extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
-                                                   worker_id=self.worker_id))
+                merged.append((outcome, carrier))
+        for outcome, carrier in merged:
+            with tracing.span("vec.fleet.settle", outcome.task_id, carrier, kind="consumer", outcome=outcome.kind,
+                              chunk_no=outcome.chunk_no):  # traces
+                self._settle_one(outcome)
+
+    def _settle_one(self, outcome: Outcome) -> None:
+        """Appends one outcome (a chunk's results, or a failure); a refusal is logged."""
+        metrics.FLEET_SETTLED.labels(outcome.kind).inc()  # observability
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("settling %s of chunk %s of %s", outcome.kind, outcome.chunk_no, outcome.task_id,
+                      extra=metrics.task_ids(self.engine, outcome.task_id, chunk_no=outcome.chunk_no,
+                                             worker_id=self.worker_id))
+        try:
+            if outcome.kind == "results":
+                self.engine.record_results(outcome.task_id, outcome.chunk_no, outcome.results)
+            elif outcome.kind == "fail_chunk":
+                self.engine.fail_chunk(outcome.task_id, outcome.chunk_no, outcome.error)
+            else:
+                self.engine.fail_for_system(outcome.task_id, outcome.error)
+        except DomainError as error:  # a task deleted meanwhile, say: nothing to settle
+            log.warning("outcome for %s chunk %s refused: %s", outcome.task_id, outcome.chunk_no, error,
+                        extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
+                                               worker_id=self.worker_id))
 
     # --- plumbing ---------------------------------------------------------------------
 

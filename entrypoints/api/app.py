@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from consumers import metrics  # metrics: GET /metrics
+from engine import tracing
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
@@ -56,6 +57,8 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
     problems.install(app)
     app.add_middleware(BodyGuard, settings=guard, upload_bytes=settings.api_max_upload_bytes)  # before routing
     links.install(app)  # OpenAPI links between operations (entrypoints/api/links.py)
+    if tracing.configure("vec-api", settings.tracing):  # traces: a span per request (engine/tracing.py)
+        tracing.instrument_app(app)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
     metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)

@@ -26,12 +26,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode, urlparse
 
 import orjson
+from markupsafe import Markup
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -40,13 +42,14 @@ from starlette.templating import Jinja2Templates
 
 from engine.domain.errors import AccountNotFound, DomainError, TaskNotFound
 from engine.store.base import StoreError
-from entrypoints.api import routes
+from entrypoints.api import charts, routes
 from entrypoints.api.deps import Principal, Services, task_json
 from entrypoints.api.problems import Problem, from_exception
 from entrypoints.api.uploads import receive_upload
 from projections.queries import _task_json
 from projections.read_models import HISTORY, HISTORY_TYPES, RESULTS, TASKS
 from projections.runner import ProjectionStopped
+from projections import taxonomy
 
 PREFIX = "/dashboard"
 COOKIE = "vec_dashboard"
@@ -280,7 +283,43 @@ def _health(svc: Services) -> dict:
     return health
 
 
-def _overview(svc: Services, who: Principal) -> dict:
+# the overview's charts over time: span -> (bin width, bins)
+SPANS = {"1h": (timedelta(minutes=1), 60), "6h": (timedelta(minutes=5), 72), "24h": (timedelta(minutes=15), 96),
+         "7d": (timedelta(hours=2), 84)}
+DEFAULT_SPAN = "24h"
+
+
+def _bin_start(now: datetime, width: timedelta, count: int) -> datetime:
+    """The first bin's start: bins aligned on their width, the last one holding `now`."""
+    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    return epoch + ((now - epoch) // width) * width - (count - 1) * width
+
+
+def _width_text(width: timedelta) -> str:
+    minutes = int(width.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+
+
+def _activity_charts(svc: Services, account_id: str | None, span: str, now: datetime) -> dict:
+    """Throughput (results per bin) and the Unknown rate (% of the bin's results) over `span`."""
+    width, count = SPANS[span]
+    start = _bin_start(now, width, count)
+    minutes = {datetime.fromisoformat(minute).replace(tzinfo=timezone.utc): (results, unknown)
+               for minute, results, unknown in svc.db.read.activity(account_id, start.strftime("%Y-%m-%dT%H:%M"))}
+    binned = charts.bins(minutes, start, width, count)
+    per = _width_text(width)
+    throughput = [charts.Point(when, results) for when, results, _ in binned]
+    rate = [charts.Point(when, round(100.0 * unknown / results, 1) if results else None)
+            for when, results, unknown in binned]
+    total = sum(r for _, r, _ in binned)
+    return {"span": span, "spans": list(SPANS), "per": per, "span_results": total,
+            "span_unknown": sum(u for _, _, u in binned),
+            "throughput_chart": charts.series_chart(throughput, "chart-throughput", f"Results per {per}"),
+            "unknown_chart": charts.series_chart(rate, "chart-unknown-rate", f"Unknown rate per {per}", kind="line",
+                                                 unit="%", top=100.0)}
+
+
+def _overview(svc: Services, who: Principal, span: str = DEFAULT_SPAN) -> dict:
     health = _health(svc) if who.kind == "admin" else None  # before this process folds anything itself
     svc.db.catch_up()
     svc.db.projector.require("tasks")
@@ -291,17 +330,70 @@ def _overview(svc: Services, who: Principal) -> dict:
     return {"in_flight": in_flight,
             "recent": [t for t in _recent_tasks(svc, account_id, RECENT_TASKS) if t["task_id"] not in active],
             "unknown": _unknown_by_reason(svc, account_id, since), "refunds": _refunds(svc, account_id, since),
-            "health": health,
+            "health": health, **_activity_charts(svc, account_id, span, datetime.now(timezone.utc)),
             "balance": routes._balance(svc, account_id) if account_id else None}
 
 
-def _task_view(svc: Services, who: Principal, task_id: str) -> dict:
+@dataclass(frozen=True)
+class ResultFilter:
+    """The task page's filters on its results (None: any) and where its page starts."""
+    status: str | None = None
+    result: str | None = None
+    reason: str | None = None
+    after: tuple[int, str] | None = None  # the key of the previous page's last row
+    offset: int = 0  # how many matching rows come before this page
+
+    def query(self, **changes) -> str:
+        """The task page's query string with these filters (and `changes`), no cursor."""
+        values = {"status": self.status, "result": self.result, "reason": self.reason, **changes}
+        return urlencode({k: v for k, v in values.items() if v})
+
+
+def result_filter(status: str | None, result: str | None, reason: str | None, cursor: str | None) -> ResultFilter:
+    """The filters of a task page's URL, checked: a bad one is a 422 saying what is allowed."""
+    status, result, reason = status or None, result or None, (reason or "").strip() or None
+    if status is not None and status not in taxonomy.MONEY_STATUSES:
+        raise Problem(422, "Invalid request", f"no such status: {status} (one of {', '.join(taxonomy.MONEY_STATUSES)})")
+    if result is not None and result not in taxonomy.RESULTS:
+        raise Problem(422, "Invalid request", f"no such result type: {result} (one of {', '.join(taxonomy.RESULTS)})")
+    if reason is not None and len(reason) > 100:
+        raise Problem(422, "Invalid request", "a reason is at most 100 characters")
+    page = routes.cursor_in(cursor, (int, str, int))
+    if page is None:
+        return ResultFilter(status, result, reason)
+    return ResultFilter(status, result, reason, (page[0], page[1]), page[2])
+
+
+# the flags a results row shows (projections/taxonomy.py FLAG_COLUMNS), as a reader says them
+FLAG_NAMES = {"is_disposable": "disposable", "is_role_account": "role", "is_catch_all": "catch-all",
+              "is_free_email": "free", "mx_found": "MX"}
+TYPE_CSS = {result: f"r-{money}" for result, money in taxonomy.MONEY_OF.items()}
+
+
+def _type_chart(task_id: str, counts: list[tuple[str, int]]) -> Markup:
+    """The task's results by detailed result, every type in the product's order, each bar a
+    link to the results of that type."""
+    found = dict(counts)
+    bars = [charts.Bar(result, found.get(result, 0), TYPE_CSS[result],
+                       f"{PREFIX}/tasks/{task_id}?{ResultFilter(result=result).query()}#results")
+            for result in taxonomy.RESULTS]
+    return charts.bar_chart(bars, "chart-types", "Results by type")
+
+
+def _task_view(svc: Services, who: Principal, task_id: str, shown: ResultFilter) -> dict:
     task = progress(routes._task(svc, who, task_id))
     svc.db.projector.require("results")
-    rows, _ = svc.db.read.results_page(task_id, None, None, RESULTS_SHOWN)  # (rows, key of the last)
+    read = svc.db.read
+    rows, last = read.results_page(task_id, shown.status, shown.after, RESULTS_SHOWN, shown.result, shown.reason)
+    matching = read.results_count(task_id, shown.status, shown.result, shown.reason)
     reasons = _rows(svc, f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
                          " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
-    return {"task": task, "results": rows, "reasons": reasons,
+    after_this = shown.offset + len(rows)
+    next_cursor = routes.cursor_out([last[0], last[1], after_this]) if last and after_this < matching else None
+    return {"task": task, "results": rows, "reasons": reasons, "shown": shown, "matching": matching,
+            "first_row": shown.offset + 1 if rows else 0, "last_row": after_this, "next_cursor": next_cursor,
+            "all_reasons": [r for r, _ in read.results_by(task_id, "reason") if r],
+            "type_chart": _type_chart(task_id, read.results_by(task_id, "result")),
             "cancellable": task["kind"] == "bulk" and task["active"]}
 
 
@@ -398,11 +490,13 @@ async def signout(request: Request):
 
 @router.get(PREFIX + "/")
 @page
-async def overview(request: Request):
+async def overview(request: Request, span: str = DEFAULT_SPAN):
     who = await _who(request)
     routes.need(who, "read")
+    if span not in SPANS:
+        raise Problem(422, "Invalid request", f"no such span: {span} (one of {', '.join(SPANS)})")
     svc = _svc(request)
-    data = await svc.call(_overview, svc, who)
+    data = await svc.call(_overview, svc, who, span)
     return render(request, "overview.html", who=who, window_hours=int(WINDOW.total_seconds() // 3600), **data)
 
 
@@ -457,12 +551,17 @@ async def upload(request: Request, id: str, csrf: str = ""):  # noqa: A002
 
 @router.get(PREFIX + "/tasks/{task_id}")
 @page
-async def task_page(request: Request, task_id: str):
+async def task_page(request: Request, task_id: str, status: str | None = None, result: str | None = None,
+                    reason: str | None = None, cursor: str | None = None):
+    """A task: its progress, a chart of its results by type, and its results a page at a
+    time, filtered by status, result type and reason."""
     who = await _who(request)
     routes.need(who, "read")
+    shown = result_filter(status, result, reason, cursor)
     svc = _svc(request)
-    data = await svc.call(_task_view, svc, who, task_id)
-    return render(request, "task.html", who=who, results_shown=RESULTS_SHOWN, **data)
+    data = await svc.call(_task_view, svc, who, task_id, shown)
+    return render(request, "task.html", who=who, results_shown=RESULTS_SHOWN, money_statuses=taxonomy.MONEY_STATUSES,
+                  result_types=list(taxonomy.RESULTS), flag_names=FLAG_NAMES, **data)
 
 
 @router.post(PREFIX + "/tasks/{task_id}/cancel")

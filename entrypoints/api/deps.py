@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 from fastapi import Request
 
+from engine import tracing  # traces: engine/tracing.py
 from engine.config import EngineSettings
 from engine.domain.text import printable
 from engine.service import Engine, acting_as, parse_api_key
@@ -90,7 +91,7 @@ class Services:
             with acting_as(actor):
                 return fn(*args, **kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, tracing.carry(run))  # traces
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

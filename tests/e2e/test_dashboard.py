@@ -20,6 +20,7 @@ token-less POSTs, and never redirects off-site after a sign-in.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -90,13 +91,20 @@ def served(tmp_path, mailworld):
     vec = Vec(env, tmp_path)
     vec.run("account", "open", "acme")
     key = vec.json("apikey", "create", "acme", "--label", "dashboard e2e")["key"]
+    with serving(vec, tmp_path, port) as (url, log):
+        yield vec, url, key, log
+
+
+@contextlib.contextmanager
+def serving(vec: Vec, tmp_path: Path, port: int):
+    """`vec serve` until the block ends (stopped by its PID): (its URL, its log)."""
     log = tmp_path / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([VEC, "serve"], env=vec.env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, proc, log)
-        yield vec, url, key, log
+        yield url, log
     finally:
         proc.terminate()
         try:
@@ -132,124 +140,23 @@ class Shots:
                 shutil.copy2(path, out / path.name)
 
 
-def _progress(page) -> float:
-    return page.eval_on_selector("#task progress", "el => el.value")
-
-
-@pytest.mark.mailworld
-@pytest.mark.timeout(180)
-def test_sign_in_upload_watch_progress_cancel_and_see_the_cancel_row(served, tmp_path):
+@contextlib.contextmanager
+def browser_session(tmp_path: Path, log: Path):
+    """(context, page, shots) of a headless Chromium; a failure is screenshot, and the
+    screenshots and the server's log are published, whatever happens."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Debian's chromium is missing ({CHROMIUM}): run `scripts/browser install` "
                     "(scripts/test does) or `apt-get install chromium`", pytrace=False)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    vec, url, key, log = served
     shots = Shots(tmp_path)
-    upload = tmp_path / "slow.csv"
-    upload.write_text("email\n" + "\n".join(f"dash{i}@slow.test" for i in range(ADDRESSES)) + "\n")
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         context.set_default_timeout(20_000)
         page = context.new_page()
         try:
-            # --- sign in with the account's key ------------------------------------------
-            page.goto(url + "/")
-            expect(page).to_have_url(url + "/dashboard/signin?next=%2Fdashboard%2F")
-            page.fill("#token", "vec_not_a_key_at_all")
-            page.click("#signin")
-            expect(page.locator(".error")).to_contain_text("not valid")
-            page.fill("#token", key)
-            page.click("#signin")
-            expect(page).to_have_url(url + "/dashboard/")
-            expect(page.locator("#who")).to_contain_text("acme")
-            [cookie] = [c for c in context.cookies() if c["name"] == "vec_dashboard"]
-            assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/dashboard")
-            assert page.evaluate("document.cookie") == ""  # the page's scripts cannot read the key
-            shots.take(page, "overview-signed-in")
-
-            # --- upload a file on the account page ----------------------------------------
-            page.click("text=Account acme")
-            expect(page.locator("h1")).to_contain_text("acme")
-            page.set_input_files("#file", str(upload))
-            page.click("#upload")
-            expect(page).to_have_url(re.compile(r".*/dashboard/tasks/[0-9a-f]{32}$"))
-            task_id = page.url.rsplit("/", 1)[1]
-            expect(page.locator("#task .badges")).to_contain_text("processing")
-            shots.take(page, "task-uploaded")
-
-            # --- the bar moves without a reload (the page's JavaScript polls) -------------
-            page.evaluate("window.__sameDocument = true")
-            page.wait_for_function("() => document.querySelector('#task progress').value > 0", timeout=30_000)
-            first = _progress(page)
-            shots.take(page, "task-progress-1")
-            page.wait_for_function("v => document.querySelector('#task progress').value > v", arg=first,
-                                   timeout=30_000)
-            second = _progress(page)
-            assert second > first, (first, second)
-            assert page.evaluate("window.__sameDocument === true"), "the page reloaded instead of updating"
-            expect(page.locator("#task .badges")).to_contain_text("processing")
-            shots.take(page, "task-progress-2")
-            page.reload()  # the results table is rendered by the server: the first results, readable
-            expect(page.locator("#results")).to_contain_text("dash0@slow.test")
-
-            overview = context.new_page()
-            overview.goto(url + "/dashboard/")
-            expect(overview.locator(f'tr[data-task="{task_id}"] .badges')).to_contain_text("processing")
-            shots.take(overview, "overview-in-flight")
-            overview.close()
-
-            # --- a forged cancel (no valid CSRF token) is refused ---------------------------
-            forged = page.request.post(f"{url}/dashboard/tasks/{task_id}/cancel", form={"csrf": "forged"},
-                                       max_redirects=0)
-            assert forged.status == 403, forged.status
-            assert vec.json("task", "show", task_id)["status"] == "processing"
-
-            # --- cancel -----------------------------------------------------------------------
-            page.click("#cancel")
-            expect(page.locator("#task .badges")).to_contain_text("cancelled")
-            expect(page.locator("#cancel")).to_have_count(0)
-            shots.take(page, "task-cancelled")
-            task = vec.json("task", "show", task_id)
-            assert task["status"] == "cancelled"
-            refunded_at_cancel = ADDRESSES - task["consumed"] - task["unknown"]
-            assert refunded_at_cancel > 0
-
-            # --- the admin sees every account and the engine's health --------------------------
-            admin = browser.new_context(viewport={"width": 1360, "height": 900})
-            ops = admin.new_page()
-            ops.goto(url + "/dashboard/")
-            ops.fill("#token", ADMIN_TOKEN)
-            ops.click("#signin")
-            expect(ops.locator("#who")).to_have_text("admin")
-            expect(ops.locator(f'tr[data-task="{task_id}"] .badges')).to_contain_text("cancelled")
-            expect(ops.locator("#engine-line")).to_contain_text("alive")
-            expect(ops.locator("#projection-lag")).to_be_visible()
-            shots.take(ops, "admin-overview")
-            admin.close()
-
-            # --- the cancel row in the Credits History, filtered by type --------------------
-            page.click("text=Account acme")
-            page.select_option("#history-type", "cancel")  # the filter applies on change
-            expect(page).to_have_url(re.compile(r".*[?&]type=cancel"))
-            rows = page.locator("#history-table tbody tr")
-            expect(rows).to_have_count(1)
-            expect(rows.first).to_have_attribute("data-type", "cancel")
-            expect(rows.first).to_contain_text(f"+{refunded_at_cancel}")
-            expect(rows.first).to_contain_text(task_id[:8])
-            shots.take(page, "history-cancel-row")
-            [cli_row] = vec.lines("history", "acme", "--type", "cancel", "--json")
-            assert cli_row["amount"] == refunded_at_cancel and cli_row["task_id"] == task_id
-
-            # --- sign out: the cookie is gone, the pages ask for a sign-in again -----------
-            page.click("#signout")
-            expect(page).to_have_url(url + "/dashboard/signin")
-            assert not [c for c in context.cookies() if c["name"] == "vec_dashboard"]
-            page.goto(url + "/dashboard/")
-            expect(page.locator("#token")).to_be_visible()
-            shots.take(page, "signed-out")
+            yield context, page, shots
         except BaseException:
             try:
                 shots.take(page, "failure")
@@ -259,6 +166,117 @@ def test_sign_in_upload_watch_progress_cancel_and_see_the_cancel_row(served, tmp
         finally:
             browser.close()
             shots.publish(log)
+
+
+def _progress(page) -> float:
+    return page.eval_on_selector("#task progress", "el => el.value")
+
+
+@pytest.mark.mailworld
+@pytest.mark.timeout(180)
+def test_sign_in_upload_watch_progress_cancel_and_see_the_cancel_row(served, tmp_path):
+    from playwright.sync_api import expect
+
+    vec, url, key, log = served
+    upload = tmp_path / "slow.csv"
+    upload.write_text("email\n" + "\n".join(f"dash{i}@slow.test" for i in range(ADDRESSES)) + "\n")
+
+    with browser_session(tmp_path, log) as (context, page, shots):
+        # --- sign in with the account's key ------------------------------------------
+        page.goto(url + "/")
+        expect(page).to_have_url(url + "/dashboard/signin?next=%2Fdashboard%2F")
+        page.fill("#token", "vec_not_a_key_at_all")
+        page.click("#signin")
+        expect(page.locator(".error")).to_contain_text("not valid")
+        page.fill("#token", key)
+        page.click("#signin")
+        expect(page).to_have_url(url + "/dashboard/")
+        expect(page.locator("#who")).to_contain_text("acme")
+        [cookie] = [c for c in context.cookies() if c["name"] == "vec_dashboard"]
+        assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/dashboard")
+        assert page.evaluate("document.cookie") == ""  # the page's scripts cannot read the key
+        shots.take(page, "overview-signed-in")
+
+        # --- upload a file on the account page ----------------------------------------
+        page.click("text=Account acme")
+        expect(page.locator("h1")).to_contain_text("acme")
+        page.set_input_files("#file", str(upload))
+        page.click("#upload")
+        expect(page).to_have_url(re.compile(r".*/dashboard/tasks/[0-9a-f]{32}$"))
+        task_id = page.url.rsplit("/", 1)[1]
+        expect(page.locator("#task .badges")).to_contain_text("processing")
+        shots.take(page, "task-uploaded")
+
+        # --- the bar moves without a reload (the page's JavaScript polls) -------------
+        page.evaluate("window.__sameDocument = true")
+        page.wait_for_function("() => document.querySelector('#task progress').value > 0", timeout=30_000)
+        first = _progress(page)
+        shots.take(page, "task-progress-1")
+        page.wait_for_function("v => document.querySelector('#task progress').value > v", arg=first,
+                               timeout=30_000)
+        second = _progress(page)
+        assert second > first, (first, second)
+        assert page.evaluate("window.__sameDocument === true"), "the page reloaded instead of updating"
+        expect(page.locator("#task .badges")).to_contain_text("processing")
+        shots.take(page, "task-progress-2")
+        page.reload()  # the results table is rendered by the server: the first results, readable
+        expect(page.locator("#results")).to_contain_text("dash0@slow.test")
+
+        overview = context.new_page()
+        overview.goto(url + "/dashboard/")
+        expect(overview.locator(f'tr[data-task="{task_id}"] .badges')).to_contain_text("processing")
+        shots.take(overview, "overview-in-flight")
+        overview.close()
+
+        # --- a forged cancel (no valid CSRF token) is refused ---------------------------
+        forged = page.request.post(f"{url}/dashboard/tasks/{task_id}/cancel", form={"csrf": "forged"},
+                                   max_redirects=0)
+        assert forged.status == 403, forged.status
+        assert vec.json("task", "show", task_id)["status"] == "processing"
+
+        # --- cancel -----------------------------------------------------------------------
+        page.click("#cancel")
+        expect(page.locator("#task .badges")).to_contain_text("cancelled")
+        expect(page.locator("#cancel")).to_have_count(0)
+        shots.take(page, "task-cancelled")
+        task = vec.json("task", "show", task_id)
+        assert task["status"] == "cancelled"
+        refunded_at_cancel = ADDRESSES - task["consumed"] - task["unknown"]
+        assert refunded_at_cancel > 0
+
+        # --- the admin sees every account and the engine's health --------------------------
+        admin = context.browser.new_context(viewport={"width": 1360, "height": 900})
+        ops = admin.new_page()
+        ops.goto(url + "/dashboard/")
+        ops.fill("#token", ADMIN_TOKEN)
+        ops.click("#signin")
+        expect(ops.locator("#who")).to_have_text("admin")
+        expect(ops.locator(f'tr[data-task="{task_id}"] .badges')).to_contain_text("cancelled")
+        expect(ops.locator("#engine-line")).to_contain_text("alive")
+        expect(ops.locator("#projection-lag")).to_be_visible()
+        shots.take(ops, "admin-overview")
+        admin.close()
+
+        # --- the cancel row in the Credits History, filtered by type --------------------
+        page.click("text=Account acme")
+        page.select_option("#history-type", "cancel")  # the filter applies on change
+        expect(page).to_have_url(re.compile(r".*[?&]type=cancel"))
+        rows = page.locator("#history-table tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-type", "cancel")
+        expect(rows.first).to_contain_text(f"+{refunded_at_cancel}")
+        expect(rows.first).to_contain_text(task_id[:8])
+        shots.take(page, "history-cancel-row")
+        [cli_row] = vec.lines("history", "acme", "--type", "cancel", "--json")
+        assert cli_row["amount"] == refunded_at_cancel and cli_row["task_id"] == task_id
+
+        # --- sign out: the cookie is gone, the pages ask for a sign-in again -----------
+        page.click("#signout")
+        expect(page).to_have_url(url + "/dashboard/signin")
+        assert not [c for c in context.cookies() if c["name"] == "vec_dashboard"]
+        page.goto(url + "/dashboard/")
+        expect(page.locator("#token")).to_be_visible()
+        shots.take(page, "signed-out")
 
 
 # --- in-process: what a browser test would not show -------------------------------------
