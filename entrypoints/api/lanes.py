@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
+from engine import tracing
 from engine.config import EngineSettings
 from engine.service import Engine, acting_as
 from engine.store import Database, open_database
@@ -48,7 +49,8 @@ class UploadLane:
             with acting_as(actor):
                 return fn(self._engine())
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        # the caller's context goes along (the request's trace span: engine/tracing.py)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, tracing.carry(run))
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -97,8 +99,3 @@ class TenantGates:
             yield
         finally:
             release()
-
-
-def no_args(fn: Callable[..., T], *args: Any) -> Callable[[Engine], T]:
-    """`fn(engine, *args)` as a one-argument call for `UploadLane.call`."""
-    return lambda engine: fn(engine, *args)
