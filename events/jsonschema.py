@@ -123,7 +123,7 @@ def _metadata_schema(version: int) -> Schema:
         "required": ["event_id", "occurred_at", "schema_version"],
         "properties": {
             "event_id": {"type": "string", "format": "uuid",
-                         "description": "unique; deterministic where a retry could re-emit the fact: de-duplicate by it"},
+                         "description": "unique; deterministic where a retry could re-emit it: de-duplicate by it"},
             "occurred_at": {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"},
             "correlation_id": optional_text,
             "causation_id": optional_text,
