@@ -43,26 +43,28 @@ def vec(tmp_path, pg_url, kafka_broker) -> Vec:
 
 class PlatformConsumer:
     """What the README tells a platform team to write: every message read as a CloudEvent
-    (binary mode), each event applied once. State to keep across restarts: `watermark` (every
-    position up to it was applied; positions are gap-free) and the ids applied above it."""
+    (binary mode), each event applied once. Its state, kept across restarts: `watermark`
+    (every position up to it applied; positions are gap-free), `above` ({position: ce_id}
+    applied past it) and `ids` (those ids)."""
 
-    def __init__(self, watermark: int = 0, applied_ids: set[str] | None = None):
-        self.watermark, self.applied_ids = watermark, set(applied_ids or ())
+    def __init__(self, watermark: int = 0, above: dict[int, str] | None = None):
+        self.watermark, self.above = watermark, dict(above or {})
+        self.ids = set(self.above.values())
         self.applied: dict[int, object] = {}  # position -> the CloudEvent, this run
-        self.positions: set[int] = set()
 
     def handle(self, record) -> None:
         event = from_binary(KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value),
                             JSONFormat())
         position = int(event.get_extension("vecposition"))
-        if position <= self.watermark or event.get_id() in self.applied_ids:
+        if position <= self.watermark or event.get_id() in self.ids:
             return  # applied before: at-least-once delivery, or read again after a restart
-        self.applied_ids.add(event.get_id())
+        assert position not in self.applied, f"position {position} applied twice"
         self.applied[position] = event
-        self.positions.add(position)
-        while self.watermark + 1 in self.positions:  # the ids at or below the watermark can go
+        self.above[position] = event.get_id()
+        self.ids.add(event.get_id())
+        while self.watermark + 1 in self.above:
             self.watermark += 1
-            self.positions.discard(self.watermark)
+            self.ids.discard(self.above.pop(self.watermark))
 
 
 def read_topic(bootstrap: str, topic: str, enough, timeout_s: float = 60.0) -> list:
@@ -116,7 +118,7 @@ def test_a_platform_consumer_reads_every_event_of_a_fleet_run_with_the_cloudeven
         for record in records[: len(records) // 2]:
             first.handle(record)
         assert 0 < len(first.applied) < len(log)
-        second = PlatformConsumer(first.watermark, first.applied_ids)
+        second = PlatformConsumer(first.watermark, first.above)
         for record in records + records[:5]:  # everything from the start again, a few twice
             second.handle(record)
         chunks = read_topic(kafka_broker.bootstrap, f"{prefix}.chunks",
@@ -125,7 +127,7 @@ def test_a_platform_consumer_reads_every_event_of_a_fleet_run_with_the_cloudeven
                              lambda got: sum(len(json.loads(r.value)["results"]) for r in got) >= len(addresses))
 
     applied = {**first.applied, **second.applied}
-    assert sorted(applied) == sorted(positions) and second.watermark == len(log)  # each event applied once
+    assert sorted(applied) == sorted(positions) and second.watermark == len(log) and not second.above
     assert not set(first.applied) & set(second.applied)
     assert {line["type"] for line in log} >= {"AccountOpened", "CreditsGranted", "CreditsDebited", "TaskCreated",
                                               "ChunkSubmitted", "AddressVerified", "ResultUnknown",
