@@ -155,13 +155,19 @@ def event_source(settings: EngineSettings) -> str:
 def event_headers(source: str, event_id: str, type_name: str, schema_version: int, stream: str, version: int,
                   position: int, occurred_at: datetime) -> list[tuple[str, bytes]]:
     """A relayed event's Kafka headers: CloudEvents binary mode (attributes as `ce_*`, the
-    data's media type as `content-type`) and the older plain headers."""
-    text = [("ce_specversion", CE_SPECVERSION), ("ce_id", event_id), ("ce_source", source),
-            ("ce_type", CE_TYPE_PREFIX + type_name), ("ce_time", occurred_at.astimezone(timezone.utc).isoformat()),
-            ("ce_dataschema", schema_id(type_name, schema_version)), ("ce_vecposition", str(position)),
-            ("ce_vecstream", stream), ("ce_vecstreamversion", str(version)), ("content-type", "application/json"),
-            ("event_id", event_id), ("type", type_name), ("position", str(position)), ("version", str(version))]
-    return [(name, value.encode()) for name, value in text]
+    data's media type as `content-type`) and the older plain headers. Pure; UTF-8 values."""
+    event_id_bytes, type_bytes = event_id.encode(), type_name.encode()
+    position_bytes, version_bytes = str(position).encode(), str(version).encode()
+    return [
+        ("ce_specversion", _SPECVERSION), ("ce_id", event_id_bytes), ("ce_source", source.encode()),
+        ("ce_type", _TYPE_PREFIX + type_bytes), ("ce_time", occurred_at.astimezone(timezone.utc).isoformat().encode()),
+        ("ce_dataschema", schema_id(type_name, schema_version).encode()), ("ce_vecposition", position_bytes),
+        ("ce_vecstream", stream.encode()), ("ce_vecstreamversion", version_bytes), ("content-type", _JSON),
+        ("event_id", event_id_bytes), ("type", type_bytes), ("position", position_bytes), ("version", version_bytes),
+    ]
+
+
+_SPECVERSION, _TYPE_PREFIX, _JSON = CE_SPECVERSION.encode(), CE_TYPE_PREFIX.encode(), b"application/json"
 
 
 def producer_settings(settings: EngineSettings, client_id: str) -> dict:
