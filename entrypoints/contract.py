@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consumers.fleet.messages import OUTCOME_KINDS
 from engine.domain.tasks import Result
 from engine.relay import CE_TYPE_PREFIX, EVENT_HEADERS
 from events.base import REGISTRY
@@ -135,7 +136,7 @@ def _outcome_schema() -> Document:
         "type": "object", "additionalProperties": False,
         "required": ["kind", "task_id", "chunk_no", "error", "results"],
         "properties": {
-            "kind": {"type": "string", "enum": ["results", "fail_chunk", "fail_task"]},
+            "kind": {"type": "string", "enum": list(OUTCOME_KINDS)},
             "task_id": {"type": "string"},
             "chunk_no": {"type": "integer", "minimum": 0},
             "error": {"type": "string", "description": "fail_chunk, fail_task: why"},
