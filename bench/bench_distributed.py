@@ -446,14 +446,15 @@ def time_relay(args, url: str, bootstrap: str, n: int) -> float:
 
 def messages(url: str) -> list[tuple[bytes, bytes, list]]:
     """What the relay sends for every event of the log: (key, value, headers), as to_wire."""
+    from engine.relay import event_headers
     from engine.store.postgres import Pool, PostgresEventStore
     from events import to_wire
 
     store = PostgresEventStore(Pool(url))
     try:
         return [(r.stream.encode(), to_wire(r),
-                 [("event_id", str(r.event_id).encode()), ("type", r.type.encode()),
-                  ("position", str(r.position).encode()), ("version", str(r.version).encode())])
+                 event_headers("urn:vec:bench", str(r.event_id), r.type, r.event.schema_version, r.stream, r.version,
+                               r.position, r.occurred_at))
                 for r in store.read_all()]
     finally:
         store.close()

@@ -11,8 +11,13 @@ publish and the store re-publishes that batch, never skips it.
 A message: key = the stream name (UTF-8), so one stream stays on one partition and, with
 the idempotent producer (one in-flight batch per partition), in log order; value = the
 same JSON as `events.codec.to_wire(recorded)` (decode it with `from_wire`); headers
-`event_id`, `type`, `position`, `version` (UTF-8 text). Consumers must tolerate
-duplicates (the deterministic `event_id`, or (stream, version), identifies an event).
+(UTF-8 text, `event_headers`): the CloudEvents Kafka binary-mode attributes (`ce_id`,
+`ce_source`, `ce_type`, `ce_time`, `ce_dataschema`, the extensions `ce_vecposition`,
+`ce_vecstream`, `ce_vecstreamversion`, and `content-type`), so any CloudEvents SDK reads a
+message as an event whose data is that JSON; and, as before them, `event_id`, `type`,
+`position`, `version`. The contract: docs/asyncapi.yaml and docs/events/ (scripts/contract).
+Consumers must tolerate duplicates (the deterministic `event_id` = `ce_id`, or (stream,
+version), identifies an event).
 After a publish failure the relay re-sends the batch from the stored position, so a
 message of the failed attempt that did land may be followed by the same events again.
 
@@ -62,7 +67,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import timezone
+from datetime import datetime, timezone
 from itertools import count
 from typing import Iterable
 
@@ -74,6 +79,7 @@ from engine.config import EngineSettings
 from events import RecordedEvent, decode
 from events.base import REGISTRY
 from events.codec import to_wire
+from events.jsonschema import schema_id
 
 log = logging.getLogger("vec.relay")
 
@@ -117,6 +123,52 @@ class _Stopping(Exception):
 def topic_names(settings: EngineSettings) -> dict[str, str]:
     """The engine's topics: {"events": "PREFIX.events", "chunks": ..., "results": ...}."""
     return {kind: f"{settings.kafka_topic_prefix}.{kind}" for kind in ("events", "chunks", "results")}
+
+
+CE_SPECVERSION = "1.0"
+CE_TYPE_PREFIX = "vec."  # ce_type is "vec." + the event's type name, e.g. vec.TaskCreated
+
+# Every header of a message on PREFIX.events, as docs/asyncapi.yaml publishes it
+# (entrypoints/contract.py); tests/unit/test_contract.py checks event_headers gives these.
+EVENT_HEADERS = {
+    "ce_specversion": "CloudEvents spec version: 1.0",
+    "ce_id": "the event's id (metadata.event_id): de-duplicate by it",
+    "ce_source": "urn:vec:PREFIX: the engine's log behind this topic prefix",
+    "ce_type": "vec. + the event's type name (e.g. vec.TaskCreated)",
+    "ce_time": "when it occurred (metadata.occurred_at), RFC 3339, UTC",
+    "ce_dataschema": "the JSON Schema of the message (docs/events/TYPE.vN.json, its $id)",
+    "ce_vecposition": "extension: the event's position in the whole log (decimal); resume after it",
+    "ce_vecstream": "extension: the event's stream (account-ID or task-ID), also the key",
+    "ce_vecstreamversion": "extension: the event's version in its stream (decimal)",
+    "content-type": "the CloudEvents datacontenttype of the value: application/json",
+    "event_id": "(older header) as ce_id",
+    "type": "(older header) the event's type name",
+    "position": "(older header) as ce_vecposition",
+    "version": "(older header) as ce_vecstreamversion",
+}
+
+
+def event_source(settings: EngineSettings) -> str:
+    """The CloudEvents source of the events relayed for this topic prefix."""
+    return f"urn:vec:{settings.kafka_topic_prefix}"
+
+
+def event_headers(source: str, event_id: str, type_name: str, schema_version: int, stream: str, version: int,
+                  position: int, occurred_at: datetime) -> list[tuple[str, bytes]]:
+    """A relayed event's Kafka headers: CloudEvents binary mode (attributes as `ce_*`, the
+    data's media type as `content-type`) and the older plain headers. Pure; UTF-8 values."""
+    event_id_bytes, type_bytes = event_id.encode(), type_name.encode()
+    position_bytes, version_bytes = str(position).encode(), str(version).encode()
+    return [
+        ("ce_specversion", _SPECVERSION), ("ce_id", event_id_bytes), ("ce_source", source.encode()),
+        ("ce_type", _TYPE_PREFIX + type_bytes), ("ce_time", occurred_at.astimezone(timezone.utc).isoformat().encode()),
+        ("ce_dataschema", schema_id(type_name, schema_version).encode()), ("ce_vecposition", position_bytes),
+        ("ce_vecstream", stream.encode()), ("ce_vecstreamversion", version_bytes), ("content-type", _JSON),
+        ("event_id", event_id_bytes), ("type", type_bytes), ("position", position_bytes), ("version", version_bytes),
+    ]
+
+
+_SPECVERSION, _TYPE_PREFIX, _JSON = CE_SPECVERSION.encode(), CE_TYPE_PREFIX.encode(), b"application/json"
 
 
 def producer_settings(settings: EngineSettings, client_id: str) -> dict:
@@ -236,6 +288,7 @@ class Relay:
         self.settings = settings
         self.name = name or f"relay-{socket.gethostname()}-{os.getpid()}-{next(_names)}"
         self.topic = topic_names(settings)["events"]
+        self.source = event_source(settings)
         self._conn: psycopg.Connection | None = None
         self._producer = None
         self._topic_ready = False
@@ -367,7 +420,9 @@ class Relay:
     def _message(self, row: tuple) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         position, event_id, stream, version, type_name, schema_version, data, occurred_at, actor, corr, cause = row
         current = self._upcast.get(type_name)
+        published_version = schema_version
         if current is not None and schema_version < current:
+            published_version = current
             value = to_wire(RecordedEvent(position, stream, version, uuid.UUID(event_id),
                                           occurred_at.astimezone(timezone.utc),
                                           decode(type_name, schema_version, data), corr, cause, actor))
@@ -378,8 +433,8 @@ class Relay:
                 "metadata": {"event_id": event_id, "occurred_at": occurred_at.astimezone(timezone.utc).isoformat(),
                              "correlation_id": corr, "causation_id": cause, "actor": actor,
                              "schema_version": schema_version}})
-        headers = [("event_id", event_id.encode()), ("type", type_name.encode()),
-                   ("position", str(position).encode()), ("version", str(version).encode())]
+        headers = event_headers(self.source, event_id, type_name, published_version,
+                                stream, version, position, occurred_at)
         headers += tracing.event_headers(type_name, corr, position)  # traces: W3C traceparent ([] when off)
         return stream.encode(), value, headers
 

@@ -50,6 +50,9 @@ def read_chunk_work(value: bytes) -> tuple[str, int]:
     return message["task_id"], int(message["chunk_no"])
 
 
+OUTCOME_KINDS = ("results", "fail_chunk", "fail_task")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a worker found for a chunk: results, or a chunk or task failure. Keyed by task,
@@ -70,7 +73,7 @@ class Outcome:
     @classmethod
     def from_message(cls, value: bytes) -> "Outcome":
         message = orjson.loads(value)
-        if message["kind"] not in ("results", "fail_chunk", "fail_task"):
+        if message["kind"] not in OUTCOME_KINDS:
             raise ValueError(f"unknown outcome {message['kind']!r}")
         results = tuple(Result(a, s, reason, detail, tier, reply, mx, tuple(flags))
                         for a, s, reason, detail, tier, reply, mx, flags in message["results"])

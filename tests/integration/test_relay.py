@@ -7,6 +7,7 @@ they expect, never for end offsets (Tansu's are unreliable after batched produce
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import contextlib
 import os
@@ -19,6 +20,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import jsonschema
 import psycopg
 import pytest
 
@@ -252,6 +254,16 @@ def test_every_event_arrives_keyed_by_stream_in_log_order_and_decodes(db, pg_url
         assert headers["type"] == event.type.encode()
         assert headers["position"] == str(event.position).encode()
     assert from_wire(next(r.value for r in records if dict(r.headers)["position"] == b"2")).event.reply == ""
+    # each message is valid against the published schema its CloudEvents header names: the
+    # one stored as v1 is published upcast, as v2 (docs/events, scripts/contract)
+    schemas = {s["$id"]: s for s in (json.loads(f.read_text()) for f in (REPO / "docs" / "events").glob("*.json"))}
+    for record in records:
+        headers = dict(record.headers)
+        jsonschema.validate(json.loads(record.value), schemas[headers["ce_dataschema"].decode()],
+                            cls=jsonschema.Draft202012Validator)
+        assert headers["ce_dataschema"].endswith(f":v{type(from_wire(record.value).event).schema_version}".encode())
+    assert dict(next(r for r in records if dict(r.headers)["position"] == b"2").headers)["ce_dataschema"] == (
+        b"urn:vec:event:AddressVerified:v2")
     per_stream_order_holds(records)
     assert len({r.partition for r in records}) > 1  # keys spread over the topic's partitions
 
