@@ -470,71 +470,75 @@ class StoreState:
             raise
 
     def _state(self, db) -> list:
-        from projections.read_models import all_projections
-
         head = db.head()
         if head < self.folded:  # another log than the one folded so far (a store made anew)
             self.folded, self.counts = 0, Tally()
         self._fold(db, head)
+        out = _Families()
+        out.gauge("vec_log_head_position", "Position of the last event of the log", (), [((), head)])
+        out.gauge("vec_metrics_folded_position", "How far these metrics folded the log (below the head only while a "
+                  "fresh process catches up)", (), [((), self.folded)])
+        self._task_families(db, out)
+        self._credit_families(out)
+        self._engine_families(db, head, out)
+        self._fleet_families(db, head, out)
+        self._webhook_families(db, head, out)
+        return out.families
+
+    def _task_families(self, db, out: "_Families") -> None:
         c = self.counts
-        out = []
-
-        def family(cls, name, text, labels=(), samples=()):
-            f = cls(name, text, labels=list(labels))
-            for label_values, value in samples:
-                f.add_metric(list(label_values), value)
-            out.append(f)
-
-        family(GaugeMetricFamily, "vec_log_head_position", "Position of the last event of the log", (),
-               [((), head)])
-        family(GaugeMetricFamily, "vec_metrics_folded_position", "How far these metrics folded the log "
-               "(below the head only while a fresh process catches up)", (), [((), self.folded)])
         active = dict(self._optional(db, "SELECT status, COUNT(*) FROM rm_tasks WHERE status IN ('pending', "
                                          "'processing') GROUP BY status") or [])
-        family(GaugeMetricFamily, "vec_tasks", "Tasks by status (pending and processing from the tasks read model, "
-               "finished ones from the log)", ["status"],
-               [((s,), active.get(s, 0) if s in ("pending", "processing") else c[("finished", s)])
-                for s in TASK_STATUSES])
-        family(CounterMetricFamily, "vec_tasks_created", "Tasks created, by kind", ["kind"],
-               [((k,), c[("created", k)]) for k in ("single", "bulk")])
-        family(CounterMetricFamily, "vec_tasks_finished", "Tasks finished, by status", ["status"],
-               [((s,), c[("finished", s)]) for s in ("completed", "cancelled", "failed")])
-        family(CounterMetricFamily, "vec_addresses", "Addresses settled (results a customer sees; a failed chunk's "
-               "addresses count as unknown provider_error), by status and Unknown reason", ["status", "reason"],
-               [((s, ""), c[("address", s, "")]) for s in STATUSES[:3]]
-               + [(("unknown", r), c[("address", "unknown", r)]) for r in (*UNKNOWN_REASONS, "other")])
-        family(CounterMetricFamily, "vec_addresses_late", "Results recorded after their task stopped (logged, never "
-               "charged nor shown)", (), [((), c[("late",)])])
-        family(CounterMetricFamily, "vec_chunks_failed", "Chunks failed with their refund", (),
-               [((), c[("chunk_failed",)])])
-        family(CounterMetricFamily, "vec_credits_debited", "Credits debited when tasks were created", (),
-               [((), c[("debited",)])])
-        family(CounterMetricFamily, "vec_credits_consumed", "Credits consumed: addresses settled Safe, Invalid or "
-               "Risky", (), [((), c[("consumed",)])])
-        family(CounterMetricFamily, "vec_credits_refunded", "Credits refunded, by reason", ["reason"],
-               [((r,), c[("refunded", r)]) for r in REFUND_REASONS])
-        family(CounterMetricFamily, "vec_credits_granted", "Credits granted, by bucket and reason",
-               ["bucket", "reason"], [((b, r), c[("granted", b, r)]) for b, r in
-                                      (("payg", "welcome"), ("payg", "purchase"), ("payg", "support"),
-                                       ("monthly", "subscription"), ("monthly", "support"))])
-        family(CounterMetricFamily, "vec_credits_expired", "Monthly credits expired", (), [((), c[("expired",)])])
+        out.gauge("vec_tasks", "Tasks by status (pending and processing from the tasks read model, finished ones "
+                  "from the log)", ["status"],
+                  [((s,), active.get(s, 0) if s in ("pending", "processing") else c[("finished", s)])
+                   for s in TASK_STATUSES])
+        out.counter("vec_tasks_created", "Tasks created, by kind", ["kind"],
+                    [((k,), c[("created", k)]) for k in ("single", "bulk")])
+        out.counter("vec_tasks_finished", "Tasks finished, by status", ["status"],
+                    [((s,), c[("finished", s)]) for s in ("completed", "cancelled", "failed")])
+        out.counter("vec_addresses", "Addresses settled (results a customer sees; a failed chunk's addresses count "
+                    "as unknown provider_error), by status and Unknown reason", ["status", "reason"],
+                    [((s, ""), c[("address", s, "")]) for s in STATUSES[:3]]
+                    + [(("unknown", r), c[("address", "unknown", r)]) for r in (*UNKNOWN_REASONS, "other")])
+        out.counter("vec_addresses_late", "Results recorded after their task stopped (logged, never charged nor "
+                    "shown)", (), [((), c[("late",)])])
+        out.counter("vec_chunks_failed", "Chunks failed with their refund", (), [((), c[("chunk_failed",)])])
+
+    def _credit_families(self, out: "_Families") -> None:
+        c = self.counts
+        out.counter("vec_credits_debited", "Credits debited when tasks were created", (), [((), c[("debited",)])])
+        out.counter("vec_credits_consumed", "Credits consumed: addresses settled Safe, Invalid or Risky", (),
+                    [((), c[("consumed",)])])
+        out.counter("vec_credits_refunded", "Credits refunded, by reason", ["reason"],
+                    [((r,), c[("refunded", r)]) for r in REFUND_REASONS])
+        out.counter("vec_credits_granted", "Credits granted, by bucket and reason", ["bucket", "reason"],
+                    [((b, r), c[("granted", b, r)]) for b, r in
+                     (("payg", "welcome"), ("payg", "purchase"), ("payg", "support"),
+                      ("monthly", "subscription"), ("monthly", "support"))])
+        out.counter("vec_credits_expired", "Monthly credits expired", (), [((), c[("expired",)])])
+
+    def _engine_families(self, db, head: int, out: "_Families") -> None:
+        """The read models' lag and health, and the embedded engine's heartbeat."""
+        from projections.read_models import all_projections
 
         names = [p.name for p in all_projections()]
         stored = dict(self._optional(db, "SELECT name, position FROM rm_checkpoints") or [])
         stopped = {row[0] for row in self._optional(db, "SELECT name FROM rm_stopped") or []}
-        family(GaugeMetricFamily, "vec_projection_lag_events", "Events of the log a read model has not folded yet "
-               "(head - its checkpoint)", ["projection"], [((n,), max(head - stored.get(n, 0), 0)) for n in names])
-        family(GaugeMetricFamily, "vec_projection_stopped", "1 if a read model stopped on an event it could not fold",
-               ["projection"], [((n,), int(n in stopped)) for n in names])
+        out.gauge("vec_projection_lag_events", "Events of the log a read model has not folded yet (head - its "
+                  "checkpoint)", ["projection"], [((n,), max(head - stored.get(n, 0), 0)) for n in names])
+        out.gauge("vec_projection_stopped", "1 if a read model stopped on an event it could not fold",
+                  ["projection"], [((n,), int(n in stopped)) for n in names])
         lease = self._optional(db, "SELECT holder, heartbeat FROM engine_lease WHERE id = 1")
         beats = []
         if lease and lease[0][0]:
             beat = lease[0][1] if isinstance(lease[0][1], datetime) else datetime.fromisoformat(lease[0][1])
             beats = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))]
-        family(GaugeMetricFamily, "vec_engine_heartbeat_age_seconds", "Seconds since the embedded engine (the holder "
-               "of the engine lease) last beat; absent while no engine holds it", (), beats)
+        out.gauge("vec_engine_heartbeat_age_seconds", "Seconds since the embedded engine (the holder of the engine "
+                  "lease) last beat; absent while no engine holds it", (), beats)
 
-        # the distributed mode (PostgreSQL): relay, fleet, claims; families without samples elsewhere
+    def _fleet_families(self, db, head: int, out: "_Families") -> None:
+        """The distributed mode (PostgreSQL): relay, fleet, claims; families without samples elsewhere."""
         relay, alive, claims = [], [], []
         if self.postgres:
             if self.kafka:
@@ -547,30 +551,48 @@ class StoreState:
             row = self._optional(db, f"SELECT COUNT(*) FROM chunk_claims WHERE heartbeat >= {since}",
                                  (self.claim_ttl,))
             claims = [((), row[0][0] if row else 0)]
-        family(GaugeMetricFamily, "vec_relay_lag_events", "Events of the log the relay has not published yet "
-               "(head - relay position; PostgreSQL with Kafka)", (), relay)
-        family(GaugeMetricFamily, "vec_fleet_processes", "Fleet processes alive (heartbeat within VEC_WORKER_TTL), "
-               "by role (PostgreSQL)", ["role"], alive)
-        family(GaugeMetricFamily, "vec_chunks_claimed", "Chunks claimed by a live fleet worker (PostgreSQL)", (),
-               claims)
+        out.gauge("vec_relay_lag_events", "Events of the log the relay has not published yet (head - relay "
+                  "position; PostgreSQL with Kafka)", (), relay)
+        out.gauge("vec_fleet_processes", "Fleet processes alive (heartbeat within VEC_WORKER_TTL), by role "
+                  "(PostgreSQL)", ["role"], alive)
+        out.gauge("vec_chunks_claimed", "Chunks claimed by a live fleet worker (PostgreSQL)", (), claims)
 
-        # webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes
+    def _webhook_families(self, db, head: int, out: "_Families") -> None:
+        """Webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes."""
         attempts = Tally()
-        rows = self._optional(db, "SELECT outcome, COUNT(*) FROM webhook_attempts GROUP BY outcome")
-        for outcome, count in rows or []:
+        for outcome, count in self._optional(db, "SELECT outcome, COUNT(*) FROM webhook_attempts GROUP BY outcome") \
+                or []:
             attempts[_bounded(outcome, WEBHOOK_OUTCOMES)] += count
-        family(CounterMetricFamily, "vec_webhook_attempts", "Webhook delivery attempts, by outcome (delivered = 2xx; "
-               "sending = in flight now)", ["outcome"], [((o,), attempts[o]) for o in WEBHOOK_OUTCOMES])
+        out.counter("vec_webhook_attempts", "Webhook delivery attempts, by outcome (delivered = 2xx; sending = in "
+                    "flight now)", ["outcome"], [((o,), attempts[o]) for o in WEBHOOK_OUTCOMES])
         deliveries = Tally()
-        rows = self._optional(db, "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")
-        for status, count in rows or []:
+        for status, count in self._optional(db, "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status") \
+                or []:
             deliveries[_bounded(status, WEBHOOK_STATUSES, "pending")] += count
-        family(GaugeMetricFamily, "vec_webhook_deliveries", "Webhook deliveries, by status", ["status"],
-               [((s,), deliveries[s]) for s in WEBHOOK_STATUSES])
+        out.gauge("vec_webhook_deliveries", "Webhook deliveries, by status", ["status"],
+                  [((s,), deliveries[s]) for s in WEBHOOK_STATUSES])
         row = self._optional(db, "SELECT position FROM webhook_checkpoint WHERE name = 'webhooks'")
-        family(GaugeMetricFamily, "vec_webhook_lag_events", "Events of the log the webhooks consumer has not looked "
-               "at yet (head - its checkpoint)", (), [((), max(head - row[0][0], 0))] if row else [])
-        return out
+        out.gauge("vec_webhook_lag_events", "Events of the log the webhooks consumer has not looked at yet (head - "
+                  "its checkpoint)", (), [((), max(head - row[0][0], 0))] if row else [])
+
+
+class _Families:
+    """The metric families of one scrape, in order."""
+
+    def __init__(self) -> None:
+        self.families: list = []
+
+    def gauge(self, name: str, text: str, labels=(), samples=()) -> None:
+        self._add(GaugeMetricFamily, name, text, labels, samples)
+
+    def counter(self, name: str, text: str, labels=(), samples=()) -> None:
+        self._add(CounterMetricFamily, name, text, labels, samples)
+
+    def _add(self, cls, name: str, text: str, labels, samples) -> None:
+        family = cls(name, text, labels=list(labels))
+        for label_values, value in samples:
+            family.add_metric(list(label_values), value)
+        self.families.append(family)
 
 
 # --- exposing ---------------------------------------------------------------------------------
