@@ -198,6 +198,14 @@ def headers() -> list[tuple[str, bytes]]:
     return [(key, value.encode()) for key, value in carrier.items()]
 
 
+# what a relayed event may carry besides its CloudEvents headers (engine/relay.py), when tracing is on
+EVENT_HEADERS = {
+    "traceparent": "optional, only while tracing is on: the W3C trace context (trace id = the task id); "
+                   "absent on account events",
+    "tracestate": "optional: W3C trace state, when the tracer sets one",
+}
+
+
 def event_headers(type_name: str, correlation_id: str | None, position: int) -> list[tuple[str, bytes]]:
     """The relay's trace headers for one event ([] when off, or not a task's event): a
     "vec.relay.publish" span for an event that starts work, the task's root otherwise."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from consumers.fleet.messages import OUTCOME_KINDS
 from engine.domain.tasks import Result
+from engine import tracing
 from engine.relay import CE_TYPE_PREFIX, EVENT_HEADERS
 from events.base import REGISTRY
 from events.jsonschema import all_event_schemas, event_schema
@@ -148,8 +149,10 @@ def _outcome_schema() -> Document:
 
 
 def _event_headers() -> Document:
+    optional = {name: {"type": "string", "description": text} for name, text in tracing.EVENT_HEADERS.items()}
     return {"type": "object", "required": list(EVENT_HEADERS),
-            "properties": {name: {"type": "string", "description": text} for name, text in EVENT_HEADERS.items()}}
+            "properties": {**{name: {"type": "string", "description": text} for name, text in EVENT_HEADERS.items()},
+                           **optional}}
 
 
 # --- files --------------------------------------------------------------------------------
