@@ -1,7 +1,7 @@
 """The read models: task status and progress, balances and Credits History, results per task."""
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Iterable
 
 from events import (
@@ -267,8 +267,16 @@ ACTIVITY = Table("rm_activity", ("task_id", "minute", "results", "unknown"), ("t
 
 
 def minute_of(recorded: RecordedEvent) -> str:
-    """The UTC minute of an event, as `YYYY-MM-DDTHH:MM` (sorts as time)."""
-    return recorded.occurred_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    """The UTC minute of an event, as `YYYY-MM-DDTHH:MM` (sorts as time). A chunk's results
+    share one append time: the last answer is kept, so a rebuild formats each time once."""
+    global _LAST_MINUTE
+    at, last = recorded.occurred_at, _LAST_MINUTE  # one reference read: a consistent pair on any thread
+    if at != last[0]:
+        last = _LAST_MINUTE = (at, at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"))
+    return last[1]
+
+
+_LAST_MINUTE: tuple[datetime | None, str] = (None, "")  # (occurred_at, its minute)
 
 
 class ActivityProjection:
