@@ -79,6 +79,12 @@ def running(relay: Relay):
         raise failures[0]
 
 
+def no_thread_left(threads_before: set) -> None:
+    """Every thread started since `threads_before` ends (waited for, not slept on)."""
+    wait_for(lambda: not {t for t in threading.enumerate() if t not in threads_before and t.is_alive()}, 15,
+             "the threads the relay started to end")
+
+
 def wait_for(condition, timeout: float, what: str, step: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -269,8 +275,7 @@ def test_every_event_arrives_keyed_by_stream_in_log_order_and_decodes(db, pg_url
 
     # the relay made the topic with the configured partitions, and closed what it opened
     assert ensure_topics(kafka_broker.bootstrap, [f"{prefix}.events"], 9) == {f"{prefix}.events": PARTITIONS}
-    time.sleep(0.2)
-    assert {t for t in threading.enumerate() if t not in threads_before and t.is_alive()} == set()
+    no_thread_left(threads_before)
 
 
 def grants_for(stream: str, round_no: int) -> list[NewEvent]:
@@ -327,8 +332,7 @@ def test_position_is_stored_only_after_the_broker_acknowledged(db, pg_url, kafka
         total = head(pg_url)
         wait_for(lambda: stored_position(pg_url) == total, 40, "the relay to catch up after the outage")
         assert relay.state == "leader" and relay.lag() == 0
-    time.sleep(0.2)  # failed admin clients and dropped producers left no thread behind
-    assert {t for t in threading.enumerate() if t not in threads_before and t.is_alive()} == set()
+    no_thread_left(threads_before)  # failed admin clients and dropped producers left no thread behind
     rest = set(range(31, total + 1))
     records = read_topic(kafka_broker.bootstrap, topic, rest)
     assert {int(dict(r.headers)["position"]) for r in records} == rest  # 1..30 went with the old broker
@@ -352,8 +356,7 @@ def test_stop_while_the_broker_is_down_returns_promptly(db, pg_url, kafka_broker
             wait_for(lambda: relay.state == "stopped", 15, "the relay to stop")
             assert time.monotonic() - started < 10
             assert stored_position(pg_url) == 3
-    time.sleep(0.2)
-    assert {t for t in threading.enumerate() if t not in threads_before and t.is_alive()} == set()
+    no_thread_left(threads_before)
 
 
 # --- 3. one leader; the standby takes over ---------------------------------------------

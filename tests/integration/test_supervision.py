@@ -81,8 +81,9 @@ def test_losing_the_lease_stops_driving_at_once(engine, db, tmp_path):
     async def scenario():
         runtime = Runtime(engine, HangingProvider())
         running = asyncio.create_task(runtime.run())
-        await asyncio.sleep(0.3)
-        assert runtime.drivers
+        async with asyncio.timeout(10):  # the runtime drives the task (waited for, not slept on)
+            while not runtime.drivers:
+                await asyncio.sleep(0.01)
         db.events.conn.execute("UPDATE engine_lease SET holder = 'usurper'")
         with pytest.raises(LeaseLost):
             async with asyncio.timeout(5):
