@@ -105,7 +105,8 @@ def test_cancel_reaches_every_worker_within_a_second(vec: Vec, tmp_path):
     """Judged by RCPTs counted at the server, not by a tight clock: the fleet holds at most
     PER_MX sessions to the MX, each begins a RCPT every 0.25 s, and each sees the stop signal
     within VEC_STOP_POLL_INTERVAL (0.25 s). So after the cancel at most a few RCPTs per session
-    may still begin; without the signal the 3 s window would see about 36."""
+    may still begin (5 each leaves a loaded machine 1 s); without the signal the 3 s window
+    would see about 36."""
     smtp = CountingSmtp(tmp_path, ["127.0.0.10:25"], rcpt_delay=0.25)
     addresses = [f"cancel{i}@counted.test" for i in range(80)]
     try:
@@ -128,7 +129,7 @@ def test_cancel_reaches_every_worker_within_a_second(vec: Vec, tmp_path):
     before = [r for r in stats["rcpts"] if r["at"] <= cancel_returned]
     late_starts = [r["at"] - cancel_returned for r in stats["rcpts"] if r["at"] > cancel_returned]
     assert len(before) >= 8  # the workers were probing when the cancel came: the count below means something
-    assert len(late_starts) <= 3 * PER_MX, f"{len(late_starts)} RCPTs began after the cancel: {late_starts}"
+    assert len(late_starts) <= 5 * PER_MX, f"{len(late_starts)} RCPTs began after the cancel: {late_starts}"
     assert cancelled["status"] == after["status"] == "cancelled"
     assert (after["consumed"], after["refunded"]) == (cancelled["consumed"], 80 - cancelled["consumed"])
     cancel_rows = [r for r in vec.lines("history", "acme", "--type", "cancel", "--json") if r["task_id"] == task_id]
