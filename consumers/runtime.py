@@ -30,12 +30,14 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Sequence
 
 from engine import tracing  # traces: a span per chunk verified (engine/tracing.py)
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
 from consumers import metrics
+from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
 from consumers.scheduling import schedule
 from engine.policies import SWEEP_INTERVAL_S
@@ -54,8 +56,10 @@ class LeaseLost(EngineCrashed):
 
 
 class Runtime:
-    def __init__(self, engine: Engine, provider, only_task: str | None = None):
+    def __init__(self, engine: Engine, provider, only_task: str | None = None,
+                 features: Sequence[Feature] = FEATURES):
         self.engine = engine
+        self.features = features  # the log-driven features it runs beside the engine
         self.db = engine.db
         self.settings = engine.settings
         self.provider = provider
@@ -102,16 +106,9 @@ class Runtime:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._supervised("heartbeat", self._heartbeat(stop), stop))
                     group.create_task(self._supervised("follower", self._follow(stop), stop))
-                    if self.only_task is None:  # webhooks: task ends -> signed POSTs (consumers/webhooks.py)
-                        from consumers.webhooks import Webhooks
-
-                        group.create_task(self._supervised("webhooks", Webhooks(self.engine, self.settings).run(stop),
-                                                           stop))
-                    if self.only_task is None:  # notifications: e-mails (consumers/notifications.py)
-                        from consumers.notifications import Notifications
-
-                        group.create_task(self._supervised(
-                            "notifications", Notifications(self.engine, self.settings).run(stop), stop))
+                    for feature in self.features if self.only_task is None else ():  # consumers/features.py
+                        loop = feature.build(self.engine, self.settings, None).run(stop)
+                        group.create_task(self._supervised(feature.name, loop, stop))
             except BaseExceptionGroup as crashed:
                 cause = crashed.exceptions[0]
                 raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause

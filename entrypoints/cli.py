@@ -22,7 +22,8 @@ from engine import tracing  # traces: `vec run` configures them (engine/tracing.
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine, require_results_kept
-from engine.store import StoreUrlError, open_database
+from engine.store import StoreUrlError
+from entrypoints import bootstrap
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
 from projections.exports import csv_lines, json_lines, txt_lines
@@ -58,8 +59,7 @@ class Context:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(open_database(self.settings.store), self.settings)
-            self._engine.default_actor = f"cli:{getpass.getuser()}"  # attribution: who ran what
+            self._engine = bootstrap.open_engine(self.settings, f"cli:{getpass.getuser()}")  # who ran what
         return self._engine
 
     @property
@@ -503,9 +503,6 @@ def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: 
 def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
     """Follows the task to its end: a running engine (or the fleet) does the work; with no
     engine running, an embedded store drives it in this process."""
-    from consumers.providers import build_provider
-    from consumers.runtime import Runtime
-
     engine = ctx.engine
 
     async def main() -> None:
@@ -516,7 +513,7 @@ def _run_to_end(ctx: Context, task_id: str, show_progress: bool) -> None:
                     await asyncio.sleep(ctx.settings.poll_interval)
                     continue
                 try:
-                    await Runtime(engine, build_provider(ctx.settings), only_task=task_id).run()
+                    await bootstrap.runtime(engine, only_task=task_id).run()
                 except LeaseHeld:  # a running engine does the work; take over if it stops
                     await asyncio.sleep(ctx.settings.poll_interval)
         finally:
@@ -636,8 +633,7 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     """Run the engine until interrupted. Embedded (SQLite, or PostgreSQL without Kafka): one
     process does everything. Distributed (PostgreSQL and VEC_KAFKA_BOOTSTRAP): the fleet's
     roles, all of them or those given with --role; run as many workers as you like."""
-    from consumers.providers import build_provider
-    from consumers.runtime import EngineCrashed, Runtime
+    from consumers.runtime import EngineCrashed
 
     distributed = bool(roles) or ctx.distributed
     if distributed and ctx.engine.db.fleet is None:
@@ -653,17 +649,14 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             if distributed:
-                from consumers.fleet.roles import Fleet
-
-                fleet = Fleet(ctx.engine, ctx.settings, set(roles or ROLES),
-                              lambda slots: build_provider(ctx.settings, slots))
+                fleet = bootstrap.fleet(ctx.engine, roles or ROLES)
                 err.print(f"vec {', '.join(sorted(fleet.roles))} running on {ctx.settings.store} "
                           f"(Kafka {ctx.settings.kafka_bootstrap}, provider {ctx.settings.provider}); Ctrl-C stops")
                 await fleet.run(stop)
             else:
                 err.print(f"vec engine running on {ctx.settings.store} (provider {ctx.settings.provider}); "
                           "Ctrl-C stops")
-                await Runtime(ctx.engine, build_provider(ctx.settings)).run(stop)
+                await bootstrap.runtime(ctx.engine).run(stop)
         except EngineCrashed as crash:
             err.print(f"[bold red]error:[/] vec engine stopped: {crash}", highlight=False, soft_wrap=True)
             sys.exit(2)
@@ -699,15 +692,13 @@ def serve_cmd(ctx: Context) -> None:
     """Serve the HTTP API (VEC_API_HOST, VEC_API_PORT) and the ops dashboard. On the embedded
     store it also runs the engine in this process; with PostgreSQL and Kafka it is the API
     role alone (run as many as you like)."""
-    from consumers.providers import build_provider
-    from consumers.runtime import Runtime
     from entrypoints.api.app import serve
     from entrypoints.api.guard import weak_admin_token
 
     weak = weak_admin_token(ctx.settings.admin_token)
     if weak:
         raise click.ClickException(weak)
-    runtime = None if ctx.distributed else Runtime(ctx.engine, build_provider(ctx.settings))
+    runtime = None if ctx.distributed else bootstrap.runtime(ctx.engine)
     where = f"http://{ctx.settings.api_host}:{ctx.settings.api_port}"
     err.print(f"vec API on {where} (store {ctx.settings.store}"
               f"{', engine in this process' if runtime else ', the fleet does the work'}); Ctrl-C stops")

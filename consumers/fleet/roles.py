@@ -17,10 +17,12 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Sequence
 
 from consumers import metrics
 from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
+from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
 from consumers.runtime import EngineCrashed
 from consumers.scheduling import schedule
@@ -35,12 +37,11 @@ log = logging.getLogger("vec.fleet")
 
 ROLES = ("relay", "worker", "projector", "watchdog")
 LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
-LEADER_KEYS["webhooks"] = 7316004  # webhooks: the sender, once in the fleet (consumers/webhooks.py)
-LEADER_KEYS["notifications"] = 7316005  # notifications: once in the fleet (consumers/notifications.py)
 
 
 class Fleet:
-    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str], provider_factory=None):
+    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str], provider_factory=None,
+                 features: Sequence[Feature] = FEATURES):
         unknown = roles - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROLES)}")
@@ -49,6 +50,7 @@ class Fleet:
         if not settings.kafka_bootstrap and roles & {"relay", "worker"}:
             raise ValueError("the relay and worker roles need Kafka (VEC_KAFKA_BOOTSTRAP=HOST:PORT)")
         self.engine, self.settings, self.roles = engine, settings, roles
+        self.features = features  # the log-driven features its watchdog processes elect a leader for
         self.provider_factory = provider_factory
         self.db = engine.db
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -92,11 +94,11 @@ class Fleet:
                     group.create_task(self._guard("relay", self._relay(stop), stop))
                 for role in ("projector", "watchdog"):
                     if role in self.roles:
-                        group.create_task(self._guard(role, self._lead(role, stop), stop))
-                if "watchdog" in self.roles:  # webhooks: elected among the watchdog processes, its own lock
-                    group.create_task(self._guard("webhooks", self._lead("webhooks", stop), stop))
-                if "watchdog" in self.roles:  # notifications: elected among the watchdog processes, its own lock
-                    group.create_task(self._guard("notifications", self._lead("notifications", stop), stop))
+                        lead = self._lead(role, LEADER_KEYS[role], getattr(self, f"_{role}"), stop)
+                        group.create_task(self._guard(role, lead, stop))
+                for feature in self.features if "watchdog" in self.roles else ():  # elected among watchdogs
+                    lead = self._lead(feature.name, feature.leader_lock, self._feature(feature), stop)
+                    group.create_task(self._guard(feature.name, lead, stop))
         except BaseExceptionGroup as crashed:
             cause = crashed.exceptions[0]
             raise cause if isinstance(cause, EngineCrashed) else EngineCrashed(str(cause)) from cause
@@ -143,10 +145,10 @@ class Fleet:
 
     # --- the roles that run once in the fleet -------------------------------------------
 
-    async def _lead(self, role: str, stop: asyncio.Event) -> None:
+    async def _lead(self, role: str, lock_key: int, body, stop: asyncio.Event) -> None:
         """Stand by until this process holds the role's lock, then run it until the lock is
         lost (its connection broke) or the process stops."""
-        lock = LeaderLock(self.settings.store, LEADER_KEYS[role])
+        lock = LeaderLock(self.settings.store, lock_key)
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(lock.try_acquire):
@@ -158,7 +160,7 @@ class Fleet:
                 try:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._keep_checking(lock, lost, stop))
-                        group.create_task(getattr(self, f"_{role}")(_either(stop, lost)))
+                        group.create_task(body(_either(stop, lost)))
                 finally:
                     self.leading.discard(role)
                 if lost.is_set():
@@ -226,26 +228,17 @@ class Fleet:
                 await call(producer.close, 5)
                 self._producer = None
 
-    async def _notifications(self, until: "_Until") -> None:
-        """Notifications (consumers/notifications.py): the log's task ends and low balances to
-        e-mails, by the leader."""
-        from consumers.notifications import Notifications
+    def _feature(self, feature: Feature):
+        """A feature's loop (consumers/features.py), run by its elected leader: an engine of its
+        own, on a thread of its own (no engine cache is shared between threads)."""
+        async def run(until: "_Until") -> None:
+            call = EngineThread()
+            try:
+                await feature.build(Engine(self.db, self.settings), self.settings, call).run(until)
+            finally:
+                call.close()
 
-        call = EngineThread()  # an engine of its own, on a thread of its own (as the webhooks)
-        try:
-            await Notifications(Engine(self.db, self.settings), self.settings, call).run(until)
-        finally:
-            call.close()
-
-    async def _webhooks(self, until: "_Until") -> None:
-        """Webhooks (consumers/webhooks.py): the log's task ends to signed POSTs, by the leader."""
-        from consumers.webhooks import Webhooks
-
-        call = EngineThread()  # an engine of its own, on a thread of its own: no cache shared between threads
-        try:
-            await Webhooks(Engine(self.db, self.settings), self.settings, call).run(until)
-        finally:
-            call.close()
+        return run
 
     def _watch_once(self, started_at: datetime, unclaimed_since: dict) -> None:
         engine, settings, fleet = self.engine, self.settings, self.db.fleet

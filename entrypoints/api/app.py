@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 from consumers import metrics  # metrics: GET /metrics
 from engine import tracing
 from engine.config import EngineSettings
-from engine.service import Engine
-from engine.store import open_database
+from entrypoints import bootstrap
 from entrypoints.api import docs, links, problems
 from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.guard import BodyGuard, GuardSettings, guarded_h11
@@ -33,9 +32,8 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        db = open_database(settings.store)
-        engine = Engine(db, settings)
-        engine.default_actor = "api"
+        engine = bootstrap.open_engine(settings, "api")
+        db = engine.db
         with db.projector.sql.transaction():
             db.projector.sql.lock("vec.api.schema")
             db.projector.sql.create_table(API_REQUESTS)

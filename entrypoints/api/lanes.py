@@ -15,7 +15,8 @@ from typing import Callable, Iterator, TypeVar
 from engine import tracing
 from engine.config import EngineSettings
 from engine.service import Engine, acting_as
-from engine.store import Database, open_database
+from engine.store import Database
+from entrypoints import bootstrap
 from entrypoints.api.problems import Problem
 
 T = TypeVar("T")
@@ -35,11 +36,9 @@ class UploadLane:
     def _engine(self) -> Engine:
         engine: Engine | None = getattr(self._local, "engine", None)
         if engine is None:
-            db = open_database(self.settings.store)
+            engine = bootstrap.open_engine(self.settings, "api")
             with self._lock:
-                self._opened.append(db)
-            engine = Engine(db, self.settings)
-            engine.default_actor = "api"
+                self._opened.append(engine.db)
             self._local.engine = engine
         return engine
 

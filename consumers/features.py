@@ -1,0 +1,43 @@
+"""The log-driven features beside the engine's core, registered in one list. Each reads the
+log from a checkpoint of its own and owns its tables, loops and metrics in its module; the
+runners run every feature they are given: the embedded runtime in its task group, the
+fleet's watchdog processes as one elected leader each (a PostgreSQL advisory lock)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+from engine.config import EngineSettings
+from engine.service import Engine
+
+
+class Loop(Protocol):
+    async def run(self, stop: Any) -> None: ...
+
+
+Call = Callable[..., Awaitable[Any]]  # how engine calls are made (inline, or on an engine thread)
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    leader_lock: int  # the advisory lock key its fleet leader holds
+    build: Callable[[Engine, EngineSettings, Call | None], Loop]
+
+
+def _webhooks(engine: Engine, settings: EngineSettings, call: Call | None) -> Loop:
+    from consumers.webhooks import Webhooks  # signed POSTs on task ends
+
+    return Webhooks(engine, settings, call) if call else Webhooks(engine, settings)
+
+
+def _notifications(engine: Engine, settings: EngineSettings, call: Call | None) -> Loop:
+    from consumers.notifications import Notifications  # e-mails on task ends and low balances
+
+    return Notifications(engine, settings, call) if call else Notifications(engine, settings)
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("webhooks", 7316004, _webhooks),
+    Feature("notifications", 7316005, _notifications),
+)

@@ -1,0 +1,47 @@
+"""The composition root: the one place that builds the system from settings. Every
+entrypoint (the CLI, `vec serve`, the API's upload lane, the fleet's roles) asks here for
+its engine, runtime or fleet; nothing else opens a store or picks a provider.
+
+    settings --open_engine--> Engine (store: SQLite or PostgreSQL by URL, keyring, read models)
+             --runtime------> Runtime (embedded runner: the policies, the provider, FEATURES)
+             --fleet--------> Fleet (the distributed runner: roles, per-host slots, FEATURES)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from consumers.features import FEATURES
+from engine.config import EngineSettings
+from engine.service import Engine
+from engine.store import open_database
+
+if TYPE_CHECKING:
+    from consumers.fleet.roles import Fleet
+    from consumers.runtime import Runtime
+
+
+def open_engine(settings: EngineSettings, actor: str = "engine") -> Engine:
+    """The store at settings.store and an engine over it; `actor` is who its commands are
+    attributed to unless a command says otherwise (cli:USER, api, engine)."""
+    engine = Engine(open_database(settings.store), settings)
+    engine.default_actor = actor
+    return engine
+
+
+def runtime(engine: Engine, only_task: str | None = None) -> Runtime:
+    """The embedded runner over `engine`, with the configured provider and every feature
+    (a follower of one task, `only_task`, runs none of the features)."""
+    from consumers.providers import build_provider
+    from consumers.runtime import Runtime
+
+    return Runtime(engine, build_provider(engine.settings), only_task=only_task, features=FEATURES)
+
+
+def fleet(engine: Engine, roles: Iterable[str]) -> Fleet:
+    """The distributed runner's roles in this process, each worker's provider built with the
+    fleet-wide per-MX slots."""
+    from consumers.fleet.roles import Fleet
+    from consumers.providers import build_provider
+
+    settings = engine.settings
+    return Fleet(engine, settings, set(roles), lambda slots: build_provider(settings, slots), features=FEATURES)
