@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from entrypoints.api.problems import MEDIA_TYPE, TYPE_BASE, Problem
 
@@ -97,6 +97,8 @@ class BodyRefused(Problem, HTTPException):
         Problem.__init__(self, status, title, detail, headers=headers)
         self.status_code = status
 
+    headers: dict[str, str]  # as Problem's (HTTPException's may be None; these never are)
+
 
 def _too_large(limit: int) -> BodyRefused:
     return BodyRefused(413, "Payload too large", f"this route takes a body of at most {limit:,} bytes",
@@ -166,9 +168,9 @@ def guarded_h11(header_timeout_s: float) -> type[H11Protocol]:
             waiting_on = self.cycle  # a new cycle starts when a whole request head arrived
             self._deadline = self.loop.call_later(header_timeout_s, self._expire, waiting_on)
 
-        def _expire(self, waiting_on: object) -> None:
+        def _expire(self, waiting_on: RequestResponseCycle | None) -> None:
             if self.cycle is waiting_on and not self.transport.is_closing():
-                if waiting_on is None or waiting_on.response_complete:  # type: ignore[attr-defined]
+                if waiting_on is None or waiting_on.response_complete:
                     self.transport.close()
 
     return HeaderDeadlineH11

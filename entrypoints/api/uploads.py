@@ -9,7 +9,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, AsyncIterator
+from typing import IO, TYPE_CHECKING, AsyncIterator
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
@@ -17,6 +17,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from engine.domain.errors import BadUpload
 from entrypoints.api.problems import Problem
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks  # declared for type checkers only
 
 RAW_TYPES = ("text/csv", "text/plain", "application/octet-stream", "")
 MAX_FIELDS = 10
@@ -96,14 +99,15 @@ class _Form:
     """python-multipart's callbacks: the `file` part goes to the sink, small fields to a dict."""
 
     def __init__(self, sink: _Sink):
-        self.sink, self.fields = sink, {}
+        self.sink = sink
+        self.fields: dict[str, str] = {}
         self.header_name, self.header_value = bytearray(), bytearray()
         self.part_name: str | None = None
         self.is_file = False
         self.files = 0
         self.value = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
                 "on_header_value": self.header_value_part, "on_header_end": self.header_end,
                 "on_part_data": self.part_data, "on_part_end": self.part_end}
