@@ -93,9 +93,9 @@ GREYLIST = _rx(
     r"greylisting in action", r"postgrey",
 )
 
-# About *us* (IP, HELO, sender, relay, authentication, spam/content) and never about
-# the mailbox, whatever else the reply says.
-POLICY_STRONG = _rx(
+# Refusals about our client's *address* (block lists, reputation, the client host and its
+# reverse DNS): another egress, leaving from another address, may well be accepted.
+_CLIENT_ADDRESS = (
     # block lists and reputation
     r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracuda", r"abuseat", r"abusix", r"\bcbl\b",
     r"\brbl\b", r"dnsbl", r"\buribl\b", r"\bsurbl\b", r"proofpoint", r"ipcheck\.", r"cloudmark",
@@ -105,6 +105,18 @@ POLICY_STRONG = _rx(
     r"unexpected volume or user complaints", r"permanently deferred",
     r"excessive unknown recipients", r"too many invalid recipients",
     r"banned sending", r"banned sender", r"traffic not accepted",
+    # our client host
+    r"client host (?:rejected|blocked)", r"client \[[^\]]*\] blocked",
+    r"reverse (?:dns|hostname|lookup)", r"cannot find your (?:reverse )?hostname",
+    r"\bptr\b", r"\brdns\b", r"ip name lookup", r"your ip", r"from your ip", r"client ip",
+    r"sender ip",
+)
+CLIENT_ADDRESS = _rx(*_CLIENT_ADDRESS)
+
+# About *us* (IP, HELO, sender, relay, authentication, spam/content) and never about
+# the mailbox, whatever else the reply says.
+POLICY_STRONG = _rx(
+    *_CLIENT_ADDRESS,
     # spam, content
     r"\bspam", r"unsolicited", r"\bube\b", r"\bjunk", r"\bvirus", r"content rejected",
     r"spoof", r"rejected due to security", r"violating our security",
@@ -112,11 +124,8 @@ POLICY_STRONG = _rx(
     r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"unable to relay",
     r"not (?:permitted|allowed|configured) to relay", r"(?:do|does) not relay", r"no relaying",
     r"open relay", r"unauthori[sz]ed relay", r"rcpthosts",
-    # our client, HELO, sender
-    r"client host (?:rejected|blocked)", r"client \[[^\]]*\] blocked", r"helo command rejected",
-    r"reverse (?:dns|hostname|lookup)", r"cannot find your (?:reverse )?hostname",
-    r"\bptr\b", r"\brdns\b", r"ip name lookup", r"your ip", r"from your ip", r"client ip",
-    r"sender ip", r"invalid ip", r"no access (?:for|from)",
+    # our HELO, sender
+    r"helo command rejected", r"invalid ip", r"no access (?:for|from)",
     r"sender address", r"sender domain", r"domain of sender", r"sender verify",
     r"sender (?:is )?(?:not allowed|rejected|denied|refused)", r"invalid sender",
     r"unroutable sender", r"provide a valid from", r"mail from \S+ (?:refused|rejected)",
@@ -304,3 +313,9 @@ def classify_session_reply(code: int, message: str | None) -> Verdict:
     if v.reason == "temporary_failure":
         return Verdict("unknown", "temporary_failure", "session_" + v.rule)
     return Verdict("unknown", "antispam_block", "session_refused")
+
+
+def about_our_address(message: str | None) -> bool:
+    """True when a refusal is about the address our session came from (a block list, our
+    reputation, our client host): a session from another egress may be answered."""
+    return bool(CLIENT_ADDRESS.search(clean_text(message or "")))

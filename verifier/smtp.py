@@ -15,7 +15,7 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib.errors import (
@@ -101,6 +101,7 @@ class Session:
     dead: bool = False
     exhausted: bool = False
     catch_all_tried: bool = False
+    route: object = None  # the egress route it left by (verifier.routes.Route)
 
     @property
     def alive(self) -> bool:
@@ -203,15 +204,20 @@ async def open_session(
     banner_timeout: float,
     command_timeout: float,
     want_smtputf8: bool = False,
+    connect: Callable[[], Awaitable[socket.socket]] | None = None,
 ) -> Session:
     """Connect and get to the point where RCPT TO can be sent.
 
     Raises ConnectFailed (try the next MX, host probably down), SessionRefused (the
     server said no before any recipient), UnsafeCommand (before connecting) or
-    ProviderUnavailable (our network or source address is unusable)."""
+    ProviderUnavailable (our network or source address is unusable). ``connect``: how
+    to get the connected socket instead of a direct TCP connect (an egress proxy)."""
     check_argument("HELO name", helo_name.encode("ascii", "replace"))
     mail_arg = check_argument("MAIL FROM", mail_from.encode("ascii"))
-    sock = await tcp_connect(ip, port, source_address, connect_timeout)
+    if connect is not None:
+        sock = await connect()
+    else:
+        sock = await tcp_connect(ip, port, source_address, connect_timeout)
     smtp = aiosmtplib.SMTP(
         local_hostname=helo_name, timeout=command_timeout, start_tls=False, sock=sock
     )
