@@ -136,7 +136,11 @@ class VerifierSettings(BaseSettings):
     source_address: str | None = Field(None, description="local IP to bind for SMTP")
     max_concurrency: int = Field(100, ge=1, description="SMTP sessions open at once, in all")
     per_mx_concurrency: int = Field(5, ge=1, description="SMTP sessions open at once per MX host")
-    rcpts_per_session: int = Field(20, ge=1, description="RCPT commands per SMTP session")
+    rcpts_per_session: int = Field(100, ge=1, description="RCPT commands per SMTP session")
+    rcpts_per_transaction: int | None = Field(
+        20, ge=1, description="RCPT commands per MAIL transaction; then RSET and a new MAIL FROM "
+        "in the same session (also when the server says 452 too many recipients). None: "
+        "rcpts_per_session")
     max_errors_per_session: int = Field(
         7, ge=1, description="rejected RCPTs after which a session is closed (Postfix slows at 10)"
     )
@@ -272,6 +276,10 @@ class VerifierSettings(BaseSettings):
     @property
     def nameservers(self) -> list[tuple[str, int]]:
         return [parse_hostport(s, self.dns_port) for s in self.dns_servers.split(",") if s.strip()]
+
+    @property
+    def rcpts_per_transaction_n(self) -> int:
+        return min(self.rcpts_per_transaction or self.rcpts_per_session, self.rcpts_per_session)
 
     @property
     def connect_timeout_s(self) -> float:

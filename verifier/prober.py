@@ -689,7 +689,7 @@ class _DomainJob:
             return
         self.ready.extend(todo)
         workers = max(1, min(self.s.per_mx_concurrency,
-                             math.ceil(len(todo) / self.s.rcpts_per_session)))
+                             math.ceil(len(todo) / self.s.rcpts_per_transaction_n)))
         async with asyncio.TaskGroup() as tg:
             for _ in range(workers):
                 tg.create_task(self._worker())
@@ -766,20 +766,32 @@ class _DomainJob:
                 finally:
                     self._release()
                 self.batch.release()  # once a connect worked, held unknowns are genuine
-                if sess is not None and (not sess.alive or self._spent(sess) or not self.ready):
-                    await sess.quit(min(2.0, self.s.command_timeout_s))
-                    sess = None
+                if sess is not None:
+                    sess = await self._recycle(sess, more=bool(self.ready))
         finally:
             if sess is not None:
                 sess.close()
 
     def _spent(self, sess: Session) -> bool:
-        if sess.exhausted or sess.rcpts >= self.s.rcpts_per_session:
-            return True
-        if sess.errors >= self.s.max_errors_per_session:
+        """Nothing more on this session: its RCPT or error budget is used up (Postfix counts
+        errors per session: a new transaction does not reset them)."""
+        return sess.rcpts >= self.s.rcpts_per_session or sess.errors >= self.s.max_errors_per_session
+
+    def _tx_spent(self, sess: Session) -> bool:
+        """This transaction is full: our per-transaction figure, a 452, or the host's limit."""
+        if sess.exhausted or sess.tx_rcpts >= self.s.rcpts_per_transaction_n:
             return True
         limit = self.p.host_limits.get(sess.key)
         return limit is not None and sess.accepted >= limit
+
+    async def _recycle(self, sess: Session, more: bool) -> Session | None:
+        """The session for the next address: as it is, in a new transaction (RSET) when
+        the last one is full, or closed (None) when spent, dead or not needed."""
+        if sess.alive and more and not self._spent(sess):
+            if not self._tx_spent(sess) or await sess.reset(self.s.command_timeout_s):
+                return sess
+        await sess.quit(min(2.0, self.s.command_timeout_s))
+        return None
 
     def _begin(self, item: _Item) -> None:
         if item.started is None:
@@ -795,9 +807,8 @@ class _DomainJob:
         if time.monotonic() >= item.deadline:
             self._expire(item, f"deadline of {self.p.deadline:g}s reached")
             return sess
-        if sess is not None and (not sess.alive or self._spent(sess)):
-            await sess.quit(min(2.0, self.s.command_timeout_s))
-            sess = None
+        if sess is not None:
+            sess = await self._recycle(sess, more=True)
         if sess is None:
             sess = await self._open(item)
             if sess is None:
@@ -813,7 +824,7 @@ class _DomainJob:
             if not sess.alive:
                 self._dropped(item, sess, "connection lost during the catch-all probe")
                 return sess
-            if self._spent(sess):
+            if self._spent(sess) or self._tx_spent(sess):
                 self._requeue_now(item)
                 return sess
 

@@ -272,3 +272,25 @@ async def open_via(pool: EgressPool, routes: list[Route], ip: str, port: int, *,
     if refused is not None:
         raise refused
     raise EgressesDown("; ".join(down) or "no egress route to try")
+
+
+async def check_route(route: Route, ip: str, port: int, timeout_s: float) -> tuple[str, bool, str]:
+    """(name, works, what happened): connect through the route and read the greeting line."""
+    from .smtp import tcp_connect
+
+    try:
+        if route.kind == "socks5":
+            sock = await socks5_connect(route, ip, port, timeout_s)
+        else:
+            sock = await tcp_connect(ip, port, route.source, timeout_s)
+    except (EgressDown, ConnectFailed, ProviderUnavailable) as exc:
+        return route.name, False, str(exc)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        line = await asyncio.wait_for(reader.readline(), timeout_s)
+        writer.write(b"QUIT\r\n")
+        writer.close()
+    except (OSError, TimeoutError) as exc:
+        return route.name, False, f"no greeting: {exc.__class__.__name__}"
+    text = line.decode("ascii", "replace").strip()
+    return route.name, text.startswith("220"), text or "closed without a greeting"

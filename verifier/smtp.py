@@ -95,13 +95,16 @@ class Session:
     releases: list[Callable[[], None]] = field(default_factory=list)
     host_name: str = ""  # the MX name
     tried: tuple[str, ...] = ()  # MX names tried to open this session, this one last
-    rcpts: int = 0  # RCPT commands sent
+    rcpts: int = 0  # RCPT commands sent in this session
+    tx_rcpts: int = 0  # ... in this transaction
     errors: int = 0  # 4xx/5xx replies to RCPT
     accepted: int = 0  # 2xx replies to RCPT in this transaction
     dead: bool = False
     exhausted: bool = False
     catch_all_tried: bool = False
     route: object = None  # the egress route it left by (verifier.routes.Route)
+    mail_command: tuple[bytes, ...] = ()  # the MAIL FROM arguments, to start a new transaction
+    transactions: int = 1  # MAIL transactions in this session (RSET starts the next)
 
     @property
     def alive(self) -> bool:
@@ -120,6 +123,7 @@ class Session:
             self.dead = True
             raise
         self.rcpts += 1
+        self.tx_rcpts += 1
         if resp.code // 100 == 2:
             self.accepted += 1
         else:
@@ -127,6 +131,27 @@ class Session:
         if not self.smtp.is_connected:
             self.dead = True
         return Reply(resp.code, resp.message)
+
+    async def reset(self, timeout: float) -> bool:
+        """RSET and a new MAIL FROM: a new transaction without a new connection (RFC 5321
+        4.1.1.5). The server's error count is per session, so ``errors`` carries on. False
+        (and the session dead) when the server does not take it."""
+        try:
+            rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
+            mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
+                if rset.code == 250 else rset
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+            self.dead = True
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return False
+        if mail.code != 250 or not self.smtp.is_connected:
+            self.dead = True
+            return False
+        self.transactions += 1
+        self.tx_rcpts = self.accepted = 0
+        self.exhausted = False
+        return True
 
     async def quit(self, timeout: float) -> None:
         """Polite end (QUIT); errors ignored; always closes."""
@@ -246,10 +271,8 @@ async def open_session(
                     raise SessionRefused("ehlo", exc.code, exc.message) from None
             utf8 = smtp.supports_extension("smtputf8")
             opts = [b"SMTPUTF8"] if (want_smtputf8 and utf8) else []
-            resp = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + mail_arg + b">", *opts,
-                timeout=command_timeout,
-            )
+            mail_command = (b"FROM:<" + mail_arg + b">", *opts)
+            resp = await smtp.execute_command(b"MAIL", *mail_command, timeout=command_timeout)
             if resp.code != 250:
                 raise SessionRefused("mail", resp.code, resp.message)
         except SMTPTimeoutError:
@@ -260,4 +283,5 @@ async def open_session(
         smtp.close()
         sock.close()  # in case no transport took it over
         raise
-    return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts))
+    return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts),
+                   mail_command=mail_command)
