@@ -141,6 +141,10 @@ class VerifierSettings(BaseSettings):
         20, ge=1, description="RCPT commands per MAIL transaction; then RSET and a new MAIL FROM "
         "in the same session (also when the server says 452 too many recipients). None: "
         "rcpts_per_session")
+    pipeline_depth: int = Field(
+        10, ge=1, description="RCPTs sent at once where the server offers PIPELINING (RFC 2920), "
+        "never more than the session's error budget left; 1: one at a time",
+    )
     max_errors_per_session: int = Field(
         7, ge=1, description="rejected RCPTs after which a session is closed (Postfix slows at 10)"
     )

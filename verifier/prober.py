@@ -71,6 +71,7 @@ from .smtp import (
     Session,
     SessionRefused,
     UnsafeCommand,
+    check_argument,
     tcp_connect,
 )
 from .syntax import SyntaxResult, check_syntax
@@ -353,6 +354,8 @@ class SmtpProber:
         self._host_down: TTLCache[HostKey, tuple[str, str]] = TTLCache(10_000)  # kind, detail
         self.reach = ReachabilityTracker(s.unreachable_hosts, s.unreachable_domains)
         self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
+        # hosts that took a full transaction without a 452: RCPTs may be pipelined there
+        self.pipeline_ok: TTLCache[tuple[str, int], bool] = TTLCache(10_000)
         self._live: dict[tuple[str, int], int] = {}  # open sessions per host
         routes = s.egress_routes if routes is None else routes
         self.egress = EgressPool(
@@ -476,6 +479,7 @@ class SmtpProber:
         self._host_down.clear()
         self.reach.alive(time.monotonic())
         self.host_limits.clear()
+        self.pipeline_ok.clear()
         self.resolver.clear_cache()
 
     # --- Provider --------------------------------------------------------------------
@@ -534,6 +538,23 @@ class SmtpProber:
                     reason="provider_error", detail="internal error: no result", tier=self.tier,
                 ))
         return results  # type: ignore[return-value]
+
+
+def pipeline_room(s: VerifierSettings, sess: Session, host_limit: int | None) -> int:
+    """RCPTs that may be sent at once on this session now (at least 1)."""
+    room = min(s.pipeline_depth, s.rcpts_per_transaction_n - sess.tx_rcpts,
+               s.rcpts_per_session - sess.rcpts, s.max_errors_per_session - sess.errors)
+    if host_limit is not None:
+        room = min(room, host_limit - sess.accepted)
+    return max(1, room)
+
+
+def _sendable(item: _Item) -> bool:
+    try:
+        check_argument("RCPT address", item.rcpt.encode("utf-8" if item.syn.smtputf8 else "ascii"))
+    except (UnsafeCommand, UnicodeEncodeError):
+        return False
+    return True
 
 
 class _DomainJob:
@@ -787,6 +808,10 @@ class _DomainJob:
     async def _recycle(self, sess: Session, more: bool) -> Session | None:
         """The session for the next address: as it is, in a new transaction (RSET) when
         the last one is full, or closed (None) when spent, dead or not needed."""
+        if sess.tx_rcpts >= min(self.s.rcpts_per_transaction_n, self.s.max_errors_per_session) \
+                and not sess.exhausted:
+            # a transaction went that far without "452 too many recipients": pipeline here
+            self.p.pipeline_ok.set(sess.key, True, self.s.catch_all_cache_ttl)
         if sess.alive and more and not self._spent(sess):
             if not self._tx_spent(sess) or await sess.reset(self.s.command_timeout_s):
                 return sess
@@ -833,11 +858,23 @@ class _DomainJob:
                          f"{sess.label} does not support SMTPUTF8, needed for this address")
             return sess
 
+        return await self._send(item, sess)
+
+    async def _send(self, item: _Item, sess: Session) -> Session:
+        """RCPT for this address -- and, pipelined, for the next ones there is room for."""
         remaining = item.deadline - time.monotonic()
         if remaining <= 0:
             self._expire(item, f"deadline of {self.p.deadline:g}s reached")
             return sess
         timeout = min(self.s.command_timeout_s, remaining)
+        more = self._take_more(sess, item)
+        if more:
+            try:
+                await self._send_pipelined(sess, [item, *more], timeout)
+            finally:
+                self.in_flight -= len(more)
+                self.wake.set()
+            return sess
         try:
             reply = await sess.rcpt(item.rcpt, item.syn.smtputf8, timeout)
         except UnsafeCommand as exc:  # never sent: the session is still clean
@@ -849,11 +886,60 @@ class _DomainJob:
         except (SMTPServerDisconnected, ConnectionError, OSError):
             self._dropped(item, sess, f"{sess.label}: connection lost at RCPT")
             return sess
+        self._on_reply(item, sess, reply)
+        return sess
+
+    def _take_more(self, sess: Session, item: _Item) -> list[_Item]:
+        """Addresses to pipeline after ``item`` (RFC 2920): as many as the transaction, the
+        session, the host's learned limit and -- so that Postfix's error limits are never
+        reached even if every one is refused -- the session's error budget leave room for."""
+        limit = self.p.host_limits.get(sess.key)
+        known = limit is not None or self.p.pipeline_ok.get(sess.key)  # no 452 burst to fear
+        if not (sess.pipelining and known and _sendable(item)):
+            return []
+        room = pipeline_room(self.s, sess, limit) - 1
+        more: list[_Item] = []
+        now = time.monotonic()
+        while len(more) < room and self.ready:
+            nxt = self.ready[0]
+            if nxt.done:
+                self.ready.popleft()
+                continue
+            self._begin(nxt)
+            if (nxt.syn.smtputf8 and not sess.smtputf8) or nxt.deadline <= now or not _sendable(nxt):
+                break  # the one-at-a-time path deals with it
+            self.ready.popleft()
+            self.in_flight += 1
+            more.append(nxt)
+        return more
+
+    async def _send_pipelined(self, sess: Session, batch: list[_Item], timeout: float) -> None:
+        try:
+            sess.send_rcpts([(i.rcpt, i.syn.smtputf8) for i in batch])
+        except (SMTPServerDisconnected, ConnectionError, OSError):
+            for it in batch:
+                self._dropped(it, sess, f"{sess.label}: connection lost at RCPT")
+            return
+        for n, it in enumerate(batch):
+            try:
+                reply = await sess.next_reply(timeout)
+            except SMTPTimeoutError:
+                for rest in batch[n:]:
+                    self._expire(rest, f"{sess.label}: no reply to RCPT within {timeout:.3g}s")
+                return
+            except (SMTPServerDisconnected, ConnectionError, OSError):
+                for rest in batch[n:]:
+                    self._dropped(rest, sess, f"{sess.label}: connection lost at RCPT")
+                return
+            self._on_reply(it, sess, reply)
+
+    def _on_reply(self, item: _Item, sess: Session, reply: Reply) -> None:
+        """What an RCPT reply means for the address (and the session, the egress)."""
         _observe("smtp_reply", "rcpt", reply.code)  # observability
         self.p._alive()
         v = classify(reply.code, reply.message)
         if v.reason == "antispam_block" and self._refused_egress(item, sess, v, reply):
-            return sess
+            return
         if v.kind == "too_many":
             if sess.accepted > 0:
                 self.p.host_limits[sess.key] = sess.accepted
@@ -867,7 +953,6 @@ class _DomainJob:
             self._retry_later(item, v, reply, sess.label)
         else:
             self._finish_verdict(item, v, reply, sess.label)
-        return sess
 
     def _refused_egress(self, item: _Item, sess: Session, v: Verdict, reply: Reply) -> bool:
         """A refusal about our address: the session's route is blocked for this MX, and the

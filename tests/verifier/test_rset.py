@@ -54,3 +54,36 @@ def test_rejections_still_close_the_session():
     assert commands(srv, b"RSET") > 0
     assert all(sum(1 for _, c in s.rcpts if c >= 400) <= 7 for s in srv.sessions)
     assert len(srv.sessions) >= 5
+
+
+def test_pipelining_where_advertised_within_the_error_budget():
+    """RCPTs are pipelined (RFC 2920) once the host took a transaction without a 452, and
+    a batch never holds more than the session's error budget: even when every RCPT of a
+    batch is refused, the session stays within max_errors_per_session."""
+    async def main():
+        async with World() as w:
+            srv = w.servers[A]
+            users = {f"u{i}" for i in range(0, 200, 2)}  # every other address is unknown
+            srv.respond = postfix_like(users)
+            srv.hard_error_limit = 20
+            p = w.prober(per_mx_concurrency=1, max_errors_per_session=7, pipeline_depth=10)
+            return srv, await p.verify([f"u{i}@a.test" for i in range(200)])
+    srv, res = run(main())
+    assert [r.status for r in res] == ["safe" if i % 2 == 0 else "invalid" for i in range(200)]
+    assert srv.max_pipelined > 1  # batches were sent
+    assert srv.max_pipelined <= 7  # never beyond the error budget
+    assert all(sum(1 for _, c in s.rcpts if c >= 400) <= 7 for s in srv.sessions)
+    assert all(r.smtp_code != 421 for r in res)
+
+
+def test_no_pipelining_when_not_advertised():
+    async def main():
+        async with World() as w:
+            srv = w.servers[A]
+            srv.pipelining = False
+            srv.respond = postfix_like({f"u{i}" for i in range(100)})
+            p = w.prober(per_mx_concurrency=1, pipeline_depth=10)
+            return srv, await p.verify([f"u{i}@a.test" for i in range(60)])
+    srv, res = run(main())
+    assert all(r.status == "safe" for r in res)
+    assert srv.max_pipelined == 1
