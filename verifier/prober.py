@@ -63,7 +63,8 @@ from .health import HostKey, ReachabilityTracker
 from .lists import is_disposable, is_role
 from .resolver import DnsResolver, MxLookup
 from .result import ProviderError, ProviderUnavailable, VerificationResult
-from .routes import EgressesDown, EgressPool, Route, open_via, probe_route
+from .pipelining import Pipelining
+from .routes import EgressesDown, EgressPool, Route, SharedEgressState, open_via, probe_route
 from .smtp import (
     TCP_FAILURES,
     ConnectFailed,
@@ -71,7 +72,6 @@ from .smtp import (
     Session,
     SessionRefused,
     UnsafeCommand,
-    check_argument,
     tcp_connect,
 )
 from .syntax import SyntaxResult, check_syntax
@@ -360,7 +360,8 @@ class SmtpProber:
         routes = s.egress_routes if routes is None else routes
         self.egress = EgressPool(
             routes or (Route("direct", "direct", source=self.source_address),),
-            block_ttl_s=s.egress_block_ttl, down_ttl_s=s.egress_down_ttl, named=bool(routes))
+            block_ttl_s=s.egress_block_ttl, down_ttl_s=s.egress_down_ttl, named=bool(routes),
+            shared=host_slots if isinstance(host_slots, SharedEgressState) else None)
         if s.loopback_only:
             import ipaddress
 
@@ -540,24 +541,7 @@ class SmtpProber:
         return results  # type: ignore[return-value]
 
 
-def pipeline_room(s: VerifierSettings, sess: Session, host_limit: int | None) -> int:
-    """RCPTs that may be sent at once on this session now (at least 1)."""
-    room = min(s.pipeline_depth, s.rcpts_per_transaction_n - sess.tx_rcpts,
-               s.rcpts_per_session - sess.rcpts, s.max_errors_per_session - sess.errors)
-    if host_limit is not None:
-        room = min(room, host_limit - sess.accepted)
-    return max(1, room)
-
-
-def _sendable(item: _Item) -> bool:
-    try:
-        check_argument("RCPT address", item.rcpt.encode("utf-8" if item.syn.smtputf8 else "ascii"))
-    except (UnsafeCommand, UnicodeEncodeError):
-        return False
-    return True
-
-
-class _DomainJob:
+class _DomainJob(Pipelining):
     def __init__(
         self,
         prober: SmtpProber,
@@ -889,50 +873,6 @@ class _DomainJob:
         self._on_reply(item, sess, reply)
         return sess
 
-    def _take_more(self, sess: Session, item: _Item) -> list[_Item]:
-        """Addresses to pipeline after ``item`` (RFC 2920): as many as the transaction, the
-        session, the host's learned limit and -- so that Postfix's error limits are never
-        reached even if every one is refused -- the session's error budget leave room for."""
-        limit = self.p.host_limits.get(sess.key)
-        known = limit is not None or self.p.pipeline_ok.get(sess.key)  # no 452 burst to fear
-        if not (sess.pipelining and known and _sendable(item)):
-            return []
-        room = pipeline_room(self.s, sess, limit) - 1
-        more: list[_Item] = []
-        now = time.monotonic()
-        while len(more) < room and self.ready:
-            nxt = self.ready[0]
-            if nxt.done:
-                self.ready.popleft()
-                continue
-            self._begin(nxt)
-            if (nxt.syn.smtputf8 and not sess.smtputf8) or nxt.deadline <= now or not _sendable(nxt):
-                break  # the one-at-a-time path deals with it
-            self.ready.popleft()
-            self.in_flight += 1
-            more.append(nxt)
-        return more
-
-    async def _send_pipelined(self, sess: Session, batch: list[_Item], timeout: float) -> None:
-        try:
-            sess.send_rcpts([(i.rcpt, i.syn.smtputf8) for i in batch])
-        except (SMTPServerDisconnected, ConnectionError, OSError):
-            for it in batch:
-                self._dropped(it, sess, f"{sess.label}: connection lost at RCPT")
-            return
-        for n, it in enumerate(batch):
-            try:
-                reply = await sess.next_reply(timeout)
-            except SMTPTimeoutError:
-                for rest in batch[n:]:
-                    self._expire(rest, f"{sess.label}: no reply to RCPT within {timeout:.3g}s")
-                return
-            except (SMTPServerDisconnected, ConnectionError, OSError):
-                for rest in batch[n:]:
-                    self._dropped(rest, sess, f"{sess.label}: connection lost at RCPT")
-                return
-            self._on_reply(it, sess, reply)
-
     def _on_reply(self, item: _Item, sess: Session, reply: Reply) -> None:
         """What an RCPT reply means for the address (and the session, the egress)."""
         _observe("smtp_reply", "rcpt", reply.code)  # observability
@@ -1089,6 +1029,7 @@ class _DomainJob:
         if down:
             o.failed(_HostFailure(label, down[0], f"{down[1]} (skipped, recently failed)"))
             return None
+        await self.p.egress.sync(ip)  # what the fleet learned of this MX
         routes, notes = self.p.egress.candidates(ip, ":" in ip)
         if not routes:
             o.egress_notes.extend(f"{label}: {n}" for n in notes)

@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from .cache import TTLCache
@@ -128,11 +128,26 @@ def parse_pool(spec: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+SHARED_SYNC_S = 2.0  # how long blocks read from the fleet are trusted before asking again
+
+
+@runtime_checkable
+class SharedEgressState(Protocol):
+    """Blocked routes shared by a fleet of workers (consumers/fleet/slots.py): one worker's
+    discovery spares the others the refusals."""
+
+    async def egress_blocks(self, mx_ip: str) -> list[tuple[str, str, float]]:
+        """(route name, reply, seconds left) of the routes blocked for this MX address."""
+
+    async def share_egress_block(self, route: str, mx_ip: str, reply: str, ttl_s: float) -> None: ...
+
+
 class EgressPool:
-    """The routes, in preference order, with what this process learned of them."""
+    """The routes, in preference order, with what this process (and, given ``shared``, the
+    fleet) learned of them."""
 
     def __init__(self, routes: tuple[Route, ...], *, block_ttl_s: float, down_ttl_s: float,
-                 named: bool) -> None:
+                 named: bool, shared: SharedEgressState | None = None) -> None:
         if not routes:
             raise ValueError("an egress pool needs at least one route")
         self.routes = routes
@@ -140,6 +155,31 @@ class EgressPool:
         self.block_ttl_s, self.down_ttl_s = block_ttl_s, down_ttl_s
         self._blocked: TTLCache[tuple[str, str], str] = TTLCache(10_000)  # (route, MX ip) -> reply
         self._down: TTLCache[str, str] = TTLCache(MAX_ROUTES)
+        self.shared = shared if len(routes) > 1 else None
+        self._synced: TTLCache[str, bool] = TTLCache(10_000)  # MX addresses read from the fleet
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def sync(self, mx_ip: str) -> None:
+        """Take in the fleet's blocks for this MX address (at most every SHARED_SYNC_S).
+        The fleet's store failing costs the sharing only: this process's state goes on."""
+        if self.shared is None or self._synced.get(mx_ip):
+            return
+        self._synced.set(mx_ip, True, SHARED_SYNC_S)
+        try:
+            rows = await self.shared.egress_blocks(mx_ip)
+        except Exception as exc:  # noqa: BLE001 - sharing is an optimisation
+            log.warning("verifier: reading the fleet's egress blocks failed: %s", exc)
+            return
+        known = {r.name for r in self.routes}
+        for name, reply, left_s in rows:
+            if name in known:
+                self._blocked.set((name, mx_ip), reply, min(left_s, self.block_ttl_s))
+
+    async def _publish(self, route: str, mx_ip: str, reply: str) -> None:
+        try:
+            await self.shared.share_egress_block(route, mx_ip, reply, self.block_ttl_s)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - sharing is an optimisation
+            log.warning("verifier: sharing an egress block with the fleet failed: %s", exc)
 
     @property
     def can_fail_over(self) -> bool:
@@ -150,8 +190,13 @@ class EgressPool:
 
     def block(self, route: Route, mx_ip: str, reply: str) -> None:
         """The MX refused our address on this route: spare it (and us) for a while."""
-        if self.can_fail_over:
-            self._blocked.set((route.name, mx_ip), reply, self.block_ttl_s)
+        if not self.can_fail_over or self._blocked.get((route.name, mx_ip)) is not None:
+            return
+        self._blocked.set((route.name, mx_ip), reply, self.block_ttl_s)
+        if self.shared is not None:  # in the background: a probe never waits for the fleet
+            task = asyncio.get_running_loop().create_task(self._publish(route.name, mx_ip, reply))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
 
     def down(self, route: Route) -> str | None:
         return self._down.get(route.name)
@@ -186,6 +231,7 @@ class EgressPool:
     def clear(self) -> None:
         self._blocked.clear()
         self._down.clear()
+        self._synced.clear()
 
 
 def routing_label(label: str, route: Route, pool: EgressPool) -> str:
