@@ -40,6 +40,7 @@ Verdict kinds:
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -289,8 +290,13 @@ def clean_text(message: str) -> str:
 
 def classify(code: int, message: str | None) -> Verdict:
     """Verdict for the reply to RCPT TO (or to a command before it)."""
-    text = clean_text(message or "")
-    enh = enhanced_code(message or "")
+    return _verdict(code, enhanced_code(message or ""), clean_text(message or ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _verdict(code: int, enh: str | None, text: str) -> Verdict:
+    """The first rule that matches. Cached: the cleaned text has no addresses left, so a
+    server's replies repeat (every unknown user of a bulk gets the same one)."""
     for rule in RULES:
         if rule.matches(code, enh, text):
             return Verdict(rule.verdict_kind, rule.reason, rule.name)
