@@ -307,6 +307,14 @@ async def open_via(pool: EgressPool, routes: list[Route], ip: str, port: int, *,
             pool.mark_down(route, exc.detail)
             down.append(str(exc))
             continue
+        except ProviderUnavailable as exc:  # e.g. a route's own source address cannot be bound
+            if not (route.source and pool.can_fail_over):
+                raise  # the machine's own path: our outage, as before
+            exc_down = EgressDown(route, str(exc))
+            log.warning("verifier: %s", exc_down)
+            pool.mark_down(route, exc_down.detail)
+            down.append(str(exc_down))
+            continue
         except SessionRefused as exc:
             if not (pool.can_fail_over and about_our_address(exc.message)):
                 raise

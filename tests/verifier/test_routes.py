@@ -103,3 +103,28 @@ def test_a_bound_route_keeps_to_its_family():
 ])
 def test_about_our_address(text, ours):
     assert about_our_address(text) is ours
+
+
+def test_a_route_whose_source_cannot_be_bound_is_that_routes_outage():
+    """A source address the socket cannot be bound to (here an IPv6 one for an IPv4
+    connection): that route is down (the next one is tried); with it alone, it is our
+    outage, as before."""
+    import asyncio
+
+    from verifier.result import ProviderUnavailable
+    from verifier.routes import EgressesDown, open_via
+
+    def make(*routes):
+        return EgressPool(routes, block_ttl_s=60, down_ttl_s=60, named=True)
+    unbindable = Route("far", "direct", source="::1")
+    kw = dict(label="x", source_address=None, connect_timeout=1, helo_name="h.test",
+              mail_from="a@b.test", banner_timeout=1, command_timeout=1)
+    pool = make(unbindable, Route("other", "direct", source="::2"))
+    with pytest.raises(EgressesDown) as ei:
+        asyncio.run(open_via(pool, list(pool.routes), "127.0.0.1", 9, **kw))
+    assert "egress far is down: cannot bind source address ::1" in str(ei.value)
+    assert pool.down(pool.routes[0]) and pool.down(pool.routes[1])
+    alone = make(unbindable)
+    with pytest.raises(ProviderUnavailable) as ei2:
+        asyncio.run(open_via(alone, list(alone.routes), "127.0.0.1", 9, **kw))
+    assert not isinstance(ei2.value, EgressesDown) and alone.down(unbindable) is None
