@@ -263,6 +263,8 @@ async def socks5_connect(route: Route, ip: str, port: int, timeout_s: float) -> 
         if code in (3, 4, 6):  # network / host unreachable, TTL expired
             raise ConnectFailed("connect_error", f"{exc} (reported by {route.name})") from None
         raise EgressDown(route, f"proxy said: {exc}") from None
+    except (OSError, EOFError) as exc:  # the proxy broke off the handshake (killed, reset)
+        raise EgressDown(route, f"proxy connection lost: {exc!r}") from None
     sock.setblocking(False)
     return sock
 
@@ -303,17 +305,12 @@ async def open_via(pool: EgressPool, routes: list[Route], ip: str, port: int, *,
                 source_address=route.source or source_address, connect_timeout=connect_timeout,
                 connect=connect, **session_kw)
         except EgressDown as exc:
-            log.warning("verifier: %s", exc)
-            pool.mark_down(route, exc.detail)
-            down.append(str(exc))
+            down.append(_went_down(pool, exc))
             continue
         except ProviderUnavailable as exc:  # e.g. a route's own source address cannot be bound
             if not (route.source and pool.can_fail_over):
                 raise  # the machine's own path: our outage, as before
-            exc_down = EgressDown(route, str(exc))
-            log.warning("verifier: %s", exc_down)
-            pool.mark_down(route, exc_down.detail)
-            down.append(str(exc_down))
+            down.append(_went_down(pool, EgressDown(route, str(exc))))
             continue
         except SessionRefused as exc:
             if not (pool.can_fail_over and about_our_address(exc.message)):
@@ -323,9 +320,15 @@ async def open_via(pool: EgressPool, routes: list[Route], ip: str, port: int, *,
             continue
         sess.route = route
         return sess
-    if refused is not None:
+    if refused is not None and not down:  # every route refused: the MX's answer
         raise refused
-    raise EgressesDown("; ".join(down) or "no egress route to try")
+    raise EgressesDown("; ".join(down) or "no egress route to try")  # a route that might pass is down
+
+
+def _went_down(pool: EgressPool, exc: EgressDown) -> str:
+    log.warning("verifier: %s", exc)
+    pool.mark_down(exc.route, exc.detail)
+    return str(exc)
 
 
 async def check_route(route: Route, ip: str, port: int, timeout_s: float) -> tuple[str, bool, str]:

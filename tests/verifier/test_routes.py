@@ -128,3 +128,25 @@ def test_a_route_whose_source_cannot_be_bound_is_that_routes_outage():
     with pytest.raises(ProviderUnavailable) as ei2:
         asyncio.run(open_via(alone, list(alone.routes), "127.0.0.1", 9, **kw))
     assert not isinstance(ei2.value, EgressesDown) and alone.down(unbindable) is None
+
+
+def test_a_proxy_that_breaks_off_the_handshake_is_that_routes_outage():
+    """A SOCKS5 server killed mid-handshake (here: one that hangs up on the greeting) is
+    the route's outage, never an internal error of the probe."""
+    import asyncio
+
+    from verifier.routes import EgressDown, socks5_connect
+
+    async def main():
+        async def hang_up(reader, writer):
+            await reader.read(3)  # the client's greeting
+            writer.transport.abort()  # RST, as a killed process leaves it
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(EgressDown) as ei:
+                await socks5_connect(Route("p", "socks5", host="127.0.0.1", port=port), "127.0.0.2", 25, 2)
+            return str(ei.value)
+        finally:
+            server.close()
+    assert asyncio.run(main()).startswith("egress p is down: ")
