@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import resource
 import subprocess
@@ -129,6 +130,69 @@ class World:
             self.tmp.cleanup()
 
 
+# --- whole processes, side by side with the peer (--vs-peer) -------------------------------
+PEER = REPO / "bench" / "peer_validate_email.py"
+
+
+def sessions_in(log: Path, start: int) -> tuple[int, int]:
+    """(SMTP sessions, 421 replies) Postfix logged since byte `start`."""
+    time.sleep(0.3)  # the log writer (postlogd) is asynchronous: let it catch up
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode("utf-8", "replace")
+    return text.count(": connect from "), text.count(" 421 ")
+
+
+def run_process(label: str, argv: list[str], addrs: list[str], env: dict, log: Path) -> dict:
+    start = log.stat().st_size
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, input="\n".join(addrs) + "\n", env=env, capture_output=True,
+                          text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    sessions, r421 = sessions_in(log, start)
+    lines = proc.stdout.splitlines()
+    if argv[0].endswith("vec"):
+        outcome = dict(collections.Counter(json.loads(x)["status"] for x in lines))
+    else:
+        outcome = json.loads(lines[-1])
+    row = {"mode": label, "n": len(addrs), "seconds": wall, "rate": len(addrs) / wall,
+           "sessions": sessions, "r421": r421, "outcome": outcome}
+    print(f"{label:<34} {len(addrs):>6} {wall:>8.2f} {row['rate']:>9.0f} {sessions:>9} {r421:>4}  {outcome}",
+          flush=True)
+    return row
+
+
+def vs_peer(args, state_dir: str, tag: str) -> None:
+    """`vec probe` and py3-validate-email, each as a whole process, on the same list."""
+    log = Path(state_dir) / "postfix.log"
+    vec = str(Path(sys.executable).with_name("vec"))
+    mail_from = f"bench-{tag}@vec.test"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEC_")}
+    env.update(VEC_DNS_SERVERS="127.0.0.1:5300", VEC_SMTP_PORT="25", VEC_HELO_NAME="vec.test",
+               VEC_MAIL_FROM=mail_from, VEC_ALLOW_TEST_DOMAINS="true", VEC_LOOPBACK_ONLY="true",
+               VEC_SMTP_TIMEOUT="10", VEC_ADDRESS_DEADLINE="120", PY3VE_IGNORE_UPDATER="1")
+    print(f"list={args.list} n={args.n} host={MAIN}; whole processes (start-up included)")
+    print(f"{'mode':<34} {'probes':>6} {'seconds':>8} {'probes/s':>9} {'sessions':>9} {'421':>4}  outcome")
+    ratios: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for run in range(args.repeat):  # the contenders alternate: a load peak hits both
+        rows = {}
+        for threads in (0, 5, 20):
+            label = f"py3-validate-email, {'sequential' if not threads else f'{threads} threads'}"
+            rows[label] = run_process(label, [sys.executable, str(PEER), "--threads", str(threads),
+                                              "--mail-from", mail_from],
+                                      addresses(args.list, args.n, f"p{threads}{run}{tag}"), env, log)
+        ours = run_process("vec probe (defaults)", [vec, "probe", "--json", "-"],
+                           addresses(args.list, args.n, f"v{run}{tag}"), env, log)
+        for label, peer in rows.items():
+            ratios[label].append((ours["rate"] / peer["rate"], 100 * ours["sessions"] / max(1, peer["sessions"])))
+    for label, got in ratios.items():
+        speed = sorted(r for r, _ in got)
+        print(f"vec probe / {label}: {speed[0]:.2f}-{speed[-1]:.2f}x probes/s "
+              f"(median {speed[len(speed) // 2]:.2f}x), {max(s for _, s in got):.1f} % of its sessions at most")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="addresses per run (default 2000)")
@@ -138,10 +202,16 @@ def main() -> None:
     ap.add_argument("--rcpts-per-session", type=int, default=20)
     ap.add_argument("--no-sequential", action="store_true", help="skip the sequential naive loop")
     ap.add_argument("--state-dir", help="reuse a running mail world instead of starting one")
+    ap.add_argument("--repeat", type=int, default=3, help="--vs-peer rounds (default 3)")
+    ap.add_argument("--vs-peer", action="store_true",
+                    help="whole processes: `vec probe` vs py3-validate-email (pip install -e '.[bench]')")
     args = ap.parse_args()
 
-    with World(args.state_dir):
+    with World(args.state_dir) as world:
         tag = uuid.uuid4().hex[:8]
+        if args.vs_peer:
+            vs_peer(args, world.state_dir, tag)
+            return
         mail_from = f"bench-{tag}@vec.test"
         settings = VerifierSettings(
             dns_servers="127.0.0.1:5300", smtp_port=25, helo_name="vec.test", mail_from=mail_from,

@@ -805,7 +805,8 @@ def replay_cmd(ctx: Context, target: str, until: int | None, as_of: str | None, 
 
 
 def main() -> None:
-    from verifier.cli import probe  # the verifier knows nothing of the engine
+    from verifier.cli import egress, probe  # the verifier knows nothing of the engine
 
     cli.add_command(probe)
+    cli.add_command(egress)
     cli()

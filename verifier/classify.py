@@ -40,6 +40,7 @@ Verdict kinds:
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -93,9 +94,9 @@ GREYLIST = _rx(
     r"greylisting in action", r"postgrey",
 )
 
-# About *us* (IP, HELO, sender, relay, authentication, spam/content) and never about
-# the mailbox, whatever else the reply says.
-POLICY_STRONG = _rx(
+# Refusals about our client's *address* (block lists, reputation, the client host and its
+# reverse DNS): another egress, leaving from another address, may well be accepted.
+_CLIENT_ADDRESS = (
     # block lists and reputation
     r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracuda", r"abuseat", r"abusix", r"\bcbl\b",
     r"\brbl\b", r"dnsbl", r"\buribl\b", r"\bsurbl\b", r"proofpoint", r"ipcheck\.", r"cloudmark",
@@ -105,6 +106,18 @@ POLICY_STRONG = _rx(
     r"unexpected volume or user complaints", r"permanently deferred",
     r"excessive unknown recipients", r"too many invalid recipients",
     r"banned sending", r"banned sender", r"traffic not accepted",
+    # our client host
+    r"client host (?:rejected|blocked)", r"client \[[^\]]*\] blocked",
+    r"reverse (?:dns|hostname|lookup)", r"cannot find your (?:reverse )?hostname",
+    r"\bptr\b", r"\brdns\b", r"ip name lookup", r"your ip", r"from your ip", r"client ip",
+    r"sender ip",
+)
+CLIENT_ADDRESS = _rx(*_CLIENT_ADDRESS)
+
+# About *us* (IP, HELO, sender, relay, authentication, spam/content) and never about
+# the mailbox, whatever else the reply says.
+POLICY_STRONG = _rx(
+    *_CLIENT_ADDRESS,
     # spam, content
     r"\bspam", r"unsolicited", r"\bube\b", r"\bjunk", r"\bvirus", r"content rejected",
     r"spoof", r"rejected due to security", r"violating our security",
@@ -112,11 +125,8 @@ POLICY_STRONG = _rx(
     r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"unable to relay",
     r"not (?:permitted|allowed|configured) to relay", r"(?:do|does) not relay", r"no relaying",
     r"open relay", r"unauthori[sz]ed relay", r"rcpthosts",
-    # our client, HELO, sender
-    r"client host (?:rejected|blocked)", r"client \[[^\]]*\] blocked", r"helo command rejected",
-    r"reverse (?:dns|hostname|lookup)", r"cannot find your (?:reverse )?hostname",
-    r"\bptr\b", r"\brdns\b", r"ip name lookup", r"your ip", r"from your ip", r"client ip",
-    r"sender ip", r"invalid ip", r"no access (?:for|from)",
+    # our HELO, sender
+    r"helo command rejected", r"invalid ip", r"no access (?:for|from)",
     r"sender address", r"sender domain", r"domain of sender", r"sender verify",
     r"sender (?:is )?(?:not allowed|rejected|denied|refused)", r"invalid sender",
     r"unroutable sender", r"provide a valid from", r"mail from \S+ (?:refused|rejected)",
@@ -280,8 +290,13 @@ def clean_text(message: str) -> str:
 
 def classify(code: int, message: str | None) -> Verdict:
     """Verdict for the reply to RCPT TO (or to a command before it)."""
-    text = clean_text(message or "")
-    enh = enhanced_code(message or "")
+    return _verdict(code, enhanced_code(message or ""), clean_text(message or ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _verdict(code: int, enh: str | None, text: str) -> Verdict:
+    """The first rule that matches. Cached: the cleaned text has no addresses left, so a
+    server's replies repeat (every unknown user of a bulk gets the same one)."""
     for rule in RULES:
         if rule.matches(code, enh, text):
             return Verdict(rule.verdict_kind, rule.reason, rule.name)
@@ -304,3 +319,9 @@ def classify_session_reply(code: int, message: str | None) -> Verdict:
     if v.reason == "temporary_failure":
         return Verdict("unknown", "temporary_failure", "session_" + v.rule)
     return Verdict("unknown", "antispam_block", "session_refused")
+
+
+def about_our_address(message: str | None) -> bool:
+    """True when a refusal is about the address our session came from (a block list, our
+    reputation, our client host): a session from another egress may be answered."""
+    return bool(CLIENT_ADDRESS.search(clean_text(message or "")))

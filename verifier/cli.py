@@ -115,3 +115,57 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         raise click.ClickException(f"verification failed: {exc}") from None
     if not as_json:
         _table(results)
+
+
+def _settings() -> VerifierSettings:
+    try:
+        return VerifierSettings()
+    except ValidationError as exc:  # one line, and never the input (it may hold a secret)
+        msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise click.ClickException(f"bad verifier configuration: {msgs}") from None
+
+
+@click.group("egress")
+def egress() -> None:
+    """The egress pool SMTP sessions leave by (VEC_EGRESS_POOL; secrets are never shown)."""
+
+
+@egress.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per route.")
+def egress_list(as_json: bool) -> None:
+    """The configured routes, in preference order (passwords never shown)."""
+    routes = _settings().egress_routes
+    rows = [{"name": r.name, "kind": r.kind, "route": r.public(), "auth": bool(r.username)}
+            for r in routes]
+    if not rows:
+        rows = [{"name": "direct", "kind": "direct", "route": "direct (VEC_SOURCE_ADDRESS or the "
+                 "system's choice; no pool configured)", "auth": False}]
+    for row in rows:
+        click.echo(json.dumps(row) if as_json else f"{row['name']:16} {row['kind']:7} {row['route']}")
+
+
+@egress.command("check")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per route.")
+def egress_check(target: str, as_json: bool) -> None:
+    """Connect to TARGET (IP[:PORT], default port VEC_SMTP_PORT) through each route and
+    read its greeting: which routes work, without sending any mail command."""
+    from .config import parse_hostport
+    from .routes import Route, check_route
+
+    settings = _settings()
+    try:
+        ip, port = parse_hostport(target, settings.smtp_port)
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("DNS server", "target")) from None
+    routes = settings.egress_routes or (Route("direct", "direct", source=settings.source_address),)
+
+    async def check_all() -> list[tuple[str, bool, str]]:
+        return await asyncio.gather(*(check_route(r, ip, port, settings.connect_timeout_s) for r in routes))
+    results = asyncio.run(check_all())
+    for name, ok, said in results:
+        row = {"name": name, "ok": ok, "said": said}
+        click.echo(json.dumps(row) if as_json else f"{name:16} {'ok  ' if ok else 'FAIL'} {said}")
+    if not all(ok for _, ok, _ in results):
+        raise SystemExit(1)
+

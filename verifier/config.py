@@ -13,11 +13,14 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dns.name
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .routes import Route
 
 UNKNOWN_REASONS = (
     "smtp_timeout",  # connect, greeting or command timed out
@@ -102,7 +105,9 @@ class _TomlFileSource(PydanticBaseSettingsSource):
 
 
 class VerifierSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VEC_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error must never print the egress pool's secrets
+    model_config = SettingsConfigDict(env_prefix="VEC_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     # --- DNS ---------------------------------------------------------------------------
     dns_servers: str = Field(
@@ -131,7 +136,15 @@ class VerifierSettings(BaseSettings):
     source_address: str | None = Field(None, description="local IP to bind for SMTP")
     max_concurrency: int = Field(100, ge=1, description="SMTP sessions open at once, in all")
     per_mx_concurrency: int = Field(5, ge=1, description="SMTP sessions open at once per MX host")
-    rcpts_per_session: int = Field(20, ge=1, description="RCPT commands per SMTP session")
+    rcpts_per_session: int = Field(100, ge=1, description="RCPT commands per SMTP session")
+    rcpts_per_transaction: int | None = Field(
+        20, ge=1, description="RCPT commands per MAIL transaction; then RSET and a new MAIL FROM "
+        "in the same session (also when the server says 452 too many recipients). None: "
+        "rcpts_per_session")
+    pipeline_depth: int = Field(
+        10, ge=1, description="RCPTs sent at once where the server offers PIPELINING (RFC 2920), "
+        "never more than the session's error budget left; 1: one at a time",
+    )
     max_errors_per_session: int = Field(
         7, ge=1, description="rejected RCPTs after which a session is closed (Postfix slows at 10)"
     )
@@ -143,6 +156,21 @@ class VerifierSettings(BaseSettings):
     )
     unreachable_domains: int = Field(
         5, ge=1, description="... and the number of distinct domains those hosts must serve",
+    )
+
+    # --- egress pool (verifier/routes.py) ------------------------------------------------
+    egress_pool: SecretStr = Field(
+        SecretStr(""),
+        description="NAME=URI,... routes SMTP sessions leave by, in preference order: direct, "
+        "direct://SOURCE_IP, socks5://[USER:PASSWORD@]HOST:PORT. Empty: direct from "
+        "source_address. A secret: never shown.",
+    )
+    egress_block_ttl: float = Field(
+        3600.0, ge=0, description="how long an egress refused by an MX for its address is not "
+        "used for that MX",
+    )
+    egress_down_ttl: float = Field(
+        30.0, ge=0, description="how long an egress whose proxy failed is not used",
     )
 
     # --- retries, deadlines, caches ----------------------------------------------------
@@ -241,6 +269,7 @@ class VerifierSettings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> "VerifierSettings":
         self.nameservers  # validates the list
+        self.egress_routes  # validates the pool (its errors never repeat a secret)
         if self.fallback_tier == "http" and not self.fallback_url:
             raise ValueError("fallback_tier=http needs fallback_url")
         if self.fallback_tier != "none" and self.fallback_deadline >= self.address_deadline:
@@ -251,6 +280,10 @@ class VerifierSettings(BaseSettings):
     @property
     def nameservers(self) -> list[tuple[str, int]]:
         return [parse_hostport(s, self.dns_port) for s in self.dns_servers.split(",") if s.strip()]
+
+    @property
+    def rcpts_per_transaction_n(self) -> int:
+        return min(self.rcpts_per_transaction or self.rcpts_per_session, self.rcpts_per_session)
 
     @property
     def connect_timeout_s(self) -> float:
@@ -274,3 +307,10 @@ class VerifierSettings(BaseSettings):
         if self.fallback_tier == "none":
             return self.address_deadline
         return self.address_deadline - self.fallback_deadline
+
+    @property
+    def egress_routes(self) -> "tuple[Route, ...]":
+        """The configured routes (empty: direct from source_address)."""
+        from .routes import parse_pool
+
+        return parse_pool(self.egress_pool.get_secret_value())

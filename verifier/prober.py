@@ -56,13 +56,15 @@ from typing import Callable, NamedTuple, Protocol, Sequence
 from aiosmtplib.errors import SMTPServerDisconnected, SMTPTimeoutError
 
 from .cache import TTLCache
-from .classify import Verdict, classify, classify_session_reply
+from .classify import Verdict, about_our_address, classify, classify_session_reply
 from .config import MAX_HELO_LENGTH, MAX_MAIL_FROM_LENGTH, VerifierSettings, smtp_argument_error
 from .egress import egress_detail, egress_refusal
 from .health import HostKey, ReachabilityTracker
 from .lists import is_disposable, is_role
 from .resolver import DnsResolver, MxLookup
 from .result import ProviderError, ProviderUnavailable, VerificationResult
+from .pipelining import Pipelining
+from .routes import EgressesDown, EgressPool, Route, SharedEgressState, open_via, probe_route
 from .smtp import (
     TCP_FAILURES,
     ConnectFailed,
@@ -70,7 +72,6 @@ from .smtp import (
     Session,
     SessionRefused,
     UnsafeCommand,
-    open_session,
     tcp_connect,
 )
 from .syntax import SyntaxResult, check_syntax
@@ -169,6 +170,7 @@ class _Item:
     retry_until: float = math.inf
     retries: int = 0
     drops: int = 0  # sessions lost while this address was on the wire
+    egress_refusals: int = 0  # egress routes the MX refused for our address
     last: tuple[Verdict, Reply, str] | None = None  # last transient answer
     hosts: list[str] = field(default_factory=list)
     done: bool = False
@@ -327,7 +329,10 @@ class SmtpProber:
         deadline: float | None = None,
         resolver: DnsResolver | None = None,
         host_slots: HostSlots | None = None,
+        routes: tuple[Route, ...] | None = None,
     ) -> None:
+        """``routes``: the egress pool (None: the settings'; empty: direct from the source
+        address, which is also what an empty pool in the settings means)."""
         self.settings = s = settings or VerifierSettings()
         self.host_slots = host_slots
         self.name = name
@@ -349,12 +354,20 @@ class SmtpProber:
         self._host_down: TTLCache[HostKey, tuple[str, str]] = TTLCache(10_000)  # kind, detail
         self.reach = ReachabilityTracker(s.unreachable_hosts, s.unreachable_domains)
         self.host_limits: dict[tuple[str, int], int] = {}  # learned RCPT limits per host
+        # hosts that took a full transaction without a 452: RCPTs may be pipelined there
+        self.pipeline_ok: TTLCache[tuple[str, int], bool] = TTLCache(10_000)
         self._live: dict[tuple[str, int], int] = {}  # open sessions per host
-        if s.loopback_only and self.source_address:
+        routes = s.egress_routes if routes is None else routes
+        self.egress = EgressPool(
+            routes or (Route("direct", "direct", source=self.source_address),),
+            block_ttl_s=s.egress_block_ttl, down_ttl_s=s.egress_down_ttl, named=bool(routes),
+            shared=host_slots if isinstance(host_slots, SharedEgressState) else None)
+        if s.loopback_only:
             import ipaddress
 
-            if not ipaddress.ip_address(self.source_address).is_loopback:
-                raise ValueError("loopback_only: source address is not loopback")
+            for ip in [self.source_address] + [r.source or r.host for r in self.egress.routes]:
+                if ip and not ipaddress.ip_address(ip).is_loopback:
+                    raise ValueError(f"loopback_only: {ip} (source or proxy address) is not loopback")
 
     # --- shared state ----------------------------------------------------------------
     def _state(self) -> _LoopState:
@@ -417,6 +430,8 @@ class SmtpProber:
         try:
             if not await self.resolver.resolver_alive():
                 return False
+            if self.egress.all_down() and not await self._revive_egress():
+                return False
             if self.reach.down_at() is None:
                 return True
             keys = [k for k in self.reach.sample(HEALTH_PROBES)
@@ -429,6 +444,15 @@ class SmtpProber:
             self._alive()
             return True
         return False
+
+    async def _revive_egress(self) -> bool:
+        """Every route was down: those that answer again are used again."""
+        timeout_s = self.settings.connect_timeout_s
+        ok = await asyncio.gather(*(probe_route(r, timeout_s) for r in self.egress.routes))
+        for route, up in zip(self.egress.routes, ok):
+            if up:
+                self.egress.revive(route)
+        return any(ok)
 
     async def _reprobe(self, key: HostKey) -> bool:
         try:
@@ -452,9 +476,11 @@ class SmtpProber:
 
     def clear_caches(self) -> None:
         self._catch_all.clear()
+        self.egress.clear()
         self._host_down.clear()
         self.reach.alive(time.monotonic())
         self.host_limits.clear()
+        self.pipeline_ok.clear()
         self.resolver.clear_cache()
 
     # --- Provider --------------------------------------------------------------------
@@ -515,7 +541,7 @@ class SmtpProber:
         return results  # type: ignore[return-value]
 
 
-class _DomainJob:
+class _DomainJob(Pipelining):
     def __init__(
         self,
         prober: SmtpProber,
@@ -668,7 +694,7 @@ class _DomainJob:
             return
         self.ready.extend(todo)
         workers = max(1, min(self.s.per_mx_concurrency,
-                             math.ceil(len(todo) / self.s.rcpts_per_session)))
+                             math.ceil(len(todo) / self.s.rcpts_per_transaction_n)))
         async with asyncio.TaskGroup() as tg:
             for _ in range(workers):
                 tg.create_task(self._worker())
@@ -745,20 +771,36 @@ class _DomainJob:
                 finally:
                     self._release()
                 self.batch.release()  # once a connect worked, held unknowns are genuine
-                if sess is not None and (not sess.alive or self._spent(sess) or not self.ready):
-                    await sess.quit(min(2.0, self.s.command_timeout_s))
-                    sess = None
+                if sess is not None:
+                    sess = await self._recycle(sess, more=bool(self.ready))
         finally:
             if sess is not None:
                 sess.close()
 
     def _spent(self, sess: Session) -> bool:
-        if sess.exhausted or sess.rcpts >= self.s.rcpts_per_session:
-            return True
-        if sess.errors >= self.s.max_errors_per_session:
+        """Nothing more on this session: its RCPT or error budget is used up (Postfix counts
+        errors per session: a new transaction does not reset them)."""
+        return sess.rcpts >= self.s.rcpts_per_session or sess.errors >= self.s.max_errors_per_session
+
+    def _tx_spent(self, sess: Session) -> bool:
+        """This transaction is full: our per-transaction figure, a 452, or the host's limit."""
+        if sess.exhausted or sess.tx_rcpts >= self.s.rcpts_per_transaction_n:
             return True
         limit = self.p.host_limits.get(sess.key)
         return limit is not None and sess.accepted >= limit
+
+    async def _recycle(self, sess: Session, more: bool) -> Session | None:
+        """The session for the next address: as it is, in a new transaction (RSET) when
+        the last one is full, or closed (None) when spent, dead or not needed."""
+        if sess.tx_rcpts >= min(self.s.rcpts_per_transaction_n, self.s.max_errors_per_session) \
+                and not sess.exhausted:
+            # a transaction went that far without "452 too many recipients": pipeline here
+            self.p.pipeline_ok.set(sess.key, True, self.s.catch_all_cache_ttl)
+        if sess.alive and more and not self._spent(sess):
+            if not self._tx_spent(sess) or await sess.reset(self.s.command_timeout_s):
+                return sess
+        await sess.quit(min(2.0, self.s.command_timeout_s))
+        return None
 
     def _begin(self, item: _Item) -> None:
         if item.started is None:
@@ -774,9 +816,8 @@ class _DomainJob:
         if time.monotonic() >= item.deadline:
             self._expire(item, f"deadline of {self.p.deadline:g}s reached")
             return sess
-        if sess is not None and (not sess.alive or self._spent(sess)):
-            await sess.quit(min(2.0, self.s.command_timeout_s))
-            sess = None
+        if sess is not None:
+            sess = await self._recycle(sess, more=True)
         if sess is None:
             sess = await self._open(item)
             if sess is None:
@@ -792,7 +833,7 @@ class _DomainJob:
             if not sess.alive:
                 self._dropped(item, sess, "connection lost during the catch-all probe")
                 return sess
-            if self._spent(sess):
+            if self._spent(sess) or self._tx_spent(sess):
                 self._requeue_now(item)
                 return sess
 
@@ -801,11 +842,23 @@ class _DomainJob:
                          f"{sess.label} does not support SMTPUTF8, needed for this address")
             return sess
 
+        return await self._send(item, sess)
+
+    async def _send(self, item: _Item, sess: Session) -> Session:
+        """RCPT for this address -- and, pipelined, for the next ones there is room for."""
         remaining = item.deadline - time.monotonic()
         if remaining <= 0:
             self._expire(item, f"deadline of {self.p.deadline:g}s reached")
             return sess
         timeout = min(self.s.command_timeout_s, remaining)
+        more = self._take_more(sess, item)
+        if more:
+            try:
+                await self._send_pipelined(sess, [item, *more], timeout)
+            finally:
+                self.in_flight -= len(more)
+                self.wake.set()
+            return sess
         try:
             reply = await sess.rcpt(item.rcpt, item.syn.smtputf8, timeout)
         except UnsafeCommand as exc:  # never sent: the session is still clean
@@ -817,9 +870,16 @@ class _DomainJob:
         except (SMTPServerDisconnected, ConnectionError, OSError):
             self._dropped(item, sess, f"{sess.label}: connection lost at RCPT")
             return sess
+        self._on_reply(item, sess, reply)
+        return sess
+
+    def _on_reply(self, item: _Item, sess: Session, reply: Reply) -> None:
+        """What an RCPT reply means for the address (and the session, the egress)."""
         _observe("smtp_reply", "rcpt", reply.code)  # observability
         self.p._alive()
         v = classify(reply.code, reply.message)
+        if v.reason == "antispam_block" and self._refused_egress(item, sess, v, reply):
+            return
         if v.kind == "too_many":
             if sess.accepted > 0:
                 self.p.host_limits[sess.key] = sess.accepted
@@ -833,7 +893,23 @@ class _DomainJob:
             self._retry_later(item, v, reply, sess.label)
         else:
             self._finish_verdict(item, v, reply, sess.label)
-        return sess
+
+    def _refused_egress(self, item: _Item, sess: Session, v: Verdict, reply: Reply) -> bool:
+        """A refusal about our address: the session's route is blocked for this MX, and the
+        address goes back to the queue for another route -- while one is left. True when
+        the item was requeued (False: settle it as the refusal says)."""
+        pool, route = self.p.egress, sess.route
+        if not (pool.can_fail_over and isinstance(route, Route) and about_our_address(reply.message)):
+            return False
+        pool.block(route, sess.key[0], str(reply))
+        sess.dead = True  # its route is refused here: no more RCPTs on it
+        item.egress_refusals += 1
+        item.last = (v, reply, sess.label)
+        left, _ = pool.candidates(sess.key[0], ":" in sess.key[0])
+        if not left or item.egress_refusals >= len(pool.routes):
+            return False
+        self._requeue_now(item)
+        return True
 
     def _dropped(self, item: _Item, sess: Session, why: str) -> None:
         sess.dead = True
@@ -922,88 +998,103 @@ class _DomainJob:
         st.global_sem.release()
 
     async def _open_failover(self, item: _Item, cm: asyncio.Timeout) -> Session | None:
-        st = self.p._state()
-        s = self.s
-        port = s.smtp_port
+        """A session to the first MX address that takes one, by the first egress route that
+        works for it; or None once the item (or the whole domain) has its result."""
+        o = _Opening()
         src = self.p.source_address
-        failures: list[_HostFailure] = []
-        refusals: list[tuple[SessionRefused, str]] = []
-        tried: list[str] = []
-        want_utf8 = self.want_utf8
-        dropped_only = True  # every failure so far was a server closing on us
         for host in self.mx.hosts:
             addrs = list(host.addresses)
             if src is not None:  # a bound socket cannot cross address families
                 v6 = ":" in src
                 addrs = [a for a in addrs if (":" in a) == v6]
             for ip in addrs[:2]:
-                key = (ip, port)
-                label = f"{host.name}[{ip}]"
-                why = egress_refusal(ip, loopback_only=s.loopback_only)
-                if why is not None:  # last line: the resolver should have dropped it
-                    failures.append(_HostFailure(label, "policy", egress_detail(host.name, ip, why)))
-                    dropped_only = False
-                    continue
-                tried.append(host.name)
-                down = self.p.host_down(key)
-                if down:
-                    kind, what = down
-                    failures.append(_HostFailure(label, kind, f"{what} (skipped, recently failed)"))
-                    dropped_only = False
-                    continue
-                hsem = st.host_sem(key)
-                await self._take_slots(st, hsem, item, cm)  # the MX's, then a global one
-                started = time.monotonic()
-                try:
-                    sess = await open_session(
-                        ip, port, label=label, helo_name=self.p.helo_name,
-                        mail_from=self.p.mail_from, source_address=src,
-                        connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
-                        command_timeout=s.command_timeout_s, want_smtputf8=want_utf8,
-                    )
-                except ConnectFailed as exc:
-                    self._give_back(st, hsem)
-                    _observe("connect_failed", exc.kind)  # observability
-                    if exc.kind != "disconnected":  # no answer at all: skip it for a while
-                        self.p._mark_down(key, exc.kind, exc.detail)
-                        dropped_only = False
-                    failures.append(_HostFailure(label, exc.kind, exc.detail))
-                    if exc.tcp_failed:
-                        await self.p._connect_failed(key, self.domain, exc.detail, started)
-                    else:
-                        self.p._alive()
-                    continue
-                except SessionRefused as exc:
-                    self._give_back(st, hsem)
-                    _observe("smtp_reply", "session", exc.code)  # observability
-                    self.p._alive()
-                    refusals.append((exc, label))
-                    continue
-                except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent
-                    self._give_back(st, hsem)
-                    self.fatal = _Fatal("unknown", "provider_error", f"not connected: {exc}")
-                    self._finish(item, *self.fatal[:3])
-                    return None
-                except ProviderUnavailable as exc:  # no route, source address unusable
-                    self._give_back(st, hsem)
-                    self.p.reach.unusable(key, str(exc))
-                    self.p._presumed_down()
-                    raise
-                except BaseException:
-                    self._give_back(st, hsem)
-                    raise
-                sess.releases = [lambda h=hsem: self._give_back(st, h), self.p._session_opened(key, host.name)]
-                self.live += 1
-                self.opened += 1
-                sess.releases.append(self._session_closed)
-                sess.host_name = host.name
-                sess.tried = tuple(dict.fromkeys(tried))
-                self.p._alive()
-                return sess
+                sess = await self._try_address(item, cm, o, host.name, ip)
+                if sess is not None or o.finished:
+                    return sess
+        item.hosts.extend(o.tried)
+        return self._open_failed(item, o)
 
-        item.hosts.extend(tried)
-        if refusals:
-            exc, label = refusals[0]  # the most preferred host that answered
+    async def _try_address(self, item: _Item, cm: asyncio.Timeout, o: "_Opening",
+                           host_name: str, ip: str) -> Session | None:
+        """One MX address: the guard, the recent-failure skip, the egress routes, the slots."""
+        s, st = self.s, self.p._state()
+        key = (ip, s.smtp_port)
+        label = f"{host_name}[{ip}]"
+        why = egress_refusal(ip, loopback_only=s.loopback_only)
+        if why is not None:  # last line: the resolver should have dropped it
+            o.failed(_HostFailure(label, "policy", egress_detail(host_name, ip, why)))
+            return None
+        o.tried.append(host_name)
+        down = self.p.host_down(key)
+        if down:
+            o.failed(_HostFailure(label, down[0], f"{down[1]} (skipped, recently failed)"))
+            return None
+        await self.p.egress.sync(ip)  # what the fleet learned of this MX
+        routes, notes = self.p.egress.candidates(ip, ":" in ip)
+        if not routes:
+            o.egress_notes.extend(f"{label}: {n}" for n in notes)
+            return None
+        hsem = st.host_sem(key)
+        await self._take_slots(st, hsem, item, cm)  # the MX's, then a global one
+        try:
+            sess = await self._open_routes(item, o, key, label, routes)
+        except BaseException:
+            self._give_back(st, hsem)
+            raise
+        if sess is None:
+            self._give_back(st, hsem)
+            return None
+        sess.releases = [lambda h=hsem: self._give_back(st, h), self.p._session_opened(key, host_name)]
+        self.live += 1
+        self.opened += 1
+        sess.releases.append(self._session_closed)
+        sess.host_name = host_name
+        sess.tried = tuple(dict.fromkeys(o.tried))
+        self.p._alive()
+        return sess
+
+    async def _open_routes(self, item: _Item, o: "_Opening", key: HostKey, label: str,
+                           routes: list[Route]) -> Session | None:
+        """open_via with this prober's settings; failures are noted in ``o``."""
+        s = self.s
+        started = time.monotonic()
+        try:
+            return await open_via(
+                self.p.egress, routes, key[0], key[1], label=label, helo_name=self.p.helo_name,
+                mail_from=self.p.mail_from, source_address=self.p.source_address,
+                connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
+                command_timeout=s.command_timeout_s, want_smtputf8=self.want_utf8,
+            )
+        except ConnectFailed as exc:
+            _observe("connect_failed", exc.kind)  # observability
+            if exc.kind != "disconnected":  # no answer at all: skip it for a while
+                self.p._mark_down(key, exc.kind, exc.detail)
+                o.dropped_only = False
+            o.failures.append(_HostFailure(label, exc.kind, exc.detail))
+            if exc.tcp_failed:
+                await self.p._connect_failed(key, self.domain, exc.detail, started)
+            else:
+                self.p._alive()
+        except SessionRefused as exc:
+            _observe("smtp_reply", "session", exc.code)  # observability
+            self.p._alive()
+            o.refusals.append((exc, label))
+        except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent
+            self.fatal = _Fatal("unknown", "provider_error", f"not connected: {exc}")
+            self._finish(item, *self.fatal[:3])
+            o.finished = True
+        except EgressesDown:  # every route of the pool failed: our outage
+            raise
+        except ProviderUnavailable as exc:  # no route, source address unusable
+            self.p.reach.unusable(key, str(exc))
+            self.p._presumed_down()
+            raise
+        return None
+
+    def _open_failed(self, item: _Item, o: "_Opening") -> None:
+        """No session could be opened: a retry, the item's result or the domain's."""
+        if o.refusals:
+            exc, label = o.refusals[0]  # the most preferred host that answered
             reply = Reply(exc.code, exc.message)
             v = classify_session_reply(exc.code, exc.message)
             if v.kind == "retry":
@@ -1013,13 +1104,21 @@ class _DomainJob:
             self.fatal = _Fatal("unknown", v.reason or "antispam_block", detail, reply, label)
             self._finish(item, *self.fatal[:5])
             return None
+        if o.egress_notes and not o.failures:
+            if self.p.egress.any_down():  # a route that might pass cannot be tried: ours
+                raise EgressesDown("no egress route usable: " + "; ".join(o.egress_notes))
+            self.fatal = _Fatal("unknown", "antispam_block",
+                                "every egress is refused by the MX: " + "; ".join(o.egress_notes))
+            self._finish(item, *self.fatal[:3])
+            return None
+        failures = o.failures
         reason = connect_failure_reason(failures)
         suspect = any(f.kind in TCP_FAILURES for f in failures)
         if failures:
             detail = "no MX host reachable: " + "; ".join(str(f) for f in failures)
         else:
             detail = "no MX host to try"
-        if self.live > 0 or self.opened or (dropped_only and failures and item.drops == 0):
+        if self.live > 0 or self.opened or (o.dropped_only and failures and item.drops == 0):
             # other sessions of this domain work (or did), or the server merely hung up:
             # a passing failure, not an unreachable domain
             item.drops += 1
@@ -1031,3 +1130,18 @@ class _DomainJob:
         self.fatal = _Fatal("unknown", reason, detail, suspect=suspect)
         self._finish(item, "unknown", reason, detail, suspect=suspect)
         return None
+
+
+@dataclass
+class _Opening:
+    """What one attempt to open a session met, host after host."""
+    failures: list[_HostFailure] = field(default_factory=list)
+    refusals: list[tuple[SessionRefused, str]] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+    egress_notes: list[str] = field(default_factory=list)  # addresses no route was left for
+    dropped_only: bool = True  # every failure so far was a server closing on us
+    finished: bool = False  # the item has its result
+
+    def failed(self, failure: _HostFailure) -> None:
+        self.failures.append(failure)
+        self.dropped_only = False

@@ -259,6 +259,7 @@ def build_provider(settings: VerifierSettings | None = None, host_slots=None) ->
             deadline=s.fallback_deadline,
             resolver=resolver,
             host_slots=host_slots,
+            routes=(),  # its own source address, not the primary's egress pool
         )
     else:
         if s.fallback_url is None:  # the settings validator makes this impossible

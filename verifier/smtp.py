@@ -15,7 +15,7 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib.errors import (
@@ -95,12 +95,17 @@ class Session:
     releases: list[Callable[[], None]] = field(default_factory=list)
     host_name: str = ""  # the MX name
     tried: tuple[str, ...] = ()  # MX names tried to open this session, this one last
-    rcpts: int = 0  # RCPT commands sent
+    rcpts: int = 0  # RCPT commands sent in this session
+    tx_rcpts: int = 0  # ... in this transaction
     errors: int = 0  # 4xx/5xx replies to RCPT
     accepted: int = 0  # 2xx replies to RCPT in this transaction
     dead: bool = False
     exhausted: bool = False
     catch_all_tried: bool = False
+    route: object = None  # the egress route it left by (verifier.routes.Route)
+    mail_command: tuple[bytes, ...] = ()  # the MAIL FROM arguments, to start a new transaction
+    pipelining: bool = False  # RFC 2920 advertised (and usable with this aiosmtplib)
+    transactions: int = 1  # MAIL transactions in this session (RSET starts the next)
 
     @property
     def alive(self) -> bool:
@@ -118,14 +123,72 @@ class Session:
         except BaseException:
             self.dead = True
             raise
+        self._count(resp.code)
+        return Reply(resp.code, resp.message)
+
+    def send_rcpts(self, rcpts: list[tuple[str, bool]]) -> None:
+        """RCPT TO for several addresses in one write (RFC 2920 PIPELINING, when the server
+        advertised it); then ``next_reply`` once per address, in order. Every argument is
+        checked before anything is written."""
+        lines = [b"RCPT TO:<" + check_argument("RCPT address", a.encode("utf-8" if utf8 else "ascii"))
+                 + b">\r\n" for a, utf8 in rcpts]
+        proto = self.smtp.protocol
+        if proto is None or not self.alive:
+            self.dead = True
+            raise SMTPServerDisconnected("Server not connected")
+        proto._response_pending = True  # replies are due: none may be taken as unsolicited
+        try:
+            proto.write(b"".join(lines))
+        except BaseException:
+            self.close()
+            raise
+
+    async def next_reply(self, timeout: float) -> Reply:
+        """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
+        replies that came in the same read wait in its buffer, taken from there first."""
+        proto = self.smtp.protocol
+        try:
+            if proto is None:
+                raise SMTPServerDisconnected("Server not connected")
+            resp = proto._read_response_from_buffer() if proto._buffer else None
+            if resp is None:
+                resp = await proto.read_response(timeout=timeout)
+        except BaseException:
+            self.close()  # a reply given up on leaves the stream out of step
+            raise
+        self._count(resp.code)
+        return Reply(resp.code, resp.message)
+
+    def _count(self, code: int) -> None:
         self.rcpts += 1
-        if resp.code // 100 == 2:
+        self.tx_rcpts += 1
+        if code // 100 == 2:
             self.accepted += 1
         else:
             self.errors += 1
         if not self.smtp.is_connected:
             self.dead = True
-        return Reply(resp.code, resp.message)
+
+    async def reset(self, timeout: float) -> bool:
+        """RSET and a new MAIL FROM: a new transaction without a new connection (RFC 5321
+        4.1.1.5). The server's error count is per session, so ``errors`` carries on. False
+        (and the session dead) when the server does not take it."""
+        try:
+            rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
+            mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
+                if rset.code == 250 else rset
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+            self.dead = True
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return False
+        if mail.code != 250 or not self.smtp.is_connected:
+            self.dead = True
+            return False
+        self.transactions += 1
+        self.tx_rcpts = self.accepted = 0
+        self.exhausted = False
+        return True
 
     async def quit(self, timeout: float) -> None:
         """Polite end (QUIT); errors ignored; always closes."""
@@ -203,15 +266,20 @@ async def open_session(
     banner_timeout: float,
     command_timeout: float,
     want_smtputf8: bool = False,
+    connect: Callable[[], Awaitable[socket.socket]] | None = None,
 ) -> Session:
     """Connect and get to the point where RCPT TO can be sent.
 
     Raises ConnectFailed (try the next MX, host probably down), SessionRefused (the
     server said no before any recipient), UnsafeCommand (before connecting) or
-    ProviderUnavailable (our network or source address is unusable)."""
+    ProviderUnavailable (our network or source address is unusable). ``connect``: how
+    to get the connected socket instead of a direct TCP connect (an egress proxy)."""
     check_argument("HELO name", helo_name.encode("ascii", "replace"))
     mail_arg = check_argument("MAIL FROM", mail_from.encode("ascii"))
-    sock = await tcp_connect(ip, port, source_address, connect_timeout)
+    if connect is not None:
+        sock = await connect()
+    else:
+        sock = await tcp_connect(ip, port, source_address, connect_timeout)
     smtp = aiosmtplib.SMTP(
         local_hostname=helo_name, timeout=command_timeout, start_tls=False, sock=sock
     )
@@ -240,10 +308,8 @@ async def open_session(
                     raise SessionRefused("ehlo", exc.code, exc.message) from None
             utf8 = smtp.supports_extension("smtputf8")
             opts = [b"SMTPUTF8"] if (want_smtputf8 and utf8) else []
-            resp = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + mail_arg + b">", *opts,
-                timeout=command_timeout,
-            )
+            mail_command = (b"FROM:<" + mail_arg + b">", *opts)
+            resp = await smtp.execute_command(b"MAIL", *mail_command, timeout=command_timeout)
             if resp.code != 250:
                 raise SessionRefused("mail", resp.code, resp.message)
         except SMTPTimeoutError:
@@ -254,4 +320,13 @@ async def open_session(
         smtp.close()
         sock.close()  # in case no transport took it over
         raise
-    return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts))
+    return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts),
+                   mail_command=mail_command, pipelining=_can_pipeline(smtp))
+
+
+def _can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
+    """PIPELINING advertised, and aiosmtplib's protocol has the reply buffer next_reply
+    reads (internal to aiosmtplib 3-5: without it, one command at a time)."""
+    proto = smtp.protocol
+    return (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
+            and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending"))

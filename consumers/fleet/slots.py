@@ -1,7 +1,11 @@
 """The per-MX session limit across the fleet: slot i of MX host H is a PostgreSQL advisory
 lock (key of H, i), held on a connection of this process for as long as the session lasts.
 N workers then never hold more than `VEC_PER_MX_CONCURRENCY` sessions to one host together,
-and a worker that dies frees its slots with its connection."""
+and a worker that dies frees its slots with its connection.
+
+The same connection shares the egress routes an MX refused for our address
+(verifier.routes.SharedEgressState): a row per (route, MX address) until its cool-down
+ends, so one worker's discovery spares the others the refusals."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +20,9 @@ from verifier.result import ProviderUnavailable
 log = logging.getLogger("vec.worker")
 
 RETRY = 0.05  # seconds between looks for a free slot of a busy host
+EGRESS_TABLE = """CREATE TABLE IF NOT EXISTS verifier_egress_blocks (
+    route TEXT NOT NULL, mx TEXT NOT NULL, reply TEXT NOT NULL, until TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (route, mx))"""
 
 
 def host_key(key: tuple[str, int]) -> int:
@@ -31,6 +38,7 @@ class FleetHostSlots:
         # slots this process holds: PostgreSQL's advisory locks are re-entrant within a
         # session, so a slot held here must never be asked for again
         self.mine: set[tuple[int, int]] = set()
+        self.egress_table = False  # verifier_egress_blocks made sure of on this connection
 
     async def _query(self, sql: str, params: tuple) -> bool:
         async with self.lock:
@@ -38,6 +46,29 @@ class FleetHostSlots:
                 self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
             cursor = await self.conn.execute(sql, params)
             return bool((await cursor.fetchone())[0])
+
+    async def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        async with self.lock:
+            if self.conn is None or self.conn.closed:
+                self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
+            if not self.egress_table:
+                await self.conn.execute(EGRESS_TABLE)
+                self.egress_table = True
+            cursor = await self.conn.execute(sql, params)
+            return await cursor.fetchall() if cursor.description else []
+
+    async def egress_blocks(self, mx_ip: str) -> list[tuple[str, str, float]]:
+        return [(route, reply, float(left)) for route, reply, left in await self._rows(
+            "SELECT route, reply, EXTRACT(EPOCH FROM until - now()) FROM verifier_egress_blocks"
+            " WHERE mx = %s AND until > now()", (mx_ip,))]
+
+    async def share_egress_block(self, route: str, mx_ip: str, reply: str, ttl_s: float) -> None:
+        await self._rows(
+            "INSERT INTO verifier_egress_blocks (route, mx, reply, until)"
+            " VALUES (%s, %s, %s, now() + make_interval(secs => %s))"
+            " ON CONFLICT (route, mx) DO UPDATE SET reply = EXCLUDED.reply,"
+            " until = GREATEST(verifier_egress_blocks.until, EXCLUDED.until)",
+            (route, mx_ip, reply[:500], ttl_s))
 
     async def acquire(self, key: tuple[str, int]) -> Callable[[], None]:
         host = host_key(key)

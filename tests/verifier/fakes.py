@@ -112,6 +112,8 @@ class FakeSMTP:
     hard_error_limit: int | None = None  # after this many errors: 421 and close
     rcpt_delay: float = 0.0
     smtputf8: bool = True
+    pipelining: bool = True  # advertise RFC 2920 PIPELINING
+    max_pipelined: int = 0  # most RCPTs seen queued at once (pipelined by the client)
     ehlo_reply: tuple[int, str] | None = None  # e.g. (502, "5.5.2 not implemented")
     mail_reply: tuple[int, str] | None = None
     drop_every: int | None = None  # every n-th connection is closed before the banner
@@ -164,7 +166,8 @@ class FakeSMTP:
                     if self.ehlo_reply:
                         await send(f"{self.ehlo_reply[0]} {self.ehlo_reply[1]}")
                     else:
-                        ext = ["PIPELINING", "8BITMIME"] + (["SMTPUTF8"] if self.smtputf8 else [])
+                        ext = (["PIPELINING"] if self.pipelining else []) + ["8BITMIME"] + (
+                            ["SMTPUTF8"] if self.smtputf8 else [])
                         await send("250-fake.test")
                         for e in ext[:-1]:
                             await send(f"250-{e}")
@@ -181,6 +184,9 @@ class FakeSMTP:
                         await send("250 2.1.0 Ok")
                 elif verb == "RCPT":
                     rcpt = line[8:].strip().strip("<>")
+                    # RCPTs that were already waiting behind this one: pipelined (RFC 2920)
+                    queued = bytes(reader._buffer).upper().count(b"\nRCPT TO:") + 1  # type: ignore[attr-defined]
+                    self.max_pipelined = max(self.max_pipelined, queued)
                     if self.rcpt_delay:
                         await asyncio.sleep(self.rcpt_delay)
                     if self.rcpt_limit is not None and accepted >= self.rcpt_limit:
