@@ -117,7 +117,7 @@ def test_one_bulk_is_one_trace_across_the_api_the_relay_and_the_workers(tmp_path
     port = _free_port()
     env = {**fleet_env(pg_url, kafka_broker.bootstrap), "VEC_PROVIDER": "instant", "VEC_ALLOW_TEST_DOMAINS": "true",
            "VEC_CHUNK_SIZE": "3", "VEC_CHUNK_WINDOW": "3", "VEC_RESULTS_FLUSH_INTERVAL": "0.2",
-           "VEC_API_HOST": "127.0.0.1", "VEC_API_PORT": str(port), "VEC_ADMIN_TOKEN": "tracing-fleet-admin",
+           "VEC_API_HOST": "127.0.0.1", "VEC_API_PORT": str(port), "VEC_ADMIN_TOKEN": "tracing-fleet-admin-token-4x9Kq",
            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     vec = Vec(env, tmp_path)
     vec.run("migrate")
