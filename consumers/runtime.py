@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Sequence
 
-from engine import tracing  # traces: a span per chunk verified (engine/tracing.py)
+from engine import tracing  # a span per chunk verified (engine/tracing.py)
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
@@ -75,8 +75,8 @@ class Runtime:
         self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
         self.poke = asyncio.Event()  # set by nudge(): look at the log now, not at the next poll
         self.reactions = Reactions(engine)  # the timed policies (engine/policies.py)
-        metrics.track_engine(engine)  # observability: its commands and conflicts
-        metrics.install(self.settings)  # observability: the prober's metrics
+        metrics.track_engine(engine)  # its commands and conflicts
+        metrics.install(self.settings)  # the prober's metrics
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class Runtime:
         return True
 
     async def _work(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:
-        with tracing.span("vec.verify_chunk", task_id, chunk_no=chunk_no, addresses=len(addresses)):  # traces
+        with tracing.span("vec.verify_chunk", task_id, chunk_no=chunk_no, addresses=len(addresses)):
             await self._verify(task_id, chunk_no, addresses)
 
     async def _verify(self, task_id: str, chunk_no: int, addresses: list[str]) -> None:

@@ -48,19 +48,19 @@ class OutageClock:
     def went_down(self) -> float:
         """Records the outage (if new) and returns how long it has lasted."""
         self.down_since = self.down_since or time.monotonic()
-        metrics.PROVIDER_UNAVAILABLE.set(1)  # observability
+        metrics.PROVIDER_UNAVAILABLE.set(1)
         return time.monotonic() - self.down_since
 
     def call_went_through(self, started: float) -> None:
         """A call begun after the outage began worked: the outage is over."""
         if self.down_since is not None and started > self.down_since:
             self.down_since = None
-            metrics.PROVIDER_UNAVAILABLE.set(0)  # observability
+            metrics.PROVIDER_UNAVAILABLE.set(0)
 
 
 async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                        slots: asyncio.Semaphore, label: str = "") -> None:
-    # observability: the chunk's latency by outcome, and chunks in flight
+    # the chunk's latency by outcome, and chunks in flight
     started, outcome = time.monotonic(), "error"
     metrics.CHUNKS_IN_FLIGHT.inc()
     try:
@@ -111,7 +111,7 @@ async def _verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, out
             answered = {r.address for r in buffer}
             missing = [a for a in todo if a not in answered]
             if missing:
-                metrics.provider_error("no_answer", len(missing))  # observability
+                metrics.provider_error("no_answer", len(missing))
             buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
                           for a in missing)
             await flush()
@@ -121,21 +121,21 @@ async def _verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, out
             raise
         except ProviderUnavailable as error:
             await flush()
-            metrics.provider_error("unavailable")  # observability
+            metrics.provider_error("unavailable")
             down_for = outage.went_down()
             if down_for > settings.provider_deadline:
-                metrics.system_failure("provider_deadline")  # observability
+                metrics.system_failure("provider_deadline")
                 await sink.fail_task(f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
                 return "task_failed"
             log.warning("provider unavailable (%s); %s paused", error, label, extra=ids)
-            metrics.OUTAGE_PAUSES.inc()  # observability
+            metrics.OUTAGE_PAUSES.inc()
             paused = True
             attempt = 0
             await asyncio.sleep(min(settings.retry_backoff, 5.0))
             continue
         except ProviderError as error:
             await flush()
-            metrics.provider_error("rejected")  # observability
+            metrics.provider_error("rejected")
             attempt += 1
             if attempt > settings.chunk_retries:
                 await sink.fail_chunk(f"{type(error).__name__}: {error}"[:500])

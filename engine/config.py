@@ -1,10 +1,10 @@
 """Engine settings, from the environment (prefix VEC_) or a .env file."""
 from __future__ import annotations
 
-import math  # webhooks: parse_schedule
-from typing import Literal  # observability: log_format
+import math  # parse_schedule
+from typing import Literal  # log_format
 
-from pydantic import Field, SecretStr, field_validator, model_validator  # notifications: SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator  # SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,7 +73,6 @@ class EngineSettings(BaseSettings):
     def _schedule(cls, value: str) -> str:
         parse_schedule(value)
         return value
-    # --- end of the webhook settings ------------------------------------------------------
 
     # --- e-mail notifications (consumers/notifications.py) ----------------------------------
     notify_smtp_host: str = Field("", description="the SMTP relay notifications go through; empty: none is "
@@ -113,7 +112,6 @@ class EngineSettings(BaseSettings):
         if "@" not in parseaddr(value)[1]:
             raise ValueError(f"VEC_NOTIFY_SENDER is an address, optionally with a name: {value!r}")
         return value
-    # --- end of the notification settings -------------------------------------------------
 
     # --- observability: Prometheus metrics and structured logs (consumers/metrics.py) -------
     metrics_port: int = Field(0, ge=0, le=65535, description="`vec run` serves Prometheus metrics at "
@@ -127,7 +125,6 @@ class EngineSettings(BaseSettings):
     tracing: Literal["auto", "off", "otlp"] = Field("auto", description="OpenTelemetry traces of long-running "
                                                     "processes, by OTLP/HTTP (engine/tracing.py): auto = on when "
                                                     "OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set")
-    # --- end of the observability settings ------------------------------------------------
 
     @model_validator(mode="after")
     def _stall_after_deadline(self) -> "EngineSettings":
@@ -137,7 +134,7 @@ class EngineSettings(BaseSettings):
         return self
 
 
-def parse_schedule(text: str) -> tuple[float, ...]:  # webhooks: VEC_WEBHOOK_RETRY_SCHEDULE
+def parse_schedule(text: str) -> tuple[float, ...]:  # VEC_WEBHOOK_RETRY_SCHEDULE
     """'5,30,120' -> (5.0, 30.0, 120.0): seconds before each retry; the last one repeats."""
     try:
         steps = tuple(float(part) for part in text.split(",") if part.strip())

@@ -435,7 +435,7 @@ class Relay:
                              "schema_version": schema_version}})
         headers = event_headers(self.source, event_id, type_name, published_version,
                                 stream, version, position, occurred_at)
-        headers += tracing.event_headers(type_name, corr, position)  # traces: W3C traceparent ([] when off)
+        headers += tracing.event_headers(type_name, corr, position)  # W3C traceparent ([] when off)
         return stream.encode(), value, headers
 
     def _ready_producer(self):

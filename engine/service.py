@@ -47,7 +47,7 @@ from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
-from engine import tracing  # traces: spans of commands, off by default (engine/tracing.py)
+from engine import tracing  # spans of commands, off by default (engine/tracing.py)
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
@@ -209,7 +209,7 @@ class Engine:
     ) -> list[RecordedEvent]:
         if not tracing.enabled():
             return self._decide_and_append(streams, plan, idempotency, correlation_id, loose)
-        # traces: a span per command, in its task's trace (engine/tracing.py)
+        # a span per command, in its task's trace (engine/tracing.py)
         with tracing.span("vec.engine.append", correlation_id if tracing.is_task_id(correlation_id) else None,
                           streams=streams) as current:
             recorded = self._decide_and_append(streams, plan, idempotency, correlation_id, loose)
@@ -393,7 +393,7 @@ class Engine:
         # refused before the file is staged; decided for good with the debit
         accounts.refuse_duplicate_upload(self.account(account_id), sha256, self.clock(), duplicate_window)
         task_id, upload_id = self._new_task_id(task_id)
-        with tracing.task_root(task_id, kind="bulk", account_id=account_id):  # traces: the task's root span
+        with tracing.task_root(task_id, kind="bulk", account_id=account_id):  # the task's root span
             report = FileReport()
             sealer = self._sealer(task_id, create=True)
             report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock(),
@@ -422,7 +422,7 @@ class Engine:
         if earlier is not None:
             return earlier.stream.removeprefix("task-")
         task_id, upload_id = self._new_task_id(task_id)
-        with tracing.task_root(task_id, kind="single", account_id=account_id):  # traces: the task's root span
+        with tracing.task_root(task_id, kind="single", account_id=account_id):  # the task's root span
             sealer = self._sealer(task_id, create=True)
             self.inputs.stage(upload_id, [address], self.clock(), sealer.seal if sealer else None)
             try:
@@ -540,7 +540,7 @@ class Engine:
 
         return self._execute([stream], plan, None, account_id)
 
-    # notifications (consumers/notifications.py) -------------------------------------------
+    # --- e-mail notification settings (consumers/notifications.py) ----------------------------
     def set_notifications(self, account_id: str, email: str, on_completion: bool = False,
                           low_balance_threshold: int = 0) -> list[RecordedEvent]:
         """Where and when the account is told by e-mail (NotificationsSet); nothing is appended
@@ -552,7 +552,6 @@ class Engine:
             return [Planned(stream, e, None) for e in accounts.decide(command, states[stream])]
 
         return self._execute([stream], plan, None, account_id)
-    # --- end of notifications -------------------------------------------------------------
 
     def erase_due(self, now: datetime | None = None) -> list[str]:
         """The retention sweep: erases every finished task whose account's retention has run

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from engine import tracing  # traces: `vec run` configures them (engine/tracing.py)
+from engine import tracing  # `vec run` configures them (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine, require_results_kept
@@ -148,12 +148,12 @@ def _cell(value: Any, width: int | None) -> str:
 @click.group()
 @click.option("--store", envvar="VEC_STORE", help="store URL (default sqlite:///./vec.db)")
 @click.option("-v", "--verbose", is_flag=True, help="log what the engine does")
-@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="VEC_LOG_FORMAT",  # observability
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="VEC_LOG_FORMAT",
               help="logs as text (default) or JSON lines with task, account and correlation ids (VEC_LOG_FORMAT)")
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, verbose: bool, log_format: str | None = None) -> None:
     """VEC: the event-sourced email-verification engine."""
-    from entrypoints.logs import configure as configure_logs  # observability
+    from entrypoints.logs import configure as configure_logs
 
     # A long-running engine logs what ops must see; a one-shot command prints its own
     # outcome (or one error line) and logs only when asked (-v).
@@ -454,7 +454,6 @@ def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
         raise DomainError(f"no such message: {message_id}")
     emit(store.attempts(message_id), as_json, title=f"Attempts of {message_id}",
          columns=("attempt", "started_at", "outcome", "code", "detail"))
-# --- end of notifications ------------------------------------------------------------------
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -465,7 +464,7 @@ def notify_attempts(ctx: Context, message_id: str, as_json: bool) -> None:
 @IDEMPOTENCY
 def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | None, as_json: bool) -> None:
     """Verify one ADDRESS for ACCOUNT_ID (costs a credit; Unknown is refunded)."""
-    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
+    tracing.configure("vec-cli", ctx.settings.tracing)  # the task's root span is this command's
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
     row = next(iter(ctx.fresh_db("results", "tasks").read.results(task_id)), None)
@@ -484,7 +483,7 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
 def bulk(ctx: Context, account_id: str, file: str, wait: bool, allow_duplicate: bool, name: str,
          idempotency_key: str | None, as_json: bool) -> None:
     """Upload FILE (CSV or one address per line) as a bulk task of ACCOUNT_ID."""
-    tracing.configure("vec-cli", ctx.settings.tracing)  # traces: the task's root span is this command's
+    tracing.configure("vec-cli", ctx.settings.tracing)  # the task's root span is this command's
     upload = ctx.engine.create_bulk(account_id, file, allow_duplicate=allow_duplicate,
                                     idempotency_key=idempotency_key, name=name)
     report = upload.report
@@ -638,8 +637,8 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     distributed = bool(roles) or ctx.distributed
     if distributed and ctx.engine.db.fleet is None:
         raise DomainError("--role needs the distributed mode: VEC_STORE=postgresql://... and VEC_KAFKA_BOOTSTRAP")
-    stop_metrics = _serve_metrics(ctx, state=set(roles) != {"worker"})  # observability: VEC_METRICS_PORT
-    # traces, when configured (engine/tracing.py): this process's spans, named after its roles
+    stop_metrics = _serve_metrics(ctx, state=set(roles) != {"worker"})  # VEC_METRICS_PORT
+    # spans, when tracing is configured (engine/tracing.py), named after this process's roles
     tracing.configure("vec-" + "+".join(sorted(roles)) if roles else "vec-run", ctx.settings.tracing)
 
     async def main() -> None:
@@ -668,7 +667,7 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
     try:
         asyncio.run(main())
     finally:
-        if stop_metrics is not None:  # observability
+        if stop_metrics is not None:
             stop_metrics()
 
 

@@ -103,7 +103,7 @@ class ApiKeyRevoked(Event):
     key_id: str
 
 
-# notifications (consumers/notifications.py) ---------------------------------------------
+# --- an account's e-mail notification settings (consumers/notifications.py) ---------------
 @register
 @dataclass(frozen=True)
 class NotificationsSet(Event):
@@ -113,7 +113,6 @@ class NotificationsSet(Event):
     email: str
     on_completion: bool
     low_balance_threshold: int
-# --- end of notifications ----------------------------------------------------------------
 
 
 # --- task stream ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from events import (
     CreditsGranted,
     CreditsRefunded,
     MonthlyCreditsExpired,
-    NotificationsSet,  # notifications
+    NotificationsSet,
     RecordedEvent,
     ResultUnknown,
     SystemFailure,
@@ -236,7 +236,7 @@ class ApiKeysProjection:
         return []
 
 
-# notifications (consumers/notifications.py): each account's settings, as last set -----------
+# --- each account's notification settings, as last set (consumers/notifications.py) --------
 NOTIFICATIONS = Table("rm_notifications", ("account_id", "email", "on_completion", "low_balance_threshold",
                                            "set_at", "set_by", "position"),
                       ("account_id",), frozenset({"on_completion", "low_balance_threshold", "position"}),
@@ -258,10 +258,9 @@ class NotificationsProjection:
             "account_id": _account_id(recorded.stream), "email": event.email,
             "on_completion": int(event.on_completion), "low_balance_threshold": event.low_balance_threshold,
             "set_at": recorded.occurred_at.isoformat(), "set_by": recorded.actor, "position": recorded.position})]
-# --- end of notifications ---------------------------------------------------------------------
 
 
-# activity (the dashboard's charts over time): results per task and minute ----------------------
+# --- results per task and minute: the dashboard's charts over time ------------------------------
 ACTIVITY = Table("rm_activity", ("task_id", "minute", "results", "unknown"), ("task_id", "minute"),
                  frozenset({"results", "unknown"}), (("minute",),))
 
@@ -301,10 +300,9 @@ class ActivityProjection:
         row["results"] += results
         row["unknown"] += unknown
         return [Put(ACTIVITY.name, row)]
-# --- end of activity ------------------------------------------------------------------------------
 
 
 def all_projections() -> list:
     return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection(),
-            NotificationsProjection(),  # notifications
-            ActivityProjection()]  # activity
+            NotificationsProjection(),
+            ActivityProjection()]

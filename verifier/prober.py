@@ -119,7 +119,6 @@ def _observe(what: str, *args) -> None:
         getattr(_observer, what)(*args)
     except Exception:  # noqa: BLE001 - metrics never break a probe
         log.debug("verifier: the observer failed on %s", what, exc_info=True)
-# --- end of the observability hook --------------------------------------------------------
 
 # Unknown reason of a domain none of whose MX hosts could be talked to, by how the most
 # preferred one failed (ConnectFailed kinds, plus "policy" for the egress guard).
@@ -465,13 +464,13 @@ class SmtpProber:
 
     def _session_opened(self, key: tuple[str, int], mx: str = "") -> Callable[[], None]:
         self._live[key] = self._live.get(key, 0) + 1
-        _observe("session_opened", mx)  # observability
+        _observe("session_opened", mx)
 
         def closed() -> None:
             self._live[key] -= 1
             if not self._live[key]:
                 del self._live[key]
-            _observe("session_closed", mx)  # observability
+            _observe("session_closed", mx)
         return closed
 
     def clear_caches(self) -> None:
@@ -595,7 +594,7 @@ class _DomainJob(Pipelining):
             detail = f"{detail}; skipped by the egress guard: " + "; ".join(self.mx.egress_notes)
         now = time.monotonic()
         start = item.started if item.started is not None else self.t0
-        _observe("address_done", status, now - start)  # observability
+        _observe("address_done", status, now - start)
         mx = tuple(dict.fromkeys(item.hosts)) if item.hosts else (
             self.mx.mx_names or tuple(h.name for h in self.mx.hosts)
         )
@@ -875,7 +874,7 @@ class _DomainJob(Pipelining):
 
     def _on_reply(self, item: _Item, sess: Session, reply: Reply) -> None:
         """What an RCPT reply means for the address (and the session, the egress)."""
-        _observe("smtp_reply", "rcpt", reply.code)  # observability
+        _observe("smtp_reply", "rcpt", reply.code)
         self.p._alive()
         v = classify(reply.code, reply.message)
         if v.reason == "antispam_block" and self._refused_egress(item, sess, v, reply):
@@ -935,7 +934,7 @@ class _DomainJob(Pipelining):
                 return True
             except (SMTPServerDisconnected, ConnectionError, OSError):
                 return False
-            _observe("smtp_reply", "catch_all", reply.code)  # observability
+            _observe("smtp_reply", "catch_all", reply.code)
             self.p._alive()
             v = classify(reply.code, reply.message)
             if v.kind == "safe":
@@ -1066,7 +1065,7 @@ class _DomainJob(Pipelining):
                 command_timeout=s.command_timeout_s, want_smtputf8=self.want_utf8,
             )
         except ConnectFailed as exc:
-            _observe("connect_failed", exc.kind)  # observability
+            _observe("connect_failed", exc.kind)
             if exc.kind != "disconnected":  # no answer at all: skip it for a while
                 self.p._mark_down(key, exc.kind, exc.detail)
                 o.dropped_only = False
@@ -1076,7 +1075,7 @@ class _DomainJob(Pipelining):
             else:
                 self.p._alive()
         except SessionRefused as exc:
-            _observe("smtp_reply", "session", exc.code)  # observability
+            _observe("smtp_reply", "session", exc.code)
             self.p._alive()
             o.refusals.append((exc, label))
         except UnsafeCommand as exc:  # HELO/MAIL FROM: nothing was sent

@@ -62,8 +62,8 @@ class Fleet:
         # process (worker, watchdog) runs on this one thread.
         self.call = EngineThread()
         self.reactions = Reactions(engine)  # the timed policies (engine/policies.py), run by the watchdog
-        metrics.track_engine(engine)  # observability: its commands and conflicts
-        metrics.install(settings)  # observability: the prober's metrics
+        metrics.track_engine(engine)  # its commands and conflicts
+        metrics.install(settings)  # the prober's metrics
 
     def crash(self, where: str, error: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
@@ -180,7 +180,7 @@ class Fleet:
         from engine.relay import Relay
 
         relay = self.relay = Relay(self.settings.store, self.settings, name=self.worker_id)
-        metrics.track_relay(relay)  # observability: vec_relay_published_total
+        metrics.track_relay(relay)  # vec_relay_published_total
         halt = threading.Event()
         thread = asyncio.create_task(asyncio.to_thread(relay.run, halt))
         waiter = asyncio.create_task(stop.wait())

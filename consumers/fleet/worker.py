@@ -39,7 +39,7 @@ from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_wor
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, unsettled, verify_chunk
 from consumers.waiting import sleep_or
-from engine import tracing  # traces: spans, and their context in Kafka headers (engine/tracing.py)
+from engine import tracing  # spans, and their context in Kafka headers (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
@@ -181,7 +181,7 @@ class FleetWorker:
                 elif isinstance(recorded.event, _RESCHEDULE) and not getattr(recorded.event, "late", False):
                     due[task_id] = event.headers
             for task_id, carrier in due.items():
-                with tracing.span("vec.fleet.schedule", task_id, carrier, kind="consumer"):  # traces
+                with tracing.span("vec.fleet.schedule", task_id, carrier, kind="consumer"):
                     await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
             for task_id, chunk_no, carrier in work:
                 with tracing.span("vec.fleet.dispatch", task_id, carrier, kind="producer", chunk_no=chunk_no):
@@ -215,11 +215,11 @@ class FleetWorker:
             task_id, chunk_no = read_chunk_work(value)
             key = (task_id, chunk_no)
             if key in self.working:
-                metrics.FLEET_CLAIMS.labels("duplicate").inc()  # observability
+                metrics.FLEET_CLAIMS.labels("duplicate").inc()
                 log.info("chunk %s of %s: already verified here, ignoring the work item sent again", chunk_no,
                          task_id, extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
                 continue
-            # traces: the dispatch's context, in the headers of the event being read (faust's current_event)
+            # the dispatch's context, in the headers of the event being read (faust's current_event)
             carrier = getattr(getattr(stream, "current_event", None), "headers", None) if tracing.enabled() else None
             self.working[key] = asyncio.create_task(self._job(key, carrier), name=f"vec-chunk-{task_id}-{chunk_no}")
 
@@ -227,7 +227,7 @@ class FleetWorker:
         task_id, chunk_no = key
         try:
             with tracing.span("vec.fleet.verify_chunk", task_id, carrier, kind="consumer", chunk_no=chunk_no,
-                              worker_id=self.worker_id):  # traces: continues the dispatch's span
+                              worker_id=self.worker_id):  # continues the dispatch's span
                 await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no)
         except asyncio.CancelledError:
             if key not in self.stopped_jobs:
@@ -246,9 +246,9 @@ class FleetWorker:
         now = utcnow()
         stale = now - timedelta(seconds=self.settings.claim_ttl)
         if not await asyncio.to_thread(self.fleet.claim, task_id, chunk_no, self.worker_id, now, stale):
-            metrics.FLEET_CLAIMS.labels("taken").inc()  # observability
+            metrics.FLEET_CLAIMS.labels("taken").inc()
             return  # a live worker has it
-        metrics.FLEET_CLAIMS.labels("won").inc()  # observability
+        metrics.FLEET_CLAIMS.labels("won").inc()
         try:
             state = await self.call(self.engine.task, task_id)
             addresses = state.in_flight().get(chunk_no) if state.active else None
@@ -292,7 +292,7 @@ class FleetWorker:
 
     async def send(self, outcome: Outcome) -> None:
         key, value = outcome.to_message()
-        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # traces: and back
+        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
         await sent  # acknowledged: only then is it done
 
     # --- settler ----------------------------------------------------------------------
@@ -317,12 +317,12 @@ class FleetWorker:
                 merged.append((outcome, carrier))
         for outcome, carrier in merged:
             with tracing.span("vec.fleet.settle", outcome.task_id, carrier, kind="consumer", outcome=outcome.kind,
-                              chunk_no=outcome.chunk_no):  # traces
+                              chunk_no=outcome.chunk_no):
                 self._settle_one(outcome)
 
     def _settle_one(self, outcome: Outcome) -> None:
         """Appends one outcome (a chunk's results, or a failure); a refusal is logged."""
-        metrics.FLEET_SETTLED.labels(outcome.kind).inc()  # observability
+        metrics.FLEET_SETTLED.labels(outcome.kind).inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("settling %s of chunk %s of %s", outcome.kind, outcome.chunk_no, outcome.task_id,
                       extra=metrics.task_ids(self.engine, outcome.task_id, chunk_no=outcome.chunk_no,

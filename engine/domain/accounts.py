@@ -24,7 +24,7 @@ from events import (
     Event,
     GrantReason,
     MonthlyCreditsExpired,
-    NotificationsSet,  # notifications
+    NotificationsSet,
     RefundReason,
 )
 from engine.domain.errors import (
@@ -61,7 +61,7 @@ class AccountState:
     # key id -> (sha256 of its secret, scopes, revoked)
     keys: Map[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=Map)
     retention_days: int = DEFAULT_RETENTION_DAYS  # per-address data is erased this long after a task ends
-    # notifications (consumers/notifications.py): where, on task end?, below which balance ("" / 0: off)
+    # e-mail notifications (consumers/notifications.py): where, on task end?, below which balance ("" / 0: off)
     notify_email: str = ""
     notify_on_completion: bool = False
     low_balance_threshold: int = 0
@@ -138,7 +138,7 @@ MAX_KEYS = 100
 
 
 @dataclass(frozen=True)
-class SetNotifications:  # notifications
+class SetNotifications:
     email: str
     on_completion: bool
     low_balance_threshold: int
@@ -184,7 +184,7 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
                 not MIN_RETENTION_DAYS <= command.days <= MAX_RETENTION_DAYS:
             raise InvalidCommand(f"data retention is {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} days")
         return [] if command.days == state.retention_days else [RetentionSet(command.days)]
-    if isinstance(command, SetNotifications):  # notifications
+    if isinstance(command, SetNotifications):
         return _notifications(command, state)
     if isinstance(command, RevokeApiKey):
         key = state.keys.get(command.key_id)
@@ -196,7 +196,7 @@ def decide(command: AccountCommand, state: AccountState) -> list[Event]:
     raise TypeError(f"not an account command: {command!r}")
 
 
-def _notifications(command: SetNotifications, state: AccountState) -> list[Event]:  # notifications
+def _notifications(command: SetNotifications, state: AccountState) -> list[Event]:
     from email_validator import EmailNotValidError, validate_email
 
     if not isinstance(command.email, str):
@@ -337,7 +337,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return replace(state, monthly=0)
     if isinstance(event, RetentionSet):
         return replace(state, retention_days=event.days)
-    if isinstance(event, NotificationsSet):  # notifications
+    if isinstance(event, NotificationsSet):
         return replace(state, notify_email=event.email, notify_on_completion=event.on_completion,
                        low_balance_threshold=event.low_balance_threshold)
     if isinstance(event, ApiKeyIssued):

@@ -10,7 +10,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from consumers import metrics  # metrics: GET /metrics
+from consumers import metrics  # GET /metrics
 from engine import tracing
 from engine.config import EngineSettings
 from entrypoints import bootstrap
@@ -18,9 +18,9 @@ from entrypoints.api import docs, links, problems
 from entrypoints.api.deps import API_REQUESTS, Services
 from entrypoints.api.guard import BodyGuard, GuardSettings, guarded_h11
 from entrypoints.api.routes import router
-from entrypoints.api import routes_webhooks  # webhooks: endpoints, deliveries and attempts
+from entrypoints.api import routes_webhooks  # endpoints, deliveries and attempts
 from entrypoints.api import dashboard  # the ops dashboard (pages under /dashboard/, not in the OpenAPI document)
-from entrypoints.api import routes_compat  # compat: the product's public API under /api
+from entrypoints.api import routes_compat  # the product's public API under /api
 
 log = logging.getLogger("vec.api")
 
@@ -55,14 +55,14 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
     problems.install(app)
     app.add_middleware(BodyGuard, settings=guard, upload_bytes=settings.api_max_upload_bytes)  # before routing
     links.install(app)  # OpenAPI links between operations (entrypoints/api/links.py)
-    if tracing.configure("vec-api", settings.tracing):  # traces: a span per request (engine/tracing.py)
+    if tracing.configure("vec-api", settings.tracing):  # a span per request (engine/tracing.py)
         tracing.instrument_app(app)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
-    metrics.mount(app)  # metrics: GET /metrics, Prometheus (consumers/metrics.py)
-    app.include_router(routes_webhooks.router)  # webhooks: /v1/webhooks (entrypoints/api/routes_webhooks.py)
+    metrics.mount(app)  # GET /metrics, Prometheus (consumers/metrics.py)
+    app.include_router(routes_webhooks.router)  # /v1/webhooks (entrypoints/api/routes_webhooks.py)
     app.include_router(dashboard.router)  # the ops dashboard: /dashboard/ (and / redirects there)
-    app.include_router(routes_compat.router)  # compat: /api/verify-single, verify-bulk, get-results (routes_compat.py)
+    app.include_router(routes_compat.router)  # /api/verify-single, verify-bulk, get-results (routes_compat.py)
     app.mount(dashboard.PREFIX + "/static", dashboard.static_files(), name="dashboard-static")  # its CSS and JS
     docs.mount(app)  # /docs and /redoc with their files served here, none from a CDN (entrypoints/api/docs.py)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 from fastapi import Request
 
-from engine import tracing  # traces: engine/tracing.py
+from engine import tracing  # engine/tracing.py
 from engine.config import EngineSettings
 from engine.domain.text import printable
 from engine.service import Engine, acting_as, parse_api_key
@@ -91,7 +91,7 @@ class Services:
             with acting_as(actor):
                 return fn(*args, **kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, tracing.carry(run))  # traces
+        return await asyncio.get_running_loop().run_in_executor(self.executor, tracing.carry(run))
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
