@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from consumers import metrics
 from consumers.providers import to_result
@@ -26,6 +26,16 @@ from engine.domain.tasks import Result
 from verifier.provider import ProviderError, ProviderUnavailable
 
 log = logging.getLogger("vec.worker")
+
+
+class Provider(Protocol):
+    """What verifies addresses for the engine (verifier/provider.py, or consumers/providers.py's
+    instant one): each answer is handed to `on_result` as it comes, and all of them returned."""
+
+    name: str
+
+    async def verify(self, addresses: Sequence[str], on_result: Callable[[Any], None] | None = None) -> list[Any]:
+        ...
 
 
 class ChunkSink(Protocol):
@@ -58,7 +68,7 @@ class OutageClock:
             metrics.PROVIDER_UNAVAILABLE.set(0)
 
 
-async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+async def verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                        slots: asyncio.Semaphore, label: str = "") -> None:
     # the chunk's latency by outcome, and chunks in flight
     started, outcome = time.monotonic(), "error"
@@ -73,7 +83,7 @@ async def verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outa
         metrics.CHUNK_SECONDS.labels(outcome).observe(time.monotonic() - started)
 
 
-async def _verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                         slots: asyncio.Semaphore, label: str = "") -> str:
     """The loop; returns its outcome (a label of vec_chunk_seconds)."""
     ids = {"task_id": getattr(sink, "task_id", None), "chunk_no": getattr(sink, "chunk_no", None)}  # for the logs
@@ -93,7 +103,7 @@ async def _verify_chunk(provider, settings: EngineSettings, sink: ChunkSink, out
             except Exception as error:  # noqa: BLE001 - recorded again at the end of the chunk
                 log.warning("recording results of %s: %s", label, error, extra=ids)
 
-    def on_result(answer) -> None:
+    def on_result(answer: Any) -> None:
         buffer.append(to_result(answer))
 
     attempt, paused = 0, False

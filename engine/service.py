@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 from events import (
     AddressVerified,
@@ -40,14 +40,30 @@ from events import (
     deterministic_id,
     task_stream,
 )
-from engine.bulkfile import BadUpload, FileReport, read_addresses
+from engine.bulkfile import FileReport, read_addresses
 from engine.config import EngineSettings
 from engine import policies
 from engine.domain import accounts, settlement, tasks
-from engine.domain.errors import InvalidCommand, ResultsDeleted, TaskNotFinished, TaskNotFound, check
+from engine.domain.errors import (
+    AccountNotFound,
+    BadUpload,
+    InvalidCommand,
+    InvariantViolation,
+    ResultsDeleted,
+    TaskNotFinished,
+    TaskNotFound,
+    check,
+)
 from engine.domain.limits import MAX_UPLOAD_BYTES, MIN_RETENTION_DAYS
 from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency
 from engine import tracing  # spans of commands, off by default (engine/tracing.py)
+
+if TYPE_CHECKING:
+    from engine.keyring import Sealer
+    from engine.store import Database
+
+States = dict[str, Any]  # the states a command decides on, by stream: AccountState or TaskState
+ErasureReason = Literal["retention", "request", "account"]
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
@@ -59,7 +75,7 @@ ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("vec_actor", 
 
 
 @contextlib.contextmanager
-def acting_as(actor: str):
+def acting_as(actor: str) -> Iterator[None]:
     """Attributes the commands issued inside the block to `actor`."""
     token = ACTOR.set(actor)
     try:
@@ -133,7 +149,7 @@ def parse_api_key(key: str) -> tuple[str, str]:
     return key_id, secret
 
 
-def _evolve_for(stream: str):
+def _evolve_for(stream: str) -> Callable[[Any, Event], Any]:
     return tasks.evolve if stream.startswith("task-") else accounts.evolve
 
 
@@ -148,7 +164,8 @@ def file_sha256(path: str | Path) -> str:
 class Engine:
     """Commands of the engine. Synchronous: SQLite work is short and done on the caller's thread."""
 
-    def __init__(self, db, settings: EngineSettings | None = None, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, db: Database, settings: EngineSettings | None = None,
+                 clock: Callable[[], datetime] = utcnow):
         self.db = db
         self.store = db.events
         self.inputs = db.inputs
@@ -310,7 +327,7 @@ class Engine:
     def open_account(self, account_id: str, idempotency_key: str | None = None) -> list[RecordedEvent]:
         stream = account_stream(account_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             events = accounts.decide(accounts.OpenAccount(account_id), states[stream])
             return [Planned(stream, events[0], "opened"), Planned(stream, events[1], "welcome")]
 
@@ -320,7 +337,7 @@ class Engine:
                       expires_at: datetime | None = None, idempotency_key: str | None = None) -> list[RecordedEvent]:
         stream = account_stream(account_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             decided = accounts.decide(accounts.GrantCredits(bucket, amount, reason, self.clock(), expires_at),
                                       states[stream])
             return [Planned(stream, e, None) for e in decided]
@@ -331,7 +348,7 @@ class Engine:
     def expire_monthly(self, account_id: str) -> list[RecordedEvent]:
         stream = account_stream(account_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             return [Planned(stream, e, None) for e in accounts.decide(accounts.ExpireMonthly(self.clock()), states[stream])]
 
         return self._execute([stream], plan, None, account_id)
@@ -346,7 +363,7 @@ class Engine:
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         scopes = tuple(scopes)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             return [Planned(stream, e, f"key/{key_id}") for e in accounts.decide(
                 accounts.IssueApiKey(key_id, api_key_hash(secret), scopes, label), states[stream])]
 
@@ -356,7 +373,7 @@ class Engine:
     def revoke_api_key(self, account_id: str, key_id: str) -> list[RecordedEvent]:
         stream = account_stream(account_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             return [Planned(stream, e, f"key-revoked/{key_id}") for e in accounts.decide(
                 accounts.RevokeApiKey(key_id), states[stream])]
 
@@ -386,7 +403,7 @@ class Engine:
         idempotency = self._idempotency(idempotency_key, "create", account_id, "bulk", sha256)
         earlier = self._created_earlier(idempotency)
         if earlier is not None:
-            count = earlier.event.address_count
+            count = earlier.event.address_count if isinstance(earlier.event, TaskCreated) else 0
             return Upload(earlier.stream.removeprefix("task-"), FileReport(sha256=sha256, unique=count,
                                                                            candidates=count))
         duplicate_window = None if allow_duplicate else timedelta(hours=self.settings.duplicate_window_hours)
@@ -448,16 +465,17 @@ class Engine:
 
     def _require_account(self, account_id: str) -> None:
         if not self.account(account_id).opened:
-            raise accounts.AccountNotFound(f"no such account: {account_id}")
+            raise AccountNotFound(f"no such account: {account_id}")
 
-    def _create(self, account_id: str, task_id: str, upload_id: str, kind: str, count: int, source: str, sha256: str,
+    def _create(self, account_id: str, task_id: str, upload_id: str, kind: Literal["single", "bulk"], count: int,
+                source: str, sha256: str,
                 chunk_size: int, idempotency: Idempotency | None, duplicate_window: timedelta | None = None,
                 name: str = "") -> str:
         """Debits and creates the task; returns its id (an earlier one when the idempotency key
         replays a create that won a race, in which case this attempt's staging is dropped)."""
         a_stream, t_stream = account_stream(account_id), task_stream(task_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             created = tasks.decide(
                 tasks.CreateTask(task_id, account_id, kind, count, source, sha256, chunk_size, upload_id, name),
                 states[t_stream])
@@ -485,11 +503,13 @@ class Engine:
         a_stream = account_stream(task_state.account_id or "")
         mac = self._mac(task_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             decided = tasks.decide(command, states[t_stream])
             planned = [Planned(t_stream, e, event_key(e, mac)) for e in decided]
             for cause, refund in settlement.refunds(task_id, decided, states[a_stream]):
                 key = event_key(cause, mac)  # one refund per cause, whatever retries: its id is derived from it
+                if key is None:
+                    raise InvariantViolation(f"{cause.type_name()} gives credits back but has no natural key")
                 planned.append(Planned(a_stream, refund, f"refund/{task_id}/{key}", str(deterministic_id(t_stream, key))))
             return planned
 
@@ -520,7 +540,7 @@ class Engine:
 
     # --- personal data: sealing and erasure (engine/keyring.py) -------------------------
 
-    def _sealer(self, task_id: str, create: bool = False):
+    def _sealer(self, task_id: str, create: bool = False) -> Sealer | None:
         return self.db.keyring.sealer(task_id, create=create)
 
     def _mac(self, task_id: str) -> Callable[[str], str]:
@@ -529,13 +549,15 @@ class Engine:
 
     def staged_chunk(self, state: tasks.TaskState, chunk_no: int) -> list[str]:
         """The addresses of a chunk to submit, from the staged inputs (opened with the task's key)."""
+        if state.task_id is None or state.upload_id is None:
+            raise TaskNotFound("no such task")
         sealer = self._sealer(state.task_id)
         return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size, sealer.open if sealer else None)
 
     def set_retention(self, account_id: str, days: int) -> list[RecordedEvent]:
         stream = account_stream(account_id)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             return [Planned(stream, e, None) for e in accounts.decide(accounts.SetRetention(days), states[stream])]
 
         return self._execute([stream], plan, None, account_id)
@@ -548,7 +570,7 @@ class Engine:
         stream = account_stream(account_id)
         command = accounts.SetNotifications(email, on_completion, low_balance_threshold)
 
-        def plan(states):
+        def plan(states: States) -> list[Planned]:
             return [Planned(stream, e, None) for e in accounts.decide(command, states[stream])]
 
         return self._execute([stream], plan, None, account_id)
@@ -594,7 +616,7 @@ class Engine:
             for chunk_no in range(state.chunks_submitted, state.total_chunks):
                 yield from self.staged_chunk(state, chunk_no)
 
-    def erase_task(self, task_id: str, reason: str = "request") -> list[RecordedEvent]:
+    def erase_task(self, task_id: str, reason: ErasureReason = "request") -> list[RecordedEvent]:
         """Erases a finished task's per-address data for good: the erasure is recorded, then the
         task's key is destroyed (its sealed addresses in the log can no longer be read) and its
         staged inputs dropped; its results leave the read models. Counts and money stay. Safe
@@ -602,7 +624,7 @@ class Engine:
         recorded = self._task_command(task_id, tasks.EraseTaskData(reason), deleted_too=True)
         state = self.task(task_id)
         if state.erased:
-            self.inputs.discard(state.upload_id)
+            self.inputs.discard(state.upload_id or task_id)
             if self.db.keyring.sealer(task_id) is not None:
                 self.db.keyring.destroy(task_id)
         return recorded
@@ -614,7 +636,7 @@ class Engine:
         return None if key is None else Idempotency(key, fingerprint(*content))
 
 
-def require_results_kept(task) -> None:
+def require_results_kept(task: tasks.TaskState) -> None:
     """Raises ResultsDeleted once a task's per-address data is erased (retention or request):
     an empty list would read as "no results", which is not what happened."""
     if task.erased:

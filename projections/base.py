@@ -50,8 +50,11 @@ class View(Protocol):
 
 
 class Projection(Protocol):
-    name: str
-    tables: tuple[Table, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tables(self) -> tuple[Table, ...]: ...
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]: ...
 

@@ -3,7 +3,7 @@ backend (through a SqlSession)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
@@ -31,9 +31,9 @@ def _result_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _result_filter(task_id: str, status: str | None, result: str | None,
-                   reason: str | None) -> tuple[str, tuple]:
+                   reason: str | None) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a task's results with the filters given (None: any)."""
-    where, params = "task_id = ?", (task_id,)
+    where, params = "task_id = ?", cast(tuple[Any, ...], (task_id,))
     for column, value in (("status", status), ("result", result), ("reason", reason)):
         if value:  # "" is no filter, as None
             where, params = where + f" AND {column} = ?", params + (value,)
@@ -41,12 +41,12 @@ def _result_filter(task_id: str, status: str | None, result: str | None,
 
 
 class ReadModelQueries:
-    def __init__(self, sql: SqlSession, open_row: Callable[[str, dict], dict] | None = None):
+    def __init__(self, sql: SqlSession, open_row: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None):
         self.sql = sql
         # (task id, row) -> the row with its personal columns opened (engine/keyring.py)
         self.open_row = open_row or (lambda task_id, row: row)
 
-    def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -56,7 +56,8 @@ class ReadModelQueries:
         return _task_json(rows[0]) if rows else None
 
     def tasks(self, account_id: str, created_by: str | None = None) -> list[dict[str, Any]]:
-        sql, params = f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0", (account_id,)
+        sql = f"SELECT * FROM {TASKS.name} WHERE account_id = ? AND deleted = 0"
+        params: tuple[Any, ...] = (account_id,)
         if created_by:
             sql, params = sql + " AND created_by = ?", params + (created_by,)
         return [_task_json(r) for r in self._rows(sql + " ORDER BY created_at, task_id", params)]
@@ -95,7 +96,7 @@ class ReadModelQueries:
     def history(self, account_id: str, kind: str | None = None, actor: str | None = None) -> list[dict[str, Any]]:
         sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id, actor"
                f" FROM {HISTORY.name} WHERE account_id = ?")
-        params: tuple = (account_id,)
+        params: tuple[Any, ...] = (account_id,)
         if kind:
             sql += " AND type = ?"
             params += (kind,)
@@ -107,7 +108,7 @@ class ReadModelQueries:
     def results(self, task_id: str, status: str | None = None) -> Iterator[dict[str, Any]]:
         """Streamed: a task may hold a million results."""
         sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM {RESULTS.name} WHERE task_id = ?"
-        params: tuple = (task_id,)
+        params: tuple[Any, ...] = (task_id,)
         if status:
             sql += " AND status = ?"
             params += (status,)
@@ -126,7 +127,7 @@ class ReadModelQueries:
 
     def tasks_page(self, account_id: str | None, status: str | None, after: tuple[str, str] | None,
                    limit: int, created_by: str | None = None) -> list[dict[str, Any]]:
-        sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", ()
+        sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", cast(tuple[Any, ...], ())
         if account_id is not None:
             sql, params = sql + " AND account_id = ?", params + (account_id,)
         if status:
@@ -142,7 +143,7 @@ class ReadModelQueries:
                      actor: str | None = None) -> list[dict[str, Any]]:
         sql = (f"SELECT seq, occurred_at AS time, type, bucket, amount, balance_after, description, task_id, actor"
                f" FROM {HISTORY.name} WHERE account_id = ? AND seq > ?")
-        params: tuple = (account_id, after_seq)
+        params: tuple[Any, ...] = (account_id, after_seq)
         if kind:
             sql, params = sql + " AND type = ?", params + (kind,)
         if actor:
@@ -173,7 +174,8 @@ class ReadModelQueries:
     def results_count(self, task_id: str, status: str | None = None, result: str | None = None,
                       reason: str | None = None) -> int:
         where, params = _result_filter(task_id, status, result, reason)
-        return self.sql.execute(f"SELECT COUNT(*) FROM {RESULTS.name} WHERE {where}", params).fetchone()[0]
+        row = self.sql.execute(f"SELECT COUNT(*) FROM {RESULTS.name} WHERE {where}", params).fetchone()
+        return int(row[0]) if row else 0
 
     def results_by(self, task_id: str, column: str) -> list[tuple[str, int]]:
         """(value, count) of a task's results per detailed result, money status or reason."""
@@ -188,7 +190,7 @@ class ReadModelQueries:
         `since_minute` (`YYYY-MM-DDTHH:MM`), oldest first."""
         sql = (f"SELECT a.minute, SUM(a.results), SUM(a.unknown) FROM {ACTIVITY.name} a"
                f" JOIN {TASKS.name} t ON t.task_id = a.task_id WHERE a.minute >= ? AND t.deleted = 0")
-        params: tuple = (since_minute,)
+        params: tuple[Any, ...] = (since_minute,)
         if account_id is not None:
             sql, params = sql + " AND t.account_id = ?", params + (account_id,)
         return [(r[0], int(r[1]), int(r[2])) for r in self.sql.execute(

@@ -26,7 +26,7 @@ from events import (
     TaskDeleted,
     TaskFailed,
 )
-from projections.base import Change, DeleteWhere, Put, Table, View
+from projections.base import Change, DeleteWhere, Projection, Put, Table, View
 from projections import taxonomy  # result taxonomy: the detailed result, score and flags of a row
 
 TASKS = Table(
@@ -302,7 +302,7 @@ class ActivityProjection:
         return [Put(ACTIVITY.name, row)]
 
 
-def all_projections() -> list:
+def all_projections() -> list[Projection]:
     return [TasksProjection(), CreditsProjection(), ResultsProjection(), ApiKeysProjection(),
             NotificationsProjection(),
             ActivityProjection()]
