@@ -27,10 +27,11 @@ for longer than `task_stall_timeout`; past it the watchdog fails it the same way
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 from engine import tracing  # a span per chunk verified (engine/tracing.py)
 from engine.domain.tasks import Result
@@ -41,7 +42,7 @@ from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
 from consumers.scheduling import schedule
 from engine.policies import SWEEP_INTERVAL_S
-from consumers.verification import OutageClock, unsettled, verify_chunk
+from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
 from projections.runner import BATCH
 
@@ -56,7 +57,7 @@ class LeaseLost(EngineCrashed):
 
 
 class Runtime:
-    def __init__(self, engine: Engine, provider, only_task: str | None = None,
+    def __init__(self, engine: Engine, provider: Provider, only_task: str | None = None,
                  features: Sequence[Feature] = FEATURES):
         self.engine = engine
         self.features = features  # the log-driven features it runs beside the engine
@@ -67,7 +68,7 @@ class Runtime:
         # a CLI following one task (`vec verify`, `vec bulk --wait`) is a "follower": a whole
         # engine starting meanwhile waits for it instead of refusing to start
         self.holder = f"{'follower' if only_task else 'runtime'}-{uuid.uuid4().hex[:12]}"
-        self.drivers: dict[str, asyncio.Task] = {}
+        self.drivers: dict[str, asyncio.Task[None]] = {}
         self.wakeups: dict[str, asyncio.Event] = {}
         self.slots = asyncio.Semaphore(self.settings.workers)
         self.position = 0
@@ -95,8 +96,8 @@ class Runtime:
 
     async def _run(self, stop: asyncio.Event) -> None:
         previous = await self._acquire_lease(stop)
-        if previous is _STOPPED:
-            return
+        if previous is not None and not isinstance(previous, LeaseInfo):
+            return  # _STOPPED: stopped before the lease was ever taken
         try:
             try:
                 self.recover(previous)
@@ -119,7 +120,7 @@ class Runtime:
                 self._quietly(self.db.lease.release, self.holder, self.engine.clock())
             self._quietly(self.db.catch_up)
 
-    async def _acquire_lease(self, stop: asyncio.Event):
+    async def _acquire_lease(self, stop: asyncio.Event) -> LeaseInfo | None | object:
         """The lease, or LeaseHeld if another engine runs here. A follower (a CLI driving one
         task) is waited for: it ends with its task, and this engine then takes over."""
         announced = False
@@ -138,7 +139,7 @@ class Runtime:
                 return _STOPPED
 
     @staticmethod
-    async def _supervised(name: str, loop, stop: asyncio.Event) -> None:
+    async def _supervised(name: str, loop: Awaitable[None], stop: asyncio.Event) -> None:
         """Runs one loop of the runtime; when it ends, for whatever reason, the others end too."""
         try:
             await loop
@@ -152,7 +153,7 @@ class Runtime:
             raise EngineCrashed(f"the engine's {name} failed: {type(error).__name__}: {error}") from error
 
     @staticmethod
-    def _quietly(action, *args) -> None:
+    def _quietly(action: Callable[..., object], *args: object) -> None:
         """Clean-up on the way out must not hide the error that stopped the engine."""
         try:
             action(*args)
@@ -221,7 +222,10 @@ class Runtime:
         log.info("driving task %s", task_id, extra=metrics.task_ids(self.engine, task_id))
         metrics.TASKS_DRIVEN.inc()
         self.drivers[task_id] = asyncio.create_task(self._drive(task_id), name=f"drive-{task_id}")
-        self.drivers[task_id].add_done_callback(lambda _t, tid=task_id: self._driver_done(tid))
+        self.drivers[task_id].add_done_callback(functools.partial(self._on_driver_done, task_id))
+
+    def _on_driver_done(self, task_id: str, _task: asyncio.Task[None]) -> None:
+        self._driver_done(task_id)
 
     def _driver_done(self, task_id: str) -> None:
         task = self.drivers.pop(task_id, None)
@@ -242,7 +246,7 @@ class Runtime:
     # --- one task: the chunk scheduler and its workers --------------------------------
 
     async def _drive(self, task_id: str) -> None:
-        jobs: dict[int, asyncio.Task] = {}
+        jobs: dict[int, asyncio.Task[None]] = {}
         crashes: dict[int, int] = {}  # chunk -> worker crashes
         failures = 0  # scheduling steps failed in a row
         try:
@@ -265,14 +269,15 @@ class Runtime:
         finally:
             await _cancel_all(jobs)
 
-    def _transient(self, error: Exception) -> bool:
+    def _transient(self, error: BaseException | None) -> bool:
         """The store being busy or away is retried without limit (the stall bound still holds)."""
         return isinstance(error, self.db.transient_errors)
 
     def _backoff(self, attempt: int) -> float:
-        return min(max(self.settings.retry_backoff, self.settings.poll_interval) * 2 ** max(attempt - 1, 0), 30.0)
+        base_s = max(self.settings.retry_backoff, self.settings.poll_interval)
+        return float(min(base_s * 2 ** max(attempt - 1, 0), 30.0))
 
-    async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task], crashes: dict[int, int]) -> bool:
+    async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task[None]], crashes: dict[int, int]) -> bool:
         """One round of scheduling; False once the task has stopped."""
         state = schedule(self.engine, task_id, self.provider.name, getattr(self.provider, "tier", "primary"),
                          self.settings.chunk_window)
@@ -332,7 +337,7 @@ class _EngineSink:
         self.engine.fail_for_system(self.task_id, reason)
 
 
-async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:
+async def _cancel_all(jobs: dict[int, asyncio.Task[None]]) -> None:
     for job in jobs.values():
         job.cancel()
     await asyncio.gather(*jobs.values(), return_exceptions=True)
@@ -342,7 +347,7 @@ async def _cancel_all(jobs: dict[int, asyncio.Task]) -> None:
 _STOPPED = object()  # stopped before the lease was ever taken
 
 
-def drive_until_finished(engine: Engine, provider, task_id: str) -> None:
+def drive_until_finished(engine: Engine, provider: Provider, task_id: str) -> None:
     """Runs the engine in-process for one task (`vec verify`, `vec bulk --wait` with no engine)."""
     asyncio.run(Runtime(engine, provider, only_task=task_id).run())
 

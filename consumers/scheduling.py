@@ -19,7 +19,7 @@ def schedule(engine: Engine, task_id: str, provider: str, tier: str, window: int
         # the stop: nothing more will be chunked. A failed task keeps the addresses it never
         # submitted: with its failed chunks' they are its "unprocessed" download (until erased)
         if state.status != "failed":
-            engine.inputs.discard(state.upload_id)
+            engine.inputs.discard(state.upload_id or task_id)
         return state
     submitting = chunks_to_submit(state, window)
     for chunk_no in submitting:
@@ -27,5 +27,5 @@ def schedule(engine: Engine, task_id: str, provider: str, tier: str, window: int
         engine.submit_chunk(task_id, chunk_no, addresses, provider, tier)
         state = engine.task(task_id)
     if submitting and state.chunks_submitted == state.total_chunks:
-        engine.inputs.discard(state.upload_id)  # every address is in the log now
+        engine.inputs.discard(state.upload_id or task_id)  # every address is in the log now
     return state

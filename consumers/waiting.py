@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 
-async def sleep_or(stop: asyncio.Event, seconds: float, *also) -> None:
+async def sleep_or(stop: asyncio.Event, seconds: float, *also: asyncio.Event | asyncio.Future[Any]) -> None:
     """Sleeps `seconds`, or less if `stop` or one of `also` (events, or tasks: never
     cancelled here) comes first."""
-    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     waiters += [asyncio.ensure_future(a.wait()) if isinstance(a, asyncio.Event) else a for a in also]
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
