@@ -27,7 +27,7 @@ ADDED_FIELDS: dict[tuple[str, int], Payload] = {
 UPCASTERS: dict[tuple[str, int], Callable[[Payload], Payload]] = {}
 
 
-def upcaster(type_name: str, from_version: int):
+def upcaster(type_name: str, from_version: int) -> Callable[[Callable[[Payload], Payload]], Callable[[Payload], Payload]]:
     def register(fn: Callable[[Payload], Payload]) -> Callable[[Payload], Payload]:
         UPCASTERS[(type_name, from_version)] = fn
         return fn

@@ -41,6 +41,7 @@ routable (verifier/egress.py; loopback only in the test mode ``loopback_only``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -112,7 +113,7 @@ def set_observer(observer: ProbeObserver | None) -> None:
     _observer = observer
 
 
-def _observe(what: str, *args) -> None:
+def _observe(what: str, *args: object) -> None:
     if _observer is None:
         return
     try:
@@ -294,7 +295,10 @@ class _FleetSlot:
         return True  # a fleet slot may always mean waiting
 
     async def acquire(self) -> None:
-        self.host.held.append(await self.host.shared.acquire(self.host.key))
+        shared = self.host.shared
+        if shared is None:  # made only for a fleet's host (HostSlots given)
+            raise RuntimeError("a fleet slot without the fleet's slots")
+        self.host.held.append(await shared.acquire(self.host.key))
 
 
 class _LoopState:
@@ -1011,7 +1015,8 @@ class _DomainJob(Pipelining):
                 if sess is not None or o.finished:
                     return sess
         item.hosts.extend(o.tried)
-        return self._open_failed(item, o)
+        self._open_failed(item, o)
+        return None
 
     async def _try_address(self, item: _Item, cm: asyncio.Timeout, o: "_Opening",
                            host_name: str, ip: str) -> Session | None:
@@ -1043,7 +1048,7 @@ class _DomainJob(Pipelining):
         if sess is None:
             self._give_back(st, hsem)
             return None
-        sess.releases = [lambda h=hsem: self._give_back(st, h), self.p._session_opened(key, host_name)]
+        sess.releases = [functools.partial(self._give_back, st, hsem), self.p._session_opened(key, host_name)]
         self.live += 1
         self.opened += 1
         sess.releases.append(self._session_closed)

@@ -24,7 +24,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 from urllib.parse import urlsplit
 
 from .config import VerifierSettings
-from .prober import SmtpProber
+from .prober import HostSlots, SmtpProber
 from .resolver import DnsResolver
 from .result import STATUSES, ProviderError, ProviderUnavailable, VerificationResult
 
@@ -240,7 +240,7 @@ class HttpApiProvider:
         return out
 
 
-def build_provider(settings: VerifierSettings | None = None, host_slots=None) -> Provider:
+def build_provider(settings: VerifierSettings | None = None, host_slots: HostSlots | None = None) -> Provider:
     """The primary SMTP tier, plus the configured fallback tier (if any). `host_slots` makes
     the per-MX session limit hold across processes (a fleet of workers)."""
     s = settings or VerifierSettings()

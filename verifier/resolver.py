@@ -264,22 +264,22 @@ class DnsResolver:
         if not records:
             # RFC 5321 5.1: no MX -> the domain itself is the implicit MX (A/AAAA).
             ha = await self._host_addresses(domain)
-            notes = tuple(ha.refused)
+            refused = tuple(ha.refused)
             if ha.addresses:
                 host = MxHost(domain, 0, tuple(ha.addresses), implicit=True)
                 return (MxLookup(domain, "ok", (host,), (), "no MX; implicit MX from A/AAAA",
-                                 egress_notes=notes), min(cap, ha.ttl), False)
+                                 egress_notes=refused), min(cap, ha.ttl), False)
             if ha.filtered:
                 return MxLookup(domain, "blocked", detail=f"{domain}: {ha.detail}"), 0, False
             if ha.failed:
                 return MxLookup(domain, "failure", detail=f"{domain}: {ha.detail}",
-                                egress_notes=notes), 0, ha.silent
-            if notes:
-                return MxLookup(domain, "policy", detail="no MX; " + "; ".join(notes),
-                                egress_notes=notes), 0, False
+                                egress_notes=refused), 0, ha.silent
+            if refused:
+                return MxLookup(domain, "policy", detail="no MX; " + "; ".join(refused),
+                                egress_notes=refused), 0, False
             return MxLookup(domain, "no_mx", detail=f"{domain}: no MX and no A/AAAA record"), cap, False
 
-        ttl = min(cap, float(ans.rrset.ttl))
+        ttl = min(cap, float(ans.rrset.ttl)) if ans.rrset is not None else cap
         real = [r for r in records if r.exchange != dns.name.root]
         if not real:
             return (MxLookup(domain, "null_mx", detail=f"{domain}: null MX (RFC 7505), accepts no mail"),
@@ -293,7 +293,7 @@ class DnsResolver:
             *(self._host_addresses(r.exchange.to_text(omit_final_dot=True).lower()) for r in chosen)
         )
         hosts = []
-        notes = []
+        notes: list[str] = []
         egress = tuple(n for info in infos for n in info.refused)
         for r, info in zip(chosen, infos):
             name = r.exchange.to_text(omit_final_dot=True).lower()

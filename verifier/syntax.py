@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES  # lowered by email-validator
@@ -61,7 +62,7 @@ def length_error(local_part: str, ascii_domain: str) -> str | None:
     return None
 
 
-_OPTS = dict(
+_OPTS: dict[str, Any] = dict(
     check_deliverability=False,
     allow_smtputf8=True,
     allow_quoted_local=False,
