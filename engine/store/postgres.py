@@ -427,9 +427,10 @@ class PostgresInputs:
         with self.pool.connection() as conn:
             old = {r[0] for r in conn.execute("SELECT upload_id FROM uploads WHERE staged_at < %s",
                                               (staged_before,)).fetchall()}
-        for upload_id in old - set(keep):
+        stale = old - set(keep)  # `keep` may be an iterator: read once
+        for upload_id in stale:
             self.discard(upload_id)
-        return len(old - set(keep))
+        return len(stale)
 
 
 class PostgresLease:
