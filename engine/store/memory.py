@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from engine.keyring import Keyring
+from engine.keyring import Keyring, append_seals
 from engine.store.base import (
     ANY,
     ConcurrencyError,
@@ -82,9 +82,7 @@ class MemoryEventStore:
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        # keys are made (if new) before the append, as on disk
-        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
-                 if self.keyring else None for stream in {new.stream for new in events}}
+        seals = append_seals(self.keyring, events)
         log = self.log
         with log.write_lock:
             if idempotency is not None and self._lookup(idempotency) is not None:

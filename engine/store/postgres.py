@@ -28,6 +28,7 @@ import psycopg.errors
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from engine.keyring import append_seals
 from events import NewEvent, RecordedEvent, decode, encode
 
 if TYPE_CHECKING:
@@ -262,9 +263,7 @@ class PostgresEventStore:
         for new in events:
             if new.stream not in expected:
                 raise ValueError(f"no expected version given for {new.stream}")
-        # keys are made (if new) before the transaction: a key must never vanish in a rollback
-        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
-                 if self.keyring else None for stream in {new.stream for new in events}}
+        seals = append_seals(self.keyring, events)
         try:
             with self.pool.pinned() as conn:
                 head = _scalar(conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))

@@ -1,18 +1,8 @@
-"""Every port's contract on the in-memory adapters (engine/store/memory.py): the event store
-(store_contract.py) and the others (ports_contract.py)."""
+"""The ports' contracts (ports_contract.py) on the in-memory adapters (engine/store/memory.py)."""
 from __future__ import annotations
 
-from engine.store.memory import MemoryEventStore, MemoryInputs, MemoryKeyStore, MemoryLease
+from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
 from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
-from tests.integration.store_contract import EventStoreContract
-
-
-class TestMemoryEventStore(EventStoreContract):
-    def make_store(self):
-        return MemoryEventStore()
-
-    def connect_again(self, store):
-        return store.connect_again()
 
 
 class TestMemoryInputs(StagedInputsContract):
