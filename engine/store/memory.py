@@ -52,6 +52,7 @@ class MemoryLog:
     """The shared state behind every handle on one in-memory log."""
 
     rows: list[_Row] = field(default_factory=list)  # row i has position i + 1
+    by_stream: dict[str, list[_Row]] = field(default_factory=dict)  # each stream's rows, oldest first
     versions: dict[str, int] = field(default_factory=dict)
     event_ids: set[uuid.UUID] = field(default_factory=set)
     keys: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # key -> fingerprint, first, last
@@ -93,6 +94,8 @@ class MemoryEventStore:
                 self.before_commit()
             with log.view_lock:
                 log.rows.extend(rows)
+                for row in rows:
+                    log.by_stream.setdefault(row.stream, []).append(row)
                 log.versions.update(versions)
                 log.event_ids.update(row.event_id for row in rows)
                 if idempotency is not None:
@@ -157,8 +160,10 @@ class MemoryEventStore:
 
     def read_stream(self, stream: str, after_version: int = 0,
                     until_position: int | None = None) -> Iterator[RecordedEvent]:
-        for row in self._committed(0, until_position):
-            if row.stream == stream and row.version > after_version:
+        with self.log.view_lock:
+            rows = self.log.by_stream.get(stream, [])[max(after_version, 0):]
+        for row in rows:
+            if until_position is None or row.position <= until_position:
                 yield self._event(row)
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,

@@ -44,7 +44,8 @@ def test_a_single_task_runs_and_settles_in_memory(memory_db):
     assert memory_db.inputs.staged() == {safe: 1, unknown: 1}
     assert staged_chunk(memory_db, safe, 0, 1) == ["Ann@X.org"]
 
-    for task_id, result in ((safe, Result("Ann@X.org", "safe")), (unknown, Result("bob@x.org", "unknown", "smtp_timeout"))):
+    answers = {safe: Result("Ann@X.org", "safe"), unknown: Result("bob@x.org", "unknown", "smtp_timeout")}
+    for task_id, result in answers.items():
         engine.submit_chunk(task_id, 0, staged_chunk(memory_db, task_id, 0, 1), "smtp", "primary")
         engine.record_results(task_id, 0, [result])
 
