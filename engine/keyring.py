@@ -25,13 +25,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, Sequence, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from engine.domain.errors import InvariantViolation
-from events import Event
+from events import Event, NewEvent
 
 if TYPE_CHECKING:
     from projections.base import Table
@@ -173,3 +173,12 @@ class Keyring:
     def pepper(self) -> bytes:
         """The store-wide secret of keyed fingerprints."""
         return self.sealer("~pepper", create=True)._mac_key
+
+
+def append_seals(keyring: Keyring | None, events: Sequence[NewEvent]) -> dict[str, Callable[[str], str] | None]:
+    """Each stream's seal function for an append (None: nothing to seal). The event stores
+    call it before their transaction opens: a key made here must never vanish in a rollback."""
+    streams = {new.stream for new in events}
+    if keyring is None:
+        return dict.fromkeys(streams)
+    return {stream: keyring.seal_for(stream, [n.event for n in events if n.stream == stream]) for stream in streams}

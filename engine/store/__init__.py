@@ -1,11 +1,13 @@
-"""Opening a store by URL: `sqlite:///PATH` (the embedded default) or
-`postgresql://USER@HOST:PORT/DB` (the distributed mode's log of record).
+"""Opening a store by URL: `sqlite:///PATH` (the embedded default),
+`postgresql://USER@HOST:PORT/DB` (the distributed mode's log of record) or `memory://`
+(nothing on disk: the in-memory adapters of engine/store/memory.py, for fast tests).
 
 Both give a `Database`: the same ports (engine/store/base.py, projections/sql.py) over
 either backend, so the service, the runtime, audit and replay never know which one runs.
 """
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 from urllib.parse import urlparse
@@ -64,7 +66,10 @@ def open_database(url: str, migrate: bool = False) -> Database:
         from engine.store.postgres import open_postgres
 
         return open_postgres(url, migrate=migrate)
-    raise StoreUrlError(f"unsupported store URL {url!r}; use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    if scheme == "memory":
+        return _open_memory(url)
+    raise StoreUrlError(f"unsupported store URL {url!r}; use sqlite:///PATH, postgresql://USER@HOST:PORT/DB"
+                        " or memory://")
 
 
 def sqlite_path(url: str) -> str:
@@ -77,13 +82,33 @@ def sqlite_path(url: str) -> str:
 def _open_sqlite(url: str) -> Database:
     from engine.store.inputs import SqliteInputs
     from engine.store.lease import Lease
-    from engine.store.sqlite import SqliteEventStore, SqliteKeyStore, SqliteSession, connect
+    from engine.store.sqlite import SqliteEventStore, SqliteKeyStore, connect
 
     conn = connect(sqlite_path(url))
     keyring = Keyring(SqliteKeyStore(conn))
-    events = SqliteEventStore(conn, keyring)
+    return _with_sqlite_read_models(url, conn, keyring, SqliteEventStore(conn, keyring), SqliteInputs(conn),
+                                    Lease(conn))
+
+
+def _open_memory(url: str) -> Database:
+    """A store that lives as long as the Database: the log, staged uploads, lease and keys in
+    memory (engine/store/memory.py); the read models in an in-memory SQLite database, as
+    they are SQL. Each call is a new, empty store."""
+    from engine.store.memory import MemoryEventStore, MemoryInputs, MemoryKeyStore, MemoryLease
+    from engine.store.sqlite import connect
+
+    keyring = Keyring(MemoryKeyStore())
+    return _with_sqlite_read_models(url, connect(":memory:"), keyring, MemoryEventStore(keyring=keyring),
+                                    MemoryInputs(), MemoryLease())
+
+
+def _with_sqlite_read_models(url: str, conn: sqlite3.Connection, keyring: Keyring, events: EventStore,
+                             inputs: StagedInputs, lease: EngineLease) -> Database:
+    """The Database of these ports, its read models in the SQLite connection `conn`."""
+    from engine.store.sqlite import SqliteSession
+
     session = SqliteSession(conn)
-    return Database(url, events, SqliteInputs(conn), Lease(conn),
+    return Database(url, events, inputs, lease,
                     ProjectionRunner(session, all_projections(), events.read_all, seal_row=keyring.seal_row),
                     ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot,
                     conn.close, keyring)

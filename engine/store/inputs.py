@@ -95,6 +95,7 @@ class SqliteInputs:
         """Drops uploads staged before a moment that no active task needs; returns how many."""
         cutoff = staged_before.astimezone(timezone.utc).isoformat()
         old = {r[0] for r in self.conn.execute("SELECT upload_id FROM uploads WHERE staged_at < ?", (cutoff,))}
-        for upload_id in old - set(keep):
+        stale = old - set(keep)  # `keep` may be an iterator: read once
+        for upload_id in stale:
             self.discard(upload_id)
-        return len(old - set(keep))
+        return len(stale)

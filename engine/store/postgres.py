@@ -28,6 +28,7 @@ import psycopg.errors
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from engine.keyring import append_seals
 from events import NewEvent, RecordedEvent, decode, encode
 
 if TYPE_CHECKING:
@@ -262,9 +263,7 @@ class PostgresEventStore:
         for new in events:
             if new.stream not in expected:
                 raise ValueError(f"no expected version given for {new.stream}")
-        # keys are made (if new) before the transaction: a key must never vanish in a rollback
-        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
-                 if self.keyring else None for stream in {new.stream for new in events}}
+        seals = append_seals(self.keyring, events)
         try:
             with self.pool.pinned() as conn:
                 head = _scalar(conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))
@@ -427,9 +426,10 @@ class PostgresInputs:
         with self.pool.connection() as conn:
             old = {r[0] for r in conn.execute("SELECT upload_id FROM uploads WHERE staged_at < %s",
                                               (staged_before,)).fetchall()}
-        for upload_id in old - set(keep):
+        stale = old - set(keep)  # `keep` may be an iterator: read once
+        for upload_id in stale:
             self.discard(upload_id)
-        return len(old - set(keep))
+        return len(stale)
 
 
 class PostgresLease:

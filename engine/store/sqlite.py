@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
-from engine.keyring import Keyring
+from engine.keyring import Keyring, append_seals
 
 if TYPE_CHECKING:
     from projections.base import Table
@@ -156,9 +156,7 @@ class SqliteEventStore:
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        # keys are made (if new) before the transaction: a key must never vanish in a rollback
-        seals = {stream: self.keyring.seal_for(stream, [n.event for n in events if n.stream == stream])
-                 if self.keyring else None for stream in {new.stream for new in events}}
+        seals = append_seals(self.keyring, events)
         with transaction(self.conn) as conn:
             if idempotency is not None and self._lookup(idempotency) is not None:
                 raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")

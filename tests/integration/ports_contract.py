@@ -1,0 +1,230 @@
+"""The contracts of the store's other ports, reusable by every backend (as store_contract.py
+is for the event store): StagedInputs and EngineLease (engine/store/base.py), KeyStore
+(engine/keyring.py).
+
+A backend's test module subclasses each contract and implements its one hook:
+
+    class TestMyInputs(StagedInputsContract):
+        def make_inputs(self):      # a fresh, empty StagedInputs
+            ...
+
+`self.workspace` is a fresh temporary directory for each test; a hook registers what must
+be closed with `self.closing(close)`. Nothing here knows which backend runs it.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+import pytest
+
+from engine.keyring import SEALED, Sealer
+from engine.store.lease import LeaseHeld
+
+T0 = datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+PARIS = timezone(timedelta(hours=2))
+
+
+class PortContract:
+    @pytest.fixture(autouse=True)
+    def _port_workspace(self, tmp_path):
+        self.workspace = tmp_path
+        self._closers: list[Callable[[], None]] = []
+        yield
+        for close in reversed(self._closers):
+            close()
+
+    def closing(self, close: Callable[[], None]) -> None:
+        self._closers.append(close)
+
+
+class StagedInputsContract(PortContract):
+    def make_inputs(self):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def inputs(self):
+        return self.make_inputs()
+
+    def test_nothing_is_staged_at_first(self, inputs):
+        assert inputs.staged() == {}
+        assert inputs.chunk("u-1", 0, 10) == []
+
+    def test_stage_keeps_each_address_once_case_insensitively_first_seen_first(self, inputs):
+        raw = ["b@x.org", "A@x.org", "c@x.org", "a@X.org", "B@x.org", "d@x.org", "C@X.ORG"]
+        assert inputs.stage("u-1", raw, T0) == 4
+        assert inputs.chunk("u-1", 0, 100) == ["b@x.org", "A@x.org", "c@x.org", "d@x.org"]
+        assert inputs.staged() == {"u-1": 4}
+
+    def test_stage_reads_any_iterable_once(self, inputs):
+        assert inputs.stage("u-1", (f"a{i}@x.org" for i in range(3)), T0) == 3
+        assert inputs.chunk("u-1", 0, 10) == ["a0@x.org", "a1@x.org", "a2@x.org"]
+
+    def test_chunks_are_consecutive_windows_in_staged_order(self, inputs):
+        addresses = [f"a{i}@x.org" for i in range(7)]
+        inputs.stage("u-1", addresses, T0)
+        assert [inputs.chunk("u-1", n, 3) for n in range(4)] == [addresses[0:3], addresses[3:6], addresses[6:], []]
+        assert inputs.chunk("u-1", 1, 5) == addresses[5:]
+
+    def test_sealed_addresses_are_stored_sealed_compared_sealed_and_opened_on_read(self, inputs):
+        sealer = Sealer(bytes(range(64)))
+        raw = ["Jörg@Bücher.de", "x@y.org", "jörg@bücher.de", "X@Y.ORG", "z@y.org"]
+        assert inputs.stage("u-1", raw, T0, seal=sealer.seal) == 3
+        stored = inputs.chunk("u-1", 0, 10)
+        assert all(s.startswith(SEALED) for s in stored) and not set(stored) & set(raw)
+        assert inputs.chunk("u-1", 0, 10, open_=sealer.open) == ["Jörg@Bücher.de", "x@y.org", "z@y.org"]
+        assert inputs.chunk("u-1", 1, 2, open_=sealer.open) == ["z@y.org"]
+
+    def test_uploads_are_kept_apart(self, inputs):
+        inputs.stage("u-1", ["a@x.org", "b@x.org"], T0)
+        inputs.stage("u-2", ["b@x.org", "c@x.org", "d@x.org"], T0)
+        assert inputs.staged() == {"u-1": 2, "u-2": 3}
+        assert inputs.chunk("u-2", 0, 10) == ["b@x.org", "c@x.org", "d@x.org"]
+
+    def test_an_upload_id_is_staged_once(self, inputs):
+        inputs.stage("u-1", ["a@x.org"], T0)
+        with pytest.raises(Exception):
+            inputs.stage("u-1", ["b@x.org", "c@x.org"], T0)
+        assert inputs.staged() == {"u-1": 1}
+        assert inputs.chunk("u-1", 0, 10) == ["a@x.org"]
+
+    def test_a_source_that_fails_midway_stages_nothing(self, inputs):
+        def broken() -> Iterator[str]:
+            yield "a@x.org"
+            raise OSError("the upload was cut")
+
+        with pytest.raises(OSError):
+            inputs.stage("u-1", broken(), T0)
+        assert inputs.staged() == {}
+        assert inputs.stage("u-1", ["b@x.org"], T0) == 1  # the id is still free
+        assert inputs.chunk("u-1", 0, 10) == ["b@x.org"]
+
+    def test_discard_drops_one_upload(self, inputs):
+        inputs.stage("u-1", ["a@x.org"], T0)
+        inputs.stage("u-2", ["b@x.org"], T0)
+        inputs.discard("u-1")
+        inputs.discard("never-staged")
+        assert inputs.staged() == {"u-2": 1}
+        assert inputs.chunk("u-1", 0, 10) == []
+        assert inputs.stage("u-1", ["c@x.org"], T0) == 1  # a discarded id may be staged again
+
+    def test_sweep_drops_old_uploads_but_keeps_those_in_use(self, inputs):
+        inputs.stage("old", ["a@x.org"], T0)
+        inputs.stage("old-in-use", ["b@x.org"], T0.astimezone(PARIS))
+        inputs.stage("new", ["c@x.org"], T0 + timedelta(days=2))
+        assert inputs.sweep(T0 + timedelta(days=1), keep=["old-in-use", "new"]) == 1
+        assert inputs.staged() == {"old-in-use": 1, "new": 1}
+        assert inputs.sweep(T0 + timedelta(days=1), keep=(u for u in ["old-in-use"])) == 0
+        assert inputs.staged() == {"old-in-use": 1, "new": 1}
+
+    def test_sweep_compares_instants_not_clock_faces(self, inputs):
+        inputs.stage("u-1", ["a@x.org"], T0.astimezone(PARIS))  # 11:30 in Paris = 09:30 UTC
+        assert inputs.sweep(T0 - timedelta(seconds=1), keep=[]) == 0
+        assert inputs.sweep((T0 + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=-4))), keep=[]) == 1
+        assert inputs.staged() == {}
+
+
+class EngineLeaseContract(PortContract):
+    TTL_S = 30.0
+
+    def make_lease(self):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def lease(self):
+        return self.make_lease()
+
+    def test_no_lease_at_first(self, lease):
+        assert lease.current() is None
+
+    def test_the_first_acquire_takes_the_lease_for_this_process(self, lease):
+        assert lease.acquire("a", T0, self.TTL_S) is None
+        current = lease.current()
+        assert (current.holder, current.pid, current.heartbeat) == ("a", os.getpid(), T0)
+
+    def test_a_live_lease_of_another_holder_is_refused_and_left_alone(self, lease):
+        lease.acquire("a", T0, self.TTL_S)
+        with pytest.raises(LeaseHeld) as refused:
+            lease.acquire("b", T0 + timedelta(seconds=self.TTL_S), self.TTL_S)
+        assert refused.value.lease.holder == "a"
+        assert (lease.current().holder, lease.current().heartbeat) == ("a", T0)
+
+    def test_acquire_returns_the_previous_lease(self, lease):
+        lease.acquire("a", T0, self.TTL_S)
+        again = lease.acquire("a", T0 + timedelta(seconds=5), self.TTL_S)  # its own holder: a restart
+        assert (again.holder, again.heartbeat) == ("a", T0)
+        later = T0 + timedelta(seconds=5 + self.TTL_S + 1)  # a's heartbeat is too old: a died
+        previous = lease.acquire("b", later, self.TTL_S)
+        assert (previous.holder, previous.heartbeat) == ("a", T0 + timedelta(seconds=5))
+        assert (lease.current().holder, lease.current().heartbeat) == ("b", later)
+
+    def test_only_the_holder_beats(self, lease):
+        lease.acquire("a", T0, self.TTL_S)
+        assert lease.beat("b", T0 + timedelta(seconds=1)) is False
+        assert lease.current().heartbeat == T0
+        assert lease.beat("a", T0 + timedelta(seconds=2)) is True
+        assert lease.current().heartbeat == T0 + timedelta(seconds=2)
+        # the heartbeat keeps a lease alive past the TTL of its first acquire
+        with pytest.raises(LeaseHeld):
+            lease.acquire("b", T0 + timedelta(seconds=self.TTL_S + 1), self.TTL_S)
+
+    def test_beating_without_a_lease_is_false(self, lease):
+        assert lease.beat("a", T0) is False
+        assert lease.current() is None
+
+    def test_release_frees_the_lease_and_keeps_the_outage_clock(self, lease):
+        lease.acquire("a", T0, self.TTL_S)
+        lease.release("b", T0 + timedelta(seconds=1))  # not the holder: nothing happens
+        assert (lease.current().holder, lease.current().heartbeat) == ("a", T0)
+        lease.release("a", T0 + timedelta(seconds=2))
+        assert (lease.current().holder, lease.current().heartbeat) == ("", T0 + timedelta(seconds=2))
+        assert lease.beat("a", T0 + timedelta(seconds=3)) is False
+        previous = lease.acquire("b", T0 + timedelta(seconds=3), self.TTL_S)  # at once: no wait for the TTL
+        assert (previous.holder, previous.heartbeat) == ("", T0 + timedelta(seconds=2))
+
+    def test_heartbeats_are_instants(self, lease):
+        lease.acquire("a", T0.astimezone(PARIS), self.TTL_S)
+        assert lease.current().heartbeat == T0
+        assert lease.beat("a", (T0 + timedelta(seconds=1)).astimezone(PARIS))
+        assert lease.current().heartbeat == T0 + timedelta(seconds=1)
+
+
+class KeyStoreContract(PortContract):
+    def make_keystore(self):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def keys(self):
+        return self.make_keystore()
+
+    def test_an_unknown_scope_has_no_key(self, keys):
+        assert keys.get("t-1") is None
+
+    def test_put_stores_and_returns_the_key(self, keys):
+        key = os.urandom(64)
+        assert keys.put("t-1", key) == key
+        assert keys.get("t-1") == key
+        assert isinstance(keys.get("t-1"), bytes)
+
+    def test_put_twice_keeps_the_first_key(self, keys):
+        first, second = os.urandom(64), os.urandom(64)
+        keys.put("t-1", first)
+        assert keys.put("t-1", second) == first  # two processes racing to make a key agree on one
+        assert keys.get("t-1") == first
+
+    def test_destroy_drops_one_key_for_good(self, keys):
+        one, two = os.urandom(64), os.urandom(64)
+        keys.put("t-1", one)
+        keys.put("t-2", two)
+        keys.destroy("t-1")
+        keys.destroy("never-had-one")
+        assert keys.get("t-1") is None
+        assert keys.get("t-2") == two
+        fresh = os.urandom(64)
+        assert keys.put("t-1", fresh) == fresh  # a new key, never the destroyed one
+
+    def test_scopes_are_compared_exactly(self, keys):
+        key = os.urandom(64)
+        keys.put("Task-1", key)
+        assert keys.get("task-1") is None and keys.get("Task-1 ") is None

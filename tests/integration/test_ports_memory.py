@@ -1,0 +1,20 @@
+"""The ports' contracts (ports_contract.py) on the in-memory adapters (engine/store/memory.py)."""
+from __future__ import annotations
+
+from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
+from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+
+
+class TestMemoryInputs(StagedInputsContract):
+    def make_inputs(self):
+        return MemoryInputs()
+
+
+class TestMemoryLease(EngineLeaseContract):
+    def make_lease(self):
+        return MemoryLease()
+
+
+class TestMemoryKeyStore(KeyStoreContract):
+    def make_keystore(self):
+        return MemoryKeyStore()

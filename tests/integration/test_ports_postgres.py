@@ -1,0 +1,37 @@
+"""The ports' contracts (ports_contract.py) on a real PostgreSQL server (a throw-away
+cluster started by the test session), on a migrated, empty database per test."""
+from __future__ import annotations
+
+import pytest
+
+from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, migrate_log
+from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+
+pytestmark = pytest.mark.postgres
+
+
+class PostgresDatabase:
+    @pytest.fixture(autouse=True)
+    def _database(self, pg_url):
+        self.url = pg_url
+
+    def pool(self):
+        pool = Pool(self.url)
+        self.closing(pool.close)
+        migrate_log(pool)
+        return pool
+
+
+class TestPostgresInputs(PostgresDatabase, StagedInputsContract):
+    def make_inputs(self):
+        return PostgresInputs(self.pool())
+
+
+class TestPostgresLease(PostgresDatabase, EngineLeaseContract):
+    def make_lease(self):
+        return PostgresLease(self.pool())
+
+
+class TestPostgresKeyStore(PostgresDatabase, KeyStoreContract):
+    def make_keystore(self):
+        return PostgresKeyStore(self.pool())
