@@ -25,6 +25,7 @@ from engine.domain.accounts import (
     evolve,
 )
 from engine.domain.errors import (
+    AccountAlreadyOpen,
     AccountNotFound,
     DuplicateUpload,
     InsufficientCredits,
@@ -100,7 +101,9 @@ def test_a_grant_of_something_other_than_a_whole_number_is_refused(amount):
 
 
 def test_a_grant_of_one_credit_is_the_smallest_taken():
-    assert decide(GrantCredits("payg", 1, "purchase", NOW), opened()) == [CreditsGranted("payg", 1, "purchase")]
+    events, state = run(opened(), GrantCredits("payg", 1, "purchase", NOW))
+    assert events == [CreditsGranted("payg", 1, "purchase")]
+    assert state.payg == 201
 
 
 @pytest.mark.parametrize("reason", ["purchase", "subscription", "support"])
@@ -142,9 +145,9 @@ def test_a_monthly_grant_sets_the_bucket_and_its_expiry_and_leaves_payg_alone():
 
 def test_evolve_refuses_a_grant_of_nothing_or_past_the_bound():
     state = opened()
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match="grant of 0 takes the balance 200 out of bounds"):
         evolve(state, CreditsGranted("payg", 0, "purchase"))
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match="out of bounds"):
         evolve(state, CreditsGranted("payg", MAX_BALANCE - state.total + 1, "purchase"))
     assert evolve(state, CreditsGranted("payg", MAX_BALANCE - state.total, "purchase")).total == MAX_BALANCE
 
@@ -165,6 +168,20 @@ def test_an_empty_monthly_bucket_is_never_expired_even_past_its_period():
     assert state.monthly == 0
     assert decide(ExpireMonthly(END_OF_MARCH + DAY), state) == []
     assert decide(DebitCredits("t2", 5, END_OF_MARCH + DAY), state) == [CreditsDebited("t2", 0, 5)]
+
+
+def test_a_new_period_expires_even_a_single_credit_left_over():
+    _, state = run(opened(), GrantCredits("monthly", 1, "subscription", NOW, END_OF_MARCH))
+    end_of_april = END_OF_MARCH + timedelta(days=30)
+    events, state = run(state, GrantCredits("monthly", 30, "subscription", NOW, end_of_april))
+    assert events == [MonthlyCreditsExpired(1), CreditsGranted("monthly", 30, "subscription", end_of_april.isoformat())]
+    assert state.monthly == 30
+
+
+def test_evolve_refuses_an_expiry_of_another_amount_than_the_bucket_holds():
+    _, state = run(opened(), GrantCredits("monthly", 30, "subscription", NOW, END_OF_MARCH))
+    with pytest.raises(InvariantViolation, match="expiry of 29 but monthly holds 30"):
+        evolve(state, MonthlyCreditsExpired(29))
 
 
 def test_expiring_the_bucket_empties_it_and_keeps_payg():
@@ -384,8 +401,20 @@ def test_on_completion_is_true_or_false():
 @pytest.mark.parametrize("command", [IssueApiKey("k", "f" * 64, ("read",)), RevokeApiKey("k"), SetRetention(5),
                                      SetNotifications("ops@example.com", False, 0)])
 def test_settings_on_an_unopened_account_are_refused(command):
-    with pytest.raises(AccountNotFound):
+    with pytest.raises(AccountNotFound) as refused:
         decide(command, AccountState())
+    assert str(refused.value) == "no such account"
+
+
+def test_opening_an_open_account_names_it():
+    with pytest.raises(AccountAlreadyOpen) as refused:
+        decide(OpenAccount("acme"), opened())
+    assert str(refused.value) == "account acme is already open"
+
+
+def test_a_command_of_another_kind_is_named_in_the_type_error():
+    with pytest.raises(TypeError, match="not an account command: 'grant'"):
+        decide("grant", opened())
 
 
 # --- what a refused customer reads ----------------------------------------------------
@@ -408,6 +437,10 @@ def _says(command, state: AccountState) -> str:
     (GrantCredits("monthly", 5, "purchase", NOW), "monthly credits need an expiry with a time zone"),
     (GrantCredits("monthly", 5, "purchase", NOW, NOW - DAY), "monthly credits must expire in the future"),
     (GrantCredits("payg", 5, "gift", NOW), "unknown grant reason 'gift'"),
+    (GrantCredits("monthly", 5, "purchase", NOW, datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))),
+     "the expiry is past the last representable date (9999-12-31 UTC)"),
+    (IssueApiKey("k1", "f" * 64, ()), "scopes are some of read, write, audit"),
+    (SetNotifications(None, False, 0), "a notification address is an e-mail address"),
     (DebitCredits("t1", 0, NOW), "a task needs at least one address"),
     (DebitCredits("t1", MAX_TASK_ADDRESSES + 1, NOW), "a task holds at most 1,000,000 addresses"),
     (RefundCredits("t1", 0, "unknown"), "a refund is at least one credit"),
@@ -437,14 +470,26 @@ def test_a_duplicate_upload_says_when_and_which_task_and_how_to_go_on():
                                   "pass --allow-duplicate to verify it again")
 
 
-def test_the_time_of_a_bulk_debit_is_utc_whatever_zone_the_server_runs_in(monkeypatch):
+@pytest.fixture
+def server_in_new_york(monkeypatch):
+    """The process's local zone is not UTC: times the log keeps must not follow it."""
     import time
 
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
-    try:
-        events = decide(DebitCredits("t1", 3, NOW, sha256=SHA), rich())
-    finally:
-        monkeypatch.undo()
-        time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("server_in_new_york")
+def test_the_time_of_a_bulk_debit_is_utc_whatever_zone_the_server_runs_in():
+    events = decide(DebitCredits("t1", 3, NOW, sha256=SHA), rich())
     assert events == [CreditsDebited("t1", 0, 3, SHA, "2026-03-01T12:00:00+00:00")]
+
+
+@pytest.mark.usefixtures("server_in_new_york")
+def test_a_monthly_expiry_is_kept_in_utc_whatever_zone_the_server_runs_in():
+    expires = datetime(2026, 4, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    events = decide(GrantCredits("monthly", 5, "subscription", NOW, expires), opened())
+    assert events == [CreditsGranted("monthly", 5, "subscription", "2026-04-01T00:00:00+00:00")]

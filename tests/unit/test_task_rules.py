@@ -8,7 +8,9 @@ import pytest
 from engine.domain.errors import (
     InvalidCommand,
     InvariantViolation,
+    TaskAlreadyCancelled,
     TaskAlreadyFinished,
+    TaskNotCancellable,
     TaskNotFinished,
     TaskNotFound,
 )
@@ -84,7 +86,8 @@ def answer(state: TaskState, n: int, status: str = "safe") -> tuple[list, TaskSt
 # --- creating ---------------------------------------------------------------------------
 
 def test_create_takes_the_bounds_of_a_task():
-    assert decide(create(MAX_TASK_ADDRESSES, MAX_CHUNK_SIZE), TaskState())[0].address_count == MAX_TASK_ADDRESSES
+    _, largest = run(TaskState(task_id="t1"), create(MAX_TASK_ADDRESSES, MAX_CHUNK_SIZE))
+    assert (largest.address_count, largest.chunk_size) == (MAX_TASK_ADDRESSES, MAX_CHUNK_SIZE)
     assert decide(create(1, 1), TaskState())[0].chunk_size == 1
     assert decide(create(1, 1, "single"), TaskState())[0].kind == "single"
 
@@ -157,6 +160,12 @@ def test_a_chunk_of_the_wrong_size_is_refused_with_both_sizes():
         decide(SubmitChunk(0, ADDRESSES[:3], "smtp", "primary"), state)
 
 
+def test_no_empty_chunk_is_taken_once_every_chunk_was_submitted():
+    state = submitted(4, 2, chunks=2)
+    with pytest.raises(InvalidCommand, match="chunk 2 is out of order"):
+        decide(SubmitChunk(2, (), "smtp", "primary"), state)
+
+
 def test_a_chunk_ahead_of_the_next_one_is_refused():
     with pytest.raises(InvalidCommand, match="out of order"):
         decide(SubmitChunk(1, ADDRESSES[2:4], "smtp", "primary"), created(5, 2))
@@ -225,6 +234,15 @@ def test_results_of_a_task_whose_data_was_erased_append_nothing():
     _, state = run(state, CancelTask())
     _, state = run(state, EraseTaskData("request"))
     assert decide(RecordResults(0, (Result(ADDRESSES[0], "safe"),)), state) == []
+
+
+def test_evolve_refuses_a_result_for_a_chunk_with_nothing_pending():
+    state = submitted(4, 2, chunks=1)
+    with pytest.raises(InvariantViolation, match="settled twice or never submitted"):
+        evolve(state, AddressVerified(ADDRESSES[2], "safe", "", 1))
+    _, state = answer(state, 0)
+    with pytest.raises(InvariantViolation, match="settled twice"):
+        evolve(state, ResultUnknown(ADDRESSES[0], "greylisted", "", 0))
 
 
 def test_evolve_refuses_a_result_for_an_address_never_submitted():
@@ -313,6 +331,13 @@ def test_a_provider_failure_marks_the_task_partially_failed_and_a_system_failure
     assert failed.partial_failure
     _, stopped = run(submitted(2, 1, chunks=2), FailForSystem("stalled"))
     assert not stopped.partial_failure
+
+
+def test_a_system_failure_after_a_chunk_failure_keeps_the_task_marked_partially_failed():
+    state = submitted(4, 2, chunks=2)
+    _, state = run(state, FailChunk(0, "boom", 0.9))
+    _, state = run(state, FailForSystem("stalled"))
+    assert (state.status, state.partial_failure) == ("failed", True)
 
 
 def test_refunds_for_tags_the_provider_failure_of_a_task():
@@ -406,3 +431,24 @@ def test_a_last_chunk_failure_adds_its_addresses_to_those_failed_before():
     _, state = answer(state, 1)
     events, _ = run(state, FailChunk(2, "boom", 1.0))
     assert events[-1] == TaskCompleted({"safe": 2, "invalid": 0, "risky": 0, "unknown": 0, "failed": 4})
+
+
+# --- what a refused customer reads ----------------------------------------------------
+
+def _says(error, command, state: TaskState) -> str:
+    with pytest.raises(error) as refused:
+        decide(command, state)
+    return str(refused.value)
+
+
+def test_each_task_refusal_says_what_was_wrong():
+    new = TaskState(task_id="t1")
+    assert _says(TaskNotFound, CancelTask(), new) == "no such task"
+    assert _says(TaskNotFound, EraseTaskData("request"), new) == "no such task"
+    assert _says(TaskNotCancellable, CancelTask(), created(1, 1, "single")) == "a single-address task cannot be cancelled"
+    _, cancelled = run(created(), CancelTask())
+    assert _says(TaskAlreadyCancelled, CancelTask(), cancelled) == "the task is already cancelled; cancel is irreversible"
+    assert _says(TaskNotFinished, DeleteTask(), created()) == "the task is pending; only a finished task can be deleted"
+    assert _says(InvalidCommand, create(0, 1), new) == "a task needs at least one address"
+    assert _says(InvalidCommand, create(2, 1, "single"), new) == "a single task verifies exactly one address"
+    assert _says(TypeError, "cancel", created()) == "not a task command: 'cancel'"
