@@ -4,7 +4,6 @@ and notification settings, the duplicate-upload window, and the invariants `evol
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from functools import reduce
 
 import pytest
 
@@ -51,23 +50,12 @@ from events import (
     RetentionSet,
 )
 
+from tests.unit.test_accounts import fold, opened, run
+
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 END_OF_MARCH = datetime(2026, 4, 1, tzinfo=timezone.utc)
 SHA = "ab" * 32
 DAY = timedelta(hours=24)
-
-
-def fold(events, state: AccountState | None = None) -> AccountState:
-    return reduce(evolve, events, state if state is not None else AccountState())
-
-
-def run(state: AccountState, command) -> tuple[list, AccountState]:
-    events = decide(command, state)
-    return events, fold(events, state)
-
-
-def opened() -> AccountState:
-    return fold(decide(OpenAccount("acme"), AccountState()))
 
 
 def rich(payg: int = 10_000) -> AccountState:

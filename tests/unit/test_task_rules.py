@@ -44,39 +44,13 @@ from events import (
     TaskFailed,
 )
 
-ADDRESSES = tuple(f"user{i}@example.com" for i in range(12))
+from tests.unit.test_tasks import ADDRESSES, chunk_of, created, run, submitted
+
 SHA = "ab" * 32
-
-
-def apply(state: TaskState, events) -> TaskState:
-    for event in events:
-        state = evolve(state, event)
-    return state
-
-
-def run(state: TaskState, command) -> tuple[list, TaskState]:
-    events = decide(command, state)
-    return events, apply(state, events)
 
 
 def create(count: int = 5, chunk_size: int = 2, kind: str = "bulk", name: str = "", upload_id: str = "") -> CreateTask:
     return CreateTask("t1", "acme", kind, count, "file:x.csv", SHA, chunk_size, upload_id, name)
-
-
-def created(count: int = 5, chunk_size: int = 2, kind: str = "bulk") -> TaskState:
-    return run(TaskState(task_id="t1"), create(count, chunk_size, kind))[1]
-
-
-def chunk_of(state: TaskState, n: int) -> tuple[str, ...]:
-    start = n * state.chunk_size
-    return ADDRESSES[start:start + state.chunk_length(n)]
-
-
-def submitted(count: int = 5, chunk_size: int = 2, chunks: int = 1) -> TaskState:
-    state = created(count, chunk_size)
-    for n in range(chunks):
-        _, state = run(state, SubmitChunk(n, chunk_of(state, n), "smtp", "primary"))
-    return state
 
 
 def answer(state: TaskState, n: int, status: str = "safe") -> tuple[list, TaskState]:
