@@ -1,4 +1,15 @@
+import os
+
 import pytest
+from hypothesis import Phase, settings
+
+# A profile chosen by VEC_HYPOTHESIS_PROFILE: "mutation" (scripts/mutation) reruns every
+# property test once per mutant, so it draws few examples, always the same ones, and does not
+# shrink a failure (a killed mutant needs no minimal example).
+settings.register_profile("mutation", max_examples=20, derandomize=True, database=None, deadline=None,
+                          phases=[Phase.explicit, Phase.generate])
+if os.environ.get("VEC_HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["VEC_HYPOTHESIS_PROFILE"])
 
 pytest_plugins = ["tests.mailworld", "tests.services"]
 

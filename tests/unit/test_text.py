@@ -34,3 +34,12 @@ def test_printable(text):
 @pytest.mark.parametrize("text", ["tab\there", "line\n", "\n", "nbsp\u00a0", "zero\u200bwidth", "\u202eevil", "\ud800"])
 def test_not_printable(text):
     assert not printable(text)
+
+
+def test_the_published_pattern_escapes_the_bmp_and_writes_astral_characters_as_themselves():
+    # ECMA-262 and Rust read \uXXXX alike only inside the BMP (engine/domain/text.py)
+    from engine.domain.text import PRINTABLE_PATTERN, _char
+
+    assert (_char(0x00AD), _char(0xFFFF), _char(0x10000), _char(0x110BD)) == (
+        "\\u00AD", "\\uFFFF", "\U00010000", "\U000110BD")
+    assert "\\uFEFF" in PRINTABLE_PATTERN and "\U000110BD" in PRINTABLE_PATTERN
