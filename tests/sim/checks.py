@@ -181,8 +181,8 @@ class Ledger:
         purse.monthly -= event.monthly
         purse.payg -= event.payg
         purse.rows += bool(event.monthly) + bool(event.payg)
-        self.coverage["debits from Monthly"] += bool(event.monthly)
-        self.coverage["debits split Monthly + PAYG"] += bool(event.monthly and event.payg)
+        if event.monthly:
+            self.coverage["debits from Monthly" + (" and PAYG" if event.payg else "")] += 1
 
     def _refund(self, purse: Purse, event: CreditsRefunded, position: int, where: str) -> None:
         task = self.tasks.get(event.task_id)

@@ -5,11 +5,20 @@ when nothing is ready, so an hour of engine time takes milliseconds), the provid
 latencies, answers and faults (rejected batches, outages of ours, duplicate answers),
 crashes of the engine at any await point (a crash stops the process between two
 transactions, as kill -9 does: the engine holds no transaction across an await), restarts
-inside and past the outage grace, a second engine racing the first with cancels, new
-bulks, grants and erasures. After each run every money rule is checked, and `vec audit`.
-A failure prints its seed; `python -m tests.sim.simulator --seed N` replays it exactly.
+inside and past the outage grace or days later, and what customers do meanwhile through a
+second engine racing the first (tests/sim/customers.py): PAYG purchases, Monthly
+subscriptions whose periods end while an engine runs or while it is down, bulk and single
+tasks, cancels, deletes, erasures, retention settings, and commands sent twice with one
+idempotency key (later, or racing a third engine). A last night moves the clock past
+periods and retention, or not, and an engine runs its sweeps.
 
-    python -m tests.sim.simulator --seeds 10000        # the long hunt (a few minutes a thousand)
+After each run `vec audit` and every money rule are checked (tests/sim/checks.py: Monthly
+first, never negative, expiring exactly its leftover at period end, refunds to PAYG, an
+erased task's results, key and inputs gone while its counts and Credits History stay,
+history rows summing to the balance, no retry counted twice). A failure prints its seed and
+its story; `python -m tests.sim.simulator --seed N -v` replays it exactly.
+
+    python -m tests.sim.simulator --seeds 10000        # the long hunt (about 9 minutes a thousand)
     python -m tests.sim.simulator --seed 1234 -v       # one seed, with the story of the run
 """
 from __future__ import annotations
@@ -30,9 +39,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
 
 from tests.sim.checks import Violation
+
+if TYPE_CHECKING:
+    from engine.service import Engine
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -203,7 +216,7 @@ class Sim:
         await self.drain()
         await self.last_night()
 
-    def start(self) -> tuple[object, asyncio.Event, asyncio.Task]:
+    def start(self) -> tuple["Engine", asyncio.Event, asyncio.Task]:
         from consumers.runtime import Runtime
 
         engine, stop = self.engine(), asyncio.Event()
@@ -336,9 +349,22 @@ class Sim:
             try:
                 loop.run_until_complete(asyncio.wait_for(self.life(), timeout=30 * 86400))
             finally:
-                loop.close()
+                _close(loop)
             self.check()
         return self.story
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """A failed run leaves engines running: they are cancelled and awaited on the loop, so no
+    coroutine is left to be finalised later by the garbage collector (in the middle of
+    anything: Python 3.11 then fails ast.parse with "AST constructor recursion depth
+    mismatch")."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    loop.close()
 
 
 def _reaped_pid() -> int:
