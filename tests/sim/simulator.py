@@ -18,7 +18,7 @@ erased task's results, key and inputs gone while its counts and Credits History 
 history rows summing to the balance, no retry counted twice). A failure prints its seed and
 its story; `python -m tests.sim.simulator --seed N -v` replays it exactly.
 
-    python -m tests.sim.simulator --seeds 10000        # the long hunt (about 9 minutes a thousand)
+    python -m tests.sim.simulator --seeds 10000        # the long hunt (about 10 minutes a thousand)
     python -m tests.sim.simulator --seed 1234 -v       # one seed, with the story of the run
 """
 from __future__ import annotations
