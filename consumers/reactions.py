@@ -46,7 +46,7 @@ class Reactions:
     def sweep(self) -> None:
         """Monthly expiry, the upload sweep and retention."""
         now = self.engine.clock()
-        in_use = [upload for t in self.db.read.active_task_ids() if (upload := self.engine.task(t).upload_id)]
+        in_use = [upload for t in self.db.read.tasks_reading_inputs() if (upload := self.engine.task(t).upload_id)]
         self.apply([*policies.monthly_expiry(self.db.read.expired_monthly_accounts(now)),
                     policies.upload_sweep(now, in_use)])
         self.engine.erase_due(now)  # decided by policies.retention_due (it needs each account's retention)

@@ -15,8 +15,10 @@ policy of its own.
     every beat         stall bound       a task without a new event for          FailTask
                                           task_stall_timeout fails, refunded
     every sweep        monthly expiry    Monthly leftover past its period ends   ExpireMonthly
-    every sweep        upload sweep      staged uploads no active task needs,    SweepUploads
-                                          older than STALE_UPLOAD_S, dropped
+    every sweep        upload sweep      staged uploads no task reads (active,   SweepUploads
+                                          or failed: its unprocessed addresses,
+                                          until erased), older than
+                                          STALE_UPLOAD_S, dropped
     every sweep        retention         finished tasks past their account's     EraseTask
                                           retention lose their per-address data
 

@@ -79,6 +79,12 @@ class ReadModelQueries:
             f"SELECT task_id FROM {TASKS.name} WHERE status IN ('pending', 'processing') ORDER BY created_at"
         ).fetchall()]
 
+    def tasks_reading_inputs(self) -> list[str]:
+        """Tasks that still read their staged inputs: active ones (chunks to submit) and failed
+        ones whose data is kept (their unprocessed addresses; erasure drops the inputs)."""
+        return [r[0] for r in self.sql.execute(
+            f"SELECT task_id FROM {TASKS.name} WHERE status IN ('pending', 'processing', 'failed')").fetchall()]
+
     def balances(self, account_id: str) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT account_id, monthly, payg, total, monthly_expires_at FROM {BALANCES.name}"
                           " WHERE account_id = ?", (account_id,))

@@ -127,3 +127,31 @@ def test_the_retention_sweep_erases_what_is_past_the_window(tmp_path):
         assert audit(db).violations == []
     finally:
         db.close()
+
+
+def test_a_process_that_folded_a_task_before_another_erased_it_still_reads_it(tmp_path):
+    """The API process holds a task's state folded with its addresses opened; the engine
+    records results, and its retention sweep erases the task. What the API then reads of the
+    stream comes back as placeholders: it must still fold the task (found by the simulator)."""
+    from engine.domain.tasks import Result
+
+    db = open_database(f"sqlite:///{tmp_path}/vec.db")
+    other = open_database(db.url)
+    try:
+        api = Engine(db, EngineSettings(provider="instant", chunk_size=4))
+        api.open_account("acme")
+        path = tmp_path / "list.csv"
+        path.write_text("email\n" + "\n".join(ADDRESSES[:4]) + "\n")
+        task_id = api.create_bulk("acme", path).task_id
+        runner = Engine(other, api.settings)
+        runner.submit_chunk(task_id, 0, ADDRESSES[:4], "instant", "primary")
+        assert api.task(task_id).pending[0]  # the API's state holds the chunk's addresses, opened
+        runner.record_results(task_id, 0, [Result(a, "safe", tier="primary") for a in ADDRESSES[:4]])
+        runner.erase_task(task_id, "retention")
+        db.keyring.forget(task_id)  # the API's cached key expired (CACHE_TTL)
+        state = api.task(task_id)
+        assert (state.status, state.consumed, state.erased) == ("completed", 4, True)
+        assert audit(db).violations == []
+    finally:
+        other.close()
+        db.close()

@@ -18,6 +18,7 @@ from consumers.fleet.roles import Fleet
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.config import EngineSettings
+from engine.policies import STALE_UPLOAD_S
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database
@@ -183,4 +184,24 @@ def test_a_finished_tasks_data_is_erased_once_its_retention_ran_out(runner):
     assert not engine.task(task_id).erased
     runner.at(T0 + timedelta(days=2, seconds=1)).sweep()
     assert engine.task(task_id).erased
+    assert_audit_clean(engine.db)
+
+
+def test_the_upload_sweep_keeps_a_failed_tasks_unprocessed_addresses_until_it_is_erased(runner, tmp_path):
+    engine = runner.engine
+    engine.open_account("acme")
+    everyone = [f"user{i}@example.com" for i in range(12)]  # chunks of 10: the second is never submitted
+    listing = tmp_path / "twelve.csv"
+    listing.write_text("email\n" + "".join(f"{a}\n" for a in everyone))
+    task_id = engine.create_bulk("acme", listing).task_id
+    engine.submit_chunk(task_id, 0, everyone[:10], "instant", "primary")
+    engine.record_results(task_id, 0, [Result(a, "safe", tier="primary") for a in everyone[:10]])
+    engine.fail_for_system(task_id, "engine_outage: test")
+    engine.db.inputs.stage("orphan", ["left@example.com"], T0)  # a create that crashed after staging
+    engine.db.catch_up()
+    runner.at(T0 + timedelta(seconds=STALE_UPLOAD_S + 60)).sweep()
+    assert "orphan" not in engine.db.inputs.staged()  # the sweep ran
+    assert list(engine.unprocessed(task_id)) == everyone[10:]  # the failed task's download is kept
+    engine.erase_task(task_id)
+    assert engine.task(task_id).upload_id not in engine.db.inputs.staged()
     assert_audit_clean(engine.db)

@@ -5,11 +5,20 @@ when nothing is ready, so an hour of engine time takes milliseconds), the provid
 latencies, answers and faults (rejected batches, outages of ours, duplicate answers),
 crashes of the engine at any await point (a crash stops the process between two
 transactions, as kill -9 does: the engine holds no transaction across an await), restarts
-inside and past the outage grace, a second engine racing the first with cancels, new
-bulks, grants and erasures. After each run every money rule is checked, and `vec audit`.
-A failure prints its seed; `python -m tests.sim.simulator --seed N` replays it exactly.
+inside and past the outage grace or days later, and what customers do meanwhile through a
+second engine racing the first (tests/sim/customers.py): PAYG purchases, Monthly
+subscriptions whose periods end while an engine runs or while it is down, bulk and single
+tasks, cancels, deletes, erasures, retention settings, and commands sent twice with one
+idempotency key (later, or racing a third engine). A last night moves the clock past
+periods and retention, or not, and an engine runs its sweeps.
 
-    python -m tests.sim.simulator --seeds 10000        # the long hunt (a few minutes a thousand)
+After each run `vec audit` and every money rule are checked (tests/sim/checks.py: Monthly
+first, never negative, expiring exactly its leftover at period end, refunds to PAYG, an
+erased task's results, key and inputs gone while its counts and Credits History stay,
+history rows summing to the balance, no retry counted twice). A failure prints its seed and
+its story; `python -m tests.sim.simulator --seed N -v` replays it exactly.
+
+    python -m tests.sim.simulator --seeds 10000        # the long hunt (about 10 minutes a thousand)
     python -m tests.sim.simulator --seed 1234 -v       # one seed, with the story of the run
 """
 from __future__ import annotations
@@ -26,10 +35,17 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
+
+from tests.sim.checks import Violation
+
+if TYPE_CHECKING:
+    from engine.service import Engine
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -87,10 +103,6 @@ class SimDeadlock(Exception):
     pass
 
 
-class Violation(AssertionError):
-    pass
-
-
 @dataclass
 class Story:
     seed: int
@@ -99,6 +111,7 @@ class Story:
     restarts_past_grace: int = 0
     tasks: int = 0
     events: int = 0
+    coverage: Counter[str] = field(default_factory=Counter)  # how often each money rule was exercised
 
     def say(self, clock: Clock, text: str) -> None:
         self.lines.append(f"t={clock.now:9.3f} {text}")
@@ -152,9 +165,7 @@ class Sim:
         self.clock = Clock()
         self.story = Story(seed)
         self.url = f"sqlite:///{workdir}/vec.db"
-        self.accounts: list[str] = []
-        self.tasks: list[str] = []
-        self.files = 0
+        self.alive: list[tuple[float, float]] = []  # (start, end) of every engine that ran
 
     def say(self, text: str) -> None:
         self.story.say(self.clock, text)
@@ -177,105 +188,80 @@ class Sim:
 
         return Engine(open_database(self.url), self.base_settings, self.clock.utc)
 
-    # --- what the customers do (a second engine, racing the runtime) --------------------
-
-    def open_account(self, customer) -> None:
-        account = f"acct{len(self.accounts)}"
-        customer.open_account(account)
-        customer.grant_credits(account, "payg", self.rng.randint(1, 300))
-        self.accounts.append(account)
-        self.say(f"open {account}")
-
-    def new_bulk(self, customer) -> None:
-        from engine.domain.errors import DomainError
-
-        account = self.rng.choice(self.accounts)
-        count = self.rng.randint(1, 40)
-        self.files += 1
-        path = self.workdir / f"bulk{self.files}.csv"
-        path.write_text("email\n" + "".join(f"s{self.seed}u{self.files}x{i}@sim{i % 4}.example\n"
-                                            for i in range(count)))
-        try:
-            task_id = customer.create_bulk(account, path).task_id
-        except DomainError as refused:  # too few credits, say: nothing appended
-            self.say(f"bulk of {count} for {account} refused: {refused}")
-            return
-        self.tasks.append(task_id)
-        self.say(f"bulk {task_id[:8]} of {count} for {account}")
-
-    def poke(self, customer) -> None:
-        """Something a customer or an operator does while the engine runs."""
-        from engine.domain.errors import DomainError
-
-        rng = self.rng
-        try:
-            action = rng.choices(("cancel", "bulk", "grant", "erase", "single"), (4, 3, 1, 1, 1))[0]
-            if action == "cancel" and self.tasks:
-                task_id = rng.choice(self.tasks)
-                customer.cancel_task(task_id)
-                self.say(f"cancel {task_id[:8]}")
-            elif action == "bulk":
-                self.new_bulk(customer)
-            elif action == "grant":
-                customer.grant_credits(rng.choice(self.accounts), "payg", rng.randint(1, 100))
-            elif action == "erase" and self.tasks:
-                task_id = rng.choice(self.tasks)
-                customer.erase_task(task_id)
-                self.say(f"erase {task_id[:8]}")
-            elif action == "single":
-                task_id = customer.create_single(rng.choice(self.accounts), f"one{rng.randint(0, 9)}@sim.example")
-                self.tasks.append(task_id)
-        except DomainError as refused:
-            self.say(f"{action} refused: {refused}")
-
     # --- the engine's life: run, crash, restart ------------------------------------------
 
     async def life(self) -> None:
-        from consumers.runtime import EngineCrashed, Runtime
-        from engine.store.lease import LeaseHeld
+        from tests.sim.customers import Customers
 
         rng = self.rng
-        customer = self.engine()
+        customers = self.customers = Customers(self)
         for _ in range(rng.randint(1, 3)):
-            self.open_account(customer)
+            customers.open_account()
         for _ in range(rng.randint(1, 3)):
-            self.new_bulk(customer)
+            customers.new_bulk()
         for round_ in range(rng.randint(2, 6)):
-            engine = self.engine()
-            provider = SimProvider(rng, self.clock)
-            stop = asyncio.Event()
-            runtime = Runtime(engine, provider)
-            running = asyncio.create_task(runtime.run(stop))
+            engine, stop, running = self.start()
             crash_at = self.clock.now + rng.expovariate(1 / 20)
             while self.clock.now < crash_at and not running.done():
                 await asyncio.sleep(rng.expovariate(1 / 3))
                 if rng.random() < 0.3:
-                    self.poke(customer)
-            if running.done():
-                error = running.exception()
-                if isinstance(error, LeaseHeld):
-                    raise Violation(f"a restart found the lease held: {error}")
-                raise Violation(f"the runtime stopped by itself: {error!r}")
+                    customers.poke()
+            self.still_running(running)
             if round_ % 2 == 0 or rng.random() < 0.5:
-                self.crash(engine, running)
-                await asyncio.sleep(0)
-                with contextlib.suppress(BaseException):
-                    await running
-                down = rng.choice((0.5, 5.0, self.grace - 1, self.grace + 5, self.grace * 3))
-                self.story.restarts_past_grace += down > self.grace
-                self.say(f"crash; down for {down:g}s (grace {self.grace:g}s)")
-                await asyncio.sleep(down)
+                await self.crash(engine, running)
+                await asyncio.sleep(self.downtime())
             else:
-                stop.set()
-                with contextlib.suppress(EngineCrashed):
-                    await running
-                engine.db.close()
+                await self.stop(engine, stop, running)
                 self.say("clean stop")
-        await self.drain(customer)
+        await self.drain()
+        await self.last_night()
 
-    def crash(self, engine, running: asyncio.Task) -> None:
+    def start(self) -> tuple["Engine", asyncio.Event, asyncio.Task]:
+        from consumers.runtime import Runtime
+
+        engine, stop = self.engine(), asyncio.Event()
+        running = asyncio.create_task(Runtime(engine, SimProvider(self.rng, self.clock)).run(stop))
+        self.alive.append((self.clock.now, self.clock.now))
+        return engine, stop, running
+
+    def ran_until_now(self) -> None:
+        self.alive[-1] = (self.alive[-1][0], self.clock.now)
+
+    @staticmethod
+    def still_running(running: asyncio.Task) -> None:
+        from engine.store.lease import LeaseHeld
+
+        if running.done():
+            error = running.exception()
+            if isinstance(error, LeaseHeld):
+                raise Violation(f"a restart found the lease held: {error}")
+            raise Violation(f"the runtime stopped by itself: {error!r}")
+
+    async def stop(self, engine, stop: asyncio.Event, running: asyncio.Task) -> None:
+        from consumers.runtime import EngineCrashed
+
+        self.ran_until_now()
+        stop.set()
+        with contextlib.suppress(EngineCrashed):
+            await running
+        engine.db.close()
+
+    def downtime(self) -> float:
+        """Down inside the grace, past it, or now and then for days (Monthly periods end and
+        retention runs out meanwhile: the next engine's first sweep acts)."""
+        rng = self.rng
+        if rng.random() < 0.1:
+            down = rng.uniform(0.5, 3.5) * 86400
+        else:
+            down = rng.choice((0.5, 5.0, self.grace - 1, self.grace + 5, self.grace * 3))
+        self.story.restarts_past_grace += down > self.grace
+        self.say(f"crash; down for {down:g}s (grace {self.grace:g}s)")
+        return down
+
+    async def crash(self, engine, running: asyncio.Task) -> None:
         """kill -9: the process stops between two transactions; nothing of its clean-up runs
         (its connection is gone), and its lease stays behind with a dead PID."""
+        self.ran_until_now()
         self.story.crashes += 1
         engine.db.close()
         running.cancel()
@@ -284,69 +270,63 @@ class Sim:
         db = open_database(self.url)
         db.events.conn.execute("UPDATE engine_lease SET pid = ?", (DEAD_PID,))
         db.close()
+        await asyncio.sleep(0)
+        with contextlib.suppress(BaseException):
+            await running
 
-    async def drain(self, customer) -> None:
+    async def drain(self) -> None:
         """A last engine runs until every task has finished (the stall bound guarantees it)."""
-        from consumers.runtime import Runtime
-
-        engine = self.engine()
-        stop = asyncio.Event()
-        running = asyncio.create_task(Runtime(engine, SimProvider(self.rng, self.clock)).run(stop))
+        customers = self.customers
+        engine, stop, running = self.start()
         limit = self.clock.now + 4 * 3600
-        while any(customer.task(t).active for t in self.tasks):
+        while any(customers.engine.task(t).active for t in customers.tasks):
             if running.done():
                 raise Violation(f"the last runtime stopped: {running.exception()!r}")
             if self.clock.now > limit:
                 raise Violation("tasks still active four virtual hours after the last restart")
             await asyncio.sleep(5)
-        stop.set()
-        await running
-        engine.db.close()
+        await self.stop(engine, stop, running)
+
+    async def last_night(self) -> None:
+        """The customers tidy up finished tasks; the clock jumps (past Monthly periods and
+        retention, or not); an engine runs two sweeps."""
+        from engine.policies import SWEEP_INTERVAL_S
+
+        rng = self.rng
+        for _ in range(rng.randint(0, 3)):
+            self.customers.poke_finished()
+        night_s = rng.choice((0.0, 120.0, 7200.0, 1.2 * 86400, 4 * 86400))
+        self.say(f"the last night: {night_s:g}s")
+        await asyncio.sleep(night_s)
+        engine, stop, running = self.start()
+        await asyncio.sleep(2 * SWEEP_INTERVAL_S + 5)
+        self.still_running(running)
+        await self.stop(engine, stop, running)
 
     # --- the checks -----------------------------------------------------------------------
 
     def check(self) -> None:
-        from collections import Counter
-
         from engine.audit import audit
         from engine.store import open_database
-        from events import AddressVerified, CreditsDebited, CreditsRefunded, ResultUnknown
+        from tests.sim import checks
 
         db = open_database(self.url)
         try:
             report = audit(db)
             if report.violations:
                 raise Violation("vec audit: " + "; ".join(report.violations[:5]))
-            debited, refunded, consumed, debits = Counter(), Counter(), Counter(), Counter()
-            settled: Counter = Counter()
-            for recorded in db.events.read_all():
-                event = recorded.event
-                if isinstance(event, CreditsDebited):
-                    debits[event.task_id] += 1
-                    debited[event.task_id] += event.monthly + event.payg
-                elif isinstance(event, CreditsRefunded):
-                    refunded[event.task_id] += event.amount
-                elif isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
-                    settled[(recorded.stream, event.address)] += 1
-                    if isinstance(event, AddressVerified):
-                        consumed[recorded.stream.removeprefix("task-")] += 1
-                self.story.events += 1
-            twice = [key for key, n in settled.items() if n > 1]
-            if twice:
-                raise Violation(f"{len(twice)} addresses settled twice, e.g. {twice[0]}")
-            if any(n != 1 for n in debits.values()):
-                raise Violation("a task was debited more than once")
-            for task_id in self.tasks:
-                if debited[task_id] != consumed[task_id] + refunded[task_id]:
-                    raise Violation(f"task {task_id}: debited {debited[task_id]} != consumed {consumed[task_id]}"
-                                    f" + refunded {refunded[task_id]}")
-            for account in self.accounts:
-                balance = db.read.balances(account)
-                if balance["monthly"] < 0 or balance["payg"] < 0:
-                    raise Violation(f"{account} went negative")
-            self.story.tasks = len(self.tasks)
+            ledger = checks.Ledger(self.alive, self.story.coverage)
+            self.story.events = ledger.fold(db.events.read_all())
+            checks.check_accounts(db, ledger, self.customers, self.clock.now)
+            checks.check_tasks(db, self.engine_on(db), ledger, self.customers)
+            self.story.tasks = len(ledger.tasks)
         finally:
             db.close()
+
+    def engine_on(self, db):
+        from engine.service import Engine
+
+        return Engine(db, self.base_settings, self.clock.utc)
 
     def run(self) -> Story:
         import consumers.runtime
@@ -363,14 +343,28 @@ class Sim:
         loop = VirtualLoop(self.clock)
         with mock.patch.object(consumers.runtime, "time", fake_time), \
                 mock.patch.object(consumers.verification, "time", fake_time), \
+                mock.patch.object(engine.keyring, "time", fake_time), \
                 mock.patch.object(engine.service.uuid, "uuid4", lambda: uuid.UUID(int=rng_ids.getrandbits(128))), \
                 mock.patch.object(engine.keyring.os, "urandom", rng_ids.randbytes):
             try:
-                loop.run_until_complete(asyncio.wait_for(self.life(), timeout=24 * 3600))
+                loop.run_until_complete(asyncio.wait_for(self.life(), timeout=30 * 86400))
             finally:
-                loop.close()
-        self.check()
+                _close(loop)
+            self.check()
         return self.story
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """A failed run leaves engines running: they are cancelled and awaited on the loop, so no
+    coroutine is left to be finalised later by the garbage collector (in the middle of
+    anything: Python 3.11 then fails ast.parse with "AST constructor recursion depth
+    mismatch")."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    loop.close()
 
 
 def _reaped_pid() -> int:
@@ -412,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed, started = [], time.monotonic()
     crashes = past_grace = tasks = events = 0
+    coverage: Counter[str] = Counter()
     for seed in seeds:
         try:
             story = run_seed(seed, args.verbose)
@@ -421,10 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         crashes, past_grace = crashes + story.crashes, past_grace + story.restarts_past_grace
         tasks, events = tasks + story.tasks, events + story.events
+        coverage.update(story.coverage)
     runs = len(list(seeds))
     print(f"{runs} seeds in {time.monotonic() - started:.1f}s: {tasks} tasks, {events} events, {crashes} crashes "
           f"({past_grace} restarted past the grace); violations: {len(failed)}"
           + (f" (seeds {', '.join(map(str, failed[:20]))})" if failed else ""))
+    print("exercised: " + ", ".join(f"{n} {what}" for what, n in sorted(coverage.items())))
     return 1 if failed else 0
 
 
