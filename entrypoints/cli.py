@@ -796,7 +796,11 @@ def migrate_cmd(ctx: Context, as_json: bool) -> None:
 def rebuild_cmd(ctx: Context, as_json: bool) -> None:
     """Recreate every read model from the log."""
     started = time.perf_counter()
-    count = ctx.db.projector.rebuild()
+    count = ctx.db.projector.rebuild()  # an event that cannot be decoded raises CorruptEvent: one line, exit 1
+    stopped = ctx.db.projector.stopped()
+    if stopped:  # a read model stopped on an event it could not fold: the rebuild is not whole
+        raise ProjectionStopped(*min(((s.name, s.position, s.message) for s in stopped.values()),
+                                     key=lambda s: s[1]))
     emit({"events": count, "seconds": round(time.perf_counter() - started, 3)}, as_json)
 
 
