@@ -114,6 +114,7 @@ class AuditReport:
     tasks: int = 0
     violations: list[str] = field(default_factory=list)
     broken: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rule -> violations
+    found: int = 0  # violations of every rule, listed or only counted
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,7 @@ class AuditReport:
         if rule not in RULES:
             raise ValueError(f"no audit rule {rule!r}")
         self.broken[rule] += 1
+        self.found += 1
         if self.broken[rule] <= MAX_PER_RULE:
             self.violations.append(f"[{rule}] {message}")
 
@@ -276,14 +278,14 @@ class _Auditor:
         if malformed:
             self.add("well-formed", f"impossible {where}: {malformed}")
             return
-        before = sum(self.report.broken.values())
+        before = self.report.found
         try:
             if kind == "account-":
                 self.account_event(self.account(recorded.stream.removeprefix(kind)), recorded, where)
             else:
                 self.task_event(self.task(recorded.stream.removeprefix(kind)), recorded, where)
         except Exception as error:  # noqa: BLE001 - a log the rules above did not foresee is still named
-            if sum(self.report.broken.values()) == before:  # not already named by a rule
+            if self.report.found == before:  # not already named by a rule
                 why = str(error) if isinstance(error, InvariantViolation) else f"{type(error).__name__}: {error}"
                 self.add("invariant", f"{where}: {why}")
 

@@ -770,6 +770,8 @@ def events_cmd(ctx: Context, stream: str | None, after: int, follow: bool) -> No
 @command(cli, "audit")
 def audit_cmd(ctx: Context, as_json: bool) -> None:
     """Replay the whole log and check every money rule; exit 0 only if all hold."""
+    from rich.markup import escape
+
     from engine.audit import audit
 
     report = audit(ctx.db)
@@ -777,8 +779,8 @@ def audit_cmd(ctx: Context, as_json: bool) -> None:
         click.echo(json.dumps(report.to_json()))
     else:
         out.print(f"{report.events} events, {report.accounts} accounts, {report.tasks} tasks")
-        for violation in report.violations:
-            out.print(f"[red]VIOLATION[/] {violation}", highlight=False, soft_wrap=True)
+        for violation in report.violations:  # escaped: each starts with its rule's name in brackets
+            out.print(f"[red]VIOLATION[/] {escape(violation)}", highlight=False, soft_wrap=True)
         out.print("[green]all money rules hold[/]" if report.ok else f"[red]{len(report.violations)} violations[/]")
     sys.exit(0 if report.ok else 1)
 

@@ -401,6 +401,13 @@ def test_the_catalogue_names_every_rule_but_the_store_enforced_and_catch_all_one
     assert untested == {"event-ids", "invariant", "read-models"}
 
 
+def test_every_event_type_belongs_to_one_kind_of_stream():
+    from engine.audit import ACCOUNT_EVENTS, TASK_EVENTS
+    from events import REGISTRY
+
+    assert not ACCOUNT_EVENTS & TASK_EVENTS and ACCOUNT_EVENTS | TASK_EVENTS == set(REGISTRY)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
@@ -446,3 +453,14 @@ def test_the_audit_names_the_rule_a_tampered_log_breaks(store_url, tmp_path, tam
     assert audited.returncode == 1 and not report["ok"], report
     assert tamper.rule in report["broken_rules"], report["violations"]
     assert any(v.startswith(f"[{tamper.rule}] ") for v in report["violations"]), report["violations"]
+
+
+def test_the_audit_for_people_names_the_rule_too(tmp_path):
+    url = f"sqlite:///{tmp_path}/vec.db"
+    make_log(url, tmp_path)
+    raw = RawLog(url)
+    raw.write(renumbered(alter("CreditsGranted", amount=300)(raw.rows())))
+    assert vec(url, tmp_path, "rebuild").returncode == 0
+    audited = vec(url, tmp_path, "audit")
+    assert audited.returncode == 1
+    assert "VIOLATION [welcome] the welcome grant is 200 PAYG at version 2" in audited.stdout, audited.stdout
