@@ -353,7 +353,7 @@ class _Auditor:
             self.add("monthly-first", f"debit took {event.payg} PAYG while {state.monthly - event.monthly} "
                                       f"Monthly credits were left at {where}")
         expires = state.monthly_expires_at
-        if event.monthly > 0 and expires is not None and recorded.occurred_at >= expires + CLOCK_SLACK:
+        if event.monthly > 0 and expires is not None and recorded.occurred_at - CLOCK_SLACK >= expires:
             self.add("monthly-expiry", f"debit spent {event.monthly} Monthly credits that expired "
                                        f"{expires.isoformat()} at {where}")
         self.debit_of_task(self.task(event.task_id), event, recorded, where)
@@ -492,7 +492,7 @@ class _Auditor:
         owner = self.accounts.get(state.account_id or "")
         days = owner.state.retention_days if owner else 0
         if event.reason == "retention" and (
-                ledger.finished_at is None or recorded.occurred_at < ledger.finished_at + timedelta(days=days)):
+                ledger.finished_at is None or recorded.occurred_at - ledger.finished_at < timedelta(days=days)):
             self.add("task-erased", f"erased for retention {recorded.occurred_at.isoformat()}, before the "
                                     f"{days} days after it finished ({ledger.finished_at}) ran out, at {where}")
 
@@ -537,7 +537,7 @@ def _moment(text: str | None) -> datetime | None:
 
 def _near(moment: datetime | None, recorded: RecordedEvent) -> bool:
     """A time a command decided on, compared with the time its event was stamped."""
-    return moment is not None and moment - CLOCK_SLACK <= recorded.occurred_at <= moment + CLOCK_SLACK
+    return moment is not None and abs(recorded.occurred_at - moment) <= CLOCK_SLACK  # no overflow near 9999
 
 
 # --- the shape of an event (the `well-formed` rule) -----------------------------------------
