@@ -14,7 +14,7 @@ import sqlite3
 import tempfile
 import types
 import typing
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,10 +190,8 @@ def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Conn
         auditor.event(recorded)
         if recorded.position == live_at:
             balances_at_live = auditor.balances()
-    if live_at == 0 or auditor.position < live_at:
-        balances_at_live = auditor.balances() if live_at else {}
     auditor.finish()
-    report.events, report.accounts, report.tasks = auditor.position, len(auditor.accounts), len(auditor.tasks)
+    report.events, report.accounts, report.tasks = auditor.count, len(auditor.accounts), len(auditor.tasks)
     for stopped in db.projector.stopped().values():
         report.add("read-models", str(stopped))
     fresh.catch_up(until=max(live.values(), default=0), stop_at=live)
@@ -204,21 +202,22 @@ def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Conn
 
 # --- what the audit keeps per account and per task -----------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class _Account:
     state: accounts.AccountState = field(default_factory=accounts.AccountState)
     version: int = 0
     new_period_due: bool = False  # an early expiry of the leftover: a new period's grant must follow at once
 
 
-@dataclass
+@dataclass(slots=True)
 class _Task:
     state: tasks.TaskState
     sha256: str = ""
     debited: int = 0
     refunded: int = 0  # by refunds on the account
-    # (cause event id, amount, reason) of task events whose refund has not followed yet
-    owed: deque[tuple[str, int, str]] = field(default_factory=deque)
+    # (cause event id, amount, reason) of task events whose refund has not followed yet: the
+    # same append settles them, so this is almost always None (no list kept per task)
+    owed: list[tuple[str, int, str]] | None = None
     finished_at: datetime | None = None
 
 
@@ -229,7 +228,8 @@ class _Auditor:
     def __init__(self, report: AuditReport):
         self.report = report
         self.add = report.add
-        self.position = 0
+        self.position = 0  # of the last event read
+        self.count = 0  # events read, decodable or not
         self.versions: dict[str, int] = defaultdict(int)
         self.seen_ids: set[Any] = set()
         self.accounts: dict[str, _Account] = {}
@@ -239,7 +239,10 @@ class _Auditor:
         return {a: (acc.state.monthly, acc.state.payg) for a, acc in self.accounts.items() if acc.state.opened}
 
     def account(self, account_id: str) -> _Account:
-        return self.accounts.setdefault(account_id, _Account())
+        acc = self.accounts.get(account_id)
+        if acc is None:
+            acc = self.accounts[account_id] = _Account()
+        return acc
 
     def task(self, task_id: str) -> _Task:
         ledger = self.tasks.get(task_id)
@@ -250,10 +253,10 @@ class _Auditor:
     def sequence(self, position: int, stream: str, version: int, event_id: object, type_name: str) -> Where:
         """The rules every event obeys, decodable or not; returns where it is, for messages."""
         where = f"{stream}@{version} (position {position}, {type_name})"
-        self.position += 1
-        if position != self.position:
-            self.add("positions", f"expected position {self.position}, found {position} ({where})")
-            self.position = position
+        self.count += 1
+        if position != self.position + 1:
+            self.add("positions", f"expected position {self.position + 1}, found {position} ({where})")
+        self.position = position
         self.versions[stream] += 1
         if version != self.versions[stream]:
             self.add("stream-versions", f"expected version {self.versions[stream]} of {stream}, found {where}")
@@ -382,7 +385,9 @@ class _Auditor:
                                            f"outstanding at {where}")
         ledger = self.task(event.task_id)
         ledger.refunded += event.amount
-        owed = ledger.owed.popleft() if ledger.owed else None
+        owed = ledger.owed.pop(0) if ledger.owed else None
+        if not ledger.owed:
+            ledger.owed = None
         if owed is None:
             self.add("refund-cause", f"task {event.task_id}: refund of {event.amount} ({event.reason}) that no "
                                      f"task event before it frees, at {where}")
@@ -426,7 +431,7 @@ class _Auditor:
         if was_active and not state.active:
             ledger.finished_at = recorded.occurred_at
         for _, amount, reason in tasks.refunds_for([event]):
-            ledger.owed.append((str(recorded.event_id), amount, reason))
+            ledger.owed = [*(ledger.owed or ()), (str(recorded.event_id), amount, reason)]
 
     def created(self, ledger: _Task, event: TaskCreated, where: Where) -> None:
         owner = self.accounts.get(event.account_id)
@@ -522,7 +527,7 @@ class _Auditor:
             self.add("task-completed", f"{name}: completed with {state.unsettled} addresses unsettled")
         if state.active and state.address_count and not state.unsettled:
             self.add("task-completed", f"{name}: every address settled, yet the task is still {state.status}")
-        for cause_id, amount, reason in ledger.owed:
+        for cause_id, amount, reason in ledger.owed or ():
             self.add("refund-cause", f"{name}: event {cause_id} frees {amount} ({reason}), never refunded")
 
 
