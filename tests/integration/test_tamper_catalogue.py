@@ -159,7 +159,7 @@ class RawLog:
             versions[row["stream"]] = max(versions.get(row["stream"], 0), row["version"])
         conn = self._connect()
         try:
-            with (conn if not self.sqlite else _sqlite_transaction(conn)):
+            with (_sqlite_transaction(conn) if self.sqlite else conn.transaction()):
                 conn.execute("DELETE FROM events")
                 conn.execute("DELETE FROM streams")
                 cursor = conn.cursor()
