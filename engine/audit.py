@@ -1,39 +1,110 @@
-"""`vec audit`: replays the whole log and checks every money rule of shared/DESIGN.md.
+"""`vec audit`: replays the whole log and checks every fact it states that carries money,
+counts or time against the rest of the log (docs/audit.md lists each rule and why).
 
-Each violation is named with the stream and position where it shows, so an operator can
-go straight to `vec events --stream`.
+Each violation names its rule ("[refund-cause] ...") and the stream and position where it
+shows, so an operator can go straight to `vec events --stream`. The audit streams the log
+once: beside the per-account and per-task states it folds, it keeps only what a rule
+needs of each task and account (a few numbers, and the refunds a task still owes, which
+the same append settles), never the events themselves.
 """
 from __future__ import annotations
 
 import itertools
 import sqlite3
 import tempfile
+import types
+import typing
 from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from events import (
+    WELCOME_CREDITS,
     AccountOpened,
     AddressVerified,
+    ChunkFailed,
     ChunkSubmitted,
     CreditsDebited,
     CreditsGranted,
     CreditsRefunded,
+    Event,
+    MonthlyCreditsExpired,
     RecordedEvent,
     ResultUnknown,
+    SystemFailure,
     TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskDataErased,
+    TaskDeleted,
+    TaskFailed,
 )
 from engine.domain import accounts, tasks
 from engine.domain.errors import InvariantViolation
+from engine.domain.limits import MAX_BALANCE
+from engine.store.base import CorruptEvent
 from engine.store.sqlite import SqliteSession, connect
 from projections.read_models import BALANCES, HISTORY, all_projections
+from projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
     from engine.store import Database
 
-Report = Callable[[str], None]  # says one violation
-from projections.runner import ProjectionRunner
+# The engine reads its clock to decide (an expiry, a debit) just before it stamps the events
+# it appends: a fact may lag its decision by this much and still be on time.
+CLOCK_SLACK = timedelta(seconds=5)
+MAX_PER_RULE = 50  # violations listed per rule; the rest are counted (a broken log can break millions)
+
+RULES: dict[str, str] = {  # rule -> what it holds; docs/audit.md tells the fact and the check in full
+    "positions": "global positions run 1, 2, 3 ... with no gap and no repeat",
+    "stream-versions": "each stream's versions run 1, 2, 3 ... in the order of positions",
+    "event-ids": "no event id appears twice",
+    "stream-kind": "an event lives in a stream of its kind (account-ID or task-ID)",
+    "well-formed": "every event decodes and each field has its declared type (counts and amounts >= 0)",
+    "account-opened": "an account stream starts with AccountOpened naming its own id, once",
+    "welcome": "version 2 of every account is the welcome grant of 200 PAYG, and no other grant is a welcome",
+    "grant": "a grant is above zero and keeps the balance within its bound; PAYG never expires",
+    "monthly-period": "a Monthly grant expires later than it was granted; a new period starts after the "
+                      "previous leftover expired",
+    "monthly-expiry": "MonthlyCreditsExpired takes exactly the Monthly leftover, at or after its expiry (or to "
+                      "open a new period at once); no debit spends Monthly credits past their expiry",
+    "monthly-first": "a debit takes PAYG only once the Monthly bucket is empty",
+    "balance": "no debit takes more than a bucket holds",
+    "debit": "a debit names a task of the account created before it, once, for one credit per unique address",
+    "refund-cause": "every refund follows the task event that frees those credits (same task, account, amount, "
+                    "reason, causation id), and every such event is refunded",
+    "refund-outstanding": "a refund is above zero and never exceeds what the task still has outstanding",
+    "task-created": "a task stream starts with TaskCreated for an open account, once, within bounds",
+    "chunk-submitted": "chunks are submitted in order while the task runs, each of its exact length, no address "
+                       "twice",
+    "result": "a result settles an address of a submitted chunk that has no result yet",
+    "late-result": "a result is marked late exactly when it arrives after the task stopped (never charged "
+                   "nor refunded)",
+    "chunk-failed": "ChunkFailed, while the task runs, lists exactly the chunk's addresses still unsettled",
+    "task-completed": "TaskCompleted comes while the task runs, once every address settled, with counts equal to "
+                      "the results; a task whose every address settled has ended",
+    "task-cancelled": "only a running bulk is cancelled, with unverified_count = its unsettled addresses",
+    "task-failed": "TaskFailed follows failed chunks while the task runs (provider_error exactly when every chunk "
+                   "failed), with unverified_count = its unsettled addresses",
+    "system-failure": "SystemFailure comes while the task runs, with unverified_count = its unsettled addresses",
+    "task-deleted": "only a finished task is deleted, once; only its erasure may follow",
+    "task-erased": "a task's data is erased once, never while it runs; for retention, not before the account's "
+                   "retention ran out since the task finished",
+    "settlement": "each task is debited its address count; account refunds equal the task's settled refunds; "
+                  "a finished task has debited = consumed + refunded",
+    "invariant": "the deciders' own invariants hold while folding (the catch-all for what no rule above names)",
+    "read-models": "the live read models equal a fresh fold of the log; history rows sum to the balance",
+}
+
+ACCOUNT_EVENTS = frozenset({"AccountOpened", "CreditsGranted", "CreditsDebited", "CreditsRefunded",
+                            "MonthlyCreditsExpired", "RetentionSet", "ApiKeyIssued", "ApiKeyRevoked",
+                            "NotificationsSet"})
+TASK_EVENTS = frozenset({"TaskCreated", "ChunkSubmitted", "AddressVerified", "ResultUnknown", "ChunkFailed",
+                         "TaskCancelled", "TaskCompleted", "TaskFailed", "SystemFailure", "TaskDeleted",
+                         "TaskDataErased"})
+STREAM_KINDS = {"account-": ACCOUNT_EVENTS, "task-": TASK_EVENTS}
 
 
 @dataclass
@@ -42,14 +113,29 @@ class AuditReport:
     accounts: int = 0
     tasks: int = 0
     violations: list[str] = field(default_factory=list)
+    broken: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rule -> violations
+    found: int = 0  # violations of every rule, listed or only counted
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
+    def add(self, rule: str, message: str) -> None:
+        if rule not in RULES:
+            raise ValueError(f"no audit rule {rule!r}")
+        self.broken[rule] += 1
+        self.found += 1
+        if self.broken[rule] <= MAX_PER_RULE:
+            self.violations.append(f"[{rule}] {message}")
+
+    def close(self) -> None:
+        for rule, count in sorted(self.broken.items()):
+            if count > MAX_PER_RULE:
+                self.violations.append(f"[{rule}] ... and {count - MAX_PER_RULE} more")
+
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "events": self.events, "accounts": self.accounts, "tasks": self.tasks,
-                "violations": self.violations}
+                "violations": self.violations, "broken_rules": dict(sorted(self.broken.items()))}
 
 
 def audit(db: Database) -> AuditReport:
@@ -57,119 +143,459 @@ def audit(db: Database) -> AuditReport:
     are copied beside it, and the two are compared there in SQL (memory does not grow with
     the log). The log and the live read models are read in one snapshot: an engine that
     appends meanwhile cannot make the audit report false differences."""
-    db.catch_up()
+    try:
+        db.catch_up()
+    except CorruptEvent:
+        pass  # the read models stop before it; the walk below names it
     with tempfile.TemporaryDirectory(prefix="vec-audit-") as scratch:
         fresh_conn = connect(str(Path(scratch) / "fresh.db"))
         try:
             with db.snapshot():
-                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), db.events.read_all,
+                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(db.events.read_all),
                                          seal_row=db.projector.seal_row)  # sealed as the live rows are
                 return _audit_snapshot(db, fresh, fresh_conn)
         finally:
             fresh_conn.close()
 
 
+ReadAll = Callable[..., Iterator[RecordedEvent]]
+
+
+def readable(read_all: ReadAll, on_corrupt: Callable[[CorruptEvent], None] | None = None) -> ReadAll:
+    """`read_all` that reads on past an event it cannot decode (handed to `on_corrupt`)."""
+
+    def read(after_position: int = 0, until_position: int | None = None, batch: int = 2000) -> Iterator[RecordedEvent]:
+        after = after_position
+        while True:
+            try:
+                for recorded in read_all(after_position=after, until_position=until_position, batch=batch):
+                    after = recorded.position
+                    yield recorded
+                return
+            except CorruptEvent as error:
+                if on_corrupt is not None:
+                    on_corrupt(error)
+                after = error.position
+
+    return read
+
+
 def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection) -> AuditReport:
     report = AuditReport()
-    account_states: dict[str, accounts.AccountState] = {}
-    task_states: dict[str, tasks.TaskState] = {}
-    versions: dict[str, int] = defaultdict(int)
-    debited: dict[str, int] = defaultdict(int)
-    refunded: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    unknown_results: dict[str, int] = defaultdict(int)
-    seen_ids: set[Any] = set()
-    bad = report.violations.append
+    auditor = _Auditor(report)
     live = db.projector.checkpoints()  # each live read model is compared at its own position
     live_at = live.get("credits", 0)
     balances_at_live: dict[str, tuple[int, int]] = {}
-
-    for recorded in db.events.read_all():
-        report.events += 1
-        where = f"{recorded.stream}@{recorded.version} (position {recorded.position})"
-        if recorded.position != report.events:
-            bad(f"gap in the global order: expected position {report.events}, found {recorded.position}")
-        versions[recorded.stream] += 1
-        if recorded.version != versions[recorded.stream]:
-            bad(f"stream versions not contiguous at {where}")
-        if recorded.event_id in seen_ids:
-            bad(f"event id {recorded.event_id} appears twice ({where})")
-        seen_ids.add(recorded.event_id)
-        try:
-            if recorded.stream.startswith("account-"):
-                _check_account_event(recorded, account_states, debited, refunded, where, bad)
-            else:
-                _check_task_event(recorded, task_states, unknown_results, where, bad)
-        except InvariantViolation as error:
-            bad(f"invariant broken at {where}: {error}")
+    for recorded in readable(db.events.read_all, auditor.corrupt)():
+        auditor.event(recorded)
         if recorded.position == live_at:
-            balances_at_live = {s.removeprefix("account-"): (a.monthly, a.payg) for s, a in account_states.items()}
-
-    report.accounts, report.tasks = len(account_states), len(task_states)
+            balances_at_live = auditor.balances()
+    auditor.finish()
+    report.events, report.accounts, report.tasks = auditor.count, len(auditor.accounts), len(auditor.tasks)
     for stopped in db.projector.stopped().values():
-        bad(str(stopped))
-    for task_id, state in task_states.items():
-        _check_settlement(task_id, state, debited, refunded, unknown_results, bad)
+        report.add("read-models", str(stopped))
     fresh.catch_up(until=max(live.values(), default=0), stop_at=live)
-    _check_read_models(db, fresh, scratch, balances_at_live, bad)
+    _check_read_models(db, fresh, scratch, balances_at_live, report)
+    report.close()
     return report
 
 
-def _check_account_event(recorded: RecordedEvent, states: dict[str, accounts.AccountState], debited: dict[str, int],
-                         refunded: dict[str, dict[str, int]], where: str, bad: Report) -> None:
-    stream = recorded.stream
-    state = states.get(stream, accounts.AccountState())
-    event = recorded.event
-    if isinstance(event, CreditsGranted) and event.reason == "welcome":
-        if (event.bucket, event.amount) != ("payg", 200) or recorded.version != 2:
-            bad(f"welcome grant is not 200 PAYG right after opening at {where}")
-    if not state.opened and not isinstance(event, AccountOpened):
-        bad(f"{event.type_name()} before AccountOpened at {where}")
-    if isinstance(event, CreditsDebited):
-        debited[event.task_id] += event.monthly + event.payg
-    if isinstance(event, CreditsRefunded):
-        refunded[event.task_id][event.reason] += event.amount
-    state = accounts.evolve(state, event)  # asserts: no negative bucket, no refund beyond debit
-    if state.monthly < 0 or state.payg < 0:
-        bad(f"negative balance at {where}")
-    states[stream] = state
+# --- what the audit keeps per account and per task -----------------------------------------
+
+@dataclass(slots=True)
+class _Account:
+    state: accounts.AccountState = field(default_factory=accounts.AccountState)
+    version: int = 0
+    new_period_due: bool = False  # an early expiry of the leftover: a new period's grant must follow at once
 
 
-def _check_task_event(recorded: RecordedEvent, states: dict[str, tasks.TaskState], unknown_results: dict[str, int],
-                      where: str, bad: Report) -> None:
-    task_id = recorded.stream.removeprefix("task-")
-    state = states.get(task_id) or tasks.TaskState(task_id=task_id)
-    event = recorded.event
-    if isinstance(event, ChunkSubmitted) and not state.active:
-        bad(f"chunk {event.chunk_no} submitted after the task stopped ({state.status}) at {where}")
-    if isinstance(event, (AddressVerified, ResultUnknown)):
-        if event.late == state.active:
-            bad(f"result for {event.address} marked late={event.late} while task {state.status} at {where}")
-        if isinstance(event, ResultUnknown) and not event.late:
-            unknown_results[task_id] += 1
-    if isinstance(event, TaskCancelled) and state.kind == "single":
-        bad(f"single task cancelled at {where}")
-    states[task_id] = tasks.evolve(state, event)  # asserts: each address settles once
+@dataclass(slots=True)
+class _Task:
+    state: tasks.TaskState
+    sha256: str = ""
+    debited: int = 0
+    refunded: int = 0  # by refunds on the account
+    # (cause event id, amount, reason) of task events whose refund has not followed yet: the
+    # same append settles them, so this is almost always None (no list kept per task)
+    owed: list[tuple[str, int, str]] | None = None
+    finished_at: datetime | None = None
 
 
-def _check_settlement(task_id: str, state: tasks.TaskState, debited: dict[str, int],
-                      refunded: dict[str, dict[str, int]], unknown_results: dict[str, int], bad: Report) -> None:
-    name = f"task {task_id}"
-    if debited.get(task_id, 0) != state.address_count:
-        bad(f"{name}: debited {debited.get(task_id, 0)} for {state.address_count} unique addresses")
-    total_refunded = sum(refunded[task_id].values())
-    if total_refunded != state.refunded:
-        bad(f"{name}: account refunds {total_refunded} differ from the task's settled refunds {state.refunded}")
-    if refunded[task_id].get("unknown", 0) != unknown_results.get(task_id, 0):
-        bad(f"{name}: {unknown_results.get(task_id, 0)} Unknown results but "
-            f"{refunded[task_id].get('unknown', 0)} Unknown refunds")
-    if state.status in tasks.FINISHED and debited.get(task_id, 0) != state.consumed + total_refunded:
-        bad(f"{name}: debited {debited.get(task_id, 0)} != consumed {state.consumed} + refunded {total_refunded}")
-    if state.status == "completed" and state.unsettled:
-        bad(f"{name}: completed with {state.unsettled} addresses unsettled")
+Where = str
 
+
+class _Auditor:
+    def __init__(self, report: AuditReport):
+        self.report = report
+        self.add = report.add
+        self.position = 0  # of the last event read
+        self.count = 0  # events read, decodable or not
+        self.versions: dict[str, int] = defaultdict(int)
+        self.seen_ids: set[Any] = set()
+        self.accounts: dict[str, _Account] = {}
+        self.tasks: dict[str, _Task] = {}
+
+    def balances(self) -> dict[str, tuple[int, int]]:
+        return {a: (acc.state.monthly, acc.state.payg) for a, acc in self.accounts.items() if acc.state.opened}
+
+    def account(self, account_id: str) -> _Account:
+        acc = self.accounts.get(account_id)
+        if acc is None:
+            acc = self.accounts[account_id] = _Account()
+        return acc
+
+    def task(self, task_id: str) -> _Task:
+        ledger = self.tasks.get(task_id)
+        if ledger is None:
+            ledger = self.tasks[task_id] = _Task(tasks.TaskState(task_id=task_id))
+        return ledger
+
+    def sequence(self, position: int, stream: str, version: int, event_id: object, type_name: str) -> Where:
+        """The rules every event obeys, decodable or not; returns where it is, for messages."""
+        where = f"{stream}@{version} (position {position}, {type_name})"
+        self.count += 1
+        if position != self.position + 1:
+            self.add("positions", f"expected position {self.position + 1}, found {position} ({where})")
+        self.position = position
+        self.versions[stream] += 1
+        if version != self.versions[stream]:
+            self.add("stream-versions", f"expected version {self.versions[stream]} of {stream}, found {where}")
+            self.versions[stream] = version
+        if event_id is not None:
+            if event_id in self.seen_ids:
+                self.add("event-ids", f"event id {event_id} appears twice ({where})")
+            self.seen_ids.add(event_id)
+        return where
+
+    def corrupt(self, error: CorruptEvent) -> None:
+        where = self.sequence(error.position, error.stream, error.version, None, error.type_name)
+        self.add("well-formed", f"cannot decode {where}: {error.why}")
+
+    def event(self, recorded: RecordedEvent) -> None:
+        where = self.sequence(recorded.position, recorded.stream, recorded.version, recorded.event_id, recorded.type)
+        kind = next((prefix for prefix in STREAM_KINDS if recorded.stream.startswith(prefix)), None)
+        if kind is None or recorded.type not in STREAM_KINDS[kind]:
+            self.add("stream-kind", f"{recorded.type} does not belong in stream {recorded.stream} ({where})")
+            return
+        malformed = shape_error(recorded.event)
+        if malformed:
+            self.add("well-formed", f"impossible {where}: {malformed}")
+            return
+        before = self.report.found
+        try:
+            if kind == "account-":
+                self.account_event(self.account(recorded.stream.removeprefix(kind)), recorded, where)
+            else:
+                self.task_event(self.task(recorded.stream.removeprefix(kind)), recorded, where)
+        except Exception as error:  # noqa: BLE001 - a log the rules above did not foresee is still named
+            if self.report.found == before:  # not already named by a rule
+                why = str(error) if isinstance(error, InvariantViolation) else f"{type(error).__name__}: {error}"
+                self.add("invariant", f"{where}: {why}")
+
+    # --- the account stream ---------------------------------------------------------------
+
+    def account_event(self, acc: _Account, recorded: RecordedEvent, where: Where) -> None:
+        event, state, account_id = recorded.event, acc.state, recorded.stream.removeprefix("account-")
+        acc.version = recorded.version
+        if isinstance(event, AccountOpened):
+            if state.opened or event.account_id != account_id:
+                self.add("account-opened", f"AccountOpened for {event.account_id!r} at {where} "
+                                           f"({'opened twice' if state.opened else 'names another account'})")
+        elif not state.opened:
+            self.add("account-opened", f"{event.type_name()} before AccountOpened at {where}")
+        welcome = event if isinstance(event, CreditsGranted) and event.reason == "welcome" else None
+        if (recorded.version == 2) != (welcome is not None) or (
+                welcome is not None and (welcome.bucket, welcome.amount) != ("payg", WELCOME_CREDITS)):
+            self.add("welcome", f"the welcome grant is 200 PAYG at version 2, once: found {event} at {where}")
+        if acc.new_period_due:
+            acc.new_period_due = False
+            if not (isinstance(event, CreditsGranted) and event.bucket == "monthly"):
+                self.add("monthly-expiry", f"Monthly credits expired before their expiry, and no new period "
+                                           f"followed (next: {event.type_name()} at {where})")
+        if isinstance(event, CreditsGranted):
+            self.grant(state, event, recorded, where)
+        elif isinstance(event, CreditsDebited):
+            self.debit(state, event, recorded, where)
+        elif isinstance(event, CreditsRefunded):
+            self.refund(state, event, recorded, where)
+        elif isinstance(event, MonthlyCreditsExpired):
+            self.expiry(acc, event, recorded, where)
+        acc.state = accounts.evolve(state, event)  # asserts the invariants the rules above did not name
+
+    def grant(self, state: accounts.AccountState, event: CreditsGranted, recorded: RecordedEvent,
+              where: Where) -> None:
+        if not 0 < event.amount <= MAX_BALANCE - state.total:
+            self.add("grant", f"grant of {event.amount} takes the balance {state.total} out of bounds at {where}")
+        if event.bucket == "payg":
+            if event.expires_at is not None:
+                self.add("grant", f"PAYG credits granted with an expiry ({event.expires_at}) at {where}")
+            return
+        expires = _moment(event.expires_at)
+        if expires is None or expires <= recorded.occurred_at - CLOCK_SLACK:
+            self.add("monthly-period", f"Monthly grant expiring {event.expires_at!r}, granted "
+                                       f"{recorded.occurred_at.isoformat()} at {where}")
+        elif state.monthly > 0 and state.monthly_expires_at != expires:
+            self.add("monthly-period", f"a new Monthly period (expiring {event.expires_at}) began with "
+                                       f"{state.monthly} credits of the previous one not expired at {where}")
+
+    def expiry(self, acc: _Account, event: MonthlyCreditsExpired, recorded: RecordedEvent, where: Where) -> None:
+        state = acc.state
+        if event.amount != state.monthly or event.amount <= 0:
+            self.add("monthly-expiry", f"expiry of {event.amount} while the Monthly bucket holds {state.monthly} "
+                                       f"at {where}")
+        expires = state.monthly_expires_at
+        if expires is None or recorded.occurred_at < expires:
+            acc.new_period_due = True  # only a new period may expire the leftover early
+
+    def debit(self, state: accounts.AccountState, event: CreditsDebited, recorded: RecordedEvent,
+              where: Where) -> None:
+        if event.monthly < 0 or event.payg < 0 or event.monthly > state.monthly or event.payg > state.payg:
+            self.add("balance", f"debit of {event.monthly} Monthly + {event.payg} PAYG from a balance of "
+                                f"{state.monthly} Monthly + {state.payg} PAYG at {where}")
+        elif event.payg > 0 and event.monthly != state.monthly:
+            self.add("monthly-first", f"debit took {event.payg} PAYG while {state.monthly - event.monthly} "
+                                      f"Monthly credits were left at {where}")
+        expires = state.monthly_expires_at
+        if event.monthly > 0 and expires is not None and recorded.occurred_at - CLOCK_SLACK >= expires:
+            self.add("monthly-expiry", f"debit spent {event.monthly} Monthly credits that expired "
+                                       f"{expires.isoformat()} at {where}")
+        self.debit_of_task(self.task(event.task_id), event, recorded, where)
+
+    def debit_of_task(self, ledger: _Task, event: CreditsDebited, recorded: RecordedEvent, where: Where) -> None:
+        task, amount = ledger.state, event.monthly + event.payg
+        account_id = recorded.stream.removeprefix("account-")
+        if task.status == "new" or task.account_id != account_id:
+            self.add("debit", f"debit for task {event.task_id}, which {account_id} did not create before it, "
+                              f"at {where}")
+        elif ledger.debited:
+            self.add("debit", f"task {event.task_id} debited twice, at {where}")
+        elif amount != task.address_count:
+            self.add("debit", f"debit of {amount} for task {event.task_id} of {task.address_count} unique "
+                              f"addresses at {where}")
+        elif event.sha256 and (event.sha256 != ledger.sha256 or not _near(_moment(event.at), recorded)):
+            self.add("debit", f"debit's file digest or time ({event.at!r}) is not its task's at {where}")
+        ledger.debited += amount
+
+    def refund(self, state: accounts.AccountState, event: CreditsRefunded, recorded: RecordedEvent,
+               where: Where) -> None:
+        account_id = recorded.stream.removeprefix("account-")
+        outstanding = state.outstanding.get(event.task_id, 0)
+        if not 0 < event.amount <= outstanding:
+            self.add("refund-outstanding", f"refund of {event.amount} for task {event.task_id} with {outstanding} "
+                                           f"outstanding at {where}")
+        ledger = self.task(event.task_id)
+        ledger.refunded += event.amount
+        owed = ledger.owed.pop(0) if ledger.owed else None
+        if not ledger.owed:
+            ledger.owed = None
+        if owed is None:
+            self.add("refund-cause", f"task {event.task_id}: refund of {event.amount} ({event.reason}) that no "
+                                     f"task event before it frees, at {where}")
+        elif (event.amount, event.reason) != owed[1:] or ledger.state.account_id != account_id:
+            self.add("refund-cause", f"task {event.task_id}: refund of {event.amount} ({event.reason}) to "
+                                     f"{account_id} for a cause that frees {owed[1]} ({owed[2]}) of "
+                                     f"{ledger.state.account_id}, at {where}")
+        elif recorded.causation_id != owed[0]:
+            self.add("refund-cause", f"task {event.task_id}: refund caused by {recorded.causation_id}, "
+                                     f"not by the event that frees it ({owed[0]}), at {where}")
+
+    # --- the task stream ------------------------------------------------------------------
+
+    def task_event(self, ledger: _Task, recorded: RecordedEvent, where: Where) -> None:
+        event, state = recorded.event, ledger.state
+        if state.deleted and not isinstance(event, TaskDataErased):
+            self.add("task-deleted", f"{event.type_name()} after the task was deleted, at {where}")
+        if isinstance(event, TaskCreated):
+            self.created(ledger, event, where)
+        elif state.status == "new":
+            self.add("task-created", f"{event.type_name()} before TaskCreated at {where}")
+        elif isinstance(event, ChunkSubmitted):
+            self.submitted(state, event, where)
+        elif isinstance(event, (AddressVerified, ResultUnknown)):
+            if event.address not in state.pending.get(event.chunk_no, {}):
+                self.add("result", f"result for {event.address} (chunk {event.chunk_no}), which is settled or was "
+                                   f"never submitted, at {where}")
+            if event.late == state.active:
+                self.add("late-result", f"result marked late={event.late} while the task is {state.status}, "
+                                        f"at {where}")
+        elif isinstance(event, ChunkFailed):
+            pending = state.pending.get(event.chunk_no, {})
+            if not state.active or not pending or set(event.addresses) != set(pending) \
+                    or len(event.addresses) != len(pending):
+                self.add("chunk-failed", f"chunk {event.chunk_no} failed with {len(event.addresses)} addresses "
+                                         f"while {len(pending)} were unsettled (task {state.status}) at {where}")
+        else:
+            self.ending(ledger, recorded, where)
+        was_active = state.active
+        tasks.evolve(state, event)  # asserts the invariants the rules above did not name
+        if was_active and not state.active:
+            ledger.finished_at = recorded.occurred_at
+        for _, amount, reason in tasks.refunds_for([event]):
+            ledger.owed = [*(ledger.owed or ()), (str(recorded.event_id), amount, reason)]
+
+    def created(self, ledger: _Task, event: TaskCreated, where: Where) -> None:
+        owner = self.accounts.get(event.account_id)
+        if ledger.state.status != "new":
+            self.add("task-created", f"task created twice, at {where}")
+        elif owner is None or not owner.state.opened:
+            self.add("task-created", f"task created for {event.account_id!r}, not an open account, at {where}")
+        elif event.kind == "single" and event.address_count != 1:
+            self.add("task-created", f"single task of {event.address_count} addresses at {where}")
+        ledger.sha256 = event.sha256
+
+    def submitted(self, state: tasks.TaskState, event: ChunkSubmitted, where: Where) -> None:
+        if not state.active:
+            self.add("chunk-submitted", f"chunk {event.chunk_no} submitted after the task stopped ({state.status}) "
+                                        f"at {where}")
+        elif event.chunk_no != state.chunks_submitted or event.chunk_no >= state.total_chunks:
+            self.add("chunk-submitted", f"chunk {event.chunk_no} out of order (next is {state.chunks_submitted} "
+                                        f"of {state.total_chunks}) at {where}")
+        elif len(event.addresses) != state.chunk_length(event.chunk_no) \
+                or len(set(event.addresses)) != len(event.addresses):
+            self.add("chunk-submitted", f"chunk {event.chunk_no} holds {len(event.addresses)} addresses "
+                                        f"({len(set(event.addresses))} distinct), not "
+                                        f"{state.chunk_length(event.chunk_no)}, at {where}")
+
+    def ending(self, ledger: _Task, recorded: RecordedEvent, where: Where) -> None:
+        """The events that end, delete or erase a task, and the counts they state."""
+        event, state = recorded.event, ledger.state
+        name = event.type_name()
+        if isinstance(event, (TaskCompleted, TaskCancelled, TaskFailed, SystemFailure)) and not state.active:
+            rule = {"TaskCompleted": "task-completed", "TaskCancelled": "task-cancelled",
+                    "TaskFailed": "task-failed", "SystemFailure": "system-failure"}[name]
+            self.add(rule, f"{name} while the task is {state.status}, at {where}")
+        elif isinstance(event, TaskCompleted):
+            if state.unsettled or event.counts != state.counts:
+                self.add("task-completed", f"completed with counts {event.counts} while the results count "
+                                           f"{state.counts} and {state.unsettled} are unsettled, at {where}")
+        elif isinstance(event, (TaskCancelled, TaskFailed, SystemFailure)):
+            self.unverified(state, event, name, where)
+        elif isinstance(event, TaskDeleted) and (state.active or state.deleted):
+            self.add("task-deleted", f"deleted while {state.status}{' (again)' if state.deleted else ''}, at {where}")
+        elif isinstance(event, TaskDataErased):
+            self.erased(ledger, event, recorded, where)
+
+    def unverified(self, state: tasks.TaskState, event: TaskCancelled | TaskFailed | SystemFailure, name: str,
+                   where: Where) -> None:
+        rule = {"TaskCancelled": "task-cancelled", "TaskFailed": "task-failed", "SystemFailure": "system-failure"}[name]
+        if event.unverified_count != state.unsettled:
+            self.add(rule, f"{name} refunds {event.unverified_count} unverified addresses while {state.unsettled} "
+                           f"are unsettled, at {where}")
+        if isinstance(event, TaskCancelled) and state.kind == "single":
+            self.add(rule, f"single task cancelled at {where}")
+        if isinstance(event, TaskFailed) and (
+                not state.failed_chunks or (event.reason == "provider_error") != (
+                    state.failed_chunks == state.total_chunks)):
+            self.add(rule, f"TaskFailed ({event.reason}) after {state.failed_chunks} of {state.total_chunks} "
+                           f"chunks failed, at {where}")
+
+    def erased(self, ledger: _Task, event: TaskDataErased, recorded: RecordedEvent, where: Where) -> None:
+        state = ledger.state
+        if state.active or state.erased:
+            self.add("task-erased", f"erased while {state.status}{' (again)' if state.erased else ''}, at {where}")
+            return
+        owner = self.accounts.get(state.account_id or "")
+        days = owner.state.retention_days if owner else 0
+        if event.reason == "retention" and (
+                ledger.finished_at is None or recorded.occurred_at - ledger.finished_at < timedelta(days=days)):
+            self.add("task-erased", f"erased for retention {recorded.occurred_at.isoformat()}, before the "
+                                    f"{days} days after it finished ({ledger.finished_at}) ran out, at {where}")
+
+    # --- at the end of the log ------------------------------------------------------------
+
+    def finish(self) -> None:
+        for account_id, acc in self.accounts.items():
+            if acc.new_period_due:
+                self.add("monthly-expiry", f"account {account_id}: Monthly credits expired before their expiry, "
+                                           "and no new period followed")
+            if acc.state.opened and acc.version < 2:
+                self.add("welcome", f"account {account_id} has no welcome grant")
+        for task_id, ledger in self.tasks.items():
+            self.settled(task_id, ledger)
+
+    def settled(self, task_id: str, ledger: _Task) -> None:
+        state, name = ledger.state, f"task {task_id}"
+        if ledger.debited != state.address_count:
+            self.add("settlement", f"{name}: debited {ledger.debited} for {state.address_count} unique addresses")
+        if ledger.refunded != state.refunded:
+            self.add("settlement", f"{name}: account refunds {ledger.refunded} differ from the task's settled "
+                                   f"refunds {state.refunded}")
+        if state.status in tasks.FINISHED and ledger.debited != state.consumed + ledger.refunded:
+            self.add("settlement", f"{name}: debited {ledger.debited} != consumed {state.consumed} + refunded "
+                                   f"{ledger.refunded}")
+        if state.status == "completed" and state.unsettled:
+            self.add("task-completed", f"{name}: completed with {state.unsettled} addresses unsettled")
+        if state.active and state.address_count and not state.unsettled:
+            self.add("task-completed", f"{name}: every address settled, yet the task is still {state.status}")
+        for cause_id, amount, reason in ledger.owed or ():
+            self.add("refund-cause", f"{name}: event {cause_id} frees {amount} ({reason}), never refunded")
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO 8601 time with its offset, or None (missing, malformed or naive)."""
+    try:
+        moment = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def _near(moment: datetime | None, recorded: RecordedEvent) -> bool:
+    """A time a command decided on, compared with the time its event was stamped."""
+    return moment is not None and abs(recorded.occurred_at - moment) <= CLOCK_SLACK  # no overflow near 9999
+
+
+# --- the shape of an event (the `well-formed` rule) -----------------------------------------
+
+Conforms = Callable[[Any], bool]
+
+
+def shape_error(event: Event) -> str | None:
+    """Why a decoded event's fields do not have their declared types, or None."""
+    for name, conforms in _checkers(type(event)):
+        value = getattr(event, name)
+        if not conforms(value):
+            return f"field {name} = {value!r} is not of its declared type"
+    return None
+
+
+_CHECKERS: dict[type[Event], tuple[tuple[str, Conforms], ...]] = {}
+
+
+def _checkers(cls: type[Event]) -> tuple[tuple[str, Conforms], ...]:
+    checkers = _CHECKERS.get(cls)
+    if checkers is None:
+        hints = typing.get_type_hints(cls)
+        checkers = _CHECKERS[cls] = tuple((f.name, _conforms(hints[f.name])) for f in fields(cls))
+    return checkers
+
+
+def _conforms(hint: Any) -> Conforms:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return lambda v: isinstance(v, bool)
+    if hint is int:
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if hint is str:
+        return lambda v: isinstance(v, str)
+    if origin is Literal:
+        return lambda v: isinstance(v, str) and v in args
+    if origin in (typing.Union, types.UnionType):
+        options = [_conforms(a) for a in args if a is not type(None)]
+        return lambda v: v is None or any(o(v) for o in options)
+    if origin is tuple:
+        item = _conforms(args[0])
+        return lambda v: isinstance(v, tuple) and all(item(i) for i in v)
+    if origin is dict:
+        key, value = _conforms(args[0]), _conforms(args[1])
+        return lambda v: isinstance(v, dict) and all(key(k) and value(i) for k, i in v.items())
+    raise TypeError(f"the audit knows no field type {hint!r}: teach engine/audit.py")
+
+
+# --- the read models ------------------------------------------------------------------------
 
 def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
-                       balances: dict[str, tuple[int, int]], bad: Report) -> None:
+                       balances: dict[str, tuple[int, int]], report: AuditReport) -> None:
     """The live read models against a fold of the log into the scratch database, both at the
     live checkpoint: the live rows are copied beside the fresh ones and compared in SQL."""
     for table, spec in fresh.specs.items():
@@ -184,12 +610,13 @@ def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: sqlite3.C
         extra = scratch.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM live_{table}"
                                 f" EXCEPT SELECT {columns} FROM {table})").fetchone()[0]
         if missing or extra:
-            bad(f"read model {table} differs from a fresh fold of the log "
-                f"({missing} rows missing or changed, {extra} rows extra)")
+            report.add("read-models", f"read model {table} differs from a fresh fold of the log "
+                                      f"({missing} rows missing or changed, {extra} rows extra)")
     folded = {r[0]: (r[1], r[2]) for r in scratch.execute(f"SELECT account_id, monthly, payg FROM {BALANCES.name}")}
     sums = dict(scratch.execute(f"SELECT account_id, SUM(amount) FROM {HISTORY.name} GROUP BY account_id"))
     for account_id, (monthly, payg) in balances.items():
         if folded.get(account_id) != (monthly, payg):
-            bad(f"account {account_id}: balance read model differs from the log")
+            report.add("read-models", f"account {account_id}: balance read model differs from the log")
         if sums.get(account_id, 0) != monthly + payg:
-            bad(f"account {account_id}: history rows sum to {sums.get(account_id, 0)}, balance is {monthly + payg}")
+            report.add("read-models", f"account {account_id}: history rows sum to {sums.get(account_id, 0)}, "
+                                      f"balance is {monthly + payg}")

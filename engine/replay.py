@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from events import CreditsDebited, CreditsRefunded, account_stream, task_stream
-from engine.domain.errors import DomainError, InvalidCommand
+from typing import Iterable
+
+from events import CreditsDebited, CreditsRefunded, RecordedEvent, TaskCreated, account_stream, task_stream
+from engine.domain.errors import DomainError, InvalidCommand, InvariantViolation
 from projections.base import InMemoryView
 from projections.read_models import BALANCES, HISTORY, TASKS, all_projections
 
@@ -20,7 +22,7 @@ def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
         until = db.events.position_at(moment)
     view = InMemoryView(all_projections())
     if db.events.stream_version(account_stream(target)):
-        view.fold(db.events.read_stream(account_stream(target), until_position=until))
+        _fold(view, db.events.read_stream(account_stream(target), until_position=until))
         balance = view.get(BALANCES.name, (target,)) or {}
         history = sorted((r for r in view.tables[HISTORY.name].values()), key=lambda r: r["seq"])
         return {"account": target, "position": until, "monthly": balance.get("monthly", 0),
@@ -30,10 +32,25 @@ def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
         task_events = list(db.events.read_stream(task_stream(target), until_position=until))
         if not task_events:
             return {"task_id": target, "position": until, "status": "not yet created"}
-        account_id = task_events[0].event.account_id
+        created = task_events[0]
+        if not isinstance(created.event, TaskCreated):
+            raise InvariantViolation(f"{created.stream} starts with {created.type} at position {created.position}, "
+                                     "not TaskCreated")
+        account_id = created.event.account_id
         money = [r for r in db.events.read_stream(account_stream(account_id), until_position=until)
                  if isinstance(r.event, (CreditsDebited, CreditsRefunded)) and r.event.task_id == target]
-        view.fold(sorted(task_events + money, key=lambda r: r.position))
+        _fold(view, sorted(task_events + money, key=lambda r: r.position))
         row = view.get(TASKS.name, (target,))
         return {"position": until, **row}
     raise DomainError(f"no account or task named {target}")
+
+
+def _fold(view: InMemoryView, events: Iterable[RecordedEvent]) -> None:
+    """Folds the events one by one: one that cannot be folded is named (a store's reader
+    already names one it cannot decode, as a CorruptEvent)."""
+    for recorded in events:
+        try:
+            view.fold([recorded])
+        except Exception as error:  # noqa: BLE001 - an impossible event: named, never a traceback
+            raise InvariantViolation(f"{recorded.type} at position {recorded.position} ({recorded.stream}@"
+                                     f"{recorded.version}) cannot be folded: {type(error).__name__}: {error}") from None

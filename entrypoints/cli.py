@@ -760,6 +760,8 @@ def events_cmd(ctx: Context, stream: str | None, after: int, follow: bool) -> No
 @command(cli, "audit")
 def audit_cmd(ctx: Context, as_json: bool) -> None:
     """Replay the whole log and check every money rule; exit 0 only if all hold."""
+    from rich.markup import escape
+
     from engine.audit import audit
 
     report = audit(ctx.db)
@@ -767,8 +769,8 @@ def audit_cmd(ctx: Context, as_json: bool) -> None:
         click.echo(json.dumps(report.to_json()))
     else:
         out.print(f"{report.events} events, {report.accounts} accounts, {report.tasks} tasks")
-        for violation in report.violations:
-            out.print(f"[red]VIOLATION[/] {violation}", highlight=False, soft_wrap=True)
+        for violation in report.violations:  # escaped: each starts with its rule's name in brackets
+            out.print(f"[red]VIOLATION[/] {escape(violation)}", highlight=False, soft_wrap=True)
         out.print("[green]all money rules hold[/]" if report.ok else f"[red]{len(report.violations)} violations[/]")
     sys.exit(0 if report.ok else 1)
 
@@ -786,7 +788,11 @@ def migrate_cmd(ctx: Context, as_json: bool) -> None:
 def rebuild_cmd(ctx: Context, as_json: bool) -> None:
     """Recreate every read model from the log."""
     started = time.perf_counter()
-    count = ctx.db.projector.rebuild()
+    count = ctx.db.projector.rebuild()  # an event that cannot be decoded raises CorruptEvent: one line, exit 1
+    stopped = ctx.db.projector.stopped()
+    if stopped:  # a read model stopped on an event it could not fold: the rebuild is not whole
+        raise ProjectionStopped(*min(((s.name, s.position, s.message) for s in stopped.values()),
+                                     key=lambda s: s[1]))
     emit({"events": count, "seconds": round(time.perf_counter() - started, 3)}, as_json)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from engine.store.base import (  # noqa: F401 (re-exported)
     ConcurrencyError,
+    CorruptEvent,
     DuplicateEventError,
     EngineLease,
     EventStore,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
+from engine.domain.errors import InvariantViolation
 
 if TYPE_CHECKING:
     from engine.store.lease import LeaseInfo
@@ -32,6 +33,23 @@ class ConcurrencyError(StoreError):
 
 class DuplicateEventError(StoreError):
     """An event id is already in the log: the same fact was emitted twice."""
+
+
+class CorruptEvent(InvariantViolation):
+    """A stored event this code cannot read (malformed JSON, an unknown type or field, a
+    sealed value that does not open): the log is broken at that position. Named with what
+    an operator needs to find it; `vec audit` reports it and reads on past it."""
+
+    def __init__(self, position: int, stream: str, version: int, type_name: str, why: str):
+        super().__init__(f"the event at position {position} ({stream}@{version}, {type_name}) cannot be read: {why}")
+        self.position, self.stream, self.version, self.type_name, self.why = position, stream, version, type_name, why
+
+
+def corrupt(row: Sequence[Any], error: Exception) -> CorruptEvent:
+    """The stored row (position, event_id, stream, version, type, ...) that failed to read
+    with `error`, as a CorruptEvent."""
+    position, _, stream, version, type_name = row[:5]
+    return CorruptEvent(position, stream, version, type_name, f"{type(error).__name__}: {error}")
 
 
 class IdempotencyConflict(StoreError):

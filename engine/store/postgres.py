@@ -44,6 +44,7 @@ from engine.store.base import (
     IdempotencyConflict,
     SchemaMissing,
     StoreError,
+    corrupt,
     StoreUnavailable,
 )
 
@@ -123,9 +124,13 @@ _COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestam
 
 def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
-    opener = keyring.open_for(stream) if keyring is not None else None
+    opener = keyring.open_for(stream) if keyring is not None else None  # may touch the database: outside the try
+    try:
+        event = decode(type_name, schema_version, data, opener)
+    except Exception as error:  # noqa: BLE001 - whatever the stored text holds, the log is broken there
+        raise corrupt(row, error) from None
     return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),
-                         decode(type_name, schema_version, data, opener), corr, cause, actor)
+                         event, corr, cause, actor)
 
 
 def describe(url: str) -> str:

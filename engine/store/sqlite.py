@@ -25,6 +25,7 @@ from engine.store.base import (
     ConcurrencyError,
     DuplicateEventError,
     Idempotency,
+    corrupt,
     IdempotencyConflict,
 )
 
@@ -104,17 +105,21 @@ def _utc(moment: datetime) -> str:
 
 def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
-    return RecordedEvent(
-        position=position,
-        stream=stream,
-        version=version,
-        event_id=uuid.UUID(bytes=event_id),
-        occurred_at=datetime.fromisoformat(occurred_at),
-        event=decode(type_name, schema_version, data, keyring.open_for(stream) if keyring else None),
-        correlation_id=corr,
-        causation_id=cause,
-        actor=actor,
-    )
+    opener = keyring.open_for(stream) if keyring else None  # may touch the database: outside the try
+    try:
+        return RecordedEvent(
+            position=position,
+            stream=stream,
+            version=version,
+            event_id=uuid.UUID(bytes=event_id),
+            occurred_at=datetime.fromisoformat(occurred_at),
+            event=decode(type_name, schema_version, data, opener),
+            correlation_id=corr,
+            causation_id=cause,
+            actor=actor,
+        )
+    except Exception as error:  # noqa: BLE001 - whatever the stored text holds, the log is broken there
+        raise corrupt(row, error) from None
 
 
 FORMAT = 3  # PRAGMA user_version of the file; 2 = 16-byte event ids, 3 = the actor of each event

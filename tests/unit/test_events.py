@@ -201,5 +201,7 @@ def test_an_upcast_task_folds_into_the_deciders_and_the_read_models(db):
 
 def test_a_stored_event_newer_than_the_code_fails_loudly_on_read(db):
     _insert_raw(db.events.conn, "task-future", 1, "TaskCreated", 9, {**V1_TASK_CREATED, "source": "x", "chunk_size": 1})
-    with pytest.raises(ValueError, match="newer"):
+    from engine.store import CorruptEvent
+
+    with pytest.raises(CorruptEvent, match=r"position 1 \(task-future@1, TaskCreated\) cannot be read: .*newer"):
         list(db.events.read_stream("task-future"))
