@@ -17,10 +17,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -46,7 +46,7 @@ def checked(argv: list[str], timeout_s: float, env: dict | None = None) -> str:
     """Runs a set-up or fault command; its exit status is checked. Returns stdout."""
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
         raise CommandFailed(f"{' '.join(argv)}: no answer within {timeout_s:.0f} s") from None
     if done.returncode != 0:
@@ -59,7 +59,8 @@ def strict(vec, *args: str, timeout_s: float = 120) -> str:
     try:
         return vec.run(*args, timeout=timeout_s).stdout
     except (AssertionError, subprocess.TimeoutExpired) as e:
-        raise CommandFailed(str(e).strip()[-2000:]) from None
+        text = str(e).strip()
+        raise CommandFailed(text if len(text) < 2000 else f"{text[:200]} ... {text[-1500:]}") from None
 
 
 def strict_json(vec, *args: str, timeout_s: float = 120):
@@ -103,7 +104,7 @@ def mail_world(work: Path) -> Iterator[object]:
     try:
         yield MailWorld(state_dir=state_dir)
     finally:
-        subprocess.run([str(MAILWORLD), "stop", str(state_dir)], capture_output=True, timeout=120)
+        subprocess.run([str(MAILWORLD), "stop", str(state_dir)], capture_output=True, timeout=120, check=False)
 
 
 def verifier_env(world) -> dict[str, str]:
@@ -201,11 +202,9 @@ def recovery_s(store_url: str, head: int, bound_s: float, ready: Callable[[], bo
     until the bound."""
     started = time.monotonic()
     while time.monotonic() - started < bound_s:
-        try:
+        with suppress(Exception):  # the store may be coming back: the bound decides
             if engine_head(store_url) > head and ready():
                 return time.monotonic() - started
-        except Exception:  # noqa: BLE001 - the store may be coming back; the bound decides
-            pass
         meanwhile()
         time.sleep(0.1)
     return None

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.mailworld
 
 def campaign(mailworld, script: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args, "--json"], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "VEC_MAILWORLD_STATE_DIR": str(mailworld.state_dir)})
+                          text=True, timeout=600, check=False,
+                          env={**os.environ, "VEC_MAILWORLD_STATE_DIR": str(mailworld.state_dir)})
     assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
     return json.loads(done.stdout)
 
