@@ -76,15 +76,17 @@ def read_events(vec) -> list[dict]:
 
 @contextmanager
 def interrupts_unwind() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started, by PID."""
+    """SIGTERM and SIGINT unwind like Ctrl-C, so every `finally` stops what it started, by PID
+    (SIGINT too: a campaign started in the background inherits it ignored)."""
     def stop(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
