@@ -120,12 +120,12 @@ def verifier_env(world) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- bulks
 
-def bulk_addresses(tag: str, number: int, counted: int = 0) -> list[str]:
+def bulk_addresses(tag: str, number: int, counted: int = 0, slow: int = 16) -> list[str]:
     """A bulk of mail-world addresses: slow.test users, example.test users and unknown users,
     greylist.test (a first try is greylisted; fresh recipients each bulk, so every bulk meets
     the greylist), catchall.test, and `counted` addresses at the counting SMTP server.
     Unknown local parts carry `tag` so the SMTP server's log tells this campaign's RCPTs."""
-    return ([f"u{(number * 37 + i) % 1000}@slow.test" for i in range(16)]
+    return ([f"u{(number * 37 + i) % 1000}@slow.test" for i in range(slow)]
             + ["alice@example.test", f"nobody-{tag}-{number}@example.test", f"ghost-{tag}-{number}@example.test",
                "anyone@catchall.test", "alice@greylist.test", f"grey-{tag}-{number}-a@greylist.test",
                f"grey-{tag}-{number}-b@greylist.test"]
@@ -140,6 +140,7 @@ class Bulks:
     work: Path
     settle_bound_s: float
     counted: int = 0
+    slow: int = 16  # slow.test addresses per bulk (each RCPT takes a second)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     created: dict[str, float] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)
@@ -149,7 +150,7 @@ class Bulks:
     def start(self) -> str:
         number = len(self.created) + 1
         path = self.work / f"bulk{number}.csv"
-        path.write_text("email\n" + "\n".join(bulk_addresses(self.tag, number, self.counted)) + "\n")
+        path.write_text("email\n" + "\n".join(bulk_addresses(self.tag, number, self.counted, self.slow)) + "\n")
         task_id = strict_json(self.vec, "bulk", "acme", str(path), "--allow-duplicate")["task_id"]
         self.created[task_id] = time.monotonic()
         self.open.add(task_id)

@@ -34,7 +34,7 @@ def test_the_kill_campaign_recovers_from_every_kill_and_charges_no_address_twice
 @pytest.mark.kafka
 def test_the_fleet_fault_campaign_survives_a_kill_a_broker_and_a_postgres_restart(mailworld):
     # seed 69 draws kill -9, a PostgreSQL restart and a broker restart, in that order
-    outcome = campaign(mailworld, "fault-campaign", "--faults", "3", "--seed", "69")
+    outcome = campaign(mailworld, "fault-campaign", "--faults", "3", "--seed", "69", "--slow", "4")
     assert outcome["by_kind"] == {"kill9": 1, "postgres": 1, "broker": 1}
     assert outcome["recoveries"] == 3 and not outcome["unexpected_exits"]
     assert outcome["violations"] == outcome["addresses_charged_twice"] == outcome["tasks_debited_twice"] == 0
