@@ -66,6 +66,7 @@ class Fleet:
         metrics.install(settings)  # the prober's metrics
 
     def crash(self, where: str, error: BaseException) -> None:
+        error = _first_leaf(error)  # a task group's error says nothing: name what really failed
         log.error("%s failed: %s: %s; stopping this process", where, type(error).__name__, error)
         if self.crashed is not None and not self.crashed.done():
             self.crashed.set_exception(EngineCrashed(f"{where} failed: {type(error).__name__}: {error}"))
@@ -113,7 +114,8 @@ class Fleet:
         except Exception as error:
             self.crash(name, error)
             stop.set()
-            raise EngineCrashed(f"the {name} failed: {type(error).__name__}: {error}") from error
+            leaf = _first_leaf(error)
+            raise EngineCrashed(f"the {name} failed: {type(leaf).__name__}: {leaf}") from error
 
     async def _watch_crash(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(stop.wait())
@@ -161,10 +163,14 @@ class Fleet:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._keep_checking(lock, lost, stop))
                         group.create_task(body(_either(stop, lost)))
+                except* self.db.transient_errors as gone:  # the database went away under the role's work
+                    lost.set()
+                    log.warning("%s: the database went away (%s); standing by", role, _first_leaf(gone))
                 finally:
                     self.leading.discard(role)
                 if lost.is_set():
                     log.warning("%s: lost the leadership (database connection); standing by", role)
+                    await sleep_or(stop, 0.5)  # a restarting database: not a busy loop of reconnects
         finally:
             await asyncio.to_thread(lock.drop)
 
@@ -310,6 +316,13 @@ class Fleet:
                 with contextlib.suppress(Exception):
                     producer.close(timeout=1)
             return False
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
 
 
 class _Until:
