@@ -85,10 +85,16 @@ def _open_sqlite(url: str) -> Database:
     from engine.store.lease import Lease
     from engine.store.sqlite import SqliteEventStore, SqliteKeyStore, connect
 
-    conn = connect(sqlite_path(url))
-    keyring = Keyring(SqliteKeyStore(conn))
-    return _with_sqlite_read_models(url, conn, keyring, SqliteEventStore(conn, keyring), SqliteInputs(conn),
-                                    Lease(conn))
+    path = sqlite_path(url)
+    try:
+        conn = connect(path)
+        keyring = Keyring(SqliteKeyStore(conn))
+        return _with_sqlite_read_models(url, conn, keyring, SqliteEventStore(conn, keyring), SqliteInputs(conn),
+                                        Lease(conn))
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError):  # busy, locked, no such directory: said as it is
+            raise StoreUnavailable(f"cannot open the store {path}: {error}") from None
+        raise StoreError(f"{path} is not a VEC store ({error})") from None
 
 
 def _open_memory(url: str) -> Database:

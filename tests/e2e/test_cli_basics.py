@@ -196,3 +196,22 @@ def test_every_event_says_who_issued_it_and_lists_filter_by_it(vec: Vec, tmp_pat
     mine = vec.lines("history", "acme", "--by", me, "--json")
     assert [r["type"] for r in mine] == ["welcome", "debit"]
     assert [r["type"] for r in vec.lines("history", "acme", "--by", "engine", "--json")] == ["refund"]
+
+
+@pytest.mark.parametrize("command", [("events",), ("credits", "acme"), ("audit",)])
+def test_a_store_file_that_is_no_database_is_one_clear_line(tmp_path, command):
+    """Seen by the fault campaign: `vec events` on a file that is not a SQLite database ended
+    in a traceback (exit 1 all the same)."""
+    import os
+    import subprocess
+
+    from tests.e2e.cli import VEC
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database, just text " * 200)
+    done = subprocess.run([VEC, *command], env={**os.environ, "VEC_STORE": f"sqlite:///{junk}"}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "is not a VEC store (file is not a database)" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert junk.read_bytes() == b"not a database, just text " * 200  # changed nothing
