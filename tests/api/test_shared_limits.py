@@ -4,7 +4,6 @@ process counted alone: N processes allowed N times the limit). Sign-in attempts 
 address are counted across them too."""
 from __future__ import annotations
 
-import pytest
 
 from tests.api.conftest import distributed_store
 from tests.api.server import MODE_MARKS, running, start_server

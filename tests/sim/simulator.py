@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
