@@ -78,9 +78,9 @@ async def verify_chunk(provider: Provider, settings: EngineSettings, sink: Chunk
     except asyncio.CancelledError:
         outcome = "stopped"
         raise
-    finally:
-        metrics.CHUNKS_IN_FLIGHT.dec()
+    finally:  # observed before the chunk leaves "in flight", so a scrape that sees 0 in flight sees it
         metrics.CHUNK_SECONDS.labels(outcome).observe(time.monotonic() - started)
+        metrics.CHUNKS_IN_FLIGHT.dec()
 
 
 async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,

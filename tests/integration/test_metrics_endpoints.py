@@ -61,7 +61,9 @@ def wait_for_completed(url: str, process: subprocess.Popen, log: Path, timeout: 
         assert process.poll() is None, f"the process stopped:\n{log.read_text()}"
         try:
             samples = scrape(url)
-            if get(samples, "vec_tasks", status="completed") == 1:
+            # the task completes when its last results are recorded, a moment before its chunk is
+            # observed and leaves "in flight"
+            if get(samples, "vec_tasks", status="completed") == 1 and get(samples, "vec_chunks_in_flight") == 0:
                 return samples
         except OSError:
             pass  # not listening yet
