@@ -40,6 +40,7 @@ SEALED = "§"  # sealed values start with it; stored plain values (before sealin
 ERASED = "erased:"
 CACHE = 1024  # keys kept in memory
 CACHE_TTL = 60.0  # seconds a process keeps a key it read: another process's erasure reaches it by then
+MEMO_ENTRIES = 4096  # per sealer: a chunk's addresses, sealed once and reused by its events and read models
 
 
 class KeyStore(Protocol):
@@ -59,11 +60,32 @@ class Sealer:
     def __init__(self, key: bytes):
         self._aead = AESSIV(key)
         self._mac_key = hashlib.sha256(b"vec-mac/" + key).digest()
+        # plain -> sealed, for the texts this process sealed or opened last: one address is
+        # staged, submitted, settled and shown, and sealing is deterministic, so one AES-SIV
+        # call serves them all. Bounded, and gone with the sealer (an erased key's too).
+        self._memo: dict[str, str] = {}
 
     def seal(self, text: str) -> str:
+        sealed = self._memo.get(text)
+        if sealed is not None:
+            return sealed
         if text.startswith(SEALED):
             return text
-        return SEALED + base64.urlsafe_b64encode(self._aead.encrypt(text.encode(), None)).decode().rstrip("=")
+        sealed = SEALED + base64.urlsafe_b64encode(self._aead.encrypt(text.encode(), None)).decode().rstrip("=")
+        self._remember(text, sealed)
+        return sealed
+
+    def _remember(self, plain: str, sealed: str) -> None:
+        if len(self._memo) >= MEMO_ENTRIES:
+            self._memo.clear()  # cheaper than an LRU, and a chunk refills it at once
+        self._memo[plain] = sealed
+
+    def open_and_remember(self, text: str) -> str:
+        """`open`, for texts about to be sealed again (a chunk's staged addresses)."""
+        plain = self.open(text)
+        if plain is not text:
+            self._remember(plain, text)
+        return plain
 
     def open(self, text: str) -> str:
         if not text.startswith(SEALED):
@@ -76,7 +98,7 @@ class Sealer:
 
     def mac(self, text: str) -> str:
         """A keyed digest (for event ids): stable for the task, meaningless without its key."""
-        return hmac.new(self._mac_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._mac_key, text.encode(), "sha256").hex()[:32]
 
 
 def _has_personal(event: Event) -> bool:
@@ -166,9 +188,20 @@ class Keyring:
         return {**row, **{c: sealer.seal(row[c]) for c in table.personal if row.get(c)}}
 
     def open_row(self, task_id: str, row: dict[str, Any]) -> dict[str, Any]:
+        return self.row_opener(task_id)(row)
+
+    def row_opener(self, task_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """Opens the sealed values of a task's rows, in place: the key is looked up once for
+        all of them (an export of a million rows)."""
         sealer = self.sealer(task_id)
         opener = sealer.open if sealer is not None else placeholder
-        return {k: opener(v) if isinstance(v, str) and v.startswith(SEALED) else v for k, v in row.items()}
+
+        def open_row(row: dict[str, Any]) -> dict[str, Any]:
+            for name, value in row.items():
+                if value.__class__ is str and value.startswith(SEALED):
+                    row[name] = opener(value)
+            return row
+        return open_row
 
     def pepper(self) -> bytes:
         """The store-wide secret of keyed fingerprints."""

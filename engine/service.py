@@ -88,6 +88,9 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+ERASED_KEY = "erased"  # a task's erasure, one fact whatever its reason
+
+
 def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | None:
     """The natural key of a task-stream event: re-emitting the same fact gives the same id.
     An address enters the key through `mac`, the task's keyed digest (engine/keyring.py): an
@@ -112,7 +115,7 @@ def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | No
         case TaskDeleted():
             return "deleted"
         case TaskDataErased():
-            return "erased"
+            return ERASED_KEY
     return None
 
 
@@ -223,6 +226,13 @@ class Engine:
 
     def task(self, task_id: str) -> tasks.TaskState:
         return self._load(task_stream(task_id))[0]  # type: ignore[return-value]
+
+    def require_results_kept(self, task_id: str) -> None:
+        """`require_results_kept` without folding the task: its erasure is a fact of a known
+        id, looked up in the log (an export of a million results need not read a million
+        events first)."""
+        if self.store.holds(deterministic_id(task_stream(task_id), ERASED_KEY)):
+            raise _results_deleted(task_id)
 
     # --- the unit of work -------------------------------------------------------------
 
@@ -562,7 +572,8 @@ class Engine:
         if state.task_id is None or state.upload_id is None:
             raise TaskNotFound("no such task")
         sealer = self._sealer(state.task_id)
-        return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size, sealer.open if sealer else None)
+        return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size,
+                                 sealer.open_and_remember if sealer else None)
 
     def set_retention(self, account_id: str, days: int) -> list[RecordedEvent]:
         stream = account_stream(account_id)
@@ -650,5 +661,9 @@ def require_results_kept(task: tasks.TaskState) -> None:
     """Raises ResultsDeleted once a task's per-address data is erased (retention or request):
     an empty list would read as "no results", which is not what happened."""
     if task.erased:
-        raise ResultsDeleted(f"the results of task {task.task_id} were deleted (data retention or erasure); "
-                             "its counts and credits remain")
+        raise _results_deleted(task.task_id or "")
+
+
+def _results_deleted(task_id: str) -> ResultsDeleted:
+    return ResultsDeleted(f"the results of task {task_id} were deleted (data retention or erasure); "
+                          "its counts and credits remain")

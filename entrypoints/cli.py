@@ -21,7 +21,7 @@ from rich.table import Table
 from engine import tracing  # `vec run` configures them (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
-from engine.service import Engine, require_results_kept
+from engine.service import Engine
 from engine.store import StoreUrlError
 from entrypoints import bootstrap
 from engine.store.base import StoreError
@@ -602,7 +602,7 @@ def task_erase(ctx: Context, task_id: str, as_json: bool) -> None:
 def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> None:
     """Results of TASK_ID, streamed."""
     _task_row(ctx, task_id)
-    require_results_kept(ctx.engine.task(task_id))
+    ctx.engine.require_results_kept(task_id)
     ctx.db.projector.require("results")
     rows = ctx.db.read.results(task_id, status)
     lines = {"json": json_lines, "csv": csv_lines, "txt": lambda r: txt_lines(x["address"] for x in r)}[fmt](rows)

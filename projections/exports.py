@@ -19,7 +19,12 @@ RESULT_COLUMNS = ("address", "status", "reason", "detail", "tier", "reply",
                   "result", "score", "is_disposable", "is_role_account", "is_catch_all", "is_free_email", "mx_found")
 
 
+LINES_PER_BLOCK = 1000  # rows rendered per string handed to the writer: few writes, little memory
+
+
 def spreadsheet_safe(value: Any) -> str:
+    if value.__class__ is str:  # most cells: the fast path
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     if isinstance(value, bool):  # result taxonomy flags: true/false, as in the JSON export
         return "true" if value else "false"
     text = "" if value is None else str(value)
@@ -27,21 +32,29 @@ def spreadsheet_safe(value: Any) -> str:
 
 
 def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_COLUMNS) -> Iterator[str]:
-    """The header, then one CSV line per row."""
+    """The header alone, then blocks of CSV lines (up to LINES_PER_BLOCK rows each)."""
     columns = tuple(columns)
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # RFC 4180 line ends: a CR or LF inside a cell is quoted
 
-    def line(cells: Iterable[Any]) -> str:
-        writer.writerow(cells)
+    def taken() -> str:
         text = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
         return text
 
-    yield line(columns)
+    writer.writerow(columns)
+    yield taken()
+    pending = 0
     for row in rows:
-        yield line(spreadsheet_safe(row.get(c)) for c in columns)
+        get = row.get
+        writer.writerow([spreadsheet_safe(get(c)) for c in columns])
+        pending += 1
+        if pending == LINES_PER_BLOCK:
+            yield taken()
+            pending = 0
+    if pending:
+        yield taken()
 
 
 def txt_lines(addresses: Iterable[str]) -> Iterator[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Iterator, cast
 
+from projections.base import Row
 from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
 from projections.sql import SqlSession
 from projections import taxonomy
@@ -41,10 +42,13 @@ def _result_filter(task_id: str, status: str | None, result: str | None,
 
 
 class ReadModelQueries:
-    def __init__(self, sql: SqlSession, open_row: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None):
+    def __init__(self, sql: SqlSession, row_opener: Callable[[str], Callable[[Row], Row]] | None = None):
         self.sql = sql
-        # (task id, row) -> the row with its personal columns opened (engine/keyring.py)
-        self.open_row = open_row or (lambda task_id, row: row)
+        # task id -> (row -> the row with its personal columns opened), engine/keyring.py
+        self.row_opener = row_opener or (lambda task_id: lambda row: row)
+
+    def open_row(self, task_id: str, row: Row) -> Row:
+        return self.row_opener(task_id)(row)
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(sql, params)
@@ -118,8 +122,9 @@ class ReadModelQueries:
         if status:
             sql += " AND status = ?"
             params += (status,)
+        open_row = self.row_opener(task_id)
         for row in self.sql.stream(sql + " ORDER BY position, address", params):
-            yield self.open_row(task_id, _result_json(dict(zip(RESULT_FIELDS, row))))
+            yield open_row(_result_json(dict(zip(RESULT_FIELDS, row))))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()
@@ -158,9 +163,10 @@ class ReadModelQueries:
 
     def failed_chunk_addresses(self, task_id: str) -> Iterator[str]:
         """The addresses whose chunk failed (no answer, refunded), opened."""
+        open_row = self.row_opener(task_id)
         for row in self.sql.stream(f"SELECT address FROM {RESULTS.name} WHERE task_id = ? AND tier = ?"
                                    " ORDER BY position, address", (task_id, FAILED_CHUNK)):
-            yield self.open_row(task_id, {"address": row[0]})["address"]
+            yield open_row({"address": row[0]})["address"]
 
     def results_page(self, task_id: str, status: str | None, after: tuple[int, str] | None,
                      limit: int, result: str | None = None,

@@ -53,8 +53,11 @@ HISTORY = Table(
 RESULTS = Table("rm_results", ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host",
                                "flags", "chunk_no", "position",
                                *taxonomy.COLUMNS),  # result taxonomy: projections/taxonomy.py
-                ("task_id", "address"), frozenset({"chunk_no", "position", "score", *taxonomy.FLAG_COLUMNS}),
-                (("task_id", "position"),), frozenset({"address", "detail", "reply"}))
+                # keyed in the order a task's results are appended and read (position, then the
+                # address within one event): rows are written at the table's end, and an export
+                # reads them in one pass (the decider settles each address once)
+                ("task_id", "position", "address"), frozenset({"chunk_no", "position", "score", *taxonomy.FLAG_COLUMNS}),
+                (), frozenset({"address", "detail", "reply"}))
 
 API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "created_at", "revoked_at"),
                  ("key_id",), frozenset(), (("account_id",),))
@@ -78,6 +81,9 @@ def _account_id(stream: str) -> str:
 class TasksProjection:
     name = "tasks"
     tables = (TASKS,)
+    handles = frozenset({TaskCreated, CreditsDebited, CreditsRefunded, ChunkSubmitted, AddressVerified, ResultUnknown,
+                         ChunkFailed, TaskCancelled, TaskCompleted, TaskFailed, SystemFailure, TaskDeleted,
+                         TaskDataErased})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
@@ -144,6 +150,7 @@ class CreditsProjection:
 
     name = "credits"
     tables = (BALANCES, HISTORY)
+    handles = frozenset({AccountOpened, CreditsGranted, CreditsDebited, CreditsRefunded, MonthlyCreditsExpired})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
@@ -193,6 +200,7 @@ class ResultsProjection:
 
     name = "results"
     tables = (RESULTS,)
+    handles = frozenset({AddressVerified, ResultUnknown, ChunkFailed, TaskDeleted, TaskDataErased})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
@@ -221,6 +229,7 @@ class ApiKeysProjection:
 
     name = "api_keys"
     tables = (API_KEYS,)
+    handles = frozenset({ApiKeyIssued, ApiKeyRevoked})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
@@ -249,6 +258,7 @@ class NotificationsProjection:
 
     name = "notifications"
     tables = (NOTIFICATIONS,)
+    handles = frozenset({NotificationsSet})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
@@ -286,6 +296,7 @@ class ActivityProjection:
 
     name = "activity"
     tables = (ACTIVITY,)
+    handles = frozenset({AddressVerified, ResultUnknown, ChunkFailed})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event

@@ -65,10 +65,12 @@ class _SqlView:
         self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
+        """The row itself, not a copy: a fold that fails is discarded with its whole view
+        (the batch is folded again, one event at a time, each flushed before the next)."""
         spec = self.specs[table]
         row = self.dirty[table].get(key)
         if row is not None:
-            return dict(row)
+            return row
         where = " AND ".join(f"{c} = ?" for c in spec.key)
         found = self.sql.execute(f"SELECT {', '.join(spec.columns)} FROM {table} WHERE {where}", key).fetchone()
         return dict(zip(spec.columns, found)) if found else None
@@ -76,7 +78,7 @@ class _SqlView:
     def apply(self, change: Change) -> None:
         if isinstance(change, Put):
             spec = self.specs[change.table]
-            self.dirty[change.table][spec.key_of(change.row)] = dict(change.row)
+            self.dirty[change.table][spec.key_of(change.row)] = change.row
         elif isinstance(change, DeleteWhere):
             self.flush()
             self.sql.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
@@ -93,7 +95,7 @@ class _SqlView:
                 stored: Iterable[Row] = rows.values()
                 if spec.personal and self.seal_row is not None:
                     stored = (self.seal_row(spec, r) for r in rows.values())
-                self.sql.executemany(upsert_sql(spec), [tuple(r[c] for c in spec.columns) for r in stored])
+                self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in stored])
                 rows.clear()
 
 
@@ -191,35 +193,51 @@ class ProjectionRunner:
         view = _SqlView(self.sql, self.specs, self.seal_row)
         last = start
         count = 0
+        handlers: dict[type, list[Projection]] = {}  # event type -> the running projections that fold it
         handed = recent(start, end) if recent is not None else None
         for recorded in handed or self.read_all(after_position=start, until_position=end, batch=FETCH):
             count += 1
-            for projection in list(running):
+            kind = type(recorded.event)
+            folding = handlers.get(kind)
+            if folding is None:
+                folding = handlers[kind] = [p for p in running if kind in p.handles]
+            for projection in folding:
                 if not checkpoints[projection.name] < recorded.position <= stop_at.get(projection.name, recorded.position):
                     continue
-                if careful:
-                    self.sql.execute("SAVEPOINT one_event")
-                try:
-                    for change in projection.evolve(view, recorded):
-                        view.apply(change)
-                    if careful:
-                        view.flush()
-                        self.sql.execute("RELEASE SAVEPOINT one_event")
-                except Exception as error:
-                    if not careful or self._transient(error):
-                        raise
-                    view.discard()
-                    self.sql.execute("ROLLBACK TO SAVEPOINT one_event")
-                    self.sql.execute("RELEASE SAVEPOINT one_event")
-                    self._stop(_Poisoned(projection.name, recorded, error))
+                if not self._fold(projection, view, recorded, careful):
                     running.remove(projection)
+                    handlers.clear()
                     continue
                 checkpoints[projection.name] = recorded.position
             last = recorded.position
         view.flush()
         if last > start:
+            for projection in running:  # past the events it does not fold, too
+                position = checkpoints[projection.name]
+                checkpoints[projection.name] = max(position, min(last, stop_at.get(projection.name, last)))
             self.sql.executemany(upsert_sql(CHECKPOINTS), [(p.name, checkpoints[p.name]) for p in self.projections])
         return count
+
+    def _fold(self, projection: Projection, view: _SqlView, recorded: RecordedEvent, careful: bool) -> bool:
+        """Folds one event into one projection; False when, folding carefully, the projection
+        stopped on it (recorded as poisoned)."""
+        if careful:
+            self.sql.execute("SAVEPOINT one_event")
+        try:
+            for change in projection.evolve(view, recorded):
+                view.apply(change)
+            if careful:
+                view.flush()
+                self.sql.execute("RELEASE SAVEPOINT one_event")
+            return True
+        except Exception as error:
+            if not careful or self._transient(error):
+                raise
+            view.discard()
+            self.sql.execute("ROLLBACK TO SAVEPOINT one_event")
+            self.sql.execute("RELEASE SAVEPOINT one_event")
+            self._stop(_Poisoned(projection.name, recorded, error))
+            return False
 
     def _stop(self, poisoned: _Poisoned) -> None:
         log.error("read model %s stopped: %s", poisoned.name, poisoned)

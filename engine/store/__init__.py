@@ -117,7 +117,7 @@ def _with_sqlite_read_models(url: str, conn: sqlite3.Connection, keyring: Keyrin
     session = SqliteSession(conn)
     return Database(url, events, inputs, lease,
                     ProjectionRunner(session, all_projections(), events.read_all, seal_row=keyring.seal_row),
-                    ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot,
+                    ReadModelQueries(session, keyring.row_opener), session.transient_errors, session.snapshot,
                     conn.close, keyring)
 
 

@@ -1,6 +1,7 @@
 """The event store contract every backend honours (tests/contract runs it on each)."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -89,6 +90,10 @@ class EventStore(Protocol):
 
     def stream_version(self, stream: str) -> int: ...
 
+    def holds(self, event_id: uuid.UUID) -> bool:
+        """Whether the log holds the event of this id (a fact with a deterministic id, looked
+        up without reading its stream)."""
+
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""
 
@@ -96,6 +101,14 @@ class EventStore(Protocol):
         """The last position recorded at or before `moment` (0 if none)."""
 
     def close(self) -> None: ...
+
+
+def staged_row(address: str, seal: Callable[[str], str]) -> tuple[str, str]:
+    """(the key an upload's addresses are unique by, the address as stored): both sealed, the
+    key lower-cased; one sealing when the address is lower-case already (most are)."""
+    sealed = seal(address)
+    lower = address.lower()
+    return (sealed if lower == address else seal(lower)), sealed
 
 
 class StagedInputs(Protocol):

@@ -12,6 +12,7 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
+from engine.store.base import staged_row
 from engine.store.sqlite import transaction
 
 SCHEMA = """
@@ -52,7 +53,7 @@ class SqliteInputs:
             conn.execute("DELETE FROM staging")
             batch: list[tuple[int, str, str]] = []
             for raw_seq, address in enumerate(addresses):
-                batch.append((raw_seq, seal(address.lower()), seal(address)))
+                batch.append((raw_seq, *staged_row(address, seal)))
                 if len(batch) >= BATCH:
                     conn.executemany("INSERT OR IGNORE INTO staging VALUES (?,?,?)", batch)
                     batch.clear()

@@ -25,6 +25,7 @@ from engine.store.base import (
     DuplicateEventError,
     Idempotency,
     IdempotencyConflict,
+    staged_row,
 )
 from engine.store.lease import LeaseHeld, LeaseInfo
 from events import NewEvent, RecordedEvent, decode, encode
@@ -175,6 +176,10 @@ class MemoryEventStore:
         rows = self._committed(after_position, after_position + limit)
         return [(row.position, row.stream, row.type_name) for row in rows]
 
+    def holds(self, event_id: uuid.UUID) -> bool:
+        with self.log.view_lock:
+            return event_id in self.log.event_ids
+
     def stream_version(self, stream: str) -> int:
         with self.log.view_lock:
             return self.log.versions.get(stream, 0)
@@ -204,7 +209,7 @@ class MemoryInputs:
         seal = seal or (lambda text: text)
         firsts: dict[str, str] = {}
         for address in addresses:
-            firsts.setdefault(seal(address.lower()), seal(address))
+            firsts.setdefault(*staged_row(address, seal))
         with self._lock:
             if upload_id in self._uploads:
                 raise ValueError(f"upload {upload_id} is staged already")

@@ -42,6 +42,7 @@ from engine.store.base import (
     DuplicateEventError,
     Idempotency,
     IdempotencyConflict,
+    staged_row,
     SchemaMissing,
     StoreError,
     corrupt,
@@ -366,6 +367,10 @@ class PostgresEventStore:
             return conn.execute("SELECT position, stream, type FROM events WHERE position > %s"
                                 " ORDER BY position LIMIT %s", (after_position, limit)).fetchall()
 
+    def holds(self, event_id: uuid.UUID) -> bool:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT 1 FROM events WHERE event_id = %s", (event_id,)).fetchone() is not None
+
     def stream_version(self, stream: str) -> int:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT version FROM streams WHERE stream = %s", (stream,)).fetchone()
@@ -401,7 +406,7 @@ class PostgresInputs:
             conn.execute("CREATE TEMP TABLE staging (raw_seq INT, key TEXT, address TEXT) ON COMMIT DROP")
             with conn.cursor() as cursor, cursor.copy("COPY staging (raw_seq, key, address) FROM STDIN") as copy:
                 for raw_seq, address in enumerate(addresses):
-                    copy.write_row((raw_seq, seal(address.lower()), seal(address)))
+                    copy.write_row((raw_seq, *staged_row(address, seal)))
             conn.execute("INSERT INTO uploads (upload_id, staged_at) VALUES (%s, %s)", (upload_id, now))
             return int(conn.execute(
                 "INSERT INTO task_inputs (upload_id, seq, address)"
@@ -560,7 +565,7 @@ def open_postgres(url: str, migrate: bool = False) -> Database:
         pool.close()
         raise
     return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector,
-                    ReadModelQueries(session, keyring.open_row), session.transient_errors, session.snapshot, pool.close,
+                    ReadModelQueries(session, keyring.row_opener), session.transient_errors, session.snapshot, pool.close,
                     keyring, PostgresFleet(pool))
 
 

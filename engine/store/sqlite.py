@@ -273,6 +273,9 @@ class SqliteEventStore:
                                 (_utc(moment),)).fetchone()
         return int(row[0])
 
+    def holds(self, event_id: uuid.UUID) -> bool:
+        return self.conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id.bytes,)).fetchone() is not None
+
     def stream_version(self, stream: str) -> int:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
         return row[0] if row else 0

@@ -26,7 +26,7 @@ from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
 from entrypoints.api.uploads import Received, receive_upload
 from engine.domain.limits import MAX_TASK_ADDRESSES
-from engine.service import Engine, require_results_kept
+from engine.service import Engine
 from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 
@@ -306,7 +306,7 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
 def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
     task = _task(svc, who, task_id)
     # a retry (same Idempotency-Key) of a task erased since: its result is gone for good, not "still running"
-    require_results_kept(svc.engine.task(task_id))
+    svc.engine.require_results_kept(task_id)
     row = next(iter(svc.db.read.results(task_id)), None) if task["status"] not in ("pending", "processing") else None
     return {"task": task, "address": address, "status": row["status"] if row else None,
             "reason": (row["reason"] or None) if row else None, "detail": (row["detail"] or None) if row else None}
@@ -421,7 +421,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
     def first():
         task = _task(svc, who, task_id)
-        require_results_kept(svc.engine.task(task_id))
+        svc.engine.require_results_kept(task_id)
         svc.db.projector.require("results")
         return task
 
@@ -513,7 +513,7 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
         raise Problem(409, "Conflict", "the task is still running; retry its Unknowns once it finished")
 
     def unknowns_file(engine: Engine) -> str:
-        require_results_kept(engine.task(task_id))  # erased: a 410, not an empty file
+        engine.require_results_kept(task_id)  # erased: a 410, not an empty file
         handle = tempfile.NamedTemporaryFile("w", prefix="vec-retry-", suffix=".csv", delete=False)
         count = 0
         with handle:
