@@ -263,11 +263,23 @@ def test_an_engine_starting_waits_for_a_cli_driving_one_task_then_takes_over(eng
 
     db.lease.acquire("follower-cli", utcnow(), ttl=10)  # alive: this process's pid
     task_id = engine.create_single("acme", "alice@example.test")
+    refused = []
+    acquire = db.lease.acquire
+
+    def counted_acquire(holder, now, ttl):
+        try:
+            return acquire(holder, now, ttl)
+        except LeaseHeld:
+            refused.append(holder)
+            raise
+    db.lease.acquire = counted_acquire
 
     async def scenario():
         stop = asyncio.Event()
         runtime = asyncio.create_task(Runtime(engine, InstantProvider()).run(stop))
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(10):  # it asked for the lease twice and was refused: it waits
+            while len(refused) < 2:
+                await asyncio.sleep(0.01)
         assert not runtime.done() and engine.task(task_id).active  # waiting, not driving, not dead
         db.lease.release("follower-cli", utcnow())  # the CLI's task ended
         async with asyncio.timeout(10):
@@ -323,14 +335,23 @@ def test_the_watchdog_expires_lapsed_monthly_credits_and_sweeps_orphan_uploads(e
     db.inputs.stage("fresh", ["new@example.test"], later)  # a create still on its way
     engine.clock = lambda: later
 
-    async def briefly():
+    def swept() -> bool:  # the expiry appended and the orphan upload gone
+        expired = any(e.type == "MonthlyCreditsExpired" for e in db.events.read_stream("account-acme"))
+        uploads = {r[0] for r in db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+        return expired and "orphan" not in uploads
+
+    async def until_swept():
         stop = asyncio.Event()
         runtime = asyncio.create_task(Runtime(engine, ScriptedProvider(delay=10)).run(stop))
-        await asyncio.sleep(0.3)
-        stop.set()
-        await runtime
+        try:
+            async with asyncio.timeout(20):
+                while not swept():
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await runtime
 
-    asyncio.run(briefly())
+    asyncio.run(until_swept())
     db.catch_up()
     assert db.read.balances("acme")["monthly"] == 0
     assert [r["amount"] for r in db.read.history("acme", "expiry")] == [-35]  # 15 were spent first
