@@ -318,7 +318,7 @@ class FleetWorker:
             try:
                 await asyncio.wait_for(self.send(outcome), timeout=max(left_s, 0.1))
                 return
-            except (KafkaError, asyncio.TimeoutError) as error:
+            except (KafkaError, TimeoutError) as error:
                 attempt += 1
                 if time.monotonic() - started >= bound_s:
                     log.warning("the results topic refused %s of chunk %s of %s for %.1f s (%d tries, last: %s);"
