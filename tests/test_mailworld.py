@@ -333,7 +333,7 @@ def test_blackhole_connect_times_out(mailworld):
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         socket.create_connection((BLACKHOLE, 25), timeout=2.0).close()
-    assert 1.9 <= time.monotonic() - t0 < 4
+    assert 1.9 <= time.monotonic() - t0 < 10  # our 2 s timeout ended it (a generous margin above)
 
 
 def test_blackhole_stays_full_after_timeouts(mailworld):

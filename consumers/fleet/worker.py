@@ -27,6 +27,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -226,9 +227,11 @@ class FleetWorker:
     async def _job(self, key: tuple[str, int], carrier=None) -> None:
         task_id, chunk_no = key
         try:
+            sent: set[str] = set()  # delivered by this job: kept across its retries, never probed again
             with tracing.span("vec.fleet.verify_chunk", task_id, carrier, kind="consumer", chunk_no=chunk_no,
                               worker_id=self.worker_id):  # continues the dispatch's span
-                await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no)
+                await self._retrying(f"verifying chunk {chunk_no} of {task_id}", self._verify, task_id, chunk_no,
+                                     sent)
         except asyncio.CancelledError:
             if key not in self.stopped_jobs:
                 raise  # the worker itself is stopping
@@ -238,11 +241,13 @@ class FleetWorker:
             self.working.pop(key, None)
             self.stopped_jobs.discard(key)
 
-    async def _verify(self, task_id: str, chunk_no: int) -> None:
+    async def _verify(self, task_id: str, chunk_no: int, sent: set[str] | None = None) -> None:
         """Verifies a chunk this worker could claim; the claim is taken before waiting for one
         of the `VEC_WORKERS` slots (verify_chunk waits for it), so a chunk waiting here is
         seen as held by a live worker. A database outage meanwhile raises (the caller tries
-        again); results already sent are not sent again (the log says so)."""
+        again); addresses whose results this job delivered (`sent`, kept across those tries)
+        or the log settled are not probed again."""
+        sent = set() if sent is None else sent
         now = utcnow()
         stale = now - timedelta(seconds=self.settings.claim_ttl)
         if not await asyncio.to_thread(self.fleet.claim, task_id, chunk_no, self.worker_id, now, stale):
@@ -256,7 +261,7 @@ class FleetWorker:
                      extra=metrics.task_ids(None, task_id, account_id=state.account_id, chunk_no=chunk_no,
                                             worker_id=self.worker_id))
             if addresses:
-                await verify_chunk(self.provider, self.settings, _TopicSink(self, task_id, chunk_no, addresses),
+                await verify_chunk(self.provider, self.settings, _TopicSink(self, task_id, chunk_no, addresses, sent),
                                    self.outage, self.slots, f"chunk {chunk_no} of {task_id}")
         finally:
             try:
@@ -294,6 +299,36 @@ class FleetWorker:
         key, value = outcome.to_message()
         sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
         await sent  # acknowledged: only then is it done
+
+    async def deliver(self, outcome: Outcome) -> None:
+        """Sends an outcome to the settler through the results topic. A broker that keeps
+        refusing it for longer than the claim TTL (seen after a broker restart: Tansu answered
+        every send to one results partition with UnknownError for minutes) does not hold the
+        task hostage: the outcome is recorded straight in the log of record, with the
+        settler's own command (idempotent: an address settles once, whoever records it first;
+        appends retry on version conflicts). What the worker found is never lost nor probed
+        again."""
+        from aiokafka.errors import KafkaError
+
+        bound_s = self.settings.claim_ttl
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            left_s = bound_s - (time.monotonic() - started)
+            try:
+                await asyncio.wait_for(self.send(outcome), timeout=max(left_s, 0.1))
+                return
+            except (KafkaError, TimeoutError) as error:
+                attempt += 1
+                if time.monotonic() - started >= bound_s:
+                    log.warning("the results topic refused %s of chunk %s of %s for %.1f s (%d tries, last: %s);"
+                                " recording it straight in the log", outcome.kind, outcome.chunk_no, outcome.task_id,
+                                time.monotonic() - started, attempt, type(error).__name__,
+                                extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
+                                                       worker_id=self.worker_id))
+                    await self._retrying("settling directly", self.call, self._settle_one, outcome)
+                    return
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0, max(bound_s - (time.monotonic() - started), 0)))
 
     # --- settler ----------------------------------------------------------------------
 
@@ -360,9 +395,10 @@ class _TopicSink:
     """A fleet worker's chunk sink: outcomes go to the results topic; what is still pending
     is read from the log, minus what this worker already sent."""
 
-    def __init__(self, worker: FleetWorker, task_id: str, chunk_no: int, addresses: list[str]):
+    def __init__(self, worker: FleetWorker, task_id: str, chunk_no: int, addresses: list[str],
+                 sent: set[str] | None = None):
         self.worker, self.task_id, self.chunk_no, self.addresses = worker, task_id, chunk_no, addresses
-        self.sent: set[str] = set()
+        self.sent: set[str] = set() if sent is None else sent  # the job's: it outlives a retry
 
     async def pending(self) -> list[str]:
         state = await self.worker.call(self.worker.engine.task, self.task_id)
@@ -371,11 +407,11 @@ class _TopicSink:
         return [a for a in unsettled(self.addresses, state.pending.get(self.chunk_no, {})) if a not in self.sent]
 
     async def record(self, results: list[Result]) -> None:
-        await self.worker.send(Outcome("results", self.task_id, self.chunk_no, tuple(results)))
+        await self.worker.deliver(Outcome("results", self.task_id, self.chunk_no, tuple(results)))
         self.sent.update(r.address for r in results)
 
     async def fail_chunk(self, error: str) -> None:
-        await self.worker.send(Outcome("fail_chunk", self.task_id, self.chunk_no, error=error))
+        await self.worker.deliver(Outcome("fail_chunk", self.task_id, self.chunk_no, error=error))
 
     async def fail_task(self, reason: str) -> None:
-        await self.worker.send(Outcome("fail_task", self.task_id, self.chunk_no, error=reason))
+        await self.worker.deliver(Outcome("fail_task", self.task_id, self.chunk_no, error=reason))

@@ -157,27 +157,53 @@ def test_provider_unreachable_past_deadline_is_a_system_failure(engine, db, tmp_
     assert_audit_clean(db)
 
 
+class AnswersHeldUntilTheCancel(ScriptedProvider):
+    """The first chunk is answered as usual; every later chunk hands its answers to the
+    engine (on_result) and then hangs, so they sit in the chunk's buffer (a long
+    results_flush_interval) until the stop signal cancels the chunk and flushes them: results
+    that arrive after the cancel, for sure, not by luck of timing."""
+
+    async def verify(self, addresses, on_result=None):
+        if not self.calls:
+            return await super().verify(addresses, on_result)
+        self.calls.append(list(addresses))
+        for result in await InstantProvider().verify(addresses):
+            self.finished.append(result.address)
+            if on_result:
+                on_result(result)
+        await asyncio.Event().wait()  # in flight until the stop signal cancels it
+
+
 def test_cancel_stops_workers_refunds_unverified_once_and_late_results_cost_nothing(engine, db, tmp_path):
-    provider = ScriptedProvider(delay=0.05)
+    engine = Engine(db, settings(results_flush_interval=60))  # a chunk's results leave with the chunk
+    provider = AnswersHeldUntilTheCancel()
     task_id = engine.create_bulk("acme", write_csv(tmp_path / "f.csv", addresses(40))).task_id
 
     async def scenario():
         stop = asyncio.Event()
         runtime = asyncio.create_task(Runtime(engine, provider).run(stop))
-        while engine.task(task_id).consumed < 3:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(20):
+            while engine.task(task_id).consumed < 3 or len(provider.calls) < 2:  # answers held in flight
+                await asyncio.sleep(0.01)
         # cancel from elsewhere: a second engine with its own connection to the same file
         other = Engine(open_database(db.url), engine.settings)
         other.cancel_task(task_id)
-        await asyncio.sleep(0.5)
+        at_cancel = other.task(task_id)
+        async with asyncio.timeout(20):  # the held answers reach the log, after the cancel
+            while engine.task(task_id).late == 0:
+                await asyncio.sleep(0.01)
         stop.set()
         await runtime
+        return at_cancel
 
-    asyncio.run(scenario())
+    at_cancel = asyncio.run(scenario())
     state = engine.task(task_id)
     db.catch_up()
     row = db.read.task(task_id)
     assert row["status"] == "cancelled"
+    assert state.late > 0  # results did arrive after the cancel (what the checks below measure)
+    # ...and they cost nothing: neither consumed nor refunded again since the cancel
+    assert (state.consumed, state.refunded) == (at_cancel.consumed, at_cancel.refunded)
     assert state.chunks_submitted <= 1 + engine.settings.chunk_window  # no chunk after the cancel
     cancel_rows = db.read.history("acme", "cancel")
     assert len(cancel_rows) == 1
@@ -186,7 +212,7 @@ def test_cancel_stops_workers_refunds_unverified_once_and_late_results_cost_noth
     assert len(provider.finished) < 40  # workers stopped before finishing the bulk
     # results of in-flight chunks that finished after the cancel were logged, never shown
     shown = {r["address"] for r in db.read.results(task_id)}
-    assert len(shown) == row["verified"]
+    assert len(shown) == row["verified"] == row["consumed"]
     assert_audit_clean(db)
 
 
@@ -237,11 +263,23 @@ def test_an_engine_starting_waits_for_a_cli_driving_one_task_then_takes_over(eng
 
     db.lease.acquire("follower-cli", utcnow(), ttl=10)  # alive: this process's pid
     task_id = engine.create_single("acme", "alice@example.test")
+    refused = []
+    acquire = db.lease.acquire
+
+    def counted_acquire(holder, now, ttl):
+        try:
+            return acquire(holder, now, ttl)
+        except LeaseHeld:
+            refused.append(holder)
+            raise
+    db.lease.acquire = counted_acquire
 
     async def scenario():
         stop = asyncio.Event()
         runtime = asyncio.create_task(Runtime(engine, InstantProvider()).run(stop))
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(10):  # it asked for the lease twice and was refused: it waits
+            while len(refused) < 2:
+                await asyncio.sleep(0.01)
         assert not runtime.done() and engine.task(task_id).active  # waiting, not driving, not dead
         db.lease.release("follower-cli", utcnow())  # the CLI's task ended
         async with asyncio.timeout(10):
@@ -297,14 +335,23 @@ def test_the_watchdog_expires_lapsed_monthly_credits_and_sweeps_orphan_uploads(e
     db.inputs.stage("fresh", ["new@example.test"], later)  # a create still on its way
     engine.clock = lambda: later
 
-    async def briefly():
+    def swept() -> bool:  # the expiry appended and the orphan upload gone
+        expired = any(e.type == "MonthlyCreditsExpired" for e in db.events.read_stream("account-acme"))
+        uploads = {r[0] for r in db.events.conn.execute("SELECT DISTINCT upload_id FROM task_inputs")}
+        return expired and "orphan" not in uploads
+
+    async def until_swept():
         stop = asyncio.Event()
         runtime = asyncio.create_task(Runtime(engine, ScriptedProvider(delay=10)).run(stop))
-        await asyncio.sleep(0.3)
-        stop.set()
-        await runtime
+        try:
+            async with asyncio.timeout(20):
+                while not swept():
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await runtime
 
-    asyncio.run(briefly())
+    asyncio.run(until_swept())
     db.catch_up()
     assert db.read.balances("acme")["monthly"] == 0
     assert [r["amount"] for r in db.read.history("acme", "expiry")] == [-35]  # 15 were spent first

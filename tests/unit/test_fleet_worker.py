@@ -255,3 +255,85 @@ def test_every_chunk_read_is_claimed_at_once_and_waits_for_a_slot_with_its_claim
     assert in_verify["max"] == 1  # VEC_WORKERS still bounds the verifications
     assert sorted(a for call in worker.provider.calls for a in call) == sorted(a for c in chunks.values() for a in c)
     assert sorted(r[1] for r in worker.fleet.released) == [0, 1, 2, 3]
+
+
+# --- a broker that refuses the results ----------------------------------------------------
+
+def refusing_worker(chunks: dict[int, list[str]], refusals: int | None) -> tuple[FleetWorker, dict]:
+    """fake_worker whose results topic refuses the first `refusals` sends (None: every one)
+    with the broker's UnknownError, as Tansu did for minutes after a broker restart; what is
+    recorded straight in the log (the engine's record_results) is counted apart."""
+    from aiokafka.errors import UnknownError
+
+    worker = fake_worker(chunks, slots=2)
+    worker.settings = EngineSettings(_env_file=None, results_flush_interval=0.05, claim_ttl=1)
+    state = worker.engine.task("t")
+    seen = {"refused": 0, "direct": []}
+    through_topic = worker.send
+
+    async def send(outcome):
+        if refusals is None or seen["refused"] < refusals:
+            seen["refused"] += 1
+            raise UnknownError()
+        await through_topic(outcome)
+
+    def record_results(task_id, chunk_no, results):
+        seen["direct"].extend(r.address for r in results)
+        for r in results:
+            state.pending.get(chunk_no, {}).pop(r.address, None)
+        if not state.pending.get(chunk_no, True):
+            del state.pending[chunk_no]
+    worker.send = send
+    worker.engine.record_results = record_results
+    return worker, seen
+
+
+def run_chunks(worker: FleetWorker, chunk_nos: list[int], deadline_s: float = 20.0) -> bool:
+    """Reads the chunks' work items and waits (up to a generous deadline) until the log has
+    every result; True when it did."""
+    state = worker.engine.task("t")
+
+    async def main() -> bool:
+        await FleetWorker._verifier(worker, items(*(chunk_work("t", n)[1] for n in chunk_nos)))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline_s
+        while state.pending and loop.time() < give_up:
+            await asyncio.sleep(0.05)
+        settled = not state.pending
+        for job in worker.working.values():
+            job.cancel()
+        await asyncio.gather(*worker.working.values(), return_exceptions=True)
+        return settled
+    return asyncio.run(main())
+
+
+def test_results_the_broker_keeps_refusing_are_recorded_straight_in_the_log_and_never_probed_again():
+    """The fault campaign's one violation (a worker killed after a pause, following a broker
+    restart): the restarted worker's every send to the results topic failed for over 90 s.
+    Before: each failure re-ran the chunk (claim, probe every address again, send again) and
+    the task got no event at all. Now: past the claim TTL, the results are recorded in the
+    log of record with the settler's own command."""
+    chunks = {0: ["a@x.test", "b@x.test"], 1: ["c@x.test"]}
+    worker, seen = refusing_worker(chunks, refusals=None)
+    assert run_chunks(worker, [0, 1]), "the results never reached the log"
+    assert seen["refused"] >= 2  # the broker did refuse them (the path under test was taken)
+    assert sorted(seen["direct"]) == ["a@x.test", "b@x.test", "c@x.test"]
+    assert worker.sent == []  # nothing went through the topic
+    probed = [a for call in worker.provider.calls for a in call]
+    assert sorted(probed) == ["a@x.test", "b@x.test", "c@x.test"]  # each address probed once
+    assert not worker.crashes
+
+
+def test_results_refused_for_a_moment_are_sent_again_not_probed_again():
+    """A broker restart: the first sends fail, then the broker takes them. Before: each
+    failed send re-ran the chunk and probed its unsent addresses again (duplicate RCPTs at
+    the mail server); now the same results are sent again."""
+    chunks = {0: ["a@x.test", "b@x.test", "c@x.test"]}
+    worker, seen = refusing_worker(chunks, refusals=2)
+    assert run_chunks(worker, [0]), "the results never reached the log"
+    assert seen["refused"] == 2  # refused twice, then taken
+    assert seen["direct"] == []  # within the claim TTL: through the topic, as usual
+    assert sorted(a for o in worker.sent for a in (r.address for r in o.results)) == ["a@x.test", "b@x.test",
+                                                                                       "c@x.test"]
+    assert sorted(a for call in worker.provider.calls for a in call) == ["a@x.test", "b@x.test", "c@x.test"]
+    assert not worker.crashes

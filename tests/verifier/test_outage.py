@@ -63,7 +63,9 @@ def test_dead_resolver_raises_with_the_unanswered_addresses():
     assert [(r.address, r.reason) for r in got] == [("bad address@a.test", "syntax")]  # genuine
     assert str(exc).startswith("dns resolver not answering")
     assert canaries(w.dns) == 1  # one canary for the three concurrent look-ups
-    assert elapsed < 1.5  # MX timeout + canary timeout
+    # MX timeout + canary timeout at 0.5 s each (~1 s; 8 s at the default 4 s DNS timeout): the
+    # resolver's death ends the batch at once (a generous margin for a loaded machine)
+    assert elapsed < 6
     assert not any(srv.sessions for srv in w.servers.values())
 
 
@@ -230,7 +232,7 @@ def test_ten_dead_hosts_of_five_domains_mean_our_network_is_down():
     assert exc.unanswered == tuple(DEAD_ADDRS)
     assert [r.address for r in got] == ["y@nx.test"]  # no Unknown was reported
     assert "no MX host reachable" in str(exc) and "10 distinct MX hosts of 5 domains" in str(exc)
-    assert elapsed < 3  # one confirmation second, no more
+    assert elapsed < 10  # one confirmation second, far below the 15 s address deadline (generous margin)
     assert healthy is False  # the hosts still refuse
 
 

@@ -61,6 +61,20 @@ def log_tail(mw, start: int, name: str = "postfix.log") -> str:
         return fh.read().decode("utf-8", "replace")
 
 
+def postfix_sessions_logged(mw, start: int, expect: str | None = None, deadline_s: float = 20.0) -> str:
+    """The Postfix log since `start`, once every session it shows has ended there (as many
+    "disconnect from" lines as "connect from", at least one) and it holds `expect`: Postfix
+    writes its log a moment after the client is done."""
+    limit = time.monotonic() + deadline_s
+    while True:
+        tail = log_tail(mw, start)
+        connects = tail.count(": connect from ")
+        if connects and tail.count(": disconnect from ") >= connects and (expect is None or expect in tail):
+            return tail
+        assert time.monotonic() < limit, f"the sessions (and {expect!r}) never reached the Postfix log: {tail[-2000:]!r}"
+        time.sleep(0.05)
+
+
 def log_size(mw, name: str = "postfix.log") -> int:
     path = mw.log_path(name)
     return path.stat().st_size if path.exists() else 0
@@ -168,7 +182,8 @@ def test_dead_dns_server_is_our_outage(mailworld):
     assert got == []
     assert ei.value.unanswered == tuple(addrs)
     assert "dns resolver not answering (127.0.0.1:5301)" in str(ei.value)
-    assert time.monotonic() - t0 < 4.5  # the MX query's timeout, then the canary's
+    # the MX query's 1.5 s timeout, then the canary's (~3 s; 8 s at the default 4 s): a generous margin
+    assert time.monotonic() - t0 < 7
 
 
 def test_servfail_domain_with_a_live_resolver_stays_unknown(mailworld):
@@ -204,16 +219,17 @@ def test_greylisting_clears_inside_window(mailworld):
     results, elapsed = verify(s, ["alice@greylist.test", "bob@greylist.test", "zed@greylist.test"])
     assert [(r.status, r.reason) for r in results] == [
         ("safe", None), ("safe", None), ("invalid", "user_unknown")]
-    assert 2 <= elapsed < 6
+    assert elapsed >= 2  # postgrey's delay was waited out (the safe answers above: it cleared in the window)
 
 
 def test_greylisting_that_never_clears(mailworld):
-    s = make_settings(mailworld, retry_window=3.0)
+    s = make_settings(mailworld, retry_window=3.0, address_deadline=40.0)
     results, elapsed = verify(s, ["alice@greyhard.test", "bob@greyhard.test"])
     for r in results:
         assert (r.status, r.reason) == ("unknown", "greylisted")
         assert r.smtp_code == 450
-    assert 2.5 <= elapsed < 5
+    # retried for the 3 s window, then given up: far from the 40 s deadline (a generous margin)
+    assert 2.5 <= elapsed < 20
 
 
 def test_too_many_recipients(mailworld):
@@ -236,9 +252,9 @@ def test_error_limit(mailworld):
     assert all((r[a].status, r[a].reason) == ("invalid", "user_unknown") for a in unknown)
     assert all(r[a].status == "safe" for a in known)
     assert all(x.smtp_code != 421 for x in results)
-    assert elapsed < 5  # no 1 s error-delay per reply either
-    time.sleep(0.2)
-    assert "too many errors" not in log_tail(mailworld, start)
+    assert elapsed < 12  # no 1 s error-delay per reply past the 10th error either (~20 s with it)
+    tail = postfix_sessions_logged(mailworld, start)  # the sessions' lines are in the log...
+    assert "too many errors" not in tail  # ...and none was slowed down or dropped
 
 
 def test_many_same_domain_addresses_share_sessions(mailworld):
@@ -246,11 +262,9 @@ def test_many_same_domain_addresses_share_sessions(mailworld):
     addrs = [f"{u}@example.test" for u in ("alice", "bob", "carol", "dave", "erin", "frank")]
     results, _ = verify(make_settings(mailworld, per_mx_concurrency=1), addrs)
     assert all(r.status == "safe" for r in results)
-    time.sleep(0.2)
-    tail = log_tail(mailworld, start)
-    if tail:  # one connection for six recipients
-        assert tail.count(": connect from ") == 1, tail
-        assert "rcpt=6/7" in tail  # six users accepted + the rejected catch-all probe
+    tail = postfix_sessions_logged(mailworld, start)
+    assert tail.count(": connect from ") == 1, tail  # one connection for six recipients
+    assert "rcpt=6/7" in tail  # six users accepted + the rejected catch-all probe
 
 
 def test_fallback_tier_uses_its_own_identity(mailworld):
@@ -263,10 +277,7 @@ def test_fallback_tier_uses_its_own_identity(mailworld):
     assert [(r.status, r.reason, r.tier) for r in results] == [
         ("unknown", "antispam_block", "smtp-fallback"), ("safe", None, "smtp")]
     assert "primary tier smtp" in results[0].detail
-    time.sleep(0.2)
-    tail = log_tail(mailworld, start)
-    if tail:
-        assert "[127.0.0.10]" in tail
+    assert "[127.0.0.10]" in postfix_sessions_logged(mailworld, start, "[127.0.0.10]")
 
 
 def test_cancel_mid_batch(mailworld):
@@ -275,15 +286,17 @@ def test_cancel_mid_batch(mailworld):
         p = build_provider(make_settings(mailworld, per_mx_concurrency=1))
         got = []
         task = asyncio.create_task(p.verify([f"u{i}@slow.test" for i in range(20)], got.append))
-        await asyncio.sleep(3.5)
+        async with asyncio.timeout(30):  # some answers are in: the session is mid-way
+            while len(got) < 2:
+                await asyncio.sleep(0.05)
         t0 = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         return got, time.monotonic() - t0
     got, stop = asyncio.run(main())
-    assert stop < 0.5
-    assert 1 <= len(got) < 20
+    assert stop < 3  # prompt: the 18 RCPTs left would take 18 s (a generous margin for a loaded machine)
+    assert 2 <= len(got) < 20
     assert all((r.status, r.address.startswith("u")) == ("safe", True) for r in got)
 
 
