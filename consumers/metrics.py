@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter as Tally
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -42,6 +42,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.gc_collector import GCCollector
+
+from engine.store.lease import lease_heartbeat
+from projections.queries import active_task_counts
+from projections.runner import checkpoint_positions, stopped_names
 
 log = logging.getLogger("vec.metrics")
 
@@ -460,10 +464,11 @@ class StoreState:
         elif kind == "MonthlyCreditsExpired":
             c[("expired",)] += amount
 
-    def _optional(self, db, sql: str, params: tuple = ()) -> list[tuple] | None:
-        """Rows of a query on a table that may not exist yet (a store never opened by the engine)."""
+    def _optional(self, db, query: Callable[..., Any], *args: Any) -> Any:
+        """The answer of a table's owner (`query(rows, *args)`) on a table that may not exist
+        yet (a store never opened by the engine): None then."""
         try:
-            return db.rows(sql, params)
+            return query(db.rows, *args)
         except Exception as error:
             if db.missing_table(error):
                 return None
@@ -487,8 +492,7 @@ class StoreState:
 
     def _task_families(self, db, out: "_Families") -> None:
         c = self.counts
-        active = dict(self._optional(db, "SELECT status, COUNT(*) FROM rm_tasks WHERE status IN ('pending', "
-                                         "'processing') GROUP BY status") or [])
+        active = self._optional(db, active_task_counts) or {}
         out.gauge("vec_tasks", "Tasks by status (pending and processing from the tasks read model, finished ones "
                   "from the log)", ["status"],
                   [((s,), active.get(s, 0) if s in ("pending", "processing") else c[("finished", s)])
@@ -523,17 +527,14 @@ class StoreState:
         from projections.read_models import all_projections
 
         names = [p.name for p in all_projections()]
-        stored = dict(self._optional(db, "SELECT name, position FROM rm_checkpoints") or [])
-        stopped = {row[0] for row in self._optional(db, "SELECT name FROM rm_stopped") or []}
+        stored = self._optional(db, checkpoint_positions) or {}
+        stopped = self._optional(db, stopped_names) or set()
         out.gauge("vec_projection_lag_events", "Events of the log a read model has not folded yet (head - its "
                   "checkpoint)", ["projection"], [((n,), max(head - stored.get(n, 0), 0)) for n in names])
         out.gauge("vec_projection_stopped", "1 if a read model stopped on an event it could not fold",
                   ["projection"], [((n,), int(n in stopped)) for n in names])
-        lease = self._optional(db, "SELECT holder, heartbeat FROM engine_lease WHERE id = 1")
-        beats = []
-        if lease and lease[0][0]:
-            beat = lease[0][1] if isinstance(lease[0][1], datetime) else datetime.fromisoformat(lease[0][1])
-            beats = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))]
+        beat = self._optional(db, lease_heartbeat)
+        beats = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))] if beat else []
         out.gauge("vec_engine_heartbeat_age_seconds", "Seconds since the embedded engine (the holder of the engine "
                   "lease) last beat; absent while no engine holds it", (), beats)
 
@@ -541,16 +542,14 @@ class StoreState:
         """The distributed mode (PostgreSQL): relay, fleet, claims; families without samples elsewhere."""
         relay, alive, claims = [], [], []
         if self.postgres:
+            from engine.relay import relay_position
+            from engine.store.postgres import live_claims, live_roles
+
             if self.kafka:
-                row = self._optional(db, "SELECT position FROM relay_position WHERE id = 1")
-                relay = [((), max(head - (row[0][0] if row else 0), 0))]
-            since = "now() - make_interval(secs => ?)"
-            rows = self._optional(db, f"SELECT roles FROM workers WHERE heartbeat >= {since}", (self.worker_ttl,))
-            per_role = Tally(role for (roles,) in rows or [] for role in roles.split(",") if role in ROLES)
+                relay = [((), max(head - (self._optional(db, relay_position) or 0), 0))]
+            per_role = Tally(role for role in self._optional(db, live_roles, self.worker_ttl) or [] if role in ROLES)
             alive = [((role,), per_role[role]) for role in ROLES]
-            row = self._optional(db, f"SELECT COUNT(*) FROM chunk_claims WHERE heartbeat >= {since}",
-                                 (self.claim_ttl,))
-            claims = [((), row[0][0] if row else 0)]
+            claims = [((), self._optional(db, live_claims, self.claim_ttl) or 0)]
         out.gauge("vec_relay_lag_events", "Events of the log the relay has not published yet (head - relay "
                   "position; PostgreSQL with Kafka)", (), relay)
         out.gauge("vec_fleet_processes", "Fleet processes alive (heartbeat within VEC_WORKER_TTL), by role "
@@ -559,21 +558,21 @@ class StoreState:
 
     def _webhook_families(self, db, head: int, out: "_Families") -> None:
         """Webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes."""
+        from consumers.webhooks import attempt_counts, consumer_position, delivery_counts
+
         attempts = Tally()
-        for outcome, count in self._optional(db, "SELECT outcome, COUNT(*) FROM webhook_attempts GROUP BY outcome") \
-                or []:
+        for outcome, count in (self._optional(db, attempt_counts) or {}).items():
             attempts[_bounded(outcome, WEBHOOK_OUTCOMES)] += count
         out.counter("vec_webhook_attempts", "Webhook delivery attempts, by outcome (delivered = 2xx; sending = in "
                     "flight now)", ["outcome"], [((o,), attempts[o]) for o in WEBHOOK_OUTCOMES])
         deliveries = Tally()
-        for status, count in self._optional(db, "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status") \
-                or []:
+        for status, count in (self._optional(db, delivery_counts) or {}).items():
             deliveries[_bounded(status, WEBHOOK_STATUSES, "pending")] += count
         out.gauge("vec_webhook_deliveries", "Webhook deliveries, by status", ["status"],
                   [((s,), deliveries[s]) for s in WEBHOOK_STATUSES])
-        row = self._optional(db, "SELECT position FROM webhook_checkpoint WHERE name = 'webhooks'")
+        position = self._optional(db, consumer_position)
         out.gauge("vec_webhook_lag_events", "Events of the log the webhooks consumer has not looked at yet (head - "
-                  "its checkpoint)", (), [((), max(head - row[0][0], 0))] if row else [])
+                  "its checkpoint)", (), [((), max(head - position, 0))] if position is not None else [])
 
 
 class _Families:

@@ -54,6 +54,8 @@ from engine.domain.accounts import AccountState
 from engine.service import Engine
 from events import account_stream, task_stream
 from projections.base import Table
+from projections.read_models import NOTIFICATIONS
+from projections.runner import checkpoint_positions
 
 log = logging.getLogger("vec.notifications")
 
@@ -254,9 +256,9 @@ class NotificationStore(OutboxStore):
         model's checkpoint, or just before the first settings it holds if earlier (read in one
         snapshot: a rebuild in between cannot make both look later than they are)."""
         with self.sql.snapshot():
-            row = self.sql.execute("SELECT position FROM rm_checkpoints WHERE name = ?", (READ_MODEL,)).fetchone()
-            first = self.sql.execute("SELECT MIN(position) FROM rm_notifications").fetchone()[0]
-        start = row[0] if row else 0
+            positions = checkpoint_positions(lambda sql, params=(): self.sql.execute(sql, params).fetchall())
+            first = self.sql.execute(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}").fetchone()[0]
+        start = positions.get(READ_MODEL, 0)
         if first is not None:
             start = min(start, first - 1)
         with self.sql.transaction():

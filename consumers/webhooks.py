@@ -52,6 +52,7 @@ from engine.domain.text import printable
 from engine.keyring import SEALED
 from engine.service import Engine
 from projections.base import Table
+from projections.sql import Rows
 from verifier.egress import egress_refusal
 
 log = logging.getLogger("vec.webhooks")
@@ -76,6 +77,22 @@ ATTEMPTS = Table("webhook_attempts", ("delivery_id", "attempt", "started_at", "o
                  (("outcome",),))
 CHECKPOINT = Table("webhook_checkpoint", ("name", "position"), ("name",), frozenset({"position"}))
 TABLES = (ENDPOINTS, DELIVERIES, ATTEMPTS, CHECKPOINT)
+
+
+def attempt_counts(rows: Rows) -> dict[str, int]:
+    """Delivery attempts by outcome (every attempt is a row: the truth across processes)."""
+    return {outcome: int(n) for outcome, n in rows(f"SELECT outcome, COUNT(*) FROM {ATTEMPTS.name} GROUP BY outcome")}
+
+
+def delivery_counts(rows: Rows) -> dict[str, int]:
+    """Deliveries by status."""
+    return {status: int(n) for status, n in rows(f"SELECT status, COUNT(*) FROM {DELIVERIES.name} GROUP BY status")}
+
+
+def consumer_position(rows: Rows) -> int | None:
+    """How far the webhooks consumer read the log; None before it ever ran."""
+    found = rows(f"SELECT position FROM {CHECKPOINT.name} WHERE name = ?", (CONSUMER,))
+    return int(found[0][0]) if found else None
 
 ID_NAMESPACE = uuid.UUID("0b5b7d52-6a57-4f0e-9a43-3c0f3b6f5e21")
 CONSUMER = "webhooks"

@@ -76,6 +76,7 @@ import psycopg
 
 from engine import tracing
 from engine.config import EngineSettings
+from projections.sql import Rows
 from events import RecordedEvent, decode
 from events.base import REGISTRY
 from events.codec import to_wire
@@ -110,6 +111,12 @@ _COLUMNS = ("position, event_id::text, stream, version, type, schema_version, da
             " correlation_id, causation_id")
 _names = count(1)
 
+
+
+def relay_position(rows: Rows) -> int:
+    """How far the relay published the log (0 before it ever ran)."""
+    found = rows("SELECT position FROM relay_position WHERE id = 1")
+    return int(found[0][0]) if found else 0
 
 class RelayCrashed(Exception):
     """The relay met an error it does not know how to survive (a bug, a missing schema, a

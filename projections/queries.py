@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, cast
 
 from projections.base import Row
 from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
-from projections.sql import SqlSession
+from projections.sql import Rows, SqlSession
 from projections import taxonomy
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
@@ -22,6 +22,12 @@ def _task_json(row: dict[str, Any]) -> dict[str, Any]:
     out["account"] = out.pop("account_id")
     out["partial_failure"] = bool(out["partial_failure"])
     return out
+
+
+def active_task_counts(rows: Rows) -> dict[str, int]:
+    """Tasks pending and processing, by status."""
+    return {status: int(n) for status, n in rows(
+        f"SELECT status, COUNT(*) FROM {TASKS.name} WHERE status IN ('pending', 'processing') GROUP BY status")}
 
 
 def _result_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +131,39 @@ class ReadModelQueries:
         open_row = self.row_opener(task_id)
         for row in self.sql.stream(sql + " ORDER BY position, address", params):
             yield open_row(_result_json(dict(zip(RESULT_FIELDS, row))))
+
+    # --- the dashboard's overview -----------------------------------------------------------
+
+    def recent_tasks(self, account_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest tasks (deleted ones hidden), newest first."""
+        sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", cast(tuple[Any, ...], ())
+        if account_id is not None:
+            sql, params = sql + " AND account_id = ?", (account_id,)
+        return self._rows(sql + " ORDER BY created_at DESC, task_id DESC LIMIT ?", params + (limit,))
+
+    def results_by_status_since(self, account_id: str | None, since: str) -> list[dict[str, Any]]:
+        """Results of the tasks created since `since`, counted by status and reason (`n`)."""
+        sql = (f"SELECT r.status AS status, r.reason AS reason, COUNT(*) AS n FROM {RESULTS.name} r"
+               f" JOIN {TASKS.name} t ON t.task_id = r.task_id WHERE t.created_at >= ? AND t.deleted = 0")
+        params: tuple[Any, ...] = (since,)
+        if account_id is not None:
+            sql, params = sql + " AND t.account_id = ?", params + (account_id,)
+        return self._rows(sql + " GROUP BY r.status, r.reason", params)
+
+    def refunds_since(self, account_id: str | None, since: str) -> dict[str, tuple[int, int]]:
+        """Credits History refund and cancel rows since `since`: type -> (rows, credits)."""
+        sql = (f"SELECT type, COUNT(*), SUM(amount) FROM {HISTORY.name}"
+               " WHERE type IN ('refund', 'cancel') AND occurred_at >= ?")
+        params: tuple[Any, ...] = (since,)
+        if account_id is not None:
+            sql, params = sql + " AND account_id = ?", params + (account_id,)
+        return {kind: (int(rows), int(credits or 0))
+                for kind, rows, credits in self.sql.execute(sql + " GROUP BY type", params).fetchall()}
+
+    def unknown_reasons(self, task_id: str) -> list[dict[str, Any]]:
+        """A task's Unknowns by reason (`n`), the commonest first."""
+        return self._rows(f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
+                          " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()

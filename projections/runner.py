@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from events import RecordedEvent
 from projections.base import Change, DeleteWhere, Projection, Put, Row, Table
-from projections.sql import SqlSession, upsert_sql
+from projections.sql import Rows, SqlSession, upsert_sql
 
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
 # after + 1, or None when it does not hold them
@@ -36,6 +36,16 @@ READ_MODELS_VERSION = 3
 CHECKPOINTS = Table("rm_checkpoints", ("name", "position"), ("name",), frozenset({"position"}))
 STOPPED = Table("rm_stopped", ("name", "position", "error"), ("name",), frozenset({"position"}))
 SHAPE = Table("rm_shape", ("id", "digest"), ("id",), frozenset({"id"}))
+
+
+def checkpoint_positions(rows: Rows) -> dict[str, int]:
+    """Each read model's checkpoint, by projection name (`rows`: engine/store/base.py Rows)."""
+    return {name: int(position) for name, position in rows(f"SELECT name, position FROM {CHECKPOINTS.name}")}
+
+
+def stopped_names(rows: Rows) -> set[str]:
+    """The read models stopped on an event they could not fold."""
+    return {row[0] for row in rows(f"SELECT name FROM {STOPPED.name}")}
 
 
 class ReadModelsOutdated(Exception):

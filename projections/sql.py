@@ -12,6 +12,14 @@ from typing import Any, ContextManager, Iterable, Iterator, Protocol, Sequence
 from projections.base import Table
 
 
+class Rows(Protocol):
+    """Rows of a query on some connection, `?` placeholders. A module that owns a table
+    offers its readers functions of this (metrics and the dashboard never name another
+    module's table)."""
+
+    def __call__(self, sql: str, params: tuple[Any, ...] = ..., /) -> list[tuple[Any, ...]]: ...
+
+
 class Cursor(Protocol):
     @property
     def description(self) -> Any: ...

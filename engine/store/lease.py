@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
+from projections.sql import Rows
 from engine.store.sqlite import transaction
 
 SCHEMA = """
@@ -22,6 +23,15 @@ CREATE TABLE IF NOT EXISTS engine_lease (
     heartbeat TEXT NOT NULL
 );
 """
+
+
+def lease_heartbeat(rows: Rows) -> datetime | None:
+    """When the holder of the engine lease last beat; None while nobody holds it."""
+    found = rows("SELECT holder, heartbeat FROM engine_lease WHERE id = 1")
+    if not found or not found[0][0]:
+        return None
+    beat = found[0][1]
+    return beat if isinstance(beat, datetime) else datetime.fromisoformat(beat)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.keyring import append_seals
+from projections.sql import Rows
 from events import NewEvent, RecordedEvent, decode, encode
 
 if TYPE_CHECKING:
@@ -568,6 +569,18 @@ def open_postgres(url: str, migrate: bool = False) -> Database:
                     ReadModelQueries(session, keyring.row_opener), session.transient_errors, session.snapshot, pool.close,
                     keyring, PostgresFleet(pool))
 
+
+
+def live_roles(rows: Rows, ttl_s: float) -> list[str]:
+    """The roles of every fleet process that beat within `ttl_s` (one entry per process and role)."""
+    return [role for (roles,) in rows("SELECT roles FROM workers WHERE heartbeat >= now() - make_interval(secs => ?)",
+                                      (ttl_s,)) for role in roles.split(",")]
+
+
+def live_claims(rows: Rows, ttl_s: float) -> int:
+    """Chunks claimed by a worker whose claim beat within `ttl_s`."""
+    found = rows("SELECT COUNT(*) FROM chunk_claims WHERE heartbeat >= now() - make_interval(secs => ?)", (ttl_s,))
+    return int(found[0][0]) if found else 0
 
 
 class PostgresFleet:

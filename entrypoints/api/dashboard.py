@@ -41,13 +41,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from engine.domain.errors import AccountNotFound, DomainError, TaskNotFound
+from engine.relay import relay_position
 from engine.store.base import StoreError
 from entrypoints.api import charts, routes
 from entrypoints.api.deps import Principal, Services, task_json
 from entrypoints.api.problems import Problem, from_exception
 from entrypoints.api.uploads import receive_upload
 from projections.queries import _task_json
-from projections.read_models import HISTORY, HISTORY_TYPES, RESULTS, TASKS
+from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
 from projections import taxonomy
 
@@ -202,19 +203,9 @@ def progress(task: dict) -> dict:
             "account_page": f"{PREFIX}/account?{urlencode({'id': task['account']})}"}
 
 
-def _rows(svc: Services, sql: str, params: tuple = ()) -> list[dict]:
-    cursor = svc.db.read.sql.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
 def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dict]:
     """The newest tasks, newest first (the API lists oldest first, for paging)."""
-    sql, params = f"SELECT * FROM {TASKS.name} WHERE deleted = 0", ()
-    if account_id is not None:
-        sql, params = sql + " AND account_id = ?", (account_id,)
-    return [progress(_task_json(r)) for r in _rows(svc, sql + " ORDER BY created_at DESC, task_id DESC LIMIT ?",
-                                                   params + (limit,))]
+    return [progress(_task_json(r)) for r in svc.db.read.recent_tasks(account_id, limit)]
 
 
 def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
@@ -224,12 +215,7 @@ def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
 
 def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dict:
     """Results of the tasks created since `since`: how many, and the Unknowns per reason."""
-    sql = (f"SELECT r.status AS status, r.reason AS reason, COUNT(*) AS n FROM {RESULTS.name} r"
-           f" JOIN {TASKS.name} t ON t.task_id = r.task_id WHERE t.created_at >= ? AND t.deleted = 0")
-    params: tuple = (since,)
-    if account_id is not None:
-        sql, params = sql + " AND t.account_id = ?", params + (account_id,)
-    rows = _rows(svc, sql + " GROUP BY r.status, r.reason", params)
+    rows = svc.db.read.results_by_status_since(account_id, since)
     total = sum(r["n"] for r in rows)
     unknown = sorted(((r["reason"] or "(none)", r["n"]) for r in rows if r["status"] == "unknown"),
                      key=lambda item: (-item[1], item[0]))
@@ -239,14 +225,9 @@ def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dic
 
 
 def _refunds(svc: Services, account_id: str | None, since: str) -> list[dict]:
-    sql = (f"SELECT type, COUNT(*) AS rows_, SUM(amount) AS credits FROM {HISTORY.name}"
-           " WHERE type IN ('refund', 'cancel') AND occurred_at >= ?")
-    params: tuple = (since,)
-    if account_id is not None:
-        sql, params = sql + " AND account_id = ?", params + (account_id,)
-    found = {r["type"]: r for r in _rows(svc, sql + " GROUP BY type", params)}
-    return [{"type": kind, "rows": found[kind]["rows_"] if kind in found else 0,
-             "credits": int(found[kind]["credits"] or 0) if kind in found else 0} for kind in ("refund", "cancel")]
+    found = svc.db.read.refunds_since(account_id, since)
+    return [{"type": kind, "rows": found.get(kind, (0, 0))[0], "credits": found.get(kind, (0, 0))[1]}
+            for kind in ("refund", "cancel")]
 
 
 def _health(svc: Services) -> dict:
@@ -264,9 +245,7 @@ def _health(svc: Services) -> dict:
     if db.fleet is not None and svc.settings.kafka_bootstrap:
         health["mode"] = "distributed"
         try:
-            health["relay_lag"] = db.read.sql.execute(
-                "SELECT (SELECT position FROM log_head WHERE id = 1)"
-                " - (SELECT position FROM relay_position WHERE id = 1)").fetchone()[0]
+            health["relay_lag"] = head - relay_position(lambda sql, params=(): db.read.sql.execute(sql, params).fetchall())
         except Exception as error:  # noqa: BLE001 - shown, not raised: the page still helps
             health["relay_error"] = f"{type(error).__name__}: {error}"
         ttl = svc.settings.worker_ttl
@@ -386,8 +365,7 @@ def _task_view(svc: Services, who: Principal, task_id: str, shown: ResultFilter)
     read = svc.db.read
     rows, last = read.results_page(task_id, shown.status, shown.after, RESULTS_SHOWN, shown.result, shown.reason)
     matching = read.results_count(task_id, shown.status, shown.result, shown.reason)
-    reasons = _rows(svc, f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
-                         " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
+    reasons = read.unknown_reasons(task_id)
     after_this = shown.offset + len(rows)
     next_cursor = routes.cursor_out([last[0], last[1], after_this]) if last and after_this < matching else None
     return {"task": task, "results": rows, "reasons": reasons, "shown": shown, "matching": matching,
