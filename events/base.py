@@ -33,13 +33,13 @@ class Event:
         return cls.__name__
 
     def payload(self) -> dict[str, Any]:
-        return {name: _jsonable(getattr(self, name)) for name in _field_names(type(self))}
+        return {name: _jsonable(getattr(self, name)) for name in field_names(type(self))}
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per event class: its payload's fields, in order
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
+def field_names(cls: type) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
     if names is None:
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))

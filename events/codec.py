@@ -8,7 +8,7 @@ import orjson
 import uuid
 from datetime import datetime
 
-from events.base import REGISTRY, Event, RecordedEvent
+from events.base import REGISTRY, Event, RecordedEvent, field_names
 from events.upcasters import upcast
 
 
@@ -22,7 +22,9 @@ Transform = Callable[[str], str]
 def encode(event: Event, seal: Transform | None = None) -> str:
     """Compact JSON with sorted keys: one canonical text per event. With `seal`, the event's
     personal fields are stored sealed (each string, or each string of a tuple)."""
-    payload = event.payload()
+    # orjson writes tuples, dicts and datetimes itself, exactly as Event.payload() would
+    # turn them (a list, a dict, isoformat): no copy of the event field by field in Python
+    payload = {name: getattr(event, name) for name in field_names(type(event))}
     if seal is not None:
         for name in event.personal:
             payload[name] = _each(payload[name], seal)

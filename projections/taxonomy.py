@@ -21,6 +21,8 @@ Where the numbers come from (the product's help center):
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -122,7 +124,13 @@ FLAG_COLUMNS = ("is_disposable", "is_role_account", "is_catch_all", "is_free_ema
 
 
 def columns(status: str, reason: str | None, flags: Iterable[str] = ()) -> dict[str, Any]:
-    """The taxonomy columns of a results row (flags as 0/1, as the read models store them)."""
+    """The taxonomy columns of a results row (flags as 0/1, as the read models store them);
+    a fresh dict each time (the row is the caller's)."""
+    return dict(_columns(status, reason, tuple(flags)))
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of few distinct inputs, asked once per result
+def _columns(status: str, reason: str | None, flags: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
     taxonomy = classify(status, reason, flags)
-    return {"result": taxonomy.result, "score": taxonomy.score,
-            **{name: int(getattr(taxonomy, name)) for name in FLAG_COLUMNS}}
+    return (("result", taxonomy.result), ("score", taxonomy.score),
+            *((name, int(getattr(taxonomy, name))) for name in FLAG_COLUMNS))

@@ -103,6 +103,26 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
+class _Stamps:
+    """The times of one append, converted once: a command's events share one moment."""
+
+    def __init__(self) -> None:
+        self._moment: datetime | None = None
+        self._utc = datetime.min
+        self._text = ""
+
+    def utc(self, moment: datetime) -> datetime:
+        if moment is not self._moment:
+            self._moment, self._utc = moment, moment.astimezone(timezone.utc)
+            self._text = self._utc.isoformat()
+        return self._utc
+
+    def text(self, moment: datetime) -> str:
+        """As stored (`_utc`)."""
+        self.utc(moment)
+        return self._text
+
+
 def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring else None  # may touch the database: outside the try
@@ -174,13 +194,14 @@ class SqliteEventStore:
                 versions[stream] = actual
             start = dict(versions)
             rows = []
+            stamps = _Stamps()
             for new in events:
                 if new.stream not in versions:
                     raise ValueError(f"no expected version given for {new.stream}")
                 versions[new.stream] += 1
                 rows.append((
                     new.event_id.bytes, new.stream, versions[new.stream], new.event.type_name(),
-                    new.event.schema_version, encode(new.event, seals[new.stream]), _utc(new.occurred_at),
+                    new.event.schema_version, encode(new.event, seals[new.stream]), stamps.text(new.occurred_at),
                     new.correlation_id, new.causation_id, new.actor,
                 ))
             first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
@@ -208,7 +229,7 @@ class SqliteEventStore:
             if self.before_commit is not None:
                 self.before_commit()
         return [
-            RecordedEvent(first + i, new.stream, row[2], new.event_id, new.occurred_at.astimezone(timezone.utc),
+            RecordedEvent(first + i, new.stream, row[2], new.event_id, stamps.utc(new.occurred_at),
                           new.event, new.correlation_id, new.causation_id, new.actor)
             for i, (new, row) in enumerate(zip(events, rows))
         ]

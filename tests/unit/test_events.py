@@ -9,6 +9,7 @@ import typing
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,8 @@ def test_every_event_class_round_trips_through_json(name, data):
     text = encode(event)
     assert set(json.loads(text)) == {f.name for f in dataclasses.fields(cls)}
     assert json.loads(text) == json.loads(json.dumps(event.payload()))  # plain JSON, nothing exotic
+    # the stored text is the payload's canonical JSON, byte for byte (the fast encoder included)
+    assert text == orjson.dumps(event.payload(), option=orjson.OPT_SORT_KEYS).decode()
     back = decode(name, cls.schema_version, text)
     assert back == event
     assert type(back) is cls
