@@ -80,6 +80,7 @@ from events import RecordedEvent, decode
 from events.base import REGISTRY
 from events.codec import to_wire
 from events.jsonschema import schema_id
+from projections.sql import scalar
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer  # untyped (Any to mypy): named for the reader
@@ -275,14 +276,6 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> Any:
-    """The first column of a query's one row (the relay's queries always return one)."""
-    row = cursor.fetchone()
-    if row is None:
-        raise RelayCrashed("a query that returns one row returned none")
-    return row[0]
-
-
 def _describe(url: str) -> str:
     from engine.store.postgres import describe
 
@@ -333,8 +326,8 @@ class Relay:
         """Events in the log past the stored relay position (any relay's), read now on a
         short connection of its own. Raises psycopg.OperationalError when unreachable."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
-            return int(_one(conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
-                                         " - (SELECT position FROM relay_position WHERE id = 1)")))
+            return int(scalar(conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
+                                           " - (SELECT position FROM relay_position WHERE id = 1)")))
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -376,12 +369,12 @@ class Relay:
         """One step: connect, contend for the lock, or relay one batch."""
         conn = self._conn if self._conn is not None else self._connect()
         if not self._leader:
-            if not _one(conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))):
+            if not scalar(conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))):
                 self._set_state("standby", "another relay holds the lock")
                 stop.wait(STANDBY_POLL)
                 return
             self._leader = True
-            self._position = int(_one(conn.execute("SELECT position FROM relay_position WHERE id = 1")))
+            self._position = int(scalar(conn.execute("SELECT position FROM relay_position WHERE id = 1")))
             self._set_state("leader", f"from position {self._position}")
         if not self._relay_batch(conn, stop):
             stop.wait(self.settings.relay_poll_interval)
@@ -394,7 +387,7 @@ class Relay:
             # the server drops a silent peer (and frees its lock) after ~25 s too
             conn.execute("SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = 10;"
                          " SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
-            if _one(conn.execute("SELECT to_regclass('relay_position')")) is None:
+            if scalar(conn.execute("SELECT to_regclass('relay_position')")) is None:
                 raise RelayCrashed(f"the store at {_describe(self.url)} has no relay_position table; run `vec migrate`")
         except BaseException:
             conn.close()
