@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from consumers.features import Call
 from consumers.waiting import Stop, sleep_or
@@ -48,7 +48,7 @@ class OutboxStore:
         self.sql, self.clock = sql, clock
         self._ready = False
 
-    def ensure_schema(self) -> OutboxStore:
+    def ensure_schema(self) -> Self:
         if not self._ready:
             with self.sql.transaction():
                 self.sql.lock(f"vec.{self.SCHEMA.name}.schema")

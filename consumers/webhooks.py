@@ -40,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import orjson
@@ -62,7 +62,8 @@ log = logging.getLogger("vec.webhooks")
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",
              "TaskCancelled": "task.cancelled"}
-STATUSES = ("pending", "delivered", "failed")
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
 
 ENDPOINTS = Table("webhook_endpoints", ("endpoint_id", "account_id", "url", "description", "secret", "created_at",
                                         "created_position", "created_by", "disabled_at"),
@@ -216,7 +217,7 @@ class WebhookStore(OutboxStore):
     def _sealer(self) -> Sealer:
         return self.keyring.sealer(SECRETS_SCOPE, create=True)
 
-    def ensure_schema(self) -> WebhookStore:
+    def ensure_schema(self) -> Self:
         if not self._ready:
             super().ensure_schema()
             self._seal_plain_secrets()
