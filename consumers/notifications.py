@@ -54,7 +54,7 @@ from engine.domain.accounts import AccountState
 from engine.domain.errors import InvariantViolation
 from engine.service import Engine
 from engine.store.base import EventStore
-from events import CreditsDebited, RecordedEvent, account_stream, task_stream
+from events import CreditsDebited, RecordedEvent, TaskCreated, account_stream, task_stream
 from projections.base import Table
 from projections.sql import scalar
 
@@ -452,7 +452,7 @@ class NotificationConsumer:
         if row is not None:
             return row.get("name") or ""
         created = next(self.db.events.read_stream(task_stream(task_id)), None)  # the rest is never read
-        return getattr(created.event, "name", "") if created is not None else ""
+        return created.event.name if created is not None and isinstance(created.event, TaskCreated) else ""
 
     def _account(self, task_id: str) -> str | None:
         """The task's account: from the tasks read model (set long before the task ends), else

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from consumers.verification import Provider  # which imports this module
 
 Answer = Result | VerificationResult  # what a provider hands on: the verifier's answer, or a task result already
+
+
+@runtime_checkable
+class Tiered(Protocol):
+    """A provider that names its tier (the instant one, the SMTP prober): the tier its chunks
+    are submitted for. Others (a tiered SMTP provider) are the "primary" tier."""
+
+    tier: str
+
+
+def tier_of(provider: object) -> str:
+    """The tier a provider's chunks are submitted for (ChunkSubmitted.tier)."""
+    return provider.tier if isinstance(provider, Tiered) else "primary"
 
 
 class InstantProvider:
@@ -99,7 +112,7 @@ class SecondPass:
 
     def __init__(self, provider: Provider, delay: float, again: Provider | None = None):
         self.provider, self.delay = provider, delay
-        self.name = provider.name
+        self.name, self.tier = provider.name, tier_of(provider)
         self.again = again or provider
 
     async def verify(self, addresses: Sequence[str],
