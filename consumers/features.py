@@ -5,17 +5,25 @@ fleet's watchdog processes as one elected leader each (a PostgreSQL advisory loc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, ParamSpec, Protocol, TypeVar
 
 from engine.config import EngineSettings
+from consumers.waiting import Stop
 from engine.service import Engine
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Loop(Protocol):
-    async def run(self, stop: Any) -> None: ...
+    async def run(self, stop: Stop) -> None: ...
 
 
-Call = Callable[..., Awaitable[Any]]  # how engine calls are made (inline, or on an engine thread)
+class Call(Protocol):
+    """How engine and store calls are made: inline on the loop's thread (the embedded
+    runtime's SQLite connection), or on an engine thread of their own (the fleet)."""
+
+    def __call__(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]: ...
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter as Tally
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -42,10 +42,23 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from engine.config import EngineSettings
+    from engine.relay import Relay
+    from engine.service import Engine
 
 from engine.store.lease import lease_heartbeat
 from projections.queries import active_task_counts
 from projections.runner import checkpoint_positions, stopped_names
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("vec.metrics")
 
@@ -78,7 +91,7 @@ ROLES = ("relay", "worker", "projector", "watchdog")
 
 
 def _bounded(value: str | None, allowed: Iterable[str], other: str = "other") -> str:
-    return value if value in allowed else other
+    return value if value is not None and value in allowed else other
 
 
 # --- process metrics ----------------------------------------------------------------------
@@ -176,7 +189,7 @@ class ProbeMetrics:
     def address_done(self, status: str, seconds: float) -> None:
         PROBE_SECONDS.labels(_bounded(status, STATUSES, "unknown")).observe(max(seconds, 0.0))
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("vec_smtp_sessions_open", "SMTP sessions open now, per MX host (the busiest "
                                    "VEC_METRICS_MX_HOSTS hosts; the rest add up as mx=\"other\")", labels=["mx"])
         with self.lock:
@@ -192,13 +205,13 @@ PROBES = ProbeMetrics()
 REGISTRY.register(PROBES)
 
 
-def install(settings=None) -> None:
+def install(settings: EngineSettings | None = None) -> None:
     """Makes the verifier report to PROBES (idempotent): called by every process that
     verifies (the embedded runtime, the fleet)."""
     from verifier import prober
 
     if settings is not None:
-        PROBES.cap = max(1, int(getattr(settings, "metrics_mx_hosts", PROBES.cap)))
+        PROBES.cap = max(1, settings.metrics_mx_hosts)
     prober.set_observer(PROBES)
 
 
@@ -210,11 +223,11 @@ class _Tracked:
     a counter never goes down when an engine is dropped."""
 
     def __init__(self) -> None:
-        self.stats: dict[int, dict] = {}
-        self.relays: dict[int, object] = {}
+        self.stats: dict[int, dict[str, int]] = {}
+        self.relays: dict[int, Relay] = {}
         self.lock = threading.Lock()
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         with self.lock:
             stats = list(self.stats.values())
             relays = list(self.relays.values())
@@ -225,7 +238,7 @@ class _Tracked:
         conflicts.add_metric([], sum(s.get("conflicts", 0) for s in stats))
         published = CounterMetricFamily("vec_relay_published", "Events the relay of this process published and the "
                                         "broker acknowledged (re-sends included)")
-        published.add_metric([], sum(getattr(r, "published", 0) for r in relays))
+        published.add_metric([], sum(r.published for r in relays))
         yield from (commands, conflicts, published)
 
 
@@ -233,12 +246,12 @@ TRACKED = _Tracked()
 REGISTRY.register(TRACKED)
 
 
-def track_engine(engine) -> None:
+def track_engine(engine: Engine) -> None:
     with TRACKED.lock:
         TRACKED.stats[id(engine.stats)] = engine.stats
 
 
-def track_relay(relay) -> None:
+def track_relay(relay: Relay) -> None:
     with TRACKED.lock:
         TRACKED.relays[id(relay)] = relay
 
@@ -261,8 +274,9 @@ class _Sqlite:
         self.conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA query_only = ON")
 
-    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self.conn.execute(sql, params).fetchall()
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self.conn.execute(sql, params).fetchall()
+        return rows
 
     @staticmethod
     def text(field: str) -> str:
@@ -285,7 +299,7 @@ class _Sqlite:
         return f"events WHERE position > ? AND position <= ? AND type IN ({types})"
 
     def head(self) -> int:
-        return self.rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0]
+        return int(self.rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
@@ -303,7 +317,7 @@ class _Postgres:
         self.errors = psycopg
         self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
 
-    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
 
     @staticmethod
@@ -328,13 +342,17 @@ class _Postgres:
                 f" WHERE position > ? AND position <= ? AND type IN ({types})) e")
 
     def head(self) -> int:
-        return self.rows("SELECT position FROM log_head WHERE id = 1")[0][0]
+        return int(self.rows("SELECT position FROM log_head WHERE id = 1")[0][0])
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, self.errors.errors.UndefinedTable)
 
     def close(self) -> None:
         self.conn.close()
+
+
+_Store = _Sqlite | _Postgres
+Samples = Sequence[tuple[tuple[Any, ...], float]]  # (label values, value) of a family's samples
 
 
 class StoreState:
@@ -348,24 +366,24 @@ class StoreState:
         self.postgres = urlparse(url).scheme in ("postgres", "postgresql")
         self.db: _Sqlite | _Postgres | None = None
         self.lock = threading.Lock()
-        self.families: list = []
+        self.families: list[Metric] = []
         self.computed_at = -1e9
         self.warned = False
         # folded from the log so far (monotonic: they are Prometheus counters)
         self.folded = 0
-        self.counts: Tally[tuple] = Tally()
+        self.counts: Tally[tuple[str, ...]] = Tally()
 
     @classmethod
-    def of(cls, settings) -> "StoreState":
+    def of(cls, settings: EngineSettings) -> StoreState:
         return cls(settings.store, kafka=bool(settings.kafka_bootstrap), worker_ttl=settings.worker_ttl,
                    claim_ttl=settings.claim_ttl, cache=settings.metrics_cache)
 
     # --- the collector protocol ---------------------------------------------------------
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []  # names depend on the store; no duplicate check against other collectors
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         with self.lock:
             if time.monotonic() - self.computed_at >= self.cache:
                 self.families = self._compute()
@@ -378,7 +396,7 @@ class StoreState:
 
     # --- computing -----------------------------------------------------------------------
 
-    def _connect(self):
+    def _connect(self) -> _Store:
         if self.db is None:
             if self.postgres:
                 self.db = _Postgres(self.url)
@@ -396,7 +414,7 @@ class StoreState:
                 pass
         self.db = None
 
-    def _compute(self) -> list:
+    def _compute(self) -> list[Metric]:
         started = time.monotonic()
         up = GaugeMetricFamily("vec_metrics_store_up", "1 if the last scrape of the store's state reached the store")
         seconds = GaugeMetricFamily("vec_metrics_state_seconds", "Seconds the last scrape of the store's state took")
@@ -414,7 +432,7 @@ class StoreState:
         seconds.add_metric([], time.monotonic() - started)
         return [up, seconds, *families]
 
-    def _fold(self, db, head: int) -> None:
+    def _fold(self, db: _Store, head: int) -> None:
         """Folds (folded, head] into the counters, FOLD_WINDOW positions per query, within
         the time budget."""
         t = db.text
@@ -435,7 +453,8 @@ class StoreState:
             if time.monotonic() >= deadline:
                 break
 
-    def _count(self, kind, status, reason, task_kind, bucket, late, count, amount) -> None:
+    def _count(self, kind: str, status: str | None, reason: str | None, task_kind: str | None, bucket: str | None,
+               late: bool, count: int, amount: int) -> None:
         c = self.counts
         if kind == "AddressVerified":
             if late:
@@ -464,7 +483,7 @@ class StoreState:
         elif kind == "MonthlyCreditsExpired":
             c[("expired",)] += amount
 
-    def _optional(self, db, query: Callable[..., Any], *args: Any) -> Any:
+    def _optional(self, db: _Store, query: Callable[..., _T], *args: Any) -> _T | None:
         """The answer of a table's owner (`query(rows, *args)`) on a table that may not exist
         yet (a store never opened by the engine): None then."""
         try:
@@ -474,7 +493,7 @@ class StoreState:
                 return None
             raise
 
-    def _state(self, db) -> list:
+    def _state(self, db: _Store) -> list[Metric]:
         head = db.head()
         if head < self.folded:  # another log than the one folded so far (a store made anew)
             self.folded, self.counts = 0, Tally()
@@ -490,7 +509,7 @@ class StoreState:
         self._webhook_families(db, head, out)
         return out.families
 
-    def _task_families(self, db, out: "_Families") -> None:
+    def _task_families(self, db: _Store, out: _Families) -> None:
         c = self.counts
         active = self._optional(db, active_task_counts) or {}
         out.gauge("vec_tasks", "Tasks by status (pending and processing from the tasks read model, finished ones "
@@ -509,7 +528,7 @@ class StoreState:
                     "shown)", (), [((), c[("late",)])])
         out.counter("vec_chunks_failed", "Chunks failed with their refund", (), [((), c[("chunk_failed",)])])
 
-    def _credit_families(self, out: "_Families") -> None:
+    def _credit_families(self, out: _Families) -> None:
         c = self.counts
         out.counter("vec_credits_debited", "Credits debited when tasks were created", (), [((), c[("debited",)])])
         out.counter("vec_credits_consumed", "Credits consumed: addresses settled Safe, Invalid or Risky", (),
@@ -522,7 +541,7 @@ class StoreState:
                       ("monthly", "subscription"), ("monthly", "support"))])
         out.counter("vec_credits_expired", "Monthly credits expired", (), [((), c[("expired",)])])
 
-    def _engine_families(self, db, head: int, out: "_Families") -> None:
+    def _engine_families(self, db: _Store, head: int, out: _Families) -> None:
         """The read models' lag and health, and the embedded engine's heartbeat."""
         from projections.read_models import all_projections
 
@@ -534,13 +553,15 @@ class StoreState:
         out.gauge("vec_projection_stopped", "1 if a read model stopped on an event it could not fold",
                   ["projection"], [((n,), int(n in stopped)) for n in names])
         beat = self._optional(db, lease_heartbeat)
-        beats = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))] if beat else []
+        beats: Samples = [((), max((datetime.now(timezone.utc) - beat).total_seconds(), 0.0))] if beat else []
         out.gauge("vec_engine_heartbeat_age_seconds", "Seconds since the embedded engine (the holder of the engine "
                   "lease) last beat; absent while no engine holds it", (), beats)
 
-    def _fleet_families(self, db, head: int, out: "_Families") -> None:
+    def _fleet_families(self, db: _Store, head: int, out: _Families) -> None:
         """The distributed mode (PostgreSQL): relay, fleet, claims; families without samples elsewhere."""
-        relay, alive, claims = [], [], []
+        relay: Samples = []
+        alive: Samples = []
+        claims: Samples = []
         if self.postgres:
             from engine.relay import relay_position
             from engine.store.postgres import live_claims, live_roles
@@ -556,16 +577,16 @@ class StoreState:
                   "(PostgreSQL)", ["role"], alive)
         out.gauge("vec_chunks_claimed", "Chunks claimed by a live fleet worker (PostgreSQL)", (), claims)
 
-    def _webhook_families(self, db, head: int, out: "_Families") -> None:
+    def _webhook_families(self, db: _Store, head: int, out: _Families) -> None:
         """Webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes."""
         from consumers.webhooks import attempt_counts, consumer_position, delivery_counts
 
-        attempts = Tally()
+        attempts: Tally[str] = Tally()
         for outcome, count in (self._optional(db, attempt_counts) or {}).items():
             attempts[_bounded(outcome, WEBHOOK_OUTCOMES)] += count
         out.counter("vec_webhook_attempts", "Webhook delivery attempts, by outcome (delivered = 2xx; sending = in "
                     "flight now)", ["outcome"], [((o,), attempts[o]) for o in WEBHOOK_OUTCOMES])
-        deliveries = Tally()
+        deliveries: Tally[str] = Tally()
         for status, count in (self._optional(db, delivery_counts) or {}).items():
             deliveries[_bounded(status, WEBHOOK_STATUSES, "pending")] += count
         out.gauge("vec_webhook_deliveries", "Webhook deliveries, by status", ["status"],
@@ -579,15 +600,16 @@ class _Families:
     """The metric families of one scrape, in order."""
 
     def __init__(self) -> None:
-        self.families: list = []
+        self.families: list[Metric] = []
 
-    def gauge(self, name: str, text: str, labels=(), samples=()) -> None:
+    def gauge(self, name: str, text: str, labels: Sequence[str] = (), samples: Samples = ()) -> None:
         self._add(GaugeMetricFamily, name, text, labels, samples)
 
-    def counter(self, name: str, text: str, labels=(), samples=()) -> None:
+    def counter(self, name: str, text: str, labels: Sequence[str] = (), samples: Samples = ()) -> None:
         self._add(CounterMetricFamily, name, text, labels, samples)
 
-    def _add(self, cls, name: str, text: str, labels, samples) -> None:
+    def _add(self, cls: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, text: str,
+             labels: Sequence[str], samples: Samples) -> None:
         family = cls(name, text, labels=list(labels))
         for label_values, value in samples:
             family.add_metric(list(label_values), value)
@@ -599,27 +621,35 @@ class _Families:
 class _Union:
     """A collector yielding every metric of other registries/collectors."""
 
-    def __init__(self, *parts):
+    def __init__(self, *parts: Collector):
         self.parts = parts
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         for part in self.parts:
             yield from part.collect()
 
 
-def scrape_registry(settings=None, state: bool = True) -> CollectorRegistry:
+class ScrapeRegistry(CollectorRegistry):
+    """A registry to scrape; `store_state`: its collector of the store's state, if any
+    (holds a connection: closed when the process stops serving)."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self.store_state: StoreState | None = None
+
+
+def scrape_registry(settings: EngineSettings | None = None, state: bool = True) -> ScrapeRegistry:
     """What a process exposes: its process metrics and, with `state`, the store's state."""
-    registry = CollectorRegistry(auto_describe=False)
-    parts = [REGISTRY]
+    registry = ScrapeRegistry()
+    parts: list[Collector] = [REGISTRY]
     if state and settings is not None:
-        store_state = StoreState.of(settings)
-        parts.append(store_state)
-        registry.store_state = store_state  # type: ignore[attr-defined]
+        registry.store_state = StoreState.of(settings)
+        parts.append(registry.store_state)
     registry.register(_Union(*parts))
     return registry
 
 
-def serve(settings, state: bool = True):
+def serve(settings: EngineSettings, state: bool = True) -> Callable[[], None] | None:
     """`vec run`: an HTTP server of /metrics on VEC_METRICS_HOST:VEC_METRICS_PORT (on a
     thread of its own). Returns a stop function, or None when the port is 0 (off)."""
     from prometheus_client import start_http_server
@@ -634,20 +664,19 @@ def serve(settings, state: bool = True):
         server.shutdown()
         server.server_close()
         thread.join(5)
-        store_state = getattr(registry, "store_state", None)
-        if store_state is not None:
-            store_state.close()
+        if registry.store_state is not None:
+            registry.store_state.close()
 
     return stop
 
 
-def mount(app) -> None:
+def mount(app: FastAPI) -> None:
     """GET /metrics on the FastAPI app (no auth: aggregate counts only, no account data).
     The state comes from the store of the app's settings, through a connection of its own."""
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
 
-    async def metrics(request):
+    async def metrics(request: Request) -> Response:
         registry = getattr(request.app.state, "metrics_registry", None)
         if registry is None:
             services = request.app.state.services
@@ -661,11 +690,11 @@ def mount(app) -> None:
 
 # --- ids for the logs ---------------------------------------------------------------------------
 
-def task_ids(engine, task_id: str | None, **more) -> dict:
+def task_ids(engine: Engine | None, task_id: str | None, **more: object) -> dict[str, object]:
     """`extra=` of a log line about a task: task_id, account_id and correlation_id (a task's
     events carry its id as their correlation id), plus `more` (chunk_no, worker_id...).
     entrypoints/logs.py prints them as fields of the JSON line. Never raises."""
-    ids = {"task_id": task_id, "correlation_id": task_id, **more}
+    ids: dict[str, object] = {"task_id": task_id, "correlation_id": task_id, **more}
     if engine is not None and task_id:
         try:
             ids["account_id"] = engine.task(task_id).account_id

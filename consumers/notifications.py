@@ -36,7 +36,6 @@ configured (VEC_NOTIFY_SMTP_HOST empty) messages are still put in the outbox and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -44,18 +43,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
+from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from consumers.webhooks import retry_delay
 from engine.config import EngineSettings, parse_schedule
 from engine.domain import accounts
 from engine.domain.accounts import AccountState
+from engine.domain.errors import InvariantViolation
 from engine.service import Engine
-from events import account_stream, task_stream
+from engine.store.base import EventStore
+from events import CreditsDebited, RecordedEvent, TaskCreated, account_stream, task_stream
 from projections.base import Table
 from projections.read_models import NOTIFICATIONS
 from projections.runner import checkpoint_positions
+from projections.sql import scalar
 
 log = logging.getLogger("vec.notifications")
 
@@ -209,7 +212,7 @@ class NotificationStore(OutboxStore):
 
     # --- reads ------------------------------------------------------------------------------
 
-    def settings(self, account_id: str) -> dict | None:
+    def settings(self, account_id: str) -> dict[str, Any] | None:
         """An account's settings as the read model holds them (`vec notify show`)."""
         rows = self._rows("SELECT email, on_completion, low_balance_threshold, set_at, set_by FROM rm_notifications"
                           " WHERE account_id = ?", (account_id,))
@@ -219,9 +222,10 @@ class NotificationStore(OutboxStore):
         return rows[0]
 
     def messages(self, account_id: str | None = None, status: str | None = None, kind: str | None = None,
-                 limit: int = 100, with_attempts: bool = False) -> list[dict]:
+                 limit: int = 100, with_attempts: bool = False) -> list[dict[str, Any]]:
         """Newest first (by log position)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("account_id", account_id), ("status", status), ("kind", kind)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -234,7 +238,7 @@ class NotificationStore(OutboxStore):
                 row["attempt_log"] = self.attempts(row["message_id"])
         return rows
 
-    def message(self, message: str) -> dict | None:
+    def message(self, message: str) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(MESSAGE_FIELDS)}, header_id, body FROM notify_outbox"
                           " WHERE message_id = ?", (message,))
         if not rows:
@@ -242,7 +246,7 @@ class NotificationStore(OutboxStore):
         rows[0]["attempt_log"] = self.attempts(message)
         return rows[0]
 
-    def attempts(self, message: str) -> list[dict]:
+    def attempts(self, message: str) -> list[dict[str, Any]]:
         return self._rows(f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM notify_attempts WHERE message_id = ?"
                           " ORDER BY attempt", (message,))
 
@@ -257,14 +261,15 @@ class NotificationStore(OutboxStore):
         snapshot: a rebuild in between cannot make both look later than they are)."""
         with self.sql.snapshot():
             positions = checkpoint_positions(lambda sql, params=(): self.sql.execute(sql, params).fetchall())
-            first = self.sql.execute(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}").fetchone()[0]
+            first = scalar(self.sql.execute(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}"))
         start = positions.get(READ_MODEL, 0)
         if first is not None:
             start = min(start, first - 1)
         with self.sql.transaction():
             self.sql.execute("INSERT INTO notify_checkpoint (name, position) VALUES (?, ?)"
                              " ON CONFLICT (name) DO NOTHING", (CONSUMER, max(start, 0)))
-        return self.checkpoint()
+        stored = self.checkpoint()  # ours, or one a racing consumer stored first
+        return max(start, 0) if stored is None else stored
 
     def enqueue(self, expected: int, until: int, watch: list[tuple[str, int]], messages: list[Message],
                 sender: str) -> int | None:
@@ -351,7 +356,7 @@ class AccountFolds:
     """The account decider's fold of watched accounts, by log position, kept between batches
     (AccountState is immutable: a cached state is never changed under a caller)."""
 
-    def __init__(self, events, size: int = FOLDS_CACHED):
+    def __init__(self, events: EventStore, size: int = FOLDS_CACHED):
         self.events, self.size = events, size
         self.cache: OrderedDict[str, tuple[AccountState, int, int]] = OrderedDict()  # state, version, position
 
@@ -403,9 +408,9 @@ class NotificationConsumer:
                     messages += self._low_balance(account_id, position)
             elif stream.startswith("task-") and type_name in TASK_ENDS and watched:
                 task_id = stream.removeprefix("task-")
-                account_id = self._account(task_id)
-                if account_id in watched:
-                    messages += self._task_end(account_id, task_id, position, type_name)
+                owner = self._account(task_id)
+                if owner is not None and owner in watched:
+                    messages += self._task_end(owner, task_id, position, type_name)
         added = self.store.enqueue(start, headers[-1][0], watch, messages, self.sender)
         if added is None:
             self.folds.cache.clear()
@@ -414,15 +419,17 @@ class NotificationConsumer:
             log.info("notifications: %d messages queued up to position %d", added, headers[-1][0])
         return len(headers)
 
-    def _event(self, position: int):
+    def _event(self, position: int) -> RecordedEvent:
         return next(self.db.events.read_all(after_position=position - 1, until_position=position, batch=1))
 
     def _low_balance(self, account_id: str, position: int) -> list[Message]:
         before, after = self.folds.around(account_id, position)
-        if not crossed(before, after):
+        if not crossed(before, after) or not before.notify_email:  # crossed() needs an address too
             return []
         recorded = self._event(position)
         debit = recorded.event
+        if not isinstance(debit, CreditsDebited):
+            raise InvariantViolation(f"position {position} is a {recorded.type}, its header said CreditsDebited")
         subject, body = low_balance_text(account_id, before, after, debit.task_id, debit.monthly + debit.payg)
         return [Message(message_id(str(recorded.event_id), "low_balance"), account_id, "low_balance",
                         str(recorded.event_id), position, debit.task_id, before.notify_email, subject, body,
@@ -446,9 +453,8 @@ class NotificationConsumer:
         row = self.db.read.task(task_id)
         if row is not None:
             return row.get("name") or ""
-        with contextlib.closing(self.db.events.read_stream(task_stream(task_id))) as events:
-            created = next(events, None)
-        return getattr(created.event, "name", "") if created is not None else ""
+        created = next(self.db.events.read_stream(task_stream(task_id)), None)  # the rest is never read
+        return created.event.name if created is not None and isinstance(created.event, TaskCreated) else ""
 
     def _account(self, task_id: str) -> str | None:
         """The task's account: from the tasks read model (set long before the task ends), else
@@ -480,7 +486,7 @@ class Relay:
         message.set_content(job.body)
         return message
 
-    def options(self) -> dict:
+    def options(self) -> dict[str, Any]:
         s = self.settings
         options: dict[str, Any] = {"hostname": s.notify_smtp_host, "port": s.notify_smtp_port,
                                    "timeout": s.notify_timeout, "use_tls": s.notify_smtp_tls == "tls",
@@ -526,14 +532,14 @@ class Relay:
 
 # --- both loops, supervised as one ------------------------------------------------------------
 
-class Notifications(OutboxLoops):
+class Notifications(OutboxLoops[Job]):
     """The consumer and the sender (consumers/outbox.py). Without a relay
     (VEC_NOTIFY_SMTP_HOST) messages wait in the outbox."""
 
     NAME, SUCCESS, JOB_KEY = "notifications", "sent", "message_id"
 
     def __init__(self, engine: Engine, settings: EngineSettings,
-                 call: Callable[..., Awaitable[Any]] = inline, clock: Callable[[], datetime] | None = None):
+                 call: Call = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         store = NotificationStore(engine.db.projector.sql, clock or engine.clock)
         super().__init__(engine, call, store, NotificationConsumer(engine, store, settings.notify_sender),

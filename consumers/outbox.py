@@ -10,11 +10,18 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Generic, ParamSpec, Protocol, Self, TypeVar
 
-from consumers.waiting import sleep_or
-from engine.service import utcnow
+from consumers.features import Call
+from consumers.waiting import Stop, sleep_or
+from engine.service import Engine, utcnow
 from projections.base import Table
+from projections.sql import SqlSession
+
+P = ParamSpec("P")
+R = TypeVar("R")
+JobT = TypeVar("JobT")
+JobT_contra = TypeVar("JobT_contra", contravariant=True)
 
 
 def stamp(moment: datetime) -> str:
@@ -37,11 +44,11 @@ class OutboxSchema:
 class OutboxStore:
     SCHEMA: ClassVar[OutboxSchema]
 
-    def __init__(self, sql, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, sql: SqlSession, clock: Callable[[], datetime] = utcnow):
         self.sql, self.clock = sql, clock
         self._ready = False
 
-    def ensure_schema(self):
+    def ensure_schema(self) -> Self:
         if not self._ready:
             with self.sql.transaction():
                 self.sql.lock(f"vec.{self.SCHEMA.name}.schema")
@@ -50,7 +57,7 @@ class OutboxStore:
             self._ready = True
         return self
 
-    def _rows(self, query: str, params: tuple = ()) -> list[dict]:
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(query, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -83,12 +90,45 @@ class OutboxStore:
 
 # --- the consumer and the sender, supervised as one ---------------------------------------------
 
-async def inline(fn, *args, **kwargs):
+async def inline(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """The embedded runtime's way: store calls on the loop's own thread (its SQLite connection)."""
     return fn(*args, **kwargs)
 
 
-class OutboxLoops:
+class Outbox(Protocol[JobT]):
+    """The store side the loops drive: an OutboxStore with its claims and records of `JobT`."""
+
+    def ensure_schema(self) -> object: ...
+
+    def recover(self) -> int: ...
+
+    def claim_due(self, limit: int, hold: float) -> list[JobT]: ...
+
+    def record(self, job: JobT, outcome: str, code: int | None, error: str | None, duration_ms: int,
+               schedule: tuple[float, ...], max_attempts: int) -> str: ...
+
+
+class OutboxConsumer(Protocol):
+    def step(self, batch: int) -> int:
+        """One batch of the log into the outbox: how many positions it moved past."""
+
+
+class OutboxSender(Protocol[JobT_contra]):
+    async def send(self, job: JobT_contra) -> tuple[str, int | None, str | None]:
+        """(outcome, status code, error) of one attempt; never raises for the world's failures."""
+
+    async def close(self) -> None: ...
+
+
+class Attempt(Protocol):
+    @property
+    def attempt(self) -> int: ...
+
+
+AttemptT = TypeVar("AttemptT", bound=Attempt)
+
+
+class OutboxLoops(Generic[AttemptT]):
     """The consumer (the log -> the outbox) and the sender (the outbox -> the world). `run`
     returns when `stop` is set; an unexpected error stops it (and, supervised, the process)
     loudly. `call` runs the store's synchronous calls: inline in the embedded runtime, on a
@@ -98,7 +138,7 @@ class OutboxLoops:
     SUCCESS: ClassVar[str]  # the outcome that ends a message well
     JOB_KEY: ClassVar[str]  # the Job field that names its message
 
-    def __init__(self, engine, call: Callable[..., Awaitable[Any]], store: OutboxStore, consumer, *,
+    def __init__(self, engine: Engine, call: Call, store: Outbox[AttemptT], consumer: OutboxConsumer, *,
                  batch: int, schedule: tuple[float, ...], poll_interval: float, concurrency: int, hold: float,
                  max_attempts: int):
         self.engine, self.db, self.call, self.store, self.consumer = engine, engine.db, call, store, consumer
@@ -107,7 +147,7 @@ class OutboxLoops:
         self.wake = asyncio.Event()  # new messages: look now
         self.log = logging.getLogger(f"vec.{self.NAME}")
 
-    def sender(self):
+    def sender(self) -> OutboxSender[AttemptT]:
         """What sends a job: `await send(job)` -> (outcome, code, error); `await close()`."""
         raise NotImplementedError
 
@@ -115,7 +155,7 @@ class OutboxLoops:
         """False: messages wait in the outbox (nowhere to send them)."""
         return True
 
-    async def run(self, stop) -> None:
+    async def run(self, stop: Stop) -> None:
         await self.call(self.store.ensure_schema)
         recovered = await self.call(self.store.recover)
         if recovered:
@@ -128,7 +168,7 @@ class OutboxLoops:
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
 
-    async def _consume(self, stop) -> None:
+    async def _consume(self, stop: Stop) -> None:
         while not stop.is_set():
             try:
                 moved = await self.call(self.consumer.step, self.batch)
@@ -142,16 +182,16 @@ class OutboxLoops:
             else:
                 await asyncio.sleep(0)  # a long backlog must not starve the runtime's other loops
 
-    async def _send(self, stop) -> None:
+    async def _send(self, stop: Stop) -> None:
         sender = self.sender()
-        flying: set[asyncio.Task] = set()
+        flying: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
-                for job in [j for j in flying if j.done()]:
-                    flying.discard(job)
-                    job.result()  # an error of ours (not the network's) stops the loop, loudly
+                for done in [j for j in flying if j.done()]:
+                    flying.discard(done)
+                    done.result()  # an error of ours (not the network's) stops the loop, loudly
                 room = self.concurrency - len(flying)
-                jobs = []
+                jobs: list[AttemptT] = []
                 self.wake.clear()
                 if room > 0:
                     try:
@@ -164,12 +204,12 @@ class OutboxLoops:
                 if len(jobs) < room or not jobs:
                     await sleep_or(stop, self.poll_interval, self.wake, *flying)
         finally:
-            for job in flying:
-                job.cancel()  # left `sending`: the next sender's recover() sends them again
+            for flight in flying:
+                flight.cancel()  # left `sending`: the next sender's recover() sends them again
             await asyncio.gather(*flying, return_exceptions=True)
             await sender.close()
 
-    async def _attempt(self, sender, job) -> None:
+    async def _attempt(self, sender: OutboxSender[AttemptT], job: AttemptT) -> None:
         started = time.monotonic()
         outcome, code, error = await sender.send(job)
         duration_ms = int((time.monotonic() - started) * 1000)

@@ -39,6 +39,7 @@ from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
 from consumers import metrics
 from consumers.features import FEATURES, Feature
+from consumers.providers import tier_of
 from consumers.reactions import Reactions
 from consumers.scheduling import schedule
 from engine.policies import SWEEP_INTERVAL_S
@@ -279,8 +280,7 @@ class Runtime:
 
     async def _drive_step(self, task_id: str, jobs: dict[int, asyncio.Task[None]], crashes: dict[int, int]) -> bool:
         """One round of scheduling; False once the task has stopped."""
-        state = schedule(self.engine, task_id, self.provider.name, getattr(self.provider, "tier", "primary"),
-                         self.settings.chunk_window)
+        state = schedule(self.engine, task_id, self.provider.name, tier_of(self.provider), self.settings.chunk_window)
         if not state.active:
             await _cancel_all(jobs)  # the stop signal
             return False

@@ -39,6 +39,9 @@ class Provider(Protocol):
 
 
 class ChunkSink(Protocol):
+    task_id: str  # whose chunk (the logs name it)
+    chunk_no: int
+
     async def pending(self) -> list[str]:
         """The chunk's addresses still without a result, in chunk order."""
 
@@ -86,7 +89,7 @@ async def verify_chunk(provider: Provider, settings: EngineSettings, sink: Chunk
 async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                         slots: asyncio.Semaphore, label: str = "") -> str:
     """The loop; returns its outcome (a label of vec_chunk_seconds)."""
-    ids = {"task_id": getattr(sink, "task_id", None), "chunk_no": getattr(sink, "chunk_no", None)}  # for the logs
+    ids = {"task_id": sink.task_id, "chunk_no": sink.chunk_no}  # for the logs
     buffer: list[Result] = []
 
     async def flush() -> None:

@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Awaitable, Protocol
 
 
-async def sleep_or(stop: asyncio.Event, seconds: float, *also: asyncio.Event | asyncio.Future[Any]) -> None:
+class Stop(Protocol):
+    """What tells a loop to stop: an asyncio.Event, or the fleet's "stop or lost leadership"."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self) -> Awaitable[object]: ...
+
+
+async def sleep_or(stop: Stop, seconds: float, *also: asyncio.Event | asyncio.Future[Any]) -> None:
     """Sleeps `seconds`, or less if `stop` or one of `also` (events, or tasks: never
     cancelled here) comes first."""
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]

@@ -40,19 +40,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import orjson
 
-from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp, utcnow
+from consumers.features import Call
+from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from engine.config import EngineSettings, parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable
-from engine.keyring import SEALED
-from engine.service import Engine
+from engine.keyring import SEALED, Keyring, Sealer
+from engine.service import Engine, utcnow
+from events import RecordedEvent
 from projections.base import Table
-from projections.sql import Rows
+from projections.sql import Rows, SqlSession, scalar
 from verifier.egress import egress_refusal
 
 log = logging.getLogger("vec.webhooks")
@@ -60,7 +62,8 @@ log = logging.getLogger("vec.webhooks")
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",
              "TaskCancelled": "task.cancelled"}
-STATUSES = ("pending", "delivered", "failed")
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
 
 ENDPOINTS = Table("webhook_endpoints", ("endpoint_id", "account_id", "url", "description", "secret", "created_at",
                                         "created_position", "created_by", "disabled_at"),
@@ -172,7 +175,7 @@ def validate_url(url: str, allow_loopback: bool = False) -> str:
     return url
 
 
-def task_summary(event_type: str, event: Any, state: Any, recorded: Any) -> dict:
+def task_summary(event_type: str, event: Any, state: Any, recorded: Any) -> dict[str, Any]:
     """The body of a task-end webhook (Standard Webhooks' type/timestamp/data shape)."""
     task_id = recorded.stream.removeprefix("task-")
     reason = getattr(event, "reason", None) if event_type in ("TaskFailed", "SystemFailure") else None
@@ -223,14 +226,14 @@ class WebhookStore(OutboxStore):
     SCHEMA = OutboxSchema(CONSUMER, TABLES, CHECKPOINT.name, DELIVERIES.name, ATTEMPTS.name, "delivery_id", "error",
                           "the sender stopped before it recorded an answer; sent again")
 
-    def __init__(self, sql, clock: Callable[[], datetime] = utcnow, *, keyring):
+    def __init__(self, sql: SqlSession, clock: Callable[[], datetime] = utcnow, *, keyring: Keyring):
         super().__init__(sql, clock)
         self.keyring = keyring
 
-    def _sealer(self):
+    def _sealer(self) -> Sealer:
         return self.keyring.sealer(SECRETS_SCOPE, create=True)
 
-    def ensure_schema(self):
+    def ensure_schema(self) -> Self:
         if not self._ready:
             super().ensure_schema()
             self._seal_plain_secrets()
@@ -249,7 +252,7 @@ class WebhookStore(OutboxStore):
     # --- endpoints ----------------------------------------------------------------------
 
     def add_endpoint(self, account_id: str, url: str, description: str, created_position: int,
-                     created_by: str | None = None, allow_loopback: bool = False) -> dict:
+                     created_by: str | None = None, allow_loopback: bool = False) -> dict[str, Any]:
         """Registers an endpoint; the answer holds its signing secret (shown this once)."""
         url = validate_url(url, allow_loopback)
         if len(description) > 200 or not printable(description):
@@ -260,8 +263,8 @@ class WebhookStore(OutboxStore):
                "created_position": created_position, "created_by": created_by, "disabled_at": None}
         with self.sql.transaction():
             self.sql.lock(f"vec.webhooks.account.{account_id}")
-            active = self.sql.execute("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = ?"
-                                      " AND disabled_at IS NULL", (account_id,)).fetchone()[0]
+            active = scalar(self.sql.execute("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = ?"
+                                             " AND disabled_at IS NULL", (account_id,)))
             if active >= MAX_ENDPOINTS:
                 raise InvalidCommand(f"an account has at most {MAX_ENDPOINTS} webhook endpoints; remove one first")
             self.sql.execute(f"INSERT INTO webhook_endpoints ({', '.join(ENDPOINTS.columns)})"
@@ -269,17 +272,17 @@ class WebhookStore(OutboxStore):
                              tuple(row[c] for c in ENDPOINTS.columns))
         return {**{k: row[k] for k in ENDPOINT_FIELDS}, "secret": secret}
 
-    def endpoint(self, endpoint_id: str) -> dict | None:
+    def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(ENDPOINT_FIELDS)} FROM webhook_endpoints WHERE endpoint_id = ?",
                           (endpoint_id,))
         return rows[0] if rows else None
 
-    def endpoints(self, account_id: str, include_removed: bool = False) -> list[dict]:
+    def endpoints(self, account_id: str, include_removed: bool = False) -> list[dict[str, Any]]:
         where = "" if include_removed else " AND disabled_at IS NULL"
         return self._rows(f"SELECT {', '.join(ENDPOINT_FIELDS)} FROM webhook_endpoints WHERE account_id = ?{where}"
                           " ORDER BY created_at, endpoint_id", (account_id,))
 
-    def remove_endpoint(self, endpoint_id: str) -> dict | None:
+    def remove_endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
         """Stops an endpoint: no new deliveries; its pending ones fail ('endpoint removed')."""
         now = stamp(self.clock())
         with self.sql.transaction():
@@ -294,9 +297,10 @@ class WebhookStore(OutboxStore):
 
     def deliveries(self, account_id: str | None = None, endpoint_id: str | None = None, status: str | None = None,
                    before: tuple[int, str] | None = None, limit: int = 100,
-                   with_attempts: bool = False) -> list[dict]:
+                   with_attempts: bool = False) -> list[dict[str, Any]]:
         """Newest first (by log position), a page at a time (`before`: the last row's key)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("account_id", account_id), ("endpoint_id", endpoint_id), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -312,7 +316,7 @@ class WebhookStore(OutboxStore):
                 row["attempt_log"] = self.attempts(row["delivery_id"])
         return rows
 
-    def delivery(self, delivery_id: str) -> dict | None:
+    def delivery(self, delivery_id: str) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(DELIVERY_FIELDS)}, payload FROM webhook_deliveries"
                           " WHERE delivery_id = ?", (delivery_id,))
         if not rows:
@@ -322,7 +326,7 @@ class WebhookStore(OutboxStore):
         row["attempt_log"] = self.attempts(delivery_id)
         return row
 
-    def attempts(self, delivery_id: str) -> list[dict]:
+    def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
         return self._rows(f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM webhook_attempts WHERE delivery_id = ?"
                           " ORDER BY attempt", (delivery_id,))
 
@@ -336,13 +340,14 @@ class WebhookStore(OutboxStore):
         """The first time: the log's head, or the oldest endpoint's registration if earlier
         (`head` is read before the endpoints, so none registered meanwhile is skipped)."""
         with self.sql.transaction():
-            oldest = self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints").fetchone()[0]
+            oldest = scalar(self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints"))
             start = head if oldest is None else min(head, oldest)
             self.sql.execute("INSERT INTO webhook_checkpoint (name, position) VALUES (?, ?)"
                              " ON CONFLICT (name) DO NOTHING", (CONSUMER, start))
-        return self.checkpoint()
+        stored = self.checkpoint()  # ours, or one a racing consumer stored first
+        return start if stored is None else stored
 
-    def enqueue(self, expected: int, until: int, ends: list[tuple[Any, dict]]) -> int | None:
+    def enqueue(self, expected: int, until: int, ends: list[tuple[RecordedEvent, dict[str, Any]]]) -> int | None:
         """One transaction: a delivery per active endpoint of each task end's account, and the
         checkpoint moved from `expected` to `until`. None if the checkpoint was not at
         `expected` (another consumer moved it: read again). Returns deliveries inserted."""
@@ -486,7 +491,7 @@ class Egress:
     async def addresses(self, host: str, port: int) -> tuple[list[str], str | None]:
         """(addresses to try, None) or ([], why the host is refused)."""
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        ips = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+        ips = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
         for ip in ips:
             why = allowed_address(ip, self.allow_loopback)
             if why is not None:
@@ -575,13 +580,13 @@ class Sender:
 
 # --- both loops, supervised as one ------------------------------------------------------------
 
-class Webhooks(OutboxLoops):
+class Webhooks(OutboxLoops[Job]):
     """The consumer and the sender (consumers/outbox.py)."""
 
     NAME, SUCCESS, JOB_KEY = "webhooks", "delivered", "delivery_id"
 
     def __init__(self, engine: Engine, settings: EngineSettings,
-                 call: Callable[..., Awaitable[Any]] = inline, clock: Callable[[], datetime] | None = None):
+                 call: Call = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         store = WebhookStore(engine.db.projector.sql, clock or engine.clock, keyring=engine.db.keyring)
         super().__init__(engine, call, store, WebhookConsumer(engine, store), batch=BATCH,

@@ -69,7 +69,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from itertools import count
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 import psycopg
@@ -81,6 +81,12 @@ from events import RecordedEvent, decode
 from events.base import REGISTRY
 from events.codec import to_wire
 from events.jsonschema import schema_id
+from projections.sql import scalar
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer  # untyped (Any to mypy): named for the reader
+    from kafka.admin import KafkaAdminClient
+    from kafka.producer.future import FutureRecordMetadata
 
 log = logging.getLogger("vec.relay")
 
@@ -93,7 +99,7 @@ CONNECT_TIMEOUT = 5  # seconds, PostgreSQL and Kafka bootstrap
 # The producer settings the relay publishes with (bench/bench_distributed.py's baseline
 # sends with the very same). Idempotence implies one in-flight batch per partition in
 # kafka-python, which keeps a partition's messages in send order across retries.
-PRODUCER_SETTINGS = dict(
+PRODUCER_SETTINGS: dict[str, Any] = dict(
     enable_idempotence=True,
     acks="all",
     linger_ms=5,
@@ -178,7 +184,7 @@ def event_headers(source: str, event_id: str, type_name: str, schema_version: in
 _SPECVERSION, _TYPE_PREFIX, _JSON = CE_SPECVERSION.encode(), CE_TYPE_PREFIX.encode(), b"application/json"
 
 
-def producer_settings(settings: EngineSettings, client_id: str) -> dict:
+def producer_settings(settings: EngineSettings, client_id: str) -> dict[str, Any]:
     """KafkaProducer(**this): the relay's producer for `settings.kafka_bootstrap`."""
     return dict(PRODUCER_SETTINGS, bootstrap_servers=_servers(settings.kafka_bootstrap), client_id=client_id)
 
@@ -189,7 +195,7 @@ def _servers(bootstrap: str | Iterable[str]) -> list[str]:
     return list(bootstrap)
 
 
-def _admin_client(bootstrap: str | Iterable[str], client_id: str, timeout: float):
+def _admin_client(bootstrap: str | Iterable[str], client_id: str, timeout: float) -> KafkaAdminClient:
     """A KafkaAdminClient, or a KafkaError. kafka-python 3.0's constructor starts its IO
     thread before it bootstraps and leaves it running when the bootstrap fails (a broker
     that is down): stop that thread here, or every retry would leak one."""
@@ -243,7 +249,7 @@ def ensure_topics(bootstrap: str | Iterable[str], names: Iterable[str], partitio
         admin.close()
 
 
-def _close_producer(producer, timeout: float = 5.0) -> None:
+def _close_producer(producer: KafkaProducer, timeout: float = 5.0) -> None:
     """Closes a KafkaProducer for good. Its close() flushes first and, when records are
     stuck (a broker that is down), raises with its sender thread still running: abort those
     records (force_close: their futures fail) and close again."""
@@ -297,7 +303,7 @@ class Relay:
         self.topic = topic_names(settings)["events"]
         self.source = event_source(settings)
         self._conn: psycopg.Connection | None = None
-        self._producer = None
+        self._producer: KafkaProducer | None = None
         self._topic_ready = False
         self._leader = False
         self._state = "stopped"
@@ -327,8 +333,8 @@ class Relay:
         """Events in the log past the stored relay position (any relay's), read now on a
         short connection of its own. Raises psycopg.OperationalError when unreachable."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
-            return conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
-                                " - (SELECT position FROM relay_position WHERE id = 1)").fetchone()[0]
+            return int(scalar(conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
+                                           " - (SELECT position FROM relay_position WHERE id = 1)")))
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -368,20 +374,19 @@ class Relay:
 
     def _turn(self, stop: threading.Event) -> None:
         """One step: connect, contend for the lock, or relay one batch."""
-        if self._conn is None:
-            self._connect()
+        conn = self._conn if self._conn is not None else self._connect()
         if not self._leader:
-            if not self._conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,)).fetchone()[0]:
+            if not scalar(conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))):
                 self._set_state("standby", "another relay holds the lock")
                 stop.wait(STANDBY_POLL)
                 return
             self._leader = True
-            self._position = self._conn.execute("SELECT position FROM relay_position WHERE id = 1").fetchone()[0]
+            self._position = int(scalar(conn.execute("SELECT position FROM relay_position WHERE id = 1")))
             self._set_state("leader", f"from position {self._position}")
-        if not self._relay_batch(stop):
+        if not self._relay_batch(conn, stop):
             stop.wait(self.settings.relay_poll_interval)
 
-    def _connect(self) -> None:
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                application_name=self.name[:63], keepalives=1, keepalives_idle=10,
                                keepalives_interval=5, keepalives_count=3)
@@ -389,17 +394,18 @@ class Relay:
             # the server drops a silent peer (and frees its lock) after ~25 s too
             conn.execute("SET TIME ZONE 'UTC'; SET tcp_keepalives_idle = 10;"
                          " SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
-            if conn.execute("SELECT to_regclass('relay_position')").fetchone()[0] is None:
+            if scalar(conn.execute("SELECT to_regclass('relay_position')")) is None:
                 raise RelayCrashed(f"the store at {_describe(self.url)} has no relay_position table; run `vec migrate`")
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        return conn
 
-    def _relay_batch(self, stop: threading.Event) -> bool:
+    def _relay_batch(self, conn: psycopg.Connection[tuple[Any, ...]], stop: threading.Event) -> bool:
         """Publishes the next batch and stores its position; False when there was none."""
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
-                                  (self._position, self.settings.relay_batch)).fetchall()
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
+                        (self._position, self.settings.relay_batch)).fetchall()
         if not rows:
             return False
         producer = self._ready_producer()
@@ -416,7 +422,7 @@ class Relay:
         self._await(producer, futures, stop)
         last = rows[-1][0]
         # the connection that holds the lock: a relay that lost it cannot get here
-        self._conn.execute("UPDATE relay_position SET position = GREATEST(position, %s) WHERE id = 1", (last,))
+        conn.execute("UPDATE relay_position SET position = GREATEST(position, %s) WHERE id = 1", (last,))
         self._position = last
         self._published += len(rows)
         self._backoff = BACKOFF_FIRST
@@ -424,7 +430,7 @@ class Relay:
             self._set_state("leader", f"publishing again from position {rows[0][0]}")
         return True
 
-    def _message(self, row: tuple) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    def _message(self, row: tuple[Any, ...]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         position, event_id, stream, version, type_name, schema_version, data, occurred_at, actor, corr, cause = row
         current = self._upcast.get(type_name)
         published_version = schema_version
@@ -445,7 +451,7 @@ class Relay:
         headers += tracing.event_headers(type_name, corr, position)  # W3C traceparent ([] when off)
         return stream.encode(), value, headers
 
-    def _ready_producer(self):
+    def _ready_producer(self) -> KafkaProducer:
         if self._producer is None:
             from kafka import KafkaProducer
 
@@ -461,7 +467,7 @@ class Relay:
             self._producer = KafkaProducer(**producer_settings(self.settings, self.name))
         return self._producer
 
-    def _await(self, producer, futures: list, stop: threading.Event) -> None:
+    def _await(self, producer: KafkaProducer, futures: list[FutureRecordMetadata], stop: threading.Event) -> None:
         """Returns once the broker acknowledged every future; raises the first failure, a
         KafkaTimeoutError past the delivery timeout, or _Stopping (stop set, STOP_GRACE over)."""
         from kafka.errors import KafkaTimeoutError

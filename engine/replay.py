@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from events import CreditsDebited, CreditsRefunded, RecordedEvent, TaskCreated, account_stream, task_stream
 from engine.domain.errors import DomainError, InvalidCommand, InvariantViolation
 from projections.base import InMemoryView
 from projections.read_models import BALANCES, HISTORY, TASKS, all_projections
 
+if TYPE_CHECKING:
+    from engine.store import Database
 
-def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
+
+def replay(db: Database, target: str, until: int | None, as_of: str | None) -> dict[str, Any]:
     if as_of is not None:
         try:
             moment = datetime.fromisoformat(as_of)
@@ -41,7 +43,7 @@ def replay(db, target: str, until: int | None, as_of: str | None) -> dict:
                  if isinstance(r.event, (CreditsDebited, CreditsRefunded)) and r.event.task_id == target]
         _fold(view, sorted(task_events + money, key=lambda r: r.position))
         row = view.get(TASKS.name, (target,))
-        return {"position": until, **row}
+        return {"position": until, **(row or {})}  # a folded TaskCreated always gives a row
     raise DomainError(f"no account or task named {target}")
 
 

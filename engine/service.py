@@ -221,6 +221,8 @@ class Engine:
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
+    # _load serves both kinds of stream (typed object): an account stream folds to an
+    # AccountState, a task stream to a TaskState (_load's initial states)
     def account(self, account_id: str) -> accounts.AccountState:
         return self._load(account_stream(account_id))[0]  # type: ignore[return-value]
 

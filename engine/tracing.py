@@ -27,15 +27,25 @@ import contextvars
 import hashlib
 import os
 import re
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, ParamSpec, TypeVar
+
+if TYPE_CHECKING:  # imported only when tracing is on: free when off
+    from fastapi import FastAPI
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Tracer
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TRACEPARENT = "traceparent"
 TASK_ID = re.compile(r"[0-9a-f]{32}")
 # events after which the fleet starts work: the relay gives each a span of its own
 WORK_EVENTS = frozenset({"TaskCreated", "ChunkSubmitted", "TaskCompleted", "TaskFailed", "TaskCancelled"})
 
-_tracer: Any = None  # an opentelemetry Tracer while tracing is on
-_provider: Any = None
+_tracer: Tracer | None = None  # while tracing is on
+_provider: TracerProvider | None = None
 _root_of: contextvars.ContextVar[str | None] = contextvars.ContextVar("vec_trace_root", default=None)
 
 
@@ -64,7 +74,7 @@ def configure(service: str, mode: str | None = None) -> bool:
     return True
 
 
-def install(processor, service: str):
+def install(processor: SpanProcessor, service: str) -> TracerProvider:
     """Tracing on, spans to `processor` (the tests pass a SimpleSpanProcessor of an
     InMemorySpanExporter); returns the TracerProvider. The process's global provider is not
     touched: everything here uses this one."""
@@ -87,11 +97,11 @@ def uninstall() -> None:
     _provider = _tracer = None
 
 
-def provider():
+def provider() -> TracerProvider | None:
     return _provider
 
 
-def _task_ids():
+def _task_ids() -> IdGenerator:
     """The SDK's random ids, except for a task's root span (see `task_root`)."""
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
@@ -116,7 +126,7 @@ def root_span_id(task_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"vec-task-root/{task_id}".encode()).digest()[:8], "big") or 1
 
 
-def task_context(task_id: str):
+def task_context(task_id: str) -> Context:
     """A context whose parent is the task's root span (wherever it was recorded)."""
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -127,7 +137,7 @@ def task_context(task_id: str):
 
 
 @contextlib.contextmanager
-def task_root(task_id: str, name: str = "vec.task.create", **attributes) -> Iterator[Any]:
+def task_root(task_id: str, name: str = "vec.task.create", **attributes: Any) -> Iterator[Any]:
     """The root span of a task's trace (trace id = task id), linked to the current span."""
     if _tracer is None or not is_task_id(task_id):
         yield None
@@ -151,7 +161,7 @@ def task_root(task_id: str, name: str = "vec.task.create", **attributes) -> Iter
 
 @contextlib.contextmanager
 def span(name: str, task_id: str | None = None, carrier: Any = None, kind: str = "internal",
-         **attributes) -> Iterator[Any]:
+         **attributes: Any) -> Iterator[Any]:
     """A span named `name`. Its parent: the context in `carrier` (Kafka headers) when it has
     one, else the current span, else the root span of `task_id`'s trace."""
     if _tracer is None:
@@ -169,7 +179,7 @@ def span(name: str, task_id: str | None = None, carrier: Any = None, kind: str =
         yield current
 
 
-def annotate(current: Any, **attributes) -> None:
+def annotate(current: Any, **attributes: Any) -> None:
     """Adds attributes to a span of `span` (nothing when tracing is off)."""
     if current is not None:
         current.set_attributes(_attributes(attributes))
@@ -217,7 +227,7 @@ def event_headers(type_name: str, correlation_id: str | None, position: int) -> 
         return headers()
 
 
-def _context_headers(context) -> list[tuple[str, bytes]]:
+def _context_headers(context: Context) -> list[tuple[str, bytes]]:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier: dict[str, str] = {}
@@ -225,14 +235,14 @@ def _context_headers(context) -> list[tuple[str, bytes]]:
     return [(key, value.encode()) for key, value in carrier.items()]
 
 
-def extract(carrier: Any):
+def extract(carrier: Any) -> Context | None:
     """The context in Kafka headers (a mapping or (key, value) pairs), or None."""
     if _tracer is None or not carrier:
         return None
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    pairs: Iterable = carrier.items() if isinstance(carrier, Mapping) else carrier
+    pairs: Iterable[tuple[Any, Any]] = carrier.items() if isinstance(carrier, Mapping) else carrier
     text = {(k.decode() if isinstance(k, bytes) else str(k)).lower(): (v.decode() if isinstance(v, bytes) else str(v))
             for k, v in pairs if v is not None}
     if TRACEPARENT not in text:
@@ -241,16 +251,19 @@ def extract(carrier: Any):
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
-def carry(fn: Callable) -> Callable:
+def carry(fn: Callable[P, R]) -> Callable[P, R]:
     """`fn`, to run on another thread in this context (the current span goes with it);
     `fn` itself when tracing is off."""
     if _tracer is None:
         return fn
     context = contextvars.copy_context()  # now, on the caller's side
-    return lambda *args, **kwargs: context.run(fn, *args, **kwargs)
+    def carried(*args: P.args, **kwargs: P.kwargs) -> R:
+        return context.run(fn, *args, **kwargs)
+
+    return carried
 
 
-def instrument_app(app) -> None:
+def instrument_app(app: FastAPI) -> None:
     """FastAPI's spans (one per request) on the API, when tracing is on."""
     if _tracer is None:
         return

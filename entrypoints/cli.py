@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import click
 from rich.console import Console
@@ -22,13 +22,17 @@ from engine import tracing  # `vec run` configures them (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine
-from engine.store import StoreUrlError
+from engine.store import Database, StoreUrlError
 from entrypoints import bootstrap
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
 from projections.exports import csv_lines, json_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
+
+if TYPE_CHECKING:
+    from consumers.notifications import NotificationStore
+    from consumers.webhooks import WebhookStore
 
 out = Console()
 err = Console(stderr=True)
@@ -40,11 +44,11 @@ class DefaultGroup(click.Group):
     """A group that runs `default` when the first word is not one of its commands
     (`vec credits ACME` shows the balance, `vec credits grant ACME ...` grants)."""
 
-    def __init__(self, *args, default: str, **kwargs):
+    def __init__(self, *args: Any, default: str, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.default = default
 
-    def parse_args(self, ctx, args):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [self.default, *args]
         return super().parse_args(ctx, args)
@@ -52,8 +56,7 @@ class DefaultGroup(click.Group):
 
 class Context:
     def __init__(self, store: str | None):
-        overrides = {"store": store} if store else {}
-        self.settings = EngineSettings(**overrides)
+        self.settings = EngineSettings(store=store) if store else EngineSettings()
         self._engine: Engine | None = None
 
     @property
@@ -63,7 +66,7 @@ class Context:
         return self._engine
 
     @property
-    def db(self):
+    def db(self) -> Database:
         return self.engine.db
 
     @property
@@ -71,7 +74,7 @@ class Context:
         """A PostgreSQL store with Kafka: the fleet does the work, never this process."""
         return bool(self.settings.kafka_bootstrap) and self.db.fleet is not None
 
-    def fresh_db(self, *projections: str):
+    def fresh_db(self, *projections: str) -> Database:
         """The read models, caught up with the log; refuses clearly if one of `projections`
         stopped on an event it could not fold."""
         self.db.catch_up()
@@ -79,12 +82,14 @@ class Context:
         return self.db
 
 
-def command(group: click.Group, name: str | None = None, json_flag: bool = True, **kwargs):
-    """A subcommand with --json and the clear-error-or-nothing contract."""
+def command(group: click.Group, name: str | None = None, json_flag: bool = True,
+            **kwargs: Any) -> Callable[[Callable[..., None]], click.Command]:
+    """A subcommand with --json and the clear-error-or-nothing contract: `fn(context, *the
+    command's parameters)`."""
 
-    def wrap(fn):
+    def wrap(fn: Callable[..., None]) -> click.Command:
         @functools.wraps(fn)
-        def run(*args, **kw):
+        def run(*args: Any, **kw: Any) -> None:
             try:
                 return fn(click.get_current_context().obj, *args, **kw)
             except EXPECTED_ERRORS as error:
@@ -231,7 +236,7 @@ def credits_grant(ctx: Context, account_id: str, payg: int | None, monthly: int 
         raise click.UsageError("give exactly one of --payg N or --monthly N")
     if payg is not None:
         ctx.engine.grant_credits(account_id, "payg", payg, reason or "purchase", expires, idempotency_key)
-    else:
+    elif monthly is not None:  # (exactly one of them is given)
         if expires is None:
             expires = end_of_month(datetime.now(timezone.utc))
             err.print(f"--expires not given: the monthly credits expire at the end of this month, "
@@ -247,7 +252,7 @@ def end_of_month(now: datetime) -> datetime:
     return first_of_next - timedelta(seconds=1)
 
 
-def _balance(ctx: Context, account_id: str) -> dict:
+def _balance(ctx: Context, account_id: str) -> dict[str, Any]:
     row = ctx.fresh_db("credits").read.balances(account_id)
     if row is None:
         raise DomainError(f"no such account: {account_id}")
@@ -313,7 +318,7 @@ def apikey_list(ctx: Context, account_id: str, as_json: bool) -> None:
 
 # --- webhooks (consumers/webhooks.py) ----------------------------------------------------
 
-def _webhooks(ctx: Context):
+def _webhooks(ctx: Context) -> WebhookStore:
     from consumers.webhooks import WebhookStore
 
     return WebhookStore(ctx.db.projector.sql, ctx.engine.clock, keyring=ctx.db.keyring).ensure_schema()
@@ -385,13 +390,13 @@ def webhooks_attempts(ctx: Context, delivery_id: str, as_json: bool) -> None:
 
 # --- notifications (consumers/notifications.py) -------------------------------------------
 
-def _notifications(ctx: Context):
+def _notifications(ctx: Context) -> NotificationStore:
     from consumers.notifications import NotificationStore
 
     return NotificationStore(ctx.db.projector.sql, ctx.engine.clock).ensure_schema()
 
 
-def _notify_settings(ctx: Context, account_id: str) -> dict:
+def _notify_settings(ctx: Context, account_id: str) -> dict[str, Any]:
     from consumers.notifications import NotificationStore
 
     row = NotificationStore(ctx.fresh_db("notifications").projector.sql).settings(account_id)
@@ -468,7 +473,7 @@ def verify(ctx: Context, account_id: str, address: str, idempotency_key: str | N
     task_id = ctx.engine.create_single(account_id, address, idempotency_key=idempotency_key)
     _run_to_end(ctx, task_id, show_progress=False)
     row = next(iter(ctx.fresh_db("results", "tasks").read.results(task_id)), None)
-    task = ctx.db.read.task(task_id)
+    task = _task_row(ctx, task_id)
     emit({"task_id": task_id, "address": address, "status": row["status"] if row else task["status"],
           "reason": (row["reason"] if row else None) or None, "task_status": task["status"]}, as_json)
 
@@ -555,7 +560,7 @@ def task() -> None:
     """One task: show, cancel, delete, results."""
 
 
-def _task_row(ctx: Context, task_id: str) -> dict:
+def _task_row(ctx: Context, task_id: str) -> dict[str, Any]:
     row = ctx.fresh_db("tasks").read.task(task_id)
     if row is None:
         raise DomainError(f"no such task: {task_id}")
@@ -605,8 +610,9 @@ def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> No
     ctx.engine.require_results_kept(task_id)
     ctx.db.projector.require("results")
     rows = ctx.db.read.results(task_id, status)
-    lines = {"json": json_lines, "csv": csv_lines, "txt": lambda r: txt_lines(x["address"] for x in r)}[fmt](rows)
-    for line in lines:
+    write: dict[str, Callable[[Iterable[dict[str, Any]]], Iterator[str]]] = {
+        "json": json_lines, "csv": csv_lines, "txt": lambda rs: txt_lines(r["address"] for r in rs)}
+    for line in write[fmt](rows):
         sys.stdout.write(line)
 
 
@@ -671,7 +677,7 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
             stop_metrics()
 
 
-def _serve_metrics(ctx: Context, state: bool):
+def _serve_metrics(ctx: Context, state: bool) -> Callable[[], None] | None:
     """observability: /metrics of `vec run` on VEC_METRICS_HOST:VEC_METRICS_PORT (0: off). A
     worker-only process exports its process metrics; the others the store's state too."""
     from consumers import metrics

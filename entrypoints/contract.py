@@ -67,7 +67,7 @@ def _ref(pointer: str) -> dict[str, str]:
     return {"$ref": pointer}
 
 
-def _channel(kind: str, description: str, messages: dict) -> Document:
+def _channel(kind: str, description: str, messages: dict[str, Any]) -> Document:
     return {
         "address": "{prefix}." + kind, "description": description, "messages": messages,
         "parameters": {"prefix": {"description": "VEC_KAFKA_TOPIC_PREFIX", "default": "vec"}},

@@ -20,16 +20,16 @@ import logging
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Any, Iterator, TextIO
 
 IDS = ("task_id", "account_id", "correlation_id", "chunk_no", "worker_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-_context: contextvars.ContextVar[dict] = contextvars.ContextVar("vec_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("vec_log_context", default={})
 
 
 @contextlib.contextmanager
-def log_context(**ids) -> Iterator[None]:
+def log_context(**ids: Any) -> Iterator[None]:
     """Binds ids to every log line of the block (and of the asyncio tasks created in it)."""
     token = _context.set({**_context.get(), **{k: v for k, v in ids.items() if v is not None}})
     try:
@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -65,15 +65,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure(log_format: str = "text", level: int = logging.WARNING, stream=None) -> None:
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler `configure` installs (and replaces on a second call)."""
+
+
+def configure(log_format: str = "text", level: int = logging.WARNING, stream: TextIO | None = None) -> None:
     """The root logger of this process: one handler on stderr, text or JSON lines. Like
     logging.basicConfig, it leaves a root logger that someone else set up (a test
     harness) alone; a handler of its own from an earlier call is replaced."""
     root = logging.getLogger()
-    if any(not getattr(h, "_vec_handler", False) for h in root.handlers):
+    if any(not isinstance(h, _Handler) for h in root.handlers):
         return
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._vec_handler = True  # type: ignore[attr-defined]
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     for old in list(root.handlers):
         root.removeHandler(old)

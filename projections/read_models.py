@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 from events import (
     AccountOpened,
@@ -64,7 +64,8 @@ API_KEYS = Table("rm_api_keys", ("key_id", "account_id", "scopes", "label", "cre
 
 FAILED_CHUNK = "failed-chunk"  # the tier of a result row that is no answer: its chunk failed
 
-HISTORY_TYPES = ("welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry")
+HistoryType = Literal["welcome", "purchase", "subscription", "support", "debit", "refund", "cancel", "expiry"]
+HISTORY_TYPES: tuple[str, ...] = get_args(HistoryType)
 # refund reason -> Credits History type
 REFUND_TYPE = {"unknown": "refund", "cancelled": "cancel", "system_failure": "refund",
                "partial_failure": "refund", "support": "support"}

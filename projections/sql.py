@@ -24,6 +24,9 @@ class Cursor(Protocol):
     @property
     def description(self) -> Any: ...
 
+    @property
+    def rowcount(self) -> int: ...
+
     def fetchone(self) -> tuple[Any, ...] | None: ...
 
     def fetchall(self) -> list[tuple[Any, ...]]: ...
@@ -57,6 +60,14 @@ class SqlSession(Protocol):
 
     def create_table(self, table: Table) -> None:
         """CREATE TABLE IF NOT EXISTS with the backend's types, its key and its indexes."""
+
+
+def scalar(cursor: Cursor) -> Any:
+    """The first column of a query that always returns one row (COUNT, MIN, a subselect)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("a query that returns one row returned none")
+    return row[0]
 
 
 def upsert_sql(table: Table) -> str:

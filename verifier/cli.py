@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections import defaultdict, deque
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -45,8 +46,8 @@ class _OrderedPrinter:
         if not q:
             return
         self.slots[q.popleft()] = r
-        while self.next < len(self.slots) and self.slots[self.next] is not None:
-            click.echo(json.dumps(self.slots[self.next].to_json(), ensure_ascii=False))  # type: ignore[union-attr]
+        while self.next < len(self.slots) and (ready := self.slots[self.next]) is not None:
+            click.echo(json.dumps(ready.to_json(), ensure_ascii=False))
             self.next += 1
         sys.stdout.flush()
 
@@ -92,13 +93,13 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         raise click.UsageError("no address given")
     if config_file:
         os.environ["VEC_VERIFIER_CONFIG"] = os.path.abspath(config_file)
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}  # only what was given: the rest comes from the environment
     if dns_servers is not None:
         overrides["dns_servers"] = dns_servers
     if smtp_port is not None:
         overrides["smtp_port"] = smtp_port
     try:
-        settings = VerifierSettings(**overrides)  # type: ignore[arg-type]
+        settings = VerifierSettings(**overrides)
         provider = build_provider(settings)
     except (ValidationError, ValueError) as exc:
         raise click.ClickException(f"bad verifier configuration: {exc}") from exc

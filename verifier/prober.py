@@ -541,7 +541,7 @@ class SmtpProber:
                     address=addresses[i], normalized=None, status="unknown",
                     reason="provider_error", detail="internal error: no result", tier=self.tier,
                 ))
-        return results  # type: ignore[return-value]
+        return [r for r in results if r is not None]  # (none is: filled above)
 
 
 class _DomainJob(Pipelining):

@@ -175,9 +175,9 @@ class EgressPool:
             if name in known:
                 self._blocked.set((name, mx_ip), reply, min(left_s, self.block_ttl_s))
 
-    async def _publish(self, route: str, mx_ip: str, reply: str) -> None:
+    async def _publish(self, shared: SharedEgressState, route: str, mx_ip: str, reply: str) -> None:
         try:
-            await self.shared.share_egress_block(route, mx_ip, reply, self.block_ttl_s)  # type: ignore[union-attr]
+            await shared.share_egress_block(route, mx_ip, reply, self.block_ttl_s)
         except Exception as exc:  # noqa: BLE001 - sharing is an optimisation
             log.warning("verifier: sharing an egress block with the fleet failed: %s", exc)
 
@@ -194,7 +194,7 @@ class EgressPool:
             return
         self._blocked.set((route.name, mx_ip), reply, self.block_ttl_s)
         if self.shared is not None:  # in the background: a probe never waits for the fleet
-            task = asyncio.get_running_loop().create_task(self._publish(route.name, mx_ip, reply))
+            task = asyncio.get_running_loop().create_task(self._publish(self.shared, route.name, mx_ip, reply))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
 

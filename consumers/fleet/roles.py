@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, Sequence
 
 from consumers import metrics
 from consumers.fleet.slots import FleetHostSlots
@@ -25,13 +25,21 @@ from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
 from consumers.runtime import EngineCrashed
+from consumers.verification import Provider
 from consumers.scheduling import schedule
 from consumers.waiting import sleep_or
 from engine.config import EngineSettings
 from engine.policies import SWEEP_INTERVAL_S
 from engine.service import ACTOR, Engine
+from engine.store.base import FleetStore
 from engine.store.postgres import LeaderLock
 from verifier.config import VerifierSettings
+from verifier.prober import HostSlots
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer  # untyped (Any to mypy): named for the reader
+
+    from engine.relay import Relay
 
 log = logging.getLogger("vec.fleet")
 
@@ -40,24 +48,29 @@ LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys 
 
 
 class Fleet:
-    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str], provider_factory=None,
+    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str],
+                 provider_factory: Callable[[HostSlots], Provider] | None = None,
                  features: Sequence[Feature] = FEATURES):
         unknown = roles - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROLES)}")
         if engine.db.fleet is None:
             raise ValueError("the fleet's roles need a PostgreSQL store (VEC_STORE=postgresql://...)")
+        if "worker" in roles and provider_factory is None:
+            raise ValueError("the worker role needs a provider (provider_factory)")
         if not settings.kafka_bootstrap and roles & {"relay", "worker"}:
             raise ValueError("the relay and worker roles need Kafka (VEC_KAFKA_BOOTSTRAP=HOST:PORT)")
         self.engine, self.settings, self.roles = engine, settings, roles
         self.features = features  # the log-driven features its watchdog processes elect a leader for
         self.provider_factory = provider_factory
         self.db = engine.db
+        self.fleet: FleetStore = engine.db.fleet
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.crashed: asyncio.Future | None = None
+        self.crashed: asyncio.Future[None] | None = None
         self.leading: set[str] = set()
         self.worker: FleetWorker | None = None
-        self.relay = None
+        self.relay: Relay | None = None
+        self._producer: KafkaProducer | None = None  # the watchdog's, for chunks dispatched again
         # The engine's caches are not shared between threads: every engine call of this
         # process (worker, watchdog) runs on this one thread.
         self.call = EngineThread()
@@ -74,7 +87,7 @@ class Fleet:
 
     async def run(self, stop: asyncio.Event) -> None:
         ACTOR.set("engine")
-        self.crashed = asyncio.get_running_loop().create_future()
+        crashed = self.crashed = asyncio.get_running_loop().create_future()
         if "relay" in self.roles or "worker" in self.roles:
             from engine.relay import ensure_topics
             from consumers.fleet.messages import Topics
@@ -85,17 +98,17 @@ class Fleet:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._guard("heartbeat", self._heartbeat(stop), stop))
-                group.create_task(self._watch_crash(stop))
-                if "worker" in self.roles:
+                group.create_task(self._watch_crash(stop, crashed))
+                if "worker" in self.roles and self.provider_factory is not None:  # (checked at __init__)
                     slots = FleetHostSlots(self.settings.store, VerifierSettings().per_mx_concurrency)
                     self.worker = FleetWorker(self.engine, self.provider_factory(slots), self.settings, self.worker_id,
                                               self.crash, self.call)
                     group.create_task(self._guard("worker", self.worker.run(stop, on_exit=slots.close), stop))
                 if "relay" in self.roles:  # it elects its leader itself (engine/relay.py)
                     group.create_task(self._guard("relay", self._relay(stop), stop))
-                for role in ("projector", "watchdog"):
+                for role, body in (("projector", self._projector), ("watchdog", self._watchdog)):
                     if role in self.roles:
-                        lead = self._lead(role, LEADER_KEYS[role], getattr(self, f"_{role}"), stop)
+                        lead = self._lead(role, LEADER_KEYS[role], body, stop)
                         group.create_task(self._guard(role, lead, stop))
                 for feature in self.features if "watchdog" in self.roles else ():  # elected among watchdogs
                     lead = self._lead(feature.name, feature.leader_lock, self._feature(feature), stop)
@@ -106,7 +119,7 @@ class Fleet:
         finally:
             self.call.close()
 
-    async def _guard(self, name: str, loop, stop: asyncio.Event) -> None:
+    async def _guard(self, name: str, loop: Awaitable[None], stop: asyncio.Event) -> None:
         try:
             await loop
         except (asyncio.CancelledError, EngineCrashed):
@@ -117,13 +130,17 @@ class Fleet:
             leaf = _first_leaf(error)
             raise EngineCrashed(f"the {name} failed: {type(leaf).__name__}: {leaf}") from error
 
-    async def _watch_crash(self, stop: asyncio.Event) -> None:
+    @staticmethod
+    async def _watch_crash(stop: asyncio.Event, crashed: asyncio.Future[None]) -> None:
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiter, self.crashed], return_when=asyncio.FIRST_COMPLETED)
+        waiters: list[asyncio.Future[Any]] = [waiter, crashed]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if self.crashed.done():
+        if crashed.done():
             stop.set()
-            raise self.crashed.exception()
+            error = crashed.exception()  # crash() only ever sets an exception
+            if error is not None:
+                raise error
 
     # --- every process: the heartbeat ---------------------------------------------------
 
@@ -134,7 +151,7 @@ class Fleet:
             state = "ready" if self.worker is None or self.worker.ready else "starting"
             try:
                 leads = ",".join(sorted(self.leading | ({"relay"} if self.relay and self.relay.is_leader else set())))
-                await asyncio.to_thread(self.db.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow(), state,
+                await asyncio.to_thread(self.fleet.beat, self.worker_id, roles, host, os.getpid(), utcnow(), state,
                                         leads)
                 if failing:
                     log.warning("heartbeat: the database is back")
@@ -147,7 +164,8 @@ class Fleet:
 
     # --- the roles that run once in the fleet -------------------------------------------
 
-    async def _lead(self, role: str, lock_key: int, body, stop: asyncio.Event) -> None:
+    async def _lead(self, role: str, lock_key: int, body: Callable[[_Until], Coroutine[Any, Any, None]],
+                    stop: asyncio.Event) -> None:
         """Stand by until this process holds the role's lock, then run it until the lock is
         lost (its connection broke) or the process stops."""
         lock = LeaderLock(self.settings.store, lock_key)
@@ -197,7 +215,7 @@ class Fleet:
             waiter.cancel()
             await thread  # a relay that crashed raises RelayCrashed here
 
-    async def _projector(self, until: "_Until") -> None:
+    async def _projector(self, until: _Until) -> None:
         call = EngineThread()
         try:
             while not until.is_set():
@@ -211,7 +229,7 @@ class Fleet:
         finally:
             call.close()
 
-    async def _watchdog(self, until: "_Until") -> None:
+    async def _watchdog(self, until: _Until) -> None:
         """The timed reactions of engine/policies.py (the outage rule on the workers'
         heartbeats, the stall bound, the sweeps) and reconciliation from the log."""
         call = self.call
@@ -229,15 +247,14 @@ class Fleet:
                     log.warning("watchdog: %s", error)
                 await until.sleep(self.settings.heartbeat_interval)
         finally:
-            producer = getattr(self, "_producer", None)
-            if producer is not None:
-                await call(producer.close, 5)
+            if self._producer is not None:
+                await call(self._producer.close, 5)
                 self._producer = None
 
-    def _feature(self, feature: Feature):
+    def _feature(self, feature: Feature) -> Callable[[_Until], Coroutine[Any, Any, None]]:
         """A feature's loop (consumers/features.py), run by its elected leader: an engine of its
         own, on a thread of its own (no engine cache is shared between threads)."""
-        async def run(until: "_Until") -> None:
+        async def run(until: _Until) -> None:
             call = EngineThread()
             try:
                 await feature.build(Engine(self.db, self.settings), self.settings, call).run(until)
@@ -246,8 +263,8 @@ class Fleet:
 
         return run
 
-    def _watch_once(self, started_at: datetime, unclaimed_since: dict) -> None:
-        engine, settings, fleet = self.engine, self.settings, self.db.fleet
+    def _watch_once(self, started_at: datetime, unclaimed_since: dict[tuple[str, int], float]) -> None:
+        engine, settings, fleet = self.engine, self.settings, self.fleet
         self.db.catch_up()
         last_beat = fleet.last_worker_beat()
         if self.reactions.outage(last_beat or started_at, "no worker alive for"):
@@ -264,7 +281,8 @@ class Fleet:
         for key in [k for k in unclaimed_since if k[0] not in active]:
             del unclaimed_since[key]
 
-    def _reconcile(self, task_id: str, pending, live, unclaimed_since: dict) -> None:
+    def _reconcile(self, task_id: str, pending: Iterable[int], live: set[tuple[str, int]],
+                   unclaimed_since: dict[tuple[str, int], float]) -> None:
         """A pending chunk with no live claim for longer than the claim TTL is sent again."""
         for chunk_no in pending:
             key = (task_id, chunk_no)
@@ -295,7 +313,7 @@ class Fleet:
         topic = Topics.of(self.settings).chunks
         key, value = chunk_work(task_id, chunk_no)
         try:
-            if getattr(self, "_producer", None) is None:
+            if self._producer is None:
                 # the topic first (a broker with memory storage forgets it on a restart): this
                 # also fails fast, with no thread left behind, while the broker is down; then
                 # the relay's producer settings (bounded waits, idempotent, acks=all)
@@ -311,7 +329,7 @@ class Fleet:
             log.warning("watchdog: could not dispatch chunk %s of %s again (%s: %s); trying again",
                         chunk_no, task_id, type(error).__name__, error,
                         extra=metrics.task_ids(None, task_id, chunk_no=chunk_no))
-            producer, self._producer = getattr(self, "_producer", None), None
+            producer, self._producer = self._producer, None
             if producer is not None:
                 with contextlib.suppress(Exception):
                     producer.close(timeout=1)

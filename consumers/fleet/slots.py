@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 
@@ -33,21 +33,23 @@ def host_key(key: tuple[str, int]) -> int:
 class FleetHostSlots:
     def __init__(self, url: str, limit: int):
         self.url, self.limit = url, limit
-        self.conn: psycopg.AsyncConnection | None = None
+        self.conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self.lock = asyncio.Lock()  # one query at a time on the connection
         # slots this process holds: PostgreSQL's advisory locks are re-entrant within a
         # session, so a slot held here must never be asked for again
         self.mine: set[tuple[int, int]] = set()
         self.egress_table = False  # verifier_egress_blocks made sure of on this connection
+        self.releasing: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
-    async def _query(self, sql: str, params: tuple) -> bool:
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> bool:
         async with self.lock:
             if self.conn is None or self.conn.closed:
                 self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
             cursor = await self.conn.execute(sql, params)
-            return bool((await cursor.fetchone())[0])
+            row = await cursor.fetchone()
+            return row is not None and bool(row[0])
 
-    async def _rows(self, sql: str, params: tuple) -> list[tuple]:
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self.lock:
             if self.conn is None or self.conn.closed:
                 self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5)
@@ -92,7 +94,9 @@ class FleetHostSlots:
             await asyncio.sleep(RETRY)
 
     def _release_soon(self, host: int, slot: int) -> None:
-        asyncio.get_running_loop().create_task(self._release(host, slot))
+        task = asyncio.get_running_loop().create_task(self._release(host, slot))
+        self.releasing.add(task)
+        task.add_done_callback(self.releasing.discard)
 
     async def _release(self, host: int, slot: int) -> None:
         try:

@@ -31,26 +31,32 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence, TypeVar
 
 import faust
+from faust.types import EventT, StreamT, TopicT
 
 from consumers import metrics
 from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_work, read_chunk_work
 from consumers.scheduling import schedule
-from consumers.verification import OutageClock, unsettled, verify_chunk
+from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
 from engine import tracing  # spans, and their context in Kafka headers (engine/tracing.py)
 from engine.config import EngineSettings
 from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
 from engine.service import Engine
+from engine.store.base import FleetStore
 from events import AddressVerified, ChunkFailed, ChunkSubmitted, ResultUnknown, TaskCreated, from_wire
 
 log = logging.getLogger("vec.worker")
 
 # task events after which the chunk window may have room again
 _RESCHEDULE = (TaskCreated, AddressVerified, ResultUnknown, ChunkFailed)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Agent = Callable[[StreamT[Any]], Awaitable[None]]
 
 
 def utcnow() -> datetime:
@@ -63,7 +69,7 @@ class EngineThread:
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="vec-engine")
 
-    async def __call__(self, fn, *args, **kwargs):
+    async def __call__(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.get_running_loop().run_in_executor(self.executor,
                                                                 tracing.carry(partial(fn, *args, **kwargs)))
 
@@ -85,14 +91,14 @@ def _quick_fetches() -> None:
         return
     original = aiokafka.AIOKafkaConsumer
 
-    class QuickFetchConsumer(original):
-        _vec_quick_fetches = True
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", FETCH_MAX_WAIT_MS), FETCH_MAX_WAIT_MS)
+        original.__init__(self, *args, **kwargs)
 
-        def __init__(self, *args, **kwargs):
-            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", FETCH_MAX_WAIT_MS), FETCH_MAX_WAIT_MS)
-            super().__init__(*args, **kwargs)
-
-    aiokafka.AIOKafkaConsumer = QuickFetchConsumer
+    # a subclass made with type(): aiokafka has no type hints, and a class statement could not
+    # name it as a base under the strict check
+    aiokafka.AIOKafkaConsumer = type("QuickFetchConsumer", (original,),
+                                     {"_vec_quick_fetches": True, "__init__": __init__})
 
 
 def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
@@ -106,34 +112,42 @@ def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
 
 
 class FleetWorker:
-    def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash, call: EngineThread):
+    def __init__(self, engine: Engine, provider: Provider, settings: EngineSettings, worker_id: str,
+                 crash: Callable[[str, BaseException], None], call: EngineThread):
+        if engine.db.fleet is None:
+            raise ValueError("a fleet worker needs a PostgreSQL store (VEC_STORE=postgresql://...)")
         self.engine, self.provider, self.settings = engine, provider, settings
-        self.db, self.fleet = engine.db, engine.db.fleet
+        self.db = engine.db
+        self.fleet: FleetStore = engine.db.fleet
         self.worker_id, self.crash = worker_id, crash
         self.call = call  # the process's one engine thread (the watchdog shares it)
         self.topics = Topics.of(settings)
         self.outage = OutageClock()
         self.slots = asyncio.Semaphore(settings.workers)
-        self.working: dict[tuple[str, int], asyncio.Task] = {}
+        self.working: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
         # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
         self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
         self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
         self.ready = False  # in the consumer group, with partitions assigned
-        self.app.on_rebalance_complete.connect(self._rebalanced)
-        raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
-        self.events_topic = self.app.topic(self.topics.events, **raw)
-        self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
-        self.results_topic = self.app.topic(self.topics.results, **raw)
+        # mode's SignalHandlerT (mypy_extensions VarArg/NamedArg) matches no function under mypy 2
+        self.app.on_rebalance_complete.connect(self._rebalanced)  # type: ignore[arg-type]
+        self.events_topic = self._raw_topic(self.topics.events)
+        self.chunks_topic = self._raw_topic(self.topics.chunks)
+        self.results_topic = self._raw_topic(self.topics.results)
         self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
         # one reader that never waits for a verification: every chunk it reads is claimed at
         # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
         self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
         self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
 
-    def _supervised(self, agent):
+    def _raw_topic(self, name: str) -> TopicT:
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw",
+                              partitions=self.settings.kafka_partitions)
+
+    def _supervised(self, agent: Agent) -> Agent:
         """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
-        async def run(stream):
+        async def run(stream: StreamT[Any]) -> None:
             try:
                 await agent(stream)
             except asyncio.CancelledError:
@@ -144,12 +158,12 @@ class FleetWorker:
         run.__name__ = agent.__name__
         return run
 
-    async def _rebalanced(self, sender, **kwargs) -> None:
+    async def _rebalanced(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.ready = True
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, on_exit=None) -> None:
+    async def run(self, stop: asyncio.Event, on_exit: Callable[[], Awaitable[None]] | None = None) -> None:
         await self.app.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -168,8 +182,8 @@ class FleetWorker:
 
     # --- scheduler --------------------------------------------------------------------
 
-    async def _scheduler(self, stream) -> None:
-        async for events in stream.take_events(500, within=0.05):
+    async def _scheduler(self, stream: StreamT[Any]) -> None:
+        async for events in _take_events(stream, 500, 0.05):
             due: dict[str, Any] = {}  # task -> the trace headers of its last event that asks for scheduling
             work: list[tuple[str, int, Any]] = []
             for event in events:
@@ -203,11 +217,12 @@ class FleetWorker:
         """The chunks topic's partitions as the producer's metadata knows them (what its own
         partitioner would use; fetched when the topic is not known yet)."""
         producer = await self.app.maybe_start_producer()
-        return await producer._ensure_producer().partitions_for(self.topics.chunks)
+        partitions: set[int] = await producer._ensure_producer().partitions_for(self.topics.chunks)
+        return partitions
 
     # --- verifier ---------------------------------------------------------------------
 
-    async def _verifier(self, stream) -> None:
+    async def _verifier(self, stream: StreamT[Any]) -> None:
         """Reads the work items and never waits for a verification: each chunk becomes a job
         at once (its claim is taken right away, then it waits for a slot). A chunk this
         worker already has a job for (the watchdog or the scheduler sent it again) is
@@ -221,10 +236,11 @@ class FleetWorker:
                          task_id, extra=metrics.task_ids(None, task_id, chunk_no=chunk_no, worker_id=self.worker_id))
                 continue
             # the dispatch's context, in the headers of the event being read (faust's current_event)
-            carrier = getattr(getattr(stream, "current_event", None), "headers", None) if tracing.enabled() else None
+            event = stream.current_event if tracing.enabled() else None
+            carrier = event.headers if event is not None else None
             self.working[key] = asyncio.create_task(self._job(key, carrier), name=f"vec-chunk-{task_id}-{chunk_no}")
 
-    async def _job(self, key: tuple[str, int], carrier=None) -> None:
+    async def _job(self, key: tuple[str, int], carrier: Any = None) -> None:
         task_id, chunk_no = key
         try:
             sent: set[str] = set()  # delivered by this job: kept across its retries, never probed again
@@ -332,13 +348,13 @@ class FleetWorker:
 
     # --- settler ----------------------------------------------------------------------
 
-    async def _settler(self, stream) -> None:
-        async for events in stream.take_events(2000, within=0.05):
+    async def _settler(self, stream: StreamT[Any]) -> None:
+        async for events in _take_events(stream, 2000, 0.05):
             outcomes = [Outcome.from_message(e.value) for e in events]
             carriers = [e.headers for e in events] if tracing.enabled() else None
             await self._retrying("settling", self.call, self.settle, outcomes, carriers)
 
-    def settle(self, outcomes: list[Outcome], carriers: list | None = None) -> None:
+    def settle(self, outcomes: list[Outcome], carriers: list[Any] | None = None) -> None:
         """Appends what the workers found, in message order, each chunk's results in one go.
         `carriers`: each outcome's message headers (traces: the verifier's span, continued)."""
         merged: list[tuple[Outcome, Any]] = []
@@ -376,7 +392,7 @@ class FleetWorker:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    async def _retrying(self, what: str, call, *args):
+    async def _retrying(self, what: str, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
         """Retries outages of the database or the broker without limit (a settler must not
         drop results); anything else is a bug and propagates."""
         from aiokafka.errors import KafkaError
@@ -384,11 +400,19 @@ class FleetWorker:
         attempt = 0
         while True:
             try:
-                return await call(*args)
+                return await call(*args, **kwargs)
             except (*self.db.transient_errors, KafkaError) as error:
                 attempt += 1
                 log.warning("%s (try %d): %s", what, attempt, error)
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+
+
+def _take_events(stream: StreamT[Any], max_: int, within_s: float) -> AsyncIterator[Sequence[EventT[Any]]]:
+    """Up to `max_` events at a time (waiting at most `within_s` for more). faust hands its
+    agents a faust.Stream, though it types them StreamT (which lacks take_events)."""
+    if not isinstance(stream, faust.Stream):
+        raise TypeError(f"a faust agent was given a {type(stream).__name__}, not a faust.Stream")
+    return stream.take_events(max_, within=within_s)
 
 
 class _TopicSink:

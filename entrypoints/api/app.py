@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -22,23 +23,41 @@ from entrypoints.api import routes_webhooks  # endpoints, deliveries and attempt
 from entrypoints.api import dashboard  # the ops dashboard (pages under /dashboard/, not in the OpenAPI document)
 from entrypoints.api import routes_compat  # the product's public API under /api
 
+if TYPE_CHECKING:
+    from consumers.runtime import Runtime
+
 log = logging.getLogger("vec.api")
 
 VERSION = "1.0.0"
 
 
-def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> FastAPI:
+class _Api(FastAPI):
+    """FastAPI, with its OpenAPI document completed as it is first generated: the `Problem`
+    schema every error response refers to, and the links between operations."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()  # kept as self.openapi_schema: completed in place, once
+        problems.add_schema(document)
+        links.add_links(document)  # entrypoints/api/links.py
+        return document
+
+
+def create_app(settings: EngineSettings, guard: GuardSettings | None = None,
+               runtime: Runtime | None = None) -> FastAPI:
+    """The API; `runtime`: the embedded engine running beside it in this process, nudged
+    when a request appends (else the engine finds the work on its next poll)."""
     guard = guard or GuardSettings()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = bootstrap.open_engine(settings, "api")
         db = engine.db
         with db.projector.sql.transaction():
             db.projector.sql.lock("vec.api.schema")
             db.projector.sql.create_table(API_REQUESTS)
         services = Services(engine, settings, guard)
-        runtime = getattr(app.state, "runtime", None)
         if runtime is not None:
             services.wake_engine = runtime.nudge
         app.state.services = services
@@ -48,13 +67,12 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
             services.close()
             db.close()
 
-    app = FastAPI(title="VEC engine API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = _Api(title="VEC engine API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Email verification tasks, credits and their history, and the event log behind "
                               "them. Authorization: Bearer API key (one account) or the admin token. Errors are "
                               "RFC 9457 problem details. Every POST takes an Idempotency-Key header.")
     problems.install(app)
     app.add_middleware(BodyGuard, settings=guard, upload_bytes=settings.api_max_upload_bytes)  # before routing
-    links.install(app)  # OpenAPI links between operations (entrypoints/api/links.py)
     if tracing.configure("vec-api", settings.tracing):  # a span per request (engine/tracing.py)
         tracing.instrument_app(app)
     app.include_router(router)
@@ -67,7 +85,7 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
     docs.mount(app)  # /docs and /redoc with their files served here, none from a CDN (entrypoints/api/docs.py)
 
     @app.get("/healthz", tags=["ops"], summary="The API process answers and reaches its store")
-    async def healthz():
+    async def healthz() -> JSONResponse:
         services: Services = app.state.services
         head = await services.call(services.db.events.head)
         return JSONResponse({"ok": True, "head": head})
@@ -75,7 +93,7 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None) -> 
     return app
 
 
-async def serve(settings: EngineSettings, runtime=None) -> int:
+async def serve(settings: EngineSettings, runtime: Runtime | None = None) -> int:
     """Runs the API until SIGINT/SIGTERM; with `runtime` (the embedded engine), runs it beside
     the API, supervised: if it stops, the API stops too (never half-alive). Returns the exit
     status."""
@@ -84,8 +102,7 @@ async def serve(settings: EngineSettings, runtime=None) -> int:
     from consumers.runtime import EngineCrashed
 
     guard = GuardSettings()
-    app = create_app(settings, guard)
-    app.state.runtime = runtime
+    app = create_app(settings, guard, runtime)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on", access_log=False,
         http=guarded_h11(guard.api_header_timeout_s), limit_concurrency=guard.api_max_connections,

@@ -121,10 +121,11 @@ def bins(counts: dict[datetime, tuple[int, int]], start: datetime, width: timede
          count: int) -> list[tuple[datetime, int, int]]:
     """Per-minute (results, unknown) summed into `count` bins of `width` from `start`
     (minutes outside the window are dropped)."""
-    out = [[start + i * width, 0, 0] for i in range(count)]
+    results_in = [0] * count
+    unknown_in = [0] * count
     for minute, (results, unknown) in counts.items():
         i = int((minute - start) // width)
         if 0 <= i < count:
-            out[i][1] += results
-            out[i][2] += unknown
-    return [(when, results, unknown) for when, results, unknown in out]
+            results_in[i] += results
+            unknown_in[i] += unknown
+    return [(start + i * width, results_in[i], unknown_in[i]) for i in range(count)]

@@ -29,7 +29,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Awaitable, Literal, ParamSpec, Protocol
 from urllib.parse import urlencode, urlparse
 
 import orjson
@@ -148,26 +148,36 @@ SECURITY_HEADERS = {
 }
 
 
-def render(request: Request, name: str, status: int = 200, who: Principal | None = None, **context) -> HTMLResponse:
+def render(request: Request, name: str, status: int = 200, who: Principal | None = None,
+           **context: Any) -> HTMLResponse:
     sid = getattr(request.state, "dashboard_sid", None)
     context.update(who=who, csrf=csrf_token(sid) if sid and who else "", prefix=PREFIX,
                    history_types=HISTORY_TYPES)
     return templates.TemplateResponse(request, name, context, status_code=status, headers=SECURITY_HEADERS)
 
 
-def page(fn):
+P = ParamSpec("P")
+
+
+class Page(Protocol[P]):
+    """A page's route: the request (FastAPI passes it by name), then the page's own parameters."""
+
+    def __call__(self, request: Request, *args: P.args, **kwargs: P.kwargs) -> Awaitable[Response]: ...
+
+
+def page(fn: Page[P]) -> Page[P]:
     """A dashboard page: no sign-in redirects to the form; the engine's refusals and errors
     become an HTML page with the API's status and message."""
 
     @functools.wraps(fn)
-    async def wrapper(request: Request, *args, **kwargs):
+    async def wrapper(request: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
         try:
             return await fn(request, *args, **kwargs)
         except SignIn:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             # a fixed message chosen by a flag: no text of the URL is ever shown as ours
             query = {"next": target, **({"expired": "1"} if request.cookies.get(COOKIE) else {})}
-            response = RedirectResponse(f"{PREFIX}/signin?{urlencode(query)}", status_code=303)
+            response: Response = RedirectResponse(f"{PREFIX}/signin?{urlencode(query)}", status_code=303)
             if request.cookies.get(COOKIE):
                 response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
             return response
@@ -188,12 +198,12 @@ async def _who(request: Request) -> Principal:
 
 
 def _svc(request: Request) -> Services:
-    return request.app.state.services
+    return routes.services(request)
 
 
 # --- reads (on the engine's thread, through Services.call) -------------------------------
 
-def progress(task: dict) -> dict:
+def progress(task: dict[str, Any]) -> dict[str, Any]:
     """A task as the dashboard shows it: its API JSON, the settled share (consumed +
     refunded of total) and its badges."""
     settled = task["consumed"] + task["refunded"]
@@ -203,17 +213,17 @@ def progress(task: dict) -> dict:
             "account_page": f"{PREFIX}/account?{urlencode({'id': task['account']})}"}
 
 
-def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dict]:
+def _recent_tasks(svc: Services, account_id: str | None, limit: int) -> list[dict[str, Any]]:
     """The newest tasks, newest first (the API lists oldest first, for paging)."""
     return [progress(_task_json(r)) for r in svc.db.read.recent_tasks(account_id, limit)]
 
 
-def _in_flight(svc: Services, account_id: str | None) -> list[dict]:
+def _in_flight(svc: Services, account_id: str | None) -> list[dict[str, Any]]:
     rows = [r for status in ("processing", "pending") for r in svc.db.read.tasks_page(account_id, status, None, 200)]
     return [progress(task_json(r)) for r in rows]
 
 
-def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dict:
+def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dict[str, Any]:
     """Results of the tasks created since `since`: how many, and the Unknowns per reason."""
     rows = svc.db.read.results_by_status_since(account_id, since)
     total = sum(r["n"] for r in rows)
@@ -224,13 +234,13 @@ def _unknown_by_reason(svc: Services, account_id: str | None, since: str) -> dic
             "reasons": [{"reason": reason, "count": n, "rate": 100.0 * n / total} for reason, n in unknown]}
 
 
-def _refunds(svc: Services, account_id: str | None, since: str) -> list[dict]:
+def _refunds(svc: Services, account_id: str | None, since: str) -> list[dict[str, Any]]:
     found = svc.db.read.refunds_since(account_id, since)
     return [{"type": kind, "rows": found.get(kind, (0, 0))[0], "credits": found.get(kind, (0, 0))[1]}
             for kind in ("refund", "cancel")]
 
 
-def _health(svc: Services) -> dict:
+def _health(svc: Services) -> dict[str, Any]:
     """The engine as the admin sees it: projection lag (head - the slowest checkpoint),
     stopped read models, relay lag and the fleet (PostgreSQL), or the embedded engine."""
     db, now = svc.db, datetime.now(timezone.utc)
@@ -239,7 +249,7 @@ def _health(svc: Services) -> dict:
     stopped = {name: str(error) for name, error in db.projector.stopped().items()}
     projections = [{"name": name, "position": position, "lag": head - position, "stopped": stopped.get(name)}
                    for name, position in sorted(checkpoints.items())]
-    health = {"head": head, "projection_lag": head - min(checkpoints.values(), default=head),
+    health: dict[str, Any] = {"head": head, "projection_lag": head - min(checkpoints.values(), default=head),
               "projections": projections, "stopped": stopped, "mode": "embedded", "relay_lag": None,
               "workers": [], "engine": None}
     if db.fleet is not None and svc.settings.kafka_bootstrap:
@@ -279,7 +289,7 @@ def _width_text(width: timedelta) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
 
 
-def _activity_charts(svc: Services, account_id: str | None, span: str, now: datetime) -> dict:
+def _activity_charts(svc: Services, account_id: str | None, span: str, now: datetime) -> dict[str, Any]:
     """Throughput (results per bin) and the Unknown rate (% of the bin's results) over `span`."""
     width, count = SPANS[span]
     start = _bin_start(now, width, count)
@@ -298,7 +308,7 @@ def _activity_charts(svc: Services, account_id: str | None, span: str, now: date
                                                  unit="%", top=100.0)}
 
 
-def _overview(svc: Services, who: Principal, span: str = DEFAULT_SPAN) -> dict:
+def _overview(svc: Services, who: Principal, span: str = DEFAULT_SPAN) -> dict[str, Any]:
     health = _health(svc) if who.kind == "admin" else None  # before this process folds anything itself
     svc.db.catch_up()
     svc.db.projector.require("tasks")
@@ -322,7 +332,7 @@ class ResultFilter:
     after: tuple[int, str] | None = None  # the key of the previous page's last row
     offset: int = 0  # how many matching rows come before this page
 
-    def query(self, **changes) -> str:
+    def query(self, **changes: str) -> str:
         """The task page's query string with these filters (and `changes`), no cursor."""
         values = {"status": self.status, "result": self.result, "reason": self.reason, **changes}
         return urlencode({k: v for k, v in values.items() if v})
@@ -359,7 +369,7 @@ def _type_chart(task_id: str, counts: list[tuple[str, int]]) -> Markup:
     return charts.bar_chart(bars, "chart-types", "Results by type")
 
 
-def _task_view(svc: Services, who: Principal, task_id: str, shown: ResultFilter) -> dict:
+def _task_view(svc: Services, who: Principal, task_id: str, shown: ResultFilter) -> dict[str, Any]:
     task = progress(routes._task(svc, who, task_id))
     svc.db.projector.require("results")
     read = svc.db.read
@@ -375,7 +385,7 @@ def _task_view(svc: Services, who: Principal, task_id: str, shown: ResultFilter)
             "cancellable": task["kind"] == "bulk" and task["active"]}
 
 
-def _account_view(svc: Services, who: Principal, account_id: str, kind: str | None, after: int) -> dict:
+def _account_view(svc: Services, who: Principal, account_id: str, kind: str | None, after: int) -> dict[str, Any]:
     if not who.sees_account(account_id):
         raise AccountNotFound(f"no such account: {account_id}")
     balance = routes._balance(svc, account_id)
@@ -386,10 +396,10 @@ def _account_view(svc: Services, who: Principal, account_id: str, kind: str | No
             "tasks": _recent_tasks(svc, account_id, RECENT_TASKS)}
 
 
-def _progress_of(svc: Services, who: Principal, task_ids: list[str]) -> dict:
+def _progress_of(svc: Services, who: Principal, task_ids: list[str]) -> dict[str, Any]:
     svc.db.catch_up()
     svc.db.projector.require("tasks")
-    tasks = {}
+    tasks: dict[str, dict[str, Any] | None] = {}
     for task_id in task_ids:
         try:
             tasks[task_id] = progress(routes._task(svc, who, task_id))
@@ -403,26 +413,26 @@ def _progress_of(svc: Services, who: Principal, task_ids: list[str]) -> dict:
 # --- pages ------------------------------------------------------------------------------
 
 @router.get("/")
-async def root():
+async def root() -> Response:
     return RedirectResponse(f"{PREFIX}/", status_code=307)
 
 
 @router.get(PREFIX)
-async def dashboard_bare():
+async def dashboard_bare() -> Response:
     return RedirectResponse(f"{PREFIX}/", status_code=307)
 
 
 @router.get(PREFIX + "/signin")
-async def signin_form(request: Request, next: str | None = None, expired: str | None = None):  # noqa: A002
+async def signin_form(request: Request, next: str | None = None, expired: str | None = None) -> Response:  # noqa: A002
     error = "that sign-in is no longer valid (revoked key, changed token or expired): sign in again" if expired \
         else None
     return render(request, "signin.html", next=_local_path(next), error=error)
 
 
 @router.post(PREFIX + "/signin")
-async def signin(request: Request):
+async def signin(request: Request) -> Response:
     _same_origin(request)
-    svc: Services = request.app.state.services
+    svc = _svc(request)
     form = await request.form(max_files=0, max_fields=5)
     token = str(form.get("token") or "").strip()
     target = _local_path(str(form.get("next") or ""))
@@ -438,9 +448,9 @@ async def signin(request: Request):
     except SignIn as error:
         return render(request, "signin.html", 401, next=target, error=str(error))
     except Problem as problem:
-        response = render(request, "signin.html", problem.status, next=target, error=problem.detail)
-        response.headers.update(problem.headers)
-        return response
+        page_ = render(request, "signin.html", problem.status, next=target, error=problem.detail)
+        page_.headers.update(problem.headers)
+        return page_
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, sid, max_age=COOKIE_MAX_AGE, path=PREFIX, httponly=True, samesite="strict",
                         secure=_secure(request, svc))
@@ -455,7 +465,7 @@ def _secure(request: Request, svc: Services) -> bool:
 
 @router.post(PREFIX + "/signout")
 @page
-async def signout(request: Request):
+async def signout(request: Request) -> Response:
     await _who(request)
     form = await request.form(max_files=0, max_fields=5)
     _check_csrf(request, str(form.get("csrf") or ""))
@@ -468,7 +478,7 @@ async def signout(request: Request):
 
 @router.get(PREFIX + "/")
 @page
-async def overview(request: Request, span: str = DEFAULT_SPAN):
+async def overview(request: Request, span: str = DEFAULT_SPAN) -> Response:
     who = await _who(request)
     routes.need(who, "read")
     if span not in SPANS:
@@ -481,7 +491,7 @@ async def overview(request: Request, span: str = DEFAULT_SPAN):
 @router.get(PREFIX + "/account")
 @page
 async def account_page(request: Request, id: str | None = None, type: str | None = None,  # noqa: A002
-                       cursor: str | None = None):
+                       cursor: str | None = None) -> Response:
     """An account: balances, upload, its tasks and the Credits History filtered by type.
     The account is a query parameter (an account id may hold any printable character)."""
     who = await _who(request)
@@ -503,7 +513,7 @@ async def account_page(request: Request, id: str | None = None, type: str | None
 
 @router.post(PREFIX + "/account/upload")
 @page
-async def upload(request: Request, id: str, csrf: str = ""):  # noqa: A002
+async def upload(request: Request, id: str, csrf: str = "") -> Response:  # noqa: A002
     """The account page's upload form: who may upload (write scope, CSRF token in the form's
     URL or the X-VEC-CSRF header) is decided before a byte of the file is read; then the
     /v1 bulk route's own steps do the work."""
@@ -530,7 +540,7 @@ async def upload(request: Request, id: str, csrf: str = ""):  # noqa: A002
 @router.get(PREFIX + "/tasks/{task_id}")
 @page
 async def task_page(request: Request, task_id: str, status: str | None = None, result: str | None = None,
-                    reason: str | None = None, cursor: str | None = None):
+                    reason: str | None = None, cursor: str | None = None) -> Response:
     """A task: its progress, a chart of its results by type, and its results a page at a
     time, filtered by status, result type and reason."""
     who = await _who(request)
@@ -544,7 +554,7 @@ async def task_page(request: Request, task_id: str, status: str | None = None, r
 
 @router.post(PREFIX + "/tasks/{task_id}/cancel")
 @page
-async def cancel(request: Request, task_id: str):
+async def cancel(request: Request, task_id: str) -> Response:
     """The task page's cancel button (a form POST, or the JavaScript with X-VEC-CSRF)."""
     who = await _who(request)
     form = await request.form(max_files=0, max_fields=5)
@@ -559,14 +569,14 @@ async def cancel(request: Request, task_id: str):
 @router.get(PREFIX + "/tasks/{task_id}/results.csv")
 @page
 async def results_csv(request: Request, task_id: str,
-                      status: Literal["safe", "invalid", "risky", "unknown"] | None = None):
+                      status: Literal["safe", "invalid", "risky", "unknown"] | None = None) -> Response:
     """The CSV export, as GET /v1/tasks/{id}/results streams it (safe for spreadsheets)."""
     who = await _who(request)
     return await routes.results(task_id, request, status=status, format="csv", who=who)
 
 
 @router.get(PREFIX + "/progress.json")
-async def progress_json(request: Request, task: list[str] = Query(default=[])):
+async def progress_json(request: Request, task: list[str] = Query(default=[])) -> Response:
     """What the pages' JavaScript polls every second: these tasks' progress and the ids of
     the tasks in flight."""
     try:

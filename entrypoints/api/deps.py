@@ -7,11 +7,12 @@ import hashlib
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 from datetime import datetime, timedelta, timezone
 
 import orjson
 from fastapi import Request
+from fastapi.responses import Response
 
 from engine import tracing  # engine/tracing.py
 from engine.config import EngineSettings
@@ -82,7 +83,8 @@ class Services:
         self.limits = Limits.build(shared, per_key=rate_limit or settings.api_rate_limit,
                                    signin=self.session_settings.dashboard_signin_limit)
         self.sessions = SessionStore(self.db.projector.sql, self.session_settings)
-        self.wake_engine = lambda: None  # the embedded runtime's nudge, when one runs in this process
+        # the embedded runtime's nudge, when one runs in this process
+        self.wake_engine: Callable[[], None] = lambda: None
 
     async def call(self, fn: Callable[..., T], *args: Any, actor: str | None = None, **kwargs: Any) -> T:
         def run() -> T:
@@ -237,11 +239,11 @@ def fingerprint(request: Request, body: bytes | str) -> str:
     return digest.hexdigest()
 
 
-async def idempotent(services: Services, principal: Principal, request: Request, fingerprint_: str, run):
+async def idempotent(services: Services, principal: Principal, request: Request, fingerprint_: str,
+                     run: Callable[[str | None], Awaitable[Response]]) -> Response:
     """With an Idempotency-Key header: a retry returns the original answer, the same key with
-    another request is a 409; without one, `run` simply runs."""
-    from fastapi.responses import Response
-
+    another request is a 409; without one, `run` simply runs (given the engine's idempotency
+    key: `principal:key`, or None)."""
     key = request.headers.get("idempotency-key")
     if not key:
         return await run(None)
@@ -262,13 +264,11 @@ async def idempotent(services: Services, principal: Principal, request: Request,
     return response
 
 
-def json_response(data, status: int = 200, headers: dict | None = None):
-    from fastapi.responses import Response
-
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
-def task_json(row: dict) -> dict:
+def task_json(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "url": f"/v1/tasks/{row['task_id']}"}
 
 

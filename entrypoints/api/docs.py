@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.staticfiles import StaticFiles
 
@@ -22,7 +23,7 @@ def mount(app: FastAPI) -> None:
     redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 
     @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request):
+    async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
                                    swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
@@ -32,11 +33,11 @@ def mount(app: FastAPI) -> None:
                                    swagger_ui_parameters=app.swagger_ui_parameters)
 
     @app.get(redirect, include_in_schema=False)
-    async def swagger_ui_redirect():
+    async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
     @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request):
+    async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
                               redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",

@@ -149,7 +149,8 @@ def guarded_h11(header_timeout_s: float) -> type[H11Protocol]:
     class HeaderDeadlineH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+        # uvicorn's H11Protocol takes an asyncio.Transport where BaseProtocol says BaseTransport
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 

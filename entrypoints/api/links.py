@@ -2,10 +2,11 @@
 a task's, a webhook endpoint's, a key's). Clients read them as the API's map; a stateful
 schemathesis run (tests/api/test_schemathesis.py) follows them, chaining real resources.
 
-Written as one table, added to the document as it is generated (`install`)."""
+Written as one table, added to the document as it is generated (`add_links`, by the app's
+`openapi`: entrypoints/api/app.py)."""
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
 TASK_OPERATIONS = [("get", "/v1/tasks/{task_id}"), ("post", "/v1/tasks/{task_id}/cancel"),
                    ("post", "/v1/tasks/{task_id}/erase"), ("post", "/v1/tasks/{task_id}/retry-unknown"),
@@ -36,7 +37,7 @@ LINKS: dict[tuple[str, str, str], list[tuple[list[tuple[str, str]], dict[str, st
 }
 
 
-def add_links(document: dict) -> None:
+def add_links(document: dict[str, Any]) -> None:
     paths = document["paths"]
     for (method, path, status), groups in LINKS.items():
         links = paths[path][method]["responses"][status].setdefault("links", {})
@@ -46,14 +47,3 @@ def add_links(document: dict) -> None:
                 links[operation_id] = {"operationId": operation_id, "parameters": {
                     name: f"$response.body#{pointer}" for name, pointer in parameters.items()}}
 
-
-def install(app: FastAPI) -> None:
-    """Adds the links to the document the app serves (after what `problems.install` adds)."""
-    generate = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            add_links(generate())
-        return app.openapi_schema
-
-    app.openapi = openapi

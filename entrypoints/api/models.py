@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH
-from engine.domain.tasks import MAX_NAME_LENGTH
+from engine.domain.limits import MAX_BALANCE, MAX_ID_LENGTH, MAX_NAME_LENGTH
 from engine.domain.text import PRINTABLE_PATTERN, printable
 
 
@@ -53,8 +52,15 @@ class GrantIn(Strict):
         return value
 
 
+KeyScope = Literal["read", "write", "audit"]
+
+
+def _read_write() -> list[KeyScope]:
+    return ["read", "write"]
+
+
 class KeyIn(Strict):
-    scopes: list[Literal["read", "write", "audit"]] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    scopes: list[KeyScope] = Field(default_factory=_read_write, min_length=1)
     label: Printable = Field("", max_length=200)
 
 
@@ -185,8 +191,8 @@ class Event(BaseModel):
     stream: str
     version: int
     type: str
-    data: dict
-    metadata: dict
+    data: dict[str, Any]
+    metadata: dict[str, Any]
 
 
 class EventPage(BaseModel):

@@ -5,12 +5,14 @@ is unwell (503 when the database cannot be reached)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from engine.domain import errors
 from engine.domain.errors import InvariantViolation
@@ -26,7 +28,7 @@ TYPE_BASE = "https://vec.dev/problems/"
 
 class Problem(Exception):
     def __init__(self, status: int, title: str, detail: str, kind: str | None = None,
-                 headers: dict[str, str] | None = None, **extra):
+                 headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
         self.kind = kind or title.lower().replace(" ", "-")
@@ -78,9 +80,9 @@ def from_exception(error: Exception) -> Problem:
     return Problem(500, "Internal error", "the engine failed on this request; it was logged")
 
 
-def response(description: str, headers: dict | None = None) -> dict:
+def response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """An error response of the OpenAPI document: problem details (the `Problem` schema)."""
-    documented = {"description": description,
+    documented: dict[str, Any] = {"description": description,
                   "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     if headers:
         documented["headers"] = headers
@@ -90,7 +92,7 @@ def response(description: str, headers: dict | None = None) -> dict:
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def allowed_methods(app: FastAPI, scope: dict) -> str | None:
+def allowed_methods(app: FastAPI, scope: Scope) -> str | None:
     """The methods some route of the app takes on this path (Starlette's 405 names only the
     first matching route's, and a path may have several: GET and DELETE /v1/tasks/{id});
     None under a mount (static files say their own)."""
@@ -100,39 +102,33 @@ def allowed_methods(app: FastAPI, scope: dict) -> str | None:
     return ", ".join(allowed) or None
 
 
+def add_schema(document: dict[str, Any]) -> None:
+    """The `Problem` schema every error response of the OpenAPI document refers to."""
+    document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemModel.model_json_schema()
+
+
 def install(app: FastAPI) -> None:
-    generate = app.openapi
-
-    def openapi() -> dict:
-        """The OpenAPI document, with the `Problem` schema every error response refers to."""
-        if app.openapi_schema is None:
-            document = generate()
-            document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
-                ProblemModel.model_json_schema()
-        return app.openapi_schema
-
-    app.openapi = openapi
-
+    """The handlers that answer every error as problem details."""
     @app.exception_handler(Problem)
-    async def _problem(request: Request, error: Problem):
+    async def _problem(request: Request, error: Problem) -> JSONResponse:
         return problem_response(request, error)
 
     @app.exception_handler(errors.DomainError)
     @app.exception_handler(StoreError)
     @app.exception_handler(ProjectionStopped)
     @app.exception_handler(InvariantViolation)
-    async def _engine(request: Request, error: Exception):
+    async def _engine(request: Request, error: Exception) -> JSONResponse:
         return problem_response(request, from_exception(error))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, error: RequestValidationError):
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         messages = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors())
         return problem_response(request, Problem(422, "Invalid request", messages or "the request is not valid"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, error: StarletteHTTPException):
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
-        headers = dict(getattr(error, "headers", None) or {})
+        headers = dict(error.headers or {})
         allowed = allowed_methods(request.app, request.scope) if error.status_code == 405 else None
         if allowed:  # RFC 9110: every method of the path, not only the first route's
             headers["Allow"] = allowed
@@ -140,6 +136,6 @@ def install(app: FastAPI) -> None:
                                                  str(error.detail), headers=headers))
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, error: Exception):
+    async def _bug(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem_response(request, from_exception(error))

@@ -12,12 +12,13 @@ import itertools
 import os
 import tempfile
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import Response, StreamingResponse
-from fastapi.security import HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Receive, Scope, Send
 
 from engine.domain.errors import AccountNotFound, TaskNotFound
 from entrypoints.api import models
@@ -26,9 +27,10 @@ from entrypoints.api.problems import Problem
 from entrypoints.api.problems import response as problem_response
 from entrypoints.api.uploads import Received, receive_upload
 from engine.domain.limits import MAX_TASK_ADDRESSES
-from engine.service import Engine
+from engine.service import Engine, Upload
+from events import RecordedEvent
 from projections.exports import RESULT_COLUMNS, csv_lines, txt_lines
-from projections.read_models import HISTORY_TYPES
+from projections.read_models import HistoryType
 
 PAGE = 100
 MAX_PAGE = 1000
@@ -41,8 +43,10 @@ TASK_NAME = Query("", max_length=200, json_schema_extra=models.PRINTABLE_SCHEMA,
 MAX_UNPROCESSED = MAX_TASK_ADDRESSES
 MAX_POSITION = 2**63 - 1  # positions and sequence numbers are 64-bit integers
 
+Responses = dict[int | str, dict[str, Any]]  # a route's documented answers, by status
+
 # What every route may answer besides its success (all of them RFC 9457 problem details).
-ERRORS = {
+ERRORS: Responses = {
     400: problem_response("the body cannot be parsed (not JSON, a broken multipart form)"),
     401: problem_response("no valid API key or admin token (missing, unknown, mistyped or revoked)",
                           {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
@@ -56,11 +60,11 @@ ERRORS = {
                           {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}}),
     503: problem_response("the store cannot be reached, or a read model stopped: try again"),
 }
-CONFLICT = {409: problem_response("refused in the resource's current state, or an Idempotency-Key used for "
+CONFLICT: Responses = {409: problem_response("refused in the resource's current state, or an Idempotency-Key used for "
                                   "another request")}
-RESULTS_GONE = {410: problem_response("the task's per-address data was deleted (data retention or erasure); "
+RESULTS_GONE: Responses = {410: problem_response("the task's per-address data was deleted (data retention or erasure); "
                                       "its counts and credits remain")}
-PAYMENT = {402: problem_response("the account has too few credits")}
+PAYMENT: Responses = {402: problem_response("the account has too few credits")}
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 bearer = HTTPBearer(auto_error=False, description="an account's API key (`vec_<id>_<secret>`, from `vec apikey "
@@ -78,10 +82,12 @@ IDEMPOTENT = [Depends(idempotency_key)]
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services
+    svc: Services = request.app.state.services  # set by the app's lifespan (entrypoints/api/app.py)
+    return svc
 
 
-async def principal(request: Request, _bearer=Security(bearer)) -> Principal:
+async def principal(request: Request,
+                    _bearer: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
     svc = services(request)
     who = await svc.authenticate(request)
     await svc.throttle(who)
@@ -105,7 +111,7 @@ def admin_only(who: Principal) -> None:
 
 def account_of(who: Principal, account: str | None) -> str:
     """The account a request acts for: a key's own; the admin names one with ?account=."""
-    if who.kind == "key":
+    if who.kind == "key" and who.account_id is not None:  # (a key always names its account)
         if account is not None and account != who.account_id:
             raise Problem(404, "Not found", f"no such account: {account}")
         return who.account_id
@@ -114,17 +120,17 @@ def account_of(who: Principal, account: str | None) -> str:
     return account
 
 
-def cursor_out(values: list) -> str:
+def cursor_out(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
 
 
-def cursor_in(cursor: str | None, arity: int | tuple[type, ...]) -> list | None:
+def cursor_in(cursor: str | None, arity: int | tuple[type | tuple[type, ...], ...]) -> list[Any] | None:
     """The values of a cursor this API gave out: `arity` of them, or one of each type given
     (int: a 64-bit position or sequence number, str: an id or a time). Anything else is a
     422, never a value that breaks the query (a string for a number, a NUL, a huge int)."""
     if not cursor:
         return None
-    kinds = arity if isinstance(arity, tuple) else ((int, str),) * arity
+    kinds: tuple[type | tuple[type, ...], ...] = arity if isinstance(arity, tuple) else ((int, str),) * arity
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if isinstance(values, list) and len(values) == len(kinds) and all(map(_cursor_value, values, kinds)):
@@ -134,7 +140,7 @@ def cursor_in(cursor: str | None, arity: int | tuple[type, ...]) -> list | None:
     raise Problem(422, "Invalid request", "this cursor is not one this API gave out")
 
 
-def _cursor_value(value, kinds) -> bool:
+def _cursor_value(value: Any, kinds: type | tuple[type, ...]) -> bool:
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     if isinstance(value, bool):
         return False
@@ -149,18 +155,18 @@ def _cursor_value(value, kinds) -> bool:
 
 @router.post("/accounts", status_code=201, response_model=models.Balance, tags=["accounts"],
              responses=CONFLICT, dependencies=IDEMPOTENT, summary="Open an account (admin): 200 welcome credits")
-async def open_account(body: models.AccountIn, request: Request, who: Principal = Depends(principal)):
+async def open_account(body: models.AccountIn, request: Request, who: Principal = Depends(principal)) -> Response:
     admin_only(who)
     svc = services(request)
 
-    async def run(key):
+    async def run(key: str | None) -> Response:
         await svc.call(svc.engine.open_account, body.account_id, key, actor=who.actor)
         return json_response(await svc.call(_balance, svc, body.account_id), 201)
 
     return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json()), run)
 
 
-def _balance(svc: Services, account_id: str) -> dict:
+def _balance(svc: Services, account_id: str) -> dict[str, Any]:
     svc.db.catch_up()
     svc.db.projector.require("credits")
     row = svc.db.read.balances(account_id)
@@ -171,14 +177,15 @@ def _balance(svc: Services, account_id: str) -> dict:
 
 @router.post("/accounts/{account_id}/credits", response_model=models.Balance, tags=["accounts"],
              responses=CONFLICT, dependencies=IDEMPOTENT, summary="Grant credits (admin)")
-async def grant(account_id: str, body: models.GrantIn, request: Request, who: Principal = Depends(principal)):
+async def grant(account_id: str, body: models.GrantIn, request: Request,
+                who: Principal = Depends(principal)) -> Response:
     admin_only(who)
     svc = services(request)
     if body.bucket == "monthly" and body.expires_at is None:
         raise Problem(422, "Invalid request", "monthly credits need expires_at")
     reason = body.reason or ("subscription" if body.bucket == "monthly" else "purchase")
 
-    async def run(key):
+    async def run(key: str | None) -> Response:
         await svc.call(svc.engine.grant_credits, account_id, body.bucket, body.amount, reason, body.expires_at, key,
                        actor=who.actor)
         return json_response(await svc.call(_balance, svc, account_id))
@@ -188,7 +195,7 @@ async def grant(account_id: str, body: models.GrantIn, request: Request, who: Pr
 
 @router.get("/accounts/{account_id}/credits", response_model=models.Balance, tags=["accounts"],
             summary="Balance per bucket")
-async def credits(account_id: str, request: Request, who: Principal = Depends(principal)):
+async def credits(account_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     if not who.sees_account(account_id):
         raise Problem(404, "Not found", f"no such account: {account_id}")
@@ -198,16 +205,16 @@ async def credits(account_id: str, request: Request, who: Principal = Depends(pr
 
 @router.get("/accounts/{account_id}/history", response_model=models.HistoryPage, tags=["accounts"],
             summary="The Credits History, oldest first, a page at a time")
-async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES] | None = None,  # noqa: A002
+async def history(account_id: str, request: Request, type: HistoryType | None = None,  # noqa: A002
                   cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
-                  by: str | None = BY, who: Principal = Depends(principal)):
+                  by: str | None = BY, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     if not who.sees_account(account_id):
         raise Problem(404, "Not found", f"no such account: {account_id}")
     svc = services(request)
     after = cursor_in(cursor, (int,))
 
-    def page():
+    def page() -> list[dict[str, Any]]:
         _balance(svc, account_id)
         return svc.db.read.history_page(account_id, type, int(after[0]) if after else 0, limit, actor=by)
 
@@ -218,11 +225,12 @@ async def history(account_id: str, request: Request, type: Literal[HISTORY_TYPES
 
 @router.put("/accounts/{account_id}/retention", response_model=models.Retention, tags=["accounts"],
             summary="Days a finished task's per-address data is kept before it is erased (admin)")
-async def set_retention(account_id: str, body: models.Retention, request: Request, who: Principal = Depends(principal)):
+async def set_retention(account_id: str, body: models.Retention, request: Request,
+                        who: Principal = Depends(principal)) -> Response:
     admin_only(who)
     svc = services(request)
 
-    def run():
+    def run() -> dict[str, Any]:
         svc.engine.set_retention(account_id, body.data_retention_days)
         return {"data_retention_days": svc.engine.account(account_id).retention_days}
 
@@ -231,16 +239,17 @@ async def set_retention(account_id: str, body: models.Retention, request: Reques
 
 @router.post("/accounts/{account_id}/keys", status_code=201, response_model=models.ApiKey, tags=["accounts"],
              responses=CONFLICT, dependencies=IDEMPOTENT, summary="Create an API key for the account (admin); the key is shown once")
-async def create_key(account_id: str, body: models.KeyIn, request: Request, who: Principal = Depends(principal)):
+async def create_key(account_id: str, body: models.KeyIn, request: Request,
+                     who: Principal = Depends(principal)) -> Response:
     admin_only(who)
     svc = services(request)
 
-    def issue():
+    def issue() -> tuple[str, str]:
         if not svc.engine.account(account_id).opened:
             raise AccountNotFound(f"no such account: {account_id}")
         return svc.engine.issue_api_key(account_id, body.scopes, body.label)
 
-    async def run(_key):
+    async def run(_key: str | None) -> Response:
         key_id, key = await svc.call(issue, actor=who.actor)
         return json_response({"key_id": key_id, "account": account_id, "scopes": sorted(set(body.scopes)),
                               "key": key}, 201)
@@ -250,11 +259,11 @@ async def create_key(account_id: str, body: models.KeyIn, request: Request, who:
 
 @router.delete("/accounts/{account_id}/keys/{key_id}", status_code=204, tags=["accounts"],
                responses=CONFLICT, summary="Revoke an API key (admin): it stops working at once")
-async def revoke_key(account_id: str, key_id: str, request: Request, who: Principal = Depends(principal)):
+async def revoke_key(account_id: str, key_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     admin_only(who)
     svc = services(request)
 
-    def revoke():
+    def revoke() -> None:
         keys = svc.engine.account(account_id).keys  # an unknown key is a 404, a revoked one a 409
         if key_id not in keys:
             raise Problem(404, "Not found", f"no key {key_id} on account {account_id}")
@@ -268,7 +277,7 @@ async def revoke_key(account_id: str, key_id: str, request: Request, who: Princi
 
 # --- tasks ------------------------------------------------------------------------------
 
-def _task(svc: Services, who: Principal, task_id: str) -> dict:
+def _task(svc: Services, who: Principal, task_id: str) -> dict[str, Any]:
     svc.db.catch_up()
     svc.db.projector.require("tasks")
     row = svc.db.read.task(task_id)
@@ -284,12 +293,12 @@ def _task(svc: Services, who: Principal, task_id: str) -> dict:
                         **PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
              summary="Verify one address: the result, or 202 when it takes longer than the single-task bound")
 async def single(body: models.SingleIn, request: Request, account: str | None = None,
-                 who: Principal = Depends(principal)):
+                 who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
     account_id = account_of(who, account)
 
-    async def run(key):
+    async def run(key: str | None) -> Response:
         task_id = await svc.call(svc.engine.create_single, account_id, body.address, None, key, body.name,
                                  actor=who.actor)
         svc.wake_engine()
@@ -303,7 +312,7 @@ async def single(body: models.SingleIn, request: Request, account: str | None = 
     return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json() + str(account)), run)
 
 
-def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict:
+def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -> dict[str, Any]:
     task = _task(svc, who, task_id)
     # a retry (same Idempotency-Key) of a task erased since: its result is gone for good, not "still running"
     svc.engine.require_results_kept(task_id)
@@ -323,7 +332,7 @@ def _single_outcome(svc: Services, who: Principal, task_id: str, address: str) -
              summary="Upload a file of addresses (CSV or one per line) as a bulk task; streamed to the store")
 async def bulk(request: Request, account: str | None = None, allow_duplicate: bool = False,
                name: Annotated[str, models.PRINTABLE] = TASK_NAME,
-               who: Principal = Depends(principal)):
+               who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
     account_id = account_of(who, account)
@@ -337,7 +346,7 @@ async def create_bulk(request: Request, svc: Services, who: Principal, account_i
     """A bulk task from a received file: parsed, staged and created on the upload lane (never
     the thread that answers other requests); the file is deleted whatever happens."""
     try:
-        async def run(key):
+        async def run(key: str | None) -> Response:
             upload = await svc.uploads.call(
                 lambda engine: engine.create_bulk(account_id, received.path, allow_duplicate, None, key, name),
                 actor=who.actor)
@@ -349,7 +358,7 @@ async def create_bulk(request: Request, svc: Services, who: Principal, account_i
         received.discard()
 
 
-def _upload_json(svc: Services, who: Principal, upload) -> dict:
+def _upload_json(svc: Services, who: Principal, upload: Upload) -> dict[str, Any]:
     report = upload.report
     return {"task": _task(svc, who, upload.task_id), "addresses": report.unique, "duplicates": report.duplicates,
             "rows_without_address": report.rows_without_address, "column": report.column}
@@ -359,13 +368,13 @@ def _upload_json(svc: Services, who: Principal, upload) -> dict:
 async def list_tasks(request: Request, status: Literal["pending", "processing", "completed", "cancelled",
                                                        "failed", "deleted"] | None = None,
                      cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE), account: str | None = None,
-                     by: str | None = BY, who: Principal = Depends(principal)):
+                     by: str | None = BY, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     account_id = account_of(who, account) if who.kind == "key" or account else None
     after = cursor_in(cursor, (str, str))
 
-    def page():
+    def page() -> list[dict[str, Any]]:
         svc.db.catch_up()
         svc.db.projector.require("tasks")
         return svc.db.read.tasks_page(account_id, status, tuple(after) if after else None, limit, created_by=by)
@@ -377,7 +386,7 @@ async def list_tasks(request: Request, status: Literal["pending", "processing", 
 
 
 @router.get("/tasks/{task_id}", response_model=models.Task, tags=["tasks"], summary="A task's status and progress")
-async def get_task(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def get_task(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     return json_response(await svc.call(_task, svc, who, task_id))
@@ -386,11 +395,11 @@ async def get_task(task_id: str, request: Request, who: Principal = Depends(prin
 @router.post("/tasks/{task_id}/cancel", response_model=models.Task, tags=["tasks"], responses=CONFLICT,
              dependencies=IDEMPOTENT,
              summary="Cancel a bulk task: every address without a result is refunded at once")
-async def cancel(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def cancel(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
 
-    async def run(_key):
+    async def run(_key: str | None) -> Response:
         await svc.call(_task, svc, who, task_id)
         await svc.call(svc.engine.cancel_task, task_id, actor=who.actor)
         return json_response(await svc.call(_task, svc, who, task_id))
@@ -400,7 +409,7 @@ async def cancel(task_id: str, request: Request, who: Principal = Depends(princi
 
 @router.delete("/tasks/{task_id}", status_code=204, tags=["tasks"], responses=CONFLICT,
                summary="Delete a finished task: hidden with its results (the log keeps what audit needs)")
-async def delete_task(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def delete_task(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
     await svc.call(_task, svc, who, task_id)
@@ -415,11 +424,12 @@ async def delete_task(task_id: str, request: Request, who: Principal = Depends(p
                              "description": "every result, streamed"}, **RESULTS_GONE},
             summary="A task's results as CSV (safe for spreadsheets), a JSON array or TXT (addresses), streamed")
 async def results(task_id: str, request: Request, status: Literal["safe", "invalid", "risky", "unknown"] | None = None,
-                  format: Literal["csv", "json", "txt"] = "csv", who: Principal = Depends(principal)):  # noqa: A002
+                  format: Literal["csv", "json", "txt"] = "csv",  # noqa: A002
+                  who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
 
-    def first():
+    def first() -> dict[str, Any]:
         task = _task(svc, who, task_id)
         svc.engine.require_results_kept(task_id)
         svc.db.projector.require("results")
@@ -427,7 +437,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
     release = svc.gates.enter("export", (await svc.call(first))["account"])
 
-    async def pages():
+    async def pages() -> AsyncIterator[list[dict[str, Any]]]:
         after = None
         while True:
             rows, after = await svc.call(svc.db.read.results_page, task_id, status, after, 2000)
@@ -437,7 +447,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
                 return
 
     if format == "json":
-        async def body():
+        async def body() -> AsyncIterator[bytes]:
             yield b"["
             first_row = True
             async for rows in pages():
@@ -449,7 +459,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
         return GatedStream(release, body(), media_type="application/json")
 
     if format == "txt":
-        async def txt_body():
+        async def txt_body() -> AsyncIterator[bytes]:
             async for rows in pages():
                 for line in txt_lines(r["address"] for r in rows):
                     yield line.encode()
@@ -457,7 +467,7 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
         return GatedStream(release, txt_body(), media_type="text/plain",
                            headers={"Content-Disposition": f'attachment; filename="{task_id}.txt"'})
 
-    async def csv_body():
+    async def csv_body() -> AsyncIterator[bytes]:
         header = True
         async for rows in pages():
             for line in itertools.islice(csv_lines(rows, RESULT_COLUMNS), 0 if header else 1, None):
@@ -472,11 +482,11 @@ async def results(task_id: str, request: Request, status: Literal["safe", "inval
 
 @router.post("/tasks/{task_id}/erase", response_model=models.Task, tags=["tasks"], responses=CONFLICT,
              dependencies=IDEMPOTENT, summary="Erase a finished task's per-address data now (its counts and the Credits History stay)")
-async def erase(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def erase(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
 
-    async def run(_key):
+    async def run(_key: str | None) -> Response:
         await svc.call(_task, svc, who, task_id)
         await svc.call(svc.engine.erase_task, task_id, "request", actor=who.actor)
         return json_response(await svc.call(_task, svc, who, task_id))
@@ -488,13 +498,13 @@ async def erase(task_id: str, request: Request, who: Principal = Depends(princip
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "one address per line, streamed"}, **RESULTS_GONE},
             summary="The addresses of a partially failed task that got no answer (refunded)")
-async def unprocessed(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def unprocessed(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     await svc.call(_task, svc, who, task_id)
     addresses = await svc.call(lambda: list(itertools.islice(svc.engine.unprocessed(task_id), MAX_UNPROCESSED)))
 
-    async def body():
+    async def body() -> AsyncIterator[bytes]:
         for line in txt_lines(addresses):
             yield line.encode()
 
@@ -505,7 +515,7 @@ async def unprocessed(task_id: str, request: Request, who: Principal = Depends(p
 @router.post("/tasks/{task_id}/retry-unknown", status_code=201, response_model=models.Upload, tags=["tasks"],
              responses={**PAYMENT, **CONFLICT, **RESULTS_GONE}, dependencies=IDEMPOTENT,
              summary="A new bulk task of this task's Unknown addresses, charged like any bulk (409 when it has none)")
-async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)):
+async def retry_unknown(task_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
     task = await svc.call(_task, svc, who, task_id)
@@ -530,7 +540,7 @@ async def retry_unknown(task_id: str, request: Request, who: Principal = Depends
     with svc.gates.admit("upload", task["account"]):
         path = await svc.uploads.call(unknowns_file, actor=who.actor)
         try:
-            async def run(key):
+            async def run(key: str | None) -> Response:
                 upload = await svc.uploads.call(
                     lambda engine: engine.create_bulk(task["account"], path, True, None, key), actor=who.actor)
                 svc.wake_engine()
@@ -545,11 +555,11 @@ class GatedStream(StreamingResponse):
     """A streamed answer that holds a tenant's place (`TenantGates`) until it is sent, or
     the client went away."""
 
-    def __init__(self, release, content, **kwargs):
+    def __init__(self, release: Callable[[], None], content: AsyncIterator[bytes], **kwargs: Any):
         super().__init__(content, **kwargs)
         self._release = release
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -558,13 +568,13 @@ class GatedStream(StreamingResponse):
 
 # --- the log, for audit tooling -----------------------------------------------------------
 
-def _events_page(svc: Services, who: Principal, after: int, limit: int, stream: str | None) -> list[dict]:
+def _events_page(svc: Services, who: Principal, after: int, limit: int, stream: str | None) -> list[dict[str, Any]]:
     source = (r for r in svc.db.events.read_stream(stream) if r.position > after) if stream else \
         svc.db.events.read_all(after_position=after, batch=limit)
     return [_shown(r, who) for r in itertools.islice(source, limit)]
 
 
-def _shown(recorded, who: Principal) -> dict:
+def _shown(recorded: RecordedEvent, who: Principal) -> dict[str, Any]:
     """An event as `who` reads it: an account's audit key never sees a credential's digest
     (an API key's secret_sha256); the admin sees the log as it is."""
     shown = recorded.to_json()
@@ -577,7 +587,7 @@ def _shown(recorded, who: Principal) -> dict:
 @router.get("/events", response_model=models.EventPage, tags=["audit"],
             summary="The log, in order (admin or audit scope)")
 async def events(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION), limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
-                 stream: str | None = None, who: Principal = Depends(principal)):
+                 stream: str | None = None, who: Principal = Depends(principal)) -> Response:
     need(who, "audit")
     svc = services(request)
     await _may_read_stream(svc, who, stream)
@@ -604,7 +614,7 @@ async def _may_read_stream(svc: Services, who: Principal, stream: str | None) ->
 SSE_BATCH = 50  # events per write of a follow stream; the client's leaving is checked between writes
 
 
-def _sse(item: dict) -> bytes:
+def _sse(item: dict[str, Any]) -> bytes:
     return f"id: {item['position']}\nevent: {item['type']}\ndata: {orjson.dumps(item).decode()}\n\n".encode()
 
 
@@ -613,12 +623,12 @@ def _sse(item: dict) -> bytes:
                              "description": "Server-Sent Events: one per appended event"}},
             summary="Follow the log as Server-Sent Events (admin or audit scope)")
 async def follow(request: Request, after: int = Query(0, ge=0, le=MAX_POSITION), stream: str | None = None,
-                 who: Principal = Depends(principal)):
+                 who: Principal = Depends(principal)) -> Response:
     need(who, "audit")
     svc = services(request)
     await _may_read_stream(svc, who, stream)
 
-    async def body():
+    async def body() -> AsyncIterator[bytes]:
         position, quiet = after, time.monotonic()
         while not await request.is_disconnected():
             items = await svc.call(_events_page, svc, who, position, 500, stream)

@@ -24,11 +24,12 @@ import math
 import os
 import tempfile
 from datetime import datetime, timezone
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import Response, StreamingResponse
+from limits import RateLimitItem
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from engine.domain.errors import InsufficientCredits
@@ -36,6 +37,7 @@ from engine.domain.limits import MAX_NAME_LENGTH, MAX_TASK_ADDRESSES
 from entrypoints.api import models, problems, routes
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response
 from entrypoints.api.problems import Problem
+from engine.service import Upload
 from projections import taxonomy
 
 log = logging.getLogger("vec.api")
@@ -127,16 +129,20 @@ class TaskResults(BaseModel):
     results: list[models.EmailResult] = Field(description="every result, once the task finished (else empty)")
 
 
+Body = TypeVar("Body", bound=BaseModel)
+
+
 # --- documentation -------------------------------------------------------------------------
 
-def _error(description: str, model: type[BaseModel] = ErrorBody, headers: dict | None = None) -> dict:
+def _error(description: str, model: type[BaseModel] = ErrorBody,
+           headers: dict[str, Any] | None = None) -> dict[str, Any]:
     documented: dict[str, Any] = {"model": model, "description": description}
     if headers:
         documented["headers"] = headers
     return documented
 
 
-def _int_header(description: str) -> dict:
+def _int_header(description: str) -> dict[str, Any]:
     return {"schema": {"type": "integer"}, "required": True, "description": description}
 
 
@@ -145,7 +151,7 @@ RATE_HEADERS = {
     "X-RateLimit-Remaining": _int_header("requests left in the window"),
     "X-RateLimit-Reset": _int_header("Unix time (seconds) when the window next frees a request"),
 }
-ERRORS = {
+ERRORS: routes.Responses = {
     401: _error(f'no valid API key: "{MISSING_KEY}" or "{INVALID_KEY}"',
                 headers={"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
     403: _error("the key lacks the scope this route needs"),
@@ -155,7 +161,7 @@ ERRORS = {
                 {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}, **RATE_HEADERS}),
     503: _error("the store cannot be reached, or a read model stopped: try again"),
 }
-POSTED = {
+POSTED: routes.Responses = {
     400: _error("the body is missing, not JSON, or not of the documented shape (\"Email is required\", ...)"),
     402: _error("the account has fewer credits than the request needs (nothing is deducted)",
                 InsufficientCreditsBody),
@@ -171,7 +177,7 @@ ACCOUNT = Query(None, description="the admin token names the account; an API key
 router = APIRouter(prefix="/api", tags=["compat"], responses=ERRORS, dependencies=[Security(routes.bearer)])
 
 
-def _body_doc(model: type[BaseModel]) -> dict:
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}},
             "parameters": [IDEMPOTENCY_HEADER]}
 
@@ -182,7 +188,8 @@ async def _answer(request: Request, act: Callable[[Services, Principal], Awaitab
     """Who is asking (as /v1), the per-key limiter (as /v1), then `act`; any refusal said the
     documented way, and the rate-limit headers on every answer to a known key."""
     svc = routes.services(request)
-    who, rate_headers = None, {}
+    who: Principal | None = None
+    rate_headers: dict[str, str] = {}
     try:
         who = await svc.authenticate(request)
         try:
@@ -221,12 +228,12 @@ def _error_response(request: Request, problem: Problem) -> Response:
     return json_response(body, problem.status, problem.headers or None)
 
 
-def _window(item) -> str:
+def _window(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     return f"{item.multiples} {unit}" + ("" if item.multiples == 1 else "s")
 
 
-async def _stats(svc: Services, who: Principal) -> list[tuple[Any, float, int]]:
+async def _stats(svc: Services, who: Principal) -> list[tuple[RateLimitItem, float, int]]:
     return await svc.call(svc.limits.stats, "per_key", who.id)
 
 
@@ -260,7 +267,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _parse(raw: bytes, model: type[BaseModel], required: str, missing: str) -> BaseModel:
+def _parse(raw: bytes, model: type[Body], required: str, missing: str) -> Body:
     try:
         data = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError:
@@ -291,7 +298,7 @@ INVALID_EXPLAINED = {"syntax": "Invalid email syntax", "no_domain": "The domain 
                      "smtputf8_unsupported": "The mail server cannot take this (non-ASCII) address"}
 
 
-def _explain(row: dict) -> str:
+def _explain(row: dict[str, Any]) -> str:
     result, reason = row["result"], row["reason"] or ""
     if result == "invalid":
         return INVALID_EXPLAINED.get(reason, "Mailbox does not exist")
@@ -307,7 +314,7 @@ def _utc(stamp: str | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def email_result(row: dict, task: dict) -> dict:
+def email_result(row: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
     """A results row (with its taxonomy columns) as the product's API shows it."""
     result, address = row["result"], row["address"]
     return {"email": address, "status": result, "is_valid": taxonomy.is_valid(result),
@@ -320,7 +327,7 @@ def email_result(row: dict, task: dict) -> dict:
             "reason": _explain(row), "task_id": task["task_id"]}
 
 
-def _single_result(svc: Services, who: Principal, task_id: str, email: str) -> dict:
+def _single_result(svc: Services, who: Principal, task_id: str, email: str) -> dict[str, Any]:
     task = routes._task(svc, who, task_id)
     row = next(iter(svc.db.read.results(task_id)), None)
     if row is None:  # finished without a result (a system failure): refunded, as an unknown
@@ -340,7 +347,7 @@ def _single_result(svc: Services, who: Principal, task_id: str, email: str) -> d
                                     "(data retention or erasure): its result is gone")},
              openapi_extra=_body_doc(VerifySingleIn),
              summary="Verify one email in real time (1 credit; an unknown result is refunded)")
-async def verify_single(request: Request, account: str | None = ACCOUNT):
+async def verify_single(request: Request, account: str | None = ACCOUNT) -> Response:
     async def act(svc: Services, who: Principal) -> Response:
         raw = await _read_body(request, 64 * 1024)
         email = _parse(raw, VerifySingleIn, "email", "Email is required").email
@@ -374,7 +381,7 @@ def _emails_file(emails: list[str]) -> str:
     return handle.name
 
 
-def _bulk_json(svc: Services, who: Principal, upload) -> dict:
+def _bulk_json(svc: Services, who: Principal, upload: Upload) -> dict[str, Any]:
     shown = routes._upload_json(svc, who, upload)  # /v1's answer to an upload
     task = shown["task"]
     chunks = max(1, -(-task["total"] // svc.settings.chunk_size))
@@ -390,7 +397,7 @@ def _bulk_json(svc: Services, who: Principal, upload) -> dict:
                         413: _error("the body is larger than VEC_API_MAX_UPLOAD_BYTES")},
              openapi_extra=_body_doc(VerifyBulkIn),
              summary="Submit a list of emails as a bulk task (1 credit per unique email; unknowns refunded)")
-async def verify_bulk(request: Request, account: str | None = ACCOUNT):
+async def verify_bulk(request: Request, account: str | None = ACCOUNT) -> Response:
     async def act(svc: Services, who: Principal) -> Response:
         routes.need(who, "write")
         account_id = routes.account_of(who, account)
@@ -415,7 +422,7 @@ def _list_file(raw: bytes) -> tuple[str, str]:
 async def _create_from_list(request: Request, svc: Services, who: Principal, account_id: str, account: str | None,
                             raw: bytes, path: str, name: str) -> Response:
     try:
-        async def run(key):
+        async def run(key: str | None) -> Response:
             upload = await svc.uploads.call(
                 lambda engine: engine.create_bulk(account_id, path, True, None, key, name), actor=who.actor)
             svc.wake_engine()
@@ -429,7 +436,7 @@ async def _create_from_list(request: Request, svc: Services, who: Principal, acc
         os.unlink(path)
 
 
-def _task_head(svc: Services, who: Principal, task_id: str) -> dict:
+def _task_head(svc: Services, who: Principal, task_id: str) -> dict[str, Any]:
     task = routes._task(svc, who, task_id)
     svc.db.projector.require("results")
     return task
@@ -438,7 +445,7 @@ def _task_head(svc: Services, who: Principal, task_id: str) -> dict:
 @router.get("/get-results/{task_id}", response_model=TaskResults,
             responses={200: {"description": "the task, and its results once it finished", "headers": RATE_HEADERS}},
             summary="A task's status and progress, and every result once it finished (no credits used)")
-async def get_results(task_id: str, request: Request):
+async def get_results(task_id: str, request: Request) -> Response:
     async def act(svc: Services, who: Principal) -> Response:
         routes.need(who, "read")
         task = await svc.call(_task_head, svc, who, task_id)
@@ -450,7 +457,7 @@ async def get_results(task_id: str, request: Request):
                 "credits_refunded": task["refunded"], "created_at": _utc(task["created_at"]),
                 "completed_at": _utc(task["finished_at"])}
 
-        async def body():
+        async def body() -> AsyncIterator[bytes]:
             yield orjson.dumps(head)[:-1] + b',"results":['
             first, after = True, None
             while task["status"] in FINISHED:

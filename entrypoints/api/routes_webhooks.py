@@ -8,7 +8,8 @@ only. The deliveries themselves are made by the engine (consumers/webhooks.py).
 from __future__ import annotations
 
 import re
-from typing import Literal
+import weakref
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -17,17 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.domain.errors import AccountNotFound
 from engine.domain.limits import MAX_ID_LENGTH
 from engine.domain.text import printable
-from entrypoints.api import models, routes
+from entrypoints.api import models
 from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, json_response
 from entrypoints.api.problems import Problem
-from entrypoints.api.routes import MAX_PAGE, PAGE, account_of, cursor_in, cursor_out, need, principal, services
-from consumers.webhooks import STATUSES, WebhookStore
+from entrypoints.api.routes import (CONFLICT, ERRORS, IDEMPOTENT, MAX_PAGE, PAGE, account_of, cursor_in, cursor_out,
+                                    need, principal, services)
+from consumers.webhooks import DeliveryStatus, WebhookStore
 
 # The error responses and the Idempotency-Key header every route of routes.py documents
-# (looked up, so that this router documents whatever routes.py does).
-router = APIRouter(prefix="/v1", tags=["webhooks"], responses=getattr(routes, "ERRORS", None))
-IDEMPOTENT = getattr(routes, "IDEMPOTENT", None)
-CONFLICT = getattr(routes, "CONFLICT", None)
+router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERRORS)
 
 
 class WebhookIn(BaseModel):
@@ -89,7 +88,7 @@ class DeliveryPage(BaseModel):
 
 
 class DeliveryDetail(Delivery):
-    payload: dict = Field(description="the body that was signed and sent")
+    payload: dict[str, Any] = Field(description="the body that was signed and sent")
 
 
 ENDPOINT_ID = re.compile(r"ep_[0-9a-f]{32}")
@@ -111,26 +110,31 @@ def _endpoint_id(endpoint_id: str) -> str:
     return endpoint_id
 
 
+_stores: weakref.WeakKeyDictionary[Services, WebhookStore] = weakref.WeakKeyDictionary()  # one per API process
+
+
 def _store(svc: Services) -> WebhookStore:
-    store = getattr(svc, "_webhooks", None)
+    """The API process's webhook store (its schema ensured once); on the engine lane only."""
+    store = _stores.get(svc)
     if store is None:
-        store = svc._webhooks = WebhookStore(svc.db.projector.sql, svc.engine.clock, keyring=svc.db.keyring).ensure_schema()
+        store = _stores[svc] = WebhookStore(svc.db.projector.sql, svc.engine.clock,
+                                            keyring=svc.db.keyring).ensure_schema()
     return store
 
 
-def _endpoint_json(row: dict) -> dict:
+def _endpoint_json(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["account"] = out.pop("account_id")
     return out
 
 
-def _delivery_json(row: dict) -> dict:
+def _delivery_json(row: dict[str, Any]) -> dict[str, Any]:
     out = _endpoint_json(row)
     out["attempt_log"] = out.get("attempt_log", [])
     return out
 
 
-def _own_endpoint(svc: Services, who: Principal, endpoint_id: str) -> dict:
+def _own_endpoint(svc: Services, who: Principal, endpoint_id: str) -> dict[str, Any]:
     row = _store(svc).endpoint(_endpoint_id(endpoint_id))
     if row is None or not who.sees_account(row["account_id"]):
         raise Problem(404, "Not found", f"no such webhook endpoint: {endpoint_id}")
@@ -141,19 +145,19 @@ def _own_endpoint(svc: Services, who: Principal, endpoint_id: str) -> dict:
              summary="Register an endpoint: the account's task ends are POSTed to it, signed (Standard Webhooks); "
                      "the secret is shown once")
 async def add_webhook(body: WebhookIn, request: Request, account: str | None = None,
-                      who: Principal = Depends(principal)):
+                      who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
     account_id = _account(who, account)
 
-    def register() -> dict:
+    def register() -> dict[str, Any]:
         store = _store(svc)
         if not svc.engine.account(account_id).opened:
             raise AccountNotFound(f"no such account: {account_id}")
         return store.add_endpoint(account_id, body.url, body.description, svc.db.events.head(), who.actor,
                                   svc.settings.webhook_allow_loopback)
 
-    async def run(_key):
+    async def run(_key: str | None) -> Response:
         return json_response(_endpoint_json(await svc.call(register)), 201)
 
     return await idempotent(svc, who, request, fingerprint(request, body.model_dump_json()), run)
@@ -161,7 +165,7 @@ async def add_webhook(body: WebhookIn, request: Request, account: str | None = N
 
 @router.get("/webhooks", response_model=EndpointList, summary="The account's endpoints (never their secrets)")
 async def list_webhooks(request: Request, account: str | None = None, include_removed: bool = False,
-                        who: Principal = Depends(principal)):
+                        who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     account_id = _account(who, account)
@@ -170,7 +174,7 @@ async def list_webhooks(request: Request, account: str | None = None, include_re
 
 
 @router.get("/webhooks/{endpoint_id}", response_model=Endpoint, summary="One endpoint")
-async def get_webhook(endpoint_id: str, request: Request, who: Principal = Depends(principal)):
+async def get_webhook(endpoint_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     return json_response(_endpoint_json(await svc.call(_own_endpoint, svc, who, endpoint_id)))
@@ -178,7 +182,7 @@ async def get_webhook(endpoint_id: str, request: Request, who: Principal = Depen
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204,
                summary="Remove an endpoint: nothing more is sent to it (its pending deliveries fail)")
-async def remove_webhook(endpoint_id: str, request: Request, who: Principal = Depends(principal)):
+async def remove_webhook(endpoint_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     need(who, "write")
     svc = services(request)
 
@@ -192,9 +196,9 @@ async def remove_webhook(endpoint_id: str, request: Request, who: Principal = De
 
 @router.get("/webhooks/{endpoint_id}/deliveries", response_model=DeliveryPage,
             summary="Deliveries to an endpoint, newest first, each with its attempts")
-async def list_deliveries(endpoint_id: str, request: Request, status: Literal[STATUSES] | None = None,
+async def list_deliveries(endpoint_id: str, request: Request, status: DeliveryStatus | None = None,
                           cursor: str | None = None, limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
-                          who: Principal = Depends(principal)):
+                          who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
     before = cursor_in(cursor, 2)
@@ -202,7 +206,7 @@ async def list_deliveries(endpoint_id: str, request: Request, status: Literal[ST
                                    and isinstance(before[1], str) and DELIVERY_ID.fullmatch(before[1])):
         raise Problem(422, "Invalid request", "this cursor is not one this API gave out")
 
-    def page() -> list[dict]:
+    def page() -> list[dict[str, Any]]:
         _own_endpoint(svc, who, endpoint_id)
         return _store(svc).deliveries(endpoint_id=endpoint_id, status=status,
                                       before=tuple(before) if before else None, limit=limit, with_attempts=True)
@@ -215,11 +219,12 @@ async def list_deliveries(endpoint_id: str, request: Request, status: Literal[ST
 
 @router.get("/webhooks/{endpoint_id}/deliveries/{delivery_id}", response_model=DeliveryDetail,
             summary="One delivery: the body sent, and every attempt")
-async def get_delivery(endpoint_id: str, delivery_id: str, request: Request, who: Principal = Depends(principal)):
+async def get_delivery(endpoint_id: str, delivery_id: str, request: Request,
+                       who: Principal = Depends(principal)) -> Response:
     need(who, "read")
     svc = services(request)
 
-    def one() -> dict:
+    def one() -> dict[str, Any]:
         _own_endpoint(svc, who, endpoint_id)
         row = _store(svc).delivery(delivery_id) if DELIVERY_ID.fullmatch(delivery_id) else None
         if row is None or row["endpoint_id"] != endpoint_id:
