@@ -83,6 +83,11 @@ class EventStore(Protocol):
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]: ...
 
+    def read_chain(self, after_position: int = 0, until_position: int | None = None,
+                   batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """The stored rows past a position, undecoded (payloads as stored, sealed), in the
+        stores' column order with each row's chain hash last: what engine/chain.py verifies."""
+
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) past a position, oldest first: what a follower needs to
         know whom to wake, without decoding payloads."""

@@ -1,0 +1,93 @@
+"""The log's hash chain: each stored event carries SHA-256 of its own canonical bytes and
+the hash of the event before it, so that an event altered, deleted, inserted or moved in
+the store no longer matches (docs/audit.md, rule `chain`).
+
+Pure: no I/O. The stores call `links` inside their append, the migration to fill an older
+log, and the audit (`verify`) to check it. What is hashed is the row exactly as stored:
+the payload as the codec wrote it (personal fields sealed, so erasure, which destroys keys
+and never touches an event, leaves the chain whole), and the metadata that matters.
+
+A stored row, as both stores read it (their `_COLUMNS` order):
+  (position, event_id, stream, version, type, schema_version, data, occurred_at,
+   correlation_id, causation_id, actor)
+`event_id` may be a UUID or its 16 bytes, `occurred_at` a datetime or its UTC ISO text
+(what the SQLite store keeps): both give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+
+GENESIS = bytes(32)  # the "previous hash" of position 1
+TAG = "vec-chain-1"  # names this canonical form: a later one gets another tag
+
+Row = Sequence[Any]
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    return value
+
+
+def canonical(row: Row) -> bytes:
+    """The bytes a stored row is hashed as: a JSON array of its columns, in order."""
+    return orjson.dumps([TAG, *(_canonical_value(v) for v in row)])
+
+
+def link(previous: bytes, row: Row) -> bytes:
+    """The chain hash of a stored row (11 columns, position first) after `previous`."""
+    return hashlib.sha256(previous + canonical(row)).digest()
+
+
+def links(previous: bytes, first_position: int, rows: Iterable[Row]) -> list[bytes]:
+    """The chain hashes of rows appended at first_position, first_position + 1, ...; each
+    row is a stored row without its position (10 columns)."""
+    hashes = []
+    for i, row in enumerate(rows):
+        previous = link(previous, (first_position + i, *row))
+        hashes.append(previous)
+    return hashes
+
+
+@dataclass(frozen=True)
+class Break:
+    position: int
+    stream: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"the chain breaks at position {self.position} ({self.stream}): {self.why}"
+
+
+def verify(rows: Iterable[Row], previous: bytes = GENESIS) -> Iterator[Break]:
+    """Checks stored rows (11 columns and their stored hash last) in position order after a
+    row whose hash is `previous`; yields each break. After a break it goes on from the
+    stored hash, so each tampered place is named once, the first first."""
+    for row in rows:
+        stored, position, stream = row[-1], row[0], row[2]
+        stored = bytes(stored) if stored is not None else None
+        try:
+            expected = link(previous, row[:-1])
+        except (TypeError, orjson.JSONEncodeError) as error:  # a column of a type no store writes
+            yield Break(position, stream, f"a column cannot be hashed ({error})")
+            previous = stored or GENESIS
+            continue
+        if stored is None:
+            yield Break(position, stream, "no chain hash (an older log: run `vec migrate`)")
+            previous = expected
+        elif stored != expected:
+            yield Break(position, stream, f"stored hash {stored.hex()[:16]}… is not the hash of this row after "
+                                          f"the previous one ({expected.hex()[:16]}…)")
+            previous = stored
+        else:
+            previous = stored
