@@ -52,6 +52,18 @@ def corrupt(row: Sequence[Any], error: Exception) -> CorruptEvent:
     return CorruptEvent(position, stream, version, type_name, f"{type(error).__name__}: {error}")
 
 
+def paged(fetch: Callable[[int], Sequence[tuple[Any, ...]]], after_position: int,
+          batch: int) -> Iterator[tuple[Any, ...]]:
+    """Stored rows (position first) past a position, `fetch(after)` giving the next `batch`."""
+    position = after_position
+    while True:
+        rows = fetch(position)
+        yield from rows
+        if len(rows) < batch:
+            return
+        position = rows[-1][0]
+
+
 class IdempotencyConflict(StoreError):
     """An idempotency key was used before for a different command."""
 

@@ -46,6 +46,7 @@ from engine.store.base import (
     SchemaMissing,
     StoreError,
     corrupt,
+    paged,
     StoreUnavailable,
 )
 
@@ -381,32 +382,24 @@ class PostgresEventStore:
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]:
-        position = after_position
-        while True:
-            with self.pool.connection() as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
-                    " ORDER BY position LIMIT %s", (position, until_position, until_position, batch)).fetchall()
-            for row in rows:
-                yield _row_to_event(row, self.keyring)
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+        for row in self._stored(_COLUMNS, after_position, until_position, batch):
+            yield _row_to_event(row, self.keyring)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """The stored rows, undecoded, each with its chain hash last (engine/chain.py)."""
-        position = after_position
-        while True:
+        return self._stored(f"{_COLUMNS}, chain", after_position, until_position, batch)
+
+    def _stored(self, columns: str, after_position: int, until_position: int | None,
+                batch: int) -> Iterator[tuple[Any, ...]]:
+        sql = (f"SELECT {columns} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
+               " ORDER BY position LIMIT %s")
+
+        def fetch(after: int) -> list[tuple[Any, ...]]:
             with self.pool.connection() as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS}, chain FROM events WHERE position > %s"
-                    " AND (%s::bigint IS NULL OR position <= %s) ORDER BY position LIMIT %s",
-                    (position, until_position, until_position, batch)).fetchall()
-            yield from rows
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+                return conn.execute(sql, (after, until_position, until_position, batch)).fetchall()
+
+        return paged(fetch, after_position, batch)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         with self.pool.connection() as conn:

@@ -28,6 +28,7 @@ from engine.store.base import (
     Idempotency,
     corrupt,
     IdempotencyConflict,
+    paged,
 )
 
 SCHEMA = """
@@ -289,31 +290,20 @@ class SqliteEventStore:
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]:
-        position = after_position
-        while True:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
-                " ORDER BY position LIMIT ?",
-                (position, until_position, until_position, batch),
-            ).fetchall()
-            for row in rows:
-                yield _row_to_event(row, self.keyring)
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+        for row in self._stored(_COLUMNS, after_position, until_position, batch):
+            yield _row_to_event(row, self.keyring)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """The stored rows, undecoded, each with its chain hash last (engine/chain.py)."""
-        position = after_position
-        while True:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS}, chain FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
-                " ORDER BY position LIMIT ?", (position, until_position, until_position, batch)).fetchall()
-            yield from rows
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+        return self._stored(f"{_COLUMNS}, chain", after_position, until_position, batch)
+
+    def _stored(self, columns: str, after_position: int, until_position: int | None,
+                batch: int) -> Iterator[tuple[Any, ...]]:
+        sql = (f"SELECT {columns} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
+               " ORDER BY position LIMIT ?")
+        return paged(lambda after: self.conn.execute(sql, (after, until_position, until_position, batch)).fetchall(),
+                     after_position, batch)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) of the events past a position: enough for a log follower
