@@ -110,7 +110,7 @@ class _Lazy(dict):  # type: ignore[type-arg]
         self[key] = value
         return value
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         try:
             return self[key]
         except KeyError:

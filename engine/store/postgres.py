@@ -208,12 +208,17 @@ class Pool:
         self.pool.close()
 
 
-def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
-    """The first column of a query's one row (a query that always returns one)."""
+def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row of a query that always returns one."""
     row = cursor.fetchone()
     if row is None:
         raise StoreError("a query that returns one row returned none")
-    return row[0]
+    return tuple(row)
+
+
+def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a query's one row (a query that always returns one)."""
+    return _one(cursor)[0]
 
 
 def _first_line(error: BaseException) -> str:
@@ -301,7 +306,7 @@ class PostgresEventStore:
         seals = append_seals(self.keyring, events)
         try:
             with self.pool.pinned() as conn:
-                head, previous = conn.execute("SELECT position, chain FROM log_head WHERE id = 1 FOR UPDATE").fetchone()
+                head, previous = _one(conn.execute("SELECT position, chain FROM log_head WHERE id = 1 FOR UPDATE"))
                 if previous is None and head:
                     raise StoreError("the log's head has no chain hash: run `vec migrate`")
                 if idempotency is not None and self._lookup(conn, idempotency) is not None:
