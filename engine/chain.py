@@ -7,6 +7,8 @@ log, and the audit (`verify`) to check it. What is hashed is the row exactly as 
 the payload as the codec wrote it (personal fields sealed, so erasure, which destroys keys
 and never touches an event, leaves the chain whole), and the metadata that matters.
 
+The canonical bytes: the JSON array [TAG, position, event id (hex), stream, version, type,
+schema version, data, occurred_at (UTC ISO 8601), correlation id, causation id, actor].
 A stored row, as both stores read it (their `_COLUMNS` order):
   (position, event_id, stream, version, type, schema_version, data, occurred_at,
    correlation_id, causation_id, actor)
@@ -29,32 +31,28 @@ TAG = "vec-chain-1"  # names this canonical form: a later one gets another tag
 Row = Sequence[Any]
 
 
-def _canonical_value(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
-    return value
-
-
-def canonical(row: Row) -> bytes:
-    """The bytes a stored row is hashed as: a JSON array of its columns, in order."""
-    return orjson.dumps([TAG, *(_canonical_value(v) for v in row)])
+def _digest(previous: bytes, position: int, event_id: Any, stream: str, version: int, type_name: str,
+            schema_version: int, data: str, occurred_at: Any, correlation_id: str | None,
+            causation_id: str | None, actor: str | None) -> bytes:
+    # one tuple straight to orjson: this runs once per appended event, on the append path
+    event_id = event_id.hex if isinstance(event_id, uuid.UUID) else bytes(event_id).hex()
+    if isinstance(occurred_at, datetime):
+        occurred_at = occurred_at.astimezone(timezone.utc).isoformat()
+    return hashlib.sha256(previous + orjson.dumps((TAG, position, event_id, stream, version, type_name, schema_version,
+                                                   data, occurred_at, correlation_id, causation_id, actor))).digest()
 
 
 def link(previous: bytes, row: Row) -> bytes:
     """The chain hash of a stored row (11 columns, position first) after `previous`."""
-    return hashlib.sha256(previous + canonical(row)).digest()
+    return _digest(previous, *row)
 
 
 def links(previous: bytes, first_position: int, rows: Iterable[Row]) -> list[bytes]:
     """The chain hashes of rows appended at first_position, first_position + 1, ...; each
     row is a stored row without its position (10 columns)."""
     hashes = []
-    for i, row in enumerate(rows):
-        previous = link(previous, (first_position + i, *row))
+    for position, row in enumerate(rows, first_position):
+        previous = _digest(previous, position, *row)
         hashes.append(previous)
     return hashes
 
@@ -78,7 +76,7 @@ def verify(rows: Iterable[Row], previous: bytes = GENESIS) -> Iterator[Break]:
         stored = bytes(stored) if stored is not None else None
         try:
             expected = link(previous, row[:-1])
-        except (TypeError, orjson.JSONEncodeError) as error:  # a column of a type no store writes
+        except (TypeError, ValueError, orjson.JSONEncodeError) as error:  # a column of a type no store writes
             yield Break(position, stream, f"a column cannot be hashed ({error})")
             previous = stored or GENESIS
             continue
