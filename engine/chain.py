@@ -31,30 +31,41 @@ TAG = "vec-chain-1"  # names this canonical form: a later one gets another tag
 Row = Sequence[Any]
 
 
-def _digest(previous: bytes, position: int, event_id: Any, stream: str, version: int, type_name: str,
-            schema_version: int, data: str, occurred_at: Any, correlation_id: str | None,
-            causation_id: str | None, actor: str | None) -> bytes:
-    # one tuple straight to orjson: this runs once per appended event, on the append path
-    event_id = event_id.hex if isinstance(event_id, uuid.UUID) else bytes(event_id).hex()
-    if isinstance(occurred_at, datetime):
-        occurred_at = occurred_at.astimezone(timezone.utc).isoformat()
-    return hashlib.sha256(previous + orjson.dumps((TAG, position, event_id, stream, version, type_name, schema_version,
-                                                   data, occurred_at, correlation_id, causation_id, actor))).digest()
+def _id_bytes(value: Any) -> bytes:
+    if isinstance(value, uuid.UUID):
+        return value.bytes
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"an event id of type {type(value).__name__}")  # a row no store wrote
 
 
-def link(previous: bytes, row: Row) -> bytes:
-    """The chain hash of a stored row (11 columns, position first) after `previous`."""
-    return _digest(previous, *row)
+def _utc_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    raise TypeError(f"an occurred_at of type {type(value).__name__}")
 
 
 def links(previous: bytes, first_position: int, rows: Iterable[Row]) -> list[bytes]:
     """The chain hashes of rows appended at first_position, first_position + 1, ...; each
-    row is a stored row without its position (10 columns)."""
+    row is a stored row without its position (10 columns). The one place the canonical
+    form is written; inline, as it runs once per appended event on the append path."""
     hashes = []
-    for position, row in enumerate(rows, first_position):
-        previous = _digest(previous, position, *row)
+    sha256, dumps = hashlib.sha256, orjson.dumps
+    for position, (event_id, stream, version, type_name, schema_version, data, occurred_at, correlation_id,
+                   causation_id, actor) in enumerate(rows, first_position):
+        if type(event_id) is not bytes:
+            event_id = _id_bytes(event_id)
+        if type(occurred_at) is not str:
+            occurred_at = _utc_text(occurred_at)
+        previous = sha256(previous + dumps((TAG, position, event_id.hex(), stream, version, type_name, schema_version,
+                                            data, occurred_at, correlation_id, causation_id, actor))).digest()
         hashes.append(previous)
     return hashes
+
+
+def link(previous: bytes, row: Row) -> bytes:
+    """The chain hash of a stored row (11 columns, position first) after `previous`."""
+    return links(previous, row[0], (row[1:],))[0]
 
 
 @dataclass(frozen=True)
