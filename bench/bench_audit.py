@@ -9,9 +9,17 @@ ratio is what the rules cost over a fold. Memory is the peak traced by tracemall
 The log is made through the engine: --singles single tasks (half Unknown, refunded) and
 one bulk of --bulk addresses (chunks of 1,000, every fifth address Unknown).
 
+With --incremental: the incremental audit (`vec audit --since-last`, engine/audit_points.py)
+of a big log after a small bulk. The log (--addresses, a bulk through `vec bulk --wait` with
+VEC_PROVIDER=instant) is built once in --log-dir and reused; an audit point is recorded
+(a full audit the first time); then each round appends a --tail-address bulk and times the
+incremental audit in process (best of --repeat) and `vec audit --since-last` as a user runs
+it (wall time, process start included).
+
 Usage (from the repo root, after scripts/install test):
   .venv/bin/python bench/bench_audit.py                      # 5,000 singles + a 50,000-address bulk
   .venv/bin/python bench/bench_audit.py --singles 20000 --bulk 0 --json
+  .venv/bin/python bench/bench_audit.py --incremental --log-dir /tmp/vec-1m   # 1M addresses, then 1,000
 """
 from __future__ import annotations
 
@@ -83,13 +91,74 @@ def audit_clean(db: Any) -> None:
         raise SystemExit(f"the benchmark's own log broke a rule: {report.violations[:3]}")
 
 
+def vec(url: str, *args: str) -> float:
+    """Runs the CLI on the store; its wall time in seconds."""
+    import os
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run([str(REPO / ".venv" / "bin" / "vec"), *args], check=True, capture_output=True,
+                   env={**os.environ, "VEC_STORE": url, "VEC_PROVIDER": "instant"})
+    return time.perf_counter() - started
+
+
+def bulk_file(path: Path, count: int, prefix: str) -> Path:
+    with path.open("w") as out:
+        out.write("email\n")
+        out.writelines(f"{prefix}{i}@d{i % 997}.test\n" for i in range(count))
+    return path
+
+
+def incremental(args: argparse.Namespace) -> dict[str, Any]:
+    from engine.audit_points import audit_since_last
+    from engine.store import open_database
+
+    folder = Path(args.log_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{folder}/vec.db"
+    result: dict[str, Any] = {"addresses": args.addresses, "tail": args.tail}
+    if not (folder / "vec.db").exists():
+        vec(url, "account", "open", "acme")
+        vec(url, "credits", "grant", "acme", "--payg", str(args.addresses + 100 * args.tail), "--reason", "purchase")
+        result["build_s"] = round(vec(url, "bulk", "acme", str(bulk_file(folder / "big.csv", args.addresses, "u")),
+                                      "--wait"), 1)
+    result["point_s"] = round(vec(url, "audit", "--since-last"), 2)  # full the first time, then incremental
+    runs, cli = [], []
+    for round_no in range(args.repeat):
+        tail = bulk_file(folder / "tail.csv", args.tail, f"t{time.time_ns()}-{round_no}-")
+        vec(url, "bulk", "acme", str(tail), "--wait")
+        db = open_database(url)
+        try:
+            started = time.perf_counter()
+            report = audit_since_last(db)
+            runs.append(time.perf_counter() - started)
+        finally:
+            db.close()
+        if not report.ok or report.mode != "incremental":
+            raise SystemExit(f"the incremental audit did not run clean: {report.mode} {report.violations[:3]}")
+        result["events"], result["checked_events"] = report.events, report.head - report.since
+        vec(url, "bulk", "acme", str(tail), "--wait", "--allow-duplicate")
+        cli.append(vec(url, "audit", "--since-last"))
+    result["incremental_s"] = round(min(runs), 3)
+    result["incremental_cli_s"] = round(min(cli), 3)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--singles", type=int, default=5000)
     parser.add_argument("--bulk", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--incremental", action="store_true", help="time `vec audit --since-last` (see above)")
+    parser.add_argument("--addresses", type=int, default=1_000_000, help="--incremental: the big log's bulk")
+    parser.add_argument("--tail", type=int, default=1000, help="--incremental: the bulk appended after the point")
+    parser.add_argument("--log-dir", default="/tmp/vec-bench-audit-1m", help="--incremental: where the log is kept")
     args = parser.parse_args()
+    if args.incremental:
+        result = incremental(args)
+        print(json.dumps(result) if args.json else "\n".join(f"{k:18} {v}" for k, v in result.items()))
+        return
     with tempfile.TemporaryDirectory(prefix="vec-bench-audit-") as folder:
         url = f"sqlite:///{folder}/vec.db"
         make_log(url, args.singles, args.bulk, Path(folder))

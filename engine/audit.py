@@ -41,6 +41,7 @@ from events import (
     TaskDeleted,
     TaskFailed,
 )
+from engine import chain
 from engine.domain import accounts, tasks
 from engine.domain.errors import InvariantViolation
 from engine.domain.limits import MAX_BALANCE
@@ -58,6 +59,10 @@ CLOCK_SLACK = timedelta(seconds=5)
 MAX_PER_RULE = 50  # violations listed per rule; the rest are counted (a broken log can break millions)
 
 RULES: dict[str, str] = {  # rule -> what it holds; docs/audit.md tells the fact and the check in full
+    "chain": "each event carries the SHA-256 of its stored row and of the previous event's hash (engine/chain.py): "
+             "no event was altered, deleted, inserted or moved in the store",
+    "audit-point": "the log still holds, at the last recorded audit point, the chain hash recorded there (the log "
+                   "before it was not rewritten, chain and all)",
     "positions": "global positions run 1, 2, 3 ... with no gap and no repeat",
     "stream-versions": "each stream's versions run 1, 2, 3 ... in the order of positions",
     "event-ids": "no event id appears twice",
@@ -116,6 +121,11 @@ class AuditReport:
     broken: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rule -> violations
     found: int = 0  # violations of every rule, listed or only counted
 
+    mode: str = "full"  # or "incremental" (`vec audit --since-last`), or why it fell back to full
+    since: int = 0  # the position the audit started after (an incremental one: its audit point)
+    head: int = 0  # the last position checked
+    chain_head: str = ""  # the chain hash there (hex): worth keeping outside the store
+
     @property
     def ok(self) -> bool:
         return not self.violations
@@ -135,14 +145,21 @@ class AuditReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "events": self.events, "accounts": self.accounts, "tasks": self.tasks,
-                "violations": self.violations, "broken_rules": dict(sorted(self.broken.items()))}
+                "violations": self.violations, "broken_rules": dict(sorted(self.broken.items())),
+                "mode": self.mode, "since": self.since, "head": self.head, "chain_head": self.chain_head}
 
 
-def audit(db: Database) -> AuditReport:
+def audit(db: Database, anchor: tuple[int, str] | None = None) -> AuditReport:
     """Works on any store: the log is folded into a scratch SQLite file, the live read models
     are copied beside it, and the two are compared there in SQL (memory does not grow with
     the log). The log and the live read models are read in one snapshot: an engine that
-    appends meanwhile cannot make the audit report false differences."""
+    appends meanwhile cannot make the audit report false differences. `anchor`: the
+    (position, chain hash) of the last audit point, which the chain must still hold."""
+    return full_audit(db, anchor)[0]
+
+
+def full_audit(db: Database, anchor: tuple[int, str] | None = None) -> tuple[AuditReport, _Auditor]:
+    """The report, and the auditor with the state it folded (what an audit point keeps)."""
     try:
         db.catch_up()
     except CorruptEvent:
@@ -153,9 +170,33 @@ def audit(db: Database) -> AuditReport:
             with db.snapshot():
                 fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(db.events.read_all),
                                          seal_row=db.projector.seal_row)  # sealed as the live rows are
-                return _audit_snapshot(db, fresh, fresh_conn)
+                return _audit_snapshot(db, fresh, fresh_conn, anchor)
         finally:
             fresh_conn.close()
+
+
+def check_chain(db: Database, report: AuditReport, after: int = 0, previous: bytes = chain.GENESIS,
+                anchor: tuple[int, str] | None = None) -> None:
+    """The `chain` rule over the stored rows past `after` (whose hash is `previous`), and the
+    `audit-point` rule at `anchor`; sets the report's head and chain head."""
+    report.since, report.head, head_hash = after, after, previous
+
+    def rows() -> Iterator[Any]:
+        nonlocal head_hash
+        for row in db.events.read_chain(after):
+            report.head, head_hash = row[0], bytes(row[-1]) if row[-1] is not None else b""
+            if anchor is not None and row[0] == anchor[0] and head_hash.hex() != anchor[1]:
+                report.add("audit-point", f"position {row[0]} ({row[2]}) has the chain hash {head_hash.hex()[:16]}…, "
+                                          f"not the {anchor[1][:16]}… recorded at the last audit point: the log "
+                                          "before it was rewritten")
+            yield row
+
+    for broken in chain.verify(rows(), previous):
+        report.add("chain", str(broken))
+    if anchor is not None and report.head < anchor[0]:
+        report.add("audit-point", f"the log ends at position {report.head}, before the last audit point "
+                                  f"({anchor[0]})")
+    report.chain_head = head_hash.hex()
 
 
 ReadAll = Callable[..., Iterator[RecordedEvent]]
@@ -180,13 +221,15 @@ def readable(read_all: ReadAll, on_corrupt: Callable[[CorruptEvent], None] | Non
     return read
 
 
-def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection) -> AuditReport:
+def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
+                    anchor: tuple[int, str] | None) -> tuple[AuditReport, _Auditor]:
     report = AuditReport()
     auditor = _Auditor(report)
+    check_chain(db, report, anchor=anchor)
     live = db.projector.checkpoints()  # each live read model is compared at its own position
     live_at = live.get("credits", 0)
     balances_at_live: dict[str, tuple[int, int]] = {}
-    for recorded in readable(db.events.read_all, auditor.corrupt)():
+    for recorded in readable(db.events.read_all, auditor.corrupt)(until_position=report.head):
         auditor.event(recorded)
         if recorded.position == live_at:
             balances_at_live = auditor.balances()
@@ -197,7 +240,7 @@ def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Conn
     fresh.catch_up(until=max(live.values(), default=0), stop_at=live)
     _check_read_models(db, fresh, scratch, balances_at_live, report)
     report.close()
-    return report
+    return report, auditor
 
 
 # --- what the audit keeps per account and per task -----------------------------------------

@@ -764,17 +764,29 @@ def events_cmd(ctx: Context, stream: str | None, after: int, follow: bool) -> No
 
 
 @command(cli, "audit")
-def audit_cmd(ctx: Context, as_json: bool) -> None:
-    """Replay the whole log and check every money rule; exit 0 only if all hold."""
+@click.option("--since-last", is_flag=True,
+              help="check only what was appended since the last audit point (a full audit when there is none, or "
+                   "when the log no longer holds its hash); a clean audit records a new point")
+def audit_cmd(ctx: Context, as_json: bool, since_last: bool) -> None:
+    """Replay the whole log, verify its hash chain and check every money rule; exit 0 only if all hold."""
     from rich.markup import escape
 
     from engine.audit import audit
+    from engine.audit_points import audit_since_last, load_point
 
-    report = audit(ctx.db)
+    if since_last:
+        report = audit_since_last(ctx.db)
+    else:
+        point = load_point(ctx.db)
+        report = audit(ctx.db, (point.position, point.chain) if point else None)
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
-        out.print(f"{report.events} events, {report.accounts} accounts, {report.tasks} tasks")
+        span = f"positions {report.since + 1}..{report.head}" if report.head > report.since else \
+            f"nothing appended since position {report.since}"
+        out.print(f"{report.mode} audit, {span} (chain head "
+                  f"{report.chain_head[:16] or '-'}): {report.events} events, {report.accounts} accounts, "
+                  f"{report.tasks} tasks{' touched' if report.mode == 'incremental' else ''}")
         for violation in report.violations:  # escaped: each starts with its rule's name in brackets
             out.print(f"[red]VIOLATION[/] {escape(violation)}", highlight=False, soft_wrap=True)
         out.print("[green]all money rules hold[/]" if report.ok else f"[red]{len(report.violations)} violations[/]")

@@ -53,6 +53,18 @@ def corrupt(row: Sequence[Any], error: Exception) -> CorruptEvent:
     return CorruptEvent(position, stream, version, type_name, f"{type(error).__name__}: {error}")
 
 
+def paged(fetch: Callable[[int], Sequence[tuple[Any, ...]]], after_position: int,
+          batch: int) -> Iterator[tuple[Any, ...]]:
+    """Stored rows (position first) past a position, `fetch(after)` giving the next `batch`."""
+    position = after_position
+    while True:
+        rows = fetch(position)
+        yield from rows
+        if len(rows) < batch:
+            return
+        position = rows[-1][0]
+
+
 class IdempotencyConflict(StoreError):
     """An idempotency key was used before for a different command."""
 
@@ -83,6 +95,11 @@ class EventStore(Protocol):
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]: ...
+
+    def read_chain(self, after_position: int = 0, until_position: int | None = None,
+                   batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """The stored rows past a position, undecoded (payloads as stored, sealed), in the
+        stores' column order with each row's chain hash last: what engine/chain.py verifies."""
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) past a position, oldest first: what a follower needs to

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from engine import chain
 from engine.keyring import Keyring, append_seals
 from engine.store.base import (
     ANY,
@@ -46,6 +47,12 @@ class _Row:
     correlation_id: str | None
     causation_id: str | None
     actor: str | None
+    chain: bytes  # engine/chain.py
+
+    def stored(self) -> tuple[object, ...]:
+        """The row as the other stores read it: their columns, its chain hash last."""
+        return (self.position, self.event_id, self.stream, self.version, self.type_name, self.schema_version,
+                self.data, self.occurred_at, self.correlation_id, self.causation_id, self.actor, self.chain)
 
 
 @dataclass
@@ -120,16 +127,17 @@ class MemoryEventStore:
         ids = [new.event_id for new in events]
         if len(set(ids)) != len(ids) or self.log.event_ids.intersection(ids):
             raise DuplicateEventError("an event id of this append is already in the log")
-        rows = []
-        for i, new in enumerate(events):
+        columns = []
+        for new in events:
             if new.stream not in versions:
                 raise ValueError(f"no expected version given for {new.stream}")
             versions[new.stream] += 1
-            rows.append(_Row(first + i, new.event_id, new.stream, versions[new.stream], new.event.type_name(),
-                             new.event.schema_version, encode(new.event, seals[new.stream]),
-                             new.occurred_at.astimezone(timezone.utc), new.correlation_id, new.causation_id,
-                             new.actor))
-        return rows
+            columns.append((new.event_id, new.stream, versions[new.stream], new.event.type_name(),
+                            new.event.schema_version, encode(new.event, seals[new.stream]),
+                            new.occurred_at.astimezone(timezone.utc), new.correlation_id, new.causation_id, new.actor))
+        previous = self.log.rows[-1].chain if self.log.rows else chain.GENESIS
+        return [_Row(first + i, *row, hashed)
+                for i, (row, hashed) in enumerate(zip(columns, chain.links(previous, first, columns)))]
 
     def _lookup(self, idempotency: Idempotency) -> tuple[int, int] | None:
         with self.log.view_lock:
@@ -171,6 +179,12 @@ class MemoryEventStore:
                  batch: int = 2000) -> Iterator[RecordedEvent]:
         for row in self._committed(after_position, until_position):
             yield self._event(row)
+
+    def read_chain(self, after_position: int = 0, until_position: int | None = None,
+                   batch: int = 5000) -> Iterator[tuple[object, ...]]:
+        """The stored rows, undecoded, each with its chain hash last (engine/chain.py)."""
+        for row in self._committed(after_position, until_position):
+            yield row.stored()
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         rows = self._committed(after_position, after_position + limit)

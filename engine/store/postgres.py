@@ -28,6 +28,7 @@ import psycopg.errors
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from engine import chain
 from engine.keyring import append_seals
 from projections.sql import Rows
 from events import NewEvent, RecordedEvent, decode, encode
@@ -47,14 +48,17 @@ from engine.store.base import (
     SchemaMissing,
     StoreError,
     corrupt,
+    paged,
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 2  # 2: the actor of each event
+SCHEMA_VERSION = 3  # 2: the actor of each event; 3: the hash chain (engine/chain.py)
+CHAIN_BATCH = 20_000  # rows hashed per round trip when an older log gets its chain
 
 LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS vec_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL);
 CREATE TABLE IF NOT EXISTS log_head (id INT PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL);
+ALTER TABLE log_head ADD COLUMN IF NOT EXISTS chain BYTEA;  -- schema 2 -> 3: the head event's chain hash
 INSERT INTO log_head (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS events (
     position BIGINT PRIMARY KEY,
@@ -71,6 +75,7 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream, version)
 );
 ALTER TABLE events ADD COLUMN IF NOT EXISTS actor TEXT;  -- schema 1 -> 2
+ALTER TABLE events ADD COLUMN IF NOT EXISTS chain BYTEA;  -- schema 2 -> 3 (filled by fill_chain)
 -- only `replay --as-of` looks events up by time, and times follow positions closely: a
 -- BRIN index is enough for it and costs appends next to nothing (a b-tree costs each one)
 CREATE INDEX IF NOT EXISTS events_occurred_at ON events USING brin (occurred_at);
@@ -121,7 +126,7 @@ CREATE TABLE IF NOT EXISTS engine_lease (
 
 _COLUMNS = ("position, event_id, stream, version, type, schema_version, data, occurred_at, correlation_id, causation_id,"
             " actor")
-_COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text"]
+_COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text", "bytea"]
 
 
 def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
@@ -205,12 +210,17 @@ class Pool:
         self.pool.close()
 
 
-def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
-    """The first column of a query's one row (a query that always returns one)."""
+def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row of a query that always returns one."""
     row = cursor.fetchone()
     if row is None:
         raise StoreError("a query that returns one row returned none")
-    return row[0]
+    return tuple(row)
+
+
+def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a query's one row (a query that always returns one)."""
+    return _one(cursor)[0]
 
 
 def _first_line(error: BaseException) -> str:
@@ -249,9 +259,34 @@ def migrate_log(pool: Pool) -> tuple[int, int]:
         if before > SCHEMA_VERSION:
             raise SchemaMissing(f"the store has schema {before}, newer than this vec ({SCHEMA_VERSION})")
         conn.execute(LOG_SCHEMA)
+        fill_chain(conn)
         conn.execute("INSERT INTO vec_schema (id, version) VALUES (1, %s)"
                      " ON CONFLICT (id) DO UPDATE SET version = excluded.version", (SCHEMA_VERSION,))
     return before, SCHEMA_VERSION
+
+
+def fill_chain(conn: psycopg.Connection[Any], batch: int = CHAIN_BATCH) -> int:
+    """Computes the chain of the rows that have none (an older log), oldest first, in
+    batches, and the head's; inside the migration's transaction, with the log's head row
+    locked (no append meanwhile). Resumes where a run stopped. Returns rows filled."""
+    head = _scalar(conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))
+    start = _scalar(conn.execute("SELECT MIN(position) FROM events WHERE chain IS NULL"))
+    filled = 0
+    if start is not None:
+        before = conn.execute("SELECT chain FROM events WHERE position < %s ORDER BY position DESC LIMIT 1",
+                              (start,)).fetchone()
+        previous, after = (bytes(before[0]) if before else chain.GENESIS), start - 1
+        while rows := conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
+                                   (after, batch)).fetchall():
+            hashes = []
+            for row in rows:
+                previous = chain.link(previous, row)
+                hashes.append((previous, row[0]))
+            conn.cursor().executemany("UPDATE events SET chain = %s WHERE position = %s", hashes)
+            filled, after = filled + len(rows), rows[-1][0]
+    last = conn.execute("SELECT chain FROM events WHERE position = %s", (head,)).fetchone()
+    conn.execute("UPDATE log_head SET chain = %s WHERE id = 1", (bytes(last[0]) if last else None,))
+    return filled
 
 
 class PostgresEventStore:
@@ -273,7 +308,9 @@ class PostgresEventStore:
         seals = append_seals(self.keyring, events)
         try:
             with self.pool.pinned() as conn:
-                head = _scalar(conn.execute("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))
+                head, previous = _one(conn.execute("SELECT position, chain FROM log_head WHERE id = 1 FOR UPDATE"))
+                if previous is None and head:
+                    raise StoreError("the log's head has no chain hash: run `vec migrate`")
                 if idempotency is not None and self._lookup(conn, idempotency) is not None:
                     raise ConcurrencyError(f"idempotency key {idempotency.key} was used meanwhile")
                 actual = dict(conn.execute("SELECT stream, version FROM streams WHERE stream = ANY(%s)",
@@ -291,20 +328,21 @@ class PostgresEventStore:
                     recorded.append(RecordedEvent(head + 1 + i, new.stream, versions[new.stream], new.event_id,
                                                   new.occurred_at.astimezone(timezone.utc), new.event,
                                                   new.correlation_id, new.causation_id, new.actor))
+                rows = [(r.event_id, r.stream, r.version, r.event.type_name(), r.event.schema_version,
+                         encode(r.event, seals[r.stream]), r.occurred_at, r.correlation_id, r.causation_id, r.actor)
+                        for r in recorded]
+                hashes = chain.links(bytes(previous or chain.GENESIS), head + 1, rows)
                 with conn.cursor() as cursor, \
-                        cursor.copy(f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                        cursor.copy(f"COPY events ({_COLUMNS}, chain) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(_COPY_TYPES)  # binary: no text formatting of every value
-                    for r in recorded:
-                        copy.write_row((r.position, r.event_id, r.stream, r.version, r.event.type_name(),
-                                        r.event.schema_version, encode(r.event, seals[r.stream]), r.occurred_at,
-                                        r.correlation_id,
-                                        r.causation_id, r.actor))
+                    for r, row, hashed in zip(recorded, rows, hashes):
+                        copy.write_row((r.position, *row, hashed))
                 conn.cursor().executemany(
                     "INSERT INTO streams (stream, version) VALUES (%s, %s)"
                     " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
                     [(s, v) for s, v in versions.items() if v != start[s]])
                 last = head + len(recorded)
-                conn.execute("UPDATE log_head SET position = %s WHERE id = 1", (last,))
+                conn.execute("UPDATE log_head SET position = %s, chain = %s WHERE id = 1", (last, hashes[-1]))
                 if idempotency is not None:
                     conn.execute("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
                                  " VALUES (%s, %s, %s, %s)", (idempotency.key, idempotency.fingerprint, head + 1, last))
@@ -351,17 +389,24 @@ class PostgresEventStore:
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]:
-        position = after_position
-        while True:
+        for row in self._stored(_COLUMNS, after_position, until_position, batch):
+            yield _row_to_event(row, self.keyring)
+
+    def read_chain(self, after_position: int = 0, until_position: int | None = None,
+                   batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """The stored rows, undecoded, each with its chain hash last (engine/chain.py)."""
+        return self._stored(f"{_COLUMNS}, chain", after_position, until_position, batch)
+
+    def _stored(self, columns: str, after_position: int, until_position: int | None,
+                batch: int) -> Iterator[tuple[Any, ...]]:
+        sql = (f"SELECT {columns} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
+               " ORDER BY position LIMIT %s")
+
+        def fetch(after: int) -> list[tuple[Any, ...]]:
             with self.pool.connection() as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
-                    " ORDER BY position LIMIT %s", (position, until_position, until_position, batch)).fetchall()
-            for row in rows:
-                yield _row_to_event(row, self.keyring)
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+                return conn.execute(sql, (after, until_position, until_position, batch)).fetchall()
+
+        return paged(fetch, after_position, batch)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         with self.pool.connection() as conn:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 from events import NewEvent, RecordedEvent, decode, encode
+from engine import chain
 from engine.keyring import Keyring, append_seals
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ from engine.store.base import (
     Idempotency,
     corrupt,
     IdempotencyConflict,
+    paged,
 )
 
 SCHEMA = """
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     correlation_id TEXT,
     causation_id TEXT,
     actor TEXT,  -- who issued the command (format 3)
+    chain BLOB,  -- SHA-256 of this row and the previous row's chain (format 4, engine/chain.py)
     UNIQUE (stream, version)
 );
 CREATE TABLE IF NOT EXISTS streams (
@@ -142,8 +145,48 @@ def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEven
         raise corrupt(row, error) from None
 
 
-FORMAT = 3  # PRAGMA user_version of the file; 2 = 16-byte event ids, 3 = the actor of each event
-UPGRADES = {2: ["ALTER TABLE events ADD COLUMN actor TEXT"]}  # from format N to N + 1
+FORMAT = 4  # PRAGMA user_version of the file; 2 = 16-byte event ids, 3 = the actor, 4 = the hash chain
+UPGRADES = {2: ["ALTER TABLE events ADD COLUMN actor TEXT"], 3: ["ALTER TABLE events ADD COLUMN chain BLOB"]}
+CHAIN_BATCH = 20_000  # rows hashed per transaction when an older log gets its chain
+
+
+def fill_chain(conn: sqlite3.Connection, batch: int = CHAIN_BATCH) -> int:
+    """Computes the chain of the rows that have none (an older log), oldest first, one
+    transaction per batch; resumes where an interrupted run stopped. Returns rows filled."""
+    start = conn.execute("SELECT MIN(position) FROM events WHERE chain IS NULL").fetchone()[0]
+    if start is None:
+        return 0
+    before = conn.execute("SELECT chain FROM events WHERE position < ? ORDER BY position DESC LIMIT 1",
+                          (start,)).fetchone()
+    previous, after, filled = (before[0] if before else chain.GENESIS), start - 1, 0
+    while True:
+        with transaction(conn):
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                                (after, batch)).fetchall()
+            hashes = []
+            for row in rows:
+                previous = chain.link(previous, row)
+                hashes.append((previous, row[0]))
+            conn.executemany("UPDATE events SET chain = ? WHERE position = ?", hashes)
+        filled += len(rows)
+        if len(rows) < batch:
+            return filled
+        after = rows[-1][0]
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """One step from format `version` to the next; a step a run left midway is finished."""
+    with transaction(conn):
+        for statement in UPGRADES[version]:
+            try:
+                conn.execute(statement)
+            except sqlite3.OperationalError as error:
+                if "duplicate column" not in str(error):
+                    raise
+    if version == 3:
+        fill_chain(conn)
+    with transaction(conn):
+        conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
 class SqliteEventStore:
@@ -155,11 +198,8 @@ class SqliteEventStore:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_log = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         while has_log and version in UPGRADES:  # an older file is upgraded in place, step by step
-            with transaction(conn):
-                for statement in UPGRADES[version]:
-                    conn.execute(statement)
-                version += 1
-                conn.execute(f"PRAGMA user_version = {version}")
+            _upgrade(conn, version)
+            version += 1
         if has_log and version != FORMAT:
             raise StoreError(f"this store file has format {version}; this vec reads format {FORMAT} "
                              "(open it with the vec version that wrote it, or start a new store)")
@@ -204,12 +244,15 @@ class SqliteEventStore:
                     new.event.schema_version, encode(new.event, seals[new.stream]), stamps.text(new.occurred_at),
                     new.correlation_id, new.causation_id, new.actor,
                 ))
-            first = (conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]) + 1
+            last_row = conn.execute("SELECT position, chain FROM events ORDER BY position DESC LIMIT 1").fetchone()
+            first, previous = (last_row[0] + 1, last_row[1]) if last_row else (1, chain.GENESIS)
+            if previous is None:
+                raise StoreError("the log's last event has no chain hash: run `vec migrate`")
             try:
                 conn.executemany(
-                    "INSERT INTO events (event_id, stream, version, type, schema_version, data, occurred_at,"
-                    " correlation_id, causation_id, actor) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    rows,
+                    "INSERT INTO events (position, event_id, stream, version, type, schema_version, data, occurred_at,"
+                    " correlation_id, causation_id, actor, chain) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(first + i, *row, h) for i, (row, h) in enumerate(zip(rows, chain.links(previous, first, rows)))],
                 )
             except sqlite3.IntegrityError as error:
                 if "event_id" in str(error):
@@ -268,18 +311,20 @@ class SqliteEventStore:
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000) -> Iterator[RecordedEvent]:
-        position = after_position
-        while True:
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
-                " ORDER BY position LIMIT ?",
-                (position, until_position, until_position, batch),
-            ).fetchall()
-            for row in rows:
-                yield _row_to_event(row, self.keyring)
-            if len(rows) < batch:
-                return
-            position = rows[-1][0]
+        for row in self._stored(_COLUMNS, after_position, until_position, batch):
+            yield _row_to_event(row, self.keyring)
+
+    def read_chain(self, after_position: int = 0, until_position: int | None = None,
+                   batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """The stored rows, undecoded, each with its chain hash last (engine/chain.py)."""
+        return self._stored(f"{_COLUMNS}, chain", after_position, until_position, batch)
+
+    def _stored(self, columns: str, after_position: int, until_position: int | None,
+                batch: int) -> Iterator[tuple[Any, ...]]:
+        sql = (f"SELECT {columns} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
+               " ORDER BY position LIMIT ?")
+        return paged(lambda after: self.conn.execute(sql, (after, until_position, until_position, batch)).fetchall(),
+                     after_position, batch)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) of the events past a position: enough for a log follower

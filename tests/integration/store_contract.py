@@ -34,6 +34,7 @@ from events import (
 )
 
 T0 = datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+CHAIN_OF_TWO_EVENTS = "f4b41dcd085be2711f4203d26f8bfcad690d7462413428d1a387f3849993175f"  # engine/chain.py, TAG vec-chain-1
 
 
 def new(stream: str, event=None, *, event_id: uuid.UUID | None = None, at: datetime = T0,
@@ -286,6 +287,30 @@ class EventStoreContract:
         assert [r.position for r in whole] == list(range(1, 21))
         assert list(interleaved.read_all(batch=batch)) == whole
         assert list(interleaved.read_all(after_position=5, until_position=15, batch=batch)) == whole[5:15]
+
+    # --- the hash chain (engine/chain.py) ---------------------------------------------
+
+    def test_the_chain_links_every_event_in_position_order_and_pages_like_read_all(self, interleaved):
+        from engine import chain
+
+        self.other(interleaved).append(grants("c", 7, 8), {"c": 0})  # another connection links on
+        rows = list(interleaved.read_chain())
+        assert [r[0] for r in rows] == list(range(1, 23)) and all(len(r[-1]) == 32 for r in rows)
+        assert list(chain.verify(rows)) == []
+        assert list(interleaved.read_chain(after_position=5, until_position=15, batch=3)) == rows[5:15]
+        assert list(chain.verify(rows[5:], rows[4][-1])) == []
+        broken = list(chain.verify(rows[:3] + rows[4:]))  # a row left out
+        assert [b.position for b in broken] == [5]
+
+    def test_every_store_hashes_the_same_events_to_the_same_chain(self, store):
+        """The canonical bytes do not depend on the backend: a log copied from one store to
+        another keeps its chain (the figure is what engine/chain.py gives these events)."""
+        events = [new("account-a", CreditsGranted("payg", 5, "purchase"), event_id=uuid.UUID(int=1),
+                      correlation="corr", causation=None),
+                  new("task-t", TaskCompleted({"safe": 1}), event_id=uuid.UUID(int=2), at=T0 + timedelta(seconds=1),
+                      causation="cause")]
+        store.append(events, {"account-a": 0, "task-t": 0})
+        assert bytes(list(store.read_chain())[-1][-1]).hex() == CHAIN_OF_TWO_EVENTS
 
     # --- a second connection ----------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import orjson
 import pytest
 
+from engine import chain
 from engine.audit import RULES
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
@@ -121,7 +122,7 @@ def make_log(url: str, tmp_path) -> None:
 # --- the store, by hand -----------------------------------------------------------------
 
 COLUMNS = ("position", "event_id", "stream", "version", "type", "schema_version", "data", "occurred_at",
-           "correlation_id", "causation_id", "actor")
+           "correlation_id", "causation_id", "actor", "chain")  # a hand that edits rows keeps their hashes
 
 
 class RawLog:
@@ -149,6 +150,7 @@ class RawLog:
             if self.sqlite:
                 row["event_id"] = uuid.UUID(bytes=row["event_id"])
                 row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
+            row["chain"] = bytes(row["chain"]) if row["chain"] is not None else None
         return rows
 
     def write(self, rows: list[Row]) -> None:
@@ -163,7 +165,7 @@ class RawLog:
                 conn.execute("DELETE FROM events")
                 conn.execute("DELETE FROM streams")
                 cursor = conn.cursor()
-                cursor.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * 11)})",
+                cursor.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})",
                                    values)
                 cursor.executemany(f"INSERT INTO streams (stream, version) VALUES ({mark}, {mark})",
                                    list(versions.items()))
@@ -288,6 +290,38 @@ def renumbered(rows: list[Row]) -> list[Row]:
     return rows
 
 
+def stored(row: Row) -> tuple[Any, ...]:
+    """The row as the chain hashes it (engine/chain.py): every column but the hash."""
+    return tuple(row[c] for c in COLUMNS[:-1])
+
+
+def rechained(rows: list[Row], start: int = 0) -> list[Row]:
+    """Every hash from row `start` on recomputed, as a forger who knows engine/chain.py would."""
+    previous = rows[start - 1]["chain"] if start else chain.GENESIS
+    for row in rows[start:]:
+        row["chain"] = previous = chain.link(previous, stored(row))
+    return rows
+
+
+def forged_grant(rows: list[Row]) -> list[Row]:
+    """A purchase of 1,000 credits inserted after the real one, renumbered, its own hash
+    linked to its predecessor's: the next event's link, made before it, no longer holds."""
+    i = pick(rows, "CreditsGranted", reason="purchase")
+    forged = {**rows[i], "event_id": uuid.uuid4(), "data": rows[i]["data"].replace('"amount":50', '"amount":1000')}
+    rows.insert(i + 1, forged)
+    renumbered(rows)
+    forged["chain"] = chain.link(rows[i]["chain"], stored(forged))
+    return rows
+
+
+def rehashed_alone(rows: list[Row]) -> list[Row]:
+    """A purchase raised to 51 and its own hash recomputed: the next event's link breaks."""
+    i = pick(rows, "CreditsGranted", reason="purchase")
+    rows[i]["data"] = rows[i]["data"].replace('"amount":50', '"amount":51')
+    rows[i]["chain"] = chain.link(rows[i - 1]["chain"], stored(rows[i]))
+    return rows
+
+
 def first_task_stream(rows: list[Row]) -> str:
     return rows[pick(rows, "TaskCreated")]["stream"]
 
@@ -311,6 +345,7 @@ class Tamper:
     change: Callable[[list[Row]], list[Row]]
     renumber: bool = True  # close the gaps left, so that only the money rules can tell
     malformed: bool = False  # rebuild and replay must refuse it with one line
+    anchored: bool = False  # an audit point is recorded (`vec audit --since-last`) before the tamper
 
 
 REFUND = "CreditsRefunded"
@@ -391,6 +426,17 @@ CATALOGUE = [
            column("TaskDataErased", match={"reason": "retention"}, occurred_at=T0 + timedelta(hours=12))),
     Tamper("task-erased", "erased twice", duplicate("TaskDataErased")),
     Tamper("settlement", "a task's debit deleted", delete("CreditsDebited", 2)),
+    Tamper("chain", "a payload byte altered", column("CreditsGranted", match={"reason": "purchase"},
+                                                     data=lambda text: text.replace('"amount":50', '"amount":51'))),
+    Tamper("chain", "an event deleted, the rest renumbered", delete("AddressVerified")),
+    Tamper("chain", "two events of different streams reordered, renumbered",
+           swap(("RetentionSet", 0), ("TaskDeleted", 0))),
+    Tamper("chain", "a forged grant linked to its predecessor, the next link left broken", forged_grant,
+           renumber=False),
+    Tamper("chain", "an event's metadata changed (its actor)", column("TaskDeleted", actor="someone-else")),
+    Tamper("chain", "an event's hash recomputed alone after its payload changed", rehashed_alone),
+    Tamper("audit-point", "a purchase forged before the audit point, the whole chain recomputed",
+           lambda rows: rechained(forged_grant(rows)), renumber=False, anchored=True),
 ]
 
 
@@ -431,7 +477,8 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("tamper", CATALOGUE, ids=lambda t: f"{t.rule}: {t.name}")
 def test_the_audit_names_the_rule_a_tampered_log_breaks(store_url, tmp_path, tamper):
     make_log(store_url, tmp_path)
-    clean = json.loads(vec(store_url, tmp_path, "audit", "--json").stdout)
+    clean = json.loads(vec(store_url, tmp_path, "audit", *(["--since-last"] if tamper.anchored else []),
+                           "--json").stdout)
     assert clean["ok"] and clean["events"] > 60, clean  # the untampered log holds every rule
 
     raw = RawLog(store_url)
@@ -453,6 +500,9 @@ def test_the_audit_names_the_rule_a_tampered_log_breaks(store_url, tmp_path, tam
     assert audited.returncode == 1 and not report["ok"], report
     assert tamper.rule in report["broken_rules"], report["violations"]
     assert any(v.startswith(f"[{tamper.rule}] ") for v in report["violations"]), report["violations"]
+    if tamper.anchored:  # the incremental audit sees the point's hash gone and audits it all
+        since = json.loads(vec(store_url, tmp_path, "audit", "--since-last", "--json").stdout)
+        assert since["mode"].startswith("full (the log no longer holds") and tamper.rule in since["broken_rules"]
 
 
 def test_the_audit_for_people_names_the_rule_too(tmp_path):
