@@ -155,6 +155,33 @@ def system_failure(cause: str) -> None:
     SYSTEM_FAILURES_TOTAL.labels(_bounded(cause, SYSTEM_FAILURES, "engine_error")).inc()
 
 
+class ChunkMetrics:
+    """The verification loop's observer (consumers/verification.py ChunkObserver)."""
+
+    def chunk_started(self) -> None:
+        CHUNKS_IN_FLIGHT.inc()
+
+    def chunk_ended(self, outcome: str, seconds: float) -> None:
+        # observed before the chunk leaves "in flight": a scrape that sees 0 in flight sees it
+        CHUNK_SECONDS.labels(outcome).observe(seconds)
+        CHUNKS_IN_FLIGHT.dec()
+
+    def provider_error(self, kind: str, count: int = 1) -> None:
+        provider_error(kind, count)
+
+    def provider_unavailable(self, down: bool) -> None:
+        PROVIDER_UNAVAILABLE.set(int(down))
+
+    def paused(self) -> None:
+        OUTAGE_PAUSES.inc()
+
+    def system_failure(self, cause: str) -> None:
+        system_failure(cause)
+
+
+CHUNK_METRICS = ChunkMetrics()
+
+
 # --- what the SMTP prober saw (the verifier's observer hook) ---------------------------
 
 class ProbeMetrics:

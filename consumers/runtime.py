@@ -74,7 +74,7 @@ class Runtime:
         self.slots = asyncio.Semaphore(self.settings.workers)
         self.position = 0
         self.lease_lost = False
-        self.outage = OutageClock()  # the provider's own outage, for every chunk of this runtime
+        self.outage = OutageClock(metrics.CHUNK_METRICS)  # the provider's own outage, for every chunk of this runtime
         self.poke = asyncio.Event()  # set by nudge(): look at the log now, not at the next poll
         self.reactions = Reactions(engine)  # the timed policies (engine/policies.py)
         metrics.track_engine(engine)  # its commands and conflicts

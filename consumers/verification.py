@@ -19,7 +19,6 @@ import logging
 import time
 from typing import Any, Callable, Protocol, Sequence
 
-from consumers import metrics
 from consumers.providers import to_result
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
@@ -52,38 +51,80 @@ class ChunkSink(Protocol):
     async def fail_task(self, reason: str) -> None: ...
 
 
+class ChunkObserver(Protocol):
+    """What the loop tells whoever watches it (consumers/metrics.py's CHUNK_METRICS; nothing by
+    default): a hook object, so that observability is wired in, not written into the loop."""
+
+    def chunk_started(self) -> None: ...
+
+    def chunk_ended(self, outcome: str, seconds: float) -> None:
+        """`outcome`: verified, nothing_pending, chunk_failed, task_failed, stopped or error."""
+
+    def provider_error(self, kind: str, count: int = 1) -> None:
+        """unavailable (paused), rejected (retried) or no_answer."""
+
+    def provider_unavailable(self, down: bool) -> None: ...
+
+    def paused(self) -> None: ...
+
+    def system_failure(self, cause: str) -> None: ...
+
+
+class SilentObserver:
+    def chunk_started(self) -> None:
+        pass
+
+    def chunk_ended(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def provider_error(self, kind: str, count: int = 1) -> None:
+        pass
+
+    def provider_unavailable(self, down: bool) -> None:
+        pass
+
+    def paused(self) -> None:
+        pass
+
+    def system_failure(self, cause: str) -> None:
+        pass
+
+
+SILENT: ChunkObserver = SilentObserver()
+
+
 class OutageClock:
     """Since when the provider has been unavailable, for every chunk of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: ChunkObserver = SILENT) -> None:
         self.down_since: float | None = None
+        self.observer = observer
 
     def went_down(self) -> float:
         """Records the outage (if new) and returns how long it has lasted."""
         self.down_since = self.down_since or time.monotonic()
-        metrics.PROVIDER_UNAVAILABLE.set(1)
+        self.observer.provider_unavailable(True)
         return time.monotonic() - self.down_since
 
     def call_went_through(self, started: float) -> None:
         """A call begun after the outage began worked: the outage is over."""
         if self.down_since is not None and started > self.down_since:
             self.down_since = None
-            metrics.PROVIDER_UNAVAILABLE.set(0)
+            self.observer.provider_unavailable(False)
 
 
 async def verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
                        slots: asyncio.Semaphore, label: str = "") -> None:
-    # the chunk's latency by outcome, and chunks in flight
+    # the chunk's latency by outcome, and chunks in flight (the observer is the outage clock's)
     started, outcome = time.monotonic(), "error"
-    metrics.CHUNKS_IN_FLIGHT.inc()
+    outage.observer.chunk_started()
     try:
         outcome = await _verify_chunk(provider, settings, sink, outage, slots, label)
     except asyncio.CancelledError:
         outcome = "stopped"
         raise
-    finally:  # observed before the chunk leaves "in flight", so a scrape that sees 0 in flight sees it
-        metrics.CHUNK_SECONDS.labels(outcome).observe(time.monotonic() - started)
-        metrics.CHUNKS_IN_FLIGHT.dec()
+    finally:
+        outage.observer.chunk_ended(outcome, time.monotonic() - started)
 
 
 async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
@@ -124,7 +165,7 @@ async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: Chun
             answered = {r.address for r in buffer}
             missing = [a for a in todo if a not in answered]
             if missing:
-                metrics.provider_error("no_answer", len(missing))
+                outage.observer.provider_error("no_answer", len(missing))
             buffer.extend(Result(a, "unknown", "provider_error", "the provider gave no answer", "")
                           for a in missing)
             await flush()
@@ -134,21 +175,21 @@ async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: Chun
             raise
         except ProviderUnavailable as error:
             await flush()
-            metrics.provider_error("unavailable")
+            outage.observer.provider_error("unavailable")
             down_for = outage.went_down()
             if down_for > settings.provider_deadline:
-                metrics.system_failure("provider_deadline")
+                outage.observer.system_failure("provider_deadline")
                 await sink.fail_task(f"provider_unreachable for {down_for:.0f}s: {error}"[:500])
                 return "task_failed"
             log.warning("provider unavailable (%s); %s paused", error, label, extra=ids)
-            metrics.OUTAGE_PAUSES.inc()
+            outage.observer.paused()
             paused = True
             attempt = 0
             await asyncio.sleep(min(settings.retry_backoff, 5.0))
             continue
         except ProviderError as error:
             await flush()
-            metrics.provider_error("rejected")
+            outage.observer.provider_error("rejected")
             attempt += 1
             if attempt > settings.chunk_retries:
                 await sink.fail_chunk(f"{type(error).__name__}: {error}"[:500])

@@ -122,7 +122,7 @@ class FleetWorker:
         self.worker_id, self.crash = worker_id, crash
         self.call = call  # the process's one engine thread (the watchdog shares it)
         self.topics = Topics.of(settings)
-        self.outage = OutageClock()
+        self.outage = OutageClock(metrics.CHUNK_METRICS)
         self.slots = asyncio.Semaphore(settings.workers)
         self.working: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal

@@ -177,11 +177,11 @@ def test_chunk_latency_outcomes_and_provider_errors():
     async def main():
         slots = asyncio.Semaphore(1)
         ok = Sink(["a@x.test", "b@x.test"])
-        await verify_chunk(Flaky([ProviderUnavailable("down")]), settings, ok, OutageClock(), slots)
+        await verify_chunk(Flaky([ProviderUnavailable("down")]), settings, ok, OutageClock(metrics.CHUNK_METRICS), slots)
         assert ok.todo == [] and ok.failed is None
         assert sample("vec_provider_unavailable") == 0  # the call after the pause went through
         bad = Sink(["c@x.test"])
-        await verify_chunk(Flaky([ProviderError("no"), ProviderError("no")]), settings, bad, OutageClock(), slots)
+        await verify_chunk(Flaky([ProviderError("no"), ProviderError("no")]), settings, bad, OutageClock(metrics.CHUNK_METRICS), slots)
         assert bad.failed
 
     asyncio.run(main())
