@@ -21,6 +21,8 @@ import pytest
 
 from engine.keyring import SEALED, Sealer
 from engine.store.lease import LeaseHeld
+from projections.base import Table
+from projections.sql import scalar, upsert_sql
 
 T0 = datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
 PARIS = timezone(timedelta(hours=2))
@@ -228,3 +230,83 @@ class KeyStoreContract(PortContract):
         key = os.urandom(64)
         keys.put("Task-1", key)
         assert keys.get("task-1") is None and keys.get("Task-1 ") is None
+
+
+class ReadModelSessionContract(PortContract):
+    """projections.sql.SqlSession: what the read models, the runner (checkpoints, savepoints,
+    the projector lock) and the queries ask of a database."""
+
+    def make_session(self):
+        raise NotImplementedError
+
+    TABLE = Table("rm_contract", ("kind", "seq", "text", "count"), ("kind", "seq"), frozenset({"seq", "count"}),
+                  (("text",),))
+
+    def session_with_table(self):
+        session = self.make_session()
+        with session.transaction():
+            session.create_table(self.TABLE)
+            session.create_table(self.TABLE)  # idempotent
+        return session
+
+    def rows(self, session) -> list[tuple]:
+        return [tuple(r) for r in session.execute("SELECT kind, seq, text, count FROM rm_contract ORDER BY kind, seq")]
+
+    def test_an_upsert_inserts_then_replaces_by_key_with_types_kept(self):
+        session = self.session_with_table()
+        with session.transaction():
+            session.executemany(upsert_sql(self.TABLE), [("a", 1, "one", 10), ("a", 2, None, 2**62)])
+        with session.transaction():
+            session.executemany(upsert_sql(self.TABLE), [("a", 1, "uno", 11)])
+        assert self.rows(session) == [("a", 1, "uno", 11), ("a", 2, None, 2**62)]
+
+    def test_a_transaction_that_raises_leaves_nothing(self):
+        session = self.session_with_table()
+        with pytest.raises(RuntimeError), session.transaction():
+            session.execute(upsert_sql(self.TABLE), ("a", 1, "one", 1))
+            raise RuntimeError("the fold failed")
+        assert self.rows(session) == []
+
+    def test_a_savepoint_rolls_back_one_event_and_keeps_the_rest(self):
+        session = self.session_with_table()
+        with session.transaction():
+            session.execute(upsert_sql(self.TABLE), ("a", 1, "kept", 1))
+            session.execute("SAVEPOINT one_event")
+            session.execute(upsert_sql(self.TABLE), ("a", 2, "dropped", 2))
+            session.execute("ROLLBACK TO SAVEPOINT one_event")
+            session.execute("RELEASE SAVEPOINT one_event")
+        assert self.rows(session) == [("a", 1, "kept", 1)]
+
+    def test_the_projector_lock_is_taken_inside_a_transaction(self):
+        session = self.session_with_table()
+        for _ in range(2):  # released at the end of each transaction
+            with session.transaction():
+                session.lock("vec.projector")
+                session.execute(upsert_sql(self.TABLE), ("a", 1, "x", 1))
+        assert self.rows(session) == [("a", 1, "x", 1)]
+
+    def test_stream_pages_through_every_row_in_order(self):
+        session = self.session_with_table()
+        with session.transaction():
+            session.executemany(upsert_sql(self.TABLE), [("b", n, f"t{n}", n) for n in range(25)])
+        streamed = list(session.stream("SELECT seq FROM rm_contract WHERE kind = ? ORDER BY seq", ("b",), size=4))
+        assert [r[0] for r in streamed] == list(range(25))
+
+    def test_rowcount_scalar_and_a_snapshot_read(self):
+        session = self.session_with_table()
+        with session.transaction():
+            session.executemany(upsert_sql(self.TABLE), [("c", n, "x", n) for n in range(3)])
+            cursor = session.execute("UPDATE rm_contract SET count = count + 1 WHERE kind = ?", ("c",))
+            assert cursor.rowcount == 3
+        with session.snapshot():
+            assert scalar(session.execute("SELECT COUNT(*) FROM rm_contract")) == 3
+            assert scalar(session.execute("SELECT SUM(count) FROM rm_contract")) == 6
+
+    def test_a_value_no_column_holds_is_an_error_of_the_event_not_of_the_database(self):
+        """The runner tells a poison event (stop that read model) from a database that is busy
+        or gone (retry) by transient_errors."""
+        session = self.session_with_table()
+        with pytest.raises(Exception) as raised, session.transaction():
+            session.execute(upsert_sql(self.TABLE), ("a", 1, "x", 2**64))
+        assert not isinstance(raised.value, session.transient_errors)
+        assert self.rows(session) == []

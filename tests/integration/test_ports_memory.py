@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
-from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+from engine.store.sqlite import SqliteSession, connect
+from tests.integration.ports_contract import (
+    EngineLeaseContract,
+    KeyStoreContract,
+    ReadModelSessionContract,
+    StagedInputsContract,
+)
 
 
 class TestMemoryInputs(StagedInputsContract):
@@ -18,3 +24,12 @@ class TestMemoryLease(EngineLeaseContract):
 class TestMemoryKeyStore(KeyStoreContract):
     def make_keystore(self):
         return MemoryKeyStore()
+
+
+class TestMemoryReadModelSession(ReadModelSessionContract):
+    """memory:// keeps its read models in an in-memory SQLite database (engine/store/__init__.py)."""
+
+    def make_session(self):
+        conn = connect(":memory:")
+        self.closing(conn.close)
+        return SqliteSession(conn)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, migrate_log
-from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, PostgresSession, migrate_log
+from tests.integration.ports_contract import (
+    EngineLeaseContract,
+    KeyStoreContract,
+    ReadModelSessionContract,
+    StagedInputsContract,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -35,3 +40,8 @@ class TestPostgresLease(PostgresDatabase, EngineLeaseContract):
 class TestPostgresKeyStore(PostgresDatabase, KeyStoreContract):
     def make_keystore(self):
         return PostgresKeyStore(self.pool())
+
+
+class TestPostgresReadModelSession(PostgresDatabase, ReadModelSessionContract):
+    def make_session(self):
+        return PostgresSession(self.pool())

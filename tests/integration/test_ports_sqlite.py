@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from engine.store.inputs import SqliteInputs
 from engine.store.lease import Lease
-from engine.store.sqlite import SqliteKeyStore, connect
-from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+from engine.store.sqlite import SqliteKeyStore, SqliteSession, connect
+from tests.integration.ports_contract import (
+    EngineLeaseContract,
+    KeyStoreContract,
+    ReadModelSessionContract,
+    StagedInputsContract,
+)
 
 
 class SqliteFile:
@@ -28,3 +33,8 @@ class TestSqliteLease(SqliteFile, EngineLeaseContract):
 class TestSqliteKeyStore(SqliteFile, KeyStoreContract):
     def make_keystore(self):
         return SqliteKeyStore(self.connection())
+
+
+class TestSqliteReadModelSession(SqliteFile, ReadModelSessionContract):
+    def make_session(self):
+        return SqliteSession(self.connection())
