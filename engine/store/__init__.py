@@ -7,6 +7,7 @@ either backend, so the service, the runtime, audit and replay never know which o
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
@@ -116,7 +117,8 @@ def _with_sqlite_read_models(url: str, conn: sqlite3.Connection, keyring: Keyrin
 
     session = SqliteSession(conn)
     return Database(url, events, inputs, lease,
-                    ProjectionRunner(session, all_projections(), events.read_all, seal_row=keyring.seal_row),
+                    ProjectionRunner(session, all_projections(), functools.partial(events.read_all, opened=False),
+                                     seal_row=keyring.seal_row),
                     ReadModelQueries(session, keyring.row_opener), session.transient_errors, session.snapshot,
                     conn.close, keyring)
 

@@ -161,8 +161,8 @@ class MemoryEventStore:
         with self.log.view_lock:
             return self.log.rows[max(after_position, 0):until_position]
 
-    def _event(self, row: _Row) -> RecordedEvent:
-        open_ = self.keyring.open_for(row.stream) if self.keyring else None
+    def _event(self, row: _Row, opened: bool = True) -> RecordedEvent:
+        open_ = self.keyring.open_for(row.stream) if self.keyring and opened else None
         return RecordedEvent(row.position, row.stream, row.version, row.event_id, row.occurred_at,
                              decode(row.type_name, row.schema_version, row.data, open_),
                              row.correlation_id, row.causation_id, row.actor)
@@ -176,9 +176,9 @@ class MemoryEventStore:
                 yield self._event(row)
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
-                 batch: int = 2000) -> Iterator[RecordedEvent]:
+                 batch: int = 2000, opened: bool = True) -> Iterator[RecordedEvent]:
         for row in self._committed(after_position, until_position):
-            yield self._event(row)
+            yield self._event(row, opened)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[object, ...]]:

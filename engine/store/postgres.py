@@ -17,6 +17,7 @@ exactly as SQLite's `BEGIN IMMEDIATE` does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -388,9 +389,10 @@ class PostgresEventStore:
             version = rows[-1][3]
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
-                 batch: int = 2000) -> Iterator[RecordedEvent]:
+                 batch: int = 2000, opened: bool = True) -> Iterator[RecordedEvent]:
+        keyring = self.keyring if opened else None
         for row in self._stored(_COLUMNS, after_position, until_position, batch):
-            yield _row_to_event(row, self.keyring)
+            yield _row_to_event(row, keyring)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:
@@ -605,7 +607,8 @@ def open_postgres(url: str, migrate: bool = False) -> Database:
         keyring = Keyring(PostgresKeyStore(pool))
         events = PostgresEventStore(pool, keyring)
         session = PostgresSession(pool)
-        projector = ProjectionRunner(session, all_projections(), events.read_all, reshape=migrate,
+        projector = ProjectionRunner(session, all_projections(), functools.partial(events.read_all, opened=False),
+                                     reshape=migrate,
                                      seal_row=keyring.seal_row)
     except BaseException:
         pool.close()

@@ -310,9 +310,10 @@ class SqliteEventStore:
             yield _row_to_event(row, self.keyring)
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
-                 batch: int = 2000) -> Iterator[RecordedEvent]:
+                 batch: int = 2000, opened: bool = True) -> Iterator[RecordedEvent]:
+        keyring = self.keyring if opened else None
         for row in self._stored(_COLUMNS, after_position, until_position, batch):
-            yield _row_to_event(row, self.keyring)
+            yield _row_to_event(row, keyring)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:
