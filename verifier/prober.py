@@ -1080,8 +1080,9 @@ class _DomainJob(Pipelining):
         """The routes to try for this MX address, once one of them is below its caps (the
         wait, before any other slot is taken, moves the address's deadline like a slot's);
         [] when none is left (blocked or down: noted in ``o``)."""
+        pool: EgressPool = self.p.egress
         while True:
-            routes, notes = self.p.egress.candidates(key[0], ":" in key[0])
+            routes, notes = pool.candidates(key[0], ":" in key[0])
             if not routes:
                 o.egress_notes.extend(f"{label}: {n}" for n in notes)
                 return []

@@ -257,7 +257,8 @@ class EgressPool:
 
     def candidates(self, mx_ip: str, v6: bool) -> tuple[list[Route], list[str]]:
         """Routes to try for this MX address, best first, and why the others are left out."""
-        usable, notes = [], []
+        usable: list[Route] = []
+        notes: list[str] = []
         for r in self.routes:
             if r.family_v6 is not None and r.family_v6 != v6:
                 continue  # a bound socket cannot cross address families
