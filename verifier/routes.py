@@ -73,7 +73,14 @@ class Route:
     down_ttl_s: float | None = None  # left out this long after its proxy failed (None: the pool's)
 
     def public(self) -> str:
-        """What may be shown: never the password (nor whether there is one, beyond ***)."""
+        """What may be shown: never the password (nor whether there is one, beyond ***);
+        the route's own limits, if any, as they were given."""
+        limits = "&".join(f"{key}={value:g}" for key, value in (
+            ("concurrency", self.concurrency), ("per_mx", self.per_mx), ("down_ttl", self.down_ttl_s))
+            if value is not None)
+        return self._where() + (f"?{limits}" if limits else "")
+
+    def _where(self) -> str:
         if self.kind == "direct":
             return f"direct://{self.source}" if self.source else "direct"
         user = f"{self.username}:***@" if self.username else ""

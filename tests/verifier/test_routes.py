@@ -157,7 +157,10 @@ def test_route_limits_are_read_from_the_pool():
                         f" c=socks5://vec:{SECRET}@127.0.0.1:10802?concurrency=20&per_mx=2, d=direct")
     assert [(r.concurrency, r.per_mx, r.down_ttl_s) for r in routes] == [
         (3, None, None), (None, 1, 5.0), (20, 2, None), (None, None, None)]
-    assert routes[2].password == SECRET and routes[2].public() == "socks5://vec:***@127.0.0.1:10802"
+    assert routes[2].password == SECRET
+    assert [r.public() for r in routes] == [
+        "direct?concurrency=3", "direct://127.0.0.20?per_mx=1&down_ttl=5",
+        "socks5://vec:***@127.0.0.1:10802?concurrency=20&per_mx=2", "direct"]
     pool = EgressPool(routes, block_ttl_s=60, down_ttl_s=30, named=True, concurrency=7, per_mx=4)
     assert [pool.caps(r) for r in routes] == [(3, 4), (7, 1), (20, 2), (7, 4)]
 
