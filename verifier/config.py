@@ -172,6 +172,14 @@ class VerifierSettings(BaseSettings):
     egress_down_ttl: float = Field(
         30.0, ge=0, description="how long an egress whose proxy failed is not used",
     )
+    egress_concurrency: int = Field(
+        0, ge=0, description="SMTP sessions open at once through one egress, for a route "
+        "without its own ?concurrency= (0: no cap of its own)",
+    )
+    egress_per_mx_concurrency: int = Field(
+        0, ge=0, description="SMTP sessions open at once through one egress to one MX host, for "
+        "a route without its own ?per_mx= (0: only per_mx_concurrency, shared by every egress)",
+    )
 
     # --- retries, deadlines, caches ----------------------------------------------------
     retry_window: float = Field(10.0, ge=0, description="time during which 4xx answers are retried")

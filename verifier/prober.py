@@ -65,7 +65,17 @@ from .lists import is_disposable, is_role
 from .resolver import DnsResolver, MxLookup
 from .result import ProviderError, ProviderUnavailable, VerificationResult
 from .pipelining import Pipelining
-from .routes import EgressesDown, EgressPool, Route, SharedEgressState, open_via, probe_route
+from .routes import (
+    EgressesDown,
+    EgressPool,
+    Route,
+    RoutesBusy,
+    RouteSlots,
+    SlotFreed,
+    SharedEgressState,
+    open_via,
+    probe_route,
+)
 from .smtp import (
     TCP_FAILURES,
     ConnectFailed,
@@ -265,7 +275,9 @@ class _HostSlot:
     process holds.
 
     The order a session takes its slots in, everywhere: this process's MX slot, then the
-    global slot, then the fleet's MX slot (`_open_failover`); never two hosts' slots at once.
+    global slot, then the fleet's MX slot (`_open_failover`), then its egress route's slot
+    (taken without waiting, in open_via; a wait for an egress at its caps comes before all
+    the others, so nothing is held idle meanwhile); never two hosts' slots at once.
     A job waiting for a busy MX thus holds no global slot (other domains use it meanwhile),
     and a fleet slot is never held by a session still waiting for this process's global
     slot (a busy worker would hold the MX's slots idle against the whole fleet). A wait for
@@ -304,11 +316,12 @@ class _FleetSlot:
 class _LoopState:
     """Semaphores live on one event loop; a prober may serve several loops in turn."""
 
-    def __init__(self, settings: VerifierSettings, shared: HostSlots | None) -> None:
+    def __init__(self, settings: VerifierSettings, shared: HostSlots | None, pool: EgressPool) -> None:
         self.settings = settings
         self.shared = shared
         self.global_sem = asyncio.Semaphore(settings.max_concurrency)
         self.host_sems: dict[tuple[str, int], _HostSlot] = {}
+        self.route_slots = RouteSlots(pool)  # sessions per egress (and per egress and MX)
 
     def host_sem(self, key: tuple[str, int]) -> _HostSlot:
         sem = self.host_sems.get(key)
@@ -364,7 +377,8 @@ class SmtpProber:
         self.egress = EgressPool(
             routes or (Route("direct", "direct", source=self.source_address),),
             block_ttl_s=s.egress_block_ttl, down_ttl_s=s.egress_down_ttl, named=bool(routes),
-            shared=host_slots if isinstance(host_slots, SharedEgressState) else None)
+            shared=host_slots if isinstance(host_slots, SharedEgressState) else None,
+            concurrency=s.egress_concurrency, per_mx=s.egress_per_mx_concurrency)
         if s.loopback_only:
             import ipaddress
 
@@ -377,7 +391,7 @@ class SmtpProber:
         loop = asyncio.get_running_loop()
         st = self._loops.get(loop)
         if st is None:
-            st = self._loops[loop] = _LoopState(self.settings, self.host_slots)
+            st = self._loops[loop] = _LoopState(self.settings, self.host_slots, self.egress)
         return st
 
     def catch_all_cached(self, domain: str) -> bool | None:
@@ -961,7 +975,7 @@ class _DomainJob(Pipelining):
                          suspect=True)
             return None
 
-    async def _slot(self, sem: "asyncio.Semaphore | _FleetSlot", item: _Item, cm: asyncio.Timeout) -> None:
+    async def _slot(self, sem: "asyncio.Semaphore | _FleetSlot | SlotFreed", item: _Item, cm: asyncio.Timeout) -> None:
         """Wait for a connection slot. The wait is queueing behind other work, not this
         address's own work: its deadline (and the timeout around opening) move with it."""
         if not sem.locked():
@@ -1034,21 +1048,25 @@ class _DomainJob(Pipelining):
             o.failed(_HostFailure(label, down[0], f"{down[1]} (skipped, recently failed)"))
             return None
         await self.p.egress.sync(ip)  # what the fleet learned of this MX
-        routes, notes = self.p.egress.candidates(ip, ":" in ip)
-        if not routes:
-            o.egress_notes.extend(f"{label}: {n}" for n in notes)
-            return None
         hsem = st.host_sem(key)
-        await self._take_slots(st, hsem, item, cm)  # the MX's, then a global one
-        try:
-            sess = await self._open_routes(item, o, key, label, routes)
-        except BaseException:
-            self._give_back(st, hsem)
-            raise
+        while True:
+            routes = await self._routes_with_room(st, item, cm, o, key, label)
+            if not routes:
+                return None
+            await self._take_slots(st, hsem, item, cm)  # the MX's, then a global one
+            try:
+                sess = await self._open_routes(item, o, key, label, routes)
+            except RoutesBusy:  # another job took the last room meanwhile: wait again
+                self._give_back(st, hsem)
+                continue
+            except BaseException:
+                self._give_back(st, hsem)
+                raise
+            break
         if sess is None:
             self._give_back(st, hsem)
             return None
-        sess.releases = [functools.partial(self._give_back, st, hsem), self.p._session_opened(key, host_name)]
+        sess.releases += [functools.partial(self._give_back, st, hsem), self.p._session_opened(key, host_name)]
         self.live += 1
         self.opened += 1
         sess.releases.append(self._session_closed)
@@ -1056,6 +1074,21 @@ class _DomainJob(Pipelining):
         sess.tried = tuple(dict.fromkeys(o.tried))
         self.p._alive()
         return sess
+
+    async def _routes_with_room(self, st: _LoopState, item: _Item, cm: asyncio.Timeout,
+                                o: "_Opening", key: HostKey, label: str) -> list[Route]:
+        """The routes to try for this MX address, once one of them is below its caps (the
+        wait, before any other slot is taken, moves the address's deadline like a slot's);
+        [] when none is left (blocked or down: noted in ``o``)."""
+        pool: EgressPool = self.p.egress
+        while True:
+            routes, notes = pool.candidates(key[0], ":" in key[0])
+            if not routes:
+                o.egress_notes.extend(f"{label}: {n}" for n in notes)
+                return []
+            if any(st.route_slots.room(r, key) for r in routes):
+                return routes
+            await self._slot(st.route_slots.freed, item, cm)
 
     async def _open_routes(self, item: _Item, o: "_Opening", key: HostKey, label: str,
                            routes: list[Route]) -> Session | None:
@@ -1068,6 +1101,7 @@ class _DomainJob(Pipelining):
                 mail_from=self.p.mail_from, source_address=self.p.source_address,
                 connect_timeout=s.connect_timeout_s, banner_timeout=s.banner_timeout_s,
                 command_timeout=s.command_timeout_s, want_smtputf8=self.want_utf8,
+                slots=self.p._state().route_slots,
             )
         except ConnectFailed as exc:
             _observe("connect_failed", exc.kind)

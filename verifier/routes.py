@@ -9,6 +9,12 @@ order::
 
     direct=direct, clean=direct://192.0.2.10, eu=socks5://user:secret@198.51.100.4:1080
 
+Each route may carry its own limits after ``?`` (the pool's defaults otherwise):
+``concurrency`` (sessions at once through it), ``per_mx`` (sessions at once through it to
+one MX address) and ``down_ttl`` (seconds it is left out after its proxy failed)::
+
+    eu=socks5://198.51.100.4:1080?concurrency=20&per_mx=2&down_ttl=60
+
 Secrets: a route's password is never logged, printed or put in a result; ``public()``
 is what may be shown. Errors about a malformed entry name the entry, not its text.
 
@@ -17,22 +23,25 @@ address (block list, reputation, client host: ``classify.about_our_address``) is
 *blocked* for that MX for ``egress_block_ttl`` seconds; a proxy that cannot be reached
 is *down* for ``egress_down_ttl`` seconds (its outage, not the MX's). With a single
 route there is nothing to fail over to: nothing is marked, every address is tried as
-before.
+before. Sessions open through each route are counted per event loop (:class:`RouteSlots`)
+against the route's caps, on top of the shared per-MX limit.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .cache import TTLCache
 from .classify import about_our_address
 from .result import ProviderUnavailable
+from .health import HostKey
 from .smtp import ConnectFailed, Session, SessionRefused, open_session
 
 log = logging.getLogger(__name__)
@@ -59,9 +68,19 @@ class Route:
     port: int = DEFAULT_SOCKS_PORT
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    concurrency: int | None = None  # sessions at once through this route (None: the pool's)
+    per_mx: int | None = None  # ... to one MX address (None: the pool's)
+    down_ttl_s: float | None = None  # left out this long after its proxy failed (None: the pool's)
 
     def public(self) -> str:
-        """What may be shown: never the password (nor whether there is one, beyond ***)."""
+        """What may be shown: never the password (nor whether there is one, beyond ***);
+        the route's own limits, if any, as they were given."""
+        limits = "&".join(f"{key}={value:g}" for key, value in (
+            ("concurrency", self.concurrency), ("per_mx", self.per_mx), ("down_ttl", self.down_ttl_s))
+            if value is not None)
+        return self._where() + (f"?{limits}" if limits else "")
+
+    def _where(self) -> str:
         if self.kind == "direct":
             return f"direct://{self.source}" if self.source else "direct"
         user = f"{self.username}:***@" if self.username else ""
@@ -81,9 +100,38 @@ def _ip(value: str, what: str) -> str:
         raise ValueError(f"{what} must be an IP address") from None
 
 
+ROUTE_LIMITS = {"concurrency": int, "per_mx": int, "down_ttl": float}
+
+
+def _limits(name: str, query: str) -> dict[str, Any]:
+    """A route's own limits from its ``?key=value&...`` part."""
+    out: dict[str, Any] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"egress {name!r}: limits are ?KEY=VALUE&...") from None
+    for key, value in pairs:
+        kind = ROUTE_LIMITS.get(key)
+        if kind is None:
+            raise ValueError(f"egress {name!r}: unknown limit {key!r} (known: {', '.join(ROUTE_LIMITS)})")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = -1
+        if not 0 < number < 1e9 and not (kind is float and number == 0):
+            raise ValueError(f"egress {name!r}: {key} must be a positive number")
+        out["down_ttl_s" if key == "down_ttl" else key] = number
+    return out
+
+
 def parse_route(name: str, uri: str) -> Route:
     """One route from ``uri``; ValueError names the route, never repeats the uri."""
-    uri = uri.strip()
+    uri, _, query = uri.strip().partition("?")
+    limits = _limits(name, query)
+    return dataclasses.replace(_parse_base(name, uri), **limits)
+
+
+def _parse_base(name: str, uri: str) -> Route:
     if uri == "direct":
         return Route(name, "direct")
     try:
@@ -147,12 +195,16 @@ class EgressPool:
     fleet) learned of them."""
 
     def __init__(self, routes: tuple[Route, ...], *, block_ttl_s: float, down_ttl_s: float,
-                 named: bool, shared: SharedEgressState | None = None) -> None:
+                 named: bool, shared: SharedEgressState | None = None,
+                 concurrency: int = 0, per_mx: int = 0) -> None:
+        """``concurrency``/``per_mx``: the caps of a route that sets none (0: no cap of its own,
+        only the shared per-MX and global limits)."""
         if not routes:
             raise ValueError("an egress pool needs at least one route")
         self.routes = routes
         self.named = named  # configured by the operator: results name the egress
         self.block_ttl_s, self.down_ttl_s = block_ttl_s, down_ttl_s
+        self.concurrency, self.per_mx = concurrency, per_mx
         self._blocked: TTLCache[tuple[str, str], str] = TTLCache(10_000)  # (route, MX ip) -> reply
         self._down: TTLCache[str, str] = TTLCache(MAX_ROUTES)
         self.shared = shared if len(routes) > 1 else None
@@ -202,11 +254,18 @@ class EgressPool:
         return self._down.get(route.name)
 
     def mark_down(self, route: Route, detail: str) -> None:
-        self._down.set(route.name, detail, self.down_ttl_s)
+        ttl_s = self.down_ttl_s if route.down_ttl_s is None else route.down_ttl_s
+        self._down.set(route.name, detail, ttl_s)
+
+    def caps(self, route: Route) -> tuple[int, int]:
+        """(sessions at once through the route, ... to one MX address); 0: no cap."""
+        return (self.concurrency if route.concurrency is None else route.concurrency,
+                self.per_mx if route.per_mx is None else route.per_mx)
 
     def candidates(self, mx_ip: str, v6: bool) -> tuple[list[Route], list[str]]:
         """Routes to try for this MX address, best first, and why the others are left out."""
-        usable, notes = [], []
+        usable: list[Route] = []
+        notes: list[str] = []
         for r in self.routes:
             if r.family_v6 is not None and r.family_v6 != v6:
                 continue  # a bound socket cannot cross address families
@@ -232,6 +291,63 @@ class EgressPool:
         self._blocked.clear()
         self._down.clear()
         self._synced.clear()
+
+
+class RouteSlots:
+    """Sessions open through each route, and through each (route, MX address), on one event
+    loop, against the route's caps (EgressPool.caps). Taking never waits: a route at its cap
+    is passed over for the next one (open_via); when every usable route is at its cap the
+    opener waits for ``freed`` -- before taking any other slot, so nothing is held idle."""
+
+    def __init__(self, pool: EgressPool) -> None:
+        self.pool = pool
+        self.open: dict[str, int] = {}
+        self.open_mx: dict[tuple[str, HostKey], int] = {}
+        self.freed = SlotFreed()
+
+    def room(self, route: Route, key: HostKey) -> bool:
+        cap, cap_mx = self.pool.caps(route)
+        return ((not cap or self.open.get(route.name, 0) < cap)
+                and (not cap_mx or self.open_mx.get((route.name, key), 0) < cap_mx))
+
+    def take(self, route: Route, key: HostKey) -> bool:
+        if not self.room(route, key):
+            return False
+        self.open[route.name] = self.open.get(route.name, 0) + 1
+        self.open_mx[route.name, key] = self.open_mx.get((route.name, key), 0) + 1
+        return True
+
+    def give(self, route: Route, key: HostKey) -> None:
+        self.open[route.name] -= 1
+        self.open_mx[route.name, key] -= 1
+        if not self.open_mx[route.name, key]:
+            del self.open_mx[route.name, key]
+        self.freed.notify()
+
+
+class SlotFreed:
+    """Waiting for any route's slot to be given back; shaped like a semaphore for the
+    prober's slot wait (which moves the address's deadline by the time waited)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def locked(self) -> bool:
+        return True
+
+    async def acquire(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+    def notify(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+
+class RoutesBusy(Exception):
+    """Every route left to try is at its cap: wait for one (RouteSlots.freed), try again."""
 
 
 def routing_label(label: str, route: Route, pool: EgressPool) -> str:
@@ -286,49 +402,77 @@ class EgressesDown(ProviderUnavailable):
 
 
 async def open_via(pool: EgressPool, routes: list[Route], ip: str, port: int, *, label: str,
-                   source_address: str | None, connect_timeout: float, **session_kw: Any) -> Session:
-    """An SMTP session to ``ip:port`` through the first of ``routes`` that works.
+                   source_address: str | None, connect_timeout: float,
+                   slots: RouteSlots | None = None, **session_kw: Any) -> Session:
+    """An SMTP session to ``ip:port`` through the first of ``routes`` that works (and, given
+    ``slots``, has room: the session holds its route's slot until it closes).
 
     A route whose proxy fails is marked down and the next one is tried; a session refused
     for our address (greeting, EHLO or MAIL FROM) marks the route blocked for this MX and
-    the next one is tried. Raises what open_session raises for the last route tried,
-    or :class:`EgressesDown` when every route was down."""
-    refused: SessionRefused | None = None
-    down: list[str] = []
+    the next one is tried. Raises :class:`RoutesBusy` when a route passed over for its cap
+    is left, what open_session raises for the last route tried, or :class:`EgressesDown`
+    when every route was down."""
+    key = (ip, port)
+    busy = False
+    failures: list[EgressDown | SessionRefused] = []
     for route in routes:
-        connect = None
-        if route.kind == "socks5":
-            connect = functools.partial(socks5_connect, route, ip, port, connect_timeout)
+        if slots is not None and not slots.take(route, key):
+            busy = True
+            continue
         try:
-            sess = await open_session(
-                ip, port, label=routing_label(label, route, pool),
-                source_address=route.source or source_address, connect_timeout=connect_timeout,
-                connect=connect, **session_kw)
-        except EgressDown as exc:
-            down.append(_went_down(pool, exc))
-            continue
-        except ProviderUnavailable as exc:  # e.g. a route's own source address cannot be bound
-            if not (route.source and pool.can_fail_over):
-                raise  # the machine's own path: our outage, as before
-            down.append(_went_down(pool, EgressDown(route, str(exc))))
-            continue
-        except SessionRefused as exc:
-            if not (pool.can_fail_over and about_our_address(exc.message)):
-                raise
-            pool.block(route, ip, f"{exc.code} {exc.message}")
-            refused = exc
-            continue
-        sess.route = route
-        return sess
+            sess = await _open_one(pool, route, ip, port, label, source_address, connect_timeout,
+                                   session_kw)
+        except BaseException:
+            if slots is not None:
+                slots.give(route, key)
+            raise
+        if isinstance(sess, Session):
+            if slots is not None:
+                sess.releases.append(functools.partial(slots.give, route, key))
+            return sess
+        if slots is not None:
+            slots.give(route, key)
+        failures.append(sess)
+    if busy:
+        raise RoutesBusy(ip)
+    down = [str(f) for f in failures if isinstance(f, EgressDown)]
+    refused = next((f for f in reversed(failures) if isinstance(f, SessionRefused)), None)
     if refused is not None and not down:  # every route refused: the MX's answer
         raise refused
     raise EgressesDown("; ".join(down) or "no egress route to try")  # a route that might pass is down
 
 
-def _went_down(pool: EgressPool, exc: EgressDown) -> str:
+async def _open_one(pool: EgressPool, route: Route, ip: str, port: int, label: str,
+                    source_address: str | None, connect_timeout: float,
+                    session_kw: dict[str, Any]) -> "Session | EgressDown | SessionRefused":
+    """A session through one route, or why this route failed (the next may do)."""
+    connect = None
+    if route.kind == "socks5":
+        connect = functools.partial(socks5_connect, route, ip, port, connect_timeout)
+    try:
+        sess = await open_session(
+            ip, port, label=routing_label(label, route, pool),
+            source_address=route.source or source_address, connect_timeout=connect_timeout,
+            connect=connect, **session_kw)
+    except EgressDown as exc:
+        return _went_down(pool, exc)
+    except ProviderUnavailable as exc:  # e.g. a route's own source address cannot be bound
+        if not (route.source and pool.can_fail_over):
+            raise  # the machine's own path: our outage, as before
+        return _went_down(pool, EgressDown(route, str(exc)))
+    except SessionRefused as exc:
+        if not (pool.can_fail_over and about_our_address(exc.message)):
+            raise
+        pool.block(route, ip, f"{exc.code} {exc.message}")
+        return exc
+    sess.route = route
+    return sess
+
+
+def _went_down(pool: EgressPool, exc: EgressDown) -> EgressDown:
     log.warning("verifier: %s", exc)
     pool.mark_down(exc.route, exc.detail)
-    return str(exc)
+    return exc
 
 
 async def check_route(route: Route, ip: str, port: int, timeout_s: float) -> tuple[str, bool, str]:

@@ -19,9 +19,9 @@ from tests.e2e.cli import Vec
 pytestmark = pytest.mark.mailworld
 
 
-@pytest.fixture
-def vec(tmp_path, mailworld) -> Vec:
-    env = {
+def mailworld_env(mailworld, tmp_path) -> dict[str, str]:
+    """The settings of a `vec` probing the mail world (shared by the mail-world e2e tests)."""
+    return {
         **mailworld.env(),
         "VEC_STORE": f"sqlite:///{tmp_path}/vec.db",
         "VEC_PROVIDER": "smtp",
@@ -34,7 +34,11 @@ def vec(tmp_path, mailworld) -> Vec:
         "VEC_HEARTBEAT_INTERVAL": "0.3",
         "VEC_POLL_INTERVAL": "0.1",
     }
-    v = Vec(env, tmp_path)
+
+
+@pytest.fixture
+def vec(tmp_path, mailworld) -> Vec:
+    v = Vec(mailworld_env(mailworld, tmp_path), tmp_path)
     v.run("account", "open", "acme")
     return v
 

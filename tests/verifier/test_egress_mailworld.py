@@ -16,7 +16,15 @@ import pytest
 
 from verifier import ProviderUnavailable, build_provider
 
-from .test_probe_mailworld import _env, _vec, log_size, log_tail, make_settings, verify
+from .test_probe_mailworld import (
+    _env,
+    _vec,
+    log_size,
+    log_tail,
+    make_settings,
+    postfix_sessions_logged,
+    verify,
+)
 
 pytestmark = [pytest.mark.mailworld, pytest.mark.timeout(120)]
 
@@ -147,6 +155,46 @@ def test_a_proxy_that_dies_mid_bulk_fails_over(mailworld):
     hosts = [r.smtp_host for r in results]
     assert any(h.endswith("via mine") for h in hosts)  # it was used before it died
     assert any(h.endswith("via open") for h in hosts)  # and the rest went the other way
+
+
+def most_at_once(log: str) -> dict[str, int]:
+    """The most SMTP sessions Postfix had open at once, per client address (its own
+    connect/disconnect lines, in the order it wrote them)."""
+    now: dict[str, int] = {}
+    most: dict[str, int] = {}
+    for line in log.splitlines():
+        for verb, step in ((": connect from ", 1), (": disconnect from ", -1)):
+            if verb in line:
+                ip = line.split(verb, 1)[1].split("[", 1)[1].split("]", 1)[0]
+                now[ip] = now.get(ip, 0) + step
+                most[ip] = max(most.get(ip, 0), now[ip])
+    return most
+
+
+def test_each_egress_keeps_to_its_own_concurrency_cap(mailworld):
+    """A direct route capped at 2 sessions and a proxy capped at 1, with room for 5 sessions
+    to the MX: Postfix never sees more than 2 sessions at once from the direct route's
+    address nor more than 1 from the proxy's, and sees both caps reached (slow.test holds
+    each RCPT 1 s, so the bulk wants more sessions than the caps give)."""
+    port = free_port()
+    proc = start_proxy(port, "127.0.0.43")
+    addrs = [f"u{i}@slow.test" for i in range(12)]
+    settings = make_settings(
+        mailworld, egress_pool=f"a=direct://127.0.0.41?concurrency=2,p=socks5://127.0.0.1:{port}?concurrency=1",
+        per_mx_concurrency=5, rcpts_per_transaction=2, rcpts_per_session=2, smtp_timeout=5.0,
+        address_deadline=60.0)
+    start = log_size(mailworld)
+    try:
+        results, _ = verify(settings, addrs)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [r.status for r in results] == ["safe"] * len(addrs), [
+        (r.status, r.reason, r.detail) for r in results if r.status != "safe"]
+    log = postfix_sessions_logged(mailworld, start)
+    most = most_at_once(log)
+    assert most.get("127.0.0.41") == 2 and most.get("127.0.0.43") == 1, most
+    assert {r.smtp_host.rsplit(" via ", 1)[1] for r in results} == {"a", "p"}
 
 
 def test_all_egresses_down_is_our_outage(mailworld):

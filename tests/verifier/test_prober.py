@@ -4,6 +4,7 @@ deadlines, cancellation, tiers. Fast; no mail world needed."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 
@@ -233,6 +234,40 @@ def test_global_concurrency(monkeypatch):
     res = run(main())
     assert all(r.status == "safe" for r in res)
     assert live["max"] == 1
+
+
+def test_each_egress_keeps_to_its_caps(monkeypatch):
+    """Two direct routes from their own source addresses: x capped at 2 sessions and at 1
+    per MX, y at 1; the per-MX limit (4) leaves room for more. The servers never see more
+    than 1 session of x per MX, 2 of x in all, 1 of y -- and see each cap reached."""
+    X, Y = "127.0.2.1", "127.0.2.2"
+    live: collections.Counter = collections.Counter()
+    most: collections.Counter = collections.Counter()
+    handle = FakeSMTP._handle
+
+    async def counting(self, reader, writer):
+        source = writer.get_extra_info("peername")[0]
+        keys = [(self.ip, source), source]
+        for k in keys:
+            live[k] += 1
+            most[k] = max(most[k], live[k])
+        try:
+            await handle(self, reader, writer)
+        finally:
+            for k in keys:
+                live[k] -= 1
+    monkeypatch.setattr(FakeSMTP, "_handle", counting)
+
+    async def main():
+        async with World() as w:
+            for ip in (A, B):
+                w.servers[ip].rcpt_delay = 0.05
+            p = w.prober(egress_pool=f"x=direct://{X}?concurrency=2&per_mx=1,y=direct://{Y}?concurrency=1",
+                         per_mx_concurrency=4, rcpts_per_transaction=2, rcpts_per_session=2, smtp_timeout=3.0)
+            return await p.verify([f"user{i}@{d}.test" for d in "ab" for i in range(12)])
+    res = run(main())
+    assert {r.status for r in res} == {"invalid"}, [r.detail for r in res if r.status != "invalid"]
+    assert (most[X], most[(A, X)], most[(B, X)], most[Y]) == (2, 1, 1, 1), most
 
 
 def test_catch_all_detected_and_cached():

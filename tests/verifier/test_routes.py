@@ -149,3 +149,100 @@ def test_a_proxy_that_breaks_off_the_handshake_is_that_routes_outage():
         finally:
             server.close()
     assert asyncio.run(main()).startswith("egress p is down: ")
+
+
+# --- per-egress concurrency and health ---------------------------------------------------
+def test_route_limits_are_read_from_the_pool():
+    routes = parse_pool(f"a=direct?concurrency=3, b=direct://127.0.0.20?per_mx=1&down_ttl=5,"
+                        f" c=socks5://vec:{SECRET}@127.0.0.1:10802?concurrency=20&per_mx=2, d=direct")
+    assert [(r.concurrency, r.per_mx, r.down_ttl_s) for r in routes] == [
+        (3, None, None), (None, 1, 5.0), (20, 2, None), (None, None, None)]
+    assert routes[2].password == SECRET
+    assert [r.public() for r in routes] == [
+        "direct?concurrency=3", "direct://127.0.0.20?per_mx=1&down_ttl=5",
+        "socks5://vec:***@127.0.0.1:10802?concurrency=20&per_mx=2", "direct"]
+    pool = EgressPool(routes, block_ttl_s=60, down_ttl_s=30, named=True, concurrency=7, per_mx=4)
+    assert [pool.caps(r) for r in routes] == [(3, 4), (7, 1), (20, 2), (7, 4)]
+
+
+@pytest.mark.parametrize("spec,why", [
+    ("a=direct?concurrency=0", "egress 'a': concurrency must be a positive number"),
+    ("a=direct?per_mx=two", "egress 'a': per_mx must be a positive number"),
+    ("a=direct?down_ttl=-1", "egress 'a': down_ttl must be a positive number"),
+    (f"a=socks5://vec:{SECRET}@127.0.0.1:1?speed=9", "egress 'a': unknown limit 'speed'"),
+    (f"a=socks5://vec:{SECRET}@127.0.0.1:1?concurrency", "egress 'a': limits are ?KEY=VALUE"),
+])
+def test_bad_route_limits_are_refused_without_repeating_the_route(spec, why):
+    test_bad_pool_is_refused_without_repeating_it(spec, why)
+
+
+def test_route_slots_hold_each_cap():
+    from verifier.routes import RouteSlots
+
+    a, b = parse_pool("a=direct?concurrency=2&per_mx=1, b=direct://127.0.0.20")
+    slots = RouteSlots(EgressPool((a, b), block_ttl_s=60, down_ttl_s=30, named=True))
+    mx1, mx2, mx3 = ("127.0.0.2", 25), ("127.0.0.3", 25), ("127.0.0.4", 25)
+    assert slots.take(a, mx1) and not slots.take(a, mx1)  # per (egress, MX): 1
+    assert slots.take(a, mx2) and not slots.take(a, mx3)  # per egress: 2
+    assert all(slots.take(b, mx1) for _ in range(50))  # b has no cap of its own
+    slots.give(a, mx1)
+    assert slots.room(a, mx3) and not slots.room(a, mx2) and slots.take(a, mx1)
+
+
+def test_a_route_down_is_left_out_for_its_own_down_ttl(monkeypatch):
+    import verifier.cache
+
+    now = [1000.0]
+    monkeypatch.setattr(verifier.cache.time, "monotonic", lambda: now[0])
+    a, b = parse_pool("a=direct://127.0.0.20?down_ttl=5, b=direct://127.0.0.21")
+    pool = EgressPool((a, b), block_ttl_s=60, down_ttl_s=30, named=True)
+    pool.mark_down(a, "proxy unreachable")
+    pool.mark_down(b, "proxy unreachable")
+    assert pool.all_down()
+    now[0] += 6
+    assert pool.down(a) is None and pool.down(b) == "proxy unreachable"
+    assert [r.name for r in pool.candidates("127.0.0.2", False)[0]] == ["a"]
+    now[0] += 25
+    assert not pool.any_down()
+
+
+def test_a_route_at_its_cap_is_passed_over_then_waited_for():
+    """open_via takes the first route with room; with every route at its cap it raises
+    RoutesBusy (the prober waits for a slot to be given back, then tries again)."""
+    import asyncio
+
+    from verifier.routes import RoutesBusy, RouteSlots, open_via
+
+    async def main():
+        async def greet(reader, writer):
+            writer.write(b"220 fake ESMTP\r\n")
+            while line := await reader.readline():
+                writer.write(b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n")
+            writer.close()
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        a, b = parse_pool("a=direct://127.0.0.30?concurrency=1, b=direct://127.0.0.31?per_mx=1")
+        pool = EgressPool((a, b), block_ttl_s=60, down_ttl_s=30, named=True)
+        slots = RouteSlots(pool)
+        kw = dict(label="x", source_address=None, connect_timeout=2, helo_name="h.test",
+                  mail_from="a@b.test", banner_timeout=2, command_timeout=2, slots=slots)
+        try:
+            s1 = await open_via(pool, [a, b], "127.0.0.1", port, **kw)
+            s2 = await open_via(pool, [a, b], "127.0.0.1", port, **kw)
+            with pytest.raises(RoutesBusy):
+                await open_via(pool, [a, b], "127.0.0.1", port, **kw)
+            waiting = asyncio.ensure_future(slots.freed.acquire())
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            s1.close()  # gives a's slot back: the waiter wakes
+            await asyncio.wait_for(waiting, 5)
+            s3 = await open_via(pool, [a, b], "127.0.0.1", port, **kw)
+            routes = [s.route.name for s in (s1, s2, s3)]
+            s2.close()
+            s3.close()
+            return routes, dict(slots.open)
+        finally:
+            server.close()
+    routes, still_open = asyncio.run(main())
+    assert routes == ["a", "b", "a"]
+    assert still_open == {"a": 0, "b": 0}
