@@ -104,7 +104,13 @@ def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
         producer_acks=-1, stream_wait_empty=False)
 
 
-class FleetWorker:
+class WorkerCore:
+    """The worker role's handlers, over any broker: the scheduler, the verifier and the
+    settler read messages from `stream`s (async iterables of values; `take_events(n,
+    within)` yields batches of events with `.value` and `.headers`), and a subclass says how
+    work and outcomes are sent (`dispatch`, `send`). FleetWorker runs them as faust agents on
+    Kafka; the simulator (tests/sim/fleet.py) on its simulated topics."""
+
     def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash, call: EngineThread):
         self.engine, self.provider, self.settings = engine, provider, settings
         self.db, self.fleet = engine.db, engine.db.fleet
@@ -115,55 +121,25 @@ class FleetWorker:
         self.slots = asyncio.Semaphore(settings.workers)
         self.working: dict[tuple[str, int], asyncio.Task] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
-        # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
-        self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
-        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
         self.ready = False  # in the consumer group, with partitions assigned
-        self.app.on_rebalance_complete.connect(self._rebalanced)
-        raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
-        self.events_topic = self.app.topic(self.topics.events, **raw)
-        self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
-        self.results_topic = self.app.topic(self.topics.results, **raw)
-        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
-        # one reader that never waits for a verification: every chunk it reads is claimed at
-        # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
-        self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
-        self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
 
-    def _supervised(self, agent):
-        """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
-        async def run(stream):
-            try:
-                await agent(stream)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.crash(f"agent {agent.__name__.strip('_')}", error)
-                raise
-        run.__name__ = agent.__name__
-        return run
+    async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        """Sends a chunk's work item to `PREFIX.chunks`, at its `chunk_partition`."""
+        raise NotImplementedError
 
-    async def _rebalanced(self, sender, **kwargs) -> None:
-        self.ready = True
+    async def send(self, outcome: Outcome) -> None:
+        """Sends an outcome to `PREFIX.results`, keyed by task; returns once acknowledged."""
+        raise NotImplementedError
 
-    # --- lifecycle --------------------------------------------------------------------
+    async def stop_jobs(self) -> None:
+        """A worker that stops: its verifications cancelled (their claims released)."""
+        for task in list(self.working.values()):
+            task.cancel()
+        await asyncio.gather(*self.working.values(), return_exceptions=True)
 
-    async def run(self, stop: asyncio.Event, on_exit=None) -> None:
-        await self.app.start()
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_stops(stop))
-                group.create_task(self._renew_claims(stop))
-                await stop.wait()
-        finally:
-            for task in list(self.working.values()):
-                task.cancel()
-            await asyncio.gather(*self.working.values(), return_exceptions=True)
-            await self.app.stop()
-            await self.call(self.fleet.leave, self.worker_id)
-            shutil.rmtree(self.datadir, ignore_errors=True)
-            if on_exit is not None:
-                await on_exit()
+    async def leave(self) -> None:
+        """A worker that stopped: whatever claim it still holds is given up."""
+        await self.call(self.fleet.leave, self.worker_id)
 
     # --- scheduler --------------------------------------------------------------------
 
@@ -190,19 +166,6 @@ class FleetWorker:
 
     def schedule(self, task_id: str) -> None:
         schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
-
-    async def dispatch(self, task_id: str, chunk_no: int) -> None:
-        """Sends a chunk's work item to its partition, given explicitly (`chunk_partition`):
-        Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
-        key, value = chunk_work(task_id, chunk_no)
-        partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
-        await self.chunks_topic.send(key=key, value=value, partition=partition, headers=tracing.headers())
-
-    async def _chunk_partitions(self) -> set[int]:
-        """The chunks topic's partitions as the producer's metadata knows them (what its own
-        partitioner would use; fetched when the topic is not known yet)."""
-        producer = await self.app.maybe_start_producer()
-        return await producer._ensure_producer().partitions_for(self.topics.chunks)
 
     # --- verifier ---------------------------------------------------------------------
 
@@ -290,11 +253,6 @@ class FleetWorker:
                 log.warning("renewing chunk claims: %s", error)
             await sleep_or(stop, self.settings.claim_ttl / 4)
 
-    async def send(self, outcome: Outcome) -> None:
-        key, value = outcome.to_message()
-        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
-        await sent  # acknowledged: only then is it done
-
     # --- settler ----------------------------------------------------------------------
 
     async def _settler(self, stream) -> None:
@@ -356,11 +314,82 @@ class FleetWorker:
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
 
 
+class FleetWorker(WorkerCore):
+    """The worker role on Kafka: WorkerCore's handlers as faust agents in one consumer group."""
+
+    def __init__(self, engine: Engine, provider, settings: EngineSettings, worker_id: str, crash, call: EngineThread):
+        super().__init__(engine, provider, settings, worker_id, crash, call)
+        # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
+        self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
+        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
+        self.app.on_rebalance_complete.connect(self._rebalanced)
+        raw = dict(key_serializer="raw", value_serializer="raw", partitions=settings.kafka_partitions)
+        self.events_topic = self.app.topic(self.topics.events, **raw)
+        self.chunks_topic = self.app.topic(self.topics.chunks, **raw)
+        self.results_topic = self.app.topic(self.topics.results, **raw)
+        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
+        # one reader that never waits for a verification: every chunk it reads is claimed at
+        # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
+        self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
+        self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
+
+    def _supervised(self, agent):
+        """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
+        async def run(stream):
+            try:
+                await agent(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.crash(f"agent {agent.__name__.strip('_')}", error)
+                raise
+        run.__name__ = agent.__name__
+        return run
+
+    async def _rebalanced(self, sender, **kwargs) -> None:
+        self.ready = True
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_exit=None) -> None:
+        await self.app.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_stops(stop))
+                group.create_task(self._renew_claims(stop))
+                await stop.wait()
+        finally:
+            await self.stop_jobs()
+            await self.app.stop()
+            await self.leave()
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            if on_exit is not None:
+                await on_exit()
+
+    async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        """Sends a chunk's work item to its partition, given explicitly (`chunk_partition`):
+        Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
+        key, value = chunk_work(task_id, chunk_no)
+        partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
+        await self.chunks_topic.send(key=key, value=value, partition=partition, headers=tracing.headers())
+
+    async def _chunk_partitions(self) -> set[int]:
+        """The chunks topic's partitions as the producer's metadata knows them (what its own
+        partitioner would use; fetched when the topic is not known yet)."""
+        producer = await self.app.maybe_start_producer()
+        return await producer._ensure_producer().partitions_for(self.topics.chunks)
+
+    async def send(self, outcome: Outcome) -> None:
+        key, value = outcome.to_message()
+        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
+        await sent  # acknowledged: only then is it done
+
+
 class _TopicSink:
     """A fleet worker's chunk sink: outcomes go to the results topic; what is still pending
     is read from the log, minus what this worker already sent."""
 
-    def __init__(self, worker: FleetWorker, task_id: str, chunk_no: int, addresses: list[str]):
+    def __init__(self, worker: WorkerCore, task_id: str, chunk_no: int, addresses: list[str]):
         self.worker, self.task_id, self.chunk_no, self.addresses = worker, task_id, chunk_no, addresses
         self.sent: set[str] = set()
 
