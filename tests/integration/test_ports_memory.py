@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
-from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+from tests.integration.ports_contract import (
+    EngineLeaseContract,
+    FleetStoreContract,
+    KeyStoreContract,
+    StagedInputsContract,
+)
 
 
 class TestMemoryInputs(StagedInputsContract):
@@ -18,3 +23,14 @@ class TestMemoryLease(EngineLeaseContract):
 class TestMemoryKeyStore(KeyStoreContract):
     def make_keystore(self):
         return MemoryKeyStore()
+
+
+class TestMemoryFleet(FleetStoreContract):
+    def make_database(self):
+        from engine.store import open_database
+        from engine.store.memory import MemoryFleet
+
+        db = open_database("memory://")
+        self.closing(db.close)
+        db.fleet = MemoryFleet(db.events.log)
+        return db

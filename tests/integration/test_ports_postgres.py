@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, migrate_log
-from tests.integration.ports_contract import EngineLeaseContract, KeyStoreContract, StagedInputsContract
+from tests.integration.ports_contract import (
+    EngineLeaseContract,
+    FleetStoreContract,
+    KeyStoreContract,
+    StagedInputsContract,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -35,3 +40,12 @@ class TestPostgresLease(PostgresDatabase, EngineLeaseContract):
 class TestPostgresKeyStore(PostgresDatabase, KeyStoreContract):
     def make_keystore(self):
         return PostgresKeyStore(self.pool())
+
+
+class TestPostgresFleet(PostgresDatabase, FleetStoreContract):
+    def make_database(self):
+        from engine.store import open_database
+
+        db = open_database(self.url, migrate=True)
+        self.closing(db.close)
+        return db
