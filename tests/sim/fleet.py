@@ -514,6 +514,8 @@ class FleetSim(Sim):
         await self.drain()
         evictions.cancel()
         await self.last_night()
+        for name, n in self.bus.faults.items():
+            self.story.coverage[f"bus: {name}"] += n
 
     async def evictions(self) -> None:
         while True:
@@ -621,17 +623,10 @@ class FleetSim(Sim):
         for slot in sorted(self.procs):
             await self.stop_cleanly(slot)
 
-    async def last_night(self) -> None:
+    async def sweeps(self) -> None:
+        """The watchdog runs two sweeps."""
         from engine.policies import SWEEP_INTERVAL_S
 
-        rng = self.rng
-        for _ in range(rng.randint(0, 3)):
-            self.customers.poke_finished()
-        night_s = rng.choice((0.0, 120.0, 7200.0, 1.2 * 86400, 4 * 86400))
-        self.say(f"the last night: {night_s:g}s")
-        await asyncio.sleep(night_s)
         self.spawn("watchdog", "watchdog")
         await asyncio.sleep(2 * SWEEP_INTERVAL_S + 5)
         await self.stop_cleanly("watchdog")
-        for name, n in self.bus.faults.items():
-            self.story.coverage[f"bus: {name}"] += n

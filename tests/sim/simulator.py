@@ -289,14 +289,18 @@ class Sim:
     async def last_night(self) -> None:
         """The customers tidy up finished tasks; the clock jumps (past Monthly periods and
         retention, or not); an engine runs two sweeps."""
-        from engine.policies import SWEEP_INTERVAL_S
-
         rng = self.rng
         for _ in range(rng.randint(0, 3)):
             self.customers.poke_finished()
         night_s = rng.choice((0.0, 120.0, 7200.0, 1.2 * 86400, 4 * 86400))
         self.say(f"the last night: {night_s:g}s")
         await asyncio.sleep(night_s)
+        await self.sweeps()
+
+    async def sweeps(self) -> None:
+        """A runner of the sweeps runs two of them."""
+        from engine.policies import SWEEP_INTERVAL_S
+
         engine, stop, running = self.start()
         await asyncio.sleep(2 * SWEEP_INTERVAL_S + 5)
         self.still_running(running)
