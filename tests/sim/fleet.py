@@ -28,7 +28,6 @@ holds while it is paused and forever once it is killed. Engine and store calls r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import re
 import zlib
@@ -43,7 +42,7 @@ from consumers.fleet.roles import Fleet, _either
 from consumers.fleet.worker import WorkerCore
 from events.codec import to_wire
 from tests.sim.checks import Violation
-from tests.sim.simulator import Clock, SimProvider, Sim
+from tests.sim.simulator import Sim, SimProvider
 
 CURRENT: contextvars.ContextVar["Proc | None"] = contextvars.ContextVar("vec_sim_process", default=None)
 
