@@ -27,11 +27,10 @@ import asyncio
 import logging
 import shutil
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence, TypeVar, cast
 
 import faust
 from faust.types import EventT, StreamT, TopicT
@@ -111,7 +110,13 @@ def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
         producer_acks=-1, stream_wait_empty=False)
 
 
-class FleetWorker:
+class WorkerCore:
+    """The worker role's handlers, over any broker: the scheduler, the verifier and the
+    settler read messages from `stream`s (async iterables of values; `take_events(n,
+    within)` yields batches of events with `.value` and `.headers`), and a subclass says how
+    work and outcomes are sent (`dispatch`, `send`). FleetWorker runs them as faust agents on
+    Kafka; the simulator (tests/sim/fleet.py) on its simulated topics."""
+
     def __init__(self, engine: Engine, provider: Provider, settings: EngineSettings, worker_id: str,
                  crash: Callable[[str, BaseException], None], call: EngineThread):
         if engine.db.fleet is None:
@@ -126,59 +131,25 @@ class FleetWorker:
         self.slots = asyncio.Semaphore(settings.workers)
         self.working: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.stopped_jobs: set[tuple[str, int]] = set()  # chunks cancelled by the stop signal
-        # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
-        self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
-        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
         self.ready = False  # in the consumer group, with partitions assigned
-        # mode's SignalHandlerT (mypy_extensions VarArg/NamedArg) matches no function under mypy 2
-        self.app.on_rebalance_complete.connect(self._rebalanced)  # type: ignore[arg-type]
-        self.events_topic = self._raw_topic(self.topics.events)
-        self.chunks_topic = self._raw_topic(self.topics.chunks)
-        self.results_topic = self._raw_topic(self.topics.results)
-        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
-        # one reader that never waits for a verification: every chunk it reads is claimed at
-        # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
-        self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
-        self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
 
-    def _raw_topic(self, name: str) -> TopicT:
-        return self.app.topic(name, key_serializer="raw", value_serializer="raw",
-                              partitions=self.settings.kafka_partitions)
+    async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        """Sends a chunk's work item to `PREFIX.chunks`, at its `chunk_partition`."""
+        raise NotImplementedError
 
-    def _supervised(self, agent: Agent) -> Agent:
-        """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
-        async def run(stream: StreamT[Any]) -> None:
-            try:
-                await agent(stream)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.crash(f"agent {agent.__name__.strip('_')}", error)
-                raise
-        run.__name__ = agent.__name__
-        return run
+    async def send(self, outcome: Outcome) -> None:
+        """Sends an outcome to `PREFIX.results`, keyed by task; returns once acknowledged."""
+        raise NotImplementedError
 
-    async def _rebalanced(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        self.ready = True
+    async def stop_jobs(self) -> None:
+        """A worker that stops: its verifications cancelled (their claims released)."""
+        for task in list(self.working.values()):
+            task.cancel()
+        await asyncio.gather(*self.working.values(), return_exceptions=True)
 
-    # --- lifecycle --------------------------------------------------------------------
-
-    async def run(self, stop: asyncio.Event, on_exit: Callable[[], Awaitable[None]] | None = None) -> None:
-        await self.app.start()
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_stops(stop))
-                group.create_task(self._renew_claims(stop))
-                await stop.wait()
-        finally:
-            for task in list(self.working.values()):
-                task.cancel()
-            await asyncio.gather(*self.working.values(), return_exceptions=True)
-            await self.app.stop()
-            await self.call(self.fleet.leave, self.worker_id)
-            shutil.rmtree(self.datadir, ignore_errors=True)
-            if on_exit is not None:
-                await on_exit()
+    async def leave(self) -> None:
+        """A worker that stopped: whatever claim it still holds is given up."""
+        await self.call(self.fleet.leave, self.worker_id)
 
     # --- scheduler --------------------------------------------------------------------
 
@@ -205,20 +176,6 @@ class FleetWorker:
 
     def schedule(self, task_id: str) -> None:
         schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
-
-    async def dispatch(self, task_id: str, chunk_no: int) -> None:
-        """Sends a chunk's work item to its partition, given explicitly (`chunk_partition`):
-        Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
-        key, value = chunk_work(task_id, chunk_no)
-        partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
-        await self.chunks_topic.send(key=key, value=value, partition=partition, headers=tracing.headers())
-
-    async def _chunk_partitions(self) -> set[int]:
-        """The chunks topic's partitions as the producer's metadata knows them (what its own
-        partitioner would use; fetched when the topic is not known yet)."""
-        producer = await self.app.maybe_start_producer()
-        partitions: set[int] = await producer._ensure_producer().partitions_for(self.topics.chunks)
-        return partitions
 
     # --- verifier ---------------------------------------------------------------------
 
@@ -311,11 +268,6 @@ class FleetWorker:
                 log.warning("renewing chunk claims: %s", error)
             await sleep_or(stop, self.settings.claim_ttl / 4)
 
-    async def send(self, outcome: Outcome) -> None:
-        key, value = outcome.to_message()
-        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
-        await sent  # acknowledged: only then is it done
-
     async def deliver(self, outcome: Outcome) -> None:
         """Sends an outcome to the settler through the results topic. A broker that keeps
         refusing it for longer than the claim TTL (seen after a broker restart: Tansu answered
@@ -326,25 +278,26 @@ class FleetWorker:
         again."""
         from aiokafka.errors import KafkaError
 
+        clock = asyncio.get_running_loop().time  # the loop's: virtual in the simulator
         bound_s = self.settings.claim_ttl
-        started = time.monotonic()
+        started = clock()
         attempt = 0
         while True:
-            left_s = bound_s - (time.monotonic() - started)
+            left_s = bound_s - (clock() - started)
             try:
                 await asyncio.wait_for(self.send(outcome), timeout=max(left_s, 0.1))
                 return
             except (KafkaError, TimeoutError) as error:
                 attempt += 1
-                if time.monotonic() - started >= bound_s:
+                if clock() - started >= bound_s:
                     log.warning("the results topic refused %s of chunk %s of %s for %.1f s (%d tries, last: %s);"
                                 " recording it straight in the log", outcome.kind, outcome.chunk_no, outcome.task_id,
-                                time.monotonic() - started, attempt, type(error).__name__,
+                                clock() - started, attempt, type(error).__name__,
                                 extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
                                                        worker_id=self.worker_id))
                     await self._retrying("settling directly", self.call, self._settle_one, outcome)
                     return
-                await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0, max(bound_s - (time.monotonic() - started), 0)))
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0, max(bound_s - (clock() - started), 0)))
 
     # --- settler ----------------------------------------------------------------------
 
@@ -407,19 +360,97 @@ class FleetWorker:
                 await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
 
 
+class FleetWorker(WorkerCore):
+    """The worker role on Kafka: WorkerCore's handlers as faust agents in one consumer group."""
+
+    def __init__(self, engine: Engine, provider: Provider, settings: EngineSettings, worker_id: str,
+                 crash: Callable[[str, BaseException], None], call: EngineThread):
+        super().__init__(engine, provider, settings, worker_id, crash, call)
+        # faust keeps nothing we need on disk (no tables): its directory is a throw-away one
+        self.datadir = tempfile.mkdtemp(prefix="vec-faust-")
+        self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
+        # mode's SignalHandlerT (mypy_extensions VarArg/NamedArg) matches no function under mypy 2
+        self.app.on_rebalance_complete.connect(self._rebalanced)  # type: ignore[arg-type]
+        self.events_topic = self._raw_topic(self.topics.events)
+        self.chunks_topic = self._raw_topic(self.topics.chunks)
+        self.results_topic = self._raw_topic(self.topics.results)
+        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
+        # one reader that never waits for a verification: every chunk it reads is claimed at
+        # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
+        self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
+        self.app.agent(self.results_topic, name="vec-settler")(self._supervised(self._settler))
+
+
+    def _raw_topic(self, name: str) -> TopicT:
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw",
+                              partitions=self.settings.kafka_partitions)
+
+    def _supervised(self, agent: Agent) -> Agent:
+        """An agent that fails takes the whole process down with it, loudly (never half-alive)."""
+        async def run(stream: StreamT[Any]) -> None:
+            try:
+                await agent(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.crash(f"agent {agent.__name__.strip('_')}", error)
+                raise
+        run.__name__ = agent.__name__
+        return run
+
+    async def _rebalanced(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        self.ready = True
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_exit: Callable[[], Awaitable[None]] | None = None) -> None:
+        await self.app.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_stops(stop))
+                group.create_task(self._renew_claims(stop))
+                await stop.wait()
+        finally:
+            await self.stop_jobs()
+            await self.app.stop()
+            await self.leave()
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            if on_exit is not None:
+                await on_exit()
+
+    async def dispatch(self, task_id: str, chunk_no: int) -> None:
+        """Sends a chunk's work item to its partition, given explicitly (`chunk_partition`):
+        Kafka's default, the hash of the key, split a bulk unevenly between the workers."""
+        key, value = chunk_work(task_id, chunk_no)
+        partition = chunk_partition(task_id, chunk_no, await self._chunk_partitions())
+        await self.chunks_topic.send(key=key, value=value, partition=partition, headers=tracing.headers())
+
+    async def _chunk_partitions(self) -> set[int]:
+        """The chunks topic's partitions as the producer's metadata knows them (what its own
+        partitioner would use; fetched when the topic is not known yet)."""
+        producer = await self.app.maybe_start_producer()
+        partitions: set[int] = await producer._ensure_producer().partitions_for(self.topics.chunks)
+        return partitions
+
+    async def send(self, outcome: Outcome) -> None:
+        key, value = outcome.to_message()
+        sent = await self.results_topic.send(key=key, value=value, headers=tracing.headers())  # and back
+        await sent  # acknowledged: only then is it done
+
+
 def _take_events(stream: StreamT[Any], max_: int, within_s: float) -> AsyncIterator[Sequence[EventT[Any]]]:
     """Up to `max_` events at a time (waiting at most `within_s` for more). faust hands its
-    agents a faust.Stream, though it types them StreamT (which lacks take_events)."""
-    if not isinstance(stream, faust.Stream):
-        raise TypeError(f"a faust agent was given a {type(stream).__name__}, not a faust.Stream")
-    return stream.take_events(max_, within=within_s)
+    agents a faust.Stream, though it types them StreamT (which lacks take_events); the
+    simulator (tests/sim/fleet.py) hands its own streams, with the same method."""
+    take: Callable[..., AsyncIterator[Sequence[EventT[Any]]]] = cast(faust.Stream[Any], stream).take_events
+    return take(max_, within=within_s)
 
 
 class _TopicSink:
     """A fleet worker's chunk sink: outcomes go to the results topic; what is still pending
     is read from the log, minus what this worker already sent."""
 
-    def __init__(self, worker: FleetWorker, task_id: str, chunk_no: int, addresses: list[str],
+    def __init__(self, worker: WorkerCore, task_id: str, chunk_no: int, addresses: list[str],
                  sent: set[str] | None = None):
         self.worker, self.task_id, self.chunk_no, self.addresses = worker, task_id, chunk_no, addresses
         self.sent: set[str] = set() if sent is None else sent  # the job's: it outlives a retry

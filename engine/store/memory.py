@@ -16,7 +16,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from engine import chain
 from engine.keyring import Keyring, append_seals
@@ -287,6 +287,82 @@ class MemoryLease:
             lease = self._lease
             if lease is not None and lease.holder == holder:
                 self._lease = LeaseInfo("", 0, lease.host, now)
+
+
+STOPPED_TYPES = frozenset({"TaskCancelled", "TaskCompleted", "TaskFailed", "SystemFailure", "TaskDeleted"})
+
+
+@dataclass
+class _Claim:
+    worker_id: str
+    claimed_at: datetime
+    heartbeat: datetime
+
+
+class MemoryFleet:
+    """The fleet's heartbeats and chunk claims (engine/store/base.py FleetStore) in dicts, as
+    PostgresFleet keeps them in tables; `stopped_tasks` reads the shared log. Not attached
+    by `memory://` (a fleet of processes cannot share a store in one process's memory, so
+    the CLI keeps calling that store embedded): the simulator (tests/sim/fleet.py) attaches
+    it to run the fleet's roles in one process."""
+
+    def __init__(self, log: MemoryLog):
+        self.log = log
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._claims: dict[tuple[str, int], _Claim] = {}
+        self._lock = threading.Lock()
+
+    def beat(self, worker_id: str, roles: str, host: str, pid: int, now: datetime, state: str = "starting",
+             leads: str = "") -> None:
+        with self._lock:
+            known = self._workers.get(worker_id)
+            started_at = known["started_at"] if known else now
+            self._workers[worker_id] = {"worker_id": worker_id, "host": host, "pid": pid, "roles": roles,
+                                        "state": state, "leads": leads, "started_at": started_at, "heartbeat": now}
+
+    def leave(self, worker_id: str) -> None:
+        with self._lock:
+            for key in [k for k, claim in self._claims.items() if claim.worker_id == worker_id]:
+                del self._claims[key]
+
+    def last_worker_beat(self) -> datetime | None:
+        with self._lock:
+            return max((w["heartbeat"] for w in self._workers.values() if "worker" in w["roles"]), default=None)
+
+    def members(self, since: datetime) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(w) for _, w in sorted(self._workers.items()) if w["heartbeat"] >= since]
+
+    def claim(self, task_id: str, chunk_no: int, worker_id: str, now: datetime, stale_before: datetime) -> bool:
+        """Takes the chunk unless a live worker holds it; True if this worker holds it now."""
+        with self._lock:
+            held = self._claims.get((task_id, chunk_no))
+            if held is not None and held.worker_id != worker_id and held.heartbeat >= stale_before:
+                return False
+            self._claims[(task_id, chunk_no)] = _Claim(worker_id, now, now)
+            return True
+
+    def renew(self, worker_id: str, now: datetime) -> None:
+        with self._lock:
+            for claim in self._claims.values():
+                if claim.worker_id == worker_id:
+                    claim.heartbeat = now
+
+    def release(self, task_id: str, chunk_no: int, worker_id: str) -> None:
+        with self._lock:
+            held = self._claims.get((task_id, chunk_no))
+            if held is not None and held.worker_id == worker_id:
+                del self._claims[(task_id, chunk_no)]
+
+    def live_claims(self, fresh_after: datetime) -> set[tuple[str, int]]:
+        with self._lock:
+            return {key for key, claim in self._claims.items() if claim.heartbeat >= fresh_after}
+
+    def stopped_tasks(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks stopped (cancelled, failed, completed, deleted), from the log."""
+        with self.log.view_lock:
+            return {t for t in task_ids if any(row.type_name in STOPPED_TYPES
+                                               for row in self.log.by_stream.get(f"task-{t}", ()))}
 
 
 class MemoryKeyStore:

@@ -1,6 +1,6 @@
 """The contracts of the store's other ports, reusable by every backend (as store_contract.py
-is for the event store): StagedInputs and EngineLease (engine/store/base.py), KeyStore
-(engine/keyring.py).
+is for the event store): StagedInputs, EngineLease and FleetStore (engine/store/base.py),
+KeyStore (engine/keyring.py).
 
 A backend's test module subclasses each contract and implements its one hook:
 
@@ -310,3 +310,74 @@ class ReadModelSessionContract(PortContract):
             session.execute(upsert_sql(self.TABLE), ("a", 1, "x", 2**64))
         assert not isinstance(raised.value, session.transient_errors)
         assert self.rows(session) == []
+
+
+class FleetStoreContract(PortContract):
+    """Heartbeats and chunk claims (engine/store/base.py FleetStore): what the fleet's workers
+    and watchdog rely on, the same on PostgreSQL and in memory (the simulator's)."""
+
+    def make_database(self):
+        """A fresh, empty Database whose `fleet` is the adapter under test."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def db(self):
+        return self.make_database()
+
+    def test_a_free_chunk_is_claimed_and_a_live_claim_of_another_is_refused(self, db):
+        fleet, stale = db.fleet, T0 - timedelta(seconds=10)
+        assert fleet.claim("t1", 0, "w1", T0, stale) is True
+        assert fleet.claim("t1", 0, "w2", T0 + timedelta(seconds=1), stale) is False
+        assert fleet.claim("t1", 0, "w1", T0 + timedelta(seconds=2), stale) is True  # its own, again
+        assert fleet.claim("t1", 1, "w2", T0, stale) is True  # another chunk
+        assert fleet.live_claims(stale) == {("t1", 0), ("t1", 1)}
+
+    def test_a_claim_whose_heartbeat_stopped_is_taken_over(self, db):
+        fleet, later = db.fleet, T0 + timedelta(seconds=30)
+        assert fleet.claim("t1", 0, "w1", T0, T0 - timedelta(seconds=10)) is True
+        assert fleet.live_claims(later - timedelta(seconds=10)) == set()
+        assert fleet.claim("t1", 0, "w2", later, later - timedelta(seconds=10)) is True
+        fleet.release("t1", 0, "w1")  # the old holder wakes: its release leaves the new claim alone
+        assert fleet.live_claims(later - timedelta(seconds=10)) == {("t1", 0)}
+        assert fleet.claim("t1", 0, "w1", later, later - timedelta(seconds=10)) is False
+
+    def test_renewals_keep_a_workers_claims_alive(self, db):
+        fleet, later = db.fleet, T0 + timedelta(seconds=30)
+        fleet.claim("t1", 0, "w1", T0, T0)
+        fleet.claim("t1", 1, "w2", T0, T0)
+        fleet.renew("w1", later)
+        assert fleet.live_claims(later - timedelta(seconds=10)) == {("t1", 0)}
+
+    def test_release_and_leave_drop_only_the_holders_claims(self, db):
+        fleet, stale = db.fleet, T0 - timedelta(seconds=10)
+        for chunk_no, worker in ((0, "w1"), (1, "w1"), (2, "w2")):
+            fleet.claim("t1", chunk_no, worker, T0, stale)
+        fleet.release("t1", 2, "w1")  # not its claim
+        fleet.release("t1", 0, "w1")
+        assert fleet.live_claims(stale) == {("t1", 1), ("t1", 2)}
+        fleet.leave("w1")
+        assert fleet.live_claims(stale) == {("t1", 2)}
+
+    def test_the_last_worker_beat_counts_processes_with_the_worker_role_only(self, db):
+        fleet = db.fleet
+        assert fleet.last_worker_beat() is None
+        fleet.beat("wd", "projector,relay,watchdog", "h", 1, T0 + timedelta(seconds=50), "ready")
+        assert fleet.last_worker_beat() is None
+        fleet.beat("w1", "worker", "h", 2, T0, "starting")
+        fleet.beat("w1", "worker", "h", 2, T0 + timedelta(seconds=5), "ready")
+        assert fleet.last_worker_beat() == T0 + timedelta(seconds=5)
+        members = fleet.members(T0 + timedelta(seconds=1))
+        assert [(m["worker_id"], m["state"], m["started_at"]) for m in members] == [
+            ("w1", "ready", T0), ("wd", "ready", T0 + timedelta(seconds=50))]
+
+    def test_stopped_tasks_are_read_from_the_log(self, db):
+        from engine.config import EngineSettings
+        from engine.service import Engine
+
+        engine = Engine(db, EngineSettings(store=db.url))
+        engine.open_account("a1")
+        running, stopped = (engine.create_single("a1", f"{n}@example.org") for n in ("x", "y"))
+        assert db.fleet.stopped_tasks([running, stopped]) == set()
+        engine.fail_for_system(stopped, "engine_outage: test")
+        assert db.fleet.stopped_tasks([running, stopped, "never-created"]) == {stopped}
+        assert db.fleet.stopped_tasks([]) == set()

@@ -5,6 +5,7 @@ from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
 from engine.store.sqlite import SqliteSession, connect
 from tests.integration.ports_contract import (
     EngineLeaseContract,
+    FleetStoreContract,
     KeyStoreContract,
     ReadModelSessionContract,
     StagedInputsContract,
@@ -33,3 +34,14 @@ class TestMemoryReadModelSession(ReadModelSessionContract):
         conn = connect(":memory:")
         self.closing(conn.close)
         return SqliteSession(conn)
+
+
+class TestMemoryFleet(FleetStoreContract):
+    def make_database(self):
+        from engine.store import open_database
+        from engine.store.memory import MemoryFleet
+
+        db = open_database("memory://")
+        self.closing(db.close)
+        db.fleet = MemoryFleet(db.events.log)
+        return db

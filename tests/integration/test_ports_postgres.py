@@ -7,6 +7,7 @@ import pytest
 from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, PostgresSession, migrate_log
 from tests.integration.ports_contract import (
     EngineLeaseContract,
+    FleetStoreContract,
     KeyStoreContract,
     ReadModelSessionContract,
     StagedInputsContract,
@@ -45,3 +46,12 @@ class TestPostgresKeyStore(PostgresDatabase, KeyStoreContract):
 class TestPostgresReadModelSession(PostgresDatabase, ReadModelSessionContract):
     def make_session(self):
         return PostgresSession(self.pool())
+
+
+class TestPostgresFleet(PostgresDatabase, FleetStoreContract):
+    def make_database(self):
+        from engine.store import open_database
+
+        db = open_database(self.url, migrate=True)
+        self.closing(db.close)
+        return db

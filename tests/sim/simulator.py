@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ContextManager
 from unittest import mock
 
 from tests.sim.checks import Violation
@@ -289,14 +289,18 @@ class Sim:
     async def last_night(self) -> None:
         """The customers tidy up finished tasks; the clock jumps (past Monthly periods and
         retention, or not); an engine runs two sweeps."""
-        from engine.policies import SWEEP_INTERVAL_S
-
         rng = self.rng
         for _ in range(rng.randint(0, 3)):
             self.customers.poke_finished()
         night_s = rng.choice((0.0, 120.0, 7200.0, 1.2 * 86400, 4 * 86400))
         self.say(f"the last night: {night_s:g}s")
         await asyncio.sleep(night_s)
+        await self.sweeps()
+
+    async def sweeps(self) -> None:
+        """A runner of the sweeps runs two of them."""
+        from engine.policies import SWEEP_INTERVAL_S
+
         engine, stop, running = self.start()
         await asyncio.sleep(2 * SWEEP_INTERVAL_S + 5)
         self.still_running(running)
@@ -305,46 +309,59 @@ class Sim:
     # --- the checks -----------------------------------------------------------------------
 
     def check(self) -> None:
-        from engine.audit import audit
         from engine.store import open_database
-        from tests.sim import checks
 
         db = open_database(self.url)
         try:
-            report = audit(db)
-            if report.violations:
-                raise Violation("vec audit: " + "; ".join(report.violations[:5]))
-            ledger = checks.Ledger(self.alive, self.story.coverage)
-            self.story.events = ledger.fold(db.events.read_all())
-            checks.check_accounts(db, ledger, self.customers, self.clock.now)
-            checks.check_tasks(db, self.engine_on(db), ledger, self.customers)
-            self.story.tasks = len(ledger.tasks)
+            self.check_on(db)
         finally:
             db.close()
+
+    def check_on(self, db) -> None:
+        """`vec audit` and every money rule (tests/sim/checks.py) over the store `db`; `alive`
+        says when a runner of the sweeps ran."""
+        from engine.audit import audit
+        from tests.sim import checks
+
+        report = audit(db)
+        if report.violations:
+            raise Violation("vec audit: " + "; ".join(report.violations[:5]))
+        ledger = checks.Ledger(self.alive, self.story.coverage)
+        self.story.events = ledger.fold(db.events.read_all())
+        checks.check_accounts(db, ledger, self.customers, self.clock.now)
+        checks.check_tasks(db, self.engine_on(db), ledger, self.customers)
+        self.story.tasks = len(ledger.tasks)
 
     def engine_on(self, db):
         from engine.service import Engine
 
         return Engine(db, self.base_settings, self.clock.utc)
 
-    def run(self) -> Story:
+    def patches(self) -> list[ContextManager[object]]:
+        """What the run replaces: the processes' monotonic clocks by the virtual one, random
+        ids and keys by the seed's."""
         import consumers.runtime
         import consumers.verification
         import engine.keyring
         import engine.service
 
         rng_ids = random.Random(self.seed ^ 0x5EED)
+        fake_time = mock.Mock(wraps=time)
+        fake_time.monotonic = self.clock.monotonic
+        return [mock.patch.object(consumers.runtime, "time", fake_time),
+                mock.patch.object(consumers.verification, "time", fake_time),
+                mock.patch.object(engine.keyring, "time", fake_time),
+                mock.patch.object(engine.service.uuid, "uuid4", lambda: uuid.UUID(int=rng_ids.getrandbits(128))),
+                mock.patch.object(engine.keyring.os, "urandom", rng_ids.randbytes)]
+
+    def run(self) -> Story:
         self.grace = self.rng.choice((10.0, 60.0, 300.0))
         self.deadline = self.rng.choice((5.0, 30.0, 120.0))
         self.base_settings = self.settings()
-        fake_time = mock.Mock(wraps=time)
-        fake_time.monotonic = self.clock.monotonic
         loop = VirtualLoop(self.clock)
-        with mock.patch.object(consumers.runtime, "time", fake_time), \
-                mock.patch.object(consumers.verification, "time", fake_time), \
-                mock.patch.object(engine.keyring, "time", fake_time), \
-                mock.patch.object(engine.service.uuid, "uuid4", lambda: uuid.UUID(int=rng_ids.getrandbits(128))), \
-                mock.patch.object(engine.keyring.os, "urandom", rng_ids.randbytes):
+        with contextlib.ExitStack() as patched:
+            for patch in self.patches():
+                patched.enter_context(patch)
             try:
                 loop.run_until_complete(asyncio.wait_for(self.life(), timeout=30 * 86400))
             finally:
@@ -375,20 +392,26 @@ def _reaped_pid() -> int:
 DEAD_PID = _reaped_pid()
 
 
-def run_seed(seed: int, verbose: bool = False) -> Story:
+def run_seed(seed: int, verbose: bool = False, mode: str = "embedded") -> Story:
     import logging
 
     # a crashed engine's clean-up fails on its closed connection by design: not news
     logging.getLogger().setLevel(logging.INFO if verbose else logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     workdir = Path(tempfile.mkdtemp(prefix=f"vec-sim-{seed}-"))
-    sim = Sim(seed, workdir, verbose)
+    if mode == "fleet":
+        from tests.sim.fleet import FleetSim
+
+        sim: Sim = FleetSim(seed, workdir, verbose)
+    else:
+        sim = Sim(seed, workdir, verbose)
     try:
         return sim.run()
     except BaseException as error:
         story = "\n".join(sim.story.lines[-40:])
         raise Violation(f"seed {seed} failed: {type(error).__name__}: {error}\n"
-                        f"replay: python -m tests.sim.simulator --seed {seed} -v\n{story}") from error
+                        f"replay: python -m tests.sim.simulator{' --mode fleet' if mode == 'fleet' else ''}"
+                        f" --seed {seed} -v\n{story}") from error
     finally:
         if verbose:
             print("\n".join(sim.story.lines))
@@ -401,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the story of each run")
+    parser.add_argument("--mode", choices=("embedded", "fleet"), default="embedded",
+                        help="the embedded runtime, or the fleet's roles on a simulated broker (tests/sim/fleet.py)")
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed, started = [], time.monotonic()
@@ -408,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     coverage: Counter[str] = Counter()
     for seed in seeds:
         try:
-            story = run_seed(seed, args.verbose)
+            story = run_seed(seed, args.verbose, args.mode)
         except Violation as violation:
             failed.append(seed)
             print(violation, file=sys.stderr)

@@ -1,7 +1,8 @@
 """The deterministic simulator (tests/sim/simulator.py) over a hundred seeds: every money rule
 and `vec audit` hold after every run, and each rule was exercised. A failure names its seed
 and how to replay it. Then the simulator itself is tried: an engine with one rule broken
-must fail a seed, naming the rule."""
+must fail a seed, naming the rule. The same for the fleet mode (tests/sim/fleet.py): the
+distributed runner's roles on a simulated broker."""
 from __future__ import annotations
 
 import os
@@ -97,3 +98,46 @@ def test_a_broken_rule_fails_a_seed(sabotage):
                 assert re.search(named, str(caught)), str(caught)
                 return
     pytest.fail(f"40 seeds of an engine with {sabotage} found nothing")
+
+
+# --- the fleet mode: the distributed runner on a simulated broker ----------------------------
+
+FLEET_SEEDS = int(os.environ.get("VEC_SIM_FLEET_SEEDS", "64"))
+FLEET_BATCHES = 4
+# what the fleet mode does to the runner, each seen in every batch of 16 seeds or more
+FLEET_EXERCISED = ("chunks re-dispatched by the watchdog", "workers paused past their claims",
+                   "paused workers woken after their claim was taken over", "bus: redelivered",
+                   "bus: ack lost (duplicate)", "bus: send failed", "tasks failed: engine_outage",
+                   "unknown refunds to PAYG of a Monthly debit", "bulk tasks", "single tasks")
+
+
+@pytest.mark.parametrize("batch", range(FLEET_BATCHES))
+def test_the_fleet_survives_every_seed(batch):
+    seeds = range(batch, FLEET_SEEDS, FLEET_BATCHES)
+    crashes, exercised = 0, Counter()
+    for seed in seeds:
+        story = run_seed(seed, mode="fleet")
+        crashes += story.crashes
+        exercised.update(story.coverage)
+    assert crashes > 0
+    if len(seeds) >= 16:
+        assert [what for what in FLEET_EXERCISED if not exercised[what]] == []
+
+
+def test_a_fleet_seed_replays_exactly():
+    first, second = run_seed(11, mode="fleet"), run_seed(11, mode="fleet")
+    assert first.crashes > 0
+    assert (first.lines, first.events, first.coverage) == (second.lines, second.events, second.coverage)
+
+
+def test_a_watchdog_that_never_dispatches_again_fails_a_fleet_seed():
+    """Without re-dispatch, a chunk whose worker died is never verified: the fleet must not
+    leave it to the stall bound (half the seeds have none to speak of)."""
+    with mock.patch("consumers.fleet.roles.Fleet._reconcile", lambda *args: None):
+        for seed in range(80):  # the first seeds to lose a chunk for good: 24, 33, 54
+            try:
+                run_seed(seed, mode="fleet")
+            except Violation as caught:
+                assert "still active" in str(caught), str(caught)
+                return
+    pytest.fail("80 fleet seeds with no re-dispatch found nothing")
