@@ -16,7 +16,7 @@ from engine.service import Engine
 from engine.store import open_database
 
 if TYPE_CHECKING:
-    from consumers.fleet.roles import Fleet
+    from consumers.fleet.roles import Fleet, FleetAdapters
     from consumers.runtime import Runtime
 
 
@@ -44,4 +44,18 @@ def fleet(engine: Engine, roles: Iterable[str]) -> Fleet:
     from consumers.providers import build_provider
 
     settings = engine.settings
-    return Fleet(engine, settings, set(roles), lambda slots: build_provider(settings, slots), features=FEATURES)
+    return Fleet(engine, settings, set(roles), lambda slots: build_provider(settings, slots), features=FEATURES,
+                 adapters=fleet_adapters(settings))
+
+
+def fleet_adapters(settings: EngineSettings) -> FleetAdapters:
+    """The fleet's PostgreSQL and Kafka adapters: leader locks, the relay, the MX slots."""
+    from consumers.fleet.roles import FleetAdapters
+    from consumers.fleet.slots import FleetHostSlots
+    from engine.relay import Relay
+    from engine.store.postgres import LeaderLock
+    from verifier.config import VerifierSettings
+
+    return FleetAdapters(leader_lock=lambda key: LeaderLock(settings.store, key),
+                         relay=lambda name: Relay(settings.store, settings, name=name),
+                         host_slots=lambda: FleetHostSlots(settings.store, VerifierSettings().per_mx_concurrency))

@@ -17,10 +17,10 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, Protocol, Sequence
 
 from consumers import metrics
-from consumers.fleet.slots import FleetHostSlots
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
@@ -32,8 +32,6 @@ from engine.config import EngineSettings
 from engine.policies import SWEEP_INTERVAL_S
 from engine.service import ACTOR, Engine
 from engine.store.base import FleetStore
-from engine.store.postgres import LeaderLock
-from verifier.config import VerifierSettings
 from verifier.prober import HostSlots
 
 if TYPE_CHECKING:
@@ -47,10 +45,38 @@ ROLES = ("relay", "worker", "projector", "watchdog")
 LEADER_KEYS = {"projector": 7316002, "watchdog": 7316003}  # advisory lock keys of roles run once
 
 
+class Leadership(Protocol):
+    """A role's lock, held by one process of the fleet at a time (engine/store/postgres.py
+    LeaderLock: an advisory lock on a connection of its own)."""
+
+    def try_acquire(self) -> bool: ...
+
+    def still_held(self) -> bool: ...
+
+    def drop(self) -> None: ...
+
+
+class SharedHostSlots(HostSlots, Protocol):
+    """The per-MX sessions shared by the fleet, closed when the worker stops."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FleetAdapters:
+    """What the fleet's roles are built on, made by the composition root
+    (entrypoints/bootstrap.py), never here: each role's leader lock, the relay, the worker's
+    fleet-wide MX slots."""
+
+    leader_lock: Callable[[int], Leadership]
+    relay: Callable[[str], "Relay"]  # by the process's name
+    host_slots: Callable[[], SharedHostSlots]
+
+
 class Fleet:
     def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str],
                  provider_factory: Callable[[HostSlots], Provider] | None = None,
-                 features: Sequence[Feature] = FEATURES):
+                 features: Sequence[Feature] = FEATURES, *, adapters: FleetAdapters):
         unknown = roles - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROLES)}")
@@ -63,6 +89,7 @@ class Fleet:
         self.engine, self.settings, self.roles = engine, settings, roles
         self.features = features  # the log-driven features its watchdog processes elect a leader for
         self.provider_factory = provider_factory
+        self.adapters = adapters
         self.db = engine.db
         self.fleet: FleetStore = engine.db.fleet
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -100,7 +127,7 @@ class Fleet:
                 group.create_task(self._guard("heartbeat", self._heartbeat(stop), stop))
                 group.create_task(self._watch_crash(stop, crashed))
                 if "worker" in self.roles and self.provider_factory is not None:  # (checked at __init__)
-                    slots = FleetHostSlots(self.settings.store, VerifierSettings().per_mx_concurrency)
+                    slots = self.adapters.host_slots()
                     self.worker = FleetWorker(self.engine, self.provider_factory(slots), self.settings, self.worker_id,
                                               self.crash, self.call)
                     group.create_task(self._guard("worker", self.worker.run(stop, on_exit=slots.close), stop))
@@ -168,7 +195,7 @@ class Fleet:
                     stop: asyncio.Event) -> None:
         """Stand by until this process holds the role's lock, then run it until the lock is
         lost (its connection broke) or the process stops."""
-        lock = LeaderLock(self.settings.store, lock_key)
+        lock = self.adapters.leader_lock(lock_key)
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(lock.try_acquire):
@@ -193,7 +220,7 @@ class Fleet:
             await asyncio.to_thread(lock.drop)
 
     @staticmethod
-    async def _keep_checking(lock: LeaderLock, lost: asyncio.Event, stop: asyncio.Event) -> None:
+    async def _keep_checking(lock: Leadership, lost: asyncio.Event, stop: asyncio.Event) -> None:
         while not stop.is_set() and not lost.is_set():
             if not await asyncio.to_thread(lock.still_held):
                 lost.set()
@@ -201,9 +228,7 @@ class Fleet:
             await sleep_or(stop, 1.0)
 
     async def _relay(self, stop: asyncio.Event) -> None:
-        from engine.relay import Relay
-
-        relay = self.relay = Relay(self.settings.store, self.settings, name=self.worker_id)
+        relay = self.relay = self.adapters.relay(self.worker_id)
         metrics.track_relay(relay)  # vec_relay_published_total
         halt = threading.Event()
         thread = asyncio.create_task(asyncio.to_thread(relay.run, halt))

@@ -10,7 +10,7 @@ import logging
 import psycopg
 import pytest
 
-from consumers.fleet.roles import Fleet
+from entrypoints import bootstrap
 from engine.config import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
@@ -22,7 +22,7 @@ def test_a_leader_whose_database_went_away_stands_by_and_leads_again(pg_url, cap
     db = open_database(pg_url, migrate=True)
     try:
         engine = Engine(db, EngineSettings(_env_file=None, store=pg_url))
-        fleet = Fleet(engine, engine.settings, {"watchdog"})
+        fleet = bootstrap.fleet(engine, {"watchdog"})
         leads: list[int] = []
         stop = asyncio.Event()
 
@@ -45,7 +45,7 @@ def test_a_crash_names_the_error_inside_a_task_group(pg_url, caplog):
     db = open_database(pg_url, migrate=True)
     try:
         engine = Engine(db, EngineSettings(_env_file=None, store=pg_url))
-        fleet = Fleet(engine, engine.settings, {"watchdog"})
+        fleet = bootstrap.fleet(engine, {"watchdog"})
         grouped = ExceptionGroup("unhandled errors in a TaskGroup", [ValueError("the real cause")])
         with caplog.at_level(logging.ERROR, logger="vec.fleet"):
             fleet.crash("notifications", grouped)

@@ -339,7 +339,7 @@ def test_on_postgresql_one_elected_leader_mails_once(pg_url, sink, tmp_path):
     relay gets the task's end once; the outbox dedupes a re-read."""
     from datetime import timedelta
 
-    from consumers.fleet.roles import Fleet
+    from entrypoints import bootstrap
     from engine.service import utcnow
     from engine.store import open_database
 
@@ -356,7 +356,7 @@ def test_on_postgresql_one_elected_leader_mails_once(pg_url, sink, tmp_path):
 
         async def main() -> None:
             stop = asyncio.Event()
-            fleets = [asyncio.create_task(Fleet(Engine(db, config), config, {"watchdog"}).run(stop)) for db in dbs]
+            fleets = [asyncio.create_task(bootstrap.fleet(Engine(db, config), {"watchdog"}).run(stop)) for db in dbs]
             try:
                 async with asyncio.timeout(30):
                     while len(outbox(engine, status="sent")) < 2:

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from consumers.fleet.roles import Fleet
+from entrypoints import bootstrap
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.config import EngineSettings
@@ -72,7 +72,7 @@ def _fleet(pg_url) -> Iterator[Runner]:
     db = open_database(pg_url, migrate=True)
     now = [T0]
     engine = Engine(db, _settings(), clock=lambda: now[0])
-    fleet = Fleet(engine, engine.settings, {"watchdog"})
+    fleet = bootstrap.fleet(engine, {"watchdog"})
     started_at = T0 - timedelta(days=1)
 
     def down_since(moment: datetime) -> None:

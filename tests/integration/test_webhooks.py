@@ -428,7 +428,7 @@ def test_the_cli_registers_lists_and_removes(tmp_path):
 def test_on_postgresql_one_elected_sender_delivers_once_with_its_retries(pg_url, tmp_path):
     """Two fleet processes' watchdog roles (no Kafka needed): one leads the webhooks; the
     receiver gets the failed attempt and its retry, nothing more; the store dedupes re-reads."""
-    from consumers.fleet.roles import Fleet
+    from entrypoints import bootstrap
 
     open_database(pg_url, migrate=True).close()
     config = settings(**FAST, store=pg_url)
@@ -443,7 +443,7 @@ def test_on_postgresql_one_elected_sender_delivers_once_with_its_retries(pg_url,
 
             async def main() -> None:
                 stop = asyncio.Event()
-                fleets = [asyncio.create_task(Fleet(Engine(db, config), config, {"watchdog"}).run(stop)) for db in dbs]
+                fleets = [asyncio.create_task(bootstrap.fleet(Engine(db, config), {"watchdog"}).run(stop)) for db in dbs]
                 try:
                     async with asyncio.timeout(30):
                         while not deliveries(engine, status="delivered"):

@@ -38,11 +38,10 @@ from unittest import mock
 from aiokafka.errors import KafkaError
 
 from consumers.fleet.messages import Topics, chunk_partition, chunk_work
-from consumers.fleet.roles import Fleet, _either
+from consumers.fleet.roles import Fleet, FleetAdapters, _either
 from consumers.fleet.worker import WorkerCore
 from events.codec import to_wire
 from tests.sim.checks import Violation
-from consumers.verification import Provider
 from tests.sim.simulator import Sim, SimProvider
 
 CURRENT: contextvars.ContextVar["Proc | None"] = contextvars.ContextVar("vec_sim_process", default=None)
@@ -274,8 +273,10 @@ class Proc:
             task.cancel()
 
 
-def _never_built(slots: object) -> Provider:
-    raise AssertionError("the simulator gives its workers their provider itself")
+def _never_built(*args: object) -> Any:
+    """What Fleet.run would build (a provider, leader locks, the relay, MX slots): the
+    simulator drives the roles' handlers itself and never calls run."""
+    raise AssertionError("the simulator builds what its processes use itself")
 
 
 class SimFleet(Fleet):
@@ -284,7 +285,8 @@ class SimFleet(Fleet):
     def __init__(self, sim: "FleetSim", proc: Proc, roles: set[str]):
         # the worker role's provider is given to SimWorker itself (start_worker): Fleet.run,
         # which would build one from this factory, never runs here
-        super().__init__(sim.engine(), sim.base_settings, roles, provider_factory=_never_built, features=())
+        super().__init__(sim.engine(), sim.base_settings, roles, provider_factory=_never_built, features=(),
+                         adapters=FleetAdapters(_never_built, _never_built, _never_built))
         self.call.close()
         self.call = InlineCall()
         self.sim, self.proc, self.worker_id = sim, proc, proc.name
