@@ -3,14 +3,14 @@
 # `vec bulk FILE --wait` (instant provider), the store's size, the export's first bytes and
 # whole run, `vec rebuild`, `vec audit`. Run it for two checkouts side by side (the baseline
 # from `git worktree add /tmp/base REV`) and compare the lines; /usr/bin/time gives wall,
-# user CPU and peak RSS.
+# user CPU and peak RSS. (`-P`: the code is SRC's, whatever the working directory.)
 #   bench/million.sh SRC [ADDRESSES]     SRC: the checkout whose code runs (with this repo's .venv)
 set -eu
 SRC=$(cd "$1" && pwd); N=${2:-1000000}; D=$(mktemp -d /tmp/vec-million.XXXX)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
 VEC="$D/vec"  # `vec` from SRC's code
-printf '#!/bin/sh\nPYTHONPATH=%s exec %s -c '"'"'import sys; sys.argv[0] = "vec"; from entrypoints.launcher import main; sys.exit(main())'"'"' "$@"\n' "$SRC" "$PY" >"$VEC"
+printf '#!/bin/sh\nPYTHONPATH=%s exec %s -P -c '"'"'import sys; sys.argv[0] = "vec"; from entrypoints.launcher import main; sys.exit(main())'"'"' "$@"\n' "$SRC" "$PY" >"$VEC"
 chmod +x "$VEC"
 timed() { label=$1; shift; /usr/bin/time -f "$label %e s wall, %U s user, %M KB peak" "$@"; }
 export VEC_STORE="sqlite:///$D/vec.db" VEC_PROVIDER=instant
