@@ -190,11 +190,15 @@ class Keyring:
     def open_row(self, task_id: str, row: dict[str, Any]) -> dict[str, Any]:
         return self.row_opener(task_id)(row)
 
-    def row_opener(self, task_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """Opens the sealed values of a task's rows, in place: the key is looked up once for
-        all of them (an export of a million rows)."""
+    def value_opener(self, task_id: str) -> Callable[[str], str]:
+        """Opens one sealed value of a task (plain values come back as they are): the key is
+        looked up once for all of them (an export of a million rows)."""
         sealer = self.sealer(task_id)
-        opener = sealer.open if sealer is not None else placeholder
+        return sealer.open if sealer is not None else placeholder
+
+    def row_opener(self, task_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """Opens the sealed values of a task's rows, in place."""
+        opener = self.value_opener(task_id)
 
         def open_row(row: dict[str, Any]) -> dict[str, Any]:
             for name, value in row.items():

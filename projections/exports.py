@@ -34,6 +34,11 @@ def spreadsheet_safe(value: Any) -> str:
 def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_COLUMNS) -> Iterator[str]:
     """The header alone, then blocks of CSV lines (up to LINES_PER_BLOCK rows each)."""
     columns = tuple(columns)
+    return csv_blocks(([row.get(c) for c in columns] for row in rows), columns)
+
+
+def csv_blocks(values: Iterable[list[Any]], columns: tuple[str, ...]) -> Iterator[str]:
+    """csv_lines of rows given as lists of values in `columns` order (no dict per row)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # RFC 4180 line ends: a CR or LF inside a cell is quoted
 
@@ -46,9 +51,8 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: Iterable[str] = RESULT_CO
     writer.writerow(columns)
     yield taken()
     pending = 0
-    for row in rows:
-        get = row.get
-        writer.writerow([spreadsheet_safe(get(c)) for c in columns])
+    for row in values:
+        writer.writerow([spreadsheet_safe(v) for v in row])
         pending += 1
         if pending == LINES_PER_BLOCK:
             yield taken()

@@ -48,10 +48,13 @@ def _result_filter(task_id: str, status: str | None, result: str | None,
 
 
 class ReadModelQueries:
-    def __init__(self, sql: SqlSession, row_opener: Callable[[str], Callable[[Row], Row]] | None = None):
+    def __init__(self, sql: SqlSession, row_opener: Callable[[str], Callable[[Row], Row]] | None = None,
+                 value_opener: Callable[[str], Callable[[str], str]] | None = None):
         self.sql = sql
         # task id -> (row -> the row with its personal columns opened), engine/keyring.py
         self.row_opener = row_opener or (lambda task_id: lambda row: row)
+        # task id -> (one sealed value -> opened)
+        self.value_opener = value_opener or (lambda task_id: lambda value: value)
 
     def open_row(self, task_id: str, row: Row) -> Row:
         return self.row_opener(task_id)(row)
@@ -164,6 +167,26 @@ class ReadModelQueries:
         """A task's Unknowns by reason (`n`), the commonest first."""
         return self._rows(f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
                           " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
+
+    def result_values(self, task_id: str, columns: tuple[str, ...], status: str | None = None
+                      ) -> Iterator[list[Any]]:
+        """The results as lists of `columns` in export order, streamed, personal columns
+        opened and taxonomy flags as booleans: an export's rows without a dict each."""
+        sql = f"SELECT {', '.join(columns)} FROM {RESULTS.name} WHERE task_id = ?"
+        params: tuple[Any, ...] = (task_id,)
+        if status:
+            sql, params = sql + " AND status = ?", params + (status,)
+        open_ = self.value_opener(task_id)
+        personal = [i for i, c in enumerate(columns) if c in RESULTS.personal]
+        flags = [i for i, c in enumerate(columns) if c in taxonomy.FLAG_COLUMNS]
+        for row in self.sql.stream(sql + " ORDER BY position, address", params):
+            values = list(row)
+            for i in personal:
+                if values[i]:
+                    values[i] = open_(values[i])
+            for i in flags:
+                values[i] = bool(values[i])
+            yield values
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()

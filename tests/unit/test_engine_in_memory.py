@@ -62,3 +62,33 @@ def test_a_single_task_runs_and_settles_in_memory(memory_db):
     memory_db.catch_up()  # the read models fold the in-memory log into in-memory SQLite
     assert memory_db.read.balances("acme")["payg"] == WELCOME_CREDITS - 1
     assert [r["address"] for r in memory_db.read.results(safe)] == ["Ann@X.org"]
+
+
+def test_the_csv_export_of_values_is_the_csv_of_rows_byte_for_byte(memory_db, tmp_path):
+    """`vec task results --format csv` renders lists of values (no dict per row); the API
+    renders rows: both must write the same file, formula cells and flags included."""
+    from projections.exports import RESULT_COLUMNS, csv_blocks, csv_lines
+
+    engine = Engine(memory_db, EngineSettings(chunk_size=10), lambda: T0)
+    engine.open_account("acme")
+    addresses = ["=cmd@x.org", "ann@x.org", "bob@x.org", "-1@y.org", "cat@x.org"]
+    (tmp_path / "list.csv").write_text("\n".join(addresses) + "\n")
+    task_id = engine.create_bulk("acme", str(tmp_path / "list.csv")).task_id
+    engine.submit_chunk(task_id, 0, staged_chunk(memory_db, task_id, 0, 10), "smtp", "primary")
+    engine.record_results(task_id, 0, [
+        Result("=cmd@x.org", "safe", reply="250 ok", mx_host="mx.x.org", flags=("role", "mx_found")),
+        Result("ann@x.org", "invalid", "user_unknown", reply="550 5.1.1 <ann@x.org>: unknown, \"quoted\""),
+        Result("bob@x.org", "unknown", "greylisted", detail="+try later", reply="451 4.7.1"),
+        Result("-1@y.org", "risky", "catch_all", flags=("catch_all", "free_email")),
+    ])
+    memory_db.catch_up()
+    read = memory_db.read
+    assert memory_db.projector.stopped() == {}
+    for status, lines in ((None, 5), ("unknown", 2)):  # the header and the rows
+        by_rows = "".join(csv_lines(read.results(task_id, status)))
+        by_values = "".join(csv_blocks(read.result_values(task_id, RESULT_COLUMNS, status), RESULT_COLUMNS))
+        assert by_values == by_rows and by_rows.count("\n") == lines
+        assert "'+try later" in by_rows  # a formula-like cell, made safe
+    every = "".join(csv_blocks(read.result_values(task_id, RESULT_COLUMNS), RESULT_COLUMNS))
+    assert "'=cmd@x.org,safe," in every and "'-1@y.org,risky,catch_all" in every
+    assert ",false,true,false,false,true\r\n" in every  # =cmd's flags: role and mx_found
