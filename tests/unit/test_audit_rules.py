@@ -1,0 +1,438 @@
+"""The audit's rules, fast (what mutation testing runs against engine/audit.py and
+engine/chain.py, docs/mutation.md): the tamper catalogue of
+tests/integration/test_tamper_catalogue.py run in process on a temp SQLite file.
+
+The log is made once per module through the engine's own commands (make_log: every money
+path), copied for each case, tampered with straight in the store, its read models rebuilt
+so that they agree with the lie, and `audit` must name exactly the rules the tamper
+breaks, each as often as it breaks it. The integration catalogue proves the same through
+`vec audit` on both stores; this one runs in a fraction of a second per case.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import pytest
+
+from engine import chain
+from engine.audit import MAX_PER_RULE, AuditReport, audit, shape_error
+from engine.domain.errors import InvariantViolation
+from engine.store import open_database
+from tests.integration.test_tamper_catalogue import (
+    CATALOGUE,
+    RawLog,
+    Tamper,
+    duplicate,
+    make_log,
+    renumbered,
+)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Any:
+    folder = tmp_path_factory.mktemp("audit-base")
+    make_log(f"sqlite:///{folder}/vec.db", folder)
+    return folder / "vec.db"
+
+
+def audited(base, tmp_path, change=None, renumber: bool = True, anchor: tuple[int, str] | None = None):
+    """The audit of a copy of the base log, tampered with by `change` (rows -> rows)."""
+    shutil.copy(base, tmp_path / "vec.db")
+    url = f"sqlite:///{tmp_path}/vec.db"
+    if change is not None:
+        raw = RawLog(url)
+        rows = change(raw.rows())
+        raw.write(renumbered(rows) if renumber else rows)
+    db = open_database(url)
+    try:
+        try:
+            db.projector.rebuild()  # the read models agree with the lie: only the rules can tell
+        except InvariantViolation:
+            pass  # a malformed event stops them; the audit names it
+        return audit(db, anchor)
+    finally:
+        db.close()
+
+
+def test_the_log_made_through_the_engine_holds_every_rule(base, tmp_path):
+    rows = RawLog(f"sqlite:///{base}").rows()
+    report = audited(base, tmp_path)
+    assert report.ok and report.violations == [] and report.found == 0 and dict(report.broken) == {}
+    assert (report.events, report.accounts, report.tasks) == (len(rows), 1, 7)
+    assert (report.mode, report.since, report.head) == ("full", 0, len(rows))
+    assert report.chain_head == rows[-1]["chain"].hex()
+    assert report.to_json() == {"ok": True, "events": len(rows), "accounts": 1, "tasks": 7, "violations": [],
+                                "broken_rules": {}, "mode": "full", "since": 0, "head": len(rows),
+                                "chain_head": rows[-1]["chain"].hex()}
+
+
+# tamper -> every rule the tampered log breaks, with its number of violations: the rule the
+# tamper names, the chain (each link it breaks: an event inserted, deleted or moved renumbers
+# the rest), and what the lie breaks downstream (a missing debit unbalances the account's
+# later debits, a dropped result leaves its task unsettled...). Exact, so that a rule that
+# fires too often, too rarely or for a neighbour's fault is caught.
+EXPECTED: dict[str, dict[str, int]] = {
+    'an event deleted, its gap left': {'chain': 1, 'chunk-failed': 1, 'chunk-submitted': 2, 'positions': 1, 'refund-cause': 1, 'result': 3, 'settlement': 2, 'stream-versions': 1, 'task-completed': 2},
+    'an event moved past the head': {'chain': 2, 'positions': 2, 'stream-versions': 2, 'task-deleted': 2, 'task-erased': 1},
+    'two events of one stream reordered': {'chain': 3, 'result': 1, 'settlement': 1, 'stream-versions': 3, 'task-completed': 2},
+    'a grant put in a task stream': {'chain': 35, 'stream-kind': 1, 'welcome': 1},
+    'a result put in an account stream': {'chain': 29, 'settlement': 1, 'stream-kind': 1, 'task-completed': 2},
+    'a stream of no known kind': {'chain': 7, 'stream-kind': 1, 'task-erased': 5},
+    'a payload that is not JSON': {'chain': 1, 'monthly-expiry': 2, 'monthly-first': 3, 'monthly-period': 2, 'refund-outstanding': 2, 'settlement': 2, 'well-formed': 1},
+    'an unknown event type': {'balance': 4, 'chain': 1, 'refund-outstanding': 4, 'well-formed': 1},
+    'a field missing': {'balance': 4, 'chain': 1, 'refund-outstanding': 4, 'well-formed': 1},
+    'a schema version from the future': {'chain': 1, 'debit': 1, 'refund-cause': 2, 'settlement': 2, 'task-created': 10, 'well-formed': 1},
+    'an amount that is text': {'chain': 1, 'read-models': 1, 'well-formed': 1},
+    'a negative count': {'chain': 1, 'late-result': 1, 'refund-cause': 1, 'settlement': 1, 'task-erased': 1, 'well-formed': 1},
+    'a sealed address that opens with no key': {'chain': 1, 'refund-cause': 1, 'result': 1, 'settlement': 1, 'task-completed': 2, 'well-formed': 1},
+    'the account opened twice': {'account-opened': 1, 'chain': 67, 'welcome': 2},
+    'the account opened under another id': {'account-opened': 1, 'chain': 1},
+    'a welcome of 300': {'chain': 1, 'welcome': 1},
+    'the welcome grant deleted': {'chain': 65, 'welcome': 1},
+    'a purchase relabelled a welcome': {'chain': 1, 'welcome': 1},
+    'PAYG credits that expire': {'chain': 1, 'grant': 1},
+    'a Monthly grant expired before it was granted': {'chain': 1, 'monthly-expiry': 4, 'monthly-period': 1},
+    "a new period without the leftover's expiry": {'chain': 2, 'monthly-expiry': 1, 'monthly-period': 1, 'read-models': 2},
+    'an expiry of more than the leftover': {'chain': 1, 'monthly-expiry': 1, 'read-models': 2},
+    'the leftover expired early, no new period': {'chain': 1, 'monthly-expiry': 1},
+    'Monthly credits spent after their expiry': {'chain': 1, 'monthly-expiry': 3},
+    'PAYG taken while Monthly credits were left': {'chain': 1, 'monthly-expiry': 2, 'monthly-first': 3, 'monthly-period': 2, 'read-models': 2},
+    'more Monthly taken than the bucket held': {'balance': 1, 'chain': 1, 'monthly-expiry': 2, 'monthly-first': 2, 'monthly-period': 2, 'read-models': 2, 'refund-outstanding': 1},
+    'a debit of one credit less than the addresses': {'chain': 1, 'debit': 1, 'monthly-expiry': 2, 'monthly-first': 3, 'monthly-period': 2, 'read-models': 2, 'settlement': 2},
+    'a debit before its task was created': {'chain': 3, 'debit': 1},
+    'a debit moved to another task': {'chain': 1, 'debit': 1, 'monthly-expiry': 2, 'monthly-first': 3, 'monthly-period': 2, 'read-models': 2, 'refund-outstanding': 1, 'settlement': 4},
+    'a refund deleted': {'chain': 57, 'refund-cause': 2, 'settlement': 2},
+    'a refund duplicated': {'chain': 46, 'read-models': 2, 'refund-cause': 1, 'refund-outstanding': 1, 'settlement': 2},
+    "a refund's reason changed": {'chain': 1, 'refund-cause': 1},
+    'a refund before its cause': {'chain': 3, 'refund-cause': 3},
+    "a refund's causation changed": {'chain': 1, 'refund-cause': 1},
+    'a refund beyond the outstanding': {'chain': 2, 'invariant': 1, 'read-models': 2, 'refund-cause': 1, 'refund-outstanding': 1, 'settlement': 1, 'task-cancelled': 1, 'task-erased': 1},
+    'a task created for no account': {'chain': 1, 'debit': 1, 'refund-cause': 2, 'task-created': 1},
+    'a task created twice': {'chain': 63, 'task-created': 1},
+    'a chunk submitted twice': {'chain': 61, 'chunk-submitted': 1},
+    'a chunk short of an address': {'chain': 1, 'chunk-submitted': 1, 'result': 1},
+    'a result duplicated': {'chain': 60, 'result': 1},
+    'a late result charged': {'chain': 1, 'invariant': 1, 'late-result': 1, 'settlement': 1},
+    'a result marked late while the task ran': {'chain': 1, 'late-result': 1, 'settlement': 1, 'task-completed': 2},
+    'a failed chunk refunding an address less': {'chain': 2, 'chunk-failed': 1, 'settlement': 1, 'task-completed': 2},
+    'completed with a count changed': {'chain': 1, 'task-completed': 1},
+    'the completion deleted': {'chain': 51, 'task-completed': 1, 'task-deleted': 1, 'task-erased': 1},
+    'a cancel refunding fewer than were unverified (and its refund to match)': {'chain': 2, 'settlement': 1, 'task-cancelled': 1},
+    'a partial failure called a provider error': {'chain': 1, 'task-failed': 1},
+    'a system failure refunding more than was unverified': {'chain': 2, 'settlement': 1, 'system-failure': 1},
+    'a task deleted twice': {'chain': 18, 'task-deleted': 2},
+    'erased for retention before the retention ran out': {'chain': 1, 'task-erased': 1},
+    'erased twice': {'chain': 17, 'task-erased': 1},
+    "a task's debit deleted": {'chain': 42, 'monthly-expiry': 2, 'monthly-first': 3, 'monthly-period': 2, 'read-models': 2, 'settlement': 2},
+    'a payload byte altered': {'chain': 1},
+    'an event deleted, the rest renumbered': {'chain': 59, 'settlement': 1, 'task-completed': 2},
+    'two events of different streams reordered, renumbered': {'chain': 4},
+    'a forged grant linked to its predecessor, the next link left broken': {'chain': 63},
+    "an event's metadata changed (its actor)": {'chain': 1},
+    "an event's hash recomputed alone after its payload changed": {'chain': 1},
+    'a purchase forged before the audit point, the whole chain recomputed': {'audit-point': 1},
+}
+
+
+@pytest.mark.parametrize("tamper", CATALOGUE, ids=lambda t: f"{t.rule}: {t.name}")
+def test_the_audit_names_the_rule_a_tampered_log_breaks(base, tmp_path, tamper: Tamper):
+    anchor = None
+    if tamper.anchored:
+        clean = audited(base, tmp_path)
+        anchor = (clean.head, clean.chain_head)
+    report = audited(base, tmp_path, tamper.change, tamper.renumber, anchor)
+    assert not report.ok and tamper.rule in report.broken, report.violations
+    assert any(v.startswith(f"[{tamper.rule}] ") for v in report.violations), report.violations
+    assert report.found == sum(report.broken.values())
+    listed = {rule: min(count, MAX_PER_RULE) + (count > MAX_PER_RULE) for rule, count in report.broken.items()}
+    assert len(report.violations) == sum(listed.values())  # 50 a rule, then "... and N more"
+    assert dict(report.broken) == EXPECTED[tamper.name], report.violations
+    named = [normalised(v) for v in report.violations if v.startswith(f"[{tamper.rule}] ")]
+    assert named[:3] == MESSAGES[tamper.name]  # what the operator reads, and where it points
+
+
+# tamper -> the first (up to three) violations of the rule it names, as `vec audit` prints them
+MESSAGES: dict[str, list[str]] = {
+    'an event deleted, its gap left': [
+        '[positions] expected position 7, found 8 (task-<task>@3 (position 8, AddressVerified))',
+    ],
+    'an event moved past the head': [
+        '[positions] expected position 16, found 17 (task-<task>@1 (position 17, TaskCreated))',
+        '[positions] expected position 68, found 10016 (task-<task>@9 (position 10016, TaskCompleted))',
+    ],
+    'two events of one stream reordered': [
+        '[stream-versions] expected version 2 of task-<task>, found task-<task>@3 (position 7, AddressVerified)',
+        '[stream-versions] expected version 4 of task-<task>, found task-<task>@2 (position 8, ChunkSubmitted)',
+        '[stream-versions] expected version 3 of task-<task>, found task-<task>@4 (position 9, ResultUnknown)',
+    ],
+    'a grant put in a task stream': [
+        '[stream-kind] CreditsGranted does not belong in stream task-<task> (task-<task>@1 (position 2, CreditsGranted))',
+    ],
+    'a result put in an account stream': [
+        '[stream-kind] AddressVerified does not belong in stream account-acme (account-acme@6 (position 8, AddressVerified))',
+    ],
+    'a stream of no known kind': [
+        '[stream-kind] RetentionSet does not belong in stream ledger-acme (ledger-acme@1 (position 52, RetentionSet))',
+    ],
+    'a payload that is not JSON': [
+        '[well-formed] cannot decode account-acme@5 (position 6, CreditsDebited): JSONDecodeError: unexpected character, expected a string key: line 1 column 2 (char 1)',
+    ],
+    'an unknown event type': [
+        '[well-formed] cannot decode account-acme@3 (position 3, CreditsStolen): UnknownEventType: CreditsStolen',
+    ],
+    'a field missing': [
+        "[well-formed] cannot decode account-acme@3 (position 3, CreditsGranted): TypeError: CreditsGranted.__init__() missing 1 required positional argument: 'amount'",
+    ],
+    'a schema version from the future': [
+        '[well-formed] cannot decode task-<task>@1 (position 5, TaskCreated): ValueError: TaskCreated v99 is newer than this code (v3)',
+    ],
+    'an amount that is text': [
+        "[well-formed] impossible account-acme@4 (position 4, CreditsGranted): field amount = '50' is not of its declared type",
+    ],
+    'a negative count': [
+        '[well-formed] impossible task-<task>@4 (position 21, TaskCancelled): field unverified_count = -3 is not of its declared type',
+    ],
+    'a sealed address that opens with no key': [
+        "[well-formed] cannot decode task-<task>@2 (position 61, ChunkSubmitted): InvariantViolation: a sealed value does not open with its task's key",
+    ],
+    'the account opened twice': [
+        "[account-opened] AccountOpened for 'acme' at account-acme@2 (position 2, AccountOpened) (opened twice)",
+    ],
+    'the account opened under another id': [
+        "[account-opened] AccountOpened for 'other' at account-acme@1 (position 1, AccountOpened) (names another account)",
+    ],
+    'a welcome of 300': [
+        "[welcome] the welcome grant is 200 PAYG at version 2, once: found CreditsGranted(bucket='payg', amount=300, reason='welcome', expires_at=None) at account-acme@2 (position 2, CreditsGranted)",
+    ],
+    'the welcome grant deleted': [
+        "[welcome] the welcome grant is 200 PAYG at version 2, once: found CreditsGranted(bucket='monthly', amount=14, reason='subscription', expires_at='2026-07-01T10:00:00+00:00') at account-acme@2 (position 2, CreditsGranted)",
+    ],
+    'a purchase relabelled a welcome': [
+        "[welcome] the welcome grant is 200 PAYG at version 2, once: found CreditsGranted(bucket='payg', amount=50, reason='welcome', expires_at=None) at account-acme@4 (position 4, CreditsGranted)",
+    ],
+    'PAYG credits that expire': [
+        '[grant] PAYG credits granted with an expiry (2026-07-01T00:00:00+00:00) at account-acme@4 (position 4, CreditsGranted)',
+    ],
+    'a Monthly grant expired before it was granted': [
+        "[monthly-period] Monthly grant expiring '2026-05-01T00:00:00+00:00', granted 2026-06-01T10:00:00+00:00 at account-acme@3 (position 3, CreditsGranted)",
+    ],
+    "a new period without the leftover's expiry": [
+        '[monthly-period] a new Monthly period (expiring 2026-08-30T10:00:00+00:00) began with 19 credits of the previous one not expired at account-acme@23 (position 65, CreditsGranted)',
+    ],
+    'an expiry of more than the leftover': [
+        '[monthly-expiry] expiry of 6 while the Monthly bucket holds 5 at account-acme@25 (position 67, MonthlyCreditsExpired)',
+    ],
+    'the leftover expired early, no new period': [
+        '[monthly-expiry] account acme: Monthly credits expired before their expiry, and no new period followed',
+    ],
+    'Monthly credits spent after their expiry': [
+        '[monthly-expiry] debit spent 4 Monthly credits that expired 2026-06-01T11:30:00+00:00 at account-acme@8 (position 18, CreditsDebited)',
+        '[monthly-expiry] debit spent 1 Monthly credits that expired 2026-06-01T11:30:00+00:00 at account-acme@10 (position 25, CreditsDebited)',
+        '[monthly-expiry] debit spent 4 Monthly credits that expired 2026-06-01T11:30:00+00:00 at account-acme@11 (position 30, CreditsDebited)',
+    ],
+    'PAYG taken while Monthly credits were left': [
+        '[monthly-first] debit took 2 PAYG while 1 Monthly credits were left at account-acme@11 (position 30, CreditsDebited)',
+        '[monthly-first] debit took 6 PAYG while 1 Monthly credits were left at account-acme@13 (position 35, CreditsDebited)',
+        '[monthly-first] debit took 2 PAYG while 1 Monthly credits were left at account-acme@17 (position 45, CreditsDebited)',
+    ],
+    'more Monthly taken than the bucket held': [
+        '[balance] debit of 5 Monthly + 0 PAYG from a balance of 4 Monthly + 256 PAYG at account-acme@11 (position 30, CreditsDebited)',
+    ],
+    'a debit of one credit less than the addresses': [
+        '[debit] debit of 4 for task <task> of 5 unique addresses at account-acme@5 (position 6, CreditsDebited)',
+    ],
+    'a debit before its task was created': [
+        '[debit] debit for task <task>, which acme did not create before it, at account-acme@5 (position 5, CreditsDebited)',
+    ],
+    'a debit moved to another task': [
+        '[debit] task <task> debited twice, at account-acme@8 (position 18, CreditsDebited)',
+    ],
+    'a refund deleted': [
+        '[refund-cause] task <task>: refund of 2 (partial_failure) to acme for a cause that frees 1 (unknown) of acme, at account-acme@6 (position 12, CreditsRefunded)',
+        '[refund-cause] task <task>: event <event> frees 2 (partial_failure), never refunded',
+    ],
+    'a refund duplicated': [
+        '[refund-cause] task <task>: refund of 3 (cancelled) that no task event before it frees, at account-acme@10 (position 23, CreditsRefunded)',
+    ],
+    "a refund's reason changed": [
+        '[refund-cause] task <task>: refund of 1 (support) to acme for a cause that frees 1 (unknown) of acme, at account-acme@6 (position 10, CreditsRefunded)',
+    ],
+    'a refund before its cause': [
+        '[refund-cause] task <task>: refund of 1 (unknown) that no task event before it frees, at account-acme@6 (position 9, CreditsRefunded)',
+        '[refund-cause] task <task>: refund of 2 (partial_failure) to acme for a cause that frees 1 (unknown) of acme, at account-acme@7 (position 13, CreditsRefunded)',
+        '[refund-cause] task <task>: event <event> frees 2 (partial_failure), never refunded',
+    ],
+    "a refund's causation changed": [
+        '[refund-cause] task <task>: refund caused by <event>, not by the event that frees it (<event>), at account-acme@9 (position 22, CreditsRefunded)',
+    ],
+    'a refund beyond the outstanding': [
+        '[refund-outstanding] refund of 9 for task <task> with 4 outstanding at account-acme@9 (position 22, CreditsRefunded)',
+    ],
+    'a task created for no account': [
+        "[task-created] task created for 'ghost', not an open account, at task-<task>@1 (position 5, TaskCreated)",
+    ],
+    'a task created twice': [
+        '[task-created] task created twice, at task-<task>@2 (position 6, TaskCreated)',
+    ],
+    'a chunk submitted twice': [
+        '[chunk-submitted] chunk 0 out of order (next is 1 of 3) at task-<task>@3 (position 8, ChunkSubmitted)',
+    ],
+    'a chunk short of an address': [
+        '[chunk-submitted] chunk 0 holds 1 addresses (1 distinct), not 2, at task-<task>@2 (position 19, ChunkSubmitted)',
+    ],
+    'a result duplicated': [
+        '[result] result for erased:<address> (chunk 0), which is settled or was never submitted, at task-<task>@4 (position 9, AddressVerified)',
+    ],
+    'a late result charged': [
+        '[late-result] result marked late=False while the task is cancelled, at task-<task>@5 (position 23, AddressVerified)',
+    ],
+    'a result marked late while the task ran': [
+        '[late-result] result marked late=True while the task is processing, at task-<task>@3 (position 8, AddressVerified)',
+    ],
+    'a failed chunk refunding an address less': [
+        '[chunk-failed] chunk 1 failed with 1 addresses while 2 were unsettled (task processing) at task-<task>@6 (position 12, ChunkFailed)',
+    ],
+    'completed with a count changed': [
+        "[task-completed] completed with counts {'failed': 2, 'invalid': 0, 'risky': 0, 'safe': 3, 'unknown': 1} while the results count {'safe': 2, 'invalid': 0, 'risky': 0, 'unknown': 1, 'failed': 2} and 0 are unsettled, at task-<task>@9 (position 16, TaskCompleted)",
+    ],
+    'the completion deleted': [
+        '[task-completed] task <task>: every address settled, yet the task is still processing',
+    ],
+    'a cancel refunding fewer than were unverified (and its refund to match)': [
+        '[task-cancelled] TaskCancelled refunds 2 unverified addresses while 3 are unsettled, at task-<task>@4 (position 21, TaskCancelled)',
+    ],
+    'a partial failure called a provider error': [
+        '[task-failed] TaskFailed (provider_error) after 2 of 3 chunks failed, at task-<task>@6 (position 41, TaskFailed)',
+    ],
+    'a system failure refunding more than was unverified': [
+        '[system-failure] SystemFailure refunds 4 unverified addresses while 5 are unsettled, at task-<task>@3 (position 32, SystemFailure)',
+    ],
+    'a task deleted twice': [
+        '[task-deleted] TaskDeleted after the task was deleted, at task-<task>@11 (position 51, TaskDeleted)',
+        '[task-deleted] deleted while completed (again), at task-<task>@11 (position 51, TaskDeleted)',
+    ],
+    'erased for retention before the retention ran out': [
+        '[task-erased] erased for retention 2026-06-01T22:00:00+00:00, before the 1 days after it finished (2026-06-01 12:00:00+00:00) ran out, at task-<task>@6 (position 53, TaskDataErased)',
+    ],
+    'erased twice': [
+        '[task-erased] erased while completed (again), at task-<task>@12 (position 52, TaskDataErased)',
+    ],
+    "a task's debit deleted": [
+        '[settlement] task <task>: debited 0 for 1 unique addresses',
+        '[settlement] task <task>: debited 0 != consumed 1 + refunded 0',
+    ],
+    'a payload byte altered': [
+        '[chain] the chain breaks at position 4 (account-acme): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    'an event deleted, the rest renumbered': [
+        '[chain] the chain breaks at position 8 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 9 (account-acme): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 10 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    'two events of different streams reordered, renumbered': [
+        '[chain] the chain breaks at position 50 (account-acme): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 51 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 52 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    'a forged grant linked to its predecessor, the next link left broken': [
+        '[chain] the chain breaks at position 6 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 7 (account-acme): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+        '[chain] the chain breaks at position 8 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    "an event's metadata changed (its actor)": [
+        '[chain] the chain breaks at position 50 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    "an event's hash recomputed alone after its payload changed": [
+        '[chain] the chain breaks at position 5 (task-<task>): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
+    ],
+    'a purchase forged before the audit point, the whole chain recomputed': [
+        '[audit-point] position 67 (account-acme) has the chain hash <hash>…, not the <hash>… recorded at the last audit point: the log before it was rewritten',
+    ],
+}
+
+
+def test_every_tamper_of_the_catalogue_has_its_expected_rules():
+    assert set(EXPECTED) == set(MESSAGES) == {t.name for t in CATALOGUE} and len(EXPECTED) == len(CATALOGUE)
+
+
+def test_past_fifty_violations_of_a_rule_the_rest_are_counted_in_one_line(base, tmp_path):
+    report = audited(base, tmp_path, duplicate("AccountOpened"))  # every later link breaks: 67
+    assert report.broken["chain"] == report.found - 3 == 67
+    chain_lines = [v for v in report.violations if v.startswith("[chain] ")]
+    assert len(chain_lines) == MAX_PER_RULE + 1 and chain_lines[-1] == "[chain] ... and 17 more"
+    assert report.violations[-1] == "[chain] ... and 17 more"  # the counts come after every listed one
+    assert report.to_json()["broken_rules"] == {"account-opened": 1, "chain": 67, "welcome": 2}
+    assert list(report.to_json()["broken_rules"]) == ["account-opened", "chain", "welcome"]  # sorted
+    assert report.to_json()["ok"] is False
+
+
+def test_a_violation_of_a_rule_the_audit_does_not_know_is_a_programming_error():
+    report = AuditReport()
+    with pytest.raises(ValueError, match="^no audit rule 'chains'$"):
+        report.add("chains", "a typo in a rule's name")
+    assert report.violations == [] and report.found == 0 and dict(report.broken) == {}
+    report.add("chain", "named")
+    assert report.violations == ["[chain] named"] and report.found == 1 and dict(report.broken) == {"chain": 1}
+
+
+def normalised(violation: str) -> str:
+    """A violation with the ids and hashes each run draws anew replaced by placeholders."""
+    violation = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<event>", violation)
+    violation = re.sub(r"[0-9a-f]{32}", "<task>", violation)
+    violation = re.sub(r"erased:[0-9a-z]+", "erased:<address>", violation)  # an erased address's stand-in
+    return re.sub(r"[0-9a-f]{16}…", "<hash>…", violation)
+
+
+def _shape(**fields: Any) -> Any:
+    """An event type of every field kind the log's events declare; a new class each call,
+    so that the audit derives its checks afresh."""
+
+    @dataclass(frozen=True)
+    class Shaped:
+        flag: bool = True
+        count: int = 0
+        name: str = ""
+        bucket: Literal["payg", "monthly"] = "payg"
+        expires_at: str | None = None
+        reason: Optional[int] = None
+        addresses: tuple[str, ...] = ()
+        counts: dict[str, int] = field(default_factory=dict)
+
+    return Shaped(**fields)
+
+
+@pytest.mark.parametrize("fields", [{}, {"flag": False, "count": 7, "name": "x", "bucket": "monthly",
+                                         "expires_at": "2026-07-01", "reason": 3, "addresses": ("a", "b"),
+                                         "counts": {"safe": 2, "unknown": 0}}])
+def test_a_field_of_its_declared_type_is_well_formed(fields):
+    assert shape_error(_shape(**fields)) is None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("flag", 1), ("flag", None),  # a bool is true or false, not a number
+    ("count", True), ("count", -1), ("count", "1"), ("count", 1.0), ("count", None),  # counts are whole, >= 0
+    ("name", 1), ("name", None), ("name", b"x"),
+    ("bucket", "weekly"), ("bucket", ["payg"]), ("bucket", None),
+    ("expires_at", 5), ("reason", -2), ("reason", "3"),
+    ("addresses", ["a"]), ("addresses", ("a", 1)), ("addresses", "ab"),
+    ("counts", [("safe", 1)]), ("counts", {"safe": -1}), ("counts", {1: 1}), ("counts", {"safe": "1"}),
+])
+def test_a_field_of_another_type_is_named(name, value):
+    assert shape_error(_shape(**{name: value})) == f"field {name} = {value!r} is not of its declared type"
+
+
+def test_the_first_field_out_of_type_is_the_one_named():
+    assert shape_error(_shape(count=-1, name=2)) == "field count = -1 is not of its declared type"
+
+
+def test_a_field_type_the_audit_does_not_know_stops_it_loudly():
+    @dataclass(frozen=True)
+    class Odd:
+        ratio: float = 0.5
+
+    with pytest.raises(TypeError, match=r"^the audit knows no field type <class 'float'>: teach engine/audit.py$"):
+        shape_error(Odd())
