@@ -10,6 +10,7 @@ breaks, each as often as it breaks it. The integration catalogue proves the same
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import uuid
@@ -20,10 +21,13 @@ import pytest
 
 from engine import chain
 from engine.audit import MAX_PER_RULE, AuditReport, audit, shape_error
+from engine.config import EngineSettings
 from engine.domain.errors import InvariantViolation
+from engine.service import Engine
 from engine.store import open_database
 from tests.integration.test_tamper_catalogue import (
     CATALOGUE,
+    T0,
     RawLog,
     Tamper,
     duplicate,
@@ -151,11 +155,18 @@ def test_the_audit_names_the_rule_a_tampered_log_breaks(base, tmp_path, tamper: 
     listed = {rule: min(count, MAX_PER_RULE) + (count > MAX_PER_RULE) for rule, count in report.broken.items()}
     assert len(report.violations) == sum(listed.values())  # 50 a rule, then "... and N more"
     assert dict(report.broken) == EXPECTED[tamper.name], report.violations
-    named = [normalised(v) for v in report.violations if v.startswith(f"[{tamper.rule}] ")]
-    assert named[:3] == MESSAGES[tamper.name]  # what the operator reads, and where it points
+    assert said(report, tamper.rule) == MESSAGES[tamper.name]  # what the operator reads, and where it points
 
 
-# tamper -> the first (up to three) violations of the rule it names, as `vec audit` prints them
+def said(report: AuditReport, rule: str) -> list[str]:
+    """The first three violations of `rule`, then every one of the catch-all rules."""
+    named = [normalised(v) for v in report.violations if v.startswith(f"[{rule}] ")][:3]
+    return named + [normalised(v) for v in report.violations
+                    if v.startswith(("[invariant] ", "[read-models] ")) and not v.startswith(f"[{rule}] ")]
+
+
+# tamper -> the first (up to three) violations of the rule it names, then those of the catch-all
+# rules (invariant, read-models), as `vec audit` prints them
 MESSAGES: dict[str, list[str]] = {
     'an event deleted, its gap left': [
         '[positions] expected position 7, found 8 (task-<task>@3 (position 8, AddressVerified))',
@@ -192,6 +203,7 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'an amount that is text': [
         "[well-formed] impossible account-acme@4 (position 4, CreditsGranted): field amount = '50' is not of its declared type",
+        "[read-models] the credits read model stopped before position 4: CreditsGranted at position 4: TypeError: unsupported operand type(s) for +=: 'int' and 'str' (run `vec audit`; after a fix, `vec rebuild`)",
     ],
     'a negative count': [
         '[well-formed] impossible task-<task>@4 (position 21, TaskCancelled): field unverified_count = -3 is not of its declared type',
@@ -222,9 +234,13 @@ MESSAGES: dict[str, list[str]] = {
     ],
     "a new period without the leftover's expiry": [
         '[monthly-period] a new Monthly period (expiring 2026-08-30T10:00:00+00:00) began with 19 credits of the previous one not expired at account-acme@23 (position 65, CreditsGranted)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 280, balance is 285',
     ],
     'an expiry of more than the leftover': [
         '[monthly-expiry] expiry of 6 while the Monthly bucket holds 5 at account-acme@25 (position 67, MonthlyCreditsExpired)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 260, balance is 266',
     ],
     'the leftover expired early, no new period': [
         '[monthly-expiry] account acme: Monthly credits expired before their expiry, and no new period followed',
@@ -238,18 +254,26 @@ MESSAGES: dict[str, list[str]] = {
         '[monthly-first] debit took 2 PAYG while 1 Monthly credits were left at account-acme@11 (position 30, CreditsDebited)',
         '[monthly-first] debit took 6 PAYG while 1 Monthly credits were left at account-acme@13 (position 35, CreditsDebited)',
         '[monthly-first] debit took 2 PAYG while 1 Monthly credits were left at account-acme@17 (position 45, CreditsDebited)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 261, balance is 285',
     ],
     'more Monthly taken than the bucket held': [
         '[balance] debit of 5 Monthly + 0 PAYG from a balance of 4 Monthly + 256 PAYG at account-acme@11 (position 30, CreditsDebited)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 261, balance is 285',
     ],
     'a debit of one credit less than the addresses': [
         '[debit] debit of 4 for task <task> of 5 unique addresses at account-acme@5 (position 6, CreditsDebited)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 262, balance is 286',
     ],
     'a debit before its task was created': [
         '[debit] debit for task <task>, which acme did not create before it, at account-acme@5 (position 5, CreditsDebited)',
     ],
     'a debit moved to another task': [
         '[debit] task <task> debited twice, at account-acme@8 (position 18, CreditsDebited)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 261, balance is 286',
     ],
     'a refund deleted': [
         '[refund-cause] task <task>: refund of 2 (partial_failure) to acme for a cause that frees 1 (unknown) of acme, at account-acme@6 (position 12, CreditsRefunded)',
@@ -257,6 +281,8 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a refund duplicated': [
         '[refund-cause] task <task>: refund of 3 (cancelled) that no task event before it frees, at account-acme@10 (position 23, CreditsRefunded)',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 264, balance is 261',
     ],
     "a refund's reason changed": [
         '[refund-cause] task <task>: refund of 1 (support) to acme for a cause that frees 1 (unknown) of acme, at account-acme@6 (position 10, CreditsRefunded)',
@@ -271,6 +297,9 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a refund beyond the outstanding': [
         '[refund-outstanding] refund of 9 for task <task> with 4 outstanding at account-acme@9 (position 22, CreditsRefunded)',
+        "[invariant] task-<task>@5 (position 23, AddressVerified): settled more than debited on AddressVerified(address='erased:<address>', status='invalid', detail='user_unknown', chunk_no=0, tier='', late=True, reply='', mx_host='', flags=())",
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 267, balance is 258',
     ],
     'a task created for no account': [
         "[task-created] task created for 'ghost', not an open account, at task-<task>@1 (position 5, TaskCreated)",
@@ -289,6 +318,7 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a late result charged': [
         '[late-result] result marked late=False while the task is cancelled, at task-<task>@5 (position 23, AddressVerified)',
+        "[invariant] task-<task>@6 (position 53, TaskDataErased): settled more than debited on TaskDataErased(reason='retention')",
     ],
     'a result marked late while the task ran': [
         '[late-result] result marked late=True while the task is processing, at task-<task>@3 (position 8, AddressVerified)',
@@ -324,6 +354,8 @@ MESSAGES: dict[str, list[str]] = {
     "a task's debit deleted": [
         '[settlement] task <task>: debited 0 for 1 unique addresses',
         '[settlement] task <task>: debited 0 != consumed 1 + refunded 0',
+        '[read-models] account acme: balance read model differs from the log',
+        '[read-models] account acme: history rows sum to 262, balance is 286',
     ],
     'a payload byte altered': [
         '[chain] the chain breaks at position 4 (account-acme): stored hash <hash>… is not the hash of this row after the previous one (<hash>…)',
@@ -436,3 +468,56 @@ def test_a_field_type_the_audit_does_not_know_stops_it_loudly():
 
     with pytest.raises(TypeError, match=r"^the audit knows no field type <class 'float'>: teach engine/audit.py$"):
         shape_error(Odd())
+
+
+def test_a_live_read_model_edited_by_hand_is_named_with_its_table(base, tmp_path):
+    shutil.copy(base, tmp_path / "vec.db")
+    raw = RawLog(f"sqlite:///{tmp_path}/vec.db")  # the log untouched, not rebuilt: only the read models lie
+    db = open_database(f"sqlite:///{tmp_path}/vec.db")
+    db.catch_up()  # the read models reach the head first (else the later history rows fold the lie on)
+    db.close()
+    raw.sql("UPDATE rm_balances SET payg = payg + 1")
+    db = open_database(f"sqlite:///{tmp_path}/vec.db")
+    try:
+        report = audit(db)
+    finally:
+        db.close()
+    assert report.violations == [
+        "[read-models] read model rm_balances differs from a fresh fold of the log (1 rows missing or changed, "
+        "1 rows extra)"]
+    assert report.events == 67  # the log itself holds every rule
+
+
+def test_an_audit_point_the_log_still_holds_passes_and_one_past_its_end_is_named(base, tmp_path):
+    rows = RawLog(f"sqlite:///{base}").rows()
+    for position in (1, 30, len(rows)):
+        assert audited(base, tmp_path, anchor=(position, rows[position - 1]["chain"].hex())).ok
+    report = audited(base, tmp_path, anchor=(len(rows) + 5, "00" * 32))
+    assert report.violations == [f"[audit-point] the log ends at position {len(rows)}, before the last audit "
+                                 f"point ({len(rows) + 5})"]
+    report = audited(base, tmp_path, anchor=(30, rows[31]["chain"].hex()))
+    assert dict(report.broken) == {"audit-point": 1}
+    assert normalised(report.violations[0]) == (
+        f"[audit-point] position 30 ({normalised(rows[29]['stream'])}) has the chain hash <hash>…, not the <hash>… recorded at the last audit point: the log before it was rewritten")
+
+
+def test_an_event_id_seen_twice_is_named_on_a_log_restored_without_the_unique_index():
+    """The stores' unique index refuses a repeated id; the in-memory log, rewritten by hand,
+    stands for a copy restored without it."""
+    db = open_database("memory://")
+    try:
+        engine = Engine(db, EngineSettings(), lambda: T0)
+        engine.open_account("acme")
+        engine.grant_credits("acme", "payg", 50, "purchase")
+        log = db.events.log
+        grant = log.rows[-1]
+        again = dataclasses.replace(grant, position=grant.position + 1, version=grant.version + 1,
+                                    data=grant.data.replace('"amount":50', '"amount":7'))
+        log.rows.append(again)
+        log.by_stream[again.stream].append(again)
+        report = audit(db)
+    finally:
+        db.close()
+    assert dict(report.broken) == {"event-ids": 1, "chain": 1}, report.violations
+    assert report.violations[1] == (f"[event-ids] event id {grant.event_id} appears twice "
+                                    f"(account-acme@4 (position 4, CreditsGranted))")
