@@ -15,6 +15,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal, Optional
 
 import pytest
@@ -31,6 +32,7 @@ from tests.integration.test_tamper_catalogue import (
     RawLog,
     Tamper,
     duplicate,
+    pick,
     make_log,
     renumbered,
 )
@@ -521,3 +523,37 @@ def test_an_event_id_seen_twice_is_named_on_a_log_restored_without_the_unique_in
     assert dict(report.broken) == {"event-ids": 1, "chain": 1}, report.violations
     assert report.violations[1] == (f"[event-ids] event id {grant.event_id} appears twice "
                                     f"(account-acme@4 (position 4, CreditsGranted))")
+
+
+ENDINGS = ("TaskCompleted", "TaskCancelled", "TaskFailed", "SystemFailure")
+
+
+def erased_at(offset: timedelta):
+    """The first retention erasure restamped `offset` after its task's retention ran out."""
+
+    def tamper(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        erasure = rows[pick(rows, "TaskDataErased", reason="retention")]
+        ended = [r for r in rows if r["stream"] == erasure["stream"] and r["type"] in ENDINGS][0]
+        erasure["occurred_at"] = ended["occurred_at"] + timedelta(days=1) + offset  # retention: 1 day
+        return rows
+
+    return tamper
+
+
+def test_a_retention_erasure_is_due_at_the_very_moment_the_retention_runs_out(base, tmp_path):
+    assert dict(audited(base, tmp_path, erased_at(timedelta(0))).broken) == {"chain": 1}
+    early = audited(base, tmp_path, erased_at(-timedelta(microseconds=1)))
+    assert dict(early.broken) == {"chain": 1, "task-erased": 1}
+    assert normalised(early.violations[1]).startswith("[task-erased] erased for retention ")
+
+
+def test_erasing_a_running_task_is_named(base, tmp_path):
+    def erased_while_running(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        erasure = rows.pop(pick(rows, "TaskDataErased", reason="retention"))
+        ended = [i for i, r in enumerate(rows) if r["stream"] == erasure["stream"] and r["type"] in ENDINGS][0]
+        rows.insert(ended, erasure)  # just before the event that ended its task
+        return rows
+
+    report = audited(base, tmp_path, erased_while_running)
+    erased = [normalised(v) for v in report.violations if v.startswith("[task-erased] ")]
+    assert erased == ["[task-erased] erased while processing, at task-<task>@4 (position 21, TaskDataErased)"]
