@@ -38,11 +38,21 @@ from tests.integration.test_tamper_catalogue import (
 )
 
 
-@pytest.fixture(scope="module")
+_BASE_LOG: list[bytes] = []  # the SQLite file make_log leaves, made once per process
+
+
+@pytest.fixture
 def base(tmp_path_factory) -> Any:
-    folder = tmp_path_factory.mktemp("audit-base")
-    make_log(f"sqlite:///{folder}/vec.db", folder)
-    return folder / "vec.db"
+    """The file of the log made through the engine. Made once per process and kept in memory:
+    mutmut forks a process per mutant from one that has run these tests, so each mutant of
+    the auditor reuses it instead of making the log again (the auditor is not on its path)."""
+    if not _BASE_LOG:
+        folder = tmp_path_factory.mktemp("audit-made")
+        make_log(f"sqlite:///{folder}/vec.db", folder)
+        _BASE_LOG.append((folder / "vec.db").read_bytes())
+    path = tmp_path_factory.mktemp("audit-base") / "vec.db"
+    path.write_bytes(_BASE_LOG[0])
+    return path
 
 
 def audited(base, tmp_path, change=None, renumber: bool = True, anchor: tuple[int, str] | None = None):
