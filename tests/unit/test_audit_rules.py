@@ -567,3 +567,14 @@ def test_erasing_a_running_task_is_named(base, tmp_path):
     report = audited(base, tmp_path, erased_while_running)
     erased = [normalised(v) for v in report.violations if v.startswith("[task-erased] ")]
     assert erased == ["[task-erased] erased while processing, at task-<task>@4 (position 21, TaskDataErased)"]
+
+
+def test_a_head_without_a_chain_hash_is_named_and_reported_as_no_chain_head(base, tmp_path):
+    def unhashed_head(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows[-1]["chain"] = None  # as an older log not yet migrated stores it
+        return rows
+
+    report = audited(base, tmp_path, unhashed_head, renumber=False)
+    assert dict(report.broken) == {"chain": 1} and report.chain_head == "" and report.head == report.events
+    assert report.violations == [f"[chain] the chain breaks at position {report.head} (account-acme): no chain hash "
+                                 "(an older log: run `vec migrate`)"]
