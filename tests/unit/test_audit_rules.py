@@ -15,7 +15,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Optional
 
 import pytest
@@ -31,7 +31,10 @@ from tests.integration.test_tamper_catalogue import (
     T0,
     RawLog,
     Tamper,
+    alter,
+    both,
     duplicate,
+    first_task_stream,
     pick,
     make_log,
     renumbered,
@@ -578,3 +581,53 @@ def test_a_head_without_a_chain_hash_is_named_and_reported_as_no_chain_head(base
     assert dict(report.broken) == {"chain": 1} and report.chain_head == "" and report.head == report.events
     assert report.violations == [f"[chain] the chain breaks at position {report.head} (account-acme): no chain hash "
                                  "(an older log: run `vec migrate`)"]
+
+
+def restamped(type_name: str, n: int, at: datetime) -> Any:
+    def tamper(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows[pick(rows, type_name, n)]["occurred_at"] = at
+        return rows
+
+    return tamper
+
+
+def test_the_monthly_leftover_is_due_to_expire_at_the_very_moment_of_its_expiry(base, tmp_path):
+    due = T0 + timedelta(days=90)  # the last Monthly grant's expiry; the engine expired it a day later
+    assert dict(audited(base, tmp_path, restamped("MonthlyCreditsExpired", 1, due)).broken) == {"chain": 1}
+    early = audited(base, tmp_path, restamped("MonthlyCreditsExpired", 1, due - timedelta(microseconds=1)))
+    assert early.violations[1:] == ["[monthly-expiry] account acme: Monthly credits expired before their expiry, "
+                                    "and no new period followed"]
+
+
+def test_an_expiry_of_a_single_credit_left_is_no_violation_and_one_of_nothing_is(base, tmp_path):
+    one_left = both(alter("CreditsGranted", match={"bucket": "monthly", "amount": 5}, amount=1),
+                    alter("MonthlyCreditsExpired", 1, amount=1))
+    assert dict(audited(base, tmp_path, one_left).broken) == {"chain": 2}
+    nothing = both(duplicate("MonthlyCreditsExpired", 1), alter("MonthlyCreditsExpired", 2, amount=0))
+    report = audited(base, tmp_path, nothing)
+    assert [v for v in report.violations if not v.startswith("[chain] ")] == [
+        "[monthly-expiry] expiry of 0 while the Monthly bucket holds 0 at account-acme@26 (position 68, "
+        "MonthlyCreditsExpired)"]
+
+
+def test_a_task_out_of_the_deciders_bounds_is_named_with_its_id(base, tmp_path):
+    report = audited(base, tmp_path, alter("TaskCreated", chunk_size=0))
+    task = first_task_stream(RawLog(f"sqlite:///{base}").rows()).removeprefix("task-")
+    invariant = [v for v in report.violations if v.startswith("[invariant] ")]
+    assert len(invariant) == 1 and f"task {task} out of bounds: TaskCreated(" in invariant[0], report.violations
+
+
+def test_a_debit_of_the_whole_payg_balance_is_no_violation(tmp_path):
+    db = open_database("memory://")
+    try:
+        engine = Engine(db, EngineSettings(), lambda: T0)
+        engine.open_account("acme")  # the welcome grant: 200 PAYG
+        path = tmp_path / "all.csv"
+        path.write_text("email\n" + "".join(f"a{i}@a.test\n" for i in range(200)))
+        engine.create_bulk("acme", path)
+        report = audit(db)
+        debits = [r.event for r in db.events.read_all() if r.event.type_name() == "CreditsDebited"]
+    finally:
+        db.close()
+    assert [(d.monthly, d.payg) for d in debits] == [(0, 200)]  # every PAYG credit the account held
+    assert report.ok and report.events == 4, report.violations
