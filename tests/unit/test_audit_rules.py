@@ -28,6 +28,7 @@ from engine.service import Engine
 from engine.store import open_database
 from tests.integration.test_tamper_catalogue import (
     CATALOGUE,
+    REFUND,
     T0,
     RawLog,
     Tamper,
@@ -631,3 +632,41 @@ def test_a_debit_of_the_whole_payg_balance_is_no_violation(tmp_path):
         db.close()
     assert [(d.monthly, d.payg) for d in debits] == [(0, 200)]  # every PAYG credit the account held
     assert report.ok and report.events == 4, report.violations
+
+
+def monthly_expiring(at: str) -> Any:
+    return alter("CreditsGranted", match={"bucket": "monthly"}, expires_at=at)  # the first period's
+
+
+def test_a_debit_may_take_monthly_credits_until_the_clock_slack_past_their_expiry(base, tmp_path):
+    """The first Monthly debit is stamped 11:00:00; the engine may stamp it up to 5 s after it decided."""
+    late = audited(base, tmp_path, monthly_expiring("2026-06-01T10:59:55+00:00"))
+    in_time = audited(base, tmp_path, monthly_expiring("2026-06-01T10:59:55.000001+00:00"))
+    assert late.broken["monthly-expiry"] == in_time.broken["monthly-expiry"] + 1
+    assert [normalised(v) for v in late.violations if v.startswith("[monthly-expiry] ")][0] == (
+        "[monthly-expiry] debit spent 5 Monthly credits that expired 2026-06-01T10:59:55+00:00 at account-acme@5 "
+        "(position 6, CreditsDebited)")
+    assert "(position 6, CreditsDebited)" not in " ".join(in_time.violations)
+
+
+@pytest.mark.parametrize("changes", [{"sha256": "0" * 64}, {"at": "2026-06-01T12:00:00+00:00"}, {"at": "noon"}])
+def test_a_bulk_debit_names_its_own_file_and_time(base, tmp_path, changes):
+    report = audited(base, tmp_path, alter("CreditsDebited", **changes))
+    at = changes.get("at", "2026-06-01T11:00:00+00:00")
+    assert [normalised(v) for v in report.violations if not v.startswith("[chain] ")] == [
+        f"[debit] debit's file digest or time ({at!r}) is not its task's at account-acme@5 (position 6, "
+        "CreditsDebited)"]
+
+
+def test_a_task_debited_twice_is_named_and_counted_twice_in_its_settlement(base, tmp_path):
+    report = audited(base, tmp_path, duplicate("CreditsDebited"))
+    settlement = [normalised(v) for v in report.violations if v.startswith("[settlement] ")]
+    assert settlement[0] == "[settlement] task <task>: debited 10 for 5 unique addresses"
+    assert report.broken["debit"] == 1
+
+
+def test_a_refund_of_nothing_is_named(base, tmp_path):
+    report = audited(base, tmp_path, alter(REFUND, match={"reason": "unknown"}, amount=0))
+    assert [normalised(v) for v in report.violations if v.startswith("[refund-outstanding] ")] == [
+        "[refund-outstanding] refund of 0 for task <task> with 5 outstanding at account-acme@6 (position 10, "
+        "CreditsRefunded)"]
