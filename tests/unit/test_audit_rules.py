@@ -39,6 +39,7 @@ from tests.integration.test_tamper_catalogue import (
     pick,
     make_log,
     renumbered,
+    swap,
 )
 
 
@@ -670,3 +671,17 @@ def test_a_refund_of_nothing_is_named(base, tmp_path):
     assert [normalised(v) for v in report.violations if v.startswith("[refund-outstanding] ")] == [
         "[refund-outstanding] refund of 0 for task <task> with 5 outstanding at account-acme@6 (position 10, "
         "CreditsRefunded)"]
+
+
+def test_a_failed_chunk_naming_an_address_it_never_held_is_named(base, tmp_path):
+    report = audited(base, tmp_path, alter("ChunkFailed", addresses=lambda a: [a[0], "other@x.test"]))
+    assert [normalised(v) for v in report.violations if v.startswith("[chunk-failed] ")] == [
+        "[chunk-failed] chunk 1 failed with 2 addresses while 2 were unsettled (task processing) at task-<task>@6 "
+        "(position 12, ChunkFailed)"]
+
+
+def test_a_chunk_failing_after_its_task_failed_is_named(base, tmp_path):
+    report = audited(base, tmp_path, swap(("ChunkFailed", 3), ("TaskFailed", 1)))  # the provider error's
+    assert [normalised(v) for v in report.violations if v.startswith("[chunk-failed] ")] == [
+        "[chunk-failed] chunk 0 failed with 2 addresses while 2 were unsettled (task failed) at task-<task>@4 "
+        "(position 48, ChunkFailed)"]
