@@ -14,6 +14,7 @@ import dataclasses
 import re
 import shutil
 import uuid
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Optional
@@ -685,3 +686,35 @@ def test_a_chunk_failing_after_its_task_failed_is_named(base, tmp_path):
     assert [normalised(v) for v in report.violations if v.startswith("[chunk-failed] ")] == [
         "[chunk-failed] chunk 0 failed with 2 addresses while 2 were unsettled (task failed) at task-<task>@4 "
         "(position 48, ChunkFailed)"]
+
+
+def test_a_failed_chunk_naming_an_address_twice_is_named(base, tmp_path):
+    report = audited(base, tmp_path, alter("ChunkFailed", addresses=lambda a: [*a, a[0]]))
+    assert [normalised(v) for v in report.violations if v.startswith("[chunk-failed] ")] == [
+        "[chunk-failed] chunk 1 failed with 3 addresses while 2 were unsettled (task processing) at task-<task>@6 "
+        "(position 12, ChunkFailed)"]
+
+
+def test_a_single_task_of_two_addresses_is_named(base, tmp_path):
+    report = audited(base, tmp_path, alter("TaskCreated", match={"kind": "single"}, address_count=2))
+    assert [normalised(v) for v in report.violations if v.startswith("[task-created] ")] == [
+        "[task-created] single task of 2 addresses at task-<task>@1 (position 24, TaskCreated)"]
+
+
+def test_a_task_event_before_its_task_was_created_is_named(base, tmp_path):
+    report = audited(base, tmp_path, swap(("TaskCreated", 0), ("ChunkSubmitted", 0)))
+    assert [normalised(v) for v in report.violations if v.startswith("[task-created] ")][0] == (
+        "[task-created] ChunkSubmitted before TaskCreated at task-<task>@1 (position 5, ChunkSubmitted)")
+
+
+def test_a_chunk_submitted_after_its_task_stopped_is_named(base, tmp_path):
+    def submitted_after_failure(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        failed = pick(rows, "TaskFailed", 1)  # the provider error's, whose only chunk failed
+        submitted = [r for r in rows if r["type"] == "ChunkSubmitted" and r["stream"] == rows[failed]["stream"]][0]
+        rows.insert(failed + 1, {**submitted, "event_id": uuid.uuid4()})
+        return rows
+
+    report = audited(base, tmp_path, submitted_after_failure)
+    assert [normalised(v) for v in report.violations if v.startswith("[chunk-submitted] ")] == [
+        "[chunk-submitted] chunk 0 submitted after the task stopped (failed) at task-<task>@5 (position 49, "
+        "ChunkSubmitted)"]
