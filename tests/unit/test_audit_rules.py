@@ -718,3 +718,13 @@ def test_a_chunk_submitted_after_its_task_stopped_is_named(base, tmp_path):
     assert [normalised(v) for v in report.violations if v.startswith("[chunk-submitted] ")] == [
         "[chunk-submitted] chunk 0 submitted after the task stopped (failed) at task-<task>@5 (position 49, "
         "ChunkSubmitted)"]
+
+
+@pytest.mark.parametrize("name, rule, status", [
+    ("TaskCompleted", "task-completed", "completed"), ("TaskCancelled", "task-cancelled", "cancelled"),
+    ("TaskFailed", "task-failed", "failed"), ("SystemFailure", "system-failure", "failed"),
+])
+def test_a_task_that_ends_twice_is_named_under_the_rule_of_its_ending(base, tmp_path, name, rule, status):
+    report = audited(base, tmp_path, duplicate(name))
+    assert [normalised(v).split(", at ")[0] for v in report.violations if v.startswith(f"[{rule}] ")] == [
+        f"[{rule}] {name} while the task is {status}"]
