@@ -728,3 +728,9 @@ def test_a_task_that_ends_twice_is_named_under_the_rule_of_its_ending(base, tmp_
     report = audited(base, tmp_path, duplicate(name))
     assert [normalised(v).split(", at ")[0] for v in report.violations if v.startswith(f"[{rule}] ")] == [
         f"[{rule}] {name} while the task is {status}"]
+
+
+def test_a_single_task_cancelled_is_named(base, tmp_path):
+    report = audited(base, tmp_path, alter("TaskCreated", 1, kind="single"))  # the cancelled bulk's
+    assert [normalised(v).split(" at ")[0] for v in report.violations if v.startswith("[task-cancelled] ")] == [
+        "[task-cancelled] single task cancelled"]
