@@ -35,6 +35,7 @@ from tests.integration.test_tamper_catalogue import (
     Tamper,
     alter,
     both,
+    delete,
     duplicate,
     first_task_stream,
     pick,
@@ -734,3 +735,35 @@ def test_a_single_task_cancelled_is_named(base, tmp_path):
     report = audited(base, tmp_path, alter("TaskCreated", 1, kind="single"))  # the cancelled bulk's
     assert [normalised(v).split(" at ")[0] for v in report.violations if v.startswith("[task-cancelled] ")] == [
         "[task-cancelled] single task cancelled"]
+
+
+@pytest.mark.parametrize("expires_at", ["2026-07-01T10:00:00", None])  # no time zone; none at all
+def test_a_monthly_grant_needs_an_expiry_with_its_offset(base, tmp_path, expires_at):
+    report = audited(base, tmp_path, monthly_expiring(expires_at))
+    assert [normalised(v) for v in report.violations if v.startswith("[monthly-period] ")][0] == (
+        f"[monthly-period] Monthly grant expiring {expires_at!r}, granted 2026-06-01T10:00:00+00:00 at "
+        "account-acme@3 (position 3, CreditsGranted)")
+
+
+def test_a_bulk_debit_s_time_may_lag_its_stamp_by_the_clock_slack(base, tmp_path):
+    """The first bulk debit is stamped 11:00:00."""
+    assert dict(audited(base, tmp_path, alter("CreditsDebited", at="2026-06-01T10:59:55+00:00")).broken) == {"chain": 1}
+    report = audited(base, tmp_path, alter("CreditsDebited", at="2026-06-01T10:59:54.999999+00:00"))
+    assert dict(report.broken) == {"chain": 1, "debit": 1}
+
+
+def test_a_chunk_past_the_last_is_named_out_of_order(base, tmp_path):
+    past = both(duplicate("ChunkSubmitted", 2), alter("ChunkSubmitted", 3, chunk_no=3))  # the first task has 3
+    assert [normalised(v) for v in audited(base, tmp_path, past).violations
+            if v.startswith("[chunk-submitted] ")] == [
+        "[chunk-submitted] chunk 3 out of order (next is 3 of 3) at task-<task>@8 (position 15, ChunkSubmitted)"]
+
+
+def test_the_settlement_names_refunds_the_task_never_settled_and_a_completion_left_unsettled(base, tmp_path):
+    report = audited(base, tmp_path, duplicate(REFUND, match={"reason": "cancelled"}))
+    assert [normalised(v) for v in report.violations if v.startswith("[settlement] ")] == [
+        "[settlement] task <task>: account refunds 6 differ from the task's settled refunds 3",
+        "[settlement] task <task>: debited 4 != consumed 1 + refunded 6"]
+    report = audited(base, tmp_path, delete("AddressVerified", 1))  # the first task's last result
+    assert "[task-completed] task <task>: completed with 1 addresses unsettled" in [
+        normalised(v) for v in report.violations]
