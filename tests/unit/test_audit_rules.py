@@ -767,3 +767,24 @@ def test_the_settlement_names_refunds_the_task_never_settled_and_a_completion_le
     report = audited(base, tmp_path, delete("AddressVerified", 1))  # the first task's last result
     assert "[task-completed] task <task>: completed with 1 addresses unsettled" in [
         normalised(v) for v in report.violations]
+
+
+def test_the_incremental_audit_verifies_the_chain_on_from_its_point(base, tmp_path):
+    from engine.audit_points import audit_since_last
+
+    shutil.copy(base, tmp_path / "vec.db")
+    db = open_database(f"sqlite:///{tmp_path}/vec.db")
+    try:
+        first = audit_since_last(db)  # no point yet: a full audit, which records one
+        Engine(db, EngineSettings(), lambda: T0 + timedelta(days=100)).grant_credits("acme", "payg", 5, "purchase")
+        since = audit_since_last(db)
+    finally:
+        db.close()
+    assert first.ok and since.ok, since.violations
+    assert (since.mode, since.since, since.head) == ("incremental", first.head, first.head + 1)
+
+
+def test_deleting_a_running_task_is_named(base, tmp_path):
+    report = audited(base, tmp_path, swap(("TaskCompleted", 0), ("TaskDeleted", 0)))  # the first task's
+    assert [normalised(v).split(", at ")[0] for v in report.violations if v.startswith("[task-deleted] ")][0] == (
+        "[task-deleted] deleted while processing")
