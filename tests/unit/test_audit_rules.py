@@ -111,7 +111,9 @@ EXPECTED: dict[str, dict[str, int]] = {
     'a schema version from the future': {'chain': 1, 'debit': 1, 'refund-cause': 2, 'settlement': 2, 'task-created': 10, 'well-formed': 1},
     'an amount that is text': {'chain': 1, 'read-models': 1, 'well-formed': 1},
     'a negative count': {'chain': 1, 'late-result': 1, 'refund-cause': 1, 'settlement': 1, 'task-erased': 1, 'well-formed': 1},
-    'a sealed address that opens with no key': {'chain': 1, 'refund-cause': 1, 'result': 1, 'settlement': 1, 'task-completed': 2, 'well-formed': 1},
+    # the live read models keep sealed values as stored (the projector does not open them), so they
+    # fold past the event the audit's fresh fold cannot open: they differ, named under read-models
+    'a sealed address that opens with no key': {'chain': 1, 'read-models': 1, 'refund-cause': 1, 'result': 1, 'settlement': 1, 'task-completed': 2, 'well-formed': 1},
     'the account opened twice': {'account-opened': 1, 'chain': 67, 'welcome': 2},
     'the account opened under another id': {'account-opened': 1, 'chain': 1},
     'a welcome of 300': {'chain': 1, 'welcome': 1},
@@ -229,6 +231,7 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a sealed address that opens with no key': [
         "[well-formed] cannot decode task-<task>@2 (position 61, ChunkSubmitted): InvariantViolation: a sealed value does not open with its task's key",
+        "[read-models] read model rm_tasks differs from a fresh fold of the log (1 rows missing or changed, 1 rows extra)",
     ],
     'the account opened twice': [
         "[account-opened] AccountOpened for 'acme' at account-acme@2 (position 2, AccountOpened) (opened twice)",
