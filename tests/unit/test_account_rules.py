@@ -458,18 +458,6 @@ def test_a_duplicate_upload_says_when_and_which_task_and_how_to_go_on():
                                   "pass --allow-duplicate to verify it again")
 
 
-@pytest.fixture
-def server_in_new_york(monkeypatch):
-    """The process's local zone is not UTC: times the log keeps must not follow it."""
-    import time
-
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 @pytest.mark.usefixtures("server_in_new_york")
 def test_the_time_of_a_bulk_debit_is_utc_whatever_zone_the_server_runs_in():
     events = decide(DebitCredits("t1", 3, NOW, sha256=SHA), rich())

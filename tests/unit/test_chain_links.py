@@ -122,17 +122,6 @@ def test_an_unhashable_row_without_a_hash_goes_on_from_the_genesis():
     assert [b.position for b in chain.verify(rows)] == [1]
 
 
-@pytest.fixture
-def server_in_new_york(monkeypatch):
-    import time
-
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 @pytest.mark.usefixtures("server_in_new_york")
 def test_a_time_is_hashed_in_utc_whatever_zone_the_server_runs_in():
     """Two servers in different zones must hash one log to one chain."""
