@@ -584,7 +584,14 @@ class PostgresSession:
 
     def create_table(self, table: Table) -> None:
         columns = ", ".join(f"{c} BIGINT" if c in table.ints else f'{c} TEXT COLLATE "C"' for c in table.columns)
+        names = [table.name] + [f"{table.name}_{'_'.join(index)}" for index in table.indexes]
         with self.pool.connection() as conn:
+            # CREATE INDEX IF NOT EXISTS takes a SHARE lock on a table that already has it, which
+            # deadlocks against a writer of two such tables: skip what the catalogue already holds.
+            present = conn.execute("SELECT count(*) FROM unnest(%s::text[]) AS n WHERE to_regclass(n) IS NOT NULL",
+                                   (names,)).fetchone()
+            if present is not None and present[0] == len(names):
+                return
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))")
             for index in table.indexes:
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}"
