@@ -28,8 +28,9 @@ next to a baseline measured in the same run, on the same servers, as a ratio.
              vs the same bulk on a fleet with 1 worker (fresh database and topic prefix);
              plus what the servers saw: sessions per MX at most (<= VEC_PER_MX_CONCURRENCY),
              catch-all probes, duplicates, slot utilisation; `vec audit` after each run
-  e2e        addresses/s of a fleet (control + 1 worker) with VEC_PROVIDER=instant, from
-             TaskCreated to the task's end
+  e2e        addresses/s of a fleet (control + --e2e-fleet-workers workers, default 2) with
+             VEC_PROVIDER=instant, from TaskCreated to the task's end, and its CPU seconds per
+             address (every process of the fleet, PostgreSQL and the broker)
              vs the embedded engine (`vec run` on SQLite, one process), same bulk and
              settings; plus CPU seconds per process and the chunks' timeline
 
@@ -537,11 +538,13 @@ def code_snapshot(args) -> Iterator[None]:
         return
     directory = Path(tempfile.mkdtemp(prefix="vec-bench-code-", dir=args.tmp_dir or "/tmp"))
     try:
+        source = Path(args.code_from).resolve() if args.code_from else REPO
         for package in PACKAGES:
-            shutil.copytree(REPO / package, directory / package, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source / package, directory / package, ignore=shutil.ignore_patterns("__pycache__"))
         CODE["dir"] = str(directory)
         CODE["taken_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        progress(args, f"code snapshot for the fleets: {directory}")
+        CODE["from"] = str(source)
+        progress(args, f"code snapshot for the fleets: {directory} (of {source})")
         yield
     finally:
         CODE.clear()
@@ -1209,11 +1212,12 @@ def bench_e2e(args, services: Services) -> dict:
     window = args.e2e_chunk_window or EngineSettings.model_fields["chunk_window"].default
     best: dict[str, dict] = {}
     rates: dict[str, list[float]] = {"embedded": [], "distributed": []}
+    cpus: dict[str, list[float]] = {"embedded": [], "distributed": []}  # CPU µs per address, per run
     with workdir(args, "vec-bench-e2e-") as tmp:
         csv = write_addresses(tmp / "bulk.csv", (e2e_address(i) for i in range(n)))
         for repeat in range(args.e2e_repeat):
             for kind in ("embedded", "distributed"):
-                workers = 1 if kind == "distributed" else None
+                workers = args.e2e_fleet_workers if kind == "distributed" else None
                 with Run(args, services, tmp, f"e2e-{kind}-{repeat + 1}", env, workers, n) as run:
                     sampler = ClaimSampler() if workers else None
                     result = run.bulk(csv, timeout=max(300.0, n / 20), on_poll=sampler)
@@ -1223,12 +1227,18 @@ def bench_e2e(args, services: Services) -> dict:
                 progress(args, f"e2e {kind} run {repeat + 1}: {result['rate']:,.0f} addr/s in {result['elapsed_s']:.1f}s,"
                                f" {result['status']}, audit {'ok' if result['audit_ok'] else 'FAILED'},"
                                f" cpu {result['cpu_s']}")
+                result["cpu_us_per_address"] = round(1e6 * result["cpu_s"]["total"] / n, 1)
                 rates[kind].append(round(result["rate"], 1))
+                cpus[kind].append(result["cpu_us_per_address"])
                 if kind not in best or result["rate"] > best[kind]["rate"]:
                     best[kind] = result
     distributed, embedded = best["distributed"], best["embedded"]
+    # CPU per address: the least of each side's runs (the load of a shared machine only adds)
+    cpu_ratio = round(min(cpus["distributed"]) / min(cpus["embedded"]), 2)
     return figure(distributed["rate"], embedded["rate"], "addresses/s", addresses=n, chunk_size=args.e2e_chunk_size,
-                  chunk_window=window, audit_ok=distributed["audit_ok"] and embedded["audit_ok"], rates=rates,
+                  chunk_window=window, fleet_workers=args.e2e_fleet_workers,
+                  audit_ok=distributed["audit_ok"] and embedded["audit_ok"], rates=rates,
+                  cpu_us_per_address=cpus, cpu_per_address_ratio=cpu_ratio,
                   settings=e2e_env(args), runs={"distributed": distributed, "embedded": embedded})
 
 
@@ -1304,7 +1314,11 @@ def table(results: dict) -> str:
         elif name == "e2e":
             lines.append(f"{'e2e (distributed vs embedded, instant)':<44} {r['engine']:>10,.0f} {r['baseline']:>10,.0f} "
                          f"{r['ratio']:>6.3f}  -     {r['unit']}; {r['addresses']:,} addresses, chunks of"
-                         f" {r['chunk_size']}, window {r['chunk_window']}; vec audit {'ok' if r['audit_ok'] else 'FAILED'}")
+                         f" {r['chunk_size']}, window {r['chunk_window']}, {r['fleet_workers']} worker(s);"
+                         f" vec audit {'ok' if r['audit_ok'] else 'FAILED'}")
+            lines.append(f"  CPU per address (least of the runs, every process): distributed"
+                         f" {min(r['cpu_us_per_address']['distributed'])} µs, embedded"
+                         f" {min(r['cpu_us_per_address']['embedded'])} µs: {r['cpu_per_address_ratio']}x (goal <= 2)")
             for kind, run in r["runs"].items():
                 t, cpu = run["timeline"], run["cpu_s"]
                 where = ", ".join(f"{k} {v}" for k, v in cpu.items() if k not in ("total", "wall_s", "cores_busy"))
@@ -1361,6 +1375,8 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument("--e2e-chunk-size", type=int, default=500, help="VEC_CHUNK_SIZE (default 500)")
     e2e.add_argument("--e2e-chunk-window", type=int, default=None, help="VEC_CHUNK_WINDOW (default: the engine's, 4)")
     e2e.add_argument("--e2e-workers", type=int, default=None, help="VEC_WORKERS (default: the engine's, 8)")
+    e2e.add_argument("--e2e-fleet-workers", type=int, default=2,
+                     help="worker processes of the fleet (`vec run --role worker`; default 2)")
     e2e.add_argument("--e2e-repeat", type=int, default=1, help="alternating runs of each; the best counts (default 1)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the fleets' logs and databases (scale_out, e2e)")
     parser.add_argument("--profile", metavar="DIR", default=None,
@@ -1368,6 +1384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", metavar="PATH", default=None, help="the py-spy binary (default: on PATH)")
     parser.add_argument("--no-snapshot", action="store_true",
                         help="scale_out, e2e: run the work tree's code, not a copy taken at the start")
+    parser.add_argument("--code-from", metavar="DIR", default=None,
+                        help="scale_out, e2e: snapshot the engine's packages from another checkout (a baseline's"
+                             " `git worktree`) instead of this one")
     parser.add_argument("--verbose-fleet", action="store_true",
                         help="run the fleet's processes with `vec -v` (INFO logs: re-dispatches, ...; costs CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -1394,7 +1413,8 @@ def main(argv: list[str] | None = None) -> int:
     fleets = bool({"scale_out", "e2e"} & set(wanted))
     with Services(args, broker=bool({"relay"} & set(wanted)) or fleets) as services, \
             (code_snapshot(args) if fleets else contextlib.nullcontext()):
-        report = {"machine": {**machine(services), **({"code_snapshot_at": CODE.get("taken_at")} if fleets else {})},
+        snapshot = {"code_snapshot_at": CODE.get("taken_at"), "code_from": CODE.get("from")} if fleets else {}
+        report = {"machine": {**machine(services), **snapshot},
                   "results": {}}
         for name in BENCHMARKS:
             if name in wanted:

@@ -23,19 +23,21 @@ class Reactions:
 
     def outage(self, alive_at: datetime | None, what: str) -> list[str]:
         """The outage rule over the processing tasks; returns the ids of those it failed."""
+        now = self.engine.clock()
+        if not policies.outage_due(alive_at, now, self.settings.outage_grace):
+            return []  # no task state to fold (a fold per active task per look)
         processing = [t for t in self.db.read.active_task_ids() if self.engine.task(t).status == "processing"]
-        commands = policies.outage_rule(processing, alive_at, self.engine.clock(), self.settings.outage_grace, what)
+        commands = policies.outage_rule(processing, alive_at, now, self.settings.outage_grace, what)
         self.apply(commands)
         return [c.task_id for c in commands]
 
     def stall(self, task_ids: Iterable[str]) -> None:
         """The stall bound over these active tasks, on their last event's time in the log."""
-        last_event_at = {}
-        for task_id in task_ids:
-            last = self._last_event_at(task_id)
-            if last is not None and self.engine.task(task_id).active:
-                last_event_at[task_id] = last
-        self.apply(policies.stall_bound(last_event_at, self.engine.clock(), self.settings.task_stall_timeout))
+        last_event_at = {task_id: last for task_id in task_ids if (last := self._last_event_at(task_id)) is not None}
+        due = policies.stall_bound(last_event_at, self.engine.clock(), self.settings.task_stall_timeout)
+        # the bound is decided per task: only a task it would fail is folded, to see that it is
+        # still active (the read model's list may lag the log)
+        self.apply([command for command in due if self.engine.task(command.task_id).active])
 
     def _last_event_at(self, task_id: str) -> datetime | None:
         stream = f"task-{task_id}"

@@ -68,13 +68,17 @@ def outage_rule(processing: Sequence[str], alive_at: datetime | None, now: datet
                 what: str) -> list[FailTask]:
     """Processing tasks fail once nothing was alive to run them for longer than the grace
     (`what` says what was down, for the reason); a shorter gap resumes them."""
-    if alive_at is None or not processing:
+    if alive_at is None or not processing or not outage_due(alive_at, now, grace_s):
         return []
     down_s = (now - alive_at).total_seconds()
-    if down_s <= grace_s:
-        return []
     reason = f"engine_outage: {what} {down_s:.0f}s, grace {grace_s:g}s"
     return [FailTask(task_id, reason, "engine_outage") for task_id in processing]
+
+
+def outage_due(alive_at: datetime | None, now: datetime, grace_s: float) -> bool:
+    """Whether nothing was alive for longer than the grace: only then does the outage rule
+    need the processing tasks (a runner need not fold every task to learn there is no outage)."""
+    return alive_at is not None and (now - alive_at).total_seconds() > grace_s
 
 
 def stall_bound(last_event_at: Mapping[str, datetime], now: datetime, stall_timeout_s: float) -> list[FailTask]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -78,3 +78,25 @@ class Outcome:
         results = tuple(Result(a, s, reason, detail, tier, reply, mx, tuple(flags))
                         for a, s, reason, detail, tier, reply, mx, flags in message["results"])
         return cls(message["kind"], message["task_id"], int(message["chunk_no"]), results, message["error"])
+
+
+def relayed_header(headers: object, name: str) -> str | None:
+    """A header of a relayed event (engine/relay.py `event_headers`) as text, or None when the
+    message has no such header (one relayed by another producer). faust hands consumed headers
+    as (key, value) pairs; a mapping is accepted too."""
+    if not headers:
+        return None
+    if isinstance(headers, Mapping):
+        value = headers.get(name)
+    else:
+        value = next((v for k, v in headers if k == name), None)  # type: ignore[attr-defined]
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def relayed_data(value: bytes) -> dict[str, Any]:
+    """The `data` of a relayed event's message (what `vec events` prints), without decoding
+    the event: the scheduler reads a field or two of the few events it acts on."""
+    data: dict[str, Any] = orjson.loads(value)["data"]
+    return data

@@ -260,11 +260,12 @@ class Fleet:
         call = self.call
         started_at = self.engine.clock()  # no worker ever beat: down since this watchdog looked
         unclaimed_since: dict[tuple[str, int], float] = {}
+        looked = _Looked()
         next_sweep = 0.0
         try:
             while not until.is_set():
                 try:
-                    await call(self._watch_once, started_at, unclaimed_since)
+                    await call(self._watch_once, started_at, unclaimed_since, looked)
                     if time.monotonic() >= next_sweep:  # when to look is this process's business
                         await call(self.reactions.sweep)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL_S
@@ -288,8 +289,10 @@ class Fleet:
 
         return run
 
-    def _watch_once(self, started_at: datetime, unclaimed_since: dict[tuple[str, int], float]) -> None:
+    def _watch_once(self, started_at: datetime, unclaimed_since: dict[tuple[str, int], float],
+                    looked: "_Looked | None" = None) -> None:
         engine, settings, fleet = self.engine, self.settings, self.fleet
+        looked = _Looked() if looked is None else looked
         self.db.catch_up()
         last_beat = fleet.last_worker_beat()
         if self.reactions.outage(last_beat or started_at, "no worker alive for"):
@@ -299,10 +302,15 @@ class Fleet:
         active = self.db.read.active_task_ids()
         self.reactions.stall(active)
         live = fleet.live_claims(engine.clock() - timedelta(seconds=settings.claim_ttl))
+        versions = self.db.events.stream_versions([f"task-{task_id}" for task_id in active])
         for task_id in active:
-            state = schedule(engine, task_id, settings.provider, "primary", settings.chunk_window)
-            if state.active:
-                self._reconcile(task_id, state.pending, live, unclaimed_since)
+            version = versions[f"task-{task_id}"]
+            pending = looked.pending(task_id, version)
+            if pending is None:  # its stream moved since the last look (or it is new here): fold it
+                state = schedule(engine, task_id, settings.provider, "primary", settings.chunk_window)
+                pending = looked.remember(task_id, version, tuple(state.pending) if state.active else ())
+            self._reconcile(task_id, pending, live, unclaimed_since)
+        looked.keep_only(active)
         for key in [k for k in unclaimed_since if k[0] not in active]:
             del unclaimed_since[key]
 
@@ -359,6 +367,34 @@ class Fleet:
                 with contextlib.suppress(Exception):
                     producer.close(timeout=1)
             return False
+
+
+class _Looked:
+    """What the watchdog saw of each active task at its last fold: the stream's version then
+    and its pending chunks. A task whose stream has not moved since has the same state (a
+    state is a fold of its stream): scheduling it again would submit nothing, and its pending
+    chunks are those known, so it is neither read nor folded again; only the claim-expiry
+    timers of those chunks run on. A task whose stream moved is folded (incrementally: the
+    engine caches the state) and scheduled, as before. The version is read before the fold,
+    so a state is never remembered under a version older than what it folded: at worst a task
+    is folded once more."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, tuple[int, ...]]] = {}
+
+    def pending(self, task_id: str, version: int) -> tuple[int, ...] | None:
+        """The task's pending chunks if its stream is still at `version`, else None."""
+        seen = self._seen.get(task_id)
+        return seen[1] if seen is not None and seen[0] == version else None
+
+    def remember(self, task_id: str, version: int, pending: tuple[int, ...]) -> tuple[int, ...]:
+        self._seen[task_id] = (version, pending)
+        return pending
+
+    def keep_only(self, task_ids: Iterable[str]) -> None:
+        keep = set(task_ids)
+        for task_id in [t for t in self._seen if t not in keep]:
+            del self._seen[task_id]
 
 
 def _first_leaf(error: BaseException) -> BaseException:

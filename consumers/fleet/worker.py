@@ -36,7 +36,8 @@ import faust
 from faust.types import EventT, StreamT, TopicT
 
 from consumers import metrics
-from consumers.fleet.messages import Outcome, Topics, chunk_partition, chunk_work, read_chunk_work
+from consumers.fleet.messages import (Outcome, Topics, chunk_partition, chunk_work, read_chunk_work, relayed_data,
+                                      relayed_header)
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
@@ -52,6 +53,33 @@ log = logging.getLogger("vec.worker")
 
 # task events after which the chunk window may have room again
 _RESCHEDULE = (TaskCreated, AddressVerified, ResultUnknown, ChunkFailed)
+_RESCHEDULE_TYPES = frozenset(cls.type_name() for cls in _RESCHEDULE)
+_MAY_BE_LATE = frozenset(cls.type_name() for cls in (AddressVerified, ResultUnknown))  # `late`: no room freed
+_SUBMITTED = ChunkSubmitted.type_name()
+
+
+def _scheduling_of(event: Any, due: dict[str, Any]) -> tuple[str, int | None] | None:
+    """What a relayed event asks of the scheduler: (task, chunk_no) for a ChunkSubmitted (a work
+    item to send), (task, None) when its task may have room in its window, None for anything
+    else. Read from the relay's headers (stream, type): the event is not decoded, and of the
+    data only a submitted chunk's number and a result's `late` flag are read, the latter only
+    while its task is not already due this batch (or traces want the last event's context).
+    A message without those headers is decoded in full."""
+    stream, type_name = relayed_header(event.headers, "ce_vecstream"), relayed_header(event.headers, "type")
+    if stream is None or type_name is None:
+        recorded = from_wire(event.value)
+        stream, type_name = recorded.stream, recorded.type
+    if not stream.startswith("task-"):
+        return None
+    task_id = stream.removeprefix("task-")
+    if type_name == _SUBMITTED:
+        return task_id, int(relayed_data(event.value)["chunk_no"])
+    if type_name not in _RESCHEDULE_TYPES:
+        return None
+    if type_name in _MAY_BE_LATE and (task_id not in due or tracing.enabled()):
+        if relayed_data(event.value).get("late", False):
+            return None
+    return task_id, None
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -158,13 +186,13 @@ class WorkerCore:
             due: dict[str, Any] = {}  # task -> the trace headers of its last event that asks for scheduling
             work: list[tuple[str, int, Any]] = []
             for event in events:
-                recorded = from_wire(event.value)
-                if not recorded.stream.startswith("task-"):
+                seen = _scheduling_of(event, due)
+                if seen is None:
                     continue
-                task_id = recorded.stream.removeprefix("task-")
-                if isinstance(recorded.event, ChunkSubmitted):
-                    work.append((task_id, recorded.event.chunk_no, event.headers))
-                elif isinstance(recorded.event, _RESCHEDULE) and not getattr(recorded.event, "late", False):
+                task_id, chunk_no = seen
+                if chunk_no is not None:
+                    work.append((task_id, chunk_no, event.headers))
+                else:
                     due[task_id] = event.headers
             for task_id, carrier in due.items():
                 with tracing.span("vec.fleet.schedule", task_id, carrier, kind="consumer"):

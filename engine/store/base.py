@@ -110,6 +110,10 @@ class EventStore(Protocol):
 
     def stream_version(self, stream: str) -> int: ...
 
+    def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        """Each stream's version (0 for a stream with no event), in one look: what a watcher
+        of many streams (the fleet's watchdog) asks to know which of them moved."""
+
     def holds(self, event_id: uuid.UUID) -> bool:
         """Whether the log holds the event of this id (a fact with a deterministic id, looked
         up without reading its stream)."""

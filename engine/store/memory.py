@@ -198,6 +198,10 @@ class MemoryEventStore:
         with self.log.view_lock:
             return self.log.versions.get(stream, 0)
 
+    def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        with self.log.view_lock:
+            return {stream: self.log.versions.get(stream, 0) for stream in streams}
+
     def head(self) -> int:
         with self.log.view_lock:
             return len(self.log.rows)

@@ -424,6 +424,12 @@ class PostgresEventStore:
             row = conn.execute("SELECT version FROM streams WHERE stream = %s", (stream,)).fetchone()
         return row[0] if row else 0
 
+    def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            found = dict(conn.execute("SELECT stream, version FROM streams WHERE stream = ANY(%s)",
+                                      (list(streams),)).fetchall())
+        return {stream: found.get(stream, 0) for stream in streams}
+
     def head(self) -> int:
         with self.pool.connection() as conn:
             return int(_scalar(conn.execute("SELECT position FROM log_head WHERE id = 1")))

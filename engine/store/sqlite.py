@@ -347,6 +347,15 @@ class SqliteEventStore:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
         return row[0] if row else 0
 
+    def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(streams), 500):  # SQLite's bound on parameters per statement
+            part = list(streams[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found.update(self.conn.execute(f"SELECT stream, version FROM streams WHERE stream IN ({marks})",
+                                           part).fetchall())
+        return {stream: found.get(stream, 0) for stream in streams}
+
     def head(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
 

@@ -153,6 +153,16 @@ class EventStoreContract:
             assert [r.version for r in store.read_stream(stream)] == list(range(1, version + 1))
             assert store.stream_version(stream) == version
 
+    def test_stream_versions_tells_many_streams_versions_in_one_look(self, store):
+        assert store.stream_versions([]) == {}
+        store.append(grants("s-a", 1, 2), {"s-a": 0})
+        store.append(grants("s-b", 3), {"s-b": 0})
+        streams = ["s-b", "nobody", "s-a"] + [f"s-{i}" for i in range(600)]  # past SQLite's 500 per statement
+        versions = store.stream_versions(streams)
+        assert list(versions) == streams  # every one asked, in the order asked
+        assert (versions["s-a"], versions["s-b"], versions["nobody"]) == (2, 1, 0)
+        assert versions == {s: store.stream_version(s) for s in streams}
+
     def test_an_event_for_a_stream_without_expected_version_is_refused(self, store):
         with pytest.raises(Exception):
             store.append([new("a"), new("b")], {"a": 0})

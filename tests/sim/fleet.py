@@ -62,6 +62,14 @@ async def inline(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def relayed_headers(recorded: Any) -> list[tuple[str, bytes]]:
+    """The headers the real relay gives an event (the scheduler reads its stream and type there)."""
+    from engine.relay import event_headers
+
+    return event_headers("vec-sim", str(recorded.event_id), recorded.type, recorded.event.schema_version,
+                         recorded.stream, recorded.version, recorded.position, recorded.occurred_at)
+
+
 class InlineCall:
     async def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await inline(fn, *args, **kwargs)
@@ -122,8 +130,9 @@ class Bus:
             self.faults["ack lost (duplicate)"] += 1
             raise KafkaError("simulated: the acknowledgement was lost")
 
-    def append(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        self.logs[(topic, self.partition_of(key) if partition is None else partition)].append(Message(key, value))
+    def append(self, topic: str, key: bytes, value: bytes, partition: int | None = None, headers: Any = None) -> None:
+        self.logs[(topic, self.partition_of(key) if partition is None else partition)].append(
+            Message(key, value, headers))
         self._wake()
 
     def _wake(self) -> None:
@@ -459,7 +468,8 @@ class FleetSim(Sim):
             for recorded in batch:
                 await asyncio.sleep(self.rng.expovariate(1 / 0.005))
                 await gate()
-                self.bus.append(self.bus.names.events, recorded.stream.encode(), to_wire(recorded))
+                self.bus.append(self.bus.names.events, recorded.stream.encode(), to_wire(recorded),
+                                headers=relayed_headers(recorded))
             if batch:
                 await gate()
                 self.relay_position = batch[-1].position
