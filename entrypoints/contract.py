@@ -86,9 +86,9 @@ def _operations(event_types: list[str]) -> Document:
         "relayEvents": operation("send", "events", "The relay (`vec run --role relay`, one leader) publishes every"
                                  " appended event, idempotent producer, acks=all.", event_types),
         "consumeEvents": operation("receive", "events", "Platform consumers (audit, replay, analytics) and the"
-                                   " workers' scheduler agent (faust, group PREFIX-fleet) read the log.",
+                                   " workers' scheduler (group PREFIX-fleet-scheduler) read the log.",
                                    event_types),
-        "dispatchChunks": operation("send", "chunks", "Workers' scheduler agent on ChunkSubmitted; the watchdog"
+        "dispatchChunks": operation("send", "chunks", "Workers' scheduler on ChunkSubmitted; the watchdog"
                                     " (`--role watchdog`) again for a chunk whose worker went silent.",
                                     ["ChunkWork"]),
         "verifyChunks": operation("receive", "chunks", "Workers' verifier agent: claims the chunk in PostgreSQL,"

@@ -1,8 +1,11 @@
-"""The worker role: three faust agents in one consumer group.
+"""The worker role: a scheduler and two faust agents (one consumer group, PREFIX-fleet).
 
 - scheduler  reads `PREFIX.events` (keyed by stream, so one member sees all of a task's
-             events, in order): a task's new events may free its chunk window, so its next
-             chunks are submitted; each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
+             events, in order) with a plain aiokafka consumer in a group of its own,
+             PREFIX-fleet-scheduler (EventsReader: the log's every event through a faust
+             agent cost half a worker's CPU), looking only at each event's stream and type
+             headers: a task's new events may free its chunk window, so its next chunks are
+             submitted; each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
 - verifier   reads `PREFIX.chunks` (spread over every member: a task's consecutive chunks
              go to consecutive partitions, `chunk_partition`): claims each chunk in
              PostgreSQL as soon as it is read (one worker per chunk; a claim whose heartbeat
@@ -399,10 +402,13 @@ class FleetWorker(WorkerCore):
         self.app = build_app(settings, f"{settings.kafka_topic_prefix}-fleet", self.datadir)
         # mode's SignalHandlerT (mypy_extensions VarArg/NamedArg) matches no function under mypy 2
         self.app.on_rebalance_complete.connect(self._rebalanced)  # type: ignore[arg-type]
-        self.events_topic = self._raw_topic(self.topics.events)
         self.chunks_topic = self._raw_topic(self.topics.chunks)
         self.results_topic = self._raw_topic(self.topics.results)
-        self.app.agent(self.events_topic, name="vec-scheduler")(self._supervised(self._scheduler))
+        # the scheduler reads the log's every event, so not as a faust agent: faust spends
+        # ~60 µs of Python on each message it hands an agent (half a worker's CPU in a bulk),
+        # a plain consumer's batch a few (see EventsReader)
+        self.events = EventsReader(settings, f"{settings.kafka_topic_prefix}-fleet-scheduler", self._events_assigned)
+        self._app_ready = False
         # one reader that never waits for a verification: every chunk it reads is claimed at
         # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
         self.app.agent(self.chunks_topic, name="vec-verifier")(self._supervised(self._verifier))
@@ -427,19 +433,27 @@ class FleetWorker(WorkerCore):
         return run
 
     async def _rebalanced(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        self.ready = True
+        self._app_ready = True
+        self.ready = self.events.assigned
+
+    def _events_assigned(self) -> None:
+        self.ready = self._app_ready
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, on_exit: Callable[[], Awaitable[None]] | None = None) -> None:
         await self.app.start()
         try:
+            await self.events.start()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch_stops(stop))
                 group.create_task(self._renew_claims(stop))
+                scheduler = group.create_task(self._supervised(self._scheduler)(cast(StreamT[Any], self.events)))
                 await stop.wait()
+                scheduler.cancel()
         finally:
             await self.stop_jobs()
+            await self.events.stop()
             await self.app.stop()
             await self.leave()
             shutil.rmtree(self.datadir, ignore_errors=True)
@@ -466,10 +480,70 @@ class FleetWorker(WorkerCore):
         await sent  # acknowledged: only then is it done
 
 
+class EventsReader:
+    """The scheduler's read of `PREFIX.events`: an aiokafka consumer in a group of its own
+    (PREFIX-fleet-scheduler: one member per partition, so a task's events, keyed by stream, go
+    to one worker, in order), offering the `take_events` that `_scheduler` reads. A batch is
+    what one fetch brought (up to `max_` records, waiting up to `within_s` when there is
+    none); its offsets are committed once the scheduler handled it and asked for the next, so
+    a worker that dies has its last batch read again by the next owner (at least once: the
+    scheduler is idempotent). Records are aiokafka's (`.value`, `.headers`), unwrapped by no
+    framework."""
+
+    def __init__(self, settings: EngineSettings, group_id: str, on_assigned: Callable[[], None]):
+        self.settings, self.group_id, self.on_assigned = settings, group_id, on_assigned
+        self.topic = Topics.of(settings).events
+        self.assigned = False  # once the group gave this member its share (maybe none)
+        self.consumer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+        reader = self
+
+        class Assigned(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                reader.assigned = True
+                reader.on_assigned()
+
+        session_s = self.settings.kafka_session_timeout
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=[s.strip() for s in self.settings.kafka_bootstrap.split(",") if s.strip()], group_id=self.group_id,
+            client_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS, session_timeout_ms=int(session_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, session_s / 3) * 1000), max_poll_interval_ms=3_600_000,
+            request_timeout_ms=int(max(40.0, session_s + 5) * 1000))
+        self.consumer.subscribe([self.topic], listener=Assigned())
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
+
+    async def take_events(self, max_: int, within: float) -> AsyncIterator[list[Any]]:
+        from aiokafka.errors import CommitFailedError, KafkaError
+
+        while True:
+            fetched = await self.consumer.getmany(timeout_ms=int(within * 1000), max_records=max_)
+            records = [record for part in fetched.values() for record in part]
+            if not records:
+                continue
+            yield records
+            try:  # handled: the group may forget them
+                await self.consumer.commit()
+            except (CommitFailedError, KafkaError) as error:  # a rebalance meanwhile: read again elsewhere
+                log.info("scheduler: offsets not committed (%s): the batch may be read again", error)
+
+
 def _take_events(stream: StreamT[Any], max_: int, within_s: float) -> AsyncIterator[Sequence[EventT[Any]]]:
     """Up to `max_` events at a time (waiting at most `within_s` for more). faust hands its
     agents a faust.Stream, though it types them StreamT (which lacks take_events); the
-    simulator (tests/sim/fleet.py) hands its own streams, with the same method."""
+    scheduler gets an EventsReader, the simulator (tests/sim/fleet.py) its own streams, each
+    with the same method."""
     take: Callable[..., AsyncIterator[Sequence[EventT[Any]]]] = cast(faust.Stream[Any], stream).take_events
     return take(max_, within=within_s)
 
