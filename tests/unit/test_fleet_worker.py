@@ -337,3 +337,49 @@ def test_results_refused_for_a_moment_are_sent_again_not_probed_again():
                                                                                        "c@x.test"]
     assert sorted(a for call in worker.provider.calls for a in call) == ["a@x.test", "b@x.test", "c@x.test"]
     assert not worker.crashes
+
+
+# --- what the scheduler reads of a relayed event -----------------------------------------
+
+def _relayed(event, stream: str, version: int = 1, headers: bool = True):
+    """A relayed event's message as the scheduler gets it: the relay's value and headers."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from engine.relay import event_headers
+    from events import RecordedEvent
+    from events.codec import to_wire
+
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    recorded = RecordedEvent(7, stream, version, uuid.uuid4(), at, event, "corr", None, "engine")
+    wire = event_headers("vec-test", str(recorded.event_id), recorded.type, event.schema_version, stream, version,
+                         7, at) if headers else None
+    return SimpleNamespace(value=to_wire(recorded), headers=wire)
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["from the headers", "decoded (no headers)"])
+def test_the_scheduler_learns_what_an_event_asks_from_its_stream_and_type(headers):
+    from consumers.fleet.worker import _scheduling_of
+    from events import AccountOpened, AddressVerified, ChunkSubmitted, ResultUnknown, TaskCompleted, TaskCreated
+
+    def asks(event, stream="task-t1", due=None):
+        return _scheduling_of(_relayed(event, stream, headers=headers), {} if due is None else due)
+
+    assert asks(ChunkSubmitted(3, ("a@x.org",), "smtp", "primary")) == ("t1", 3)  # a work item to send
+    assert asks(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2)) == ("t1", None)  # room, maybe
+    assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary")) == ("t1", None)
+    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, "primary")) == ("t1", None)
+    assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary", late=True)) is None  # frees nothing
+    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, late=True)) is None
+    # a task already due in this batch: a late result is not even read (it changes nothing)
+    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, late=True), due={"t1": None}) == ("t1", None)
+    assert asks(TaskCompleted({"safe": 1})) is None
+    assert asks(AccountOpened("acme"), stream="account-acme") is None
+
+
+def test_relayed_headers_are_read_from_pairs_or_a_mapping():
+    from consumers.fleet.messages import relayed_header
+
+    assert relayed_header([("type", b"ChunkSubmitted"), ("x", b"1")], "type") == "ChunkSubmitted"
+    assert relayed_header({"ce_vecstream": b"task-t"}, "ce_vecstream") == "task-t"
+    assert relayed_header([("x", b"1")], "type") is None and relayed_header(None, "type") is None
