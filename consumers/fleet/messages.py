@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import orjson
 
@@ -80,18 +80,21 @@ class Outcome:
         return cls(message["kind"], message["task_id"], int(message["chunk_no"]), results, message["error"])
 
 
-def relayed_header(headers: object, name: str) -> str | None:
-    """A header of a relayed event (engine/relay.py `event_headers`) as text, or None when the
-    message has no such header (one relayed by another producer). faust hands consumed headers
-    as (key, value) pairs; a mapping is accepted too."""
+def relayed_stream_and_type(headers: object) -> tuple[str, str] | None:
+    """The stream and type of a relayed event, from the headers the relay gives it
+    (engine/relay.py `event_headers`: `ce_vecstream`, `type`), or None when the message lacks
+    them (one relayed by another producer). Consumed headers come as (key, value) pairs
+    (aiokafka, faust); a mapping is accepted too."""
     if not headers:
         return None
-    if isinstance(headers, Mapping):
-        value = headers.get(name)
-    else:
-        value = next((v for k, v in headers if k == name), None)  # type: ignore[attr-defined]
-    if value is None:
+    found = headers if isinstance(headers, dict) else dict(headers)  # type: ignore[call-overload]
+    stream, type_name = found.get("ce_vecstream"), found.get("type")
+    if stream is None or type_name is None:
         return None
+    return _text(stream), _text(type_name)
+
+
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -40,7 +40,7 @@ from faust.types import EventT, StreamT, TopicT
 
 from consumers import metrics
 from consumers.fleet.messages import (Outcome, Topics, chunk_partition, chunk_work, read_chunk_work, relayed_data,
-                                      relayed_header)
+                                      relayed_stream_and_type)
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
@@ -68,10 +68,11 @@ def _scheduling_of(event: Any, due: dict[str, Any]) -> tuple[str, int | None] | 
     data only a submitted chunk's number and a result's `late` flag are read, the latter only
     while its task is not already due this batch (or traces want the last event's context).
     A message without those headers is decoded in full."""
-    stream, type_name = relayed_header(event.headers, "ce_vecstream"), relayed_header(event.headers, "type")
-    if stream is None or type_name is None:
+    seen = relayed_stream_and_type(event.headers)
+    if seen is None:
         recorded = from_wire(event.value)
-        stream, type_name = recorded.stream, recorded.type
+        seen = recorded.stream, recorded.type
+    stream, type_name = seen
     if not stream.startswith("task-"):
         return None
     task_id = stream.removeprefix("task-")
