@@ -9,6 +9,7 @@ import orjson
 
 from engine.config import EngineSettings
 from engine.domain.tasks import Result
+from engine.relay import CE_TYPE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -81,17 +82,17 @@ class Outcome:
 
 
 def relayed_stream_and_type(headers: object) -> tuple[str, str] | None:
-    """The stream and type of a relayed event, from the headers the relay gives it
-    (engine/relay.py `event_headers`: `ce_vecstream`, `type`), or None when the message lacks
-    them (one relayed by another producer). Consumed headers come as (key, value) pairs
+    """The stream and type of a relayed event, from its CloudEvents headers (engine/relay.py
+    `event_headers`: `ce_vecstream`, `ce_type` = "vec." + the type), or None when the message
+    lacks them (one relayed by another producer). Consumed headers come as (key, value) pairs
     (aiokafka, faust); a mapping is accepted too."""
     if not headers:
         return None
     found = headers if isinstance(headers, dict) else dict(headers)  # type: ignore[call-overload]
-    stream, type_name = found.get("ce_vecstream"), found.get("type")
-    if stream is None or type_name is None:
+    stream, ce_type = found.get("ce_vecstream"), found.get("ce_type")
+    if stream is None or ce_type is None or not _text(ce_type).startswith(CE_TYPE_PREFIX):
         return None
-    return _text(stream), _text(type_name)
+    return _text(stream), _text(ce_type)[len(CE_TYPE_PREFIX):]
 
 
 def _text(value: object) -> str:

@@ -380,6 +380,7 @@ def test_the_scheduler_learns_what_an_event_asks_from_its_stream_and_type(header
 def test_relayed_headers_are_read_from_pairs_or_a_mapping():
     from consumers.fleet.messages import relayed_stream_and_type as seen
 
-    pairs = (("ce_vecstream", b"task-t"), ("type", b"ChunkSubmitted"), ("x", b"1"))
+    pairs = (("ce_vecstream", b"task-t"), ("ce_type", b"vec.ChunkSubmitted"), ("x", b"1"))
     assert seen(pairs) == seen(list(pairs)) == seen(dict(pairs)) == ("task-t", "ChunkSubmitted")
-    assert seen([("type", b"ChunkSubmitted")]) is None and seen(None) is None and seen(()) is None
+    assert seen([("ce_type", b"vec.ChunkSubmitted")]) is None and seen(None) is None and seen(()) is None
+    assert seen([("ce_vecstream", b"task-t"), ("ce_type", b"other.ChunkSubmitted")]) is None  # not ours: decoded
