@@ -50,40 +50,32 @@ from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store.base import FleetStore
-from events import AddressVerified, ChunkFailed, ChunkSubmitted, ResultUnknown, TaskCreated, from_wire
+from events import ChunkSubmitted, TaskCreated, from_wire
 
 log = logging.getLogger("vec.worker")
 
-# task events after which the chunk window may have room again
-_RESCHEDULE = (TaskCreated, AddressVerified, ResultUnknown, ChunkFailed)
-_RESCHEDULE_TYPES = frozenset(cls.type_name() for cls in _RESCHEDULE)
-_MAY_BE_LATE = frozenset(cls.type_name() for cls in (AddressVerified, ResultUnknown))  # `late`: no room freed
-_SUBMITTED = ChunkSubmitted.type_name()
+_CREATED, _SUBMITTED = TaskCreated.type_name(), ChunkSubmitted.type_name()
 
 
-def _scheduling_of(event: Any, due: dict[str, Any]) -> tuple[str, int | None] | None:
+def _scheduling_of(event: Any) -> tuple[str, int | None] | None:
     """What a relayed event asks of the scheduler: (task, chunk_no) for a ChunkSubmitted (a work
-    item to send), (task, None) when its task may have room in its window, None for anything
-    else. Read from the relay's headers (stream, type): the event is not decoded, and of the
-    data only a submitted chunk's number and a result's `late` flag are read, the latter only
-    while its task is not already due this batch (or traces want the last event's context).
-    A message without those headers is decoded in full."""
+    item to send), (task, None) for a TaskCreated (its first window to submit), None for
+    anything else: results and failed chunks free room in a window, but the settler that
+    appended them schedules the task itself (`WorkerCore.settle`). Read from the relay's
+    headers (stream, type): only a submitted chunk's number is read of the data. A message
+    without those headers is decoded in full."""
     seen = relayed_stream_and_type(event.headers)
     if seen is None:
         recorded = from_wire(event.value)
         seen = recorded.stream, recorded.type
     stream, type_name = seen
-    if not stream.startswith("task-"):
+    if not stream.startswith("task-") or type_name not in (_CREATED, _SUBMITTED):
         return None
     task_id = stream.removeprefix("task-")
     if type_name == _SUBMITTED:
         return task_id, int(relayed_data(event.value)["chunk_no"])
-    if type_name not in _RESCHEDULE_TYPES:
-        return None
-    if type_name in _MAY_BE_LATE and (task_id not in due or tracing.enabled()):
-        if relayed_data(event.value).get("late", False):
-            return None
     return task_id, None
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -194,7 +186,7 @@ class WorkerCore:
             due: dict[str, Any] = {}  # task -> the trace headers of its last event that asks for scheduling
             work: list[tuple[str, int, Any]] = []
             for event in events:
-                seen = _scheduling_of(event, due)
+                seen = _scheduling_of(event)
                 if seen is None:
                     continue
                 task_id, chunk_no = seen
@@ -331,7 +323,7 @@ class WorkerCore:
                                 clock() - started, attempt, type(error).__name__,
                                 extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
                                                        worker_id=self.worker_id))
-                    await self._retrying("settling directly", self.call, self._settle_one, outcome)
+                    await self._retrying("settling directly", self.call, self.settle, [outcome])
                     return
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0, max(bound_s - (clock() - started), 0)))
 
@@ -359,6 +351,17 @@ class WorkerCore:
             with tracing.span("vec.fleet.settle", outcome.task_id, carrier, kind="consumer", outcome=outcome.kind,
                               chunk_no=outcome.chunk_no):
                 self._settle_one(outcome)
+        self._schedule_after([outcome for outcome, _ in merged])
+
+    def _schedule_after(self, outcomes: Sequence[Outcome]) -> None:
+        """Results and failed chunks may free room in their task's window: the settler that
+        appended them, the task's one writer, submits its next chunks at once. Before, the
+        scheduler of whichever worker read the task's events did, after a trip through the
+        relay (~0.1 s a chunk), appending to the stream the settler appends to: two writers of
+        one task, each decided again after the other's append."""
+        for task_id in dict.fromkeys(o.task_id for o in outcomes if o.kind in ("results", "fail_chunk")):
+            if self.engine.task(task_id).active:  # (a stopped task: nothing to submit, its inputs left as they were)
+                self.schedule(task_id)
 
     def _settle_one(self, outcome: Outcome) -> None:
         """Appends one outcome (a chunk's results, or a failure); a refusal is logged."""

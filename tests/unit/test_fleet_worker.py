@@ -268,7 +268,7 @@ def refusing_worker(chunks: dict[int, list[str]], refusals: int | None) -> tuple
     worker = fake_worker(chunks, slots=2)
     worker.settings = EngineSettings(_env_file=None, results_flush_interval=0.05, claim_ttl=1)
     state = worker.engine.task("t")
-    seen = {"refused": 0, "direct": []}
+    seen = {"refused": 0, "direct": [], "scheduled": []}
     through_topic = worker.send
 
     async def send(outcome):
@@ -285,6 +285,7 @@ def refusing_worker(chunks: dict[int, list[str]], refusals: int | None) -> tuple
             del state.pending[chunk_no]
     worker.send = send
     worker.engine.record_results = record_results
+    worker.schedule = seen["scheduled"].append  # what settling asks next: the task's next chunks
     return worker, seen
 
 
@@ -318,6 +319,7 @@ def test_results_the_broker_keeps_refusing_are_recorded_straight_in_the_log_and_
     assert run_chunks(worker, [0, 1]), "the results never reached the log"
     assert seen["refused"] >= 2  # the broker did refuse them (the path under test was taken)
     assert sorted(seen["direct"]) == ["a@x.test", "b@x.test", "c@x.test"]
+    assert set(seen["scheduled"]) == {"t"}  # and the task's window moves on, as after the settler
     assert worker.sent == []  # nothing went through the topic
     probed = [a for call in worker.provider.calls for a in call]
     assert sorted(probed) == ["a@x.test", "b@x.test", "c@x.test"]  # each address probed once
@@ -360,19 +362,18 @@ def _relayed(event, stream: str, version: int = 1, headers: bool = True):
 @pytest.mark.parametrize("headers", [True, False], ids=["from the headers", "decoded (no headers)"])
 def test_the_scheduler_learns_what_an_event_asks_from_its_stream_and_type(headers):
     from consumers.fleet.worker import _scheduling_of
-    from events import AccountOpened, AddressVerified, ChunkSubmitted, ResultUnknown, TaskCompleted, TaskCreated
+    from events import (AccountOpened, AddressVerified, ChunkFailed, ChunkSubmitted, ResultUnknown, TaskCompleted,
+                        TaskCreated)
 
-    def asks(event, stream="task-t1", due=None):
-        return _scheduling_of(_relayed(event, stream, headers=headers), {} if due is None else due)
+    def asks(event, stream="task-t1"):
+        return _scheduling_of(_relayed(event, stream, headers=headers))
 
     assert asks(ChunkSubmitted(3, ("a@x.org",), "smtp", "primary")) == ("t1", 3)  # a work item to send
-    assert asks(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2)) == ("t1", None)  # room, maybe
-    assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary")) == ("t1", None)
-    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, "primary")) == ("t1", None)
-    assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary", late=True)) is None  # frees nothing
-    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, late=True)) is None
-    # a task already due in this batch: a late result is not even read (it changes nothing)
-    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, late=True), due={"t1": None}) == ("t1", None)
+    assert asks(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2)) == ("t1", None)  # its first window
+    # results free room, but the settler that appended them schedules the task (WorkerCore.settle)
+    assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary")) is None
+    assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, "primary")) is None
+    assert asks(ChunkFailed(3, "provider_error")) is None
     assert asks(TaskCompleted({"safe": 1})) is None
     assert asks(AccountOpened("acme"), stream="account-acme") is None
 
