@@ -4,8 +4,8 @@
              events, in order) with a plain aiokafka consumer in a group of its own,
              PREFIX-fleet-scheduler (EventsReader: the log's every event through a faust
              agent cost half a worker's CPU), looking only at each event's stream and type
-             headers: a task's new events may free its chunk window, so its next chunks are
-             submitted; each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
+             headers: a new task's first window of chunks is submitted (TaskCreated), and
+             each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
 - verifier   reads `PREFIX.chunks` (spread over every member: a task's consecutive chunks
              go to consecutive partitions, `chunk_partition`): claims each chunk in
              PostgreSQL as soon as it is read (one worker per chunk; a claim whose heartbeat
@@ -16,8 +16,10 @@
              every `stop_poll_interval`: a cancelled task's chunks are cancelled in every
              worker (what they finished meanwhile is recorded as late).
 - settler    reads `PREFIX.results`: the member that owns a task's partition is the only
-             writer of that task's results, and appends them in batches. Refunds land on the
-             account at any version, so neither the task nor the account is contended.
+             writer of that task's results, and appends them in batches; the room they free
+             in the task's window it fills itself (its next chunks submitted at once). Refunds
+             land on the account at any version, so neither the task nor the account is
+             contended.
 
 Engine calls run on one thread of their own (the loop never waits on the database, and the
 engine's caches are only ever touched there). Every handler is idempotent: a message seen
