@@ -417,7 +417,8 @@ class FleetWorker(WorkerCore):
         # the scheduler reads the log's every event, so not as a faust agent: faust spends
         # ~60 µs of Python on each message it hands an agent (half a worker's CPU in a bulk),
         # a plain consumer's batch a few (see EventsReader)
-        self.events = EventsReader(settings, f"{settings.kafka_topic_prefix}-fleet-scheduler", self._events_assigned)
+        self.events = EventsReader(settings, f"{settings.kafka_topic_prefix}-fleet-scheduler", self._events_assigned,
+                                   legacy_group=f"{settings.kafka_topic_prefix}-fleet")
         self._app_ready = False
         # one reader that never waits for a verification: every chunk it reads is claimed at
         # once and waits for one of the `VEC_WORKERS` slots (self.slots) with a live claim
@@ -502,13 +503,20 @@ class EventsReader:
     none); its offsets are committed once the scheduler handled it and asked for the next, so
     a worker that dies has its last batch read again by the next owner (at least once: the
     scheduler is idempotent). Records are aiokafka's (`.value`, `.headers`), unwrapped by no
-    framework."""
+    framework. A partition this group never committed starts where the faust group that read
+    the topic before (`legacy_group`, PREFIX-fleet) left it, when it did: an upgraded fleet
+    neither reads the topic's whole history again nor skips what came meanwhile; otherwise at
+    the earliest offset, as that group did."""
 
-    def __init__(self, settings: EngineSettings, group_id: str, on_assigned: Callable[[], None]):
+    def __init__(self, settings: EngineSettings, group_id: str, on_assigned: Callable[[], None],
+                 legacy_group: str | None = None):
         self.settings, self.group_id, self.on_assigned = settings, group_id, on_assigned
+        self.legacy_group = legacy_group
         self.topic = Topics.of(settings).events
+        self.bootstrap = [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
         self.assigned = False  # once the group gave this member its share (maybe none)
         self.consumer: Any = None
+        self._resume_at: dict[Any, int] = {}
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -520,23 +528,61 @@ class EventsReader:
                 pass
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                reader._resume(assigned)  # (no await before the seeks: the fetcher would start first)
                 reader.assigned = True
                 reader.on_assigned()
 
         session_s = self.settings.kafka_session_timeout
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=[s.strip() for s in self.settings.kafka_bootstrap.split(",") if s.strip()], group_id=self.group_id,
+            bootstrap_servers=self.bootstrap, group_id=self.group_id,
             client_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS, session_timeout_ms=int(session_s * 1000),
             heartbeat_interval_ms=int(max(1.0, session_s / 3) * 1000), max_poll_interval_ms=3_600_000,
             request_timeout_ms=int(max(40.0, session_s + 5) * 1000))
-        self.consumer.subscribe([self.topic], listener=Assigned())
         await self.consumer.start()
+        self._resume_at = await self._legacy_offsets()  # (this group's own offsets: asked as it starts)
+        self.consumer.subscribe([self.topic], listener=Assigned())
 
     async def stop(self) -> None:
         if self.consumer is not None:
             consumer, self.consumer = self.consumer, None
             await consumer.stop()
+
+    async def _legacy_offsets(self) -> dict[Any, int]:
+        """The legacy group's committed offset of each partition of the topic this group never
+        committed (asked before joining: the assignment's listener must not wait, or the fetcher
+        starts at the earliest offset meanwhile). Read by a consumer of that group that never
+        subscribes (so never joins it). A broker that cannot tell: none (at least once: the
+        scheduler is idempotent)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        if self.legacy_group is None:
+            return {}
+        legacy = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.legacy_group,
+                                  enable_auto_commit=False)
+        found: dict[Any, int] = {}
+        try:
+            await legacy.start()
+            await self.consumer.topics()  # the cluster's metadata, this topic's partitions with it
+            for partition in sorted(self.consumer.partitions_for_topic(self.topic) or ()):
+                tp = TopicPartition(self.topic, partition)
+                theirs = await legacy.committed(tp)
+                if theirs is not None and theirs >= 0 and await self.consumer.committed(tp) is None:
+                    found[tp] = theirs
+        except KafkaError as error:
+            log.warning("scheduler: the offsets of %s are unknown (%s): reading from the earliest",
+                        self.legacy_group, error)
+        finally:
+            await legacy.stop()
+        return found
+
+    def _resume(self, assigned: Any) -> None:
+        """Seeks the assigned partitions the legacy group left and this one never committed."""
+        for tp in assigned:
+            offset = self._resume_at.pop(tp, None)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
 
     async def take_events(self, max_: int, within: float) -> AsyncIterator[list[Any]]:
         from aiokafka.errors import CommitFailedError, KafkaError
