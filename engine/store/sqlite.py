@@ -343,10 +343,6 @@ class SqliteEventStore:
     def holds(self, event_id: uuid.UUID) -> bool:
         return self.conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id.bytes,)).fetchone() is not None
 
-    def stream_version(self, stream: str) -> int:
-        row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
-        return row[0] if row else 0
-
     def stream_versions(self, streams: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for start in range(0, len(streams), 500):  # SQLite's bound on parameters per statement
@@ -355,6 +351,10 @@ class SqliteEventStore:
             found.update(self.conn.execute(f"SELECT stream, version FROM streams WHERE stream IN ({marks})",
                                            part).fetchall())
         return {stream: found.get(stream, 0) for stream in streams}
+
+    def stream_version(self, stream: str) -> int:
+        row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
+        return row[0] if row else 0
 
     def head(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
