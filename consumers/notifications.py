@@ -265,11 +265,7 @@ class NotificationStore(OutboxStore):
         start = positions.get(READ_MODEL, 0)
         if first is not None:
             start = min(start, first - 1)
-        with self.sql.transaction():
-            self.sql.execute("INSERT INTO notify_checkpoint (name, position) VALUES (?, ?)"
-                             " ON CONFLICT (name) DO NOTHING", (CONSUMER, max(start, 0)))
-        stored = self.checkpoint()  # ours, or one a racing consumer stored first
-        return max(start, 0) if stored is None else stored
+        return self.start_at(max(start, 0))
 
     def enqueue(self, expected: int, until: int, watch: list[tuple[str, int]], messages: list[Message],
                 sender: str) -> int | None:

@@ -67,6 +67,15 @@ class OutboxStore:
                                (self.SCHEMA.name,)).fetchone()
         return row[0] if row else None
 
+    def start_at(self, position: int) -> int:
+        """The consumer's first checkpoint, `position`, unless one is stored already (a racing
+        consumer's): the checkpoint in force."""
+        with self.sql.transaction():
+            self.sql.execute(f"INSERT INTO {self.SCHEMA.checkpoint} (name, position) VALUES (?, ?)"
+                             " ON CONFLICT (name) DO NOTHING", (self.SCHEMA.name, position))
+        stored = self.checkpoint()
+        return position if stored is None else stored
+
     def recover(self) -> int:
         """At a sender's start (one runs at a time): attempts left `sending` by a sender that
         stopped are `interrupted`, and their messages due now. Returns how many."""
@@ -96,9 +105,14 @@ async def inline(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
 
 
 class Outbox(Protocol[JobT]):
-    """The store side the loops drive: an OutboxStore with its claims and records of `JobT`."""
+    """The outbox port: an OutboxStore with its claims and records of `JobT`, what the loops
+    drive (its contract: tests/integration/outbox_contract.py, on every SQL session)."""
 
     def ensure_schema(self) -> object: ...
+
+    def checkpoint(self) -> int | None: ...
+
+    def start_at(self, position: int) -> int: ...
 
     def recover(self) -> int: ...
 

@@ -339,13 +339,8 @@ class WebhookStore(OutboxStore):
     def start_checkpoint(self, head: int) -> int:
         """The first time: the log's head, or the oldest endpoint's registration if earlier
         (`head` is read before the endpoints, so none registered meanwhile is skipped)."""
-        with self.sql.transaction():
-            oldest = scalar(self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints"))
-            start = head if oldest is None else min(head, oldest)
-            self.sql.execute("INSERT INTO webhook_checkpoint (name, position) VALUES (?, ?)"
-                             " ON CONFLICT (name) DO NOTHING", (CONSUMER, start))
-        stored = self.checkpoint()  # ours, or one a racing consumer stored first
-        return start if stored is None else stored
+        oldest = scalar(self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints"))
+        return self.start_at(head if oldest is None else min(head, oldest))
 
     def enqueue(self, expected: int, until: int, ends: list[tuple[RecordedEvent, dict[str, Any]]]) -> int | None:
         """One transaction: a delivery per active endpoint of each task end's account, and the
