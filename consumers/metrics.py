@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from engine.relay import Relay
     from engine.service import Engine
 
+from engine.store.base import EventTally
 from engine.store.lease import lease_heartbeat
 from projections.queries import active_task_counts
 from projections.runner import checkpoint_positions, stopped_names
@@ -293,7 +294,8 @@ FOLDED_TYPES = ("TaskCreated", "TaskCompleted", "TaskCancelled", "TaskFailed", "
 
 
 class _Sqlite:
-    placeholder = "?"
+    """A scrape's own read-only connection to a SQLite store; the log's queries are the
+    store's (engine/store/sqlite.py)."""
 
     def __init__(self, path: str):
         # mode=rw: a store that is not there yet is an error here, never an empty file made by a scrape
@@ -305,28 +307,15 @@ class _Sqlite:
         rows: list[tuple[Any, ...]] = self.conn.execute(sql, params).fetchall()
         return rows
 
-    @staticmethod
-    def text(field: str) -> str:
-        return f"json_extract(data, '$.{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(json_array_length(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def source(types: str) -> str:
-        return f"events WHERE position > ? AND position <= ? AND type IN ({types})"
-
     def head(self) -> int:
-        return int(self.rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
+        from engine.store.sqlite import log_head
+
+        return log_head(self.rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        from engine.store.sqlite import tally
+
+        return tally(self.rows, after_position, until_position, types)
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
@@ -336,40 +325,27 @@ class _Sqlite:
 
 
 class _Postgres:
-    placeholder = "%s"
+    """A scrape's own connection to a PostgreSQL store; the log's queries are the store's
+    (engine/store/postgres.py)."""
 
     def __init__(self, url: str):
         import psycopg
 
+        from engine.store.postgres import rows_of
+
         self.errors = psycopg
         self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
-
-    @staticmethod
-    def text(field: str) -> str:
-        return f"(d ->> '{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE((d ->> '{field}')::bigint, 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(jsonb_array_length(d -> '{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"(CASE WHEN d ->> '{field}' = 'true' THEN 1 ELSE 0 END)"
-
-    @staticmethod
-    def source(types: str) -> str:  # only the folded types are parsed (a ChunkSubmitted can be huge)
-        return (f"(SELECT type, data::jsonb AS d FROM events"
-                f" WHERE position > ? AND position <= ? AND type IN ({types})) e")
+        self.rows = rows_of(self.conn)
 
     def head(self) -> int:
-        return int(self.rows("SELECT position FROM log_head WHERE id = 1")[0][0])
+        from engine.store.postgres import log_head
+
+        return log_head(self.rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        from engine.store.postgres import tally
+
+        return tally(self.rows, after_position, until_position, types)
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, self.errors.errors.UndefinedTable)
@@ -462,20 +438,11 @@ class StoreState:
     def _fold(self, db: _Store, head: int) -> None:
         """Folds (folded, head] into the counters, FOLD_WINDOW positions per query, within
         the time budget."""
-        t = db.text
-        sql = (f"SELECT type, {t('status')}, {t('reason')}, {t('kind')}, {t('bucket')},"
-               f" {db.flag('late')}, COUNT(*),"
-               f" SUM(CASE type WHEN 'CreditsDebited' THEN {db.number('monthly')} + {db.number('payg')}"
-               f" WHEN 'ChunkFailed' THEN {db.length('addresses')} ELSE {db.number('amount')} END)"
-               f" FROM {db.source(', '.join(repr(name) for name in FOLDED_TYPES))}"
-               f" GROUP BY 1, 2, 3, 4, 5, 6")
         deadline = time.monotonic() + self.budget
         while self.folded < head:  # one window at least, more within the budget
             until = min(head, self.folded + FOLD_WINDOW)
-            rows = db.rows(sql, (self.folded, until))
-            for kind, status, reason, task_kind, bucket, late, count, amount in rows:
-                self._count(kind, status, reason, task_kind, bucket, bool(late),
-                            int(count), int(amount or 0))
+            for tallied in db.tally(self.folded, until, FOLDED_TYPES):
+                self._count(*tallied)
             self.folded = until
             if time.monotonic() >= deadline:
                 break

@@ -4,13 +4,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
 from engine.domain.errors import InvariantViolation
 
 if TYPE_CHECKING:
     from engine.store.lease import LeaseInfo
+    from projections.sql import Rows
 
 
 ANY = None  # an expected version meaning "wherever the stream is now" (appended after its last event)
@@ -65,6 +66,65 @@ def paged(fetch: Callable[[int], Sequence[tuple[Any, ...]]], after_position: int
         position = rows[-1][0]
 
 
+# --- tallies of the log: what metrics count, without decoding an event ------------------------
+
+class EventTally(NamedTuple):
+    """Events of one type with the same label fields (as stored), counted, with the units
+    they move summed (`units`)."""
+
+    type: str
+    status: str | None
+    reason: str | None
+    kind: str | None
+    bucket: str | None
+    late: bool
+    events: int  # how many
+    units: int
+
+
+def units(type_name: str, data: Mapping[str, Any]) -> int:
+    """What one event moves, as a tally sums it: a debit's credits (monthly + payg), a failed
+    chunk's addresses, else its `amount` (0 when it has none)."""
+    if type_name == "CreditsDebited":
+        return int(data.get("monthly") or 0) + int(data.get("payg") or 0)
+    if type_name == "ChunkFailed":
+        addresses = data.get("addresses")
+        return len(addresses) if isinstance(addresses, list) else 0
+    return int(data.get("amount") or 0)
+
+
+class JsonSql(Protocol):
+    """A backend's SQL over a stored payload: what `tally_rows` builds its query from."""
+
+    def text(self, field: str) -> str: ...
+
+    def number(self, field: str) -> str: ...
+
+    def length(self, field: str) -> str: ...
+
+    def flag(self, field: str) -> str: ...
+
+    def source(self, marks: str) -> str:
+        """The rows of the log in (?, ?] of the types `marks` (placeholders), as `type` and
+        the payload the other expressions read."""
+
+
+def tally_rows(rows: Rows, sql: JsonSql, after_position: int, until_position: int,
+               types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally by one aggregate query: the payloads are read by the database's JSON
+    functions, never decoded here."""
+    if not types or until_position <= after_position:
+        return []
+    t = sql.text
+    query = (f"SELECT type, {t('status')}, {t('reason')}, {t('kind')}, {t('bucket')}, {sql.flag('late')}, COUNT(*),"
+             f" SUM(CASE type WHEN 'CreditsDebited' THEN {sql.number('monthly')} + {sql.number('payg')}"
+             f" WHEN 'ChunkFailed' THEN {sql.length('addresses')} ELSE {sql.number('amount')} END)"
+             f" FROM {sql.source(', '.join('?' for _ in types))} GROUP BY 1, 2, 3, 4, 5, 6")
+    return [EventTally(kind, status, reason, task_kind, bucket, bool(late), int(count), int(amount or 0))
+            for kind, status, reason, task_kind, bucket, late, count, amount
+            in rows(query, (after_position, until_position, *types))]
+
+
 class IdempotencyConflict(StoreError):
     """An idempotency key was used before for a different command."""
 
@@ -116,6 +176,10 @@ class EventStore(Protocol):
 
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        """The events of `types` in (after_position, until_position], counted by type and
+        label fields (EventTally), without decoding them: what metrics fold the log with."""
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before `moment` (0 if none)."""

@@ -43,6 +43,7 @@ from engine.store.base import (
     ANY,
     ConcurrencyError,
     DuplicateEventError,
+    EventTally,
     Idempotency,
     IdempotencyConflict,
     staged_row,
@@ -51,6 +52,7 @@ from engine.store.base import (
     corrupt,
     paged,
     StoreUnavailable,
+    tally_rows,
 )
 
 SCHEMA_VERSION = 3  # 2: the actor of each event; 3: the hash chain (engine/chain.py)
@@ -290,6 +292,48 @@ def fill_chain(conn: psycopg.Connection[Any], batch: int = CHAIN_BATCH) -> int:
     return filled
 
 
+class PostgresJson:
+    """The log's payloads to PostgreSQL's jsonb operators (engine/store/base.py tally_rows)."""
+
+    @staticmethod
+    def text(field: str) -> str:
+        return f"(d ->> '{field}')"
+
+    @staticmethod
+    def number(field: str) -> str:
+        return f"COALESCE((d ->> '{field}')::bigint, 0)"
+
+    @staticmethod
+    def length(field: str) -> str:
+        return f"COALESCE(jsonb_array_length(d -> '{field}'), 0)"
+
+    @staticmethod
+    def flag(field: str) -> str:
+        return f"(CASE WHEN d ->> '{field}' = 'true' THEN 1 ELSE 0 END)"
+
+    @staticmethod
+    def source(marks: str) -> str:  # only the tallied types are parsed (a ChunkSubmitted can be huge)
+        return f"(SELECT type, data::jsonb AS d FROM events WHERE position > ? AND position <= ? AND type IN ({marks})) e"
+
+
+def log_head(rows: Rows) -> int:
+    """The position of the last event of the log at `rows` (0 for an empty log)."""
+    return int(rows("SELECT position FROM log_head WHERE id = 1")[0][0])
+
+
+def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally of the log at `rows` (a scrape's own connection)."""
+    return tally_rows(rows, PostgresJson(), after_position, until_position, types)
+
+
+def rows_of(conn: psycopg.Connection[Any]) -> Rows:
+    """`?` queries on one connection."""
+    def rows(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    return rows
+
+
 class PostgresEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
@@ -426,7 +470,11 @@ class PostgresEventStore:
 
     def head(self) -> int:
         with self.pool.connection() as conn:
-            return int(_scalar(conn.execute("SELECT position FROM log_head WHERE id = 1")))
+            return log_head(rows_of(conn))
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        with self.pool.connection() as conn:
+            return tally(rows_of(conn), after_position, until_position, types)
 
     def position_at(self, moment: datetime) -> int:
         with self.pool.connection() as conn:

@@ -20,15 +20,18 @@ from engine.keyring import Keyring, append_seals
 
 if TYPE_CHECKING:
     from projections.base import Table
+    from projections.sql import Rows
 from engine.store.base import (
     ANY,
     StoreError,
     ConcurrencyError,
     DuplicateEventError,
+    EventTally,
     Idempotency,
     corrupt,
     IdempotencyConflict,
     paged,
+    tally_rows,
 )
 
 SCHEMA = """
@@ -189,6 +192,40 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
         conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
+class SqliteJson:
+    """The log's payloads to SQLite's JSON functions (engine/store/base.py tally_rows)."""
+
+    @staticmethod
+    def text(field: str) -> str:
+        return f"json_extract(data, '$.{field}')"
+
+    @staticmethod
+    def number(field: str) -> str:
+        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def length(field: str) -> str:
+        return f"COALESCE(json_array_length(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def flag(field: str) -> str:
+        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
+
+    @staticmethod
+    def source(marks: str) -> str:
+        return f"events WHERE position > ? AND position <= ? AND type IN ({marks})"
+
+
+def log_head(rows: Rows) -> int:
+    """The position of the last event of the log at `rows` (0 for an empty log)."""
+    return int(rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
+
+
+def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally of the log at `rows` (a scrape's own read-only connection)."""
+    return tally_rows(rows, SqliteJson(), after_position, until_position, types)
+
+
 class SqliteEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
@@ -347,8 +384,14 @@ class SqliteEventStore:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
         return row[0] if row else 0
 
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
     def head(self) -> int:
-        return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+        return log_head(self._rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        return tally(self._rows, after_position, until_position, types)
 
     def close(self) -> None:
         self.conn.close()
