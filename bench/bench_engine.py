@@ -156,7 +156,7 @@ def store_row(new, version: int) -> tuple:
 
 
 def settings(chunk_size: int, **overrides):
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
 
     return EngineSettings(provider="instant", chunk_size=chunk_size, **overrides)
 

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter as Tally
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Callable, Iterable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -50,10 +50,14 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from engine.config import EngineSettings
     from engine.relay import Relay
     from engine.service import Engine
 
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from consumers.fleet.settings import FleetSettings
+from engine.config import VEC_SETTINGS, CoreSettings, slice_of
 from engine.store.base import EventTally
 from engine.store.lease import lease_heartbeat
 from projections.queries import active_task_counts
@@ -62,6 +66,25 @@ from projections.runner import checkpoint_positions, stopped_names
 _T = TypeVar("_T")
 
 log = logging.getLogger("vec.metrics")
+
+
+class ObservabilitySettings(BaseSettings):
+    """Observability's (environment, prefix VEC_): Prometheus metrics, logs, traces."""
+
+    model_config = VEC_SETTINGS
+
+    metrics_port: int = Field(0, ge=0, le=65535, description="`vec run` serves Prometheus metrics at "
+                              "http://VEC_METRICS_HOST:PORT/metrics; 0: off (`vec serve` has /metrics on the API)")
+    metrics_host: str = Field("127.0.0.1", description="where `vec run` serves its metrics (0.0.0.0 in a container)")
+    metrics_cache: float = Field(2.0, ge=0, description="seconds a scrape of the store's state is reused")
+    metrics_mx_hosts: int = Field(20, ge=1, le=1000, description="MX hosts with a series of their own in "
+                                  "vec_smtp_sessions_open; the rest add up as mx=\"other\"")
+    log_format: Literal["text", "json"] = Field("text", description="logs of long-running processes: text, or "
+                                                "JSON lines with task, account and correlation ids")
+    tracing: Literal["auto", "off", "otlp"] = Field("auto", description="OpenTelemetry traces of long-running "
+                                                    "processes, by OTLP/HTTP (engine/tracing.py): auto = on when "
+                                                    "OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set")
+
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram (half the samples)
 REGISTRY = CollectorRegistry()
@@ -233,13 +256,13 @@ PROBES = ProbeMetrics()
 REGISTRY.register(PROBES)
 
 
-def install(settings: EngineSettings | None = None) -> None:
+def install(settings: CoreSettings | None = None) -> None:
     """Makes the verifier report to PROBES (idempotent): called by every process that
     verifies (the embedded runtime, the fleet)."""
     from verifier import prober
 
     if settings is not None:
-        PROBES.cap = max(1, settings.metrics_mx_hosts)
+        PROBES.cap = max(1, slice_of(settings, ObservabilitySettings).metrics_mx_hosts)
     prober.set_observer(PROBES)
 
 
@@ -377,9 +400,10 @@ class StoreState:
         self.counts: Tally[tuple[str, ...]] = Tally()
 
     @classmethod
-    def of(cls, settings: EngineSettings) -> StoreState:
-        return cls(settings.store, kafka=bool(settings.kafka_bootstrap), worker_ttl=settings.worker_ttl,
-                   claim_ttl=settings.claim_ttl, cache=settings.metrics_cache)
+    def of(cls, settings: CoreSettings) -> StoreState:
+        fleet = slice_of(settings, FleetSettings)
+        return cls(settings.store, kafka=bool(fleet.kafka_bootstrap), worker_ttl=fleet.worker_ttl,
+                   claim_ttl=fleet.claim_ttl, cache=slice_of(settings, ObservabilitySettings).metrics_cache)
 
     # --- the collector protocol ---------------------------------------------------------
 
@@ -632,7 +656,7 @@ class ScrapeRegistry(CollectorRegistry):
         self.store_state: StoreState | None = None
 
 
-def scrape_registry(settings: EngineSettings | None = None, state: bool = True) -> ScrapeRegistry:
+def scrape_registry(settings: CoreSettings | None = None, state: bool = True) -> ScrapeRegistry:
     """What a process exposes: its process metrics and, with `state`, the store's state."""
     registry = ScrapeRegistry()
     parts: list[Collector] = [REGISTRY]
@@ -643,16 +667,17 @@ def scrape_registry(settings: EngineSettings | None = None, state: bool = True) 
     return registry
 
 
-def serve(settings: EngineSettings, state: bool = True) -> Callable[[], None] | None:
+def serve(settings: CoreSettings, state: bool = True) -> Callable[[], None] | None:
     """`vec run`: an HTTP server of /metrics on VEC_METRICS_HOST:VEC_METRICS_PORT (on a
     thread of its own). Returns a stop function, or None when the port is 0 (off)."""
     from prometheus_client import start_http_server
 
-    if not settings.metrics_port:
+    own = slice_of(settings, ObservabilitySettings)
+    if not own.metrics_port:
         return None
     registry = scrape_registry(settings, state)
-    server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
-    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
+    server, thread = start_http_server(own.metrics_port, own.metrics_host, registry=registry)
+    log.info("metrics on http://%s:%s/metrics", own.metrics_host, own.metrics_port)
 
     def stop() -> None:
         server.shutdown()

@@ -44,10 +44,12 @@ from typing import Any, Callable, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import orjson
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from engine.config import EngineSettings, parse_schedule
+from engine.config import VEC_SETTINGS, parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable
 from engine.keyring import SEALED, Keyring, Sealer
@@ -58,6 +60,29 @@ from projections.sql import Rows, SqlSession, scalar
 from verifier.egress import egress_refusal
 
 log = logging.getLogger("vec.webhooks")
+
+
+class WebhookSettings(BaseSettings):
+    """The webhooks' (environment, prefix VEC_)."""
+
+    model_config = VEC_SETTINGS
+
+    webhook_timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery attempt may take, "
+                                   "resolution and answer included")
+    webhook_retry_schedule: str = Field("5,30,120,600,1800,3600,7200,18000,36000",
+                                        description="seconds before each retry, comma-separated; the last repeats")
+    webhook_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a delivery fails for good")
+    webhook_concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
+    webhook_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for task ends and due "
+                                         "deliveries")
+    webhook_allow_loopback: bool = Field(False, description="tests only: webhooks may go to loopback addresses "
+                                         "(never to private, link-local or metadata ones)")
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
 
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",
@@ -500,7 +525,7 @@ class Egress:
 class Sender:
     """POSTs one claimed attempt, signed; never raises for what the network or the receiver do."""
 
-    def __init__(self, settings: EngineSettings, egress: Egress | None = None):
+    def __init__(self, settings: WebhookSettings, egress: Egress | None = None):
         import httpx
 
         self.settings = settings
@@ -580,7 +605,7 @@ class Webhooks(OutboxLoops[Job]):
 
     NAME, SUCCESS, JOB_KEY = "webhooks", "delivered", "delivery_id"
 
-    def __init__(self, engine: Engine, settings: EngineSettings,
+    def __init__(self, engine: Engine, settings: WebhookSettings,
                  call: Call = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         store = WebhookStore(engine.db.projector.sql, clock or engine.clock, keyring=engine.db.keyring)

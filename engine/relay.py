@@ -53,7 +53,7 @@ RelayCrashed, after it closed its producer and its connection. A stop takes effe
 Usage (a role's main, or a test):
 
     stop = threading.Event()
-    relay = Relay(url, EngineSettings(kafka_bootstrap="127.0.0.1:9092"))
+    relay = Relay(url, KafkaSettings(kafka_bootstrap="127.0.0.1:9092"))
     relay.run(stop)          # blocks until stop is set; raises RelayCrashed on a bug
 
 Ops: `relay.is_leader`, `relay.state`, `relay.published` (messages acknowledged by the
@@ -75,7 +75,10 @@ import orjson
 import psycopg
 
 from engine import tracing
-from engine.config import EngineSettings
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from engine.config import VEC_SETTINGS
 from projections.sql import Rows
 from events import RecordedEvent, decode
 from events.base import REGISTRY
@@ -89,6 +92,21 @@ if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
 log = logging.getLogger("vec.relay")
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka's, for the relay and the fleet (consumers/fleet/settings.py adds the fleet's own)."""
+
+    model_config = VEC_SETTINGS
+
+    kafka_bootstrap: str = Field("", description="HOST:PORT[,HOST:PORT] of the Kafka brokers; empty: no Kafka")
+    kafka_topic_prefix: str = Field("vec", pattern=r"^[A-Za-z0-9._-]{1,100}$",
+                                    description="topics are PREFIX.events, PREFIX.chunks, PREFIX.results")
+    kafka_partitions: int = Field(8, ge=1, le=1000, description="partitions of each topic the engine creates")
+    relay_batch: int = Field(1000, ge=1, description="events the relay reads and publishes at once")
+    relay_poll_interval: float = Field(0.05, gt=0, description="seconds between looks at the log when idle")
+    kafka_session_timeout: float = Field(10.0, ge=3, description="seconds a consumer may be silent before its "
+                                         "partitions go to another member of the group")
 
 RELAY_LOCK = 7315003  # pg_try_advisory_lock key of the relay leader (7315001: migrate, 7315002: lease)
 STANDBY_POLL = 0.5  # seconds between a standby's tries for the lock
@@ -133,7 +151,7 @@ class _Stopping(Exception):
     """The caller's stop event was set while a batch was still unacknowledged."""
 
 
-def topic_names(settings: EngineSettings) -> dict[str, str]:
+def topic_names(settings: KafkaSettings) -> dict[str, str]:
     """The engine's topics: {"events": "PREFIX.events", "chunks": ..., "results": ...}."""
     return {kind: f"{settings.kafka_topic_prefix}.{kind}" for kind in ("events", "chunks", "results")}
 
@@ -161,7 +179,7 @@ EVENT_HEADERS = {
 }
 
 
-def event_source(settings: EngineSettings) -> str:
+def event_source(settings: KafkaSettings) -> str:
     """The CloudEvents source of the events relayed for this topic prefix."""
     return f"urn:vec:{settings.kafka_topic_prefix}"
 
@@ -184,7 +202,7 @@ def event_headers(source: str, event_id: str, type_name: str, schema_version: in
 _SPECVERSION, _TYPE_PREFIX, _JSON = CE_SPECVERSION.encode(), CE_TYPE_PREFIX.encode(), b"application/json"
 
 
-def producer_settings(settings: EngineSettings, client_id: str) -> dict[str, Any]:
+def producer_settings(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """KafkaProducer(**this): the relay's producer for `settings.kafka_bootstrap`."""
     return dict(PRODUCER_SETTINGS, bootstrap_servers=_servers(settings.kafka_bootstrap), client_id=client_id)
 
@@ -294,7 +312,7 @@ class Relay:
     relays on one database (see the module's doc). Not thread-safe: one `run` at a time;
     the ops properties may be read from any thread."""
 
-    def __init__(self, url: str, settings: EngineSettings, name: str | None = None):
+    def __init__(self, url: str, settings: KafkaSettings, name: str | None = None):
         if not settings.kafka_bootstrap:
             raise ValueError("the relay needs kafka_bootstrap (VEC_KAFKA_BOOTSTRAP=HOST:PORT)")
         self.url = url

@@ -41,7 +41,7 @@ from events import (
     task_stream,
 )
 from engine.bulkfile import FileReport, read_addresses
-from engine.config import EngineSettings
+from engine.config import CoreSettings
 from engine import policies
 from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import (
@@ -167,12 +167,12 @@ def file_sha256(path: str | Path) -> str:
 class Engine:
     """Commands of the engine. Synchronous: SQLite work is short and done on the caller's thread."""
 
-    def __init__(self, db: Database, settings: EngineSettings | None = None,
+    def __init__(self, db: Database, settings: CoreSettings | None = None,
                  clock: Callable[[], datetime] = utcnow):
         self.db = db
         self.store = db.events
         self.inputs = db.inputs
-        self.settings = settings or EngineSettings()
+        self.settings = settings or CoreSettings()
         self.clock = clock
         self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._recent: deque[RecordedEvent] = deque(maxlen=RECENT_EVENTS)
