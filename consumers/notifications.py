@@ -51,7 +51,7 @@ from pydantic_settings import BaseSettings
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from consumers.webhooks import retry_delay
-from engine.config import VEC_SETTINGS, parse_schedule
+from engine.config import VEC_SETTINGS, Schedule, parse_schedule
 from engine.domain import accounts
 from engine.domain.accounts import AccountState
 from engine.domain.errors import InvariantViolation
@@ -86,19 +86,13 @@ class NotifySettings(BaseSettings):
                                "(its address is also the envelope sender and the Message-ID's domain)")
     notify_timeout: float = Field(30.0, gt=0, le=600, description="seconds each step of one SMTP session may "
                                   "take")
-    notify_retry_schedule: str = Field("5,30,120,600,1800,3600,7200,18000,36000",
+    notify_retry_schedule: Schedule = Field("5,30,120,600,1800,3600,7200,18000,36000",
                                        description="seconds before each retry while the relay is down or "
                                        "answers 4xx, comma-separated; the last repeats")
     notify_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a message fails for good "
                                      "(a 5xx answer fails it at once)")
     notify_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new events and due "
                                         "messages")
-
-    @field_validator("notify_retry_schedule")
-    @classmethod
-    def _notify_schedule(cls, value: str) -> str:
-        parse_schedule(value)
-        return value
 
     @field_validator("notify_sender")
     @classmethod

@@ -44,12 +44,12 @@ from typing import Any, Callable, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from engine.config import VEC_SETTINGS, parse_schedule
+from engine.config import VEC_SETTINGS, Schedule, parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable
 from engine.keyring import SEALED, Keyring, Sealer
@@ -69,7 +69,7 @@ class WebhookSettings(BaseSettings):
 
     webhook_timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery attempt may take, "
                                    "resolution and answer included")
-    webhook_retry_schedule: str = Field("5,30,120,600,1800,3600,7200,18000,36000",
+    webhook_retry_schedule: Schedule = Field("5,30,120,600,1800,3600,7200,18000,36000",
                                         description="seconds before each retry, comma-separated; the last repeats")
     webhook_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a delivery fails for good")
     webhook_concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
@@ -77,12 +77,6 @@ class WebhookSettings(BaseSettings):
                                          "deliveries")
     webhook_allow_loopback: bool = Field(False, description="tests only: webhooks may go to loopback addresses "
                                          "(never to private, link-local or metadata ones)")
-
-    @field_validator("webhook_retry_schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        parse_schedule(value)
-        return value
 
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",

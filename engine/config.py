@@ -10,9 +10,9 @@ process is built with; a feature takes its own slice of it with `slice_of`.
 from __future__ import annotations
 
 import math  # parse_schedule
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # every settings class reads the same way: VEC_NAME from the environment, else from .env
@@ -71,3 +71,12 @@ def parse_schedule(text: str) -> tuple[float, ...]:  # VEC_WEBHOOK_RETRY_SCHEDUL
     if not steps or any(not math.isfinite(s) or not 0 <= s <= 30 * 86400 for s in steps):
         raise ValueError(f"a retry schedule needs at least one step, each 0 to 2592000 seconds (30 days): {text!r}")
     return steps
+
+
+def _schedule(text: str) -> str:
+    parse_schedule(text)
+    return text
+
+
+# a setting that is a retry schedule (the webhooks', the notifications'): checked when read
+Schedule = Annotated[str, AfterValidator(_schedule)]

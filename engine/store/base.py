@@ -93,20 +93,16 @@ def units(type_name: str, data: Mapping[str, Any]) -> int:
     return int(data.get("amount") or 0)
 
 
-class JsonSql(Protocol):
-    """A backend's SQL over a stored payload: what `tally_rows` builds its query from."""
+@dataclass(frozen=True)
+class JsonSql:
+    """A backend's SQL over a stored payload, each a template of `{f}` (the field's name):
+    what `tally_rows` builds its query from."""
 
-    def text(self, field: str) -> str: ...
-
-    def number(self, field: str) -> str: ...
-
-    def length(self, field: str) -> str: ...
-
-    def flag(self, field: str) -> str: ...
-
-    def source(self, marks: str) -> str:
-        """The rows of the log in (?, ?] of the types `marks` (placeholders), as `type` and
-        the payload the other expressions read."""
+    text: str  # the field as text (NULL when absent)
+    number: str  # as an integer (0 when absent)
+    length: str  # the length of the array in it (0 when absent)
+    flag: str  # 1 when true, else 0
+    source: str  # FROM: the rows in (?, ?] of the types `{marks}`, as `type` and the payload the others read
 
 
 def tally_rows(rows: Rows, sql: JsonSql, after_position: int, until_position: int,
@@ -115,11 +111,12 @@ def tally_rows(rows: Rows, sql: JsonSql, after_position: int, until_position: in
     functions, never decoded here."""
     if not types or until_position <= after_position:
         return []
-    t = sql.text
-    query = (f"SELECT type, {t('status')}, {t('reason')}, {t('kind')}, {t('bucket')}, {sql.flag('late')}, COUNT(*),"
-             f" SUM(CASE type WHEN 'CreditsDebited' THEN {sql.number('monthly')} + {sql.number('payg')}"
-             f" WHEN 'ChunkFailed' THEN {sql.length('addresses')} ELSE {sql.number('amount')} END)"
-             f" FROM {sql.source(', '.join('?' for _ in types))} GROUP BY 1, 2, 3, 4, 5, 6")
+    text, number = sql.text.format, sql.number.format
+    query = (f"SELECT type, {text(f='status')}, {text(f='reason')}, {text(f='kind')}, {text(f='bucket')},"
+             f" {sql.flag.format(f='late')}, COUNT(*),"
+             f" SUM(CASE type WHEN 'CreditsDebited' THEN {number(f='monthly')} + {number(f='payg')}"
+             f" WHEN 'ChunkFailed' THEN {sql.length.format(f='addresses')} ELSE {number(f='amount')} END)"
+             f" FROM {sql.source.format(marks=', '.join('?' for _ in types))} GROUP BY 1, 2, 3, 4, 5, 6")
     return [EventTally(kind, status, reason, task_kind, bucket, bool(late), int(count), int(amount or 0))
             for kind, status, reason, task_kind, bucket, late, count, amount
             in rows(query, (after_position, until_position, *types))]

@@ -44,6 +44,7 @@ from engine.store.base import (
     ConcurrencyError,
     DuplicateEventError,
     EventTally,
+    JsonSql,
     Idempotency,
     IdempotencyConflict,
     staged_row,
@@ -292,28 +293,13 @@ def fill_chain(conn: psycopg.Connection[Any], batch: int = CHAIN_BATCH) -> int:
     return filled
 
 
-class PostgresJson:
-    """The log's payloads to PostgreSQL's jsonb operators (engine/store/base.py tally_rows)."""
-
-    @staticmethod
-    def text(field: str) -> str:
-        return f"(d ->> '{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE((d ->> '{field}')::bigint, 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(jsonb_array_length(d -> '{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"(CASE WHEN d ->> '{field}' = 'true' THEN 1 ELSE 0 END)"
-
-    @staticmethod
-    def source(marks: str) -> str:  # only the tallied types are parsed (a ChunkSubmitted can be huge)
-        return f"(SELECT type, data::jsonb AS d FROM events WHERE position > ? AND position <= ? AND type IN ({marks})) e"
+# the log's payloads to PostgreSQL's jsonb operators (engine/store/base.py tally_rows); only
+# the tallied types are parsed (a ChunkSubmitted can be huge)
+POSTGRES_JSON = JsonSql(text="(d ->> '{f}')", number="COALESCE((d ->> '{f}')::bigint, 0)",
+                        length="COALESCE(jsonb_array_length(d -> '{f}'), 0)",
+                        flag="(CASE WHEN d ->> '{f}' = 'true' THEN 1 ELSE 0 END)",
+                        source="(SELECT type, data::jsonb AS d FROM events"
+                               " WHERE position > ? AND position <= ? AND type IN ({marks})) e")
 
 
 def log_head(rows: Rows) -> int:
@@ -323,7 +309,7 @@ def log_head(rows: Rows) -> int:
 
 def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
     """EventStore.tally of the log at `rows` (a scrape's own connection)."""
-    return tally_rows(rows, PostgresJson(), after_position, until_position, types)
+    return tally_rows(rows, POSTGRES_JSON, after_position, until_position, types)
 
 
 def rows_of(conn: psycopg.Connection[Any]) -> Rows:

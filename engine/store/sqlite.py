@@ -27,6 +27,7 @@ from engine.store.base import (
     ConcurrencyError,
     DuplicateEventError,
     EventTally,
+    JsonSql,
     Idempotency,
     corrupt,
     IdempotencyConflict,
@@ -192,28 +193,11 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
         conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
-class SqliteJson:
-    """The log's payloads to SQLite's JSON functions (engine/store/base.py tally_rows)."""
-
-    @staticmethod
-    def text(field: str) -> str:
-        return f"json_extract(data, '$.{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(json_array_length(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def source(marks: str) -> str:
-        return f"events WHERE position > ? AND position <= ? AND type IN ({marks})"
+# the log's payloads to SQLite's JSON functions (engine/store/base.py tally_rows)
+SQLITE_JSON = JsonSql(text="json_extract(data, '$.{f}')", number="COALESCE(json_extract(data, '$.{f}'), 0)",
+                      length="COALESCE(json_array_length(data, '$.{f}'), 0)",
+                      flag="COALESCE(json_extract(data, '$.{f}'), 0)",
+                      source="events WHERE position > ? AND position <= ? AND type IN ({marks})")
 
 
 def log_head(rows: Rows) -> int:
@@ -223,7 +207,7 @@ def log_head(rows: Rows) -> int:
 
 def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
     """EventStore.tally of the log at `rows` (a scrape's own read-only connection)."""
-    return tally_rows(rows, SqliteJson(), after_position, until_position, types)
+    return tally_rows(rows, SQLITE_JSON, after_position, until_position, types)
 
 
 class SqliteEventStore:
