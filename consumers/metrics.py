@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter as Tally
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -53,11 +53,9 @@ if TYPE_CHECKING:
     from engine.relay import Relay
     from engine.service import Engine
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
-
 from consumers.fleet.settings import FleetSettings
-from engine.config import VEC_SETTINGS, CoreSettings, slice_of
+from consumers.metrics_settings import ObservabilitySettings
+from engine.config import CoreSettings, slice_of
 from engine.store.base import EventTally
 from engine.store.lease import lease_heartbeat
 from projections.queries import active_task_counts
@@ -66,24 +64,6 @@ from projections.runner import checkpoint_positions, stopped_names
 _T = TypeVar("_T")
 
 log = logging.getLogger("vec.metrics")
-
-
-class ObservabilitySettings(BaseSettings):
-    """Observability's (environment, prefix VEC_): Prometheus metrics, logs, traces."""
-
-    model_config = VEC_SETTINGS
-
-    metrics_port: int = Field(0, ge=0, le=65535, description="`vec run` serves Prometheus metrics at "
-                              "http://VEC_METRICS_HOST:PORT/metrics; 0: off (`vec serve` has /metrics on the API)")
-    metrics_host: str = Field("127.0.0.1", description="where `vec run` serves its metrics (0.0.0.0 in a container)")
-    metrics_cache: float = Field(2.0, ge=0, description="seconds a scrape of the store's state is reused")
-    metrics_mx_hosts: int = Field(20, ge=1, le=1000, description="MX hosts with a series of their own in "
-                                  "vec_smtp_sessions_open; the rest add up as mx=\"other\"")
-    log_format: Literal["text", "json"] = Field("text", description="logs of long-running processes: text, or "
-                                                "JSON lines with task, account and correlation ids")
-    tracing: Literal["auto", "off", "otlp"] = Field("auto", description="OpenTelemetry traces of long-running "
-                                                    "processes, by OTLP/HTTP (engine/tracing.py): auto = on when "
-                                                    "OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set")
 
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram (half the samples)

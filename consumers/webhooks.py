@@ -44,12 +44,11 @@ from typing import Any, Callable, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from engine.config import VEC_SETTINGS, Schedule, parse_schedule
+from consumers.webhooks_settings import WebhookSettings
+from engine.config import parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable
 from engine.keyring import SEALED, Keyring, Sealer
@@ -61,22 +60,6 @@ from verifier.egress import egress_refusal
 
 log = logging.getLogger("vec.webhooks")
 
-
-class WebhookSettings(BaseSettings):
-    """The webhooks' (environment, prefix VEC_)."""
-
-    model_config = VEC_SETTINGS
-
-    webhook_timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery attempt may take, "
-                                   "resolution and answer included")
-    webhook_retry_schedule: Schedule = Field("5,30,120,600,1800,3600,7200,18000,36000",
-                                        description="seconds before each retry, comma-separated; the last repeats")
-    webhook_max_attempts: int = Field(10, ge=1, le=100, description="attempts before a delivery fails for good")
-    webhook_concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
-    webhook_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for task ends and due "
-                                         "deliveries")
-    webhook_allow_loopback: bool = Field(False, description="tests only: webhooks may go to loopback addresses "
-                                         "(never to private, link-local or metadata ones)")
 
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",

@@ -1,9 +1,10 @@
 """The engine core's settings, from the environment (prefix VEC_) or a .env file.
 
 Each feature has a settings class of its own, beside its code, read the same way
-(`VEC_SETTINGS`): the API's (entrypoints/api/settings.py), Kafka's (engine/relay.py), the
-fleet's (consumers/fleet/settings.py), the webhooks' (consumers/webhooks.py), the
-notifications' (consumers/notifications.py), observability's (consumers/metrics.py). The
+(`VEC_SETTINGS`): the API's (entrypoints/api/settings.py), Kafka's
+(engine/relay_settings.py), the fleet's (consumers/fleet/settings.py), the webhooks'
+(consumers/webhooks_settings.py), the notifications' (consumers/notifications_settings.py),
+observability's (consumers/metrics_settings.py). The
 composition root's `EngineSettings` (entrypoints/settings.py) is all of them at once: what a
 process is built with; a feature takes its own slice of it with `slice_of`.
 """

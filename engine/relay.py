@@ -75,10 +75,7 @@ import orjson
 import psycopg
 
 from engine import tracing
-from pydantic import Field
-from pydantic_settings import BaseSettings
-
-from engine.config import VEC_SETTINGS
+from engine.relay_settings import KafkaSettings
 from projections.sql import Rows
 from events import RecordedEvent, decode
 from events.base import REGISTRY
@@ -93,20 +90,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vec.relay")
 
-
-class KafkaSettings(BaseSettings):
-    """Kafka's, for the relay and the fleet (consumers/fleet/settings.py adds the fleet's own)."""
-
-    model_config = VEC_SETTINGS
-
-    kafka_bootstrap: str = Field("", description="HOST:PORT[,HOST:PORT] of the Kafka brokers; empty: no Kafka")
-    kafka_topic_prefix: str = Field("vec", pattern=r"^[A-Za-z0-9._-]{1,100}$",
-                                    description="topics are PREFIX.events, PREFIX.chunks, PREFIX.results")
-    kafka_partitions: int = Field(8, ge=1, le=1000, description="partitions of each topic the engine creates")
-    relay_batch: int = Field(1000, ge=1, description="events the relay reads and publishes at once")
-    relay_poll_interval: float = Field(0.05, gt=0, description="seconds between looks at the log when idle")
-    kafka_session_timeout: float = Field(10.0, ge=3, description="seconds a consumer may be silent before its "
-                                         "partitions go to another member of the group")
 
 RELAY_LOCK = 7315003  # pg_try_advisory_lock key of the relay leader (7315001: migrate, 7315002: lease)
 STANDBY_POLL = 0.5  # seconds between a standby's tries for the lock

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import orjson
 
-from engine.relay import KafkaSettings
+from engine.relay_settings import KafkaSettings
 from engine.domain.tasks import Result
 
 

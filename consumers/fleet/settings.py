@@ -1,11 +1,11 @@
-"""The fleet's settings (environment, prefix VEC_): Kafka's (engine/relay.py) and the
+"""The fleet's settings (environment, prefix VEC_): Kafka's (engine/relay_settings.py) and the
 fleet's own claims and heartbeats."""
 from __future__ import annotations
 
 from pydantic import Field
 
 from engine.config import CoreSettings
-from engine.relay import KafkaSettings
+from engine.relay_settings import KafkaSettings
 
 
 class FleetSettings(KafkaSettings):

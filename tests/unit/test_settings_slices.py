@@ -7,11 +7,11 @@ import pytest
 from pydantic import ValidationError
 
 from consumers.fleet.settings import FleetProcessSettings, FleetSettings
-from consumers.metrics import ObservabilitySettings
-from consumers.notifications import NotifySettings
-from consumers.webhooks import WebhookSettings
+from consumers.metrics_settings import ObservabilitySettings
+from consumers.notifications_settings import NotifySettings
+from consumers.webhooks_settings import WebhookSettings
 from engine.config import CoreSettings, slice_of
-from engine.relay import KafkaSettings
+from engine.relay_settings import KafkaSettings
 from entrypoints.api.settings import ApiSettings
 from entrypoints.settings import EngineSettings
 
