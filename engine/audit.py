@@ -462,7 +462,7 @@ class _Auditor:
                 self.add("late-result", f"result marked late={event.late} while the task is {state.status}, "
                                         f"at {where}")
         elif isinstance(event, ChunkFailed):
-            pending = state.pending.get(event.chunk_no, {})
+            pending = state.pending.get(event.chunk_no) or tasks.PendingChunk()
             if not state.active or not pending or set(event.addresses) != set(pending) \
                     or len(event.addresses) != len(pending):
                 self.add("chunk-failed", f"chunk {event.chunk_no} failed with {len(event.addresses)} addresses "
