@@ -65,23 +65,24 @@ class PendingChunk(MutableMapping[str, None]):
         self._packed = self.SEPARATOR.join(addresses)  # "" once opened
         self._open: dict[str, None] | None = None
 
-    def _opened(self) -> dict[str, None]:
+    def opened(self) -> dict[str, None]:
+        """The addresses as a dict (unpacked the first time): what a result looks into."""
         if self._open is None:
             self._open = dict.fromkeys(self._packed.split(self.SEPARATOR)) if self._packed else {}
             self._packed = ""
         return self._open
 
     def __getitem__(self, address: str) -> None:
-        return self._opened()[address]
+        return self.opened()[address]
 
     def __setitem__(self, address: str, value: None) -> None:
-        self._opened()[address] = value
+        self.opened()[address] = value
 
     def __delitem__(self, address: str) -> None:
-        del self._opened()[address]
+        del self.opened()[address]
 
     def __contains__(self, address: object) -> bool:
-        return address in self._opened()
+        return address in self.opened()
 
     def __iter__(self) -> Iterator[str]:
         if self._open is None:  # reading them in order does not unpack them
@@ -304,7 +305,7 @@ def _submitted_chunk(state: TaskState, chunk_no: int) -> PendingChunk:
 def _record(command: RecordResults, state: TaskState) -> list[Event]:
     if state.erased:
         return []  # late results of a task whose data is gone: nothing to keep
-    pending = _submitted_chunk(state, command.chunk_no)
+    pending = _submitted_chunk(state, command.chunk_no).opened()
     late = not state.active
     events: list[Event] = []
     seen: set[str] = set()
@@ -390,7 +391,8 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.chunks_submitted += 1
         state.status = "processing"
     elif isinstance(event, (AddressVerified, ResultUnknown)):
-        chunk = state.pending.get(event.chunk_no) or PendingChunk()
+        packed = state.pending.get(event.chunk_no)
+        chunk = packed.opened() if packed is not None else {}
         check(event.address in chunk, f"{event.address} settled twice or never submitted")
         del chunk[event.address]
         if not chunk:
