@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Container, Protocol, Sequence
 
 from consumers.providers import to_result
 from engine.config import CoreSettings
@@ -199,5 +199,5 @@ async def _verify_chunk(provider: Provider, settings: CoreSettings, sink: ChunkS
         await asyncio.sleep(min(settings.retry_backoff * 2 ** max(attempt - 1, 0), 30.0))
 
 
-def unsettled(addresses: Sequence[str], pending: dict[str, None]) -> list[str]:
+def unsettled(addresses: Sequence[str], pending: Container[str]) -> list[str]:
     return [a for a in addresses if a in pending]

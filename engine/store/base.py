@@ -54,16 +54,31 @@ def corrupt(row: Sequence[Any], error: Exception) -> CorruptEvent:
     return CorruptEvent(position, stream, version, type_name, f"{type(error).__name__}: {error}")
 
 
-def paged(fetch: Callable[[int], Sequence[tuple[Any, ...]]], after_position: int,
-          batch: int) -> Iterator[tuple[Any, ...]]:
-    """Stored rows (position first) past a position, `fetch(after)` giving the next `batch`."""
-    position = after_position
+PAGE_BYTES = 4 << 20  # what one page of stored rows should weigh: a chunk's submission is tens of KB
+FIRST_PAGE_ROWS = 64  # before the rows' weight is known
+
+
+def payload_bytes(row: tuple[Any, ...]) -> int:
+    """A stored event row's weight: its payload (`data`, 7th of the stores' columns); the
+    rest of a row is small."""
+    return len(row[6])
+
+
+def paged(fetch: Callable[[int, int], Sequence[tuple[Any, ...]]], after_position: int, batch: int,
+          weigh: Callable[[tuple[Any, ...]], int] | None = None) -> Iterator[tuple[Any, ...]]:
+    """Stored rows (position first) past a position, `fetch(after, limit)` giving the next
+    `limit` rows. With `weigh` (a row's bytes), a page holds about PAGE_BYTES: up to `batch`
+    rows of results, a few dozen chunk submissions, so memory never follows the page size."""
+    position, limit = after_position, batch if weigh is None else min(batch, FIRST_PAGE_ROWS)
     while True:
-        rows = fetch(position)
+        rows = fetch(position, limit)
         yield from rows
-        if len(rows) < batch:
+        if len(rows) < limit:
             return
         position = rows[-1][0]
+        if weigh is not None:
+            size_bytes = sum(weigh(row) for row in rows)
+            limit = max(1, min(batch, limit * PAGE_BYTES // max(size_bytes, 1)))
 
 
 # --- tallies of the log: what metrics count, without decoding an event ------------------------

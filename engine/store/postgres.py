@@ -52,6 +52,7 @@ from engine.store.base import (
     StoreError,
     corrupt,
     paged,
+    payload_bytes,
     StoreUnavailable,
     tally_rows,
 )
@@ -434,11 +435,11 @@ class PostgresEventStore:
         sql = (f"SELECT {columns} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
                " ORDER BY position LIMIT %s")
 
-        def fetch(after: int) -> list[tuple[Any, ...]]:
+        def fetch(after: int, limit: int) -> list[tuple[Any, ...]]:
             with self.pool.connection() as conn:
-                return conn.execute(sql, (after, until_position, until_position, batch)).fetchall()
+                return conn.execute(sql, (after, until_position, until_position, limit)).fetchall()
 
-        return paged(fetch, after_position, batch)
+        return paged(fetch, after_position, batch, weigh=payload_bytes)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         with self.pool.connection() as conn:

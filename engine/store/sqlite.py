@@ -32,6 +32,7 @@ from engine.store.base import (
     corrupt,
     IdempotencyConflict,
     paged,
+    payload_bytes,
     tally_rows,
 )
 
@@ -345,8 +346,8 @@ class SqliteEventStore:
                 batch: int) -> Iterator[tuple[Any, ...]]:
         sql = (f"SELECT {columns} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
                " ORDER BY position LIMIT ?")
-        return paged(lambda after: self.conn.execute(sql, (after, until_position, until_position, batch)).fetchall(),
-                     after_position, batch)
+        return paged(lambda after, limit: self.conn.execute(sql, (after, until_position, until_position, limit)).fetchall(),
+                     after_position, batch, weigh=payload_bytes)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) of the events past a position: enough for a log follower
