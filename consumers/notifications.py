@@ -57,9 +57,8 @@ from engine.service import Engine
 from engine.store.base import EventStore
 from events import CreditsDebited, RecordedEvent, TaskCreated, account_stream, task_stream
 from projections.base import Table
-from projections.read_models import NOTIFICATIONS
+from projections.queries import first_notification_position, notification_settings
 from projections.runner import checkpoint_positions
-from projections.sql import scalar
 
 log = logging.getLogger("vec.notifications")
 
@@ -216,12 +215,7 @@ class NotificationStore(OutboxStore):
 
     def settings(self, account_id: str) -> dict[str, Any] | None:
         """An account's settings as the read model holds them (`vec notify show`)."""
-        rows = self._rows("SELECT email, on_completion, low_balance_threshold, set_at, set_by FROM rm_notifications"
-                          " WHERE account_id = ?", (account_id,))
-        if not rows:
-            return None
-        rows[0]["on_completion"] = bool(rows[0]["on_completion"])
-        return rows[0]
+        return notification_settings(self._tuples, account_id)
 
     def messages(self, account_id: str | None = None, status: str | None = None, kind: str | None = None,
                  limit: int = 100, with_attempts: bool = False) -> list[dict[str, Any]]:
@@ -262,8 +256,8 @@ class NotificationStore(OutboxStore):
         model's checkpoint, or just before the first settings it holds if earlier (read in one
         snapshot: a rebuild in between cannot make both look later than they are)."""
         with self.sql.snapshot():
-            positions = checkpoint_positions(lambda sql, params=(): self.sql.execute(sql, params).fetchall())
-            first = scalar(self.sql.execute(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}"))
+            positions = checkpoint_positions(self._tuples)
+            first = first_notification_position(self._tuples)
         start = positions.get(READ_MODEL, 0)
         if first is not None:
             start = min(start, first - 1)

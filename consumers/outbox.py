@@ -57,6 +57,10 @@ class OutboxStore:
             self._ready = True
         return self
 
+    def _tuples(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """`Rows` (projections/sql.py) on this store's session: for the owners' query functions."""
+        return list(self.sql.execute(query, params).fetchall())
+
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(query, params)
         names = [d[0] for d in cursor.description]

@@ -76,6 +76,7 @@ import psycopg
 
 from engine import tracing
 from engine.relay_settings import KafkaSettings
+from engine.store.postgres import log_head, relayed_rows, rows_of
 from projections.sql import Rows
 from events import RecordedEvent, decode
 from events.base import REGISTRY
@@ -114,8 +115,6 @@ PRODUCER_SETTINGS: dict[str, Any] = dict(
     metrics_enabled=False,
 )
 
-_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at, actor,"
-            " correlation_id, causation_id")
 _names = count(1)
 
 
@@ -334,8 +333,8 @@ class Relay:
         """Events in the log past the stored relay position (any relay's), read now on a
         short connection of its own. Raises psycopg.OperationalError when unreachable."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
-            return int(scalar(conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
-                                           " - (SELECT position FROM relay_position WHERE id = 1)")))
+            rows = rows_of(conn)
+            return log_head(rows) - relay_position(rows)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -382,7 +381,7 @@ class Relay:
                 stop.wait(STANDBY_POLL)
                 return
             self._leader = True
-            self._position = int(scalar(conn.execute("SELECT position FROM relay_position WHERE id = 1")))
+            self._position = relay_position(rows_of(conn))
             self._set_state("leader", f"from position {self._position}")
         if not self._relay_batch(conn, stop):
             stop.wait(self.settings.relay_poll_interval)
@@ -405,8 +404,9 @@ class Relay:
 
     def _relay_batch(self, conn: psycopg.Connection[tuple[Any, ...]], stop: threading.Event) -> bool:
         """Publishes the next batch and stores its position; False when there was none."""
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
-                        (self._position, self.settings.relay_batch)).fetchall()
+        if self._position is None:
+            raise RelayCrashed(f"relay {self.name}: a batch before it read the stored position (a bug)")
+        rows = relayed_rows(conn, self._position, self.settings.relay_batch)
         if not rows:
             return False
         producer = self._ready_producer()

@@ -308,6 +308,17 @@ def log_head(rows: Rows) -> int:
     return int(rows("SELECT position FROM log_head WHERE id = 1")[0][0])
 
 
+RELAYED_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at, actor,"
+                   " correlation_id, causation_id")
+
+
+def relayed_rows(conn: psycopg.Connection[Any], after_position: int, limit: int) -> list[tuple[Any, ...]]:
+    """The stored events past a position as the relay publishes them (RELAYED_COLUMNS), on
+    the relay's own connection."""
+    return conn.execute(f"SELECT {RELAYED_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
+                        (after_position, limit)).fetchall()
+
+
 def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
     """EventStore.tally of the log at `rows` (a scrape's own connection)."""
     return tally_rows(rows, POSTGRES_JSON, after_position, until_position, types)
