@@ -137,7 +137,7 @@ async def _inprocess_singles(tmp: Path, n: int, concurrency: int) -> list[float]
     """The same work without HTTP: the API's engine calls on one thread, the runtime beside."""
     from consumers.providers import InstantProvider
     from consumers.runtime import Runtime
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from engine.service import Engine
     from engine.store import open_database
     from entrypoints.api.deps import Services

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 
 def make_log(url: str, singles: int, bulk: int, folder: Path) -> None:
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from engine.domain.tasks import Result
     from engine.service import Engine
     from engine.store import open_database

@@ -411,7 +411,7 @@ def bench_pg_append(args, services: Services) -> dict:
 # --- 2. relay -----------------------------------------------------------------------------
 
 def relay_settings(args, bootstrap: str, prefix: str):
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
 
     return EngineSettings(kafka_bootstrap=bootstrap, kafka_topic_prefix=prefix, kafka_partitions=args.partitions,
                           relay_batch=args.relay_batch)
@@ -1205,7 +1205,7 @@ def e2e_env(args) -> dict[str, str]:
 
 
 def bench_e2e(args, services: Services) -> dict:
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
 
     n = args.e2e_addresses
     env = e2e_env(args)
@@ -1398,7 +1398,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.relay_batch is None:
-        from engine.config import EngineSettings
+        from entrypoints.settings import EngineSettings
 
         args.relay_batch = EngineSettings.model_fields["relay_batch"].default
     import logging

@@ -29,7 +29,7 @@ def one_bulk(addresses: int, chunk_size: int, tmp: Path) -> float:
     """Seconds from the upload to the task's completion of one bulk."""
     from consumers.providers import InstantProvider
     from consumers.runtime import Runtime
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from engine.service import Engine
     from engine.store import open_database
 

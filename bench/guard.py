@@ -29,7 +29,7 @@ FLOORS = REPO / "bench" / "floors.json"
 SUITES = {
     "engine": ("bench_engine.py", ["--only", "append,rebuild,e2e,rss", "--append-events", "20000",
                                    "--rebuild-events", "20000", "--e2e-addresses", "5000",
-                                   "--rss-addresses", "50000", "--repeat", "3"]),
+                                   "--rss-addresses", "200000", "--repeat", "3"]),
     "distributed": ("bench_distributed.py", ["--only", "pg_append,relay", "--pg-events", "20000",
                                              "--relay-events", "20000", "--repeat", "2"]),
 }

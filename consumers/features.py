@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable, ParamSpec, Protocol, TypeVar
 
-from engine.config import EngineSettings
+from engine.config import CoreSettings, slice_of
 from consumers.waiting import Stop
 from engine.service import Engine
 
@@ -30,19 +30,23 @@ class Call(Protocol):
 class Feature:
     name: str
     leader_lock: int  # the advisory lock key its fleet leader holds
-    build: Callable[[Engine, EngineSettings, Call | None], Loop]
+    build: Callable[[Engine, CoreSettings, Call | None], Loop]  # its loop, from its slice of the settings
 
 
-def _webhooks(engine: Engine, settings: EngineSettings, call: Call | None) -> Loop:
+def _webhooks(engine: Engine, settings: CoreSettings, call: Call | None) -> Loop:
     from consumers.webhooks import Webhooks  # signed POSTs on task ends
+    from consumers.webhooks_settings import WebhookSettings
 
-    return Webhooks(engine, settings, call) if call else Webhooks(engine, settings)
+    own = slice_of(settings, WebhookSettings)
+    return Webhooks(engine, own, call) if call else Webhooks(engine, own)
 
 
-def _notifications(engine: Engine, settings: EngineSettings, call: Call | None) -> Loop:
+def _notifications(engine: Engine, settings: CoreSettings, call: Call | None) -> Loop:
     from consumers.notifications import Notifications  # e-mails on task ends and low balances
+    from consumers.notifications_settings import NotifySettings
 
-    return Notifications(engine, settings, call) if call else Notifications(engine, settings)
+    own = slice_of(settings, NotifySettings)
+    return Notifications(engine, own, call) if call else Notifications(engine, own)
 
 
 FEATURES: tuple[Feature, ...] = (

@@ -50,10 +50,13 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from engine.config import EngineSettings
     from engine.relay import Relay
     from engine.service import Engine
 
+from consumers.fleet.settings import FleetSettings
+from consumers.metrics_settings import ObservabilitySettings
+from engine.config import CoreSettings, slice_of
+from engine.store.base import EventTally
 from engine.store.lease import lease_heartbeat
 from projections.queries import active_task_counts
 from projections.runner import checkpoint_positions, stopped_names
@@ -61,6 +64,7 @@ from projections.runner import checkpoint_positions, stopped_names
 _T = TypeVar("_T")
 
 log = logging.getLogger("vec.metrics")
+
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram (half the samples)
 REGISTRY = CollectorRegistry()
@@ -232,13 +236,13 @@ PROBES = ProbeMetrics()
 REGISTRY.register(PROBES)
 
 
-def install(settings: EngineSettings | None = None) -> None:
+def install(settings: CoreSettings | None = None) -> None:
     """Makes the verifier report to PROBES (idempotent): called by every process that
     verifies (the embedded runtime, the fleet)."""
     from verifier import prober
 
     if settings is not None:
-        PROBES.cap = max(1, settings.metrics_mx_hosts)
+        PROBES.cap = max(1, slice_of(settings, ObservabilitySettings).metrics_mx_hosts)
     prober.set_observer(PROBES)
 
 
@@ -293,7 +297,8 @@ FOLDED_TYPES = ("TaskCreated", "TaskCompleted", "TaskCancelled", "TaskFailed", "
 
 
 class _Sqlite:
-    placeholder = "?"
+    """A scrape's own read-only connection to a SQLite store; the log's queries are the
+    store's (engine/store/sqlite.py)."""
 
     def __init__(self, path: str):
         # mode=rw: a store that is not there yet is an error here, never an empty file made by a scrape
@@ -305,28 +310,15 @@ class _Sqlite:
         rows: list[tuple[Any, ...]] = self.conn.execute(sql, params).fetchall()
         return rows
 
-    @staticmethod
-    def text(field: str) -> str:
-        return f"json_extract(data, '$.{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(json_array_length(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"COALESCE(json_extract(data, '$.{field}'), 0)"
-
-    @staticmethod
-    def source(types: str) -> str:
-        return f"events WHERE position > ? AND position <= ? AND type IN ({types})"
-
     def head(self) -> int:
-        return int(self.rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
+        from engine.store.sqlite import log_head
+
+        return log_head(self.rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        from engine.store.sqlite import tally
+
+        return tally(self.rows, after_position, until_position, types)
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
@@ -336,40 +328,27 @@ class _Sqlite:
 
 
 class _Postgres:
-    placeholder = "%s"
+    """A scrape's own connection to a PostgreSQL store; the log's queries are the store's
+    (engine/store/postgres.py)."""
 
     def __init__(self, url: str):
         import psycopg
 
+        from engine.store.postgres import rows_of
+
         self.errors = psycopg
         self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
-
-    @staticmethod
-    def text(field: str) -> str:
-        return f"(d ->> '{field}')"
-
-    @staticmethod
-    def number(field: str) -> str:
-        return f"COALESCE((d ->> '{field}')::bigint, 0)"
-
-    @staticmethod
-    def length(field: str) -> str:
-        return f"COALESCE(jsonb_array_length(d -> '{field}'), 0)"
-
-    @staticmethod
-    def flag(field: str) -> str:
-        return f"(CASE WHEN d ->> '{field}' = 'true' THEN 1 ELSE 0 END)"
-
-    @staticmethod
-    def source(types: str) -> str:  # only the folded types are parsed (a ChunkSubmitted can be huge)
-        return (f"(SELECT type, data::jsonb AS d FROM events"
-                f" WHERE position > ? AND position <= ? AND type IN ({types})) e")
+        self.rows = rows_of(self.conn)
 
     def head(self) -> int:
-        return int(self.rows("SELECT position FROM log_head WHERE id = 1")[0][0])
+        from engine.store.postgres import log_head
+
+        return log_head(self.rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        from engine.store.postgres import tally
+
+        return tally(self.rows, after_position, until_position, types)
 
     def missing_table(self, error: Exception) -> bool:
         return isinstance(error, self.errors.errors.UndefinedTable)
@@ -401,9 +380,10 @@ class StoreState:
         self.counts: Tally[tuple[str, ...]] = Tally()
 
     @classmethod
-    def of(cls, settings: EngineSettings) -> StoreState:
-        return cls(settings.store, kafka=bool(settings.kafka_bootstrap), worker_ttl=settings.worker_ttl,
-                   claim_ttl=settings.claim_ttl, cache=settings.metrics_cache)
+    def of(cls, settings: CoreSettings) -> StoreState:
+        fleet = slice_of(settings, FleetSettings)
+        return cls(settings.store, kafka=bool(fleet.kafka_bootstrap), worker_ttl=fleet.worker_ttl,
+                   claim_ttl=fleet.claim_ttl, cache=slice_of(settings, ObservabilitySettings).metrics_cache)
 
     # --- the collector protocol ---------------------------------------------------------
 
@@ -462,20 +442,11 @@ class StoreState:
     def _fold(self, db: _Store, head: int) -> None:
         """Folds (folded, head] into the counters, FOLD_WINDOW positions per query, within
         the time budget."""
-        t = db.text
-        sql = (f"SELECT type, {t('status')}, {t('reason')}, {t('kind')}, {t('bucket')},"
-               f" {db.flag('late')}, COUNT(*),"
-               f" SUM(CASE type WHEN 'CreditsDebited' THEN {db.number('monthly')} + {db.number('payg')}"
-               f" WHEN 'ChunkFailed' THEN {db.length('addresses')} ELSE {db.number('amount')} END)"
-               f" FROM {db.source(', '.join(repr(name) for name in FOLDED_TYPES))}"
-               f" GROUP BY 1, 2, 3, 4, 5, 6")
         deadline = time.monotonic() + self.budget
         while self.folded < head:  # one window at least, more within the budget
             until = min(head, self.folded + FOLD_WINDOW)
-            rows = db.rows(sql, (self.folded, until))
-            for kind, status, reason, task_kind, bucket, late, count, amount in rows:
-                self._count(kind, status, reason, task_kind, bucket, bool(late),
-                            int(count), int(amount or 0))
+            for tallied in db.tally(self.folded, until, FOLDED_TYPES):
+                self._count(*tallied)
             self.folded = until
             if time.monotonic() >= deadline:
                 break
@@ -665,7 +636,7 @@ class ScrapeRegistry(CollectorRegistry):
         self.store_state: StoreState | None = None
 
 
-def scrape_registry(settings: EngineSettings | None = None, state: bool = True) -> ScrapeRegistry:
+def scrape_registry(settings: CoreSettings | None = None, state: bool = True) -> ScrapeRegistry:
     """What a process exposes: its process metrics and, with `state`, the store's state."""
     registry = ScrapeRegistry()
     parts: list[Collector] = [REGISTRY]
@@ -676,16 +647,17 @@ def scrape_registry(settings: EngineSettings | None = None, state: bool = True) 
     return registry
 
 
-def serve(settings: EngineSettings, state: bool = True) -> Callable[[], None] | None:
+def serve(settings: CoreSettings, state: bool = True) -> Callable[[], None] | None:
     """`vec run`: an HTTP server of /metrics on VEC_METRICS_HOST:VEC_METRICS_PORT (on a
     thread of its own). Returns a stop function, or None when the port is 0 (off)."""
     from prometheus_client import start_http_server
 
-    if not settings.metrics_port:
+    own = slice_of(settings, ObservabilitySettings)
+    if not own.metrics_port:
         return None
     registry = scrape_registry(settings, state)
-    server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
-    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
+    server, thread = start_http_server(own.metrics_port, own.metrics_host, registry=registry)
+    log.info("metrics on http://%s:%s/metrics", own.metrics_host, own.metrics_port)
 
     def stop() -> None:
         server.shutdown()

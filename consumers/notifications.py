@@ -48,7 +48,8 @@ from typing import Any, Callable
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
 from consumers.webhooks import retry_delay
-from engine.config import EngineSettings, parse_schedule
+from consumers.notifications_settings import NotifySettings
+from engine.config import parse_schedule
 from engine.domain import accounts
 from engine.domain.accounts import AccountState
 from engine.domain.errors import InvariantViolation
@@ -56,11 +57,11 @@ from engine.service import Engine
 from engine.store.base import EventStore
 from events import CreditsDebited, RecordedEvent, TaskCreated, account_stream, task_stream
 from projections.base import Table
-from projections.read_models import NOTIFICATIONS
+from projections.queries import first_notification_position, notification_settings
 from projections.runner import checkpoint_positions
-from projections.sql import scalar
 
 log = logging.getLogger("vec.notifications")
+
 
 TASK_ENDS = {"TaskCompleted": "completed", "TaskFailed": "failed", "SystemFailure": "failed",
              "TaskCancelled": "cancelled"}
@@ -214,12 +215,7 @@ class NotificationStore(OutboxStore):
 
     def settings(self, account_id: str) -> dict[str, Any] | None:
         """An account's settings as the read model holds them (`vec notify show`)."""
-        rows = self._rows("SELECT email, on_completion, low_balance_threshold, set_at, set_by FROM rm_notifications"
-                          " WHERE account_id = ?", (account_id,))
-        if not rows:
-            return None
-        rows[0]["on_completion"] = bool(rows[0]["on_completion"])
-        return rows[0]
+        return notification_settings(self._tuples, account_id)
 
     def messages(self, account_id: str | None = None, status: str | None = None, kind: str | None = None,
                  limit: int = 100, with_attempts: bool = False) -> list[dict[str, Any]]:
@@ -260,16 +256,12 @@ class NotificationStore(OutboxStore):
         model's checkpoint, or just before the first settings it holds if earlier (read in one
         snapshot: a rebuild in between cannot make both look later than they are)."""
         with self.sql.snapshot():
-            positions = checkpoint_positions(lambda sql, params=(): self.sql.execute(sql, params).fetchall())
-            first = scalar(self.sql.execute(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}"))
+            positions = checkpoint_positions(self._tuples)
+            first = first_notification_position(self._tuples)
         start = positions.get(READ_MODEL, 0)
         if first is not None:
             start = min(start, first - 1)
-        with self.sql.transaction():
-            self.sql.execute("INSERT INTO notify_checkpoint (name, position) VALUES (?, ?)"
-                             " ON CONFLICT (name) DO NOTHING", (CONSUMER, max(start, 0)))
-        stored = self.checkpoint()  # ours, or one a racing consumer stored first
-        return max(start, 0) if stored is None else stored
+        return self.start_at(max(start, 0))
 
     def enqueue(self, expected: int, until: int, watch: list[tuple[str, int]], messages: list[Message],
                 sender: str) -> int | None:
@@ -470,7 +462,7 @@ class Relay:
     Answers (outcome, code, detail): sent (detail: the relay's reply) | deferred (down, timed
     out, 4xx: tried again) | rejected (5xx: failed for good)."""
 
-    def __init__(self, settings: EngineSettings):
+    def __init__(self, settings: NotifySettings):
         self.settings = settings
         self.envelope_from = parseaddr(settings.notify_sender)[1]
 
@@ -538,7 +530,7 @@ class Notifications(OutboxLoops[Job]):
 
     NAME, SUCCESS, JOB_KEY = "notifications", "sent", "message_id"
 
-    def __init__(self, engine: Engine, settings: EngineSettings,
+    def __init__(self, engine: Engine, settings: NotifySettings,
                  call: Call = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         store = NotificationStore(engine.db.projector.sql, clock or engine.clock)

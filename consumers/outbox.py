@@ -57,6 +57,10 @@ class OutboxStore:
             self._ready = True
         return self
 
+    def _tuples(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """`Rows` (projections/sql.py) on this store's session: for the owners' query functions."""
+        return list(self.sql.execute(query, params).fetchall())
+
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cursor = self.sql.execute(query, params)
         names = [d[0] for d in cursor.description]
@@ -66,6 +70,15 @@ class OutboxStore:
         row = self.sql.execute(f"SELECT position FROM {self.SCHEMA.checkpoint} WHERE name = ?",
                                (self.SCHEMA.name,)).fetchone()
         return row[0] if row else None
+
+    def start_at(self, position: int) -> int:
+        """The consumer's first checkpoint, `position`, unless one is stored already (a racing
+        consumer's): the checkpoint in force."""
+        with self.sql.transaction():
+            self.sql.execute(f"INSERT INTO {self.SCHEMA.checkpoint} (name, position) VALUES (?, ?)"
+                             " ON CONFLICT (name) DO NOTHING", (self.SCHEMA.name, position))
+        stored = self.checkpoint()
+        return position if stored is None else stored
 
     def recover(self) -> int:
         """At a sender's start (one runs at a time): attempts left `sending` by a sender that
@@ -96,9 +109,14 @@ async def inline(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
 
 
 class Outbox(Protocol[JobT]):
-    """The store side the loops drive: an OutboxStore with its claims and records of `JobT`."""
+    """The outbox port: an OutboxStore with its claims and records of `JobT`, what the loops
+    drive (its contract: tests/integration/outbox_contract.py, on every SQL session)."""
 
     def ensure_schema(self) -> object: ...
+
+    def checkpoint(self) -> int | None: ...
+
+    def start_at(self, position: int) -> int: ...
 
     def recover(self) -> int: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
-from engine.config import EngineSettings
+from engine.config import CoreSettings
 from engine.domain.tasks import Result
 from verifier.lists import is_free_email  # result taxonomy: the free_email flag
 from verifier.prober import HostSlots
@@ -86,7 +86,7 @@ def _domain(answer: VerificationResult) -> str:
     return (answer.normalized or answer.address or "").rpartition("@")[2]
 
 
-def build_provider(settings: EngineSettings, host_slots: HostSlots | None = None) -> Provider:
+def build_provider(settings: CoreSettings, host_slots: HostSlots | None = None) -> Provider:
     """`host_slots`: the fleet's per-MX session slots (distributed mode), shared by every worker."""
     provider: Provider
     if settings.provider == "instant":

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Container, Protocol, Sequence
 
 from consumers.providers import to_result
-from engine.config import EngineSettings
+from engine.config import CoreSettings
 from engine.domain.tasks import Result
 from verifier.provider import ProviderError, ProviderUnavailable
 
@@ -113,7 +113,7 @@ class OutageClock:
             self.observer.provider_unavailable(False)
 
 
-async def verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+async def verify_chunk(provider: Provider, settings: CoreSettings, sink: ChunkSink, outage: OutageClock,
                        slots: asyncio.Semaphore, label: str = "") -> None:
     # the chunk's latency by outcome, and chunks in flight (the observer is the outage clock's)
     started, outcome = time.monotonic(), "error"
@@ -127,7 +127,7 @@ async def verify_chunk(provider: Provider, settings: EngineSettings, sink: Chunk
         outage.observer.chunk_ended(outcome, time.monotonic() - started)
 
 
-async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: ChunkSink, outage: OutageClock,
+async def _verify_chunk(provider: Provider, settings: CoreSettings, sink: ChunkSink, outage: OutageClock,
                         slots: asyncio.Semaphore, label: str = "") -> str:
     """The loop; returns its outcome (a label of vec_chunk_seconds)."""
     ids = {"task_id": sink.task_id, "chunk_no": sink.chunk_no}  # for the logs
@@ -199,5 +199,5 @@ async def _verify_chunk(provider: Provider, settings: EngineSettings, sink: Chun
         await asyncio.sleep(min(settings.retry_backoff * 2 ** max(attempt - 1, 0), 30.0))
 
 
-def unsettled(addresses: Sequence[str], pending: dict[str, None]) -> list[str]:
+def unsettled(addresses: Sequence[str], pending: Container[str]) -> list[str]:
     return [a for a in addresses if a in pending]

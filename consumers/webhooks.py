@@ -47,7 +47,8 @@ import orjson
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from engine.config import EngineSettings, parse_schedule
+from consumers.webhooks_settings import WebhookSettings
+from engine.config import parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable
 from engine.keyring import SEALED, Keyring, Sealer
@@ -58,6 +59,7 @@ from projections.sql import Rows, SqlSession, scalar
 from verifier.egress import egress_refusal
 
 log = logging.getLogger("vec.webhooks")
+
 
 # task-end event -> the webhook's type
 TASK_ENDS = {"TaskCompleted": "task.completed", "TaskFailed": "task.failed", "SystemFailure": "task.failed",
@@ -339,13 +341,8 @@ class WebhookStore(OutboxStore):
     def start_checkpoint(self, head: int) -> int:
         """The first time: the log's head, or the oldest endpoint's registration if earlier
         (`head` is read before the endpoints, so none registered meanwhile is skipped)."""
-        with self.sql.transaction():
-            oldest = scalar(self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints"))
-            start = head if oldest is None else min(head, oldest)
-            self.sql.execute("INSERT INTO webhook_checkpoint (name, position) VALUES (?, ?)"
-                             " ON CONFLICT (name) DO NOTHING", (CONSUMER, start))
-        stored = self.checkpoint()  # ours, or one a racing consumer stored first
-        return start if stored is None else stored
+        oldest = scalar(self.sql.execute("SELECT MIN(created_position) FROM webhook_endpoints"))
+        return self.start_at(head if oldest is None else min(head, oldest))
 
     def enqueue(self, expected: int, until: int, ends: list[tuple[RecordedEvent, dict[str, Any]]]) -> int | None:
         """One transaction: a delivery per active endpoint of each task end's account, and the
@@ -505,7 +502,7 @@ class Egress:
 class Sender:
     """POSTs one claimed attempt, signed; never raises for what the network or the receiver do."""
 
-    def __init__(self, settings: EngineSettings, egress: Egress | None = None):
+    def __init__(self, settings: WebhookSettings, egress: Egress | None = None):
         import httpx
 
         self.settings = settings
@@ -585,7 +582,7 @@ class Webhooks(OutboxLoops[Job]):
 
     NAME, SUCCESS, JOB_KEY = "webhooks", "delivered", "delivery_id"
 
-    def __init__(self, engine: Engine, settings: EngineSettings,
+    def __init__(self, engine: Engine, settings: WebhookSettings,
                  call: Call = inline, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         store = WebhookStore(engine.db.projector.sql, clock or engine.clock, keyring=engine.db.keyring)

@@ -219,7 +219,7 @@ def _load_task(saved: dict[str, Any], open_: Callable[[str], str] | None) -> _Ta
     def opened(text: str) -> str:
         return open_(text) if open_ is not None and text.startswith(SEALED) else text
 
-    state["pending"] = {int(n): dict.fromkeys(opened(a) for a in addresses)
+    state["pending"] = {int(n): tasks.PendingChunk(opened(a) for a in addresses)
                         for n, addresses in state["pending"].items()}
     owed = [tuple(o) for o in saved["owed"]] if saved["owed"] is not None else None
     return _Task(tasks.TaskState(**state), saved["sha256"], saved["debited"], saved["refunded"], owed,

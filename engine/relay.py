@@ -53,7 +53,7 @@ RelayCrashed, after it closed its producer and its connection. A stop takes effe
 Usage (a role's main, or a test):
 
     stop = threading.Event()
-    relay = Relay(url, EngineSettings(kafka_bootstrap="127.0.0.1:9092"))
+    relay = Relay(url, KafkaSettings(kafka_bootstrap="127.0.0.1:9092"))
     relay.run(stop)          # blocks until stop is set; raises RelayCrashed on a bug
 
 Ops: `relay.is_leader`, `relay.state`, `relay.published` (messages acknowledged by the
@@ -75,7 +75,8 @@ import orjson
 import psycopg
 
 from engine import tracing
-from engine.config import EngineSettings
+from engine.relay_settings import KafkaSettings
+from engine.store.postgres import log_head, relayed_rows, rows_of
 from projections.sql import Rows
 from events import RecordedEvent, decode
 from events.base import REGISTRY
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
 log = logging.getLogger("vec.relay")
+
 
 RELAY_LOCK = 7315003  # pg_try_advisory_lock key of the relay leader (7315001: migrate, 7315002: lease)
 STANDBY_POLL = 0.5  # seconds between a standby's tries for the lock
@@ -113,8 +115,6 @@ PRODUCER_SETTINGS: dict[str, Any] = dict(
     metrics_enabled=False,
 )
 
-_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at, actor,"
-            " correlation_id, causation_id")
 _names = count(1)
 
 
@@ -133,7 +133,7 @@ class _Stopping(Exception):
     """The caller's stop event was set while a batch was still unacknowledged."""
 
 
-def topic_names(settings: EngineSettings) -> dict[str, str]:
+def topic_names(settings: KafkaSettings) -> dict[str, str]:
     """The engine's topics: {"events": "PREFIX.events", "chunks": ..., "results": ...}."""
     return {kind: f"{settings.kafka_topic_prefix}.{kind}" for kind in ("events", "chunks", "results")}
 
@@ -161,7 +161,7 @@ EVENT_HEADERS = {
 }
 
 
-def event_source(settings: EngineSettings) -> str:
+def event_source(settings: KafkaSettings) -> str:
     """The CloudEvents source of the events relayed for this topic prefix."""
     return f"urn:vec:{settings.kafka_topic_prefix}"
 
@@ -184,7 +184,7 @@ def event_headers(source: str, event_id: str, type_name: str, schema_version: in
 _SPECVERSION, _TYPE_PREFIX, _JSON = CE_SPECVERSION.encode(), CE_TYPE_PREFIX.encode(), b"application/json"
 
 
-def producer_settings(settings: EngineSettings, client_id: str) -> dict[str, Any]:
+def producer_settings(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """KafkaProducer(**this): the relay's producer for `settings.kafka_bootstrap`."""
     return dict(PRODUCER_SETTINGS, bootstrap_servers=_servers(settings.kafka_bootstrap), client_id=client_id,
                 partitioner=key_partitioner())
@@ -324,7 +324,7 @@ class Relay:
     relays on one database (see the module's doc). Not thread-safe: one `run` at a time;
     the ops properties may be read from any thread."""
 
-    def __init__(self, url: str, settings: EngineSettings, name: str | None = None):
+    def __init__(self, url: str, settings: KafkaSettings, name: str | None = None):
         if not settings.kafka_bootstrap:
             raise ValueError("the relay needs kafka_bootstrap (VEC_KAFKA_BOOTSTRAP=HOST:PORT)")
         self.url = url
@@ -363,8 +363,8 @@ class Relay:
         """Events in the log past the stored relay position (any relay's), read now on a
         short connection of its own. Raises psycopg.OperationalError when unreachable."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
-            return int(scalar(conn.execute("SELECT (SELECT position FROM log_head WHERE id = 1)"
-                                           " - (SELECT position FROM relay_position WHERE id = 1)")))
+            rows = rows_of(conn)
+            return log_head(rows) - relay_position(rows)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -411,7 +411,7 @@ class Relay:
                 stop.wait(STANDBY_POLL)
                 return
             self._leader = True
-            self._position = int(scalar(conn.execute("SELECT position FROM relay_position WHERE id = 1")))
+            self._position = relay_position(rows_of(conn))
             self._set_state("leader", f"from position {self._position}")
         if not self._relay_batch(conn, stop):
             stop.wait(self.settings.relay_poll_interval)
@@ -434,8 +434,9 @@ class Relay:
 
     def _relay_batch(self, conn: psycopg.Connection[tuple[Any, ...]], stop: threading.Event) -> bool:
         """Publishes the next batch and stores its position; False when there was none."""
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
-                        (self._position, self.settings.relay_batch)).fetchall()
+        if self._position is None:
+            raise RelayCrashed(f"relay {self.name}: a batch before it read the stored position (a bug)")
+        rows = relayed_rows(conn, self._position, self.settings.relay_batch)
         if not rows:
             return False
         producer = self._ready_producer()

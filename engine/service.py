@@ -41,7 +41,7 @@ from events import (
     task_stream,
 )
 from engine.bulkfile import FileReport, read_addresses
-from engine.config import EngineSettings
+from engine.config import CoreSettings
 from engine import policies
 from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import (
@@ -67,7 +67,39 @@ ErasureReason = Literal["retention", "request", "account"]
 
 MAX_ATTEMPTS = 50
 CACHE_SIZE = 10_000
-RECENT_EVENTS = 10_000  # appended events kept for the in-process projector (two of its batches)
+RECENT_WEIGHT = 10_000  # appended events kept for the in-process projector (two of its batches),
+# each weighing the addresses it carries: a chunk's submission weighs 500, not 1
+
+
+class RecentEvents:
+    """The events this engine appended last, bounded by the addresses they carry, so that a
+    bulk submitting every chunk at once keeps a few chunks here, not the whole task."""
+
+    def __init__(self, budget: int = RECENT_WEIGHT):
+        self.events: deque[tuple[RecordedEvent, int]] = deque()
+        self.budget, self.weight = budget, 0
+
+    def extend(self, recorded: Iterable[RecordedEvent]) -> None:
+        for r in recorded:
+            weight = len(r.event.addresses) if isinstance(r.event, (ChunkSubmitted, ChunkFailed)) else 1
+            self.events.append((r, weight))
+            self.weight += weight
+        while self.weight > self.budget and len(self.events) > 1:
+            self.weight -= self.events.popleft()[1]
+
+    def between(self, after: int, until: int) -> list[RecordedEvent] | None:
+        """Those in (after, until], if held from after + 1 on without a gap (another process's
+        event in between ends the run)."""
+        if not self.events or not self.events[0][0].position <= after + 1 <= self.events[-1][0].position:
+            return None
+        handed: list[RecordedEvent] = []
+        for recorded, _ in self.events:
+            if recorded.position <= after:
+                continue
+            if recorded.position > until or recorded.position != after + 1 + len(handed):
+                break
+            handed.append(recorded)
+        return handed or None
 
 # Who issues the commands of this context: "apikey:ID", "cli:USER", "admin", "engine".
 # Recorded in every event's metadata, so audit can answer "who ran what".
@@ -167,15 +199,15 @@ def file_sha256(path: str | Path) -> str:
 class Engine:
     """Commands of the engine. Synchronous: SQLite work is short and done on the caller's thread."""
 
-    def __init__(self, db: Database, settings: EngineSettings | None = None,
+    def __init__(self, db: Database, settings: CoreSettings | None = None,
                  clock: Callable[[], datetime] = utcnow):
         self.db = db
         self.store = db.events
         self.inputs = db.inputs
-        self.settings = settings or EngineSettings()
+        self.settings = settings or CoreSettings()
         self.clock = clock
         self._cache: OrderedDict[str, tuple[object, int]] = OrderedDict()
-        self._recent: deque[RecordedEvent] = deque(maxlen=RECENT_EVENTS)
+        self._recent = RecentEvents()
         self.stats = {"commands": 0, "conflicts": 0}  # appends decided, and decided again after a conflict
         self.default_actor = "engine"  # a process of the engine itself, unless a command says who
 
@@ -320,16 +352,7 @@ class Engine:
     def recent_events(self, after: int, until: int) -> list[RecordedEvent] | None:
         """Events this engine appended in (after, until], if it holds them all from after + 1
         on (up to the first one another process wrote in between): the projector's shortcut."""
-        if not self._recent or not self._recent[0].position <= after + 1 <= self._recent[-1].position:
-            return None
-        handed: list[RecordedEvent] = []
-        for recorded in self._recent:
-            if recorded.position <= after:
-                continue
-            if recorded.position > until or recorded.position != after + 1 + len(handed):
-                break
-            handed.append(recorded)
-        return handed or None
+        return self._recent.between(after, until)
 
     def _fold_own(self, recorded: list[RecordedEvent]) -> None:
         """Brings the cached states up to what this command appended."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable
 
 from consumers.features import FEATURES
-from engine.config import EngineSettings
+from consumers.fleet.settings import FleetProcessSettings
+from engine.config import slice_of
+from entrypoints.settings import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
 
@@ -43,12 +45,12 @@ def fleet(engine: Engine, roles: Iterable[str]) -> Fleet:
     from consumers.fleet.roles import Fleet
     from consumers.providers import build_provider
 
-    settings = engine.settings
+    settings = slice_of(engine.settings, FleetProcessSettings)
     return Fleet(engine, settings, set(roles), lambda slots: build_provider(settings, slots), features=FEATURES,
                  adapters=fleet_adapters(settings))
 
 
-def fleet_adapters(settings: EngineSettings) -> FleetAdapters:
+def fleet_adapters(settings: FleetProcessSettings) -> FleetAdapters:
     """The fleet's PostgreSQL and Kafka adapters: leader locks, the relay, the MX slots."""
     from consumers.fleet.roles import FleetAdapters
     from consumers.fleet.slots import FleetHostSlots

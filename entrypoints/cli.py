@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine import tracing  # `vec run` configures them (engine/tracing.py)
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.errors import DomainError, InvariantViolation
 from engine.service import Engine
 from engine.store import Database, StoreUrlError

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterator, cast
 
 from projections.base import Row
-from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, RESULTS, TASKS
+from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, NOTIFICATIONS, RESULTS, TASKS
 from projections.sql import Rows, SqlSession
 from projections import taxonomy
 
@@ -28,6 +28,23 @@ def active_task_counts(rows: Rows) -> dict[str, int]:
     """Tasks pending and processing, by status."""
     return {status: int(n) for status, n in rows(
         f"SELECT status, COUNT(*) FROM {TASKS.name} WHERE status IN ('pending', 'processing') GROUP BY status")}
+
+
+def notification_settings(rows: Rows, account_id: str) -> dict[str, Any] | None:
+    """An account's e-mail notification settings as the read model holds them (None: never set)."""
+    found = rows(f"SELECT email, on_completion, low_balance_threshold, set_at, set_by FROM {NOTIFICATIONS.name}"
+                 " WHERE account_id = ?", (account_id,))
+    if not found:
+        return None
+    email, on_completion, threshold, set_at, set_by = found[0]
+    return {"email": email, "on_completion": bool(on_completion), "low_balance_threshold": threshold,
+            "set_at": set_at, "set_by": set_by}
+
+
+def first_notification_position(rows: Rows) -> int | None:
+    """The log position of the earliest settings the read model holds (None: none)."""
+    found = rows(f"SELECT MIN(position) FROM {NOTIFICATIONS.name}")
+    return found[0][0] if found else None
 
 
 def _result_json(row: dict[str, Any]) -> dict[str, Any]:

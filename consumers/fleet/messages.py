@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from engine.config import EngineSettings
+from engine.relay_settings import KafkaSettings
 from engine.domain.tasks import Result
 from engine.relay import CE_TYPE_PREFIX
 
@@ -19,7 +19,7 @@ class Topics:
     results: str
 
     @classmethod
-    def of(cls, settings: EngineSettings) -> "Topics":
+    def of(cls, settings: KafkaSettings) -> "Topics":
         prefix = settings.kafka_topic_prefix
         return cls(f"{prefix}.events", f"{prefix}.chunks", f"{prefix}.results")
 

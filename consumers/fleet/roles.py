@@ -28,7 +28,7 @@ from consumers.runtime import EngineCrashed
 from consumers.verification import Provider
 from consumers.scheduling import schedule
 from consumers.waiting import sleep_or
-from engine.config import EngineSettings
+from consumers.fleet.settings import FleetProcessSettings
 from engine.policies import SWEEP_INTERVAL_S
 from engine.service import ACTOR, Engine
 from engine.store.base import FleetStore
@@ -74,7 +74,7 @@ class FleetAdapters:
 
 
 class Fleet:
-    def __init__(self, engine: Engine, settings: EngineSettings, roles: set[str],
+    def __init__(self, engine: Engine, settings: FleetProcessSettings, roles: set[str],
                  provider_factory: Callable[[HostSlots], Provider] | None = None,
                  features: Sequence[Feature] = FEATURES, *, adapters: FleetAdapters):
         unknown = roles - set(ROLES)

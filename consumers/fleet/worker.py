@@ -47,7 +47,7 @@ from consumers.scheduling import schedule
 from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
 from engine import tracing  # spans, and their context in Kafka headers (engine/tracing.py)
-from engine.config import EngineSettings
+from consumers.fleet.settings import FleetProcessSettings
 from engine.domain.errors import DomainError
 from engine.domain.tasks import Result
 from engine.service import Engine
@@ -130,7 +130,7 @@ def _quick_fetches() -> None:
                                      {"_vec_quick_fetches": True, "__init__": __init__})
 
 
-def build_app(settings: EngineSettings, app_id: str, datadir: str) -> faust.App:
+def build_app(settings: FleetProcessSettings, app_id: str, datadir: str) -> faust.App:
     _quick_fetches()
     return faust.App(
         app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", web_enabled=False, datadir=datadir,
@@ -147,7 +147,7 @@ class WorkerCore:
     work and outcomes are sent (`dispatch`, `send`). FleetWorker runs them as faust agents on
     Kafka; the simulator (tests/sim/fleet.py) on its simulated topics."""
 
-    def __init__(self, engine: Engine, provider: Provider, settings: EngineSettings, worker_id: str,
+    def __init__(self, engine: Engine, provider: Provider, settings: FleetProcessSettings, worker_id: str,
                  crash: Callable[[str, BaseException], None], call: EngineThread):
         if engine.db.fleet is None:
             raise ValueError("a fleet worker needs a PostgreSQL store (VEC_STORE=postgresql://...)")
@@ -404,7 +404,7 @@ class WorkerCore:
 class FleetWorker(WorkerCore):
     """The worker role on Kafka: WorkerCore's handlers as faust agents in one consumer group."""
 
-    def __init__(self, engine: Engine, provider: Provider, settings: EngineSettings, worker_id: str,
+    def __init__(self, engine: Engine, provider: Provider, settings: FleetProcessSettings, worker_id: str,
                  crash: Callable[[str, BaseException], None], call: EngineThread):
         super().__init__(engine, provider, settings, worker_id, crash, call)
         # faust keeps nothing we need on disk (no tables): its directory is a throw-away one

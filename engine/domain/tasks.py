@@ -12,6 +12,7 @@ keep a `copy()`.
 from __future__ import annotations
 
 import copy as _copy
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, cast
 
@@ -52,6 +53,51 @@ UNKNOWN_REASONS = (
 )
 
 
+class PendingChunk(MutableMapping[str, None]):
+    """A submitted chunk's addresses still without a result, in submission order. Packed in
+    one string until the chunk is first looked into: a bulk whose chunks are all submitted
+    holds a million pending addresses in tens of MB, not as a million dict entries."""
+
+    __slots__ = ("_packed", "_open")
+    SEPARATOR = "\n"  # never inside an address (engine/bulkfile.py splits lines on it)
+
+    def __init__(self, addresses: Iterable[str] = ()):
+        self._packed = self.SEPARATOR.join(addresses)  # "" once opened
+        self._open: dict[str, None] | None = None
+
+    def opened(self) -> dict[str, None]:
+        """The addresses as a dict (unpacked the first time): what a result looks into."""
+        if self._open is None:
+            self._open = dict.fromkeys(self._packed.split(self.SEPARATOR)) if self._packed else {}
+            self._packed = ""
+        return self._open
+
+    def __getitem__(self, address: str) -> None:
+        return self.opened()[address]
+
+    def __setitem__(self, address: str, value: None) -> None:
+        self.opened()[address] = value
+
+    def __delitem__(self, address: str) -> None:
+        del self.opened()[address]
+
+    def __contains__(self, address: object) -> bool:
+        return address in self.opened()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._open is None:  # reading them in order does not unpack them
+            return iter(self._packed.split(self.SEPARATOR) if self._packed else ())
+        return iter(self._open)
+
+    def __len__(self) -> int:
+        if self._open is None:
+            return self._packed.count(self.SEPARATOR) + 1 if self._packed else 0
+        return len(self._open)
+
+    def __repr__(self) -> str:
+        return f"PendingChunk({list(self)!r})"
+
+
 @dataclass
 class TaskState:
     task_id: str | None = None
@@ -64,7 +110,7 @@ class TaskState:
     chunks_submitted: int = 0
     # submitted chunk -> its addresses still without a result (insertion-ordered); a chunk
     # leaves once every address settled, so memory follows what is in flight, not the task
-    pending: dict[int, dict[str, None]] = field(default_factory=dict)
+    pending: dict[int, PendingChunk] = field(default_factory=dict)
     failed_chunks: int = 0
     consumed: int = 0
     refunded: int = 0
@@ -249,17 +295,17 @@ def _submit(command: SubmitChunk, state: TaskState) -> list[Event]:
     return [ChunkSubmitted(command.chunk_no, tuple(command.addresses), command.provider, command.tier)]
 
 
-def _submitted_chunk(state: TaskState, chunk_no: int) -> dict[str, None]:
+def _submitted_chunk(state: TaskState, chunk_no: int) -> PendingChunk:
     """The unsettled addresses of a submitted chunk (empty once all settled)."""
     if not 0 <= chunk_no < state.chunks_submitted:
         raise InvalidCommand(f"chunk {chunk_no} was never submitted")
-    return state.pending.get(chunk_no, {})
+    return state.pending.get(chunk_no) or PendingChunk()
 
 
 def _record(command: RecordResults, state: TaskState) -> list[Event]:
     if state.erased:
         return []  # late results of a task whose data is gone: nothing to keep
-    pending = _submitted_chunk(state, command.chunk_no)
+    pending = _submitted_chunk(state, command.chunk_no).opened()
     late = not state.active
     events: list[Event] = []
     seen: set[str] = set()
@@ -341,11 +387,12 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.address_count, state.chunk_size = event.address_count, event.chunk_size
     elif isinstance(event, ChunkSubmitted):
         check(event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order")
-        state.pending[event.chunk_no] = dict.fromkeys(event.addresses)
+        state.pending[event.chunk_no] = PendingChunk(event.addresses)
         state.chunks_submitted += 1
         state.status = "processing"
     elif isinstance(event, (AddressVerified, ResultUnknown)):
-        chunk = state.pending.get(event.chunk_no, {})
+        packed = state.pending.get(event.chunk_no)
+        chunk = packed.opened() if packed is not None else {}
         check(event.address in chunk, f"{event.address} settled twice or never submitted")
         del chunk[event.address]
         if not chunk:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 from events import NewEvent, RecordedEvent
 from engine.domain.errors import InvariantViolation
 
 if TYPE_CHECKING:
     from engine.store.lease import LeaseInfo
+    from projections.sql import Rows
 
 
 ANY = None  # an expected version meaning "wherever the stream is now" (appended after its last event)
@@ -53,16 +54,87 @@ def corrupt(row: Sequence[Any], error: Exception) -> CorruptEvent:
     return CorruptEvent(position, stream, version, type_name, f"{type(error).__name__}: {error}")
 
 
-def paged(fetch: Callable[[int], Sequence[tuple[Any, ...]]], after_position: int,
-          batch: int) -> Iterator[tuple[Any, ...]]:
-    """Stored rows (position first) past a position, `fetch(after)` giving the next `batch`."""
-    position = after_position
+PAGE_BYTES = 4 << 20  # what one page of stored rows should weigh: a chunk's submission is tens of KB
+FIRST_PAGE_ROWS = 64  # before the rows' weight is known
+
+
+def payload_bytes(row: tuple[Any, ...]) -> int:
+    """A stored event row's weight: its payload (`data`, 7th of the stores' columns); the
+    rest of a row is small."""
+    return len(row[6])
+
+
+def paged(fetch: Callable[[int, int], Sequence[tuple[Any, ...]]], after_position: int, batch: int,
+          weigh: Callable[[tuple[Any, ...]], int] | None = None) -> Iterator[tuple[Any, ...]]:
+    """Stored rows (position first) past a position, `fetch(after, limit)` giving the next
+    `limit` rows. With `weigh` (a row's bytes), a page holds about PAGE_BYTES: up to `batch`
+    rows of results, a few dozen chunk submissions, so memory never follows the page size."""
+    position, limit = after_position, batch if weigh is None else min(batch, FIRST_PAGE_ROWS)
     while True:
-        rows = fetch(position)
+        rows = fetch(position, limit)
         yield from rows
-        if len(rows) < batch:
+        if len(rows) < limit:
             return
         position = rows[-1][0]
+        if weigh is not None:
+            size_bytes = sum(weigh(row) for row in rows)
+            limit = max(1, min(batch, limit * PAGE_BYTES // max(size_bytes, 1)))
+
+
+# --- tallies of the log: what metrics count, without decoding an event ------------------------
+
+class EventTally(NamedTuple):
+    """Events of one type with the same label fields (as stored), counted, with the units
+    they move summed (`units`)."""
+
+    type: str
+    status: str | None
+    reason: str | None
+    kind: str | None
+    bucket: str | None
+    late: bool
+    events: int  # how many
+    units: int
+
+
+def units(type_name: str, data: Mapping[str, Any]) -> int:
+    """What one event moves, as a tally sums it: a debit's credits (monthly + payg), a failed
+    chunk's addresses, else its `amount` (0 when it has none)."""
+    if type_name == "CreditsDebited":
+        return int(data.get("monthly") or 0) + int(data.get("payg") or 0)
+    if type_name == "ChunkFailed":
+        addresses = data.get("addresses")
+        return len(addresses) if isinstance(addresses, list) else 0
+    return int(data.get("amount") or 0)
+
+
+@dataclass(frozen=True)
+class JsonSql:
+    """A backend's SQL over a stored payload, each a template of `{f}` (the field's name):
+    what `tally_rows` builds its query from."""
+
+    text: str  # the field as text (NULL when absent)
+    number: str  # as an integer (0 when absent)
+    length: str  # the length of the array in it (0 when absent)
+    flag: str  # 1 when true, else 0
+    source: str  # FROM: the rows in (?, ?] of the types `{marks}`, as `type` and the payload the others read
+
+
+def tally_rows(rows: Rows, sql: JsonSql, after_position: int, until_position: int,
+               types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally by one aggregate query: the payloads are read by the database's JSON
+    functions, never decoded here."""
+    if not types or until_position <= after_position:
+        return []
+    text, number = sql.text.format, sql.number.format
+    query = (f"SELECT type, {text(f='status')}, {text(f='reason')}, {text(f='kind')}, {text(f='bucket')},"
+             f" {sql.flag.format(f='late')}, COUNT(*),"
+             f" SUM(CASE type WHEN 'CreditsDebited' THEN {number(f='monthly')} + {number(f='payg')}"
+             f" WHEN 'ChunkFailed' THEN {sql.length.format(f='addresses')} ELSE {number(f='amount')} END)"
+             f" FROM {sql.source.format(marks=', '.join('?' for _ in types))} GROUP BY 1, 2, 3, 4, 5, 6")
+    return [EventTally(kind, status, reason, task_kind, bucket, bool(late), int(count), int(amount or 0))
+            for kind, status, reason, task_kind, bucket, late, count, amount
+            in rows(query, (after_position, until_position, *types))]
 
 
 class IdempotencyConflict(StoreError):
@@ -120,6 +192,10 @@ class EventStore(Protocol):
 
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        """The events of `types` in (after_position, until_position], counted by type and
+        label fields (EventTally), without decoding them: what metrics fold the log with."""
 
     def position_at(self, moment: datetime) -> int:
         """The last position recorded at or before `moment` (0 if none)."""

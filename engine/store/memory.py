@@ -10,6 +10,7 @@ committed appends (never one still open), without waiting for the writer.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -24,9 +25,11 @@ from engine.store.base import (
     ANY,
     ConcurrencyError,
     DuplicateEventError,
+    EventTally,
     Idempotency,
     IdempotencyConflict,
     staged_row,
+    units,
 )
 from engine.store.lease import LeaseHeld, LeaseInfo
 from events import NewEvent, RecordedEvent, decode, encode
@@ -205,6 +208,19 @@ class MemoryEventStore:
     def head(self) -> int:
         with self.log.view_lock:
             return len(self.log.rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        """Counted from the stored payloads' JSON (as the databases' JSON functions read them)."""
+        wanted, groups = set(types), dict[EventTally, list[int]]()
+        for row in self._committed(after_position, until_position):
+            if row.type_name in wanted:
+                data = json.loads(row.data)
+                labels = EventTally(row.type_name, data.get("status"), data.get("reason"), data.get("kind"),
+                                    data.get("bucket"), bool(data.get("late")), 0, 0)
+                group = groups.setdefault(labels, [0, 0])
+                group[0] += 1
+                group[1] += units(row.type_name, data)
+        return [labels._replace(events=n, units=total) for labels, (n, total) in groups.items()]
 
     def position_at(self, moment: datetime) -> int:
         return max((row.position for row in self._committed() if row.occurred_at <= moment), default=0)

@@ -43,6 +43,8 @@ from engine.store.base import (
     ANY,
     ConcurrencyError,
     DuplicateEventError,
+    EventTally,
+    JsonSql,
     Idempotency,
     IdempotencyConflict,
     staged_row,
@@ -50,7 +52,9 @@ from engine.store.base import (
     StoreError,
     corrupt,
     paged,
+    payload_bytes,
     StoreUnavailable,
+    tally_rows,
 )
 
 SCHEMA_VERSION = 3  # 2: the actor of each event; 3: the hash chain (engine/chain.py)
@@ -290,6 +294,44 @@ def fill_chain(conn: psycopg.Connection[Any], batch: int = CHAIN_BATCH) -> int:
     return filled
 
 
+# the log's payloads to PostgreSQL's jsonb operators (engine/store/base.py tally_rows); only
+# the tallied types are parsed (a ChunkSubmitted can be huge)
+POSTGRES_JSON = JsonSql(text="(d ->> '{f}')", number="COALESCE((d ->> '{f}')::bigint, 0)",
+                        length="COALESCE(jsonb_array_length(d -> '{f}'), 0)",
+                        flag="(CASE WHEN d ->> '{f}' = 'true' THEN 1 ELSE 0 END)",
+                        source="(SELECT type, data::jsonb AS d FROM events"
+                               " WHERE position > ? AND position <= ? AND type IN ({marks})) e")
+
+
+def log_head(rows: Rows) -> int:
+    """The position of the last event of the log at `rows` (0 for an empty log)."""
+    return int(rows("SELECT position FROM log_head WHERE id = 1")[0][0])
+
+
+RELAYED_COLUMNS = ("position, event_id::text, stream, version, type, schema_version, data, occurred_at, actor,"
+                   " correlation_id, causation_id")
+
+
+def relayed_rows(conn: psycopg.Connection[Any], after_position: int, limit: int) -> list[tuple[Any, ...]]:
+    """The stored events past a position as the relay publishes them (RELAYED_COLUMNS), on
+    the relay's own connection."""
+    return conn.execute(f"SELECT {RELAYED_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s",
+                        (after_position, limit)).fetchall()
+
+
+def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally of the log at `rows` (a scrape's own connection)."""
+    return tally_rows(rows, POSTGRES_JSON, after_position, until_position, types)
+
+
+def rows_of(conn: psycopg.Connection[Any]) -> Rows:
+    """`?` queries on one connection."""
+    def rows(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    return rows
+
+
 class PostgresEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
@@ -404,11 +446,11 @@ class PostgresEventStore:
         sql = (f"SELECT {columns} FROM events WHERE position > %s AND (%s::bigint IS NULL OR position <= %s)"
                " ORDER BY position LIMIT %s")
 
-        def fetch(after: int) -> list[tuple[Any, ...]]:
+        def fetch(after: int, limit: int) -> list[tuple[Any, ...]]:
             with self.pool.connection() as conn:
-                return conn.execute(sql, (after, until_position, until_position, batch)).fetchall()
+                return conn.execute(sql, (after, until_position, until_position, limit)).fetchall()
 
-        return paged(fetch, after_position, batch)
+        return paged(fetch, after_position, batch, weigh=payload_bytes)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         with self.pool.connection() as conn:
@@ -432,7 +474,11 @@ class PostgresEventStore:
 
     def head(self) -> int:
         with self.pool.connection() as conn:
-            return int(_scalar(conn.execute("SELECT position FROM log_head WHERE id = 1")))
+            return log_head(rows_of(conn))
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        with self.pool.connection() as conn:
+            return tally(rows_of(conn), after_position, until_position, types)
 
     def position_at(self, moment: datetime) -> int:
         with self.pool.connection() as conn:

@@ -20,15 +20,20 @@ from engine.keyring import Keyring, append_seals
 
 if TYPE_CHECKING:
     from projections.base import Table
+    from projections.sql import Rows
 from engine.store.base import (
     ANY,
     StoreError,
     ConcurrencyError,
     DuplicateEventError,
+    EventTally,
+    JsonSql,
     Idempotency,
     corrupt,
     IdempotencyConflict,
     paged,
+    payload_bytes,
+    tally_rows,
 )
 
 SCHEMA = """
@@ -189,6 +194,23 @@ def _upgrade(conn: sqlite3.Connection, version: int) -> None:
         conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
+# the log's payloads to SQLite's JSON functions (engine/store/base.py tally_rows)
+SQLITE_JSON = JsonSql(text="json_extract(data, '$.{f}')", number="COALESCE(json_extract(data, '$.{f}'), 0)",
+                      length="COALESCE(json_array_length(data, '$.{f}'), 0)",
+                      flag="COALESCE(json_extract(data, '$.{f}'), 0)",
+                      source="events WHERE position > ? AND position <= ? AND type IN ({marks})")
+
+
+def log_head(rows: Rows) -> int:
+    """The position of the last event of the log at `rows` (0 for an empty log)."""
+    return int(rows("SELECT COALESCE(MAX(position), 0) FROM events")[0][0])
+
+
+def tally(rows: Rows, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+    """EventStore.tally of the log at `rows` (a scrape's own read-only connection)."""
+    return tally_rows(rows, SQLITE_JSON, after_position, until_position, types)
+
+
 class SqliteEventStore:
     before_commit = None  # test seam: called with the transaction open, positions drawn
 
@@ -324,8 +346,8 @@ class SqliteEventStore:
                 batch: int) -> Iterator[tuple[Any, ...]]:
         sql = (f"SELECT {columns} FROM events WHERE position > ? AND (? IS NULL OR position <= ?)"
                " ORDER BY position LIMIT ?")
-        return paged(lambda after: self.conn.execute(sql, (after, until_position, until_position, batch)).fetchall(),
-                     after_position, batch)
+        return paged(lambda after, limit: self.conn.execute(sql, (after, until_position, until_position, limit)).fetchall(),
+                     after_position, batch, weigh=payload_bytes)
 
     def read_headers(self, after_position: int = 0, limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(position, stream, type) of the events past a position: enough for a log follower
@@ -356,8 +378,14 @@ class SqliteEventStore:
         row = self.conn.execute("SELECT version FROM streams WHERE stream = ?", (stream,)).fetchone()
         return row[0] if row else 0
 
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
     def head(self) -> int:
-        return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+        return log_head(self._rows)
+
+    def tally(self, after_position: int, until_position: int, types: Sequence[str]) -> list[EventTally]:
+        return tally(self._rows, after_position, until_position, types)
 
     def close(self) -> None:
         self.conn.close()

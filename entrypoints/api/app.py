@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from consumers import metrics  # GET /metrics
 from engine import tracing
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from entrypoints import bootstrap
 from entrypoints.api import docs, links, problems
 from entrypoints.api.deps import API_REQUESTS, Services

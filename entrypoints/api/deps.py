@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from engine import tracing  # engine/tracing.py
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.text import printable
 from engine.service import Engine, acting_as, parse_api_key
 from entrypoints.api.guard import GuardSettings

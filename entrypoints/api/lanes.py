@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, TypeVar
 
 from engine import tracing
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.service import Engine, acting_as
 from engine.store import Database
 from entrypoints import bootstrap

@@ -202,7 +202,7 @@ def test_a_follower_that_leaves_during_catch_up_leaves_the_servers_log_quiet(api
 def test_the_follow_stream_stops_at_the_first_item_after_the_client_left(tmp_path):
     """In-process, on a real SQLite store: the client leaves once the first event is sent;
     the stream sends nothing more (not the rest of a 500-event catch-up page) and ends."""
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from entrypoints.api.app import create_app
 
     settings = EngineSettings(_env_file=None, store=f"sqlite:///{tmp_path}/vec.db", admin_token=ADMIN_TOKEN)

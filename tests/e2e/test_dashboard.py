@@ -285,7 +285,7 @@ def test_sign_in_upload_watch_progress_cancel_and_see_the_cancel_row(served, tmp
 def app_client(tmp_path):
     from fastapi.testclient import TestClient
 
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from entrypoints.api.app import create_app
 
     settings = EngineSettings(store=f"sqlite:///{tmp_path}/vec.db", admin_token=ADMIN_TOKEN, provider="instant",

@@ -21,7 +21,7 @@ def _app(tmp_path, admin_token: str = ADMIN_TOKEN, behind_proxy: bool = False, *
     from fastapi.testclient import TestClient
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from entrypoints.api.app import create_app
     from entrypoints.api.guard import GuardSettings
 

@@ -371,7 +371,7 @@ class FleetStoreContract(PortContract):
             ("w1", "ready", T0), ("wd", "ready", T0 + timedelta(seconds=50))]
 
     def test_stopped_tasks_are_read_from_the_log(self, db):
-        from engine.config import EngineSettings
+        from entrypoints.settings import EngineSettings
         from engine.service import Engine
 
         engine = Engine(db, EngineSettings(store=db.url))

@@ -20,15 +20,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, Idempotency, IdempotencyConflict
+from engine.store.base import ANY, ConcurrencyError, DuplicateEventError, EventTally, Idempotency, IdempotencyConflict
 from events import (
     RecordedEvent,
     AccountOpened,
     AddressVerified,
+    ChunkFailed,
     ChunkSubmitted,
     CreditsDebited,
     CreditsGranted,
+    CreditsRefunded,
     NewEvent,
+    ResultUnknown,
     TaskCompleted,
     TaskCreated,
 )
@@ -95,6 +98,64 @@ class EventStoreContract:
     def test_appending_nothing_appends_nothing(self, store):
         assert store.append([], {"account-a": 0}) == []
         assert store.head() == 0
+
+    # --- tallies: what metrics count, without decoding ---------------------------------
+
+    TALLIED = ("TaskCreated", "AddressVerified", "ResultUnknown", "ChunkFailed", "CreditsDebited", "CreditsRefunded",
+               "CreditsGranted")
+
+    def tallied_log(self, store) -> None:
+        store.append([new("account-a", AccountOpened("a")), new("account-a", CreditsGranted("payg", 200, "welcome")),
+                      new("account-a", CreditsDebited("t", 3, 4))], {"account-a": 0})  # positions 1-3
+        store.append([new("task-t", e) for e in (
+            TaskCreated("a", "bulk", 7, "f", "h", 2),  # 4
+            ChunkSubmitted(0, ("a@x.org", "b@x.org"), "smtp", "primary"),  # 5: never tallied
+            AddressVerified("a@x.org", "safe", "", 0, "primary"),  # 6
+            AddressVerified("b@x.org", "safe", "", 0, "primary"),  # 7
+            AddressVerified("c@x.org", "invalid", "user_unknown", 0, "primary"),  # 8
+            ResultUnknown("d@x.org", "greylisted"),  # 9
+            ChunkFailed(1, "down", ("e@x.org", "f@x.org")),  # 10
+            AddressVerified("g@x.org", "risky", "", 1, "primary", True),  # 11: late
+        )], {"task-t": 0})
+        store.append([new("account-a", CreditsRefunded("t", 2, "chunk_failed"))], {"account-a": 3})  # 12
+
+    @staticmethod
+    def tallies(store, after: int, until: int, types=TALLIED) -> set[EventTally]:
+        return set(store.tally(after, until, types))
+
+    def test_a_tally_counts_events_by_type_and_labels_with_the_units_they_move(self, store):
+        self.tallied_log(store)
+        assert self.tallies(store, 0, store.head()) == {
+            EventTally("CreditsGranted", None, "welcome", None, "payg", False, 1, 200),
+            EventTally("CreditsDebited", None, None, None, None, False, 1, 7),  # monthly + payg
+            EventTally("TaskCreated", None, None, "bulk", None, False, 1, 0),
+            EventTally("AddressVerified", "safe", None, None, None, False, 2, 0),
+            EventTally("AddressVerified", "invalid", None, None, None, False, 1, 0),
+            EventTally("ResultUnknown", None, "greylisted", None, None, False, 1, 0),
+            EventTally("ChunkFailed", None, None, None, None, False, 1, 2),  # its addresses, sealed or not
+            EventTally("AddressVerified", "risky", None, None, None, True, 1, 0),
+            EventTally("CreditsRefunded", None, "chunk_failed", None, None, False, 1, 2),
+        }
+
+    def test_a_tally_counts_only_its_window_and_its_types(self, store):
+        self.tallied_log(store)
+        assert self.tallies(store, 5, 7) == {EventTally("AddressVerified", "safe", None, None, None, False, 2, 0)}
+        assert self.tallies(store, 0, 12, ("CreditsDebited", "CreditsRefunded")) == {
+            EventTally("CreditsDebited", None, None, None, None, False, 1, 7),
+            EventTally("CreditsRefunded", None, "chunk_failed", None, None, False, 1, 2)}
+        assert self.tallies(store, 0, 12, ("TaskCompleted",)) == set()
+        assert self.tallies(store, 12, 12) == set()
+        assert self.tallies(store, 0, 12, ()) == set()
+
+    def test_windows_of_a_tally_add_up_to_the_whole(self, store):
+        self.tallied_log(store)
+        whole: dict[tuple, list[int]] = {}
+        for after in range(0, 12, 5):
+            for t in store.tally(after, min(after + 5, 12), self.TALLIED):
+                group = whole.setdefault(t[:6], [0, 0])
+                group[0] += t.events
+                group[1] += t.units
+        assert {EventTally(*labels, *sums) for labels, sums in whole.items()} == self.tallies(store, 0, 12)
 
     # --- append and read order --------------------------------------------------------
 

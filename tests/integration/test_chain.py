@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database

@@ -10,7 +10,7 @@ import pytest
 
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
 

@@ -16,7 +16,7 @@ import pytest
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.audit import audit
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.errors import ResultsDeleted
 from engine.service import Engine
 from engine.store import open_database

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain import accounts, tasks
 from engine.domain.tasks import Result
 from engine.service import Engine

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from entrypoints import bootstrap
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.service import Engine
 from engine.store import open_database
 

@@ -174,7 +174,7 @@ def test_state_metrics_on_postgresql(pg_url, tmp_path):
 
     from consumers import metrics
     from consumers.scheduling import schedule
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from engine.domain.tasks import Result
     from engine.service import Engine
     from engine.store import open_database

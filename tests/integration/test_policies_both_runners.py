@@ -17,7 +17,7 @@ import pytest
 from entrypoints import bootstrap
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.policies import STALE_UPLOAD_S
 from engine.domain.tasks import Result
 from engine.service import Engine

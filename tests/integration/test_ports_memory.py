@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from engine.store.memory import MemoryInputs, MemoryKeyStore, MemoryLease
 from engine.store.sqlite import SqliteSession, connect
+from tests.integration.outbox_contract import OutboxContract
 from tests.integration.ports_contract import (
     EngineLeaseContract,
     FleetStoreContract,
@@ -45,3 +46,12 @@ class TestMemoryFleet(FleetStoreContract):
         self.closing(db.close)
         db.fleet = MemoryFleet(db.events.log)
         return db
+
+
+class TestMemoryOutbox(OutboxContract):
+    """memory:// keeps the outboxes with its read models, in an in-memory SQLite database."""
+
+    def make_session(self):
+        conn = connect(":memory:")
+        self.closing(conn.close)
+        return SqliteSession(conn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.store.postgres import Pool, PostgresInputs, PostgresKeyStore, PostgresLease, PostgresSession, migrate_log
+from tests.integration.outbox_contract import OutboxContract
 from tests.integration.ports_contract import (
     EngineLeaseContract,
     FleetStoreContract,
@@ -55,3 +56,8 @@ class TestPostgresFleet(PostgresDatabase, FleetStoreContract):
         db = open_database(self.url, migrate=True)
         self.closing(db.close)
         return db
+
+
+class TestPostgresOutbox(PostgresDatabase, OutboxContract):
+    def make_session(self):
+        return PostgresSession(self.pool())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.store.inputs import SqliteInputs
 from engine.store.lease import Lease
 from engine.store.sqlite import SqliteKeyStore, SqliteSession, connect
+from tests.integration.outbox_contract import OutboxContract
 from tests.integration.ports_contract import (
     EngineLeaseContract,
     KeyStoreContract,
@@ -36,5 +37,10 @@ class TestSqliteKeyStore(SqliteFile, KeyStoreContract):
 
 
 class TestSqliteReadModelSession(SqliteFile, ReadModelSessionContract):
+    def make_session(self):
+        return SqliteSession(self.connection())
+
+
+class TestSqliteOutbox(SqliteFile, OutboxContract):
     def make_session(self):
         return SqliteSession(self.connection())

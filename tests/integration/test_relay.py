@@ -24,7 +24,7 @@ import jsonschema
 import psycopg
 import pytest
 
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.relay import RELAY_LOCK, Relay, RelayCrashed, ensure_topics
 from engine.store.base import StoreUnavailable
 from engine.store.postgres import open_postgres
@@ -420,7 +420,7 @@ def test_the_relay_rides_out_a_postgres_restart(db, pg_url, postgres_server, kaf
 
 CHILD = """
 import sys, threading
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.relay import Relay
 url, bootstrap, prefix = sys.argv[1:4]
 settings = EngineSettings(kafka_bootstrap=bootstrap, kafka_topic_prefix=prefix, kafka_partitions=%d,

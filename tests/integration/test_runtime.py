@@ -13,7 +13,7 @@ import pytest
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.audit import audit
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine, utcnow
 from engine.store import open_database

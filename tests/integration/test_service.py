@@ -10,7 +10,7 @@ import pytest
 
 from engine.audit import audit
 from engine.bulkfile import BadUpload
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.errors import (
     AccountAlreadyOpen,
     AccountNotFound,

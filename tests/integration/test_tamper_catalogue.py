@@ -28,7 +28,7 @@ import pytest
 
 from engine import chain
 from engine.audit import RULES
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database

@@ -38,7 +38,7 @@ def _run_bulk(tmp_path) -> str:
 
     from consumers.providers import InstantProvider
     from consumers.runtime import Runtime
-    from engine.config import EngineSettings
+    from entrypoints.settings import EngineSettings
     from engine.service import Engine
     from engine.store import open_database
     from entrypoints.api.app import create_app

@@ -170,7 +170,7 @@ class Sim:
         self.story.say(self.clock, text)
 
     def settings(self):
-        from engine.config import EngineSettings
+        from entrypoints.settings import EngineSettings
 
         rng = self.rng
         return EngineSettings(

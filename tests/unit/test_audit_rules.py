@@ -23,7 +23,7 @@ import pytest
 
 from engine import chain
 from engine.audit import MAX_PER_RULE, AuditReport, audit, shape_error
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.errors import InvariantViolation
 from engine.service import Engine
 from engine.store import open_database

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.accounts import WELCOME_CREDITS
 from engine.domain.tasks import Result
 from engine.service import Engine

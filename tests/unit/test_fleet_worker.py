@@ -15,7 +15,7 @@ from consumers.fleet.messages import Topics, chunk_partition, chunk_work, read_c
 from consumers.fleet.roles import Fleet
 from consumers.fleet.worker import FleetWorker
 from consumers.verification import OutageClock
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 
 pytestmark = pytest.mark.timeout(30)

@@ -20,7 +20,7 @@ from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from consumers.scheduling import schedule
 from consumers.verification import OutageClock, verify_chunk
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from engine.audit import audit
 from engine.bulkfile import BadUpload
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.errors import (
     AccountAlreadyOpen,
     AccountNotFound,
