@@ -49,6 +49,7 @@ from consumers.waiting import sleep_or
 from engine import tracing  # spans, and their context in Kafka headers (engine/tracing.py)
 from consumers.fleet.settings import FleetProcessSettings
 from engine.domain.errors import DomainError
+from engine.relay_settings import KafkaSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store.base import FleetStore
@@ -508,7 +509,7 @@ class EventsReader:
     neither reads the topic's whole history again nor skips what came meanwhile; otherwise at
     the earliest offset, as that group did."""
 
-    def __init__(self, settings: EngineSettings, group_id: str, on_assigned: Callable[[], None],
+    def __init__(self, settings: KafkaSettings, group_id: str, on_assigned: Callable[[], None],
                  legacy_group: str | None = None):
         self.settings, self.group_id, self.on_assigned = settings, group_id, on_assigned
         self.legacy_group = legacy_group

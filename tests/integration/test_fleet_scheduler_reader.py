@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from consumers.fleet.worker import EventsReader
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.relay import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 
 import consumers.fleet.roles
-from engine.config import EngineSettings
+from entrypoints.settings import EngineSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database
