@@ -34,16 +34,16 @@ class Feature:
 
 
 def _webhooks(engine: Engine, settings: CoreSettings, call: Call | None) -> Loop:
-    from consumers.webhooks import Webhooks  # signed POSTs on task ends
-    from consumers.webhooks_settings import WebhookSettings
+    from consumers.webhooks.delivery import Webhooks  # signed POSTs on task ends
+    from consumers.webhooks.settings import WebhookSettings
 
     own = slice_of(settings, WebhookSettings)
     return Webhooks(engine, own, call) if call else Webhooks(engine, own)
 
 
 def _notifications(engine: Engine, settings: CoreSettings, call: Call | None) -> Loop:
-    from consumers.notifications import Notifications  # e-mails on task ends and low balances
-    from consumers.notifications_settings import NotifySettings
+    from consumers.notifications.mail import Notifications  # e-mails on task ends and low balances
+    from consumers.notifications.settings import NotifySettings
 
     own = slice_of(settings, NotifySettings)
     return Notifications(engine, own, call) if call else Notifications(engine, own)

@@ -1,5 +1,5 @@
-"""What the webhooks' and the e-mail notifications' stores share (consumers/webhooks.py,
-consumers/notifications.py): a log consumer's checkpoint, and an outbox whose every attempt
+"""What the webhooks' and the e-mail notifications' stores share (consumers/webhooks/delivery.py,
+consumers/notifications/mail.py): a log consumer's checkpoint, and an outbox whose every attempt
 is recorded. At least once: an attempt a stopped sender left `sending` is marked
 `interrupted` and its message made due again. In the store's SQL session (SQLite or
 PostgreSQL, `?` placeholders)."""

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Iterable
 
-from consumers import metrics
+from consumers.metrics import exporter as metrics
 from engine import policies
 from engine.policies import Command, EraseTask, ExpireMonthly, FailTask, SweepUploads
 from engine.service import Engine

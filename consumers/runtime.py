@@ -37,7 +37,7 @@ from engine import tracing  # a span per chunk verified (engine/tracing.py)
 from engine.domain.tasks import Result
 from engine.service import ACTOR, Engine
 from engine.store.lease import LeaseHeld, LeaseInfo
-from consumers import metrics
+from consumers.metrics import exporter as metrics
 from consumers.features import FEATURES, Feature
 from consumers.providers import tier_of
 from consumers.reactions import Reactions

@@ -52,7 +52,7 @@ class ChunkSink(Protocol):
 
 
 class ChunkObserver(Protocol):
-    """What the loop tells whoever watches it (consumers/metrics.py's CHUNK_METRICS; nothing by
+    """What the loop tells whoever watches it (consumers/metrics/exporter.py's CHUNK_METRICS; nothing by
     default): a hook object, so that observability is wired in, not written into the loop."""
 
     def chunk_started(self) -> None: ...

@@ -3,8 +3,8 @@
 Each feature has a settings class of its own, beside its code, read the same way
 (`VEC_SETTINGS`): the API's (entrypoints/api/settings.py), Kafka's
 (engine/relay_settings.py), the fleet's (consumers/fleet/settings.py), the webhooks'
-(consumers/webhooks_settings.py), the notifications' (consumers/notifications_settings.py),
-observability's (consumers/metrics_settings.py). The
+(consumers/webhooks/settings.py), the notifications' (consumers/notifications/settings.py),
+observability's (consumers/metrics/settings.py). The
 composition root's `EngineSettings` (entrypoints/settings.py) is all of them at once: what a
 process is built with; a feature takes its own slice of it with `slice_of`.
 """

@@ -608,7 +608,7 @@ class Engine:
 
         return self._execute([stream], plan, None, account_id)
 
-    # --- e-mail notification settings (consumers/notifications.py) ----------------------------
+    # --- e-mail notification settings (consumers/notifications/mail.py) ----------------------------
     def set_notifications(self, account_id: str, email: str, on_completion: bool = False,
                           low_balance_threshold: int = 0) -> list[RecordedEvent]:
         """Where and when the account is told by e-mail (NotificationsSet); nothing is appended

@@ -31,8 +31,8 @@ from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
 
 if TYPE_CHECKING:
-    from consumers.notifications import NotificationStore
-    from consumers.webhooks import WebhookStore
+    from consumers.notifications.mail import NotificationStore
+    from consumers.webhooks.delivery import WebhookStore
 
 out = Console()
 err = Console(stderr=True)
@@ -316,10 +316,10 @@ def apikey_list(ctx: Context, account_id: str, as_json: bool) -> None:
          columns=("key_id", "scopes", "label", "created_at", "revoked_at"))
 
 
-# --- webhooks (consumers/webhooks.py) ----------------------------------------------------
+# --- webhooks (consumers/webhooks/delivery.py) ----------------------------------------------------
 
 def _webhooks(ctx: Context) -> WebhookStore:
-    from consumers.webhooks import WebhookStore
+    from consumers.webhooks.delivery import WebhookStore
 
     return WebhookStore(ctx.db.projector.sql, ctx.engine.clock, keyring=ctx.db.keyring).ensure_schema()
 
@@ -388,16 +388,16 @@ def webhooks_attempts(ctx: Context, delivery_id: str, as_json: bool) -> None:
          columns=("attempt", "started_at", "outcome", "status_code", "duration_ms", "error"))
 
 
-# --- notifications (consumers/notifications.py) -------------------------------------------
+# --- notifications (consumers/notifications/mail.py) -------------------------------------------
 
 def _notifications(ctx: Context) -> NotificationStore:
-    from consumers.notifications import NotificationStore
+    from consumers.notifications.mail import NotificationStore
 
     return NotificationStore(ctx.db.projector.sql, ctx.engine.clock).ensure_schema()
 
 
 def _notify_settings(ctx: Context, account_id: str) -> dict[str, Any]:
-    from consumers.notifications import NotificationStore
+    from consumers.notifications.mail import NotificationStore
 
     row = NotificationStore(ctx.fresh_db("notifications").projector.sql).settings(account_id)
     return {"account": account_id, **(row or {"email": None, "on_completion": False, "low_balance_threshold": 0,
@@ -683,7 +683,7 @@ def run(ctx: Context, roles: tuple[str, ...]) -> None:
 def _serve_metrics(ctx: Context, state: bool) -> Callable[[], None] | None:
     """observability: /metrics of `vec run` on VEC_METRICS_HOST:VEC_METRICS_PORT (0: off). A
     worker-only process exports its process metrics; the others the store's state too."""
-    from consumers import metrics
+    from consumers.metrics import exporter as metrics
 
     try:
         stop = metrics.serve(ctx.settings, state=state)

@@ -3,7 +3,7 @@
 
 A JSON line holds `time` (UTC, ISO 8601), `level`, `logger`, `message`, `pid`, and the ids
 the log call knows: `task_id`, `account_id`, `correlation_id`, `chunk_no`, `worker_id`
-(consumers pass them with `extra=`, see consumers.metrics.task_ids), plus `exc` (the
+(consumers pass them with `extra=`, see consumers.metrics.exporter.task_ids), plus `exc` (the
 traceback) on errors. So one task can be followed across processes:
 
     vec --log-format json run 2>&1 | jq -c 'select(.task_id == "TASK")'

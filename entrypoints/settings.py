@@ -6,9 +6,9 @@ the feature's code (so `vec` starts as fast as before); a module reads only its 
 from __future__ import annotations
 
 from consumers.fleet.settings import FleetProcessSettings
-from consumers.metrics_settings import ObservabilitySettings
-from consumers.notifications_settings import NotifySettings
-from consumers.webhooks_settings import WebhookSettings
+from consumers.metrics.settings import ObservabilitySettings
+from consumers.notifications.settings import NotifySettings
+from consumers.webhooks.settings import WebhookSettings
 from engine.config import VEC_SETTINGS
 from entrypoints.api.settings import ApiSettings
 
@@ -17,7 +17,7 @@ class EngineSettings(FleetProcessSettings, ApiSettings, WebhookSettings, NotifyS
     """Every slice's settings (no field of its own): the engine core's (engine/config.py),
     Kafka's (engine/relay_settings.py) and the fleet's (consumers/fleet/settings.py), the
     API's (entrypoints/api/settings.py), the webhooks', the notifications' and
-    observability's (consumers/webhooks_settings.py, notifications_settings.py,
+    observability's (consumers/webhooks/settings.py, notifications_settings.py,
     metrics_settings.py)."""
 
     model_config = VEC_SETTINGS

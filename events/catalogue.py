@@ -103,7 +103,7 @@ class ApiKeyRevoked(Event):
     key_id: str
 
 
-# --- an account's e-mail notification settings (consumers/notifications.py) ---------------
+# --- an account's e-mail notification settings (consumers/notifications/mail.py) ---------------
 @register
 @dataclass(frozen=True)
 class NotificationsSet(Event):

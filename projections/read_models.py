@@ -246,7 +246,7 @@ class ApiKeysProjection:
         return []
 
 
-# --- each account's notification settings, as last set (consumers/notifications.py) --------
+# --- each account's notification settings, as last set (consumers/notifications/mail.py) --------
 NOTIFICATIONS = Table("rm_notifications", ("account_id", "email", "on_completion", "low_balance_threshold",
                                            "set_at", "set_by", "position"),
                       ("account_id",), frozenset({"on_completion", "low_balance_threshold", "position"}),

@@ -94,7 +94,7 @@ OnResult = Callable[[VerificationResult], None]
 
 # --- observability hook (metrics): the verifier reports, whoever listens ------------------
 class ProbeObserver(Protocol):
-    """What the prober reports as it works (e.g. consumers/metrics.py turns it into
+    """What the prober reports as it works (e.g. consumers/metrics/exporter.py turns it into
     Prometheus metrics). The verifier knows nothing of who listens; an observer that
     raises is logged and ignored, never a probe's failure."""
 

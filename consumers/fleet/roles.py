@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable, Protocol, Sequence
 
-from consumers import metrics
+from consumers.metrics import exporter as metrics
 from consumers.fleet.worker import EngineThread, FleetWorker, utcnow
 from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions

@@ -40,7 +40,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence,
 import faust
 from faust.types import EventT, StreamT, TopicT
 
-from consumers import metrics
+from consumers.metrics import exporter as metrics
 from consumers.fleet.messages import (Outcome, Topics, chunk_partition, chunk_work, read_chunk_work, relayed_data,
                                       relayed_stream_and_type)
 from consumers.scheduling import schedule

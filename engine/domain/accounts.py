@@ -61,7 +61,7 @@ class AccountState:
     # key id -> (sha256 of its secret, scopes, revoked)
     keys: Map[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=Map)
     retention_days: int = DEFAULT_RETENTION_DAYS  # per-address data is erased this long after a task ends
-    # e-mail notifications (consumers/notifications.py): where, on task end?, below which balance ("" / 0: off)
+    # e-mail notifications (consumers/notifications/mail.py): where, on task end?, below which balance ("" / 0: off)
     notify_email: str = ""
     notify_on_completion: bool = False
     low_balance_threshold: int = 0

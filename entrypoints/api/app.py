@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from consumers import metrics  # GET /metrics
+from consumers.metrics import exporter as metrics  # GET /metrics
 from engine import tracing
 from entrypoints.settings import EngineSettings
 from entrypoints import bootstrap
@@ -77,7 +77,7 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None,
         tracing.instrument_app(app)
     app.include_router(router)
     # more routers (webhooks, metrics, the dashboard) are included below, one line each
-    metrics.mount(app)  # GET /metrics, Prometheus (consumers/metrics.py)
+    metrics.mount(app)  # GET /metrics, Prometheus (consumers/metrics/exporter.py)
     app.include_router(routes_webhooks.router)  # /v1/webhooks (entrypoints/api/routes_webhooks.py)
     app.include_router(dashboard.router)  # the ops dashboard: /dashboard/ (and / redirects there)
     app.include_router(routes_compat.router)  # /api/verify-single, verify-bulk, get-results (routes_compat.py)

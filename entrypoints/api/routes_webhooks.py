@@ -3,7 +3,7 @@
 An account's key acts on its own account (reading needs `read`, registering and removing
 `write`); the admin names the account with ?account=. Another account's endpoint is a 404.
 The signing secret (Standard Webhooks, `whsec_...`) is in the answer to the registration
-only. The deliveries themselves are made by the engine (consumers/webhooks.py).
+only. The deliveries themselves are made by the engine (consumers/webhooks/delivery.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from entrypoints.api.deps import Principal, Services, fingerprint, idempotent, j
 from entrypoints.api.problems import Problem
 from entrypoints.api.routes import (CONFLICT, ERRORS, IDEMPOTENT, MAX_PAGE, PAGE, account_of, cursor_in, cursor_out,
                                     need, principal, services)
-from consumers.webhooks import DeliveryStatus, WebhookStore
+from consumers.webhooks.delivery import DeliveryStatus, WebhookStore
 
 # The error responses and the Idempotency-Key header every route of routes.py documents
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERRORS)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from consumers.notifications import Message, NotificationStore
-from consumers.webhooks import WebhookStore
+from consumers.notifications.mail import Message, NotificationStore
+from consumers.webhooks.delivery import WebhookStore
 from engine.keyring import Keyring
 from engine.store.memory import MemoryKeyStore
 from tests.integration.ports_contract import PortContract

@@ -172,7 +172,7 @@ def test_vec_run_refuses_a_metrics_port_in_use(tmp_path):
 def test_state_metrics_on_postgresql(pg_url, tmp_path):
     from datetime import datetime, timezone
 
-    from consumers import metrics
+    from consumers.metrics import exporter as metrics
     from consumers.scheduling import schedule
     from entrypoints.settings import EngineSettings
     from engine.domain.tasks import Result

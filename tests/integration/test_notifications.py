@@ -1,4 +1,4 @@
-"""E-mail notifications (consumers/notifications.py) through a real SMTP relay: a private
+"""E-mail notifications (consumers/notifications/mail.py) through a real SMTP relay: a private
 Postfix on loopback (scripts/mailsink) that accepts mail for any recipient and stores it in
 a Maildir; every check reads what arrived there (headers and body).
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.notifications import NotificationStore, Notifications, header_id, message_id
+from consumers.notifications.mail import NotificationStore, Notifications, header_id, message_id
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.domain.errors import InvalidCommand

@@ -1,4 +1,4 @@
-"""Signed webhooks on task end (consumers/webhooks.py), against real receivers: HTTP servers
+"""Signed webhooks on task end (consumers/webhooks/delivery.py), against real receivers: HTTP servers
 on loopback that verify every signature with the `standardwebhooks` library.
 
 At least once and never twice per endpoint and task end: retried with backoff, every attempt
@@ -26,7 +26,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from consumers.providers import InstantProvider
 from consumers.runtime import EngineCrashed, Runtime
-from consumers.webhooks import SECRETS_SCOPE, WebhookConsumer, WebhookStore, validate_url, webhook_id
+from consumers.webhooks.delivery import SECRETS_SCOPE, WebhookConsumer, WebhookStore, validate_url, webhook_id
 from engine.domain.errors import InvalidCommand
 from engine.service import Engine, utcnow
 from engine.store import open_database

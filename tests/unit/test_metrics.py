@@ -1,4 +1,4 @@
-"""Prometheus metrics (consumers/metrics.py), the verifier's observer hook, JSON logs
+"""Prometheus metrics (consumers/metrics/exporter.py), the verifier's observer hook, JSON logs
 (entrypoints/logs.py), and the Grafana dashboard: every metric it queries is exported by a
 real scrape of the API and of a runtime after a small bulk."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers import metrics
+from consumers.metrics import exporter as metrics
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from consumers.scheduling import schedule

@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from consumers.fleet.settings import FleetProcessSettings, FleetSettings
-from consumers.metrics_settings import ObservabilitySettings
-from consumers.notifications_settings import NotifySettings
-from consumers.webhooks_settings import WebhookSettings
+from consumers.metrics.settings import ObservabilitySettings
+from consumers.notifications.settings import NotifySettings
+from consumers.webhooks.settings import WebhookSettings
 from engine.config import CoreSettings, slice_of
 from engine.relay_settings import KafkaSettings
 from entrypoints.api.settings import ApiSettings

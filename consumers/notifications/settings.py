@@ -1,5 +1,5 @@
 """The e-mail notifications' settings (environment, prefix VEC_), apart from
-consumers/notifications.py so that reading every setting loads no feature's code."""
+consumers/notifications/mail.py so that reading every setting loads no feature's code."""
 from __future__ import annotations
 
 from typing import Literal

@@ -47,7 +47,7 @@ import orjson
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from consumers.webhooks_settings import WebhookSettings
+from consumers.webhooks.settings import WebhookSettings
 from engine.config import parse_schedule
 from engine.domain.errors import InvalidCommand
 from engine.domain.text import printable

@@ -1,4 +1,4 @@
-"""The webhooks' settings (environment, prefix VEC_), apart from consumers/webhooks.py so that
+"""The webhooks' settings (environment, prefix VEC_), apart from consumers/webhooks/delivery.py so that
 reading every setting (`vec`, entrypoints/settings.py) loads no feature's code."""
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ taken on the log, at the position of the event that causes it:
   process that dies between the relay's answer and the record leaves the attempt `sending`;
   the next sender marks it `interrupted` and sends again (same Message-ID).
 
-Run like the webhooks (consumers/webhooks.py, whose helpers it reuses): a supervised loop of
+Run like the webhooks (consumers/webhooks/delivery.py, whose helpers it reuses): a supervised loop of
 the embedded runtime, or of the fleet's elected notifications leader. With no relay
 configured (VEC_NOTIFY_SMTP_HOST empty) messages are still put in the outbox and wait.
 """
@@ -47,8 +47,8 @@ from typing import Any, Callable
 
 from consumers.features import Call
 from consumers.outbox import OutboxLoops, OutboxSchema, OutboxStore, inline, stamp
-from consumers.webhooks import retry_delay
-from consumers.notifications_settings import NotifySettings
+from consumers.webhooks.delivery import retry_delay
+from consumers.notifications.settings import NotifySettings
 from engine.config import parse_schedule
 from engine.domain import accounts
 from engine.domain.accounts import AccountState

@@ -1,5 +1,5 @@
 """Observability's settings (environment, prefix VEC_): metrics, logs, traces; apart from
-consumers/metrics.py so that reading every setting loads no feature's code."""
+consumers/metrics/exporter.py so that reading every setting loads no feature's code."""
 from __future__ import annotations
 
 from typing import Literal

@@ -13,7 +13,7 @@ Two kinds:
   works on: tasks by status, addresses by status and Unknown reason, credits debited,
   consumed, refunded (and granted, expired), projection lag (head - checkpoint), relay lag
   (head - relay position) and the fleet's live processes (PostgreSQL), webhook attempts
-  and deliveries (the tables of consumers/webhooks.py, when they exist). Every process that
+  and deliveries (the tables of consumers/webhooks/delivery.py, when they exist). Every process that
   exports them reports the same values (they come from the log), so dashboards take
   `max(...)` of them, never `sum(...)`. They are cheap: the counters are folded from the
   log incrementally with aggregate SQL (only new events at each scrape; a fresh process
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from engine.service import Engine
 
 from consumers.fleet.settings import FleetSettings
-from consumers.metrics_settings import ObservabilitySettings
+from consumers.metrics.settings import ObservabilitySettings
 from engine.config import CoreSettings, slice_of
 from engine.store.base import EventTally
 from engine.store.lease import lease_heartbeat
@@ -576,8 +576,8 @@ class StoreState:
         out.gauge("vec_chunks_claimed", "Chunks claimed by a live fleet worker (PostgreSQL)", (), claims)
 
     def _webhook_families(self, db: _Store, head: int, out: _Families) -> None:
-        """Webhooks (consumers/webhooks.py): every attempt is a row, the truth across processes."""
-        from consumers.webhooks import attempt_counts, consumer_position, delivery_counts
+        """Webhooks (consumers/webhooks/delivery.py): every attempt is a row, the truth across processes."""
+        from consumers.webhooks.delivery import attempt_counts, consumer_position, delivery_counts
 
         attempts: Tally[str] = Tally()
         for outcome, count in (self._optional(db, attempt_counts) or {}).items():
