@@ -17,7 +17,7 @@ class EngineSettings(FleetProcessSettings, ApiSettings, WebhookSettings, NotifyS
     """Every slice's settings (no field of its own): the engine core's (engine/config.py),
     Kafka's (engine/relay_settings.py) and the fleet's (consumers/fleet/settings.py), the
     API's (entrypoints/api/settings.py), the webhooks', the notifications' and
-    observability's (consumers/webhooks/settings.py, notifications_settings.py,
-    metrics_settings.py)."""
+    observability's (consumers/webhooks/settings.py, consumers/notifications/settings.py,
+    consumers/metrics/settings.py)."""
 
     model_config = VEC_SETTINGS
