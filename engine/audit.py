@@ -33,6 +33,7 @@ from events import (
     Event,
     MonthlyCreditsExpired,
     RecordedEvent,
+    ResultsRecorded,
     ResultUnknown,
     SystemFailure,
     TaskCancelled,
@@ -107,7 +108,8 @@ RULES: dict[str, str] = {  # rule -> what it holds; docs/audit.md tells the fact
 ACCOUNT_EVENTS = frozenset({"AccountOpened", "CreditsGranted", "CreditsDebited", "CreditsRefunded",
                             "MonthlyCreditsExpired", "RetentionSet", "ApiKeyIssued", "ApiKeyRevoked",
                             "NotificationsSet"})
-TASK_EVENTS = frozenset({"TaskCreated", "ChunkSubmitted", "AddressVerified", "ResultUnknown", "ChunkFailed",
+TASK_EVENTS = frozenset({"TaskCreated", "ChunkSubmitted", "ResultsRecorded", "AddressVerified", "ResultUnknown",
+                         "ChunkFailed",
                          "TaskCancelled", "TaskCompleted", "TaskFailed", "SystemFailure", "TaskDeleted",
                          "TaskDataErased"})
 STREAM_KINDS = {"account-": ACCOUNT_EVENTS, "task-": TASK_EVENTS}
@@ -455,10 +457,8 @@ class _Auditor:
             self.add("task-created", f"{event.type_name()} before TaskCreated at {where}")
         elif isinstance(event, ChunkSubmitted):
             self.submitted(state, event, where)
-        elif isinstance(event, (AddressVerified, ResultUnknown)):
-            if event.address not in state.pending.get(event.chunk_no, {}):
-                self.add("result", f"result for {event.address} (chunk {event.chunk_no}), which is settled or was "
-                                   f"never submitted, at {where}")
+        elif isinstance(event, (ResultsRecorded, AddressVerified, ResultUnknown)):
+            self.results(state, event, where)
             if event.late == state.active:
                 self.add("late-result", f"result marked late={event.late} while the task is {state.status}, "
                                         f"at {where}")
@@ -476,6 +476,18 @@ class _Auditor:
             ledger.finished_at = recorded.occurred_at
         for _, amount, reason in tasks.refunds_for([event]):
             ledger.owed = [*(ledger.owed or ()), (str(recorded.event_id), amount, reason)]
+
+    def results(self, state: tasks.TaskState, event: ResultsRecorded | AddressVerified | ResultUnknown,
+                where: Where) -> None:
+        pending = state.pending.get(event.chunk_no) or tasks.PendingChunk()
+        addresses = event.addresses if isinstance(event, ResultsRecorded) else (event.address,)
+        if len(set(addresses)) != len(addresses):
+            self.add("result", f"one event settles an address of chunk {event.chunk_no} twice, at {where}")
+            return
+        for address in addresses:
+            if address not in pending:
+                self.add("result", f"result for {address} (chunk {event.chunk_no}), which is settled or was "
+                                   f"never submitted, at {where}")
 
     def created(self, ledger: _Task, event: TaskCreated, where: Where) -> None:
         owner = self.accounts.get(event.account_id)
@@ -600,6 +612,19 @@ def shape_error(event: Event) -> str | None:
         value = getattr(event, name)
         if not conforms(value):
             return f"field {name} = {value!r} is not of its declared type"
+    if isinstance(event, ResultsRecorded):
+        return _batch_shape_error(event)
+    return None
+
+
+def _batch_shape_error(event: ResultsRecorded) -> str | None:
+    """A batch of results: at least one entry, its columns aligned, its reason its status's."""
+    count = len(event.addresses)
+    misaligned = [name for name in ("details", "replies", "mx_hosts", "flags") if len(getattr(event, name)) not in (0, count)]
+    if not count or misaligned:
+        return f"a batch of {count} results with columns {misaligned} of other lengths"
+    if (event.status == "unknown" and event.reason not in tasks.UNKNOWN_REASONS) or (event.details and event.status != "unknown"):
+        return f"a batch of {event.status} results with reason {event.reason!r} and details {bool(event.details)}"
     return None
 
 

@@ -28,6 +28,7 @@ from events import (
     Event,
     NewEvent,
     RecordedEvent,
+    ResultsRecorded,
     ResultUnknown,
     SystemFailure,
     TaskCancelled,
@@ -134,6 +135,8 @@ def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | No
             return f"chunk/{n}"
         case AddressVerified(chunk_no=n, address=a) | ResultUnknown(chunk_no=n, address=a):
             return f"result/{n}/{mac(a)}"
+        case ResultsRecorded(chunk_no=n, addresses=(a, *_)):
+            return f"results/{n}/{mac(a)}"  # its first address settles once: no other batch starts with it
         case ChunkFailed(chunk_no=n):
             return f"chunk-failed/{n}"
         case TaskCancelled():
@@ -149,6 +152,13 @@ def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | No
         case TaskDataErased():
             return ERASED_KEY
     return None
+
+
+def _unknown_keys(decided: Iterable[Event], mac: Callable[[str], str]) -> dict[str, Iterator[str]]:
+    """For each batch of Unknowns, the keys of its entries' refunds, in order: the key each
+    address's ResultUnknown had, so a refund's id is the same whether its result was batched."""
+    return {f"results/{e.chunk_no}/{mac(e.addresses[0])}": iter([f"result/{e.chunk_no}/{mac(a)}" for a in e.addresses])
+            for e in decided if isinstance(e, ResultsRecorded) and e.status == "unknown" and not e.late}
 
 
 @dataclass(frozen=True)
@@ -551,11 +561,14 @@ class Engine:
         def plan(states: States) -> list[Planned]:
             decided = tasks.decide(command, states[t_stream])
             planned = [Planned(t_stream, e, event_key(e, mac)) for e in decided]
+            unknown = _unknown_keys(decided, mac)
             for cause, refund in settlement.refunds(task_id, decided, states[a_stream]):
                 key = event_key(cause, mac)  # one refund per cause, whatever retries: its id is derived from it
                 if key is None:
                     raise InvariantViolation(f"{cause.type_name()} gives credits back but has no natural key")
-                planned.append(Planned(a_stream, refund, f"refund/{task_id}/{key}", str(deterministic_id(t_stream, key))))
+                # a batch's Unknowns are refunded one by one, each under its address's own key
+                own = next(unknown[key]) if key in unknown else key
+                planned.append(Planned(a_stream, refund, f"refund/{task_id}/{own}", str(deterministic_id(t_stream, key))))
             return planned
 
         return self._execute([t_stream, a_stream], plan, None, task_id, loose=(a_stream,))

@@ -14,6 +14,7 @@ Bucket = Literal["payg", "monthly"]
 GrantReason = Literal["welcome", "purchase", "subscription", "support"]
 RefundReason = Literal["unknown", "cancelled", "system_failure", "partial_failure", "support"]
 Definitive = Literal["safe", "invalid", "risky"]
+ResultStatus = Literal["safe", "invalid", "risky", "unknown"]
 UnknownReason = Literal[
     "smtp_timeout", "greylisted", "antispam_block", "temporary_failure", "dns_failure", "provider_error",
     "connection_refused",  # extra: every MX host refused the TCP connection
@@ -174,6 +175,35 @@ class ResultUnknown(Event):
     reply: str = ""
     mx_host: str = ""
     flags: tuple[str, ...] = ()
+
+
+@register
+@dataclass(frozen=True)
+class ResultsRecorded(Event):
+    """A chunk's results that share a status, a reason and a tier, settled by one command.
+
+    Each entry is one address's own fact, as one AddressVerified or ResultUnknown held it
+    before (the engine appended those until results were batched; they still fold): an
+    entry of status "unknown" is that address's ResultUnknown, refunded on its own. One
+    event per group instead of one per address is what lets a million results be written,
+    read and folded in seconds. The columns are aligned with `addresses`; an evidence column
+    left empty means that no entry had any (as AddressVerified's defaults did)."""
+    personal = ("addresses", "details", "replies")
+    chunk_no: int
+    status: ResultStatus
+    reason: str  # a definitive result's reason ("" for a plain safe), or the UnknownReason
+    tier: str
+    late: bool  # arrived after cancel/failure: logged for audit, never charged nor refunded
+    addresses: tuple[str, ...]
+    details: tuple[str, ...] = ()  # an Unknown's detail text (a definitive result keeps its reason only)
+    replies: tuple[str, ...] = ()  # the SMTP reply that decided each, as sent
+    mx_hosts: tuple[str, ...] = ()  # who sent that reply
+    flags: tuple[str, ...] = ()  # each entry's flags (role, disposable, ...), comma-joined
+
+    def column(self, name: str) -> tuple[str, ...]:
+        """An evidence column, entry-aligned whether it was stored or left empty."""
+        values: tuple[str, ...] = getattr(self, name)
+        return values or ("",) * len(self.addresses)
 
 
 @register

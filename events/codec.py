@@ -52,7 +52,7 @@ def decode(type_name: str, schema_version: int, data: str | dict[str, Any], open
 def _each(value: str | list[str] | tuple[str, ...], transform: Transform) -> str | list[str]:
     if isinstance(value, str):
         return transform(value) if value else value
-    return [transform(v) for v in value]
+    return [transform(v) if v else v for v in value]  # an empty entry of a column holds nothing to seal
 
 
 def to_wire(recorded: RecordedEvent) -> bytes:

@@ -17,6 +17,7 @@ from events import (
     MonthlyCreditsExpired,
     NotificationsSet,
     RecordedEvent,
+    ResultsRecorded,
     ResultUnknown,
     SystemFailure,
     TaskCancelled,
@@ -82,8 +83,8 @@ def _account_id(stream: str) -> str:
 class TasksProjection:
     name = "tasks"
     tables = (TASKS,)
-    handles = frozenset({TaskCreated, CreditsDebited, CreditsRefunded, ChunkSubmitted, AddressVerified, ResultUnknown,
-                         ChunkFailed, TaskCancelled, TaskCompleted, TaskFailed, SystemFailure, TaskDeleted,
+    handles = frozenset({TaskCreated, CreditsDebited, CreditsRefunded, ChunkSubmitted, ResultsRecorded, AddressVerified,
+                         ResultUnknown, ChunkFailed, TaskCancelled, TaskCompleted, TaskFailed, SystemFailure, TaskDeleted,
                          TaskDataErased})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
@@ -116,6 +117,13 @@ class TasksProjection:
         if isinstance(event, ChunkSubmitted):
             task["status"] = "processing"
             task["chunks_submitted"] += 1
+        elif isinstance(event, ResultsRecorded):
+            settled = len(event.addresses)
+            if event.late:
+                task["late"] += settled
+            else:
+                task["verified"] += settled
+                task["unknown" if event.status == "unknown" else "consumed"] += settled
         elif isinstance(event, (AddressVerified, ResultUnknown)):
             if event.late:
                 task["late"] += 1
@@ -201,11 +209,13 @@ class ResultsProjection:
 
     name = "results"
     tables = (RESULTS,)
-    handles = frozenset({AddressVerified, ResultUnknown, ChunkFailed, TaskDeleted, TaskDataErased})
+    handles = frozenset({ResultsRecorded, AddressVerified, ResultUnknown, ChunkFailed, TaskDeleted, TaskDataErased})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
         task_id = _task_id(recorded.stream)
+        if isinstance(event, ResultsRecorded) and not event.late:
+            return _result_rows(task_id, recorded.position, event)
         if isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
             status, reason, detail = ((event.status, event.detail, "") if isinstance(event, AddressVerified)
                                       else ("unknown", event.reason, event.detail))
@@ -223,6 +233,24 @@ class ResultsProjection:
         if isinstance(event, (TaskDeleted, TaskDataErased)):
             return [DeleteWhere(RESULTS.name, "task_id", task_id)]
         return []
+
+
+def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Change]:
+    """A batch's rows: what its entries share is computed once, then one row per entry."""
+    shared = {"task_id": task_id, "status": event.status, "reason": event.reason, "tier": event.tier,
+              "chunk_no": event.chunk_no, "position": position}
+    columns: dict[str, dict[str, object]] = {}  # flags text -> its taxonomy columns (a batch has few)
+    rows: list[Change] = []
+    for address, detail, reply, mx_host, flags in zip(event.addresses, event.column("details"),
+                                                      event.column("replies"), event.column("mx_hosts"),
+                                                      event.column("flags")):
+        taxonomy_columns = columns.get(flags)
+        if taxonomy_columns is None:  # result taxonomy, from the event alone
+            taxonomy_columns = columns[flags] = taxonomy.columns(event.status, event.reason,
+                                                                 tuple(flags.split(",")) if flags else ())
+        rows.append(Put(RESULTS.name, {**shared, "address": address, "detail": detail, "reply": reply,
+                                       "mx_host": mx_host, "flags": flags, **taxonomy_columns}))
+    return rows
 
 
 class ApiKeysProjection:
@@ -297,11 +325,14 @@ class ActivityProjection:
 
     name = "activity"
     tables = (ACTIVITY,)
-    handles = frozenset({AddressVerified, ResultUnknown, ChunkFailed})
+    handles = frozenset({ResultsRecorded, AddressVerified, ResultUnknown, ChunkFailed})
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
-        if isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
+        if isinstance(event, ResultsRecorded) and not event.late:
+            results = len(event.addresses)
+            unknown = results if event.status == "unknown" else 0
+        elif isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
             results, unknown = 1, int(isinstance(event, ResultUnknown))
         elif isinstance(event, ChunkFailed):
             results = unknown = len(event.addresses)

@@ -291,8 +291,8 @@ def track_relay(relay: Relay) -> None:
 
 FOLD_WINDOW = 100_000  # log positions per aggregate query
 FOLD_BUDGET = 2.0  # seconds of folding per scrape (a fresh process on a long log catches up over a few)
-FOLDED_TYPES = ("TaskCreated", "TaskCompleted", "TaskCancelled", "TaskFailed", "SystemFailure", "AddressVerified",
-                "ResultUnknown", "ChunkFailed", "CreditsDebited", "CreditsRefunded", "CreditsGranted",
+FOLDED_TYPES = ("TaskCreated", "TaskCompleted", "TaskCancelled", "TaskFailed", "SystemFailure", "ResultsRecorded",
+                "AddressVerified", "ResultUnknown", "ChunkFailed", "CreditsDebited", "CreditsRefunded", "CreditsGranted",
                 "MonthlyCreditsExpired")
 
 
@@ -454,6 +454,9 @@ class StoreState:
     def _count(self, kind: str, status: str | None, reason: str | None, task_kind: str | None, bucket: str | None,
                late: bool, count: int, amount: int) -> None:
         c = self.counts
+        if kind == "ResultsRecorded":  # a batch: its results count as the single events did
+            kind, count = ("ResultUnknown" if status == "unknown" else "AddressVerified"), amount
+            reason = reason if status == "unknown" else None
         if kind == "AddressVerified":
             if late:
                 c[("late",)] += count

@@ -22,6 +22,8 @@ from events import (
     ChunkSubmitted,
     Definitive,
     Event,
+    ResultsRecorded,
+    ResultStatus,
     ResultUnknown,
     SystemFailure,
     TaskCancelled,
@@ -307,27 +309,40 @@ def _record(command: RecordResults, state: TaskState) -> list[Event]:
         return []  # late results of a task whose data is gone: nothing to keep
     pending = _submitted_chunk(state, command.chunk_no).opened()
     late = not state.active
-    events: list[Event] = []
+    groups: dict[tuple[str, str, str], list[Result]] = {}  # (status, reason, tier) -> its results, in order
     seen: set[str] = set()
-    settled = 0
     for result in command.results:
         if result.address not in pending or result.address in seen:
             continue  # already settled (a retry) or failed with its chunk: nothing to add
         seen.add(result.address)
-        if result.status in DEFINITIVE:
-            events.append(AddressVerified(result.address, cast(Definitive, result.status), result.reason or result.detail,
-                                          command.chunk_no, result.tier, late, result.reply, result.mx_host,
-                                          tuple(result.flags)))
-        elif result.status == "unknown":
-            reason = cast(UnknownReason, result.reason if result.reason in UNKNOWN_REASONS else "provider_error")
-            events.append(ResultUnknown(result.address, reason, result.detail, command.chunk_no, result.tier, late,
-                                        result.reply, result.mx_host, tuple(result.flags)))
-        else:
-            raise InvalidCommand(f"unknown result status {result.status!r} for {result.address}")
-        settled += 1
-    if not late and settled and settled == state.unsettled:
+        groups.setdefault(_group_of(result), []).append(result)
+    events: list[Event] = [_results_event(command.chunk_no, late, group, results)
+                           for group, results in groups.items()]
+    if not late and seen and len(seen) == state.unsettled:
         events.append(TaskCompleted(_counts_after(state, events)))
     return events
+
+
+def _group_of(result: Result) -> tuple[str, str, str]:
+    """(status, reason, tier): what the results batched in one event share."""
+    if result.status in DEFINITIVE:
+        return result.status, result.reason or result.detail, result.tier
+    if result.status == "unknown":
+        return "unknown", (result.reason if result.reason in UNKNOWN_REASONS else "provider_error"), result.tier
+    raise InvalidCommand(f"unknown result status {result.status!r} for {result.address}")
+
+
+def _results_event(chunk_no: int, late: bool, group: tuple[str, str, str], results: list[Result]) -> ResultsRecorded:
+    status, reason, tier = group
+
+    def column(values: list[str]) -> tuple[str, ...]:
+        return tuple(values) if any(values) else ()  # an evidence column no entry has is left empty
+
+    unknown = status == "unknown"  # a definitive result keeps its reason only, as AddressVerified did
+    return ResultsRecorded(
+        chunk_no, cast(ResultStatus, status), reason, tier, late, tuple(r.address for r in results),
+        column([r.detail for r in results]) if unknown else (), column([r.reply for r in results]),
+        column([r.mx_host for r in results]), column([",".join(r.flags) for r in results]))
 
 
 def _fail_chunk(command: FailChunk, state: TaskState) -> list[Event]:
@@ -349,7 +364,9 @@ def _fail_chunk(command: FailChunk, state: TaskState) -> list[Event]:
 def _counts_after(state: TaskState, new: Iterable[Event]) -> dict[str, int]:
     counts = dict(state.counts)
     for event in new:
-        if isinstance(event, AddressVerified):
+        if isinstance(event, ResultsRecorded):
+            counts[event.status] += len(event.addresses)
+        elif isinstance(event, AddressVerified):
             counts[event.status] += 1
         elif isinstance(event, ResultUnknown):
             counts["unknown"] += 1
@@ -362,7 +379,9 @@ def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
     """The credits each task event gives back: (cause, amount, refund reason)."""
     refunds: list[tuple[Event, int, str]] = []
     for event in events:
-        if isinstance(event, ResultUnknown) and not event.late:
+        if isinstance(event, ResultsRecorded) and event.status == "unknown" and not event.late:
+            refunds.extend((event, 1, "unknown") for _ in event.addresses)  # each Unknown its own refund
+        elif isinstance(event, ResultUnknown) and not event.late:
             refunds.append((event, 1, "unknown"))
         elif isinstance(event, ChunkFailed) and event.addresses:
             refunds.append((event, len(event.addresses), "partial_failure"))
@@ -373,6 +392,17 @@ def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
         elif isinstance(event, SystemFailure) and event.unverified_count:
             refunds.append((event, event.unverified_count, "system_failure"))
     return refunds
+
+
+def _settle(state: TaskState, chunk_no: int, addresses: Iterable[str]) -> None:
+    """Takes settled addresses out of their chunk's pending ones; each may settle once."""
+    packed = state.pending.get(chunk_no)
+    chunk = packed.opened() if packed is not None else {}
+    for address in addresses:
+        check(address in chunk, f"{address} settled twice or never submitted")
+        del chunk[address]
+    if not chunk:
+        state.pending.pop(chunk_no, None)
 
 
 def evolve(state: TaskState, event: Event) -> TaskState:
@@ -390,13 +420,19 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.pending[event.chunk_no] = PendingChunk(event.addresses)
         state.chunks_submitted += 1
         state.status = "processing"
-    elif isinstance(event, (AddressVerified, ResultUnknown)):
-        packed = state.pending.get(event.chunk_no)
-        chunk = packed.opened() if packed is not None else {}
-        check(event.address in chunk, f"{event.address} settled twice or never submitted")
-        del chunk[event.address]
-        if not chunk:
-            del state.pending[event.chunk_no]
+    elif isinstance(event, ResultsRecorded):
+        _settle(state, event.chunk_no, event.addresses)
+        settled = len(event.addresses)
+        if event.late:
+            state.late += settled
+        else:
+            state.counts[event.status] += settled
+            if event.status == "unknown":
+                state.refunded += settled
+            else:
+                state.consumed += settled
+    elif isinstance(event, (AddressVerified, ResultUnknown)):  # as results were logged before batching
+        _settle(state, event.chunk_no, (event.address,))
         if event.late:
             state.late += 1
         elif isinstance(event, AddressVerified):

@@ -99,10 +99,10 @@ class EventTally(NamedTuple):
 
 def units(type_name: str, data: Mapping[str, Any]) -> int:
     """What one event moves, as a tally sums it: a debit's credits (monthly + payg), a failed
-    chunk's addresses, else its `amount` (0 when it has none)."""
+    chunk's or a batch of results' addresses, else its `amount` (0 when it has none)."""
     if type_name == "CreditsDebited":
         return int(data.get("monthly") or 0) + int(data.get("payg") or 0)
-    if type_name == "ChunkFailed":
+    if type_name in ("ChunkFailed", "ResultsRecorded"):
         addresses = data.get("addresses")
         return len(addresses) if isinstance(addresses, list) else 0
     return int(data.get("amount") or 0)
@@ -130,7 +130,8 @@ def tally_rows(rows: Rows, sql: JsonSql, after_position: int, until_position: in
     query = (f"SELECT type, {text(f='status')}, {text(f='reason')}, {text(f='kind')}, {text(f='bucket')},"
              f" {sql.flag.format(f='late')}, COUNT(*),"
              f" SUM(CASE type WHEN 'CreditsDebited' THEN {number(f='monthly')} + {number(f='payg')}"
-             f" WHEN 'ChunkFailed' THEN {sql.length.format(f='addresses')} ELSE {number(f='amount')} END)"
+             f" WHEN 'ChunkFailed' THEN {sql.length.format(f='addresses')}"
+             f" WHEN 'ResultsRecorded' THEN {sql.length.format(f='addresses')} ELSE {number(f='amount')} END)"
              f" FROM {sql.source.format(marks=', '.join('?' for _ in types))} GROUP BY 1, 2, 3, 4, 5, 6")
     return [EventTally(kind, status, reason, task_kind, bucket, bool(late), int(count), int(amount or 0))
             for kind, status, reason, task_kind, bucket, late, count, amount

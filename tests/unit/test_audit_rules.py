@@ -117,6 +117,11 @@ EXPECTED: dict[str, dict[str, int]] = {
     'the account opened twice': {'account-opened': 1, 'chain': 67, 'welcome': 2},
     'the account opened under another id': {'account-opened': 1, 'chain': 1},
     'a welcome of 300': {'chain': 1, 'welcome': 1},
+    'an address settled twice in one batch': {'chain': 1, 'result': 1, 'settlement': 1, 'task-completed': 2},
+    'a batch settling an address of another chunk': {'chain': 1, 'result': 1, 'settlement': 1, 'task-completed': 2},
+    'a batch whose evidence column is shorter than its addresses': {'chain': 1, 'settlement': 1, 'task-completed': 2, 'well-formed': 1},
+    'a batch of Unknowns with a reason no Unknown has': {'chain': 1, 'refund-cause': 1, 'settlement': 1, 'task-completed': 2, 'well-formed': 1},
+    'an Unknown of a batch relabelled safe (its refund left)': {'chain': 1, 'refund-cause': 1, 'settlement': 2, 'task-completed': 1},
     'the welcome grant deleted': {'chain': 65, 'welcome': 1},
     'a purchase relabelled a welcome': {'chain': 1, 'welcome': 1},
     'PAYG credits that expire': {'chain': 1, 'grant': 1},
@@ -189,23 +194,38 @@ def said(report: AuditReport, rule: str) -> list[str]:
 # tamper -> the first (up to three) violations of the rule it names, then those of the catch-all
 # rules (invariant, read-models), as `vec audit` prints them
 MESSAGES: dict[str, list[str]] = {
+    'an address settled twice in one batch': [
+        '[result] one event settles an address of chunk 0 twice, at task-<task>@3 (position 8, ResultsRecorded)',
+    ],
+    'a batch settling an address of another chunk': [
+        '[result] result for erased:<address> (chunk 1), which is settled or was never submitted, at task-<task>@8 (position 15, ResultsRecorded)',
+    ],
+    'a batch whose evidence column is shorter than its addresses': [
+        "[well-formed] impossible task-<task>@3 (position 8, ResultsRecorded): a batch of 1 results with columns ['mx_hosts'] of other lengths",
+    ],
+    'a batch of Unknowns with a reason no Unknown has': [
+        "[well-formed] impossible task-<task>@4 (position 9, ResultsRecorded): a batch of unknown results with reason 'user_unknown' and details False",
+    ],
+    'an Unknown of a batch relabelled safe (its refund left)': [
+        '[refund-cause] task <task>: refund of 1 (unknown) that no task event before it frees, at account-acme@6 (position 10, CreditsRefunded)',
+    ],
     'an event deleted, its gap left': [
-        '[positions] expected position 7, found 8 (task-<task>@3 (position 8, AddressVerified))',
+        '[positions] expected position 7, found 8 (task-<task>@3 (position 8, ResultsRecorded))',
     ],
     'an event moved past the head': [
         '[positions] expected position 16, found 17 (task-<task>@1 (position 17, TaskCreated))',
         '[positions] expected position 68, found 10016 (task-<task>@9 (position 10016, TaskCompleted))',
     ],
     'two events of one stream reordered': [
-        '[stream-versions] expected version 2 of task-<task>, found task-<task>@3 (position 7, AddressVerified)',
+        '[stream-versions] expected version 2 of task-<task>, found task-<task>@3 (position 7, ResultsRecorded)',
         '[stream-versions] expected version 4 of task-<task>, found task-<task>@2 (position 8, ChunkSubmitted)',
-        '[stream-versions] expected version 3 of task-<task>, found task-<task>@4 (position 9, ResultUnknown)',
+        '[stream-versions] expected version 3 of task-<task>, found task-<task>@4 (position 9, ResultsRecorded)',
     ],
     'a grant put in a task stream': [
         '[stream-kind] CreditsGranted does not belong in stream task-<task> (task-<task>@1 (position 2, CreditsGranted))',
     ],
     'a result put in an account stream': [
-        '[stream-kind] AddressVerified does not belong in stream account-acme (account-acme@6 (position 8, AddressVerified))',
+        '[stream-kind] ResultsRecorded does not belong in stream account-acme (account-acme@6 (position 8, ResultsRecorded))',
     ],
     'a stream of no known kind': [
         '[stream-kind] RetentionSet does not belong in stream ledger-acme (ledger-acme@1 (position 52, RetentionSet))',
@@ -319,7 +339,7 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a refund beyond the outstanding': [
         '[refund-outstanding] refund of 9 for task <task> with 4 outstanding at account-acme@9 (position 22, CreditsRefunded)',
-        "[invariant] task-<task>@5 (position 23, AddressVerified): settled more than debited on AddressVerified(address='erased:<address>', status='invalid', detail='user_unknown', chunk_no=0, tier='', late=True, reply='', mx_host='', flags=())",
+        "[invariant] task-<task>@5 (position 23, ResultsRecorded): settled more than debited on ResultsRecorded(chunk_no=0, status='invalid', reason='user_unknown', tier='', late=True, addresses=('erased:<address>',), details=(), replies=(), mx_hosts=(), flags=())",
         '[read-models] account acme: balance read model differs from the log',
         '[read-models] account acme: history rows sum to 267, balance is 258',
     ],
@@ -336,14 +356,14 @@ MESSAGES: dict[str, list[str]] = {
         '[chunk-submitted] chunk 0 holds 1 addresses (1 distinct), not 2, at task-<task>@2 (position 19, ChunkSubmitted)',
     ],
     'a result duplicated': [
-        '[result] result for erased:<address> (chunk 0), which is settled or was never submitted, at task-<task>@4 (position 9, AddressVerified)',
+        '[result] result for erased:<address> (chunk 0), which is settled or was never submitted, at task-<task>@4 (position 9, ResultsRecorded)',
     ],
     'a late result charged': [
-        '[late-result] result marked late=False while the task is cancelled, at task-<task>@5 (position 23, AddressVerified)',
+        '[late-result] result marked late=False while the task is cancelled, at task-<task>@5 (position 23, ResultsRecorded)',
         "[invariant] task-<task>@6 (position 53, TaskDataErased): settled more than debited on TaskDataErased(reason='retention')",
     ],
     'a result marked late while the task ran': [
-        '[late-result] result marked late=True while the task is processing, at task-<task>@3 (position 8, AddressVerified)',
+        '[late-result] result marked late=True while the task is processing, at task-<task>@3 (position 8, ResultsRecorded)',
     ],
     'a failed chunk refunding an address less': [
         '[chunk-failed] chunk 1 failed with 1 addresses while 2 were unsettled (task processing) at task-<task>@6 (position 12, ChunkFailed)',
@@ -767,7 +787,7 @@ def test_the_settlement_names_refunds_the_task_never_settled_and_a_completion_le
     assert [normalised(v) for v in report.violations if v.startswith("[settlement] ")] == [
         "[settlement] task <task>: account refunds 6 differ from the task's settled refunds 3",
         "[settlement] task <task>: debited 4 != consumed 1 + refunded 6"]
-    report = audited(base, tmp_path, delete("AddressVerified", 1))  # the first task's last result
+    report = audited(base, tmp_path, delete("ResultsRecorded", 2))  # the first task's last result
     assert "[task-completed] task <task>: completed with 1 addresses unsettled" in [
         normalised(v) for v in report.violations]
 

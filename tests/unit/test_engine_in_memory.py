@@ -12,7 +12,7 @@ from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store import open_database
 from engine.store.memory import MemoryEventStore
-from events import CreditsDebited, CreditsRefunded, ResultUnknown, TaskCompleted, TaskCreated
+from events import CreditsDebited, CreditsRefunded, ResultsRecorded, TaskCompleted, TaskCreated
 from tests.staged import staged_chunk
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
@@ -55,7 +55,7 @@ def test_a_single_task_runs_and_settles_in_memory(memory_db):
     assert [type(e) for e in log if isinstance(e, (TaskCreated, CreditsDebited, CreditsRefunded))] == [
         TaskCreated, CreditsDebited, TaskCreated, CreditsDebited, CreditsRefunded]
     assert sum(isinstance(e, TaskCompleted) for e in log) == 2
-    assert [e.address for e in log if isinstance(e, ResultUnknown)] == ["bob@x.org"]
+    assert [e.addresses for e in log if isinstance(e, ResultsRecorded) and e.status == "unknown"] == [("bob@x.org",)]
     stored = " ".join(row.data for row in memory_db.events.log.rows)  # sealed at rest, as on disk
     assert "bob@x.org" not in stored and "Ann@X.org" not in stored
 

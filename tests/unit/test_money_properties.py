@@ -48,6 +48,7 @@ from events import (
     CreditsDebited,
     CreditsRefunded,
     ResultUnknown,
+    ResultsRecorded,
     SystemFailure,
     TaskCancelled,
     TaskFailed,
@@ -532,11 +533,15 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         late = not task.active
         recorded = record()
-        settling = [r.event for r in recorded if isinstance(r.event, (AddressVerified, ResultUnknown))]
-        assert [e.address for e in settling] == [r.address for r in outcomes]
-        assert all(e.late == late for e in settling)
+        batches = [r for r in recorded if isinstance(r.event, ResultsRecorded)]
+        settled_now = sorted((a, r.event.status) for r in batches for a in r.event.addresses)
+        assert settled_now == sorted((r.address, r.status) for r in outcomes)  # each once, with its answer
+        assert all(r.event.late == late for r in batches)
         unknown_refunds = [r for r in recorded if isinstance(r.event, CreditsRefunded)]
         assert len(unknown_refunds) == (0 if late else sum(r.status == "unknown" for r in outcomes))
+        # each Unknown's refund is caused by the batch that settled it, one credit each
+        assert sorted(str(r.causation_id) for r in unknown_refunds) == sorted(
+            str(b.event_id) for b in batches if b.event.status == "unknown" for _ in b.event.addresses) or late
         for result in outcomes:
             task.pending[n].remove(result.address)
             if late:
@@ -804,7 +809,9 @@ class MoneyMachine(RuleBasedStateMachine):
         stop_refunds = 0
         for recorded in self.db.events.read_stream(f"task-{task_id}"):
             event = recorded.event
-            if isinstance(event, (AddressVerified, ResultUnknown)):
+            if isinstance(event, ResultsRecorded):
+                (late if event.late else settled).update(event.addresses)
+            elif isinstance(event, (AddressVerified, ResultUnknown)):
                 (late if event.late else settled)[event.address] += 1
             elif isinstance(event, ChunkFailed):
                 settled.update(event.addresses)

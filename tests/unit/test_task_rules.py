@@ -35,6 +35,7 @@ from events import (
     ChunkFailed,
     ChunkSubmitted,
     ResultUnknown,
+    ResultsRecorded,
     SystemFailure,
     TaskCancelled,
     TaskCompleted,
@@ -169,10 +170,13 @@ def test_results_carry_their_evidence_and_count_by_status():
                Result(ADDRESSES[3], "unknown", "greylisted", "try later", "primary", "450 wait", "mx.example.com"))
     events, after = run(state, RecordResults(0, results))
     assert events[:4] == [
-        AddressVerified(ADDRESSES[0], "safe", "", 0, "primary", False, "250 ok", "mx.example.com", ("mx_found",)),
-        AddressVerified(ADDRESSES[1], "invalid", "user_unknown", 0, "primary", False, "550 no", "mx.example.com"),
-        AddressVerified(ADDRESSES[2], "risky", "catch_all", 0, "", False),
-        ResultUnknown(ADDRESSES[3], "greylisted", "try later", 0, "primary", False, "450 wait", "mx.example.com"),
+        ResultsRecorded(0, "safe", "", "primary", False, (ADDRESSES[0],), (), ("250 ok",), ("mx.example.com",),
+                        ("mx_found",)),
+        ResultsRecorded(0, "invalid", "user_unknown", "primary", False, (ADDRESSES[1],), (), ("550 no",),
+                        ("mx.example.com",)),
+        ResultsRecorded(0, "risky", "catch_all", "", False, (ADDRESSES[2],)),
+        ResultsRecorded(0, "unknown", "greylisted", "primary", False, (ADDRESSES[3],), ("try later",), ("450 wait",),
+                        ("mx.example.com",)),
     ]
     assert events[4] == TaskCompleted({"safe": 1, "invalid": 1, "risky": 1, "unknown": 1, "failed": 0})
     assert (after.consumed, after.refunded, after.late, after.status) == (3, 1, 0, "completed")
@@ -182,7 +186,7 @@ def test_results_carry_their_evidence_and_count_by_status():
 def test_a_task_completes_only_with_its_last_unsettled_address():
     state = submitted(3, 3)
     events, state = run(state, RecordResults(0, (Result(ADDRESSES[0], "safe"), Result(ADDRESSES[1], "safe"))))
-    assert [type(e) for e in events] == [AddressVerified, AddressVerified]
+    assert events == [ResultsRecorded(0, "safe", "", "", False, (ADDRESSES[0], ADDRESSES[1]))]
     assert state.status == "processing"
     events, state = run(state, RecordResults(0, (Result(ADDRESSES[2], "invalid"),)))
     assert events[-1] == TaskCompleted({"safe": 2, "invalid": 1, "risky": 0, "unknown": 0, "failed": 0})
@@ -375,7 +379,7 @@ def test_a_retried_result_ahead_of_new_ones_does_not_hide_them():
     _, state = run(state, RecordResults(0, (Result(ADDRESSES[0], "safe"),)))
     events, state = run(state, RecordResults(0, (Result(ADDRESSES[0], "safe"), Result("stranger@example.com", "safe"),
                                                  Result(ADDRESSES[1], "risky"), Result(ADDRESSES[2], "invalid"))))
-    assert [e.address for e in events[:-1]] == [ADDRESSES[1], ADDRESSES[2]]
+    assert [e.addresses for e in events[:-1]] == [(ADDRESSES[1],), (ADDRESSES[2],)]
     assert state.status == "completed"
 
 
@@ -383,8 +387,8 @@ def test_an_unknown_result_keeps_its_flags_and_reply():
     state = submitted(1, 1)
     events, _ = run(state, RecordResults(0, (Result(ADDRESSES[0], "unknown", "antispam_block", "blocked", "backup",
                                                     "554 spam", "mx.example.com", ["role"]),)))
-    assert events[0] == ResultUnknown(ADDRESSES[0], "antispam_block", "blocked", 0, "backup", False, "554 spam",
-                                      "mx.example.com", ("role",))
+    assert events[0] == ResultsRecorded(0, "unknown", "antispam_block", "backup", False, (ADDRESSES[0],),
+                                        ("blocked",), ("554 spam",), ("mx.example.com",), ("role",))
 
 
 def test_the_completed_counts_add_the_last_batch_to_everything_counted_before():

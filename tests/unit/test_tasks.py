@@ -32,6 +32,7 @@ from events import (
     ChunkFailed,
     ChunkSubmitted,
     ResultUnknown,
+    ResultsRecorded,
     SystemFailure,
     TaskCancelled,
     TaskCompleted,
@@ -168,8 +169,8 @@ def test_definitive_results_consume_and_unknowns_refund_one_each():
     events, state = run(state, rr(0, Result(ADDRESSES[0], "safe", tier="primary"),
                                   Result(ADDRESSES[1], "unknown", reason="greylisted", detail="450 4.7.1")))
     assert events == [
-        AddressVerified(ADDRESSES[0], "safe", "", 0, "primary", False),
-        ResultUnknown(ADDRESSES[1], "greylisted", "450 4.7.1", 0, "", False),
+        ResultsRecorded(0, "safe", "", "primary", False, (ADDRESSES[0],)),
+        ResultsRecorded(0, "unknown", "greylisted", "", False, (ADDRESSES[1],), ("450 4.7.1",)),
     ]
     assert refunds_for(events) == [(events[1], 1, "unknown")]
     assert (state.consumed, state.refunded, state.unsettled) == (1, 1, 3)
@@ -185,14 +186,14 @@ def test_each_unknown_is_its_own_refund_of_one():
 
 def test_an_unknown_reason_outside_the_catalogue_becomes_provider_error():
     events = decide(rr(0, Result(ADDRESSES[0], "unknown", reason="cosmic_rays")), submitted(2, 2))
-    assert events == [ResultUnknown(ADDRESSES[0], "provider_error", "", 0, "", False)]
+    assert events == [ResultsRecorded(0, "unknown", "provider_error", "", False, (ADDRESSES[0],))]
 
 
 def test_risky_and_invalid_are_definitive_with_the_reason_as_detail():
     events = decide(rr(0, Result(ADDRESSES[0], "risky", reason="accept_all"), Result(ADDRESSES[1], "invalid")),
                     submitted(4, 2))
-    assert events == [AddressVerified(ADDRESSES[0], "risky", "accept_all", 0, "", False),
-                      AddressVerified(ADDRESSES[1], "invalid", "", 0, "", False)]
+    assert events == [ResultsRecorded(0, "risky", "accept_all", "", False, (ADDRESSES[0],)),
+                      ResultsRecorded(0, "invalid", "", "", False, (ADDRESSES[1],))]
     assert refunds_for(events) == []
 
 
@@ -211,7 +212,7 @@ def test_results_for_already_settled_addresses_append_nothing():
 def test_a_duplicate_result_within_one_batch_settles_once():
     events = decide(rr(0, Result(ADDRESSES[0], "unknown", reason="greylisted"), Result(ADDRESSES[0], "safe")),
                     submitted(4, 2))
-    assert events == [ResultUnknown(ADDRESSES[0], "greylisted", "", 0, "", False)]
+    assert events == [ResultsRecorded(0, "unknown", "greylisted", "", False, (ADDRESSES[0],))]
 
 
 def test_results_for_addresses_of_another_chunk_or_strangers_are_ignored():
@@ -244,7 +245,7 @@ def test_all_chunks_answered_but_not_all_submitted_is_not_complete():
 def test_single_task_runs_to_completion():
     state = submitted(1, 1, chunks=1, kind="single")
     events, state = run(state, rr(0, Result(ADDRESSES[0], "safe")))
-    assert [type(e) for e in events] == [AddressVerified, TaskCompleted]
+    assert [type(e) for e in events] == [ResultsRecorded, TaskCompleted]
     assert state.status == "completed"
 
 
@@ -287,8 +288,8 @@ def test_late_results_after_cancel_are_logged_as_late_and_refund_nothing():
     _, state = run(state, CancelTask())
     assert state.refunded == 4
     events, state = run(state, rr(1, Result(ADDRESSES[2], "safe"), Result(ADDRESSES[3], "unknown", reason="greylisted")))
-    assert events == [AddressVerified(ADDRESSES[2], "safe", "", 1, "", True),
-                      ResultUnknown(ADDRESSES[3], "greylisted", "", 1, "", True)]
+    assert events == [ResultsRecorded(1, "safe", "", "", True, (ADDRESSES[2],)),
+                      ResultsRecorded(1, "unknown", "greylisted", "", True, (ADDRESSES[3],))]
     assert refunds_for(events) == []
     # late results are neither charged (consumed) nor refunded again
     assert (state.consumed, state.refunded, state.late, state.status) == (0, 4, 2, "cancelled")
@@ -394,7 +395,7 @@ def test_system_failure_of_a_finished_task_appends_nothing():
 def test_late_results_after_system_failure_are_late():
     _, state = run(submitted(2, 2), FailForSystem("down"))
     events = decide(rr(0, Result(ADDRESSES[0], "unknown", reason="smtp_timeout")), state)
-    assert events == [ResultUnknown(ADDRESSES[0], "smtp_timeout", "", 0, "", True)]
+    assert events == [ResultsRecorded(0, "unknown", "smtp_timeout", "", True, (ADDRESSES[0],))]
     assert refunds_for(events) == []
 
 
@@ -457,3 +458,50 @@ def test_copy_is_independent():
     evolve(state, AddressVerified(ADDRESSES[0], "safe", "", 0))
     assert ADDRESSES[0] in old.pending[0] and ADDRESSES[0] not in state.pending[0]
     assert (old.consumed, state.consumed) == (0, 1)
+
+
+# --- results batched per chunk (ResultsRecorded) and the per-address events before them --------
+
+def test_a_chunks_results_are_batched_by_status_reason_and_tier_in_first_seen_order():
+    state = submitted(6, 6, chunks=1)
+    events = decide(rr(0, Result(ADDRESSES[0], "safe", tier="a", reply="250 ok"),
+                       Result(ADDRESSES[1], "unknown", reason="greylisted", detail="451", tier="a"),
+                       Result(ADDRESSES[2], "safe", tier="a", flags=("role",)),
+                       Result(ADDRESSES[3], "safe", tier="b"),
+                       Result(ADDRESSES[4], "unknown", reason="greylisted", tier="a", mx_host="mx[1.2.3.4]")),
+                    state)
+    assert events == [
+        ResultsRecorded(0, "safe", "", "a", False, (ADDRESSES[0], ADDRESSES[2]), (), ("250 ok", ""), (), ("", "role")),
+        ResultsRecorded(0, "unknown", "greylisted", "a", False, (ADDRESSES[1], ADDRESSES[4]), ("451", ""), (),
+                        ("", "mx[1.2.3.4]")),
+        ResultsRecorded(0, "safe", "", "b", False, (ADDRESSES[3],)),
+    ]
+    assert [(cause, amount) for cause, amount, _ in refunds_for(events)] == [(events[1], 1), (events[1], 1)]
+
+
+def test_a_batch_settles_like_its_addresses_one_by_one():
+    """The same results, logged as per-address events (before batching) or as one batch,
+    fold to the same state: old logs and new ones tell the same story."""
+    one_by_one, batched = submitted(4, 4), submitted(4, 4)
+    for event in (AddressVerified(ADDRESSES[0], "safe", "", 0), ResultUnknown(ADDRESSES[1], "greylisted", "", 0),
+                  ResultUnknown(ADDRESSES[2], "greylisted", "", 0)):
+        evolve(one_by_one, event)
+    evolve(batched, ResultsRecorded(0, "safe", "", "", False, (ADDRESSES[0],)))
+    evolve(batched, ResultsRecorded(0, "unknown", "greylisted", "", False, (ADDRESSES[1], ADDRESSES[2])))
+    assert (batched.consumed, batched.refunded, batched.counts, batched.in_flight()) == (
+        one_by_one.consumed, one_by_one.refunded, one_by_one.counts, one_by_one.in_flight()) == (
+        1, 2, {"safe": 1, "invalid": 0, "risky": 0, "unknown": 2, "failed": 0}, {0: [ADDRESSES[3]]})
+
+
+def test_a_late_batch_is_neither_charged_nor_refunded():
+    events = [ResultsRecorded(0, "unknown", "greylisted", "", True, ADDRESSES[:3])]
+    assert refunds_for(events) == []
+
+
+def test_evolve_refuses_a_batch_settling_an_address_twice():
+    state = submitted(4, 4)
+    evolve(state, AddressVerified(ADDRESSES[0], "safe", "", 0))
+    with pytest.raises(InvariantViolation, match="settled twice"):
+        evolve(state, ResultsRecorded(0, "unknown", "greylisted", "", False, (ADDRESSES[1], ADDRESSES[0])))
+    with pytest.raises(InvariantViolation, match="settled twice"):
+        evolve(submitted(4, 4), ResultsRecorded(0, "safe", "", "", False, (ADDRESSES[1], ADDRESSES[1])))
