@@ -147,6 +147,8 @@ class ChunkSubmitted(Event):
 @register
 @dataclass(frozen=True)
 class AddressVerified(Event):
+    """One address's definitive result. No longer appended (results are batched per chunk in
+    ResultsRecorded); logs written before hold it, and everything that folds still reads it."""
     # v2 added the evidence: reply, mx_host, flags (v1 events read them empty)
     schema_version = 2
     personal = ("address", "reply")
@@ -164,6 +166,8 @@ class AddressVerified(Event):
 @register
 @dataclass(frozen=True)
 class ResultUnknown(Event):
+    """One address's Unknown result (refunded). No longer appended: an entry of status
+    "unknown" in ResultsRecorded is the same fact; logs written before hold it."""
     schema_version = 2  # as AddressVerified
     personal = ("address", "detail", "reply")
     address: str

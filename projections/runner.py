@@ -27,6 +27,7 @@ SealRow = Callable[[Table, Row], Row]
 log = logging.getLogger("vec.projector")
 
 BATCH = 5000  # events per transaction
+FLUSH_ROWS = 20_000  # changed rows a batch holds in memory before writing them (a batch of results: 500 an event)
 FETCH = 500  # rows per read: a ChunkSubmitted row can carry thousands of addresses
 
 # Bumped when a fold changes what it writes without changing a table's shape (a status
@@ -73,6 +74,7 @@ class _SqlView:
     def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
         self.sql, self.specs, self.seal_row = sql, specs, seal_row
         self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
+        self.held = 0  # rows put since the last flush (an upper bound: a row put twice counts twice)
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
         """The row itself, not a copy: a fold that fails is discarded with its whole view
@@ -89,6 +91,7 @@ class _SqlView:
         if isinstance(change, Put):
             spec = self.specs[change.table]
             self.dirty[change.table][spec.key_of(change.row)] = change.row
+            self.held += 1
         elif isinstance(change, DeleteWhere):
             self.flush()
             self.sql.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
@@ -97,6 +100,7 @@ class _SqlView:
         """Forgets the changes not yet flushed (those of an event that could not be folded)."""
         for rows in self.dirty.values():
             rows.clear()
+        self.held = 0
 
     def flush(self) -> None:
         for name, rows in self.dirty.items():
@@ -107,6 +111,7 @@ class _SqlView:
                     stored = (self.seal_row(spec, r) for r in rows.values())
                 self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in stored])
                 rows.clear()
+        self.held = 0
 
 
 class ProjectionRunner:
@@ -220,6 +225,8 @@ class ProjectionRunner:
                     continue
                 checkpoints[projection.name] = recorded.position
             last = recorded.position
+            if view.held >= FLUSH_ROWS:
+                view.flush()  # same transaction: memory stays bounded whatever the events carry
         view.flush()
         if last > start:
             for projection in running:  # past the events it does not fold, too
