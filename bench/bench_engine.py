@@ -2,14 +2,16 @@
 """Benchmark: the embedded engine on its SQLite store, each figure next to a baseline
 measured in the same process (or, for memory, in a sibling subprocess), as a ratio.
 
-  append    events/s through SqliteEventStore.append (a bulk's AddressVerified events,
-            --append-batch per append, as the engine appends one chunk's results)
-            vs a plain executemany of the same rows (same columns, same batches, one
+  append    addresses/s through SqliteEventStore.append of a bulk's results as the engine
+            logs them (a chunk of --append-batch addresses per append: its ResultsRecorded
+            events, one per status) vs a plain executemany of the same results as one row
+            per address (the log's shape before batching: same columns, same batches, one
             transaction each) into a bare table with no index, same connection pragmas
-  rebuild   events/s of db.projector.rebuild() over a log of ~--rebuild-events events
-            built through the engine (accounts, grants, bulks, chunks, results,
-            Unknowns with their refunds, a cancel now and then) vs executemany of the
-            log's own rows into the bare table (5,000 per transaction, as catch_up)
+  rebuild   facts/s of db.projector.rebuild() over a log of ~--rebuild-facts facts (an
+            event, or one address's result in a batch) built through the engine
+            (accounts, grants, bulks, chunks, results, Unknowns with their refunds, a
+            cancel now and then) vs executemany of the same log as one row per fact
+            into the bare table (5,000 per transaction, as catch_up)
   e2e       addresses/s of one --e2e-addresses bulk from create_bulk (CSV read,
             de-duplicated, staged, debited) to TaskCompleted with projections caught up,
             driven in-process by consumers.runtime.Runtime with the InstantProvider,
@@ -175,13 +177,14 @@ def progress(args, message: str) -> None:
 # --- 1. append ------------------------------------------------------------------------
 
 def result_events(count: int, batch: int, per_task: int) -> list[tuple[str, list]]:
-    """`count` AddressVerified events as the engine makes them, grouped in appends of
-    `batch`; a new task stream every `per_task` events. Returns [(stream, [NewEvent])]."""
-    from events import AddressVerified, NewEvent, deterministic_id, task_stream
+    """The results of `count` addresses as the engine logs them: each chunk of `batch`
+    addresses one append of its ResultsRecorded events (one per status: 90% safe, 5% invalid,
+    5% risky); a new task stream every `per_task` addresses. Returns [(stream, [NewEvent])]."""
+    from events import NewEvent, ResultsRecorded, deterministic_id, task_stream
 
     now = datetime.now(timezone.utc)
     statuses = ("safe",) * 18 + ("invalid", "risky")
-    details = {"safe": "", "invalid": "user_unknown", "risky": "catch_all"}
+    reasons = {"safe": "", "invalid": "user_unknown", "risky": "catch_all"}
     appends = []
     task_id, stream = None, None
     for start in range(0, count, batch):
@@ -189,14 +192,35 @@ def result_events(count: int, batch: int, per_task: int) -> list[tuple[str, list
             task_id = uuid.uuid4().hex
             stream = task_stream(task_id)
         chunk_no = (start % per_task) // batch
-        events = []
+        groups: dict[str, list[str]] = {}
         for i in range(start, min(start + batch, count)):
-            status = statuses[i % 20]
-            event = AddressVerified(address(i), status, details[status], chunk_no, "instant")
-            events.append(NewEvent(stream, event, deterministic_id(stream, f"result/{chunk_no}/{event.address}"),
-                                   now, correlation_id=task_id))
+            groups.setdefault(statuses[i % 20], []).append(address(i))
+        events = [NewEvent(stream, ResultsRecorded(chunk_no, status, reasons[status], "instant", False, tuple(group)),
+                           deterministic_id(stream, f"results/{chunk_no}/{group[0]}"), now, correlation_id=task_id)
+                  for status, group in groups.items()]
         appends.append((stream, events))
     return appends
+
+
+def fact_rows(count: int, batch: int, per_task: int) -> list[tuple]:
+    """The baseline's rows: the same results as one row per address, each as the engine
+    logged it before results were batched (AddressVerified), in appends of `batch`."""
+    from events import AddressVerified, NewEvent, deterministic_id, task_stream
+
+    now = datetime.now(timezone.utc)
+    statuses = ("safe",) * 18 + ("invalid", "risky")
+    details = {"safe": "", "invalid": "user_unknown", "risky": "catch_all"}
+    rows, stream, task_id = [], "", ""
+    for i in range(count):
+        if i % per_task == 0:
+            task_id = uuid.uuid4().hex
+            stream = task_stream(task_id)
+        chunk_no, status = (i % per_task) // batch, statuses[i % 20]
+        event = AddressVerified(address(i), status, details[status], chunk_no, "instant")
+        new = NewEvent(stream, event, deterministic_id(stream, f"result/{chunk_no}/{event.address}"), now,
+                       correlation_id=task_id)
+        rows.append(store_row(new, i % per_task + 1))
+    return rows
 
 
 def bench_append(args) -> dict:
@@ -208,7 +232,8 @@ def bench_append(args) -> dict:
         for new in events:
             versions[stream] = versions.get(stream, 0) + 1
             rows.append(store_row(new, versions[stream]))
-    n = len(rows)
+    facts = fact_rows(args.append_events, args.append_batch, per_task=100_000)
+    n = len(facts)  # addresses
     engine_best, base_best = 0.0, 0.0
     for run in range(args.repeat):
         with scratch(args.tmp_dir, "append") as tmp:
@@ -219,13 +244,14 @@ def bench_append(args) -> dict:
                 store.append(events, {stream: expected.get(stream, 0)})
                 expected[stream] = expected.get(stream, 0) + len(events)
             elapsed = time.perf_counter() - start
-            assert store.head() == n
+            assert store.head() == len(rows)
             store.close()
-            base = baseline_executemany(tmp / "bare.db", rows, args.append_batch)
+            base = baseline_executemany(tmp / "bare.db", facts, args.append_batch)
         engine_best, base_best = max(engine_best, n / elapsed), max(base_best, n / base)
-        progress(args, f"append run {run + 1}: store {n / elapsed:,.0f} ev/s, baseline {n / base:,.0f} ev/s")
+        progress(args, f"append run {run + 1}: store {n / elapsed:,.0f} addr/s, baseline {n / base:,.0f} rows/s")
     extra = append_breakdown(args, appends, rows) if args.breakdown else {}
-    return figure(engine_best, base_best, "events/s", events=n, batch=args.append_batch, **extra)
+    return figure(engine_best, base_best, "addresses/s", addresses=n, events=len(rows), batch=args.append_batch,
+                  **extra)
 
 
 class VariantMismatch(Exception):
@@ -275,14 +301,15 @@ def drive_chunks(engine, provider, loop, task_id: str, stop_after: int | None = 
         if stop_after is not None and chunk_no == stop_after:
             engine.cancel_task(task_id)
             return
-        addresses = engine.db.inputs.chunk(task_id, chunk_no, state.chunk_size)
+        addresses = engine.staged_chunk(state, chunk_no)  # opened: the provider reads the local part
         engine.submit_chunk(task_id, chunk_no, addresses, provider.name, provider.tier)
         engine.record_results(task_id, chunk_no, loop.run_until_complete(provider.verify(addresses)))
     engine.db.inputs.discard(task_id)
 
 
 def build_log(db, target: int, bulk_size: int, accounts: int, chunk_size: int, tmp: Path) -> dict:
-    """Grows the log through the engine until it holds at least `target` events."""
+    """Grows the log through the engine until it holds at least `target` facts (an event, or
+    an address's result inside a batch of results)."""
     from consumers.providers import InstantProvider
     from engine.service import Engine
 
@@ -295,7 +322,7 @@ def build_log(db, target: int, bulk_size: int, accounts: int, chunk_size: int, t
         engine.grant_credits(name, "payg", 10 * target, reason="purchase")
     bulks = 0
     try:
-        while db.events.head() < target:
+        while bulks * bulk_size < target:
             name = names[bulks % accounts]
             path = write_csv(tmp / "bulk.csv", bulk_size, tag=f".b{bulks}")
             upload = engine.create_bulk(name, path, allow_duplicate=True)
@@ -316,22 +343,43 @@ def bench_rebuild(args) -> dict:
         db = open_database(f"sqlite:///{tmp}/vec.db")
         started = time.perf_counter()
         log = build_log(db, args.rebuild_events, args.rebuild_bulk, args.rebuild_accounts, args.chunk_size, tmp)
-        rows = db.events.conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall()
-        progress(args, f"rebuild: log of {len(rows):,} events built in {time.perf_counter() - started:.1f}s")
+        rows = one_row_per_fact(db.events.conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position"))
+        events = db.events.head()
+        progress(args, f"rebuild: log of {events:,} events ({len(rows):,} facts) built in "
+                       f"{time.perf_counter() - started:.1f}s")
         engine_best, base_best = 0.0, 0.0
         for run in range(args.repeat):
             start = time.perf_counter()
             folded = db.projector.rebuild()
             elapsed = time.perf_counter() - start
-            assert folded == len(rows), (folded, len(rows))
+            assert folded == events, (folded, events)
             (tmp / "bare.db").unlink(missing_ok=True)
             for suffix in ("-wal", "-shm"):
                 Path(f"{tmp}/bare.db{suffix}").unlink(missing_ok=True)
             base = baseline_executemany(tmp / "bare.db", rows, 5000)
-            engine_best, base_best = max(engine_best, folded / elapsed), max(base_best, len(rows) / base)
-            progress(args, f"rebuild run {run + 1}: {folded / elapsed:,.0f} ev/s, baseline {len(rows) / base:,.0f}")
+            engine_best, base_best = max(engine_best, len(rows) / elapsed), max(base_best, len(rows) / base)
+            progress(args, f"rebuild run {run + 1}: {len(rows) / elapsed:,.0f} facts/s, baseline "
+                           f"{len(rows) / base:,.0f}")
         db.close()
-    return figure(engine_best, base_best, "events/s", events=len(rows), **log)
+    return figure(engine_best, base_best, "facts/s", facts=len(rows), events=events, **log)
+
+
+def one_row_per_fact(rows) -> list[tuple]:
+    """The log's rows with each batch of results spread into a row per address, as the log
+    held them before results were batched: the rebuild's baseline writes those."""
+    import orjson
+
+    spread = []
+    for row in rows:
+        if row[3] != "ResultsRecorded":
+            spread.append(tuple(row))
+            continue
+        data = orjson.loads(row[5])
+        shared = {k: v for k, v in data.items() if not isinstance(v, list)}
+        for i, sealed in enumerate(data["addresses"]):
+            fact = {**shared, "address": sealed, **{k: v[i] for k, v in data.items() if isinstance(v, list) and v}}
+            spread.append((row[0][:15] + i.to_bytes(2, "big")[1:], *row[1:5], orjson.dumps(fact).decode(), *row[6:]))
+    return spread
 
 
 # --- 3. end-to-end --------------------------------------------------------------------
@@ -470,8 +518,8 @@ def table(results: dict) -> str:
               "e2e": "end-to-end bulk (instant provider)", "rss": "peak RSS, upload + chunking"}
     lines = [f"{'benchmark':<36} {'engine':>12} {'baseline':>12} {'ratio':>7}  unit / size"]
     for name, r in results.items():
-        size = {"append": lambda: f"{r['events']:,} events, {r['batch']}/append",
-                "rebuild": lambda: f"{r['events']:,} events",
+        size = {"append": lambda: f"{r['addresses']:,} addresses in {r['events']:,} events, {r['batch']}/append",
+                "rebuild": lambda: f"{r['facts']:,} facts in {r['events']:,} events",
                 "e2e": lambda: f"{r['addresses']:,} addresses",
                 "rss": lambda: f"{r['addresses']:,} addresses, mode {r['mode']}, "
                                f"goal ≤ {r['goal_mb']} MB: {'yes' if r['within_goal'] else 'NO'}"}[name]()
@@ -486,9 +534,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
-    parser.add_argument("--append-events", type=int, default=200_000, help="events appended (default 200,000)")
+    parser.add_argument("--append-addresses", "--append-events", dest="append_events", type=int, default=200_000,
+                        help="addresses whose results are appended (default 200,000)")
     parser.add_argument("--append-batch", type=int, default=500, help="events per append (default 500)")
-    parser.add_argument("--rebuild-events", type=int, default=200_000, help="log size to rebuild (default ~200,000)")
+    parser.add_argument("--rebuild-facts", "--rebuild-events", dest="rebuild_events", type=int, default=200_000,
+                        help="log size to rebuild, in facts: events and results (default ~200,000)")
     parser.add_argument("--rebuild-bulk", type=int, default=5_000, help="addresses per bulk in that log")
     parser.add_argument("--rebuild-accounts", type=int, default=20, help="accounts in that log")
     parser.add_argument("--e2e-addresses", type=int, default=100_000, help="addresses of the bulk (default 100,000)")

@@ -195,11 +195,11 @@ class ResultsRecorded(Event):
     personal = ("addresses", "details", "replies")
     chunk_no: int
     status: ResultStatus
-    reason: str  # a definitive result's reason ("" for a plain safe), or the UnknownReason
+    reason: str  # a definitive result's reason ("" for a plain safe: its text is then its detail), or the UnknownReason
     tier: str
     late: bool  # arrived after cancel/failure: logged for audit, never charged nor refunded
     addresses: tuple[str, ...]
-    details: tuple[str, ...] = ()  # an Unknown's detail text (a definitive result keeps its reason only)
+    details: tuple[str, ...] = ()  # each entry's text (an Unknown's detail; a definitive one's when it has no reason)
     replies: tuple[str, ...] = ()  # the SMTP reply that decided each, as sent
     mx_hosts: tuple[str, ...] = ()  # who sent that reply
     flags: tuple[str, ...] = ()  # each entry's flags (role, disposable, ...), comma-joined

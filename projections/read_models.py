@@ -237,19 +237,22 @@ class ResultsProjection:
 
 def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Change]:
     """A batch's rows: what its entries share is computed once, then one row per entry."""
-    shared = {"task_id": task_id, "status": event.status, "reason": event.reason, "tier": event.tier,
-              "chunk_no": event.chunk_no, "position": position}
-    columns: dict[str, dict[str, object]] = {}  # flags text -> its taxonomy columns (a batch has few)
+    shared = {"task_id": task_id, "status": event.status, "tier": event.tier, "chunk_no": event.chunk_no,
+              "position": position}
+    definitive = event.status != "unknown"  # its text shows as its reason, as AddressVerified's detail did
+    known: dict[tuple[str, str], dict[str, object]] = {}  # (reason, flags) -> the columns they decide
     rows: list[Change] = []
     for address, detail, reply, mx_host, flags in zip(event.addresses, event.column("details"),
                                                       event.column("replies"), event.column("mx_hosts"),
                                                       event.column("flags")):
-        taxonomy_columns = columns.get(flags)
-        if taxonomy_columns is None:  # result taxonomy, from the event alone
-            taxonomy_columns = columns[flags] = taxonomy.columns(event.status, event.reason,
-                                                                 tuple(flags.split(",")) if flags else ())
+        reason, detail = (event.reason or detail, "") if definitive else (event.reason, detail)
+        decided = known.get((reason, flags))
+        if decided is None:  # result taxonomy, from the event alone
+            decided = known[(reason, flags)] = {
+                "reason": reason, "flags": flags,
+                **taxonomy.columns(event.status, reason, tuple(flags.split(",")) if flags else ())}
         rows.append(Put(RESULTS.name, {**shared, "address": address, "detail": detail, "reply": reply,
-                                       "mx_host": mx_host, "flags": flags, **taxonomy_columns}))
+                                       "mx_host": mx_host, **decided}))
     return rows
 
 

@@ -235,11 +235,19 @@ def audit(vec) -> list[str]:
     return violations
 
 
+def _settled_addresses(event: dict) -> list[str]:
+    """The addresses an event of the log (as `vec events` prints it) settles with a result:
+    a batch's (ResultsRecorded), or the one of a result logged before batching."""
+    if event["type"] == "ResultsRecorded":
+        return list(event["data"]["addresses"])
+    return [event["data"]["address"]] if event["type"] in ("AddressVerified", "ResultUnknown") else []
+
+
 def money_figures(events: list[dict]) -> dict[str, int]:
     """Counted per task from the log: an address settled twice in one task is charged twice
     (late results are free); a task debited twice."""
-    settled = Counter((e["stream"], e["data"]["address"]) for e in events
-                      if e["type"] in ("AddressVerified", "ResultUnknown") and not e["data"].get("late"))
+    settled = Counter((e["stream"], address) for e in events if not e["data"].get("late")
+                      for address in _settled_addresses(e))
     debits = Counter(e["data"]["task_id"] for e in events if e["type"] == "CreditsDebited")
     return {"events": len(events),
             "addresses_charged_twice": sum(1 for n in settled.values() if n > 1),

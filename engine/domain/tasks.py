@@ -20,7 +20,6 @@ from events import (
     AddressVerified,
     ChunkFailed,
     ChunkSubmitted,
-    Definitive,
     Event,
     ResultsRecorded,
     ResultStatus,
@@ -32,7 +31,6 @@ from events import (
     TaskDataErased,
     TaskDeleted,
     TaskFailed,
-    UnknownReason,
 )
 from engine.domain.errors import (
     InvalidCommand,
@@ -324,9 +322,10 @@ def _record(command: RecordResults, state: TaskState) -> list[Event]:
 
 
 def _group_of(result: Result) -> tuple[str, str, str]:
-    """(status, reason, tier): what the results batched in one event share."""
+    """(status, reason, tier): what the results batched in one event share (a definitive
+    result's own text, when it has no reason, stays with its entry: SMTP replies differ)."""
     if result.status in DEFINITIVE:
-        return result.status, result.reason or result.detail, result.tier
+        return result.status, result.reason, result.tier
     if result.status == "unknown":
         return "unknown", (result.reason if result.reason in UNKNOWN_REASONS else "provider_error"), result.tier
     raise InvalidCommand(f"unknown result status {result.status!r} for {result.address}")
@@ -338,10 +337,11 @@ def _results_event(chunk_no: int, late: bool, group: tuple[str, str, str], resul
     def column(values: list[str]) -> tuple[str, ...]:
         return tuple(values) if any(values) else ()  # an evidence column no entry has is left empty
 
-    unknown = status == "unknown"  # a definitive result keeps its reason only, as AddressVerified did
+    # a definitive result with a reason keeps its reason only, as AddressVerified did
+    details = column([r.detail for r in results]) if status == "unknown" or not reason else ()
     return ResultsRecorded(
         chunk_no, cast(ResultStatus, status), reason, tier, late, tuple(r.address for r in results),
-        column([r.detail for r in results]) if unknown else (), column([r.reply for r in results]),
+        details, column([r.reply for r in results]),
         column([r.mx_host for r in results]), column([",".join(r.flags) for r in results]))
 
 

@@ -27,7 +27,7 @@ from tests.api.server import ADMIN_TOKEN, BOTH_MODES, Api
 PRINCIPALS = ("none", "other", "revoked", "own", "read_only", "admin")
 # What the engine appends as a task runs; everything else is a command's (a refused request
 # appends none of those).
-ENGINE_PROGRESS = {"ChunkSubmitted", "AddressVerified", "ResultUnknown", "ChunkFailed", "TaskCompleted", "TaskFailed",
+ENGINE_PROGRESS = {"ChunkSubmitted", "ResultsRecorded", "AddressVerified", "ResultUnknown", "ChunkFailed", "TaskCompleted", "TaskFailed",
                    "SystemFailure"}
 
 ADMIN_ONLY = {"none": 401, "other": 403, "revoked": 401, "own": 403, "read_only": 403}

@@ -78,3 +78,26 @@ class Vec:
             if time.monotonic() > deadline:
                 raise AssertionError(f"task never reached the expected state: {row}")
             time.sleep(0.2)
+
+
+def settled(events: list[dict]) -> list[dict]:
+    """Each address's result in a log as `vec events` prints it, one dict per address, as the
+    engine once logged them (AddressVerified or ResultUnknown, with its position and data):
+    a batch's entries (ResultsRecorded) are each their own fact."""
+    facts = []
+    for event in events:
+        if event["type"] in ("AddressVerified", "ResultUnknown"):
+            facts.append(event)
+        elif event["type"] == "ResultsRecorded":
+            data, count = event["data"], len(event["data"]["addresses"])
+            unknown = data["status"] == "unknown"
+            columns = {name: data.get(name) or [""] * count for name in ("details", "replies", "mx_hosts", "flags")}
+            for i, address in enumerate(data["addresses"]):
+                detail = columns["details"][i]
+                fact = {"address": address, "late": data["late"], "chunk_no": data["chunk_no"], "tier": data["tier"],
+                        "reply": columns["replies"][i], "mx_host": columns["mx_hosts"][i],
+                        "flags": [f for f in columns["flags"][i].split(",") if f]}
+                fact.update({"reason": data["reason"], "detail": detail} if unknown
+                            else {"status": data["status"], "detail": data["reason"] or detail})
+                facts.append({**event, "type": "ResultUnknown" if unknown else "AddressVerified", "data": fact})
+    return facts

@@ -109,7 +109,7 @@ def test_single_verify_cancel_refusal_events_and_replay(vec: Vec):
     assert "cannot be cancelled" in vec.fails("task", "cancel", single["task_id"])
     assert "not an e-mail address" in vec.fails("verify", "acme", "nobody")
     events = vec.lines("events", "--stream", f"task-{single['task_id']}")
-    assert [e["type"] for e in events] == ["TaskCreated", "ChunkSubmitted", "AddressVerified", "TaskCompleted"]
+    assert [e["type"] for e in events] == ["TaskCreated", "ChunkSubmitted", "ResultsRecorded", "TaskCompleted"]
     assert {"position", "stream", "version", "type", "data", "metadata"} <= set(events[0])
     debit_position = next(e["position"] for e in vec.lines("events", "--stream", "account-acme")
                           if e["type"] == "CreditsDebited")
@@ -190,7 +190,7 @@ def test_every_event_says_who_issued_it_and_lists_filter_by_it(vec: Vec, tmp_pat
     task = vec.json("bulk", "acme", str(f), "--wait")
     actors = {(e["type"], e["metadata"]["actor"]) for e in vec.lines("events")}
     assert ("AccountOpened", me) in actors and ("TaskCreated", me) in actors and ("CreditsDebited", me) in actors
-    assert ("AddressVerified", "engine") in actors and ("CreditsRefunded", "engine") in actors
+    assert ("ResultsRecorded", "engine") in actors and ("CreditsRefunded", "engine") in actors
     assert [t["task_id"] for t in vec.lines("tasks", "acme", "--by", me, "--json")] == [task["task_id"]]
     assert vec.run("tasks", "acme", "--by", "apikey:nobody", "--json").stdout == ""
     mine = vec.lines("history", "acme", "--by", me, "--json")

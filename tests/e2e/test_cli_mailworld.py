@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.e2e.cli import Vec
+from tests.e2e.cli import Vec, settled
 
 pytestmark = pytest.mark.mailworld
 
@@ -106,7 +106,7 @@ def test_slow_bulk_cancelled_midway_refunds_exactly_the_unverified(vec: Vec, tmp
         assert (after["verified"], after["consumed"]) == (cancelled["verified"], cancelled["consumed"])
         assert vec.json("credits", "acme")["total"] == balance_at_cancel  # late results cost nothing
         log = vec.lines("events", "--stream", f"task-{task_id}")
-        late = [e for e in log if e["type"] in ("AddressVerified", "ResultUnknown") and e["data"]["late"]]
+        late = [e for e in settled(log) if e["data"]["late"]]
         assert after["late"] == len(late)
         cancel_at = next(e["position"] for e in log if e["type"] == "TaskCancelled")
         assert all(e["position"] > cancel_at for e in late)
@@ -161,8 +161,7 @@ def test_restart_after_grace_fails_the_task_with_system_failure_refunds(vec: Vec
 def test_definitive_results_keep_their_smtp_evidence_in_the_log(vec: Vec, tmp_path):
     rows = ["nobody@example.test", "alice@example.test", "anyone@catchall.test", "alice@closed.test"]
     task = vec.json("bulk", "acme", write(tmp_path / "evidence.csv", rows), "--wait", timeout=120)
-    events = {e["data"]["address"]: e for e in vec.lines("events", "--stream", f"task-{task['task_id']}")
-              if e["type"] in ("AddressVerified", "ResultUnknown")}
+    events = {e["data"]["address"]: e for e in settled(vec.lines("events", "--stream", f"task-{task['task_id']}"))}
     nobody = events["nobody@example.test"]["data"]
     assert nobody["reply"].startswith("550 5.1.1") and "User unknown" in nobody["reply"]
     assert nobody["mx_host"] == "mx.example.test[127.0.0.2]"

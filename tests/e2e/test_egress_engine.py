@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.cli import Vec
+from tests.e2e.cli import Vec, settled
 from tests.e2e.test_cli_mailworld import mailworld_env
 from tests.verifier.test_egress_mailworld import free_port, start_proxy
 
@@ -64,7 +64,7 @@ def bulk_killing(vec: Vec, tmp_path, rows: list[str], proxies: list) -> tuple[li
         with vec.engine_running(tmp_path / "engine.log"):
             task_id = bulk(vec, tmp_path, rows)
             stream = f"task-{task_id}"
-            wait_events(vec, stream, lambda ev: of_type(ev, "AddressVerified"))
+            wait_events(vec, stream, lambda ev: of_type(settled(ev), "AddressVerified"))
             for p in proxies:
                 p.kill()
                 p.wait()
@@ -73,7 +73,8 @@ def bulk_killing(vec: Vec, tmp_path, rows: list[str], proxies: list) -> tuple[li
         for p in proxies:
             p.kill()
             p.wait()
-    return ([e for e in events if e["stream"] == stream],
+    mine = [e for e in events if e["stream"] == stream]  # each address's result as its own fact (settled)
+    return (settled(mine) + [e for e in mine if e["type"] not in ("AddressVerified", "ResultUnknown")],
             [e for e in of_type(events, "CreditsRefunded") if e["data"]["task_id"] == task_id])
 
 

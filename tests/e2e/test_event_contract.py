@@ -130,7 +130,7 @@ def test_a_platform_consumer_reads_every_event_of_a_fleet_run_with_the_cloudeven
     assert sorted(applied) == sorted(positions) and second.watermark == len(log) and not second.above
     assert not set(first.applied) & set(second.applied)
     assert {line["type"] for line in log} >= {"AccountOpened", "CreditsGranted", "CreditsDebited", "TaskCreated",
-                                              "ChunkSubmitted", "AddressVerified", "ResultUnknown",
+                                              "ChunkSubmitted", "ResultsRecorded",
                                               "CreditsRefunded", "TaskCompleted"}
     schemas = schemas_by_id()
     db = open_postgres(vec.env["VEC_STORE"])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.cli import Vec
+from tests.e2e.cli import Vec, settled
 from tests.e2e.fleet import CountingSmtp, fleet, fleet_env
 
 pytestmark = [pytest.mark.mailworld, pytest.mark.postgres, pytest.mark.kafka]
@@ -91,8 +91,8 @@ def test_a_worker_killed_mid_bulk_a_broker_restart_and_a_postgres_restart_lose_n
         done = vec.wait_for(task_id, lambda t: t["status"] not in ("pending", "processing"), timeout=180)
     assert done["status"] == "completed", done
     events = vec.lines("events", "--stream", f"task-{task_id}")
-    settled = [e["data"]["address"] for e in events if e["type"] in ("AddressVerified", "ResultUnknown")]
-    assert sorted(settled) == sorted(slow)  # each address settled exactly once
+    addresses = [e["data"]["address"] for e in settled(events)]
+    assert sorted(addresses) == sorted(slow)  # each address settled exactly once
     debits = [r for r in vec.lines("history", "acme", "--json") if r["type"] == "debit" and r["task_id"] == task_id]
     assert [r["amount"] for r in debits] == [-len(slow)]
     assert_money_settled(vec, done)

@@ -163,8 +163,7 @@ def test_one_bulk_is_one_trace_across_the_api_the_relay_and_the_workers(tmp_path
     assert {parent_of(s)["name"] for s in settles} == {"vec.fleet.verify_chunk"}  # worker -> settler: and back
     recorded = [s for s in trace if s["name"] == "vec.engine.append" and parent_of(s)
                 and parent_of(s)["name"] == "vec.fleet.settle"]
-    assert sum("AddressVerified" in s["attrs"]["vec.events"] or "ResultUnknown" in s["attrs"]["vec.events"]
-               for s in recorded) >= CHUNKS
+    assert sum("ResultsRecorded" in s["attrs"]["vec.events"] for s in recorded) >= CHUNKS
     orphans = [s["name"] for s in trace if s is not root and s["parent"] not in by_id]
     assert not orphans, f"spans whose parent was not exported: {orphans}"
 

@@ -90,7 +90,7 @@ def test_one_bulk_is_one_trace_from_the_upload_to_its_last_result(tmp_path, span
     assert [s.parent.span_id for s in created] == [root.context.span_id]
     chunks = [s for s in trace if s.name == "vec.verify_chunk"]
     assert sorted(s.attributes["vec.chunk_no"] for s in chunks) == [0, 1, 2]  # 10 addresses, 4 per chunk
-    recorded = [s for s in appends if {"AddressVerified", "ResultUnknown"} & set(s.attributes["vec.events"])]
+    recorded = [s for s in appends if {"ResultsRecorded"} & set(s.attributes["vec.events"])]
     assert recorded and all(by_id[s.parent.span_id].name == "vec.verify_chunk" for s in recorded)
     last_result = max(recorded, key=lambda s: s.end_time)
     completed = [s for s in appends if "TaskCompleted" in s.attributes["vec.events"]]
@@ -101,7 +101,7 @@ def test_kafka_headers_carry_the_context_and_the_relay_names_work_events(spans):
     task_id = "0123456789abcdef0123456789abcdef"
     assert tracing.event_headers("TaskCreated", None, 1) == []  # an account's event: no task, no trace
     assert tracing.event_headers("TaskCreated", "acme", 1) == []
-    quiet = dict(tracing.event_headers("AddressVerified", task_id, 7))
+    quiet = dict(tracing.event_headers("ResultsRecorded", task_id, 7))
     assert quiet["traceparent"] == f"00-{task_id}-{tracing.root_span_id(task_id):016x}-01".encode()
     assert not spans.get_finished_spans()  # results ride on the root: no span each
     work = dict(tracing.event_headers("ChunkSubmitted", task_id, 8))

@@ -27,6 +27,7 @@ from events import (
     MonthlyCreditsExpired,
     RecordedEvent,
     ResultUnknown,
+    ResultsRecorded,
     RetentionSet,
     SystemFailure,
     TaskCancelled,
@@ -233,6 +234,15 @@ class Ledger:
             task.status = "processing"
             task.submitted += len(event.addresses)
             task.addresses.update(a.startswith(ERASED) for a in event.addresses)
+        elif isinstance(event, ResultsRecorded):
+            task.addresses.update(a.startswith(ERASED) for a in event.addresses)
+            settled = len(event.addresses)
+            if event.late:
+                task.late += settled
+            elif event.status == "unknown":
+                task.unknown += settled
+            else:
+                task.consumed += settled
         elif isinstance(event, (AddressVerified, ResultUnknown)):
             task.addresses[event.address.startswith(ERASED)] += 1
             if event.late:

@@ -204,7 +204,7 @@ MESSAGES: dict[str, list[str]] = {
         "[well-formed] impossible task-<task>@3 (position 8, ResultsRecorded): a batch of 1 results with columns ['mx_hosts'] of other lengths",
     ],
     'a batch of Unknowns with a reason no Unknown has': [
-        "[well-formed] impossible task-<task>@4 (position 9, ResultsRecorded): a batch of unknown results with reason 'user_unknown' and details False",
+        "[well-formed] impossible task-<task>@4 (position 9, ResultsRecorded): a batch of unknown results with reason 'user_unknown', which no Unknown has",
     ],
     'an Unknown of a batch relabelled safe (its refund left)': [
         '[refund-cause] task <task>: refund of 1 (unknown) that no task event before it frees, at account-acme@6 (position 10, CreditsRefunded)',
