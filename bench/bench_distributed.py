@@ -2,14 +2,14 @@
 """Benchmark: the distributed mode's log (PostgreSQL), relay (Kafka) and fleet, each figure
 next to a baseline measured in the same run, on the same servers, as a ratio.
 
-  pg_append  events/s through PostgresEventStore.append: --pg-events realistic result
-             events (AddressVerified with SMTP evidence, 10% ResultUnknown) of
-             100,000-address tasks, --pg-batch per append (one chunk's results), NewEvents
+  pg_append  addresses/s through PostgresEventStore.append: --pg-events realistic results
+             (SMTP evidence, 10% Unknown) of 100,000-address tasks as the engine logs them
+             (a chunk's ResultsRecorded events per append: --pg-batch addresses), NewEvents
              built before the clock starts
-             vs the very rows the store writes (same 10 columns, same JSON), prebuilt, into
-             a bare table with the same columns (no key, no index), --pg-batch rows per
-             transaction, with COPY (the headline baseline: the store appends with COPY)
-             and with executemany; same cluster, same database
+             vs the same results as one row per address (the log's shape before batching:
+             same 10 columns, the old events' JSON), prebuilt, into a bare table with the
+             same columns (no key, no index), --pg-batch rows per transaction, with COPY
+             (the headline baseline: the store appends with COPY) and with executemany
   relay      messages/s of engine.relay.Relay over a log already holding --relay-events
              such events (tasks of 5,000 results, so the keys spread over the
              partitions): from run() until every event is published, acknowledged by
@@ -206,9 +206,39 @@ def _tansu_env() -> dict:
 # --- the events -------------------------------------------------------------------------
 
 def result_events(count: int, batch: int, per_task: int = 100_000) -> list[tuple[str, list]]:
-    """`count` results as the SMTP provider's workers append them: 70% safe, 10% invalid,
-    10% risky (AddressVerified with reply, MX host and flags), 10% ResultUnknown; `batch`
-    per append (one chunk), a new task stream every `per_task`. [(stream, [NewEvent])]"""
+    """`count` results as the engine logs them: each chunk's results in ResultsRecorded
+    events, one per status and reason (fact_events' results, batched). [(stream, [NewEvent])]"""
+    from events import NewEvent, ResultsRecorded, deterministic_id
+
+    appends = []
+    for stream, facts in fact_events(count, batch, per_task):
+        groups: dict[tuple[str, str], list] = {}
+        for new in facts:
+            event = new.event
+            status = getattr(event, "status", "unknown")
+            groups.setdefault((status, event.reason if status == "unknown" else event.detail), []).append(new)
+        events = []
+        for (status, reason), group in groups.items():
+            first = group[0]
+            results = [n.event for n in group]
+            batched = ResultsRecorded(first.event.chunk_no, status, reason, "primary", False,
+                                      tuple(e.address for e in results),
+                                      tuple(e.detail for e in results) if status == "unknown" else (),
+                                      tuple(e.reply for e in results), tuple(e.mx_host for e in results),
+                                      tuple(",".join(e.flags) for e in results))
+            events.append(NewEvent(stream, batched, deterministic_id(stream, f"results/{first.event.chunk_no}/"
+                                                                             f"{first.event.address}"),
+                                   first.occurred_at, correlation_id=first.correlation_id,
+                                   causation_id=first.causation_id))
+        appends.append((stream, events))
+    return appends
+
+
+def fact_events(count: int, batch: int, per_task: int = 100_000) -> list[tuple[str, list]]:
+    """`count` results as the SMTP provider's workers settle them, one event per address as
+    the log held them before results were batched: 70% safe, 10% invalid, 10% risky
+    (AddressVerified with reply, MX host and flags), 10% ResultUnknown; `batch` per append
+    (one chunk), a new task stream every `per_task`. [(stream, [NewEvent])]"""
     from events import AddressVerified, NewEvent, ResultUnknown, deterministic_id, task_stream
 
     now = datetime.now(timezone.utc)
@@ -373,23 +403,25 @@ def time_store_sql(url: str, batches: list[list[tuple]], n: int) -> float:
 
 def bench_pg_append(args, services: Services) -> dict:
     appends = result_events(args.pg_events, args.pg_batch)
-    batches = store_rows(appends)
-    n = sum(len(rows) for rows in batches)
+    batches = store_rows(fact_events(args.pg_events, args.pg_batch))  # the baseline: a row per address
+    n = sum(len(rows) for rows in batches)  # addresses
+    events = sum(len(e) for _, e in appends)
     best = {"store": 0.0, "copy": 0.0, "executemany": 0.0}
     for run in range(args.repeat):
         rates = {}
         with services.database() as url:  # each measurement on a fresh database of its own
-            rates["store"] = n / time_store(url, appends, n)
+            rates["store"] = n / time_store(url, appends, events)
         with services.database() as url:
             rates["copy"] = n / time_bare(url, batches, n, "copy")
         with services.database() as url:
             rates["executemany"] = n / time_bare(url, batches, n, "executemany")
         for key, rate in rates.items():
             best[key] = max(best[key], rate)
-        progress(args, f"pg_append run {run + 1}: store {rates['store']:,.0f} ev/s, bare COPY {rates['copy']:,.0f}"
+        progress(args, f"pg_append run {run + 1}: store {rates['store']:,.0f} addr/s, bare COPY {rates['copy']:,.0f}"
                        f" rows/s, bare executemany {rates['executemany']:,.0f} rows/s")
     extra = {}
-    if args.breakdown:
+    if args.breakdown:  # in the store's own rows (events)
+        batches, n = store_rows(appends), events
         python_rate = n / min(time_python_rows(appends, n) for _ in range(args.repeat))
         sql_rate = 0.0
         for _ in range(args.repeat):
@@ -404,7 +436,10 @@ def bench_pg_append(args, services: Services) -> dict:
         progress(args, f"pg_append breakdown: Python rows alone {python_rate:,.0f} ev/s, the store's SQL with"
                        f" prebuilt rows {sql_rate:,.0f} ev/s, bare COPY with the store's indexes"
                        f" {indexed_rate:,.0f} rows/s")
-    return figure(best["store"], best["copy"], "events/s", events=n, batch=args.pg_batch, baseline_kind="COPY",
+    return figure(best["store"], best["copy"], "addresses/s", addresses=sum(len(rows) for rows in
+                                                                          store_rows(fact_events(args.pg_events,
+                                                                                                 args.pg_batch))),
+                  events=events, batch=args.pg_batch, baseline_kind="COPY (a row per address)",
                   executemany=best["executemany"], ratio_vs_executemany=best["store"] / best["executemany"], **extra)
 
 
@@ -504,7 +539,7 @@ def bench_relay(args, services: Services) -> dict:
 # --- fleets: processes started here, their CPU, the log's timeline ------------------------
 
 TERMINAL = ("TaskCompleted", "TaskFailed", "TaskCancelled", "SystemFailure")
-RESULT_TYPES = ("AddressVerified", "ResultUnknown")
+RESULT_TYPES = ("ResultsRecorded", "AddressVerified", "ResultUnknown")
 CONTROL_ROLES = ("relay", "projector", "watchdog")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -701,11 +736,12 @@ def task_timeline(rows: list[tuple], window: int) -> dict:
         if type_ == "ChunkSubmitted":
             chunks.setdefault(json.loads(data)["chunk_no"], {})["submitted"] = t
         elif type_ in RESULT_TYPES:
-            chunk = chunks.setdefault(json.loads(data).get("chunk_no", 0), {})
+            payload = json.loads(data)
+            chunk = chunks.setdefault(payload.get("chunk_no", 0), {})
             chunk.setdefault("first", t)
             chunk["last"] = t
             appends.add(t)
-            results += 1
+            results += len(payload.get("addresses") or [None])  # a batch settles many, an old result one
         elif type_ in TERMINAL:
             end = t
     done = [c for c in chunks.values() if "submitted" in c and "last" in c]

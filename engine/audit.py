@@ -620,11 +620,14 @@ def shape_error(event: Event) -> str | None:
 def _batch_shape_error(event: ResultsRecorded) -> str | None:
     """A batch of results: at least one entry, its columns aligned, its reason its status's."""
     count = len(event.addresses)
-    misaligned = [name for name in ("details", "replies", "mx_hosts", "flags") if len(getattr(event, name)) not in (0, count)]
+    misaligned = [name for name in ("details", "texts", "replies", "mx_hosts", "flags")
+                  if len(getattr(event, name)) not in (0, count)]
     if not count or misaligned:
         return f"a batch of {count} results with columns {misaligned} of other lengths"
     if event.status == "unknown" and event.reason not in tasks.UNKNOWN_REASONS:
         return f"a batch of unknown results with reason {event.reason!r}, which no Unknown has"
+    if (event.details and event.status != "unknown") or (event.texts and (event.status == "unknown" or event.reason)):
+        return f"a batch of {event.status} results with texts of another kind of result"
     return None
 
 

@@ -195,14 +195,15 @@ class ResultsRecorded(Event):
     personal = ("addresses", "details", "replies")
     chunk_no: int
     status: ResultStatus
-    reason: str  # a definitive result's reason ("" for a plain safe: its text is then its detail), or the UnknownReason
+    reason: str  # a definitive result's reason ("" for a plain safe: each entry's text then says it), or the UnknownReason
     tier: str
     late: bool  # arrived after cancel/failure: logged for audit, never charged nor refunded
     addresses: tuple[str, ...]
-    details: tuple[str, ...] = ()  # each entry's text (an Unknown's detail; a definitive one's when it has no reason)
+    details: tuple[str, ...] = ()  # each Unknown's detail (personal, as ResultUnknown's)
     replies: tuple[str, ...] = ()  # the SMTP reply that decided each, as sent
     mx_hosts: tuple[str, ...] = ()  # who sent that reply
     flags: tuple[str, ...] = ()  # each entry's flags (role, disposable, ...), comma-joined
+    texts: tuple[str, ...] = ()  # a definitive entry's text when its batch has no reason (as AddressVerified's detail)
 
     def column(self, name: str) -> tuple[str, ...]:
         """An evidence column, entry-aligned whether it was stored or left empty."""

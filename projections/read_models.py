@@ -242,10 +242,10 @@ def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Ch
     definitive = event.status != "unknown"  # its text shows as its reason, as AddressVerified's detail did
     known: dict[tuple[str, str], dict[str, object]] = {}  # (reason, flags) -> the columns they decide
     rows: list[Change] = []
-    for address, detail, reply, mx_host, flags in zip(event.addresses, event.column("details"),
-                                                      event.column("replies"), event.column("mx_hosts"),
-                                                      event.column("flags")):
-        reason, detail = (event.reason or detail, "") if definitive else (event.reason, detail)
+    for address, detail, text, reply, mx_host, flags in zip(
+            event.addresses, event.column("details"), event.column("texts"), event.column("replies"),
+            event.column("mx_hosts"), event.column("flags")):
+        reason = event.reason or text if definitive else event.reason
         decided = known.get((reason, flags))
         if decided is None:  # result taxonomy, from the event alone
             decided = known[(reason, flags)] = {

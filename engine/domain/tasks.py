@@ -337,12 +337,13 @@ def _results_event(chunk_no: int, late: bool, group: tuple[str, str, str], resul
     def column(values: list[str]) -> tuple[str, ...]:
         return tuple(values) if any(values) else ()  # an evidence column no entry has is left empty
 
-    # a definitive result with a reason keeps its reason only, as AddressVerified did
-    details = column([r.detail for r in results]) if status == "unknown" or not reason else ()
+    unknown = status == "unknown"  # a definitive result with a reason keeps its reason only, as AddressVerified did
     return ResultsRecorded(
         chunk_no, cast(ResultStatus, status), reason, tier, late, tuple(r.address for r in results),
-        details, column([r.reply for r in results]),
-        column([r.mx_host for r in results]), column([",".join(r.flags) for r in results]))
+        details=column([r.detail for r in results]) if unknown else (),
+        texts=column([r.detail for r in results]) if not unknown and not reason else (),
+        replies=column([r.reply for r in results]), mx_hosts=column([r.mx_host for r in results]),
+        flags=column([",".join(r.flags) for r in results]))
 
 
 def _fail_chunk(command: FailChunk, state: TaskState) -> list[Event]:

@@ -73,6 +73,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    # a new store gives freed pages back (SqliteInputs.discard: an upload's staged addresses are
+    # as large as its results); an older one keeps its mode until a VACUUM, and works the same
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL survives a process crash (kill -9); only an OS crash may lose the tail.
     conn.execute("PRAGMA synchronous=NORMAL")

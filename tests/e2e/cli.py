@@ -91,13 +91,14 @@ def settled(events: list[dict]) -> list[dict]:
         elif event["type"] == "ResultsRecorded":
             data, count = event["data"], len(event["data"]["addresses"])
             unknown = data["status"] == "unknown"
-            columns = {name: data.get(name) or [""] * count for name in ("details", "replies", "mx_hosts", "flags")}
+            columns = {name: data.get(name) or [""] * count
+                       for name in ("details", "texts", "replies", "mx_hosts", "flags")}
             for i, address in enumerate(data["addresses"]):
                 detail = columns["details"][i]
                 fact = {"address": address, "late": data["late"], "chunk_no": data["chunk_no"], "tier": data["tier"],
                         "reply": columns["replies"][i], "mx_host": columns["mx_hosts"][i],
                         "flags": [f for f in columns["flags"][i].split(",") if f]}
                 fact.update({"reason": data["reason"], "detail": detail} if unknown
-                            else {"status": data["status"], "detail": data["reason"] or detail})
+                            else {"status": data["status"], "detail": data["reason"] or columns["texts"][i]})
                 facts.append({**event, "type": "ResultUnknown" if unknown else "AddressVerified", "data": fact})
     return facts

@@ -339,7 +339,7 @@ MESSAGES: dict[str, list[str]] = {
     ],
     'a refund beyond the outstanding': [
         '[refund-outstanding] refund of 9 for task <task> with 4 outstanding at account-acme@9 (position 22, CreditsRefunded)',
-        "[invariant] task-<task>@5 (position 23, ResultsRecorded): settled more than debited on ResultsRecorded(chunk_no=0, status='invalid', reason='user_unknown', tier='', late=True, addresses=('erased:<address>',), details=(), replies=(), mx_hosts=(), flags=())",
+        "[invariant] task-<task>@5 (position 23, ResultsRecorded): settled more than debited on ResultsRecorded(chunk_no=0, status='invalid', reason='user_unknown', tier='', late=True, addresses=('erased:<address>',), details=(), replies=(), mx_hosts=(), flags=(), texts=())",
         '[read-models] account acme: balance read model differs from the log',
         '[read-models] account acme: history rows sum to 267, balance is 258',
     ],

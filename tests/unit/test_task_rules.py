@@ -174,7 +174,7 @@ def test_results_carry_their_evidence_and_count_by_status():
                         ("mx_found",)),
         ResultsRecorded(0, "invalid", "user_unknown", "primary", False, (ADDRESSES[1],), (), ("550 no",),
                         ("mx.example.com",)),
-        ResultsRecorded(0, "risky", "", "", False, (ADDRESSES[2],), ("catch_all",)),  # its text, with no reason
+        ResultsRecorded(0, "risky", "", "", False, (ADDRESSES[2],), texts=("catch_all",)),  # its text, with no reason
         ResultsRecorded(0, "unknown", "greylisted", "primary", False, (ADDRESSES[3],), ("try later",), ("450 wait",),
                         ("mx.example.com",)),
     ]
