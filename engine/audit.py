@@ -9,6 +9,7 @@ the same append settles), never the events themselves.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import sqlite3
 import tempfile
@@ -53,6 +54,7 @@ from projections.read_models import BALANCES, HISTORY, all_projections
 from projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
+    from engine.keyring import Keyring
     from engine.store import Database
 
 # The engine reads its clock to decide (an expiry, a debit) just before it stamps the events
@@ -171,7 +173,7 @@ def full_audit(db: Database, anchor: tuple[int, str] | None = None) -> tuple[Aud
         fresh_conn = connect(str(Path(scratch) / "fresh.db"))
         try:
             with db.snapshot():
-                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(db.events.read_all),
+                fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(sealed(db)),
                                          seal_row=db.projector.seal_row)  # sealed as the live rows are
                 return _audit_snapshot(db, fresh, fresh_conn, anchor)
         finally:
@@ -205,6 +207,43 @@ def check_chain(db: Database, report: AuditReport, after: int = 0, previous: byt
 ReadAll = Callable[..., Iterator[RecordedEvent]]
 
 
+def sealed(db: Database) -> ReadAll:
+    """The log with its personal fields left sealed, as the read models store them: sealing is
+    deterministic, so every rule compares sealed values as well as opened ones."""
+    return functools.partial(db.events.read_all, opened=False)
+
+
+def audited_events(db: Database, auditor: "_Auditor", after_position: int = 0,
+                   until_position: int | None = None) -> Iterator[RecordedEvent]:
+    """The log as the audit walks it: sealed, each sealed value opened once to prove that it
+    opens (`well-formed`), but a batch's addresses: each is its submission's, which opened
+    (the `result` rule holds them to it)."""
+    for recorded in readable(sealed(db), auditor.corrupt)(after_position, until_position):
+        broken = _unopenable(db.keyring, recorded)
+        if broken is None:
+            yield recorded
+        else:
+            auditor.corrupt(broken)
+
+
+def _unopenable(keyring: Keyring, recorded: RecordedEvent) -> CorruptEvent | None:
+    event = recorded.event
+    names = [n for n in event.personal if not (n == "addresses" and isinstance(event, ResultsRecorded))]
+    open_ = keyring.open_for(recorded.stream) if names else None
+    if open_ is None:
+        return None
+    try:
+        for name in names:
+            value = getattr(event, name)
+            for text in (value,) if isinstance(value, str) else value:
+                if text:
+                    open_(text)
+    except InvariantViolation as error:
+        return CorruptEvent(recorded.position, recorded.stream, recorded.version, recorded.type,
+                            f"{type(error).__name__}: {error}")
+    return None
+
+
 def readable(read_all: ReadAll, on_corrupt: Callable[[CorruptEvent], None] | None = None) -> ReadAll:
     """`read_all` that reads on past an event it cannot decode (handed to `on_corrupt`)."""
 
@@ -232,7 +271,7 @@ def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Conn
     live = db.projector.checkpoints()  # each live read model is compared at its own position
     live_at = live.get("credits", 0)
     balances_at_live: dict[str, tuple[int, int]] = {}
-    for recorded in readable(db.events.read_all, auditor.corrupt)(until_position=report.head):
+    for recorded in audited_events(db, auditor, until_position=report.head):
         auditor.event(recorded)
         if recorded.position == live_at:
             balances_at_live = auditor.balances()

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 from immutables import Map
 
-from engine.audit import AuditReport, _Account, _Auditor, _Task, check_chain, full_audit, readable
+from engine.audit import AuditReport, _Account, _Auditor, _Task, audited_events, check_chain, full_audit
 from engine.domain import accounts, tasks
-from engine.keyring import SEALED, Keyring
+from engine.keyring import Keyring
 from engine.store.base import CorruptEvent
 from projections.base import Table
 
@@ -84,7 +84,7 @@ def _incremental(db: Database, point: AuditPoint) -> tuple[AuditReport, _Auditor
         _load_lazily(auditor, StreamStates(db.projector.sql, db.keyring))
         auditor.position, auditor.count = point.position, point.events
         check_chain(db, report, point.position, bytes.fromhex(point.chain))
-        for recorded in readable(db.events.read_all, auditor.corrupt)(point.position, report.head):
+        for recorded in audited_events(db, auditor, point.position, report.head):
             auditor.event(recorded)
         auditor.finish()
         for stopped in db.projector.stopped().values():
@@ -136,7 +136,7 @@ class StreamStates:
 
     def task(self, task_id: str) -> _Task | None:
         state = (self(f"task-{task_id}") or {}).get("task")
-        return _load_task(state, self.keyring.open_for(f"task-{task_id}")) if state is not None else None
+        return _load_task(state) if state is not None else None
 
 
 def _load_lazily(auditor: _Auditor, states: StreamStates) -> None:
@@ -213,14 +213,10 @@ def _dump_task(ledger: _Task, keyring: Keyring) -> dict[str, Any]:
             "refunded": ledger.refunded, "owed": ledger.owed, "finished_at": _plain(ledger.finished_at)}
 
 
-def _load_task(saved: dict[str, Any], open_: Callable[[str], str] | None) -> _Task:
+def _load_task(saved: dict[str, Any]) -> _Task:
     state = saved["state"]
-
-    def opened(text: str) -> str:
-        return open_(text) if open_ is not None and text.startswith(SEALED) else text
-
-    state["pending"] = {int(n): tasks.PendingChunk(opened(a) for a in addresses)
-                        for n, addresses in state["pending"].items()}
+    # kept sealed, as the audit reads the log (engine/audit.py audited_events)
+    state["pending"] = {int(n): tasks.PendingChunk(addresses) for n, addresses in state["pending"].items()}
     owed = [tuple(o) for o in saved["owed"]] if saved["owed"] is not None else None
     return _Task(tasks.TaskState(**state), saved["sha256"], saved["debited"], saved["refunded"], owed,
                  _moment(saved["finished_at"]))
