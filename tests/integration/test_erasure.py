@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from events import ResultsRecorded
 from consumers.providers import InstantProvider
 from consumers.runtime import Runtime
 from engine.audit import audit
@@ -68,7 +69,7 @@ def _prove_erasure(db, engine: Engine, task_id: str, files) -> None:
         list(engine.unprocessed(task_id))
     assert db.read.history("acme") == history  # the Credits History is untouched
     events = list(db.events.read_stream(f"task-{task_id}"))
-    settled = [r.event.address for r in events if hasattr(r.event, "address")]
+    settled = [a for r in events if isinstance(r.event, ResultsRecorded) for a in r.event.addresses]
     assert len(settled) == len(ADDRESSES) and all(a.startswith("erased:") for a in settled)
     assert len(set(settled)) == len(ADDRESSES)  # one stable placeholder per address: folds still work
     fresh = Engine(open_database(db.url), engine.settings).task(task_id)

@@ -29,7 +29,7 @@ from events import (
     CreditsGranted,
     CreditsRefunded,
     MonthlyCreditsExpired,
-    ResultUnknown,
+    ResultsRecorded,
     TaskCancelled,
     TaskCreated,
 )
@@ -515,7 +515,8 @@ def test_a_mixed_bulk_settles_every_address_once_with_one_row_per_unknown(engine
     assert recorded[-1].type == "TaskCompleted"
     # each Unknown's refund is in the same append as its result, caused by it
     refunds = [r for r in db.events.read_all() if isinstance(r.event, CreditsRefunded)]
-    causes = {str(r.event_id): r for r in db.events.read_all() if isinstance(r.event, ResultUnknown)}
+    causes = {str(r.event_id): r for r in db.events.read_all()
+              if isinstance(r.event, ResultsRecorded) and r.event.status == "unknown"}
     assert [r.event for r in refunds] == [CreditsRefunded(task, 1, "unknown")] * 2
     for refund in refunds:
         cause = causes[refund.causation_id]
