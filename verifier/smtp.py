@@ -145,7 +145,9 @@ class Session:
 
     async def next_reply(self, timeout: float) -> Reply:
         """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
-        replies that came in the same read wait in its buffer, taken from there first."""
+        replies that came in the same read wait in its buffer, taken from there first. A
+        timeout leaves the session open (the reply may still come: the caller decides);
+        anything else closes it."""
         proto = self.smtp.protocol
         try:
             if proto is None:
@@ -153,8 +155,10 @@ class Session:
             resp = proto._read_response_from_buffer() if proto._buffer else None
             if resp is None:
                 resp = await proto.read_response(timeout=timeout)
+        except SMTPTimeoutError:
+            raise
         except BaseException:
-            self.close()  # a reply given up on leaves the stream out of step
+            self.close()  # the stream is out of step
             raise
         self._count(resp.code)
         return Reply(resp.code, resp.message)
@@ -320,8 +324,11 @@ async def open_session(
         smtp.close()
         sock.close()  # in case no transport took it over
         raise
+    pipelining = _can_pipeline(smtp)
+    if pipelining:
+        _keep_replies_read_early(smtp.protocol)
     return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts),
-                   mail_command=mail_command, pipelining=_can_pipeline(smtp))
+                   mail_command=mail_command, pipelining=pipelining)
 
 
 def _can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
@@ -329,4 +336,22 @@ def _can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
     reads (internal to aiosmtplib 3-5: without it, one command at a time)."""
     proto = smtp.protocol
     return (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
-            and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending"))
+            and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending")
+            and hasattr(proto, "_response_waiter"))
+
+
+def _keep_replies_read_early(proto: object) -> None:
+    """aiosmtplib drops the bytes that arrive while a parsed reply waits to be picked up
+    (it expects one reply per command): with PIPELINING the next reply can come in just
+    then, and would be lost (its address timed out). Those bytes go to the buffer that
+    next_reply reads first."""
+    received = getattr(proto, "data_received")
+
+    def data_received(data: bytes) -> None:
+        waiter = getattr(proto, "_response_waiter")
+        if waiter is not None and waiter.done() and getattr(proto, "_response_pending"):
+            getattr(proto, "_buffer").extend(data)
+            return
+        received(data)
+
+    setattr(proto, "data_received", data_received)
