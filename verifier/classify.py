@@ -60,14 +60,37 @@ class Verdict:
         return self.kind in ("safe", "invalid", "risky", "unknown")
 
 
+class LazyPattern:
+    """A regular expression compiled when first used: the rules' patterns cost more to
+    compile than a short run spends classifying, and a 2xx reply needs none of them."""
+
+    __slots__ = ("source", "_rx")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._rx: re.Pattern[str] | None = None
+
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        if self._rx is None:
+            self._rx = re.compile(self.source)
+        return self._rx
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.compiled.search(text)
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        return self.compiled.fullmatch(text)
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
     classes: frozenset[int]  # first digit of the reply code: 2, 4, 5
     verdict_kind: Kind
     reason: str | None
-    enhanced: re.Pattern[str] | None = None  # matched against "5.1.1"
-    text: re.Pattern[str] | None = None  # searched in the normalised text
+    enhanced: LazyPattern | None = None  # matched against "5.1.1"
+    text: LazyPattern | None = None  # searched in the normalised text
     # how enhanced and text combine when both are given
     mode: Literal["any", "all"] = "any"
 
@@ -84,8 +107,8 @@ class Rule:
         return all(tests) if self.mode == "all" else any(tests)
 
 
-def _rx(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{a})" for a in alternatives))
+def _rx(*alternatives: str) -> LazyPattern:
+    return LazyPattern("|".join(f"(?:{a})" for a in alternatives))
 
 
 # --------------------------------------------------------------------------- phrases
@@ -208,14 +231,14 @@ RATE = _rx(
     r"try (?:again )?later", r"temporar(?:il)?y",
 )
 
-ENH_SENDER = re.compile(r"5\.1\.[78]")  # bad *sender* address: about our MAIL FROM
-ENH_POLICY = re.compile(r"5\.7\.\d{1,3}")
-ENH_FULL = re.compile(r"[45]\.2\.2")
-ENH_DISABLED = re.compile(r"5\.2\.1")
-ENH_UNKNOWN = re.compile(r"5\.1\.(?:[0-69]|1\d)")  # 5.1.0-5.1.6, 5.1.9, 5.1.10-5.1.19
-ENH_TOO_MANY = re.compile(r"[45]\.5\.3")
-ENH_M365_DIRECTORY = re.compile(r"5\.4\.1")
-M365_DIRECTORY = re.compile(r"recipient address rejected: access denied")
+ENH_SENDER = LazyPattern(r"5\.1\.[78]")  # bad *sender* address: about our MAIL FROM
+ENH_POLICY = LazyPattern(r"5\.7\.\d{1,3}")
+ENH_FULL = LazyPattern(r"[45]\.2\.2")
+ENH_DISABLED = LazyPattern(r"5\.2\.1")
+ENH_UNKNOWN = LazyPattern(r"5\.1\.(?:[0-69]|1\d)")  # 5.1.0-5.1.6, 5.1.9, 5.1.10-5.1.19
+ENH_TOO_MANY = LazyPattern(r"[45]\.5\.3")
+ENH_M365_DIRECTORY = LazyPattern(r"5\.4\.1")
+M365_DIRECTORY = LazyPattern(r"recipient address rejected: access denied")
 
 _2, _4, _5, _45 = frozenset({2}), frozenset({4}), frozenset({5}), frozenset({4, 5})
 

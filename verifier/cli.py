@@ -12,7 +12,6 @@ import click
 from pydantic import ValidationError
 
 from .config import VerifierSettings
-from .provider import build_provider
 from .result import ProviderError, ProviderUnavailable, VerificationResult
 
 _STYLE = {"safe": "green", "invalid": "red", "risky": "yellow", "unknown": "magenta"}
@@ -98,6 +97,8 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         overrides["dns_servers"] = dns_servers
     if smtp_port is not None:
         overrides["smtp_port"] = smtp_port
+    from .provider import build_provider  # the prober, DNS, syntax: not for `vec egress`
+
     try:
         settings = VerifierSettings(**overrides)
         provider = build_provider(settings)
