@@ -301,9 +301,23 @@ def enhanced_code(message: str) -> str | None:
 
 def clean_text(message: str) -> str:
     """One case-folded line without addresses (a recipient called spam@ must not look like
-    a spam block), typographic quotes and dashes as ASCII, known misspellings fixed."""
-    t = unicodedata.normalize("NFKC", message or "").translate(_PUNCT)
-    t = _ANGLE.sub(" ", t)
+    a spam block), typographic quotes and dashes as ASCII, known misspellings fixed.
+
+    An ASCII reply (NFKC leaves it as it is) is cleaned once per text left without its
+    <address>: a server's replies then repeat (every unknown user of a bulk gets the same)."""
+    message = message or ""
+    if message.isascii():
+        return _clean_ascii(_ANGLE.sub(" ", message))
+    return _clean_rest(_ANGLE.sub(" ", unicodedata.normalize("NFKC", message).translate(_PUNCT)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_ascii(text: str) -> str:
+    return _clean_rest(text.translate(_PUNCT))  # the translation touches no < or >
+
+
+def _clean_rest(t: str) -> str:
+    """clean_text after <addresses> are gone."""
     t = _EMAILISH.sub(" ", t)
     t = _WS.sub(" ", t).strip().casefold()
     for rx, repl in _TYPOS:
@@ -313,7 +327,24 @@ def clean_text(message: str) -> str:
 
 def classify(code: int, message: str | None) -> Verdict:
     """Verdict for the reply to RCPT TO (or to a command before it)."""
+    by_class = _BY_CLASS.get(code // 100)
+    if by_class is not None:
+        return by_class
     return _verdict(code, enhanced_code(message or ""), clean_text(message or ""))
+
+
+def _class_only(digit: int) -> Verdict | None:
+    """The verdict of every reply of this class, when the first rule for it tests nothing
+    else (2xx: "accepted"); None when the text or the enhanced code matters."""
+    for rule in RULES:
+        if digit in rule.classes:
+            if rule.enhanced is None and rule.text is None:
+                return Verdict(rule.verdict_kind, rule.reason, rule.name)
+            return None
+    return None
+
+
+_BY_CLASS = {d: v for d in (2, 4, 5) if (v := _class_only(d)) is not None}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -26,6 +26,7 @@ from aiosmtplib.errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.response import SMTPResponse
 
 from .classify import enhanced_code
 from .result import ProviderUnavailable
@@ -132,6 +133,19 @@ class Session:
         checked before anything is written."""
         lines = [b"RCPT TO:<" + check_argument("RCPT address", a.encode("utf-8" if utf8 else "ascii"))
                  + b">\r\n" for a, utf8 in rcpts]
+        self._write_pipelined(lines)
+
+    async def next_reply(self, timeout: float) -> Reply:
+        """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
+        replies that came in the same read wait in its buffer, taken from there first. A
+        timeout leaves the session open (the reply may still come: the caller decides);
+        anything else closes it."""
+        resp = await self._read_reply(timeout)
+        self._count(resp.code)
+        return Reply(resp.code, resp.message)
+
+    def _write_pipelined(self, lines: list[bytes]) -> None:
+        """Commands (checked by the caller) in one write; their replies are due in order."""
         proto = self.smtp.protocol
         if proto is None or not self.alive:
             self.dead = True
@@ -143,11 +157,9 @@ class Session:
             self.close()
             raise
 
-    async def next_reply(self, timeout: float) -> Reply:
-        """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
-        replies that came in the same read wait in its buffer, taken from there first. A
-        timeout leaves the session open (the reply may still come: the caller decides);
-        anything else closes it."""
+    async def _read_reply(self, timeout: float) -> SMTPResponse:
+        """The next reply of pipelined commands: from aiosmtplib's buffer first (one reply is
+        handed over per network read), else from the network."""
         proto = self.smtp.protocol
         try:
             if proto is None:
@@ -160,8 +172,7 @@ class Session:
         except BaseException:
             self.close()  # the stream is out of step
             raise
-        self._count(resp.code)
-        return Reply(resp.code, resp.message)
+        return resp
 
     def _count(self, code: int) -> None:
         self.rcpts += 1
@@ -178,15 +189,20 @@ class Session:
         4.1.1.5). The server's error count is per session, so ``errors`` carries on. False
         (and the session dead) when the server does not take it."""
         try:
-            rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
-            mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
-                if rset.code == 250 else rset
+            if self.pipelining:  # RSET and MAIL in one write (RFC 2920): one round trip
+                self._write_pipelined([b"RSET\r\n", b" ".join((b"MAIL", *self.mail_command)) + b"\r\n"])
+                rset = await self._read_reply(timeout)
+                mail = await self._read_reply(timeout)
+            else:
+                rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
+                mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
+                    if rset.code == 250 else rset
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
             self.dead = True
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return False
-        if mail.code != 250 or not self.smtp.is_connected:
+        if rset.code != 250 or mail.code != 250 or not self.smtp.is_connected:
             self.dead = True
             return False
         self.transactions += 1
