@@ -340,20 +340,21 @@ async def open_session(
         smtp.close()
         sock.close()  # in case no transport took it over
         raise
-    pipelining = _can_pipeline(smtp)
-    if pipelining:
-        _keep_replies_read_early(smtp.protocol)
     return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts),
-                   mail_command=mail_command, pipelining=pipelining)
+                   mail_command=mail_command, pipelining=_set_up_pipelining(smtp))
 
 
-def _can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
-    """PIPELINING advertised, and aiosmtplib's protocol has the reply buffer next_reply
-    reads (internal to aiosmtplib 3-5: without it, one command at a time)."""
+def _set_up_pipelining(smtp: aiosmtplib.SMTP) -> bool:
+    """True when PIPELINING is advertised and aiosmtplib's protocol has the reply buffer
+    next_reply reads (internal to aiosmtplib 3-5: without it, one command at a time);
+    then replies that come early are kept."""
     proto = smtp.protocol
-    return (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
-            and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending")
-            and hasattr(proto, "_response_waiter"))
+    usable = (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
+              and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending")
+              and hasattr(proto, "_response_waiter"))
+    if usable:
+        _keep_replies_read_early(proto)
+    return usable
 
 
 def _keep_replies_read_early(proto: object) -> None:
