@@ -110,6 +110,7 @@ class Pipelining:
                 return
             if it.done:  # its deadline passed while the reply was on its way
                 self.p._alive()
+                sess.dead = sess.dead or reply.code == 421  # the server is closing
                 continue
             self._on_reply(it, sess, reply)
 
