@@ -60,14 +60,37 @@ class Verdict:
         return self.kind in ("safe", "invalid", "risky", "unknown")
 
 
+class LazyPattern:
+    """A regular expression compiled when first used: the rules' patterns cost more to
+    compile than a short run spends classifying, and a 2xx reply needs none of them."""
+
+    __slots__ = ("source", "_rx")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._rx: re.Pattern[str] | None = None
+
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        if self._rx is None:
+            self._rx = re.compile(self.source)
+        return self._rx
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.compiled.search(text)
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        return self.compiled.fullmatch(text)
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
     classes: frozenset[int]  # first digit of the reply code: 2, 4, 5
     verdict_kind: Kind
     reason: str | None
-    enhanced: re.Pattern[str] | None = None  # matched against "5.1.1"
-    text: re.Pattern[str] | None = None  # searched in the normalised text
+    enhanced: LazyPattern | None = None  # matched against "5.1.1"
+    text: LazyPattern | None = None  # searched in the normalised text
     # how enhanced and text combine when both are given
     mode: Literal["any", "all"] = "any"
 
@@ -84,8 +107,8 @@ class Rule:
         return all(tests) if self.mode == "all" else any(tests)
 
 
-def _rx(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{a})" for a in alternatives))
+def _rx(*alternatives: str) -> LazyPattern:
+    return LazyPattern("|".join(f"(?:{a})" for a in alternatives))
 
 
 # --------------------------------------------------------------------------- phrases
@@ -208,14 +231,14 @@ RATE = _rx(
     r"try (?:again )?later", r"temporar(?:il)?y",
 )
 
-ENH_SENDER = re.compile(r"5\.1\.[78]")  # bad *sender* address: about our MAIL FROM
-ENH_POLICY = re.compile(r"5\.7\.\d{1,3}")
-ENH_FULL = re.compile(r"[45]\.2\.2")
-ENH_DISABLED = re.compile(r"5\.2\.1")
-ENH_UNKNOWN = re.compile(r"5\.1\.(?:[0-69]|1\d)")  # 5.1.0-5.1.6, 5.1.9, 5.1.10-5.1.19
-ENH_TOO_MANY = re.compile(r"[45]\.5\.3")
-ENH_M365_DIRECTORY = re.compile(r"5\.4\.1")
-M365_DIRECTORY = re.compile(r"recipient address rejected: access denied")
+ENH_SENDER = LazyPattern(r"5\.1\.[78]")  # bad *sender* address: about our MAIL FROM
+ENH_POLICY = LazyPattern(r"5\.7\.\d{1,3}")
+ENH_FULL = LazyPattern(r"[45]\.2\.2")
+ENH_DISABLED = LazyPattern(r"5\.2\.1")
+ENH_UNKNOWN = LazyPattern(r"5\.1\.(?:[0-69]|1\d)")  # 5.1.0-5.1.6, 5.1.9, 5.1.10-5.1.19
+ENH_TOO_MANY = LazyPattern(r"[45]\.5\.3")
+ENH_M365_DIRECTORY = LazyPattern(r"5\.4\.1")
+M365_DIRECTORY = LazyPattern(r"recipient address rejected: access denied")
 
 _2, _4, _5, _45 = frozenset({2}), frozenset({4}), frozenset({5}), frozenset({4, 5})
 
@@ -278,9 +301,23 @@ def enhanced_code(message: str) -> str | None:
 
 def clean_text(message: str) -> str:
     """One case-folded line without addresses (a recipient called spam@ must not look like
-    a spam block), typographic quotes and dashes as ASCII, known misspellings fixed."""
-    t = unicodedata.normalize("NFKC", message or "").translate(_PUNCT)
-    t = _ANGLE.sub(" ", t)
+    a spam block), typographic quotes and dashes as ASCII, known misspellings fixed.
+
+    An ASCII reply (NFKC leaves it as it is) is cleaned once per text left without its
+    <address>: a server's replies then repeat (every unknown user of a bulk gets the same)."""
+    message = message or ""
+    if message.isascii():
+        return _clean_ascii(_ANGLE.sub(" ", message))
+    return _clean_rest(_ANGLE.sub(" ", unicodedata.normalize("NFKC", message).translate(_PUNCT)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_ascii(text: str) -> str:
+    return _clean_rest(text.translate(_PUNCT))  # the translation touches no < or >
+
+
+def _clean_rest(t: str) -> str:
+    """clean_text after <addresses> are gone."""
     t = _EMAILISH.sub(" ", t)
     t = _WS.sub(" ", t).strip().casefold()
     for rx, repl in _TYPOS:
@@ -290,7 +327,24 @@ def clean_text(message: str) -> str:
 
 def classify(code: int, message: str | None) -> Verdict:
     """Verdict for the reply to RCPT TO (or to a command before it)."""
+    by_class = _BY_CLASS.get(code // 100)
+    if by_class is not None:
+        return by_class
     return _verdict(code, enhanced_code(message or ""), clean_text(message or ""))
+
+
+def _class_only(digit: int) -> Verdict | None:
+    """The verdict of every reply of this class, when the first rule for it tests nothing
+    else (2xx: "accepted"); None when the text or the enhanced code matters."""
+    for rule in RULES:
+        if digit in rule.classes:
+            if rule.enhanced is None and rule.text is None:
+                return Verdict(rule.verdict_kind, rule.reason, rule.name)
+            return None
+    return None
+
+
+_BY_CLASS = {d: v for d in (2, 4, 5) if (v := _class_only(d)) is not None}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,7 +12,6 @@ import click
 from pydantic import ValidationError
 
 from .config import VerifierSettings
-from .provider import build_provider
 from .result import ProviderError, ProviderUnavailable, VerificationResult
 
 _STYLE = {"safe": "green", "invalid": "red", "risky": "yellow", "unknown": "magenta"}
@@ -32,7 +31,8 @@ def _read_addresses(args: tuple[str, ...]) -> list[str]:
 
 
 class _OrderedPrinter:
-    """Prints JSON lines in input order as soon as the prefix is complete."""
+    """Prints JSON lines in input order as soon as the prefix is complete. The lines of the
+    results that came in one turn of the event loop go out in one write."""
 
     def __init__(self, addresses: list[str]) -> None:
         self.slots: list[VerificationResult | None] = [None] * len(addresses)
@@ -40,15 +40,27 @@ class _OrderedPrinter:
         for i, a in enumerate(addresses):
             self.where[a].append(i)
         self.next = 0
+        self.lines: list[str] = []
 
     def __call__(self, r: VerificationResult) -> None:
         q = self.where.get(r.address)
         if not q:
             return
         self.slots[q.popleft()] = r
+        start = len(self.lines)
         while self.next < len(self.slots) and (ready := self.slots[self.next]) is not None:
-            click.echo(json.dumps(ready.to_json(), ensure_ascii=False))
+            self.lines.append(json.dumps(ready.to_json(), ensure_ascii=False))
             self.next += 1
+        if start == 0 and self.lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # not called from the event loop
+                self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            lines, self.lines = self.lines, []
+            sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
 
 
@@ -98,6 +110,8 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         overrides["dns_servers"] = dns_servers
     if smtp_port is not None:
         overrides["smtp_port"] = smtp_port
+    from .provider import build_provider  # the prober, DNS, syntax: not for `vec egress`
+
     try:
         settings = VerifierSettings(**overrides)
         provider = build_provider(settings)
@@ -114,6 +128,9 @@ def probe(addresses: tuple[str, ...], as_json: bool, config_file: str | None,
         raise click.ClickException(f"verifier unavailable: {exc} ({left} address(es) not checked)") from None
     except ProviderError as exc:
         raise click.ClickException(f"verification failed: {exc}") from None
+    finally:
+        if printer is not None:
+            printer.flush()  # what the last turn of the loop delivered
     if not as_json:
         _table(results)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -90,6 +89,8 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self._data: dict[str, Any] = {}
         if path:
+            import tomllib  # only with a configuration file
+
             with open(Path(path), "rb") as fh:
                 data = tomllib.load(fh)
             if isinstance(data.get("verifier"), dict):

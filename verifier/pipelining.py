@@ -56,6 +56,7 @@ class Pipelining:
         def _expire(self, item: "_Item", why: str, suspect: bool = False) -> None: ...
         def _dropped(self, item: "_Item", sess: Session, why: str) -> None: ...
         def _on_reply(self, item: "_Item", sess: Session, reply: Reply) -> None: ...
+        def _requeue_now(self, item: "_Item") -> None: ...
 
     def _take_more(self, sess: Session, item: "_Item") -> "list[_Item]":
         """Addresses to pipeline after ``item`` (RFC 2920): as many as the transaction, the
@@ -81,22 +82,46 @@ class Pipelining:
             more.append(nxt)
         return more
 
-    async def _send_pipelined(self, sess: Session, batch: "list[_Item]", timeout: float) -> None:
+    async def _send_pipelined(self, sess: Session, batch: "list[_Item]") -> None:
+        """One write, then the replies in order. The server takes the RCPTs in turn, so each
+        reply is due one command timeout after the one before it (not after the write), and
+        matters to its address only until that address's own deadline. A reply that does not
+        come in a command timeout ends the session: its address times out, the addresses
+        behind it never had their turn and go back to the queue."""
         try:
             sess.send_rcpts([(i.rcpt, i.syn.smtputf8) for i in batch])
         except (SMTPServerDisconnected, ConnectionError, OSError):
             for it in batch:
                 self._dropped(it, sess, f"{sess.label}: connection lost at RCPT")
             return
+        command_s = self.s.command_timeout_s
         for n, it in enumerate(batch):
             try:
-                reply = await sess.next_reply(timeout)
-            except SMTPTimeoutError:
-                for rest in batch[n:]:
-                    self._expire(rest, f"{sess.label}: no reply to RCPT within {timeout:.3g}s")
-                return
+                reply = await self._reply_for(sess, it, time.monotonic() + command_s)
             except (SMTPServerDisconnected, ConnectionError, OSError):
                 for rest in batch[n:]:
                     self._dropped(rest, sess, f"{sess.label}: connection lost at RCPT")
                 return
+            if reply is None:
+                sess.close()  # a reply given up on leaves the stream out of step
+                self._expire(it, f"{sess.label}: no reply to RCPT within {command_s:.3g}s")
+                for rest in reversed(batch[n + 1:]):
+                    self._requeue_now(rest)
+                return
+            if it.done:  # its deadline passed while the reply was on its way
+                self.p._alive()
+                sess.dead = sess.dead or reply.code == 421  # the server is closing
+                continue
             self._on_reply(it, sess, reply)
+
+    async def _reply_for(self, sess: Session, item: "_Item", due: float) -> Reply | None:
+        """The reply to ``item``'s RCPT, or None when none came by ``due``. Past the item's
+        deadline the item expires, and its reply is still read (the stream stays in step)."""
+        while True:
+            until = due if item.done else min(due, item.deadline)
+            try:
+                return await sess.next_reply(max(0.0, until - time.monotonic()))
+            except SMTPTimeoutError:
+                if until >= due:
+                    return None
+                self._expire(item, f"deadline of {self.p.deadline:g}s reached")

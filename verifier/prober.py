@@ -871,7 +871,7 @@ class _DomainJob(Pipelining):
         more = self._take_more(sess, item)
         if more:
             try:
-                await self._send_pipelined(sess, [item, *more], timeout)
+                await self._send_pipelined(sess, [item, *more])
             finally:
                 self.in_flight -= len(more)
                 self.wake.set()

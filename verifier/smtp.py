@@ -26,6 +26,7 @@ from aiosmtplib.errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.response import SMTPResponse
 
 from .classify import enhanced_code
 from .result import ProviderUnavailable
@@ -132,6 +133,19 @@ class Session:
         checked before anything is written."""
         lines = [b"RCPT TO:<" + check_argument("RCPT address", a.encode("utf-8" if utf8 else "ascii"))
                  + b">\r\n" for a, utf8 in rcpts]
+        self._write_pipelined(lines)
+
+    async def next_reply(self, timeout: float) -> Reply:
+        """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
+        replies that came in the same read wait in its buffer, taken from there first. A
+        timeout leaves the session open (the reply may still come: the caller decides);
+        anything else closes it."""
+        resp = await self._read_reply(timeout)
+        self._count(resp.code)
+        return Reply(resp.code, resp.message)
+
+    def _write_pipelined(self, lines: list[bytes]) -> None:
+        """Commands (checked by the caller) in one write; their replies are due in order."""
         proto = self.smtp.protocol
         if proto is None or not self.alive:
             self.dead = True
@@ -143,9 +157,9 @@ class Session:
             self.close()
             raise
 
-    async def next_reply(self, timeout: float) -> Reply:
-        """The next reply to a pipelined RCPT. aiosmtplib hands one reply per network read:
-        replies that came in the same read wait in its buffer, taken from there first."""
+    async def _read_reply(self, timeout: float) -> SMTPResponse:
+        """The next reply of pipelined commands: from aiosmtplib's buffer first (one reply is
+        handed over per network read), else from the network."""
         proto = self.smtp.protocol
         try:
             if proto is None:
@@ -153,11 +167,12 @@ class Session:
             resp = proto._read_response_from_buffer() if proto._buffer else None
             if resp is None:
                 resp = await proto.read_response(timeout=timeout)
-        except BaseException:
-            self.close()  # a reply given up on leaves the stream out of step
+        except SMTPTimeoutError:
             raise
-        self._count(resp.code)
-        return Reply(resp.code, resp.message)
+        except BaseException:
+            self.close()  # the stream is out of step
+            raise
+        return resp
 
     def _count(self, code: int) -> None:
         self.rcpts += 1
@@ -174,15 +189,20 @@ class Session:
         4.1.1.5). The server's error count is per session, so ``errors`` carries on. False
         (and the session dead) when the server does not take it."""
         try:
-            rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
-            mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
-                if rset.code == 250 else rset
+            if self.pipelining:  # RSET and MAIL in one write (RFC 2920): one round trip
+                self._write_pipelined([b"RSET\r\n", b" ".join((b"MAIL", *self.mail_command)) + b"\r\n"])
+                rset = await self._read_reply(timeout)
+                mail = await self._read_reply(timeout)
+            else:
+                rset = await self.smtp.execute_command(b"RSET", timeout=timeout)
+                mail = await self.smtp.execute_command(b"MAIL", *self.mail_command, timeout=timeout) \
+                    if rset.code == 250 else rset
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
             self.dead = True
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return False
-        if mail.code != 250 or not self.smtp.is_connected:
+        if rset.code != 250 or mail.code != 250 or not self.smtp.is_connected:
             self.dead = True
             return False
         self.transactions += 1
@@ -321,12 +341,34 @@ async def open_session(
         sock.close()  # in case no transport took it over
         raise
     return Session(smtp=smtp, label=label, key=(ip, port), smtputf8=bool(opts),
-                   mail_command=mail_command, pipelining=_can_pipeline(smtp))
+                   mail_command=mail_command, pipelining=_set_up_pipelining(smtp))
 
 
-def _can_pipeline(smtp: aiosmtplib.SMTP) -> bool:
-    """PIPELINING advertised, and aiosmtplib's protocol has the reply buffer next_reply
-    reads (internal to aiosmtplib 3-5: without it, one command at a time)."""
+def _set_up_pipelining(smtp: aiosmtplib.SMTP) -> bool:
+    """True when PIPELINING is advertised and aiosmtplib's protocol has the reply buffer
+    next_reply reads (internal to aiosmtplib 3-5: without it, one command at a time);
+    then replies that come early are kept."""
     proto = smtp.protocol
-    return (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
-            and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending"))
+    usable = (smtp.supports_extension("pipelining") and hasattr(proto, "_buffer")
+              and hasattr(proto, "_read_response_from_buffer") and hasattr(proto, "_response_pending")
+              and hasattr(proto, "_response_waiter"))
+    if usable:
+        _keep_replies_read_early(proto)
+    return usable
+
+
+def _keep_replies_read_early(proto: object) -> None:
+    """aiosmtplib drops the bytes that arrive while a parsed reply waits to be picked up
+    (it expects one reply per command): with PIPELINING the next reply can come in just
+    then, and would be lost (its address timed out). Those bytes go to the buffer that
+    next_reply reads first."""
+    received = getattr(proto, "data_received")
+
+    def data_received(data: bytes) -> None:
+        waiter = getattr(proto, "_response_waiter")
+        if waiter is not None and waiter.done() and getattr(proto, "_response_pending"):
+            getattr(proto, "_buffer").extend(data)
+            return
+        received(data)
+
+    setattr(proto, "data_received", data_received)

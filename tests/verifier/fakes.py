@@ -111,6 +111,8 @@ class FakeSMTP:
     rcpt_limit: int | None = None  # accepted RCPTs per transaction, then 452
     hard_error_limit: int | None = None  # after this many errors: 421 and close
     rcpt_delay: float = 0.0
+    rcpt_delays: dict[str, float] = field(default_factory=dict)  # per address, on top of rcpt_delay
+    queued_at: dict[str, int] = field(default_factory=dict)  # RCPTs waiting when each was read
     smtputf8: bool = True
     pipelining: bool = True  # advertise RFC 2920 PIPELINING
     max_pipelined: int = 0  # most RCPTs seen queued at once (pipelined by the client)
@@ -187,8 +189,10 @@ class FakeSMTP:
                     # RCPTs that were already waiting behind this one: pipelined (RFC 2920)
                     queued = bytes(reader._buffer).upper().count(b"\nRCPT TO:") + 1  # type: ignore[attr-defined]
                     self.max_pipelined = max(self.max_pipelined, queued)
-                    if self.rcpt_delay:
-                        await asyncio.sleep(self.rcpt_delay)
+                    self.queued_at[rcpt] = queued
+                    delay = self.rcpt_delay + self.rcpt_delays.get(rcpt, 0.0)
+                    if delay:
+                        await asyncio.sleep(delay)
                     if self.rcpt_limit is not None and accepted >= self.rcpt_limit:
                         code, msg = 452, "4.5.3 Error: too many recipients"
                     else:
@@ -321,3 +325,44 @@ def count_open_sessions(monkeypatch) -> dict[str, int]:
 
     monkeypatch.setattr(FakeSMTP, "_handle", counting)
     return live
+
+
+class FlushingSMTP:
+    """A minimal SMTP server in a thread of its own that accepts every RCPT and writes each
+    reply the moment it has it (TCP_NODELAY, one send per reply), as servers without an
+    output buffer do: pipelined replies then reach the client in separate reads, close
+    together. (FakeSMTP shares the client's event loop, so its replies never interleave
+    with the client's reads that way.)"""
+
+    def __init__(self, ip: str, port: int) -> None:
+        import socketserver
+        import threading
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+                def send(line: bytes) -> None:
+                    self.request.sendall(line + b"\r\n")
+                send(b"220 flush.test ESMTP")
+                for line in self.rfile:
+                    verb = line[:4].upper()
+                    if verb == b"EHLO":
+                        send(b"250-flush.test\r\n250 PIPELINING")
+                    elif verb in (b"MAIL", b"RCPT", b"RSET"):
+                        send(b"250 2.1.5 Ok")
+                    else:
+                        send(b"221 2.0.0 Bye")
+                        return
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server((ip, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -5,8 +5,10 @@ multi-line reply joined with newlines (without their "550-" prefixes).
 """
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verifier.classify import RULES, classify, classify_session_reply, clean_text, enhanced_code
@@ -221,3 +223,15 @@ def test_total(code, text):
         assert code // 100 == 5
     if v.kind == "unknown":
         assert v.reason in ("antispam_block", "temporary_failure", "provider_error")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("<>ab1 @.`'-_:\u2019\u2014\uff1c\uff1e\u00e9")))
+def test_clean_text_ascii_shortcut_is_the_general_path(message):
+    """ASCII replies are cleaned once per text without its <address> (cached): the same
+    as NFKC, quotes, then the <address> removal, whatever the brackets (nested, unpaired)."""
+    from verifier.classify import _ANGLE, _PUNCT, _clean_rest
+
+    general = _clean_rest(_ANGLE.sub(" ", unicodedata.normalize("NFKC", message).translate(_PUNCT)))
+    assert clean_text(message) == general
+    assert clean_text(message) == general  # and from the cache

@@ -4,8 +4,14 @@ while the session's budgets (RCPTs, rejected RCPTs: Postfix counts errors per se
 still close it. In-process fakes, no mail world."""
 from __future__ import annotations
 
-from .fakes import postfix_like
-from .test_prober import A, World, run
+import collections
+
+from verifier import build_provider
+
+from .fakes import FakeDNS, FlushingSMTP, free_port, postfix_like
+from .test_prober import A, World, by_addr, run, settings
+
+FLUSH = "127.0.1.9"
 
 
 def commands(srv, verb: bytes) -> int:
@@ -87,3 +93,55 @@ def test_no_pipelining_when_not_advertised():
     srv, res = run(main())
     assert all(r.status == "safe" for r in res)
     assert srv.max_pipelined == 1
+
+
+def test_each_pipelined_reply_has_its_own_wait():
+    """A server slow on every RCPT (0.2 s each, well inside the 1 s command timeout) and
+    silent on one: each pipelined reply is waited for one command timeout after the reply
+    before it, so the slow server is answered; the silent RCPT times out alone, and the
+    RCPTs pipelined behind it are asked again in a new session, not reported with it."""
+    stalled = "u12@a.test"
+
+    async def main():
+        async with World() as w:
+            srv = w.servers[A]
+            srv.respond = postfix_like({f"u{i}" for i in range(100)})
+            srv.rcpt_delay = 0.2
+            srv.rcpt_delays = {stalled: 30.0}
+            p = w.prober(per_mx_concurrency=1, rcpts_per_transaction=4, pipeline_depth=10,
+                         smtp_timeout=1.0, address_deadline=60.0)
+            return srv, await p.verify([f"u{i}@a.test" for i in range(24)])
+    srv, res = run(main())
+    assert srv.queued_at[stalled] > 1  # RCPTs were pipelined behind the silent one
+    r = by_addr(res)
+    assert (r[stalled].status, r[stalled].reason) == ("unknown", "smtp_timeout")
+    others = [x for x in res if x.address != stalled]
+    assert all(x.status == "safe" for x in others), [(x.address, x.detail) for x in others if x.status != "safe"]
+    assert len(srv.sessions) == 2
+
+
+def test_pipelined_replies_in_separate_reads_are_not_lost():
+    """aiosmtplib drops bytes that arrive while a reply it parsed waits to be picked up;
+    a server that writes each pipelined reply at once (its own thread here) makes that
+    happen now and then: such a reply must not be lost (before the fix, its address and
+    the rest of its batch timed out in roughly one run of 1,000 addresses in five)."""
+    port = free_port([FLUSH])
+    zone = {"s.test": {"MX": ["10 mx.s.test."]}, "mx.s.test": {"A": [FLUSH]}}
+
+    async def main():
+        dns = FakeDNS(zone)
+        srv = FlushingSMTP(FLUSH, port)
+        try:
+            p = build_provider(settings(await dns.start(), port, smtp_timeout=1.0, address_deadline=60.0,
+                                        per_mx_concurrency=2))
+            results = []
+            for _ in range(8):
+                results += await p.verify([f"u{i}@s.test" for i in range(1000)])
+            return results
+        finally:
+            srv.close()
+            dns.close()
+    res = run(main())
+    assert len(res) == 8000
+    assert {(r.status, r.reason) for r in res} == {("risky", "catch_all")}, \
+        collections.Counter((r.status, r.reason) for r in res)
