@@ -50,7 +50,16 @@ class DeleteWhere:
     value: Any
 
 
-Change = Put | DeleteWhere
+@dataclass(frozen=True)
+class Append:
+    """Rows a fold adds whole, in order, reading none back (a batch's results, one row an
+    entry): written as they come; a row whose key is taken replaces it, as a Put would."""
+
+    table: str
+    rows: list[Row]
+
+
+Change = Put | DeleteWhere | Append
 
 
 class View(Protocol):
@@ -88,6 +97,9 @@ class InMemoryView:
             rows = self.tables[change.table]
             if isinstance(change, Put):
                 rows[self.specs[change.table].key_of(change.row)] = dict(change.row)
+            elif isinstance(change, Append):
+                key_of = self.specs[change.table].key_of
+                rows.update((key_of(row), dict(row)) for row in change.rows)
             else:
                 for key in [k for k, r in rows.items() if r[change.column] == change.value]:
                     del rows[key]

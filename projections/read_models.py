@@ -27,7 +27,7 @@ from events import (
     TaskDeleted,
     TaskFailed,
 )
-from projections.base import Change, DeleteWhere, Projection, Put, Table, View
+from projections.base import Append, Change, DeleteWhere, Projection, Put, Table, View
 from projections import taxonomy  # result taxonomy: the detailed result, score and flags of a row
 
 TASKS = Table(
@@ -241,7 +241,7 @@ def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Ch
               "position": position}
     definitive = event.status != "unknown"  # its text shows as its reason, as AddressVerified's detail did
     known: dict[tuple[str, str], dict[str, object]] = {}  # (reason, flags) -> the columns they decide
-    rows: list[Change] = []
+    rows: list[dict[str, object]] = []
     for address, detail, text, reply, mx_host, flags in zip(
             event.addresses, event.column("details"), event.column("texts"), event.column("replies"),
             event.column("mx_hosts"), event.column("flags")):
@@ -251,9 +251,8 @@ def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Ch
             decided = known[(reason, flags)] = {
                 "reason": reason, "flags": flags,
                 **taxonomy.columns(event.status, reason, tuple(flags.split(",")) if flags else ())}
-        rows.append(Put(RESULTS.name, {**shared, "address": address, "detail": detail, "reply": reply,
-                                       "mx_host": mx_host, **decided}))
-    return rows
+        rows.append({**shared, "address": address, "detail": detail, "reply": reply, "mx_host": mx_host, **decided})
+    return [Append(RESULTS.name, rows)]
 
 
 class ApiKeysProjection:

@@ -15,7 +15,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator
 
 from events import RecordedEvent
-from projections.base import Change, DeleteWhere, Projection, Put, Row, Table
+from projections.base import Append, Change, DeleteWhere, Projection, Put, Row, Table
 from projections.sql import Rows, SqlSession, upsert_sql
 
 # (after, until) -> the events in (after, until] from the caller's memory, contiguous from
@@ -74,12 +74,15 @@ class _SqlView:
     def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
         self.sql, self.specs, self.seal_row = sql, specs, seal_row
         self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
+        self.appended: dict[str, list[Row]] = {name: [] for name in specs}  # rows no fold reads back
         self.held = 0  # rows put since the last flush (an upper bound: a row put twice counts twice)
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
         """The row itself, not a copy: a fold that fails is discarded with its whole view
         (the batch is folded again, one event at a time, each flushed before the next)."""
         spec = self.specs[table]
+        if self.appended[table]:
+            self.flush()  # a fold reading a table it appends to sees its rows
         row = self.dirty[table].get(key)
         if row is not None:
             return row
@@ -92,6 +95,9 @@ class _SqlView:
             spec = self.specs[change.table]
             self.dirty[change.table][spec.key_of(change.row)] = change.row
             self.held += 1
+        elif isinstance(change, Append):
+            self.appended[change.table].extend(change.rows)
+            self.held += len(change.rows)
         elif isinstance(change, DeleteWhere):
             self.flush()
             self.sql.execute(f"DELETE FROM {change.table} WHERE {change.column} = ?", (change.value,))
@@ -100,18 +106,26 @@ class _SqlView:
         """Forgets the changes not yet flushed (those of an event that could not be folded)."""
         for rows in self.dirty.values():
             rows.clear()
+        for appended in self.appended.values():
+            appended.clear()
         self.held = 0
 
     def flush(self) -> None:
         for name, rows in self.dirty.items():
             if rows:
-                spec = self.specs[name]
-                stored: Iterable[Row] = rows.values()
-                if spec.personal and self.seal_row is not None:
-                    stored = (self.seal_row(spec, r) for r in rows.values())
-                self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in stored])
+                self._write(self.specs[name], rows.values())
                 rows.clear()
+        for name, appended in self.appended.items():
+            if appended:
+                self._write(self.specs[name], appended)
+                appended.clear()
         self.held = 0
+
+    def _write(self, spec: Table, rows: Iterable[Row]) -> None:
+        if spec.personal and self.seal_row is not None:
+            seal_row = self.seal_row
+            rows = (seal_row(spec, r) for r in rows)
+        self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in rows])
 
 
 class ProjectionRunner:
