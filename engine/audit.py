@@ -50,6 +50,7 @@ from engine.domain.errors import InvariantViolation
 from engine.domain.limits import MAX_BALANCE
 from engine.store.base import CorruptEvent
 from engine.store.sqlite import SqliteSession, connect
+from projections.base import Table
 from projections.read_models import BALANCES, HISTORY, all_projections
 from projections.runner import ProjectionRunner
 
@@ -705,21 +706,32 @@ def _conforms(hint: Any) -> Conforms:
 
 # --- the read models ------------------------------------------------------------------------
 
+def _differing_rows(scratch: sqlite3.Connection, fresh: str, live: str, spec: Table) -> tuple[int, int]:
+    """(fresh rows the live table lacks or holds otherwise, live rows the fresh one does), as
+    two EXCEPTs would count them: keys are unique on both sides, so a key join tells."""
+    same_key = " AND ".join(f"l.{c} = f.{c}" for c in spec.key)
+    differ = " OR ".join(f"l.{c} IS NOT f.{c}" for c in spec.columns if c not in spec.key) or "0"
+    changed = scratch.execute(f"SELECT COUNT(*) FROM {fresh} f JOIN {live} l ON {same_key} WHERE {differ}").fetchone()[0]
+    only_fresh, only_live = (scratch.execute(f"SELECT COUNT(*) FROM {a} f WHERE NOT EXISTS"
+                                             f" (SELECT 1 FROM {b} l WHERE {same_key})").fetchone()[0]
+                             for a, b in ((fresh, live), (live, fresh)))
+    return only_fresh + changed, only_live + changed
+
+
 def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
                        balances: dict[str, tuple[int, int]], report: AuditReport) -> None:
     """The live read models against a fold of the log into the scratch database, both at the
     live checkpoint: the live rows are copied beside the fresh ones and compared in SQL."""
     for table, spec in fresh.specs.items():
         columns = ", ".join(spec.columns)
-        scratch.execute(f"CREATE TABLE live_{table} AS SELECT * FROM {table} WHERE 0")
+        # keyed as the fresh table is: the rows are compared by key lookups, not sorted whole
+        typed = ", ".join(f"{c} {'INTEGER' if c in spec.ints else 'TEXT'}" for c in spec.columns)
+        scratch.execute(f"CREATE TABLE live_{table} ({typed}, PRIMARY KEY ({', '.join(spec.key)})) WITHOUT ROWID")
         rows = db.projector.rows(table)
         while batch := list(itertools.islice(rows, 5000)):
             scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})",
                                 batch)
-        missing = scratch.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM {table}"
-                                  f" EXCEPT SELECT {columns} FROM live_{table})").fetchone()[0]
-        extra = scratch.execute(f"SELECT COUNT(*) FROM (SELECT {columns} FROM live_{table}"
-                                f" EXCEPT SELECT {columns} FROM {table})").fetchone()[0]
+        missing, extra = _differing_rows(scratch, table, f"live_{table}", spec)
         if missing or extra:
             report.add("read-models", f"read model {table} differs from a fresh fold of the log "
                                       f"({missing} rows missing or changed, {extra} rows extra)")
