@@ -58,6 +58,11 @@ if TYPE_CHECKING:
     from engine.keyring import Keyring
     from engine.store import Database
 
+# The scratch file is thrown away with the audit: no journal, no syncing, no zeroed pages, no
+# page map for vacuuming (the store's own connection settings are for a store, not for it).
+SCRATCH_PRAGMAS = ("PRAGMA auto_vacuum=NONE", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF",
+                   "PRAGMA secure_delete=OFF")
+
 # The engine reads its clock to decide (an expiry, a debit) just before it stamps the events
 # it appends: a fact may lag its decision by this much and still be on time.
 CLOCK_SLACK = timedelta(seconds=5)
@@ -172,6 +177,8 @@ def full_audit(db: Database, anchor: tuple[int, str] | None = None) -> tuple[Aud
         pass  # the read models stop before it; the walk below names it
     with tempfile.TemporaryDirectory(prefix="vec-audit-") as scratch:
         fresh_conn = connect(str(Path(scratch) / "fresh.db"))
+        for pragma in SCRATCH_PRAGMAS:
+            fresh_conn.execute(pragma)
         try:
             with db.snapshot():
                 fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(sealed(db)),
