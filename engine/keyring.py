@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from engine.domain.errors import InvariantViolation
 from events import Event, NewEvent
+from events.base import SEALED as SEALED
 
 if TYPE_CHECKING:
     from projections.base import Table
 
-SEALED = "§"  # sealed values start with it; stored plain values (before sealing existed) do not
 ERASED = "erased:"
 CACHE = 1024  # keys kept in memory
 CACHE_TTL = 60.0  # seconds a process keeps a key it read: another process's erasure reaches it by then

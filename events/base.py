@@ -14,6 +14,10 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1c1c0e-2b8e-4a47-9a35-1f7e0c1d7a55")
 
 REGISTRY: dict[str, type["Event"]] = {}
 
+# A personal field's value, sealed with its task's key (engine/keyring.py), starts with it;
+# values stored before sealing existed do not.
+SEALED = "§"
+
 
 @dataclass(frozen=True)
 class Event:

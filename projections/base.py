@@ -53,10 +53,11 @@ class DeleteWhere:
 @dataclass(frozen=True)
 class Append:
     """Rows a fold adds whole, in order, reading none back (a batch's results, one row an
-    entry): written as they come; a row whose key is taken replaces it, as a Put would."""
+    entry), each as its values in the table's column order (no dict a row): written as they
+    come; a row whose key is taken replaces it, as a Put would."""
 
     table: str
-    rows: list[Row]
+    rows: list[tuple[Any, ...]]
 
 
 Change = Put | DeleteWhere | Append
@@ -98,8 +99,10 @@ class InMemoryView:
             if isinstance(change, Put):
                 rows[self.specs[change.table].key_of(change.row)] = dict(change.row)
             elif isinstance(change, Append):
-                key_of = self.specs[change.table].key_of
-                rows.update((key_of(row), dict(row)) for row in change.rows)
+                spec = self.specs[change.table]
+                for values in change.rows:
+                    row = dict(zip(spec.columns, values))
+                    rows[spec.key_of(row)] = row
             else:
                 for key in [k for k, r in rows.items() if r[change.column] == change.value]:
                     del rows[key]

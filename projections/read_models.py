@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterable, Literal, get_args
+from typing import Any, Iterable, Literal, get_args
 
 from events import (
     AccountOpened,
@@ -236,23 +236,27 @@ class ResultsProjection:
 
 
 def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Change]:
-    """A batch's rows: what its entries share is computed once, then one row per entry."""
-    shared = {"task_id": task_id, "status": event.status, "tier": event.tier, "chunk_no": event.chunk_no,
-              "position": position}
+    """A batch's rows, as values in RESULTS' column order: what entries share is computed
+    once (the taxonomy of each reason and flags), then one tuple an entry."""
     definitive = event.status != "unknown"  # its text shows as its reason, as AddressVerified's detail did
-    known: dict[tuple[str, str], dict[str, object]] = {}  # (reason, flags) -> the columns they decide
-    rows: list[dict[str, object]] = []
+    known: dict[tuple[str, str], tuple[Any, ...]] = {}  # (reason, flags) -> their taxonomy columns
+    rows: list[tuple[Any, ...]] = []
     for address, detail, text, reply, mx_host, flags in zip(
             event.addresses, event.column("details"), event.column("texts"), event.column("replies"),
             event.column("mx_hosts"), event.column("flags")):
         reason = event.reason or text if definitive else event.reason
         decided = known.get((reason, flags))
         if decided is None:  # result taxonomy, from the event alone
-            decided = known[(reason, flags)] = {
-                "reason": reason, "flags": flags,
-                **taxonomy.columns(event.status, reason, tuple(flags.split(",")) if flags else ())}
-        rows.append({**shared, "address": address, "detail": detail, "reply": reply, "mx_host": mx_host, **decided})
+            columns = taxonomy.columns(event.status, reason, tuple(flags.split(",")) if flags else ())
+            decided = known[(reason, flags)] = tuple(columns[c] for c in taxonomy.COLUMNS)
+        rows.append((task_id, address, event.status, reason, detail, event.tier, reply, mx_host, flags,
+                     event.chunk_no, position, *decided))
     return [Append(RESULTS.name, rows)]
+
+
+if RESULTS.columns != ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags",
+                       "chunk_no", "position", *taxonomy.COLUMNS):
+    raise TypeError("_result_rows builds RESULTS rows as values in another column order: teach it")
 
 
 class ApiKeysProjection:

@@ -15,6 +15,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator
 
 from events import RecordedEvent
+from events.base import SEALED
 from projections.base import Append, Change, DeleteWhere, Projection, Put, Row, Table
 from projections.sql import Rows, SqlSession, upsert_sql
 
@@ -74,7 +75,7 @@ class _SqlView:
     def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
         self.sql, self.specs, self.seal_row = sql, specs, seal_row
         self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
-        self.appended: dict[str, list[Row]] = {name: [] for name in specs}  # rows no fold reads back
+        self.appended: dict[str, list[tuple[Any, ...]]] = {name: [] for name in specs}  # rows no fold reads back
         self.held = 0  # rows put since the last flush (an upper bound: a row put twice counts twice)
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
@@ -117,7 +118,7 @@ class _SqlView:
                 rows.clear()
         for name, appended in self.appended.items():
             if appended:
-                self._write(self.specs[name], appended)
+                self._write_values(self.specs[name], appended)
                 appended.clear()
         self.held = 0
 
@@ -126,6 +127,17 @@ class _SqlView:
             seal_row = self.seal_row
             rows = (seal_row(spec, r) for r in rows)
         self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in rows])
+
+    def _write_values(self, spec: Table, rows: list[tuple[Any, ...]]) -> None:
+        """Rows given as values: those holding a personal value not sealed yet (folded from
+        this process's own events) are sealed as dicts; the rest (folded from the log as
+        stored) are written as they are."""
+        personal = [spec.columns.index(c) for c in sorted(spec.personal)]
+        if personal and self.seal_row is not None:
+            seal_row, columns = self.seal_row, spec.columns
+            rows = [values if all(not values[i] or values[i].startswith(SEALED) for i in personal)
+                    else spec.values_of(seal_row(spec, dict(zip(columns, values)))) for values in rows]
+        self.sql.executemany(upsert_sql(spec), rows)
 
 
 class ProjectionRunner:
