@@ -34,6 +34,7 @@ from events import (
 )
 from engine.domain.errors import (
     InvalidCommand,
+    InvariantViolation,
     TaskAlreadyCancelled,
     TaskAlreadyFinished,
     TaskNotCancellable,
@@ -463,5 +464,6 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         check(not state.active, f"task {state.task_id} erased while {state.status}")
         state.erased = True
         state.pending.clear()  # nothing of it will be settled any more
-    check(0 <= state.consumed + state.refunded <= state.address_count, f"settled more than debited on {event}")
+    if not 0 <= state.consumed + state.refunded <= state.address_count:  # the message formats a whole batch: only then
+        raise InvariantViolation(f"settled more than debited on {event}")
     return state
