@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 from events import (
     WELCOME_CREDITS,
     AccountOpened,
-    AddressVerified,
     ChunkFailed,
     ChunkSubmitted,
     CreditsDebited,
@@ -35,7 +34,6 @@ from events import (
     MonthlyCreditsExpired,
     RecordedEvent,
     ResultsRecorded,
-    ResultUnknown,
     SystemFailure,
     TaskCancelled,
     TaskCompleted,
@@ -43,6 +41,7 @@ from events import (
     TaskDataErased,
     TaskDeleted,
     TaskFailed,
+    as_batch,
 )
 from engine import chain
 from engine.domain import accounts, tasks
@@ -504,10 +503,10 @@ class _Auditor:
             self.add("task-created", f"{event.type_name()} before TaskCreated at {where}")
         elif isinstance(event, ChunkSubmitted):
             self.submitted(state, event, where)
-        elif isinstance(event, (ResultsRecorded, AddressVerified, ResultUnknown)):
-            self.results(state, event, where)
-            if event.late == state.active:
-                self.add("late-result", f"result marked late={event.late} while the task is {state.status}, "
+        elif (batch := as_batch(event)) is not None:  # results, batched or one by one as older logs hold them
+            self.results(state, batch, where)
+            if batch.late == state.active:
+                self.add("late-result", f"result marked late={batch.late} while the task is {state.status}, "
                                         f"at {where}")
         elif isinstance(event, ChunkFailed):
             pending = state.pending.get(event.chunk_no) or tasks.PendingChunk()
@@ -524,10 +523,9 @@ class _Auditor:
         for _, amount, reason in tasks.refunds_for([event]):
             ledger.owed = [*(ledger.owed or ()), (str(recorded.event_id), amount, reason)]
 
-    def results(self, state: tasks.TaskState, event: ResultsRecorded | AddressVerified | ResultUnknown,
-                where: Where) -> None:
+    def results(self, state: tasks.TaskState, event: ResultsRecorded, where: Where) -> None:
         pending = state.pending.get(event.chunk_no) or tasks.PendingChunk()
-        addresses = event.addresses if isinstance(event, ResultsRecorded) else (event.address,)
+        addresses = event.addresses
         if len(set(addresses)) != len(addresses):
             self.add("result", f"one event settles an address of chunk {event.chunk_no} twice, at {where}")
             return

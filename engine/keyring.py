@@ -182,8 +182,6 @@ class Keyring:
 
     def seal_row(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
         """A read-model row as stored: its personal columns sealed with its task's key."""
-        if all(not row.get(c) or row[c].startswith(SEALED) for c in table.personal):
-            return row  # sealed already: the projector folds the log as stored
         sealer = self.sealer(row["task_id"])
         if sealer is None:  # no key (a task from before sealing, or erased): as it is
             return row

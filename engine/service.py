@@ -82,7 +82,7 @@ class RecentEvents:
 
     def extend(self, recorded: Iterable[RecordedEvent]) -> None:
         for r in recorded:
-            weight = len(r.event.addresses) if isinstance(r.event, (ChunkSubmitted, ChunkFailed)) else 1
+            weight = len(getattr(r.event, "addresses", ())) or 1  # a submission, a failed chunk, a batch of results
             self.events.append((r, weight))
             self.weight += weight
         while self.weight > self.budget and len(self.events) > 1:
@@ -157,7 +157,7 @@ def event_key(event: Event, mac: Callable[[str], str] = lambda a: a) -> str | No
 def _unknown_keys(decided: Iterable[Event], mac: Callable[[str], str]) -> dict[str, Iterator[str]]:
     """For each batch of Unknowns, the keys of its entries' refunds, in order: the key each
     address's ResultUnknown had, so a refund's id is the same whether its result was batched."""
-    return {f"results/{e.chunk_no}/{mac(e.addresses[0])}": iter([f"result/{e.chunk_no}/{mac(a)}" for a in e.addresses])
+    return {str(event_key(e, mac)): iter([f"result/{e.chunk_no}/{mac(a)}" for a in e.addresses])
             for e in decided if isinstance(e, ResultsRecorded) and e.status == "unknown" and not e.late}
 
 

@@ -211,6 +211,25 @@ class ResultsRecorded(Event):
         return values or ("",) * len(self.addresses)
 
 
+def as_batch(event: Event) -> ResultsRecorded | None:
+    """A result as a batch, so that every fold reads results one way: a ResultsRecorded as it
+    is, a per-address event of a log written before batching as a batch of one (None: not a
+    result). An AddressVerified's detail was its reason, or its text when it had none."""
+    if isinstance(event, ResultsRecorded):
+        return event
+    if isinstance(event, AddressVerified):
+        return ResultsRecorded(event.chunk_no, event.status, event.detail, event.tier, event.late, (event.address,),
+                               replies=_one(event.reply), mx_hosts=_one(event.mx_host), flags=_one(",".join(event.flags)))
+    if isinstance(event, ResultUnknown):
+        return ResultsRecorded(event.chunk_no, "unknown", event.reason, event.tier, event.late, (event.address,),
+                               _one(event.detail), _one(event.reply), _one(event.mx_host), _one(",".join(event.flags)))
+    return None
+
+
+def _one(value: str) -> tuple[str, ...]:
+    return (value,) if value else ()
+
+
 @register
 @dataclass(frozen=True)
 class ChunkFailed(Event):

@@ -29,6 +29,11 @@ class Table:
         return tuple(row[c] for c in self.key)
 
     @cached_property
+    def personal_indexes(self) -> tuple[int, ...]:
+        """Where the personal columns are in a row's values."""
+        return tuple(i for i, c in enumerate(self.columns) if c in self.personal)
+
+    @cached_property
     def values_of(self) -> Callable[[Row], tuple[Any, ...]]:
         """A row's values in column order (the tuple a statement takes), at C speed."""
         get = itemgetter(*self.columns)

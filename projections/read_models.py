@@ -26,6 +26,7 @@ from events import (
     TaskDataErased,
     TaskDeleted,
     TaskFailed,
+    as_batch,
 )
 from projections.base import Append, Change, DeleteWhere, Projection, Put, Table, View
 from projections import taxonomy  # result taxonomy: the detailed result, score and flags of a row
@@ -117,22 +118,13 @@ class TasksProjection:
         if isinstance(event, ChunkSubmitted):
             task["status"] = "processing"
             task["chunks_submitted"] += 1
-        elif isinstance(event, ResultsRecorded):
-            settled = len(event.addresses)
-            if event.late:
+        elif (batch := as_batch(event)) is not None:  # results, batched or one by one as older logs hold them
+            settled = len(batch.addresses)
+            if batch.late:
                 task["late"] += settled
             else:
                 task["verified"] += settled
-                task["unknown" if event.status == "unknown" else "consumed"] += settled
-        elif isinstance(event, (AddressVerified, ResultUnknown)):
-            if event.late:
-                task["late"] += 1
-            else:
-                task["verified"] += 1
-                if isinstance(event, AddressVerified):
-                    task["consumed"] += 1
-                else:
-                    task["unknown"] += 1
+                task["unknown" if batch.status == "unknown" else "consumed"] += settled
         elif isinstance(event, ChunkFailed):
             task["failed"] += len(event.addresses)
             task["partial_failure"] = 1
@@ -214,16 +206,9 @@ class ResultsProjection:
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
         task_id = _task_id(recorded.stream)
-        if isinstance(event, ResultsRecorded) and not event.late:
-            return _result_rows(task_id, recorded.position, event)
-        if isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
-            status, reason, detail = ((event.status, event.detail, "") if isinstance(event, AddressVerified)
-                                      else ("unknown", event.reason, event.detail))
-            return [Put(RESULTS.name, {
-                "task_id": task_id, "address": event.address, "status": status, "reason": reason, "detail": detail,
-                "tier": event.tier, "reply": event.reply, "mx_host": event.mx_host, "flags": ",".join(event.flags),
-                "chunk_no": event.chunk_no, "position": recorded.position,
-                **taxonomy.columns(status, reason, event.flags)})]  # result taxonomy, from the event alone
+        batch = as_batch(event)
+        if batch is not None:
+            return [] if batch.late else _result_rows(task_id, recorded.position, batch)
         if isinstance(event, ChunkFailed):
             return [Put(RESULTS.name, {
                 "task_id": task_id, "address": a, "status": "unknown", "reason": "provider_error",
@@ -335,11 +320,10 @@ class ActivityProjection:
 
     def evolve(self, view: View, recorded: RecordedEvent) -> Iterable[Change]:
         event = recorded.event
-        if isinstance(event, ResultsRecorded) and not event.late:
-            results = len(event.addresses)
-            unknown = results if event.status == "unknown" else 0
-        elif isinstance(event, (AddressVerified, ResultUnknown)) and not event.late:
-            results, unknown = 1, int(isinstance(event, ResultUnknown))
+        batch = as_batch(event)
+        if batch is not None and not batch.late:
+            results = len(batch.addresses)
+            unknown = results if batch.status == "unknown" else 0
         elif isinstance(event, ChunkFailed):
             results = unknown = len(event.addresses)
         else:

@@ -132,7 +132,7 @@ class _SqlView:
         """Rows given as values: those holding a personal value not sealed yet (folded from
         this process's own events) are sealed as dicts; the rest (folded from the log as
         stored) are written as they are."""
-        personal = [spec.columns.index(c) for c in sorted(spec.personal)]
+        personal = spec.personal_indexes
         if personal and self.seal_row is not None:
             seal_row, columns = self.seal_row, spec.columns
             rows = [values if all(not values[i] or values[i].startswith(SEALED) for i in personal)

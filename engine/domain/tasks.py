@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal, cast
 
 from events import (
-    AddressVerified,
     ChunkFailed,
     ChunkSubmitted,
     Event,
     ResultsRecorded,
     ResultStatus,
-    ResultUnknown,
     SystemFailure,
     TaskCancelled,
     TaskCompleted,
@@ -31,6 +29,7 @@ from events import (
     TaskDataErased,
     TaskDeleted,
     TaskFailed,
+    as_batch,
 )
 from engine.domain.errors import (
     InvalidCommand,
@@ -368,10 +367,6 @@ def _counts_after(state: TaskState, new: Iterable[Event]) -> dict[str, int]:
     for event in new:
         if isinstance(event, ResultsRecorded):
             counts[event.status] += len(event.addresses)
-        elif isinstance(event, AddressVerified):
-            counts[event.status] += 1
-        elif isinstance(event, ResultUnknown):
-            counts["unknown"] += 1
         elif isinstance(event, ChunkFailed):
             counts["failed"] += len(event.addresses)
     return counts
@@ -381,10 +376,9 @@ def refunds_for(events: Iterable[Event]) -> list[tuple[Event, int, str]]:
     """The credits each task event gives back: (cause, amount, refund reason)."""
     refunds: list[tuple[Event, int, str]] = []
     for event in events:
-        if isinstance(event, ResultsRecorded) and event.status == "unknown" and not event.late:
-            refunds.extend((event, 1, "unknown") for _ in event.addresses)  # each Unknown its own refund
-        elif isinstance(event, ResultUnknown) and not event.late:
-            refunds.append((event, 1, "unknown"))
+        batch = as_batch(event)
+        if batch is not None and batch.status == "unknown" and not batch.late:
+            refunds.extend((event, 1, "unknown") for _ in batch.addresses)  # each Unknown its own refund
         elif isinstance(event, ChunkFailed) and event.addresses:
             refunds.append((event, len(event.addresses), "partial_failure"))
         elif isinstance(event, TaskCancelled) and event.unverified_count:
@@ -422,27 +416,17 @@ def evolve(state: TaskState, event: Event) -> TaskState:
         state.pending[event.chunk_no] = PendingChunk(event.addresses)
         state.chunks_submitted += 1
         state.status = "processing"
-    elif isinstance(event, ResultsRecorded):
-        _settle(state, event.chunk_no, event.addresses)
-        settled = len(event.addresses)
-        if event.late:
+    elif (batch := as_batch(event)) is not None:  # results, batched or as logs before batching hold them
+        _settle(state, batch.chunk_no, batch.addresses)
+        settled = len(batch.addresses)
+        if batch.late:
             state.late += settled
         else:
-            state.counts[event.status] += settled
-            if event.status == "unknown":
+            state.counts[batch.status] += settled
+            if batch.status == "unknown":
                 state.refunded += settled
             else:
                 state.consumed += settled
-    elif isinstance(event, (AddressVerified, ResultUnknown)):  # as results were logged before batching
-        _settle(state, event.chunk_no, (event.address,))
-        if event.late:
-            state.late += 1
-        elif isinstance(event, AddressVerified):
-            state.consumed += 1
-            state.counts[event.status] += 1
-        else:
-            state.refunded += 1
-            state.counts["unknown"] += 1
     elif isinstance(event, ChunkFailed):
         state.pending.pop(event.chunk_no, None)
         state.failed_chunks += 1

@@ -167,3 +167,24 @@ def test_the_csv_export_has_the_taxonomy_columns_with_true_and_false():
     header, line = "".join(csv_lines([row])).splitlines()
     assert header.split(",") == list(RESULT_COLUMNS)
     assert line == "alice@gmail.com,safe,,,smtp,250 ok,safe,98,false,false,false,true,true"
+
+
+def test_an_older_logs_per_address_results_fold_into_the_rows_a_batch_of_the_same_results_makes():
+    """Logs written before batching hold AddressVerified and ResultUnknown: read as batches of
+    one (events.as_batch), they give the rows they always gave, and the same as one batch."""
+    from events import ResultsRecorded
+
+    old = [recorded(5, AddressVerified("a@corp.test", "invalid", "user_unknown", 0, "smtp", reply="550 no",
+                                       mx_host="mx[1.2.3.4]", flags=("mx_found",))),
+           recorded(5, ResultUnknown("b@corp.test", "greylisted", "451 later", 0, "smtp", reply="451 4.7.1"))]
+    batched = [recorded(5, ResultsRecorded(0, "invalid", "user_unknown", "smtp", False, ("a@corp.test",),
+                                           replies=("550 no",), mx_hosts=("mx[1.2.3.4]",), flags=("mx_found",))),
+               recorded(5, ResultsRecorded(0, "unknown", "greylisted", "smtp", False, ("b@corp.test",),
+                                           details=("451 later",), replies=("451 4.7.1",)))]
+    rows = {r["address"]: r for r in InMemoryView([ResultsProjection()]).fold(old).tables[RESULTS.name].values()}
+    assert {k: rows["a@corp.test"][k] for k in ("status", "reason", "detail", "reply", "mx_host", "flags")} == {
+        "status": "invalid", "reason": "user_unknown", "detail": "", "reply": "550 no", "mx_host": "mx[1.2.3.4]",
+        "flags": "mx_found"}
+    assert (rows["b@corp.test"]["reason"], rows["b@corp.test"]["detail"]) == ("greylisted", "451 later")
+    assert InMemoryView([ResultsProjection()]).fold(old).sorted_rows(RESULTS.name) == \
+        InMemoryView([ResultsProjection()]).fold(batched).sorted_rows(RESULTS.name)
