@@ -19,6 +19,7 @@ fingerprints of single addresses (a keyed hash, not a guessable digest of an add
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -41,6 +42,11 @@ ERASED = "erased:"
 CACHE = 1024  # keys kept in memory
 CACHE_TTL = 60.0  # seconds a process keeps a key it read: another process's erasure reaches it by then
 MEMO_ENTRIES = 4096  # per sealer: a chunk's addresses, sealed once and reused by its events and read models
+# sealed texts are URL-safe base64 without padding; binascii with a translation is twice as
+# fast as base64.urlsafe_* (an export opens a million of them)
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", "===", "==", "=")  # by the unpadded length modulo 4 (1 is never valid: refused)
 
 
 class KeyStore(Protocol):
@@ -71,7 +77,8 @@ class Sealer:
             return sealed
         if text.startswith(SEALED):
             return text
-        sealed = SEALED + base64.urlsafe_b64encode(self._aead.encrypt(text.encode(), None)).decode().rstrip("=")
+        raw = self._aead.encrypt(text.encode(), None)
+        sealed = SEALED + binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
         self._remember(text, sealed)
         return sealed
 
@@ -90,10 +97,11 @@ class Sealer:
     def open(self, text: str) -> str:
         if not text.startswith(SEALED):
             return text  # stored before sealing existed
-        raw = base64.urlsafe_b64decode(text[1:] + "=" * (-(len(text) - 1) % 4))
-        try:
+        body = text[1:]
+        try:  # a text cut or altered in the store fails here as a wrong key would
+            raw = binascii.a2b_base64((body + _PADDING[len(body) % 4]).encode().translate(_FROM_URLSAFE))
             return self._aead.decrypt(raw, None).decode()
-        except InvalidTag:
+        except (InvalidTag, binascii.Error):
             raise InvariantViolation("a sealed value does not open with its task's key") from None
 
     def mac(self, text: str) -> str:

@@ -26,7 +26,7 @@ from engine.store import Database, StoreUrlError
 from entrypoints import bootstrap
 from engine.store.base import StoreError
 from engine.store.lease import LeaseHeld
-from projections.exports import RESULT_COLUMNS, csv_blocks, json_lines, txt_lines
+from projections.exports import RESULT_COLUMNS, json_lines, txt_lines
 from projections.read_models import HISTORY_TYPES
 from projections.runner import ProjectionStopped
 
@@ -610,8 +610,8 @@ def task_results(ctx: Context, task_id: str, fmt: str, status: str | None) -> No
     ctx.engine.require_results_kept(task_id)
     ctx.db.projector.require("results")
     read = ctx.db.read
-    if fmt == "csv":  # a million rows: lists of values, no dict per row
-        lines = csv_blocks(read.result_values(task_id, RESULT_COLUMNS, status), RESULT_COLUMNS)
+    if fmt == "csv":  # a million rows: rendered by the store, no dict per row
+        lines = read.result_csv(task_id, RESULT_COLUMNS, status)
     else:
         rows = read.results(task_id, status)
         lines = json_lines(rows) if fmt == "json" else txt_lines(r["address"] for r in rows)

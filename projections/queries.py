@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any, Callable, Iterator, cast
 
 from projections.base import Row
-from projections.read_models import ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, NOTIFICATIONS, RESULTS, TASKS
+from projections.read_models import (ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK, HISTORY, NOTIFICATIONS, RESULTS, TASKS,
+                                     results_taxonomy)
 from projections.sql import Rows, SqlSession
 from projections import taxonomy
+from projections.exports import templated_csv_blocks
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
                "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by",
@@ -185,25 +187,23 @@ class ReadModelQueries:
         return self._rows(f"SELECT reason, COUNT(*) AS n FROM {RESULTS.name} WHERE task_id = ? AND status = 'unknown'"
                           " GROUP BY reason ORDER BY n DESC, reason", (task_id,))
 
-    def result_values(self, task_id: str, columns: tuple[str, ...], status: str | None = None
-                      ) -> Iterator[list[Any]]:
-        """The results as lists of `columns` in export order, streamed, personal columns
-        opened and taxonomy flags as booleans: an export's rows without a dict each."""
-        sql = f"SELECT {', '.join(columns)} FROM {RESULTS.name} WHERE task_id = ?"
+    def result_csv(self, task_id: str, columns: tuple[str, ...], status: str | None = None) -> Iterator[str]:
+        """The results in export order as CSV (the header, then blocks of lines), streamed:
+        what csv_lines makes of the rows. A million rows: the taxonomy columns are not read but
+        rendered once per distinct status, reason and flags by the function that wrote them
+        (read_models.results_taxonomy), a seven-column read instead of thirteen."""
+        fetched = ("address", "status", "reason", "detail", "tier", "reply", "flags")
+        sql = f"SELECT {', '.join(fetched)} FROM {RESULTS.name} WHERE task_id = ?"
         params: tuple[Any, ...] = (task_id,)
         if status:
             sql, params = sql + " AND status = ?", params + (status,)
-        open_ = self.value_opener(task_id)
-        personal = [i for i, c in enumerate(columns) if c in RESULTS.personal]
-        flags = [i for i, c in enumerate(columns) if c in taxonomy.FLAG_COLUMNS]
-        for row in self.sql.stream(sql + " ORDER BY position, address", params):
-            values = list(row)
-            for i in personal:
-                if values[i]:
-                    values[i] = open_(values[i])
-            for i in flags:
-                values[i] = bool(values[i])
-            yield values
+
+        def cells_of(stored: dict[str, Any]) -> dict[str, Any]:
+            derived = results_taxonomy(stored["status"], stored["reason"], stored["flags"])
+            return stored | {c: bool(v) if c in taxonomy.FLAG_COLUMNS else v for c, v in derived.items()}
+
+        rows = self.sql.stream(sql + " ORDER BY position, address", params)
+        return templated_csv_blocks(rows, columns, fetched, RESULTS.personal, cells_of, self.value_opener(task_id))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()

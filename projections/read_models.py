@@ -232,11 +232,17 @@ def _result_rows(task_id: str, position: int, event: ResultsRecorded) -> list[Ch
         reason = event.reason or text if definitive else event.reason
         decided = known.get((reason, flags))
         if decided is None:  # result taxonomy, from the event alone
-            columns = taxonomy.columns(event.status, reason, tuple(flags.split(",")) if flags else ())
+            columns = results_taxonomy(event.status, reason, flags)
             decided = known[(reason, flags)] = tuple(columns[c] for c in taxonomy.COLUMNS)
         rows.append((task_id, address, event.status, reason, detail, event.tier, reply, mx_host, flags,
                      event.chunk_no, position, *decided))
     return [Append(RESULTS.name, rows)]
+
+
+def results_taxonomy(status: str, reason: str | None, flags: str) -> dict[str, Any]:
+    """A results row's taxonomy columns from its status, reason and flags (as stored: comma-
+    joined): what the projection writes, and what an export renders without reading them."""
+    return taxonomy.columns(status, reason, tuple(flags.split(",")) if flags else ())
 
 
 if RESULTS.columns != ("task_id", "address", "status", "reason", "detail", "tier", "reply", "mx_host", "flags",

@@ -67,7 +67,7 @@ def test_a_single_task_runs_and_settles_in_memory(memory_db):
 def test_the_csv_export_of_values_is_the_csv_of_rows_byte_for_byte(memory_db, tmp_path):
     """`vec task results --format csv` renders lists of values (no dict per row); the API
     renders rows: both must write the same file, formula cells and flags included."""
-    from projections.exports import RESULT_COLUMNS, csv_blocks, csv_lines
+    from projections.exports import RESULT_COLUMNS, csv_lines
 
     engine = Engine(memory_db, EngineSettings(chunk_size=10), lambda: T0)
     engine.open_account("acme")
@@ -86,9 +86,9 @@ def test_the_csv_export_of_values_is_the_csv_of_rows_byte_for_byte(memory_db, tm
     assert memory_db.projector.stopped() == {}
     for status, lines in ((None, 5), ("unknown", 2)):  # the header and the rows
         by_rows = "".join(csv_lines(read.results(task_id, status)))
-        by_values = "".join(csv_blocks(read.result_values(task_id, RESULT_COLUMNS, status), RESULT_COLUMNS))
+        by_values = "".join(read.result_csv(task_id, RESULT_COLUMNS, status))
         assert by_values == by_rows and by_rows.count("\n") == lines
         assert "'+try later" in by_rows  # a formula-like cell, made safe
-    every = "".join(csv_blocks(read.result_values(task_id, RESULT_COLUMNS), RESULT_COLUMNS))
+    every = "".join(read.result_csv(task_id, RESULT_COLUMNS))
     assert "'=cmd@x.org,safe," in every and "'-1@y.org,risky,catch_all" in every
     assert ",false,true,false,false,true\r\n" in every  # =cmd's flags: role and mx_found
