@@ -9,6 +9,7 @@ the same append settles), never the events themselves.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import sqlite3
@@ -175,16 +176,44 @@ def full_audit(db: Database, anchor: tuple[int, str] | None = None) -> tuple[Aud
     except CorruptEvent:
         pass  # the read models stop before it; the walk below names it
     with tempfile.TemporaryDirectory(prefix="vec-audit-") as scratch:
-        fresh_conn = connect(str(Path(scratch) / "fresh.db"))
+        fresh_path = str(Path(scratch) / "fresh.db")
+        fresh_conn = connect(fresh_path)
         for pragma in SCRATCH_PRAGMAS:
             fresh_conn.execute(pragma)
         try:
-            with db.snapshot():
+            with _fresh_beside_live(db, fresh_path) as compare_on, db.snapshot():
                 fresh = ProjectionRunner(SqliteSession(fresh_conn), all_projections(), readable(sealed(db)),
                                          seal_row=db.projector.seal_row)  # sealed as the live rows are
-                return _audit_snapshot(db, fresh, fresh_conn, anchor)
+                return _audit_snapshot(db, fresh, _Scratch(fresh_conn, compare_on), anchor)
         finally:
             fresh_conn.close()
+
+
+@dataclass(frozen=True)
+class _Scratch:
+    """Where the fresh fold is (`conn`), and the live connection it is attached to (None
+    where the live read models cannot attach it: PostgreSQL)."""
+    conn: sqlite3.Connection
+    attached_to: sqlite3.Connection | None
+
+
+FRESH = "audit_fresh"  # the scratch file's name where it is attached to the live store
+
+
+@contextlib.contextmanager
+def _fresh_beside_live(db: Database, fresh_path: str) -> Iterator[sqlite3.Connection | None]:
+    """On SQLite the scratch file is attached to the live read models' connection before the
+    snapshot begins, so they are compared where they are (copying a million live rows into
+    the scratch file was half the audit); elsewhere they are copied (None)."""
+    live = db.projector.sql
+    if not isinstance(live, SqliteSession):
+        yield None
+        return
+    live.conn.execute(f"ATTACH DATABASE ? AS {FRESH}", (fresh_path,))
+    try:
+        yield live.conn
+    finally:
+        live.conn.execute(f"DETACH DATABASE {FRESH}")
 
 
 def check_chain(db: Database, report: AuditReport, after: int = 0, previous: bytes = chain.GENESIS,
@@ -270,7 +299,7 @@ def readable(read_all: ReadAll, on_corrupt: Callable[[CorruptEvent], None] | Non
     return read
 
 
-def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
+def _audit_snapshot(db: Database, fresh: ProjectionRunner, scratch: _Scratch,
                     anchor: tuple[int, str] | None) -> tuple[AuditReport, _Auditor]:
     report = AuditReport()
     auditor = _Auditor(report)
@@ -711,6 +740,17 @@ def _conforms(hint: Any) -> Conforms:
 
 # --- the read models ------------------------------------------------------------------------
 
+def _copy_live(db: Database, scratch: sqlite3.Connection, table: str, spec: Table) -> None:
+    """The live rows of `table` into `live_<table>` of the scratch file, keyed as the fresh
+    table is (the rows are compared by key lookups, not sorted whole)."""
+    columns = ", ".join(spec.columns)
+    typed = ", ".join(f"{c} {'INTEGER' if c in spec.ints else 'TEXT'}" for c in spec.columns)
+    scratch.execute(f"CREATE TABLE live_{table} ({typed}, PRIMARY KEY ({', '.join(spec.key)})) WITHOUT ROWID")
+    rows = db.projector.rows(table)
+    while batch := list(itertools.islice(rows, 5000)):
+        scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})", batch)
+
+
 def _differing_rows(scratch: sqlite3.Connection, fresh: str, live: str, spec: Table) -> tuple[int, int]:
     """(fresh rows the live table lacks or holds otherwise, live rows the fresh one does), as
     two EXCEPTs would count them: keys are unique on both sides, so a key join tells."""
@@ -723,25 +763,22 @@ def _differing_rows(scratch: sqlite3.Connection, fresh: str, live: str, spec: Ta
     return only_fresh + changed, only_live + changed
 
 
-def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: sqlite3.Connection,
+def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: _Scratch,
                        balances: dict[str, tuple[int, int]], report: AuditReport) -> None:
     """The live read models against a fold of the log into the scratch database, both at the
-    live checkpoint: the live rows are copied beside the fresh ones and compared in SQL."""
+    live checkpoint, compared in SQL: in place where the scratch file is attached to the live
+    store, else with the live rows copied beside the fresh ones."""
     for table, spec in fresh.specs.items():
-        columns = ", ".join(spec.columns)
-        # keyed as the fresh table is: the rows are compared by key lookups, not sorted whole
-        typed = ", ".join(f"{c} {'INTEGER' if c in spec.ints else 'TEXT'}" for c in spec.columns)
-        scratch.execute(f"CREATE TABLE live_{table} ({typed}, PRIMARY KEY ({', '.join(spec.key)})) WITHOUT ROWID")
-        rows = db.projector.rows(table)
-        while batch := list(itertools.islice(rows, 5000)):
-            scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})",
-                                batch)
-        missing, extra = _differing_rows(scratch, table, f"live_{table}", spec)
+        if scratch.attached_to is not None:
+            missing, extra = _differing_rows(scratch.attached_to, f"{FRESH}.{table}", f"main.{table}", spec)
+        else:
+            _copy_live(db, scratch.conn, table, spec)
+            missing, extra = _differing_rows(scratch.conn, table, f"live_{table}", spec)
         if missing or extra:
             report.add("read-models", f"read model {table} differs from a fresh fold of the log "
                                       f"({missing} rows missing or changed, {extra} rows extra)")
-    folded = {r[0]: (r[1], r[2]) for r in scratch.execute(f"SELECT account_id, monthly, payg FROM {BALANCES.name}")}
-    sums = dict(scratch.execute(f"SELECT account_id, SUM(amount) FROM {HISTORY.name} GROUP BY account_id"))
+    folded = {r[0]: (r[1], r[2]) for r in scratch.conn.execute(f"SELECT account_id, monthly, payg FROM {BALANCES.name}")}
+    sums = dict(scratch.conn.execute(f"SELECT account_id, SUM(amount) FROM {HISTORY.name} GROUP BY account_id"))
     for account_id, (monthly, payg) in balances.items():
         if folded.get(account_id) != (monthly, payg):
             report.add("read-models", f"account {account_id}: balance read model differs from the log")

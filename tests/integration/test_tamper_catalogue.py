@@ -518,6 +518,27 @@ def test_the_audit_names_the_rule_a_tampered_log_breaks(store_url, tmp_path, tam
         assert since["mode"].startswith("full (the log no longer holds") and tamper.rule in since["broken_rules"]
 
 
+@pytest.mark.parametrize("edit, table, missing, extra", [
+    ("UPDATE rm_results SET status = 'safe', reason = '' WHERE (position, address) = "
+     "(SELECT position, address FROM rm_results WHERE status = 'unknown' ORDER BY position, address LIMIT 1)",
+     "rm_results", 1, 1),
+    ("DELETE FROM rm_results WHERE (position, address) = "
+     "(SELECT position, address FROM rm_results ORDER BY position DESC, address LIMIT 1)", "rm_results", 1, 0),
+])
+def test_the_audit_names_a_live_read_model_edited_by_hand(store_url, tmp_path, edit, table, missing, extra):
+    """The `read-models` rule on both stores: on SQLite the scratch fold is attached to the live
+    store and compared in place, on PostgreSQL the live rows are copied beside it."""
+    make_log(store_url, tmp_path)
+    vec(store_url, tmp_path, "rebuild")  # the live read models at the head: the log holds every rule
+    assert json.loads(vec(store_url, tmp_path, "audit", "--json").stdout)["ok"]
+    RawLog(store_url).sql(edit)
+    audited = vec(store_url, tmp_path, "audit", "--json")
+    report = json.loads(audited.stdout)
+    assert audited.returncode == 1 and report["broken_rules"] == {"read-models": 1}, report
+    assert report["violations"] == [f"[read-models] read model {table} differs from a fresh fold of the log "
+                                    f"({missing} rows missing or changed, {extra} rows extra)"]
+
+
 def test_the_audit_for_people_names_the_rule_too(tmp_path):
     url = f"sqlite:///{tmp_path}/vec.db"
     make_log(url, tmp_path)
