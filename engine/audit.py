@@ -753,14 +753,14 @@ def _copy_live(db: Database, scratch: sqlite3.Connection, table: str, spec: Tabl
 
 def _differing_rows(scratch: sqlite3.Connection, fresh: str, live: str, spec: Table) -> tuple[int, int]:
     """(fresh rows the live table lacks or holds otherwise, live rows the fresh one does), as
-    two EXCEPTs would count them: keys are unique on both sides, so a key join tells."""
+    two EXCEPTs would count them: keys are unique on both sides, so one key join and two
+    counts tell (the rows of a side the join did not match are that side's own)."""
     same_key = " AND ".join(f"l.{c} = f.{c}" for c in spec.key)
     differ = " OR ".join(f"l.{c} IS NOT f.{c}" for c in spec.columns if c not in spec.key) or "0"
-    changed = scratch.execute(f"SELECT COUNT(*) FROM {fresh} f JOIN {live} l ON {same_key} WHERE {differ}").fetchone()[0]
-    only_fresh, only_live = (scratch.execute(f"SELECT COUNT(*) FROM {a} f WHERE NOT EXISTS"
-                                             f" (SELECT 1 FROM {b} l WHERE {same_key})").fetchone()[0]
-                             for a, b in ((fresh, live), (live, fresh)))
-    return only_fresh + changed, only_live + changed
+    matched, changed = scratch.execute(f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {differ} THEN 1 ELSE 0 END), 0)"
+                                       f" FROM {fresh} f JOIN {live} l ON {same_key}").fetchone()
+    fresh_rows, live_rows = (scratch.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in (fresh, live))
+    return fresh_rows - matched + changed, live_rows - matched + changed
 
 
 def _check_read_models(db: Database, fresh: ProjectionRunner, scratch: _Scratch,
