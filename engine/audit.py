@@ -49,7 +49,7 @@ from engine.domain import accounts, tasks
 from engine.domain.errors import InvariantViolation
 from engine.domain.limits import MAX_BALANCE
 from engine.store.base import CorruptEvent
-from engine.store.sqlite import SqliteSession, connect
+from engine.store.sqlite import SqliteSession, connect, transaction
 from projections.base import Table
 from projections.read_models import BALANCES, HISTORY, all_projections
 from projections.runner import ProjectionRunner
@@ -741,14 +741,17 @@ def _conforms(hint: Any) -> Conforms:
 # --- the read models ------------------------------------------------------------------------
 
 def _copy_live(db: Database, scratch: sqlite3.Connection, table: str, spec: Table) -> None:
-    """The live rows of `table` into `live_<table>` of the scratch file, keyed as the fresh
-    table is (the rows are compared by key lookups, not sorted whole)."""
+    """The live rows of `table` into `live_<table>` of the scratch file, unkeyed: appended as
+    they come (a key kept up row by row was most of a PostgreSQL audit), the comparison looks
+    each one up in the fresh table's key instead."""
     columns = ", ".join(spec.columns)
     typed = ", ".join(f"{c} {'INTEGER' if c in spec.ints else 'TEXT'}" for c in spec.columns)
-    scratch.execute(f"CREATE TABLE live_{table} ({typed}, PRIMARY KEY ({', '.join(spec.key)})) WITHOUT ROWID")
+    scratch.execute(f"CREATE TABLE live_{table} ({typed})")
     rows = db.projector.rows(table)
-    while batch := list(itertools.islice(rows, 5000)):
-        scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})", batch)
+    with transaction(scratch):  # one commit, not one a row (the connection is in autocommit)
+        while batch := list(itertools.islice(rows, 5000)):
+            scratch.executemany(f"INSERT INTO live_{table} ({columns}) VALUES ({', '.join('?' * len(spec.columns))})",
+                                batch)
 
 
 def _differing_rows(scratch: sqlite3.Connection, fresh: str, live: str, spec: Table) -> tuple[int, int]:

@@ -126,7 +126,7 @@ class _SqlView:
         if spec.personal and self.seal_row is not None:
             seal_row = self.seal_row
             rows = (seal_row(spec, r) for r in rows)
-        self.sql.executemany(upsert_sql(spec), [spec.values_of(r) for r in rows])
+        self.sql.upsert_many(spec, [spec.values_of(r) for r in rows])
 
     def _write_values(self, spec: Table, rows: list[tuple[Any, ...]]) -> None:
         """Rows given as values: those holding a personal value not sealed yet (folded from
@@ -137,7 +137,7 @@ class _SqlView:
             seal_row, columns = self.seal_row, spec.columns
             rows = [values if all(not values[i] or values[i].startswith(SEALED) for i in personal)
                     else spec.values_of(seal_row(spec, dict(zip(columns, values)))) for values in rows]
-        self.sql.executemany(upsert_sql(spec), rows)
+        self.sql.upsert_many(spec, rows)
 
 
 class ProjectionRunner:

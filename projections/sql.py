@@ -44,6 +44,10 @@ class SqlSession(Protocol):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
+    def upsert_many(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of `table` in its column order, each inserted or replacing the row of its key
+        (upsert_sql's meaning), in the current transaction: how the projector writes."""
+
     def transaction(self) -> ContextManager[object]:
         """A write transaction: every call inside runs on one connection, committed at the end
         of the block and rolled back if it raises."""
@@ -73,6 +77,16 @@ def scalar(cursor: Cursor) -> Any:
 def upsert_sql(table: Table) -> str:
     columns = ", ".join(table.columns)
     marks = ", ".join("?" for _ in table.columns)
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) {_on_conflict(table)}"
+
+
+def upsert_select_sql(table: Table, source: str) -> str:
+    """upsert_sql of every row of the table `source` (PostgreSQL: SQLite would need a WHERE)."""
+    columns = ", ".join(table.columns)
+    return f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {source} {_on_conflict(table)}"
+
+
+def _on_conflict(table: Table) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
     conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    return f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT ({', '.join(table.key)}) {conflict}"
+    return f"ON CONFLICT ({', '.join(table.key)}) {conflict}"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mappi
 from events import NewEvent, RecordedEvent, decode, encode
 from engine import chain
 from engine.keyring import Keyring, append_seals
+from projections.sql import upsert_sql
 
 if TYPE_CHECKING:
     from projections.base import Table
@@ -408,6 +409,9 @@ class SqliteSession:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.conn.executemany(sql, rows)
 
+
+    def upsert_many(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        self.executemany(upsert_sql(table), rows)
     def transaction(self) -> ContextManager[sqlite3.Connection]:
         return transaction(self.conn)
 

@@ -260,6 +260,24 @@ class ReadModelSessionContract(PortContract):
             session.executemany(upsert_sql(self.TABLE), [("a", 1, "uno", 11)])
         assert self.rows(session) == [("a", 1, "uno", 11), ("a", 2, None, 2**62)]
 
+    def test_many_rows_are_upserted_as_few_are_in_one_transaction(self):
+        """upsert_many (the projector's writes; PostgreSQL COPYs a batch of 500 rows or more):
+        inserted, then replaced by key, a key twice in one batch ending as its last row, and
+        nothing kept of a transaction that raises."""
+        session = self.session_with_table()
+        many = [("m", n, f"t{n}", n) for n in range(1200)]
+        with session.transaction():
+            session.upsert_many(self.TABLE, many)
+        replaced = [("m", n, "new", -n) for n in range(600, 1800)] + [("m", 5, "first", 1), ("m", 5, "last", 2)]
+        with session.transaction():
+            session.upsert_many(self.TABLE, replaced)
+        expected = {(k, n): (t, c) for k, n, t, c in many + replaced}
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+        with pytest.raises(RuntimeError), session.transaction():
+            session.upsert_many(self.TABLE, [("m", n, "lost", 0) for n in range(2000)])
+            raise RuntimeError("the fold failed")
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+
     def test_a_transaction_that_raises_leaves_nothing(self):
         session = self.session_with_table()
         with pytest.raises(RuntimeError), session.transaction():
