@@ -14,10 +14,12 @@ be closed with `self.closing(close)`. Nothing here knows which backend runs it.
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.keyring import SEALED, Sealer
 from engine.store.lease import LeaseHeld
@@ -58,6 +60,19 @@ class StagedInputsContract(PortContract):
         assert inputs.stage("u-1", raw, T0) == 4
         assert inputs.chunk("u-1", 0, 100) == ["b@x.org", "A@x.org", "c@x.org", "d@x.org"]
         assert inputs.staged() == {"u-1": 4}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @given(st.lists(st.sampled_from(["a@x.org", "A@x.org", "b@x.org", "B@X.ORG", "c@y.org", "d@y.org"]), max_size=40))
+    def test_stage_keeps_the_first_of_each_address_whatever_repeats(self, inputs, raw):
+        """The reference: a case-insensitive 'first seen wins' over the list (the SQLite store
+        finds repeats by a hash of each key, then compares keys)."""
+        first: dict[str, str] = {}
+        for address in raw:
+            first.setdefault(address.lower(), address)
+        upload = f"u-{uuid.uuid4().hex}"
+        assert inputs.stage(upload, raw, T0) == len(first)
+        assert inputs.chunk(upload, 0, 100) == list(first.values())
+        assert inputs.chunk(upload, 1, 3) == list(first.values())[3:6]
 
     def test_stage_reads_any_iterable_once(self, inputs):
         assert inputs.stage("u-1", (f"a{i}@x.org" for i in range(3)), T0) == 3
