@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from engine.domain.errors import InvariantViolation
 from events import Event, NewEvent
-from events.base import SEALED as SEALED
+from events.base import SEALED as SEALED, is_sealed
 
 if TYPE_CHECKING:
     from projections.base import Table
@@ -75,7 +75,7 @@ class Sealer:
         sealed = self._memo.get(text)
         if sealed is not None:
             return sealed
-        if text.startswith(SEALED):
+        if is_sealed(text):
             return text
         raw = self._aead.encrypt(text.encode(), None)
         sealed = SEALED + binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,15 @@ REGISTRY: dict[str, type["Event"]] = {}
 # A personal field's value, sealed with its task's key (engine/keyring.py), starts with it;
 # values stored before sealing existed do not.
 SEALED = "§"
+# the mark, then URL-safe base64 of at least an AES-SIV tag (16 bytes: 22 characters)
+_SEALED_TEXT = re.compile(SEALED + r"[A-Za-z0-9_-]{22,}")
+
+
+def is_sealed(text: str) -> bool:
+    """Whether a text is a sealed value, not a plain one that starts like one: an address
+    "§x@example.com" is valid and must be sealed all the same (it holds an "@", which
+    URL-safe base64 never does)."""
+    return _SEALED_TEXT.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

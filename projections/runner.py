@@ -15,7 +15,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator
 
 from events import RecordedEvent
-from events.base import SEALED
+from events.base import is_sealed
 from projections.base import Append, Change, DeleteWhere, Projection, Put, Row, Table
 from projections.sql import Rows, SqlSession, upsert_sql
 
@@ -135,7 +135,7 @@ class _SqlView:
         personal = spec.personal_indexes
         if personal and self.seal_row is not None:
             seal_row, columns = self.seal_row, spec.columns
-            rows = [values if all(not values[i] or values[i].startswith(SEALED) for i in personal)
+            rows = [values if all(not values[i] or is_sealed(values[i]) for i in personal)
                     else spec.values_of(seal_row(spec, dict(zip(columns, values)))) for values in rows]
         self.sql.upsert_many(spec, rows)
 

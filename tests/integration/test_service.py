@@ -766,3 +766,21 @@ def test_two_uploads_of_one_file_at_once_in_threads(db, settings, clock, csv_fil
     assert_audit_clean(db)
     for e in engines:
         e.db.close()
+
+
+def test_an_address_that_starts_like_a_sealed_value_is_verified_and_stored_sealed(engine, db, csv_file):
+    """"§x@example.com" is a valid address (SMTPUTF8). Taken for a sealed value (it starts with
+    the mark), it went to the store in plain text and failed to open: the whole bulk failed."""
+    engine.open_account("acme")
+    task = engine.create_bulk("acme", csv_file("a@x.com", "§b@x.com", "§B@X.COM")).task_id
+    chunk = staged_chunk(db, task, 0, 10)
+    assert chunk == ["a@x.com", "§b@x.com"]  # the repeat, told apart case-insensitively
+    engine.submit_chunk(task, 0, chunk, "smtp", "primary")
+    recorded = engine.record_results(task, 0, [Result("a@x.com", "safe"), Result("§b@x.com", "invalid")])
+    assert recorded[-1].type == "TaskCompleted"
+    db.catch_up()
+    assert [(r["address"], r["status"]) for r in db.read.results(task)] == [("a@x.com", "safe"), ("§b@x.com", "invalid")]
+    stored = [r[0] for r in db.events.conn.execute("SELECT address FROM rm_results")]
+    assert len(stored) == 2 and "§b@x.com" not in stored and all(a.startswith("§") for a in stored)
+    assert "§b@x.com" not in str([tuple(r) for r in db.events.conn.execute("SELECT data FROM events")])
+    assert_audit_clean(db)
