@@ -146,7 +146,7 @@ def test_generated_requests_get_no_5xx_and_only_documented_answers(api: Api, wor
 
 # per mode: (scenarios per seed, steps at most in one, requests wanted, requests at least); and a
 # bound on the time, so that the run stays within about a minute on a loaded machine
-STATEFUL_BUDGET = {"embedded": (250, 10, 3000, 500), "distributed": (60, 8, 600, 150)}
+STATEFUL_BUDGET = {"embedded": (250, 10, 3000, 500), "distributed": (120, 10, 1500, 150)}
 STATEFUL_SECONDS = 45
 STATEFUL_CHECKS = CHECKS + [schemathesis.checks.use_after_free, schemathesis.checks.ensure_resource_availability]
 
