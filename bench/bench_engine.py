@@ -16,6 +16,12 @@ measured in the same process (or, for memory, in a sibling subprocess), as a rat
             de-duplicated, staged, debited) to TaskCompleted with projections caught up,
             driven in-process by consumers.runtime.Runtime with the InstantProvider,
             vs executemany of one result row per address (--chunk-size per transaction)
+  audit     facts/s of engine.audit.audit (what `vec audit` runs: the log walked and
+            folded afresh, the read models compared) over a log like the rebuild's, vs
+            the rebuild's baseline (executemany of the log as one row per fact)
+  export    rows/s of ReadModelQueries.result_csv (`vec task results --format csv`) of one
+            --export-addresses bulk's results vs reading the same stored rows and writing
+            them with csv.writer (no opening, no spreadsheet safety)
   rss       peak RSS (getrusage ru_maxrss) of a fresh subprocess that uploads a
             --rss-addresses CSV (create_bulk) and submits every chunk (--rss-mode
             submit: engine.submit_chunk + db.inputs.chunk, then a projection catch-up;
@@ -53,7 +59,7 @@ from typing import Iterator
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-BENCHMARKS = ("append", "rebuild", "e2e", "rss")
+BENCHMARKS = ("append", "rebuild", "audit", "export", "e2e", "rss")
 RSS_GOAL_MB = 150  # issue 13: a 1M bulk submitted whole, peak RSS
 
 BARE_TABLE = ("CREATE TABLE bare (event_id TEXT, stream TEXT, version INTEGER, type TEXT, schema_version INTEGER,"
@@ -353,15 +359,71 @@ def bench_rebuild(args) -> dict:
             folded = db.projector.rebuild()
             elapsed = time.perf_counter() - start
             assert folded == events, (folded, events)
-            (tmp / "bare.db").unlink(missing_ok=True)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{tmp}/bare.db{suffix}").unlink(missing_ok=True)
-            base = baseline_executemany(tmp / "bare.db", rows, 5000)
+            base = fresh_baseline(tmp, rows)
             engine_best, base_best = max(engine_best, len(rows) / elapsed), max(base_best, len(rows) / base)
             progress(args, f"rebuild run {run + 1}: {len(rows) / elapsed:,.0f} facts/s, baseline "
                            f"{len(rows) / base:,.0f}")
         db.close()
     return figure(engine_best, base_best, "facts/s", facts=len(rows), events=events, **log)
+
+
+def fresh_baseline(tmp: Path, rows: list[tuple]) -> float:
+    """baseline_executemany of a log's rows (5,000 per transaction, as catch_up) into a new file."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}/bare.db{suffix}").unlink(missing_ok=True)
+    return baseline_executemany(tmp / "bare.db", rows, 5000)
+
+
+def bench_audit(args) -> dict:
+    from engine.audit import audit
+    from engine.store import open_database
+
+    with scratch(args.tmp_dir, "audit") as tmp:
+        db = open_database(f"sqlite:///{tmp}/vec.db")
+        log = build_log(db, args.rebuild_events, args.rebuild_bulk, args.rebuild_accounts, args.chunk_size, tmp)
+        db.catch_up()
+        rows = one_row_per_fact(db.events.conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position"))
+        engine_best, base_best = 0.0, 0.0
+        for run in range(args.repeat):
+            start = time.perf_counter()
+            report = audit(db)
+            elapsed = time.perf_counter() - start
+            assert report.ok, report.violations
+            base = fresh_baseline(tmp, rows)
+            engine_best, base_best = max(engine_best, len(rows) / elapsed), max(base_best, len(rows) / base)
+            progress(args, f"audit run {run + 1}: {len(rows) / elapsed:,.0f} facts/s, baseline {len(rows) / base:,.0f}")
+        db.close()
+    return figure(engine_best, base_best, "facts/s", facts=len(rows), events=report.events, **log)
+
+
+def bench_export(args) -> dict:
+    import csv
+    import io
+
+    from engine.store import open_database
+    from projections.exports import RESULT_COLUMNS
+
+    n = args.export_addresses
+    with scratch(args.tmp_dir, "export") as tmp:
+        db = open_database(f"sqlite:///{tmp}/vec.db")
+        build_log(db, n, n, 1, args.chunk_size, tmp)  # one bulk of n addresses, verified
+        db.catch_up()
+        [task_id] = [r[0] for r in db.events.conn.execute("SELECT task_id FROM rm_tasks")]
+        stored = f"SELECT {', '.join(RESULT_COLUMNS)} FROM rm_results WHERE task_id = ? ORDER BY position, address"
+        engine_best, base_best = 0.0, 0.0
+        for run in range(args.repeat):
+            start = time.perf_counter()
+            written = sum(len(block) for block in db.read.result_csv(task_id, RESULT_COLUMNS))
+            elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(db.events.conn.execute(stored, (task_id,)))
+            base = time.perf_counter() - start
+            assert written > 0 and buffer.tell() > 0
+            engine_best, base_best = max(engine_best, n / elapsed), max(base_best, n / base)
+            progress(args, f"export run {run + 1}: {n / elapsed:,.0f} rows/s, baseline {n / base:,.0f}")
+        db.close()
+    return figure(engine_best, base_best, "rows/s", addresses=n)
 
 
 def one_row_per_fact(rows) -> list[tuple]:
@@ -515,11 +577,14 @@ def machine() -> dict:
 
 def table(results: dict) -> str:
     labels = {"append": "append (SqliteEventStore.append)", "rebuild": "projection rebuild",
+              "audit": "audit (engine.audit.audit)", "export": "CSV export (result_csv)",
               "e2e": "end-to-end bulk (instant provider)", "rss": "peak RSS, upload + chunking"}
     lines = [f"{'benchmark':<36} {'engine':>12} {'baseline':>12} {'ratio':>7}  unit / size"]
     for name, r in results.items():
         size = {"append": lambda: f"{r['addresses']:,} addresses in {r['events']:,} events, {r['batch']}/append",
                 "rebuild": lambda: f"{r['facts']:,} facts in {r['events']:,} events",
+                "audit": lambda: f"{r['facts']:,} facts in {r['events']:,} events",
+                "export": lambda: f"{r['addresses']:,} results",
                 "e2e": lambda: f"{r['addresses']:,} addresses",
                 "rss": lambda: f"{r['addresses']:,} addresses, mode {r['mode']}, "
                                f"goal ≤ {r['goal_mb']} MB: {'yes' if r['within_goal'] else 'NO'}"}[name]()
@@ -541,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="log size to rebuild, in facts: events and results (default ~200,000)")
     parser.add_argument("--rebuild-bulk", type=int, default=5_000, help="addresses per bulk in that log")
     parser.add_argument("--rebuild-accounts", type=int, default=20, help="accounts in that log")
+    parser.add_argument("--export-addresses", type=int, default=100_000, help="results exported (default 100,000)")
     parser.add_argument("--e2e-addresses", type=int, default=100_000, help="addresses of the bulk (default 100,000)")
     parser.add_argument("--e2e-repeat", type=int, default=1, help="end-to-end runs (default 1)")
     parser.add_argument("--rss-addresses", type=int, default=1_000_000, help="addresses uploaded (default 1,000,000)")
@@ -565,10 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in wanted if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    runners = {"append": bench_append, "rebuild": bench_rebuild, "e2e": bench_e2e, "rss": bench_rss}
+    runners = {"append": bench_append, "rebuild": bench_rebuild, "audit": bench_audit, "export": bench_export,
+               "e2e": bench_e2e, "rss": bench_rss}
     report = {"machine": machine(), "results": {}}
     measured = {}
-    for name in ("rss", "append", "rebuild", "e2e"):  # rss first: see bench_rss
+    for name in ("rss", "append", "rebuild", "audit", "export", "e2e"):  # rss first: see bench_rss
         if name in wanted:
             progress(args, f"{name} ...")
             try:

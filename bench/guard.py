@@ -27,8 +27,8 @@ FLOORS = REPO / "bench" / "floors.json"
 
 # suite -> (script, its small-size arguments); the figures are results.NAME.ratio
 SUITES = {
-    "engine": ("bench_engine.py", ["--only", "append,rebuild,e2e,rss", "--append-events", "20000",
-                                   "--rebuild-events", "20000", "--e2e-addresses", "5000",
+    "engine": ("bench_engine.py", ["--only", "append,rebuild,audit,export,e2e,rss", "--append-events", "20000",
+                                   "--rebuild-events", "20000", "--export-addresses", "20000", "--e2e-addresses", "5000",
                                    "--rss-addresses", "200000", "--repeat", "3"]),
     "distributed": ("bench_distributed.py", ["--only", "pg_append,relay", "--pg-events", "20000",
                                              "--relay-events", "20000", "--repeat", "2"]),

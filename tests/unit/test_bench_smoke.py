@@ -13,8 +13,8 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_engine.py"
 TINY = ["--append-events", "1200", "--append-batch", "500", "--rebuild-events", "1500", "--rebuild-bulk", "400",
-        "--rebuild-accounts", "2", "--e2e-addresses", "1200", "--rss-addresses", "3000", "--chunk-size", "100",
-        "--repeat", "1"]
+        "--rebuild-accounts", "2", "--export-addresses", "800", "--e2e-addresses", "1200", "--rss-addresses", "3000",
+        "--chunk-size", "100", "--repeat", "1"]
 
 
 def run_bench(tmp_path: Path, *extra: str) -> dict:
@@ -24,7 +24,7 @@ def run_bench(tmp_path: Path, *extra: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("name", ["append", "rebuild", "e2e", "rss"])
+@pytest.mark.parametrize("name", ["append", "rebuild", "audit", "export", "e2e", "rss"])
 def test_each_benchmark_reports_engine_baseline_and_ratio(tmp_path, name):
     report = run_bench(tmp_path, "--only", name)
     assert set(report["results"]) == {name}
