@@ -97,7 +97,7 @@ class _SqlView:
             self.dirty[change.table][spec.key_of(change.row)] = change.row
             self.held += 1
         elif isinstance(change, Append):
-            self.appended[change.table].extend(change.rows)
+            self.appended[change.table].extend(self._as_stored(self.specs[change.table], change.rows))
             self.held += len(change.rows)
         elif isinstance(change, DeleteWhere):
             self.flush()
@@ -118,7 +118,7 @@ class _SqlView:
                 rows.clear()
         for name, appended in self.appended.items():
             if appended:
-                self._write_values(self.specs[name], appended)
+                self.sql.upsert_many(self.specs[name], appended)  # sealed already: _as_stored
                 appended.clear()
         self.held = 0
 
@@ -128,16 +128,18 @@ class _SqlView:
             rows = (seal_row(spec, r) for r in rows)
         self.sql.upsert_many(spec, [spec.values_of(r) for r in rows])
 
-    def _write_values(self, spec: Table, rows: list[tuple[Any, ...]]) -> None:
-        """Rows given as values: those holding a personal value not sealed yet (folded from
-        this process's own events) are sealed as dicts; the rest (folded from the log as
-        stored) are written as they are."""
+    def _as_stored(self, spec: Table, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """An Append's rows with their personal values sealed. They come from one event, whose
+        personal values are all sealed (folded from the log as stored) or none are (this
+        process's own events): its first one tells which, one check an event, not one a row."""
         personal = spec.personal_indexes
-        if personal and self.seal_row is not None:
-            seal_row, columns = self.seal_row, spec.columns
-            rows = [values if all(not values[i] or is_sealed(values[i]) for i in personal)
-                    else spec.values_of(seal_row(spec, dict(zip(columns, values)))) for values in rows]
-        self.sql.upsert_many(spec, rows)
+        if not personal or self.seal_row is None:
+            return rows
+        first = next((values[i] for values in rows for i in personal if values[i]), None)
+        if first is None or is_sealed(first):
+            return rows
+        seal_row, columns = self.seal_row, spec.columns
+        return [spec.values_of(seal_row(spec, dict(zip(columns, values)))) for values in rows]
 
 
 class ProjectionRunner:
