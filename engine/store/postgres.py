@@ -20,6 +20,7 @@ import contextlib
 import functools
 import threading
 import uuid
+import zlib
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
@@ -619,7 +620,9 @@ class PostgresSession:
         if len(rows) < COPY_UPSERT_ROWS:
             self.executemany(upsert_sql(table), rows)
             return
-        staged, columns = f"upsert_{table.name}", ", ".join(table.columns)
+        columns = ", ".join(table.columns)
+        # named by its columns: a connection outlives a reshape of the table (vec migrate)
+        staged = f"upsert_{table.name}_{zlib.crc32(columns.encode()):08x}"
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staged} (LIKE {table.name}) ON COMMIT DELETE ROWS")
             with cursor.copy(f"COPY {staged} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
