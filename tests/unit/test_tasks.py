@@ -505,3 +505,25 @@ def test_evolve_refuses_a_batch_settling_an_address_twice():
         evolve(state, ResultsRecorded(0, "unknown", "greylisted", "", False, (ADDRESSES[1], ADDRESSES[0])))
     with pytest.raises(InvariantViolation, match="settled twice"):
         evolve(submitted(4, 4), ResultsRecorded(0, "safe", "", "", False, (ADDRESSES[1], ADDRESSES[1])))
+
+
+def test_a_definitive_results_reason_is_its_text_and_its_detail_is_not_kept_beside_it():
+    """`texts` holds a definitive entry's own text only when its batch has no reason (as
+    AddressVerified's detail did); flags are comma-joined per entry."""
+    events = decide(rr(0, Result(ADDRESSES[0], "risky", reason="accept_all", detail="the domain takes all"),
+                       Result(ADDRESSES[1], "safe", detail="mailbox exists", flags=("role", "mx_found"))),
+                    submitted(4, 2))
+    assert events == [ResultsRecorded(0, "risky", "accept_all", "", False, (ADDRESSES[0],)),
+                      ResultsRecorded(0, "safe", "", "", False, (ADDRESSES[1],), flags=("role,mx_found",),
+                                      texts=("mailbox exists",))]
+
+
+def test_an_address_with_a_space_in_its_quoted_local_part_settles_whole():
+    """A pending chunk keeps its addresses split on line breaks only: '"a b"@x.org' is valid."""
+    state = created(2, 2)
+    spaced = ('"a b"@example.com', "c@example.com")
+    _, state = run(state, SubmitChunk(0, spaced, "smtp", "primary"))
+    assert list(state.pending[0]) == list(spaced)
+    events, state = run(state, rr(0, Result(spaced[0], "safe")))
+    assert [e.addresses for e in events if isinstance(e, ResultsRecorded)] == [(spaced[0],)]
+    assert state.consumed == 1 and list(state.pending[0]) == [spaced[1]]
