@@ -409,9 +409,9 @@ class SqliteSession:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.conn.executemany(sql, rows)
 
-
     def upsert_many(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
         self.executemany(upsert_sql(table), rows)
+
     def transaction(self) -> ContextManager[sqlite3.Connection]:
         return transaction(self.conn)
 
