@@ -72,14 +72,18 @@ class Sealer:
         self._memo: dict[str, str] = {}
 
     def seal(self, text: str) -> str:
-        sealed = self._memo.get(text)
+        # a million calls a bulk: the memo and the mark tested inline, the memo kept inline
+        memo = self._memo
+        sealed = memo.get(text)
         if sealed is not None:
             return sealed
-        if is_sealed(text):
+        if text[:1] == SEALED and is_sealed(text):
             return text
         raw = self._aead.encrypt(text.encode(), None)
         sealed = SEALED + binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
-        self._remember(text, sealed)
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()  # cheaper than an LRU, and a chunk refills it at once
+        memo[text] = sealed
         return sealed
 
     def _remember(self, plain: str, sealed: str) -> None:
@@ -95,11 +99,10 @@ class Sealer:
         return plain
 
     def open(self, text: str) -> str:
-        if not text.startswith(SEALED):
+        if text[:1] != SEALED:
             return text  # stored before sealing existed
-        body = text[1:]
         try:  # a text cut or altered in the store fails here as a wrong key would
-            raw = binascii.a2b_base64((body + _PADDING[len(body) % 4]).encode().translate(_FROM_URLSAFE))
+            raw = binascii.a2b_base64((text[1:] + _PADDING[(len(text) - 1) % 4]).encode().translate(_FROM_URLSAFE))
             return self._aead.decrypt(raw, None).decode()
         except (InvalidTag, binascii.Error):
             raise InvariantViolation("a sealed value does not open with its task's key") from None

@@ -75,7 +75,8 @@ class _SqlView:
     def __init__(self, sql: SqlSession, specs: dict[str, Table], seal_row: SealRow | None = None):
         self.sql, self.specs, self.seal_row = sql, specs, seal_row
         self.dirty: dict[str, dict[tuple[Any, ...], Row]] = {name: {} for name in specs}
-        self.appended: dict[str, list[tuple[Any, ...]]] = {name: [] for name in specs}  # rows no fold reads back
+        # rows no fold reads back, one run an Append (what a backend may write in one statement)
+        self.appended: dict[str, list[list[tuple[Any, ...]]]] = {name: [] for name in specs}
         self.held = 0  # rows put since the last flush (an upper bound: a row put twice counts twice)
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None:
@@ -97,7 +98,7 @@ class _SqlView:
             self.dirty[change.table][spec.key_of(change.row)] = change.row
             self.held += 1
         elif isinstance(change, Append):
-            self.appended[change.table].extend(self._as_stored(self.specs[change.table], change.rows))
+            self.appended[change.table].append(self._as_stored(self.specs[change.table], change.rows))
             self.held += len(change.rows)
         elif isinstance(change, DeleteWhere):
             self.flush()
@@ -118,7 +119,7 @@ class _SqlView:
                 rows.clear()
         for name, appended in self.appended.items():
             if appended:
-                self.sql.upsert_many(self.specs[name], appended)  # sealed already: _as_stored
+                self.sql.upsert_runs(self.specs[name], appended)  # sealed already: _as_stored
                 appended.clear()
         self.held = 0
 

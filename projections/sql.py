@@ -48,6 +48,10 @@ class SqlSession(Protocol):
         """Rows of `table` in its column order, each inserted or replacing the row of its key
         (upsert_sql's meaning), in the current transaction: how the projector writes."""
 
+    def upsert_runs(self, table: Table, runs: Sequence[Sequence[Sequence[Any]]]) -> None:
+        """upsert_many of the runs' rows, in order; a run is one Append's rows, which share
+        most of their values (one event's results), and a backend may write it as one."""
+
     def transaction(self) -> ContextManager[object]:
         """A write transaction: every call inside runs on one connection, committed at the end
         of the block and rolled back if it raises."""
@@ -80,10 +84,13 @@ def upsert_sql(table: Table) -> str:
     return f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) {_on_conflict(table)}"
 
 
-def upsert_select_sql(table: Table, source: str) -> str:
-    """upsert_sql of every row of the table `source` (PostgreSQL: SQLite would need a WHERE)."""
+def upsert_select_sql(table: Table, source: str, select: Sequence[str] | None = None) -> str:
+    """upsert_sql of every row a query gives: `select` the expression of each column, in
+    the table's order (by default the source's columns of the same names). `WHERE true`:
+    SQLite's parser needs a WHERE before ON CONFLICT."""
     columns = ", ".join(table.columns)
-    return f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {source} {_on_conflict(table)}"
+    return (f"INSERT INTO {table.name} ({columns}) SELECT {', '.join(select or table.columns)} FROM {source}"
+            f" WHERE true {_on_conflict(table)}")
 
 
 def _on_conflict(table: Table) -> str:

@@ -636,6 +636,9 @@ class PostgresSession:
                 cursor.executemany(self._pg(upsert_sql(table)), [tuple(r) for r in rows])
             cursor.execute(f"TRUNCATE {staged}")
 
+    def upsert_runs(self, table: Table, runs: Sequence[Sequence[Sequence[Any]]]) -> None:
+        self.upsert_many(table, [row for run in runs for row in run])  # one COPY takes them all
+
     def transaction(self) -> ContextManager[psycopg.Connection[Any]]:
         return self.pool.pinned()
 

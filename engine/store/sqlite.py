@@ -7,6 +7,7 @@ catch-up reader never sees a gap.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mappi
 from events import NewEvent, RecordedEvent, decode, encode
 from engine import chain
 from engine.keyring import Keyring, append_seals
-from projections.sql import upsert_sql
+from projections.sql import upsert_select_sql, upsert_sql
 
 if TYPE_CHECKING:
     from projections.base import Table
@@ -412,6 +413,23 @@ class SqliteSession:
     def upsert_many(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
         self.executemany(upsert_sql(table), rows)
 
+    def upsert_runs(self, table: Table, runs: Sequence[Sequence[Sequence[Any]]]) -> None:
+        """A run whose rows differ in a few columns only (one event's results: all but the
+        address, mostly) is one INSERT ... SELECT over a JSON array of those columns, the
+        rest bound once: a statement step a row was most of a results row's cost."""
+        plain: list[Sequence[Any]] = []  # runs not worth it, in order, one executemany
+        for run in runs:
+            shared = _shared_insert(table, run) if len(run) >= SHARED_RUN_ROWS else None
+            if shared is None:
+                plain.extend(run)
+                continue
+            if plain:
+                self.upsert_many(table, plain)
+                plain = []
+            self.conn.execute(*shared)
+        if plain:
+            self.upsert_many(table, plain)
+
     def transaction(self) -> ContextManager[sqlite3.Connection]:
         return transaction(self.conn)
 
@@ -470,3 +488,51 @@ class SqliteKeyStore:
                 return
             time.sleep(0.1)
         raise StoreError("could not fold the WAL back into the store file (a reader holds it); try the erasure again")
+
+
+SHARED_RUN_ROWS = 50  # a shorter run goes with the executemany of the others
+SHARED_RUN_VARYING = 3  # columns extracted from JSON a row: each costs about as much as binding three
+_JSON_TYPES = frozenset({str, int, type(None)})  # what a JSON value gives back unchanged
+_INT64 = (-(2 ** 63), 2 ** 63)
+_shared_sql: dict[tuple[str, tuple[int, ...]], str] = {}
+
+
+def _shared_insert(table: Table, run: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]] | None:
+    """(statement, parameters) writing `run` as upsert_sql would, row by row and in order, or
+    None when its rows differ in too many columns, or hold a value JSON would not give back
+    as it is (a float, a bool, a NUL, an integer beyond 64 bits)."""
+    first, count = run[0], len(run)
+    columns = list(zip(*run))
+    varying = tuple(i for i, column in enumerate(columns) if column.count(first[i]) != count)
+    if len(varying) > SHARED_RUN_VARYING or not varying:
+        return None
+    for i in varying:
+        kinds = set(map(type, columns[i]))
+        if not kinds <= _JSON_TYPES:
+            return None
+        if int in kinds:
+            numbers = [v for v in columns[i] if v is not None]
+            if min(numbers) < _INT64[0] or max(numbers) >= _INT64[1]:
+                return None
+    values = columns[varying[0]] if len(varying) == 1 else list(zip(*(columns[i] for i in varying)))
+    payload = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in payload:
+        return None
+    key = (table.name + "|" + ",".join(table.columns), varying)
+    sql = _shared_sql.get(key)
+    if sql is None:
+        sql = _shared_sql[key] = _shared_insert_sql(table, varying)
+    shared = tuple(v for i, v in enumerate(first) if i not in varying)
+    return sql, (*shared, payload)
+
+
+def _shared_insert_sql(table: Table, varying: tuple[int, ...]) -> str:
+    """The shared columns are parameters ?1, ?2, ... in column order; the JSON array the last."""
+    select, shared = [], 0
+    for i in range(len(table.columns)):
+        if i in varying:
+            select.append("j.value" if len(varying) == 1 else f"j.value ->> {varying.index(i)}")
+        else:
+            shared += 1
+            select.append(f"?{shared}")
+    return upsert_select_sql(table, f"json_each(?{shared + 1}) AS j", select)

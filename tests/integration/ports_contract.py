@@ -293,6 +293,40 @@ class ReadModelSessionContract(PortContract):
             raise RuntimeError("the fold failed")
         assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
 
+    def test_runs_are_upserted_as_their_rows_are_in_order(self):
+        """upsert_runs (the projector's Appends: SQLite writes a run that differs in a few
+        columns as one statement): long runs, short ones, a key replaced by a later run and
+        twice within one, every kind of value the table holds."""
+        session = self.session_with_table()
+        shared_text = [("r", n, "same", 7) for n in range(300)]
+        odd_values = [("r", 1000 + n, text, 2**63 - 1 if n % 2 else -(2**63))
+                      for n, text in enumerate(["é", "\u00a7x@y", 'a "quoted", comma', "tab\there", None, "𝄞", "\\u0000"] * 10)]
+        short = [("r", 5, "short", 1), ("r", 6, None, None)]
+        replacing = [("r", n, "again", n) for n in range(250, 320)] + [("r", 299, "twice", 1), ("r", 299, "last", 2)]
+        runs = [shared_text, short, odd_values, replacing]
+        with session.transaction():
+            session.upsert_runs(self.TABLE, runs)
+        expected = {(k, n): (t, c) for run in runs for k, n, t, c in run}
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @given(st.lists(st.tuples(
+        st.integers(0, 120),  # rows in the run
+        st.sampled_from(["", "x", "§AAAA", "ü\n", None]), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+        st.sets(st.sampled_from([1, 2, 3]), max_size=3),  # which columns vary within the run
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=6)), max_size=5))
+    def test_runs_match_their_rows_upserted_one_by_one(self, shapes):
+        session = self.session_with_table()
+        runs: list[list[tuple]] = []
+        for n, (rows, text, count, varying, odd) in enumerate(shapes):
+            runs.append([("p", (n * 37 + i) % 150 if 1 in varying else n, (text or "") + odd + str(i) if 2 in varying else text,
+                          i * (count or 1) % 2**62 if 3 in varying else count) for i in range(rows)])
+        with session.transaction():
+            session.execute("DELETE FROM rm_contract")
+            session.upsert_runs(self.TABLE, runs)
+        expected = {(k, n): (t, c) for run in runs for k, n, t, c in run}
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+
     def test_a_transaction_that_raises_leaves_nothing(self):
         session = self.session_with_table()
         with pytest.raises(RuntimeError), session.transaction():

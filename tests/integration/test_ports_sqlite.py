@@ -40,6 +40,16 @@ class TestSqliteReadModelSession(SqliteFile, ReadModelSessionContract):
     def make_session(self):
         return SqliteSession(self.connection())
 
+    def test_a_run_holding_a_nul_is_stored_whole(self):
+        """SQLite keeps a NUL inside a text (PostgreSQL refuses it); a run's JSON would end the
+        text there, so such a run is written row by row."""
+        session = self.session_with_table()
+        texts = [f"before\x00after{n}" for n in range(100)]
+        with session.transaction():
+            session.upsert_runs(self.TABLE, [[("z", n, text, 1) for n, text in enumerate(texts)]])
+        stored = [row[0] for row in session.execute("SELECT CAST(text AS BLOB) FROM rm_contract ORDER BY seq")]
+        assert stored == [text.encode() for text in texts]
+
 
 class TestSqliteOutbox(SqliteFile, OutboxContract):
     def make_session(self):
