@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 ERASED = "erased:"
 CACHE = 1024  # keys kept in memory
 CACHE_TTL = 60.0  # seconds a process keeps a key it read: another process's erasure reaches it by then
-MEMO_ENTRIES = 4096  # per sealer: a chunk's addresses, sealed once and reused by its events and read models
+MEMO_ENTRIES = 4096  # per sealer: a chunk's addresses (or a sealing worker's batch), sealed once and reused
 # sealed texts are URL-safe base64 without padding; binascii with a translation is twice as
 # fast as base64.urlsafe_* (an export opens a million of them)
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -64,6 +64,7 @@ class KeyStore(Protocol):
 
 class Sealer:
     def __init__(self, key: bytes):
+        self.key = key  # for a sealing worker (engine/sealing_pool.py), never shown
         self._aead = AESSIV(key)
         self._mac_key = hashlib.sha256(b"vec-mac/" + key).digest()
         # plain -> sealed, for the texts this process sealed or opened last: one address is
@@ -90,6 +91,13 @@ class Sealer:
         if len(self._memo) >= MEMO_ENTRIES:
             self._memo.clear()  # cheaper than an LRU, and a chunk refills it at once
         self._memo[plain] = sealed
+
+    def remember_many(self, plains: Sequence[str], sealed: Sequence[str]) -> None:
+        """Pairs sealed or opened elsewhere (a sealing worker), as `seal` would remember them."""
+        memo = self._memo
+        if len(memo) + len(plains) > MEMO_ENTRIES:
+            memo.clear()
+        memo.update(zip(plains, sealed))
 
     def open_and_remember(self, text: str) -> str:
         """`open`, for texts about to be sealed again (a chunk's staged addresses)."""

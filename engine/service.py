@@ -43,7 +43,7 @@ from events import (
 )
 from engine.bulkfile import FileReport, read_addresses
 from engine.config import CoreSettings
-from engine import policies
+from engine import policies, sealing_pool
 from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import (
     AccountNotFound,
@@ -468,8 +468,10 @@ class Engine:
         with tracing.task_root(task_id, kind="bulk", account_id=account_id):  # the task's root span
             report = FileReport()
             sealer = self._sealer(task_id, create=True)
-            report.unique = self.inputs.stage(upload_id, read_addresses(path, report), self.clock(),
-                                              sealer.seal if sealer else None)
+            addresses = read_addresses(path, report)
+            if sealer is not None:  # a big file's addresses sealed by a worker, a batch ahead
+                addresses = sealing_pool.POOL.seal_ahead(sealer, addresses)
+            report.unique = self.inputs.stage(upload_id, addresses, self.clock(), sealer.seal if sealer else None)
             try:
                 if report.unique == 0:
                     raise BadUpload(f"the file has no e-mail addresses ({report.rows} rows, none with an address)")
@@ -610,8 +612,12 @@ class Engine:
         if state.task_id is None or state.upload_id is None:
             raise TaskNotFound("no such task")
         sealer = self._sealer(state.task_id)
-        return self.inputs.chunk(state.upload_id, chunk_no, state.chunk_size,
-                                 sealer.open_and_remember if sealer else None)
+        upload_id, size = state.upload_id, state.chunk_size
+        if sealer is None:
+            return self.inputs.chunk(upload_id, chunk_no, size)
+        # the next chunks opened by a worker while this one is verified (engine/sealing_pool.py)
+        return sealing_pool.POOL.open_chunk(sealer, upload_id, chunk_no, state.total_chunks,
+                                            lambda n: self.inputs.chunk(upload_id, n, size))
 
     def set_retention(self, account_id: str, days: int) -> list[RecordedEvent]:
         stream = account_stream(account_id)

@@ -11,7 +11,6 @@ committed files differ from what the code gives (tests/unit/test_contract.py run
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -130,9 +129,9 @@ def _messages() -> Document:
 def _outcome_schema() -> Document:
     """consumers/fleet/messages.py's Outcome: each result is an array of Result's fields, in order."""
     items = []
-    for field in dataclasses.fields(Result):
-        kind = {"type": "array", "items": {"type": "string"}} if field.name == "flags" else {"type": "string"}
-        items.append({**kind, "title": field.name})
+    for name in Result._fields:
+        kind = {"type": "array", "items": {"type": "string"}} if name == "flags" else {"type": "string"}
+        items.append({**kind, "title": name})
     return {
         "type": "object", "additionalProperties": False,
         "required": ["kind", "task_id", "chunk_no", "error", "results"],

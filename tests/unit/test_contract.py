@@ -153,7 +153,7 @@ def test_the_asyncapi_document_names_every_event_and_the_fleets_messages_as_sent
     schema = messages["ChunkOutcome"]["payload"]
     jsonschema.validate(sent, schema, cls=jsonschema.Draft7Validator)
     names = [item["title"] for item in schema["properties"]["results"]["items"]["items"]]
-    assert dict(zip(names, sent["results"][0])) == {**dataclasses.asdict(result), "flags": ["catch_all"]}
+    assert dict(zip(names, sent["results"][0])) == {**result._asdict(), "flags": ["catch_all"]}
     _, failed = Outcome("fail_chunk", "t1", 4, error="provider down").to_message()
     jsonschema.validate(json.loads(failed), schema, cls=jsonschema.Draft7Validator)
 

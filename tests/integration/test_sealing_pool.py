@@ -1,0 +1,184 @@
+"""engine/sealing_pool.py with a real worker process: a big upload sealed, and its chunks
+opened, by the worker give the engine exactly what it would have computed itself, and a
+worker that dies or cannot start costs speed, never a result."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from engine import sealing_pool
+from engine.domain.errors import InvariantViolation
+from engine.keyring import Sealer
+from engine.service import Engine
+from entrypoints.settings import EngineSettings
+
+KEY = AESSIV.generate_key(512)
+
+
+class Counting:
+    """The sealer's cipher, counting the calls made in this process."""
+
+    def __init__(self, aead: AESSIV):
+        self.aead, self.encrypts, self.decrypts = aead, 0, 0
+
+    def encrypt(self, data: bytes, associated: object) -> bytes:
+        self.encrypts += 1
+        return self.aead.encrypt(data, associated)  # type: ignore[arg-type]
+
+    def decrypt(self, data: bytes, associated: object) -> bytes:
+        self.decrypts += 1
+        return self.aead.decrypt(data, associated)  # type: ignore[arg-type]
+
+
+def counted_sealer() -> tuple[Sealer, Counting]:
+    sealer = Sealer(KEY)
+    counting = Counting(sealer._aead)
+    sealer._aead = counting  # type: ignore[assignment]
+    return sealer, counting
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    monkeypatch.setattr(sealing_pool, "IN_PROCESS_FIRST", 50)
+    monkeypatch.setattr(sealing_pool, "SEAL_BATCH", 40)
+    monkeypatch.setattr(sealing_pool, "MIN_CHUNKS", 3)
+    pool = sealing_pool.SealingPool()
+    yield pool
+    pool.close()
+
+
+def texts(count: int) -> list[str]:
+    return [f"User{i}@Example.test" if i % 3 else f"user{i}@example.test" for i in range(count)]
+
+
+def test_past_the_first_addresses_the_worker_seals_them_and_the_engine_finds_each_one(pool):
+    sealer, counting = counted_sealer()
+    reference = Sealer(KEY)
+    seen = []
+    for text in pool.seal_ahead(sealer, texts(500)):
+        seen.append(text)
+        assert sealer.seal(text) == reference.seal(text)  # what staging asks, address then key
+        assert sealer.seal(text.lower()) == reference.seal(text.lower())
+    assert seen == texts(500)
+    in_process = texts(50)
+    assert counting.encrypts == len(in_process) + sum(1 for t in in_process if t.lower() != t)
+
+
+def test_a_worker_killed_mid_upload_leaves_every_sealed_text_right(pool, caplog):
+    sealer, counting = counted_sealer()
+    reference = Sealer(KEY)
+    stream = pool.seal_ahead(sealer, texts(1000))
+    with caplog.at_level(logging.WARNING, "vec.sealing"):
+        for n, text in enumerate(stream):
+            if n == 60:  # the worker has batches in hand
+                for pid in list(pool._executor._processes):
+                    os.kill(pid, signal.SIGKILL)
+            assert sealer.seal(text) == reference.seal(text)
+    assert "the sealing worker failed" in caplog.text
+    assert counting.encrypts > 100  # the rest was sealed here
+
+
+def test_chunks_are_opened_ahead_by_the_worker(pool):
+    reference = Sealer(KEY)
+    chunks = [[reference.seal(t) for t in texts(1000)[n * 100:(n + 1) * 100]] for n in range(10)]
+    sealer, counting = counted_sealer()
+    reads = []
+
+    def read(n: int) -> list[str]:
+        reads.append(n)
+        return chunks[n]
+
+    opened = [pool.open_chunk(sealer, "u-1", n, len(chunks), read) for n in range(len(chunks))]
+    assert opened == [texts(1000)[n * 100:(n + 1) * 100] for n in range(10)]
+    assert counting.decrypts == 100  # the first chunk only: the worker opened the others
+    assert sorted(reads) == list(range(10))  # each read once
+    assert sealer.seal(texts(1000)[-1]) == chunks[-1][-1] and counting.encrypts == 0  # remembered
+
+
+def test_a_chunk_that_does_not_open_fails_as_without_a_worker(pool):
+    reference = Sealer(KEY)
+    chunks = [[reference.seal(t) for t in texts(30)[n * 10:(n + 1) * 10]] for n in range(3)]
+    chunks[2][4] = chunks[2][4][:-3] + "AAA"  # altered in the store
+    sealer = Sealer(KEY)
+    assert pool.open_chunk(sealer, "u-2", 0, 3, chunks.__getitem__) == texts(30)[:10]
+    assert pool.open_chunk(sealer, "u-2", 1, 3, chunks.__getitem__) == texts(30)[10:20]
+    with pytest.raises(InvariantViolation):
+        pool.open_chunk(sealer, "u-2", 2, 3, chunks.__getitem__)
+    assert pool._failures == 0  # the worker is not to blame
+
+
+def test_a_big_upload_stages_and_chunks_as_without_a_worker(pool, monkeypatch, db, tmp_path):
+    """Through the engine and the SQLite store: repeats in another case dropped (first seen
+    wins), every chunk's addresses in order."""
+    monkeypatch.setattr(sealing_pool, "POOL", pool)
+    engine = Engine(db, EngineSettings(chunk_size=25), lambda: datetime(2026, 6, 1, tzinfo=timezone.utc))
+    engine.open_account("acme")
+    engine.grant_credits("acme", "payg", 1000)
+    raw = texts(600) + [t.upper() for t in texts(600)[::7]]
+    path = tmp_path / "list.csv"
+    path.write_text("email\n" + "".join(f"{t}\n" for t in raw))
+    upload = engine.create_bulk("acme", str(path))
+    assert upload.report.unique == 600
+    state = engine.task(upload.task_id)
+    staged = [a for n in range(state.total_chunks) for a in engine.staged_chunk(state, n)]
+    assert staged == texts(600)
+
+
+ENGINE_WITH_A_WORKER = """
+import sys, time
+from engine.sealing_pool import SealingPool, open_batch
+pool = SealingPool()
+pool._submit(open_batch, b"k" * 64, []).result()  # the worker is up
+print(next(iter(pool._executor._processes)), flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    pool.close()
+    sys.exit(130)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie: exited, not yet reaped
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_the_worker_ends_with_an_engine_killed_outright():
+    engine = subprocess.Popen([sys.executable, "-c", ENGINE_WITH_A_WORKER], stdout=subprocess.PIPE, text=True)
+    worker = int(engine.stdout.readline())
+    assert not gone(worker)
+    engine.kill()
+    engine.wait()
+    assert wait_until(lambda: gone(worker))
+
+
+def test_ctrl_c_stops_the_engine_and_its_worker_without_a_traceback():
+    engine = subprocess.Popen([sys.executable, "-c", ENGINE_WITH_A_WORKER], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    worker = int(engine.stdout.readline())
+    os.killpg(engine.pid, signal.SIGINT)  # what a terminal sends to the whole group
+    _, errors = engine.communicate(timeout=30)
+    assert engine.returncode == 130
+    assert "Traceback" not in errors
+    assert wait_until(lambda: gone(worker))
