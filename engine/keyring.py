@@ -37,6 +37,7 @@ from events.base import SEALED as SEALED, is_sealed
 
 if TYPE_CHECKING:
     from projections.base import Table
+    from projections.exports import BlockOpener
 
 ERASED = "erased:"
 CACHE = 1024  # keys kept in memory
@@ -211,9 +212,20 @@ class Keyring:
 
     def value_opener(self, task_id: str) -> Callable[[str], str]:
         """Opens one sealed value of a task (plain values come back as they are): the key is
-        looked up once for all of them (an export of a million rows)."""
+        looked up once for all of them."""
         sealer = self.sealer(task_id)
         return sealer.open if sealer is not None else placeholder
+
+    def blocks_opener(self, task_id: str) -> BlockOpener:
+        """Opens blocks of a task's values (an export of a million rows): a big one's by a
+        worker, blocks ahead (engine/sealing_pool.py); an erased task's as placeholders."""
+        from engine import sealing_pool  # it builds on this module's Sealer
+        from projections.exports import open_in_process
+
+        sealer = self.sealer(task_id)
+        if sealer is None:
+            return open_in_process(placeholder)
+        return lambda blocks: sealing_pool.POOL.open_blocks(sealer, blocks)
 
     def row_opener(self, task_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """Opens the sealed values of a task's rows, in place."""

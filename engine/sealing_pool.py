@@ -128,6 +128,30 @@ class SealingPool:
                 while len(self._ahead) > 4 * CHUNKS_AHEAD:  # chunks never asked for (a task stopped)
                     self._ahead.popitem(last=False)
 
+    def open_blocks(self, sealer: Sealer, blocks: Iterable[list[Any]]) -> Iterator[list[Any]]:
+        """Each block of values opened (None and "" kept), in order; past the first
+        IN_PROCESS_FIRST values, the worker opens them SEAL_AHEAD blocks ahead (an export)."""
+        it, opened_here = iter(blocks), 0
+        while opened_here < IN_PROCESS_FIRST:
+            block = next(it, None)
+            if block is None:
+                return
+            yield [sealer.open(value) if value else value for value in block]
+            opened_here += len(block)
+        pending: collections.deque[tuple[list[Any], list[str], Future[Any] | None]] = collections.deque()
+        while True:
+            block = next(it, None)
+            if block is not None:
+                sealed = [value for value in block if value]
+                pending.append((block, sealed, self._submit(open_batch, sealer.key, sealed)))
+            if not pending:
+                return
+            if len(pending) > SEAL_AHEAD or block is None:
+                done, sealed, job = pending.popleft()
+                opened = self._result(job)
+                plain = iter([sealer.open(value) for value in sealed] if opened is None else opened)
+                yield [next(plain) if value else value for value in done]
+
     def _submit(self, work: Callable[..., Any], *args: object) -> Future[Any] | None:
         with self._lock:
             if self._failures >= MAX_FAILURES:

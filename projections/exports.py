@@ -7,8 +7,10 @@ keeps every value exactly as it is.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
+import itertools
 import operator
 from typing import AbstractSet, Any, Callable, Iterable, Iterator, Sequence
 
@@ -43,14 +45,19 @@ def csv_cell(text: str) -> str:
 LINE_TEMPLATES = 4096  # distinct sets of a row's other cells remembered by an export
 
 
+# blocks of a task's personal values (None or "" where a row has none) -> each block opened,
+# in order; it may read blocks ahead (a worker opens them: engine/sealing_pool.py)
+BlockOpener = Callable[[Iterator[list[Any]]], Iterator[list[Any]]]
+
+
 def templated_csv_blocks(rows: Iterable[Sequence[Any]], columns: tuple[str, ...], fetched: tuple[str, ...],
                          personal: AbstractSet[str], cells_of: Callable[[dict[str, Any]], dict[str, Any]],
-                         open_: Callable[[str], str]) -> Iterator[str]:
+                         open_blocks: BlockOpener) -> Iterator[str]:
     """CSV of `columns` (the header, then blocks of lines, as csv_lines writes them) from rows
-    fetched as `fetched`: the personal values sealed (opened here), every other cell given by
-    `cells_of` from the row's other fetched values. A million rows: those repeat (a chunk's
-    results share a status, a reason, a tier and flags), so each distinct set is rendered,
-    made safe and quoted once, into a line template the personal cells are put in."""
+    fetched as `fetched`: the personal values sealed (opened here, a block at a time), every
+    other cell given by `cells_of` from the row's other fetched values. A million rows: those
+    repeat (a chunk's results share a status, a reason, a tier and flags), so each distinct set
+    is rendered, made safe and quoted once, into a line template the personal cells are put in."""
     key_names = [name for name in fetched if name not in personal]
     key_at = [fetched.index(name) for name in key_names]
     personal_at = [fetched.index(column) for column in columns if column in personal]
@@ -64,23 +71,39 @@ def templated_csv_blocks(rows: Iterable[Sequence[Any]], columns: tuple[str, ...]
                         for column in columns)
 
     def personal_cell(value: str | None) -> str:
-        return csv_cell(spreadsheet_safe(open_(value))) if value else ""
+        return csv_cell(spreadsheet_safe(value)) if value else ""
+
+    held: collections.deque[list[Sequence[Any]]] = collections.deque()  # blocks whose values are opening
+
+    def sealed_values() -> Iterator[list[Any]]:
+        for block in _blocks(rows, LINES_PER_BLOCK):
+            held.append(block)
+            yield [value for row in block for value in personal_of(row)]
 
     yield ",".join(csv_cell(column) for column in columns) + "\r\n"
-    block: list[str] = []
-    for row in rows:
-        key = key_of(row)
-        line = templates.get(key)
-        if line is None:
-            if len(templates) >= LINE_TEMPLATES:
-                templates.clear()
-            line = templates[key] = template(key)
-        block.append(line.format(*map(personal_cell, personal_of(row))))
-        if len(block) == LINES_PER_BLOCK:
-            yield "\r\n".join(block) + "\r\n"
-            block = []
-    if block:
-        yield "\r\n".join(block) + "\r\n"
+    width = len(personal_at)
+    for opened in open_blocks(sealed_values()):
+        lines: list[str] = []
+        for n, row in enumerate(held.popleft()):
+            key = key_of(row)
+            line = templates.get(key)
+            if line is None:
+                if len(templates) >= LINE_TEMPLATES:
+                    templates.clear()
+                line = templates[key] = template(key)
+            lines.append(line.format(*map(personal_cell, opened[n * width:(n + 1) * width])))
+        yield "\r\n".join(lines) + "\r\n"
+
+
+def _blocks(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[Sequence[Any]]]:
+    it = iter(rows)
+    while block := list(itertools.islice(it, size)):
+        yield block
+
+
+def open_in_process(open_: Callable[[str], str]) -> BlockOpener:
+    """A BlockOpener that opens each value here, one call a value."""
+    return lambda blocks: ([open_(value) if value else value for value in block] for block in blocks)
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:

@@ -10,7 +10,7 @@ from projections.read_models import (ACTIVITY, API_KEYS, BALANCES, FAILED_CHUNK,
                                      results_taxonomy)
 from projections.sql import Rows, SqlSession
 from projections import taxonomy
-from projections.exports import templated_csv_blocks
+from projections.exports import BlockOpener, open_in_process, templated_csv_blocks
 
 TASK_FIELDS = ("task_id", "account_id", "kind", "status", "partial_failure", "total", "verified", "unknown",
                "failed", "refunded", "consumed", "debited", "late", "created_at", "finished_at", "created_by",
@@ -68,12 +68,12 @@ def _result_filter(task_id: str, status: str | None, result: str | None,
 
 class ReadModelQueries:
     def __init__(self, sql: SqlSession, row_opener: Callable[[str], Callable[[Row], Row]] | None = None,
-                 value_opener: Callable[[str], Callable[[str], str]] | None = None):
+                 blocks_opener: Callable[[str], BlockOpener] | None = None):
         self.sql = sql
         # task id -> (row -> the row with its personal columns opened), engine/keyring.py
         self.row_opener = row_opener or (lambda task_id: lambda row: row)
-        # task id -> (one sealed value -> opened)
-        self.value_opener = value_opener or (lambda task_id: lambda value: value)
+        # task id -> (blocks of sealed values -> opened), for exports
+        self.blocks_opener = blocks_opener or (lambda task_id: open_in_process(lambda value: value))
 
     def open_row(self, task_id: str, row: Row) -> Row:
         return self.row_opener(task_id)(row)
@@ -203,7 +203,7 @@ class ReadModelQueries:
             return stored | {c: bool(v) if c in taxonomy.FLAG_COLUMNS else v for c, v in derived.items()}
 
         rows = self.sql.stream(sql + " ORDER BY position, address", params)
-        return templated_csv_blocks(rows, columns, fetched, RESULTS.personal, cells_of, self.value_opener(task_id))
+        return templated_csv_blocks(rows, columns, fetched, RESULTS.personal, cells_of, self.blocks_opener(task_id))
 
     def api_key_account(self, key_id: str) -> str | None:
         row = self.sql.execute(f"SELECT account_id FROM {API_KEYS.name} WHERE key_id = ?", (key_id,)).fetchone()

@@ -119,7 +119,7 @@ def _with_sqlite_read_models(url: str, conn: sqlite3.Connection, keyring: Keyrin
     return Database(url, events, inputs, lease,
                     ProjectionRunner(session, all_projections(), functools.partial(events.read_all, opened=False),
                                      seal_row=keyring.seal_row),
-                    ReadModelQueries(session, keyring.row_opener, keyring.value_opener), session.transient_errors, session.snapshot,
+                    ReadModelQueries(session, keyring.row_opener, keyring.blocks_opener), session.transient_errors, session.snapshot,
                     conn.close, keyring)
 
 

@@ -701,7 +701,7 @@ def open_postgres(url: str, migrate: bool = False) -> Database:
         pool.close()
         raise
     return Database(url, events, PostgresInputs(pool), PostgresLease(pool), projector,
-                    ReadModelQueries(session, keyring.row_opener, keyring.value_opener), session.transient_errors, session.snapshot, pool.close,
+                    ReadModelQueries(session, keyring.row_opener, keyring.blocks_opener), session.transient_errors, session.snapshot, pool.close,
                     keyring, PostgresFleet(pool))
 
 

@@ -136,9 +136,9 @@ ENGINE_WITH_A_WORKER = """
 import sys, time
 from engine.sealing_pool import SealingPool, open_batch
 pool = SealingPool()
-pool._submit(open_batch, b"k" * 64, []).result()  # the worker is up
-print(next(iter(pool._executor._processes)), flush=True)
 try:
+    pool._submit(open_batch, b"k" * 64, []).result()  # the worker is up
+    print(next(iter(pool._executor._processes)), flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     pool.close()
@@ -182,3 +182,23 @@ def test_ctrl_c_stops_the_engine_and_its_worker_without_a_traceback():
     assert engine.returncode == 130
     assert "Traceback" not in errors
     assert wait_until(lambda: gone(worker))
+
+
+def test_an_exports_blocks_are_opened_ahead_by_the_worker_empty_cells_kept(pool):
+    reference = Sealer(KEY)
+    plain = [[t if i % 4 else ("" if i % 8 else None) for i, t in enumerate(texts(1000)[n * 40:(n + 1) * 40])]
+             for n in range(25)]
+    sealed = [[reference.seal(v) if v else v for v in block] for block in plain]
+    sealer, counting = counted_sealer()
+    assert list(pool.open_blocks(sealer, iter(sealed))) == plain
+    assert counting.decrypts == 60  # the first 50 values' blocks (two of 30 each): the worker opened the rest
+
+
+def test_an_export_with_a_value_that_does_not_open_fails_as_without_a_worker(pool):
+    reference = Sealer(KEY)
+    sealed = [[reference.seal(t) for t in texts(1000)[n * 40:(n + 1) * 40]] for n in range(25)]
+    sealed[20][3] = sealed[20][3][:-3] + "AAA"
+    opened = pool.open_blocks(Sealer(KEY), iter(sealed))
+    with pytest.raises(InvariantViolation):
+        for n, _ in enumerate(opened):
+            assert n < 20

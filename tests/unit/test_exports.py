@@ -7,7 +7,8 @@ import io
 import orjson
 from hypothesis import given, strategies as st
 
-from projections.exports import FORMULA_STARTS, csv_cell, csv_lines, json_lines, spreadsheet_safe, templated_csv_blocks
+from projections.exports import (FORMULA_STARTS, csv_cell, csv_lines, json_lines, open_in_process, spreadsheet_safe,
+                                templated_csv_blocks)
 
 
 def test_cells_that_a_spreadsheet_would_run_get_a_leading_quote():
@@ -65,5 +66,5 @@ def test_templated_lines_are_the_lines_csv_lines_writes(rows):
     sealed = [tuple("~" + r[c] if c in ("address", "detail") and r[c] else r[c] for c in fetched) for r in rows]
     templated = "".join(templated_csv_blocks(
         sealed, columns, fetched, {"address", "detail"}, lambda stored: stored | {"flag": bool(stored["flag"])},
-        lambda value: value.removeprefix("~")))
+        open_in_process(lambda value: value.removeprefix("~"))))
     assert templated == "".join(csv_lines([r | {"flag": bool(r["flag"])} for r in rows], columns))
