@@ -625,10 +625,7 @@ class PostgresSession:
         staged = f"upsert_{table.name}_{zlib.crc32(columns.encode()):08x}"
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staged} (LIKE {table.name}) ON COMMIT DELETE ROWS")
-            with cursor.copy(f"COPY {staged} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int8" if c in table.ints else "text" for c in table.columns])
-                for row in rows:
-                    copy.write_row(row)
+            self._copy_rows(cursor, table, staged, rows)
             try:
                 with conn.transaction():  # a savepoint
                     cursor.execute(upsert_select_sql(table, staged))
@@ -637,7 +634,30 @@ class PostgresSession:
             cursor.execute(f"TRUNCATE {staged}")
 
     def upsert_runs(self, table: Table, runs: Sequence[Sequence[Sequence[Any]]]) -> None:
-        self.upsert_many(table, [row for run in runs for row in run])  # one COPY takes them all
+        """Appended rows have new keys (a task's results: each address settled once), so they
+        are COPied into the table itself; a key already there (never, but for a hand-edited
+        read model) undoes that and upserts them. A rebuild's million results rows: the
+        server's INSERT ... SELECT ... ON CONFLICT was most of its time."""
+        rows = [row for run in runs for row in run]
+        if len(rows) < COPY_UPSERT_ROWS:
+            self.upsert_many(table, rows)
+            return
+        with self.pool.connection() as conn, conn.cursor() as cursor:
+            try:
+                with conn.transaction():  # a savepoint
+                    self._copy_rows(cursor, table, table.name, rows)
+                return
+            except psycopg.errors.UniqueViolation:
+                pass
+        self.upsert_many(table, rows)
+
+    @staticmethod
+    def _copy_rows(cursor: psycopg.Cursor[TupleRow], table: Table, target: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Binary COPY of rows in `table`'s column order into `target` (the table or its like)."""
+        with cursor.copy(f"COPY {target} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8" if c in table.ints else "text" for c in table.columns])
+            for row in rows:
+                copy.write_row(row)
 
     def transaction(self) -> ContextManager[psycopg.Connection[Any]]:
         return self.pool.pinned()

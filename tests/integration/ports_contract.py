@@ -309,6 +309,23 @@ class ReadModelSessionContract(PortContract):
         expected = {(k, n): (t, c) for run in runs for k, n, t, c in run}
         assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
 
+    def test_many_runs_are_upserted_whether_their_keys_are_new_taken_or_repeated(self):
+        """Past 500 rows (PostgreSQL COPYs appended rows into the table itself, and upserts
+        them when a key is taken): new keys, keys already stored, a key twice in one call."""
+        session = self.session_with_table()
+        new = [[("n", n, "new", n) for n in range(m, m + 300)] for m in (0, 300)]
+        taken = [[("n", n, "again", -n) for n in range(450, 750)], [("n", n, "more", 1) for n in range(750, 1000)]]
+        twice = [[("n", 5000 + n % 400, f"t{n}", n) for n in range(600)]]
+        for runs in (new, taken, twice):
+            with session.transaction():
+                session.upsert_runs(self.TABLE, runs)
+        expected = {(k, n): (t, c) for runs in (new, taken, twice) for run in runs for k, n, t, c in run}
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+        with pytest.raises(RuntimeError), session.transaction():
+            session.upsert_runs(self.TABLE, [[("n", n, "lost", 0) for n in range(9000, 9600)]])
+            raise RuntimeError("the fold failed")
+        assert self.rows(session) == sorted((k, n, t, c) for (k, n), (t, c) in expected.items())
+
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
     @given(st.lists(st.tuples(
         st.integers(0, 120),  # rows in the run
