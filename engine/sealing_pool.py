@@ -34,15 +34,6 @@ MIN_CHUNKS = 20  # a task of fewer chunks opens them here
 MAX_FAILURES = 3  # workers lost before this process stops asking for one
 PARENT_CHECK_S = 0.5  # how soon a worker whose engine was killed ends
 
-_worker_sealer: Sealer | None = None  # in the worker: the last key's sealer (one task at a time)
-
-
-def _sealer_for(key: bytes) -> Sealer:
-    global _worker_sealer
-    if _worker_sealer is None or _worker_sealer.key != key:
-        _worker_sealer = Sealer(key)
-    return _worker_sealer
-
 
 def _worker_start(engine_pid: int) -> None:
     """In the worker: Ctrl-C is the engine's to handle (it stops the worker), never a
@@ -59,14 +50,14 @@ def _exit_with(engine_pid: int) -> None:
 
 def seal_batch(key: bytes, texts: list[str]) -> tuple[list[str], list[str]]:
     """In the worker: (the texts and the lower cases that differ from them, each one sealed)."""
-    sealer = _sealer_for(key)
+    sealer = Sealer(key)  # not kept: a task's key lives in the worker for one batch (erasure)
     plains = texts + [lower for text in texts if (lower := text.lower()) != text]
     return plains, [sealer.seal(text) for text in plains]
 
 
 def open_batch(key: bytes, sealed: list[str]) -> list[str]:
     """In the worker: each sealed text opened (InvariantViolation if one does not open)."""
-    sealer = _sealer_for(key)
+    sealer = Sealer(key)
     return [sealer.open(text) for text in sealed]
 
 
