@@ -68,6 +68,7 @@ class SealingPool:
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._failures = 0
+        self._closed = False  # for good: the process is ending
         # (upload id, chunk no) -> its sealed texts and the job opening them, oldest first
         self._ahead: collections.OrderedDict[tuple[str, int], tuple[list[str], Future[Any] | None]] = \
             collections.OrderedDict()
@@ -145,7 +146,7 @@ class SealingPool:
 
     def _submit(self, work: Callable[..., Any], *args: object) -> Future[Any] | None:
         with self._lock:
-            if self._failures >= MAX_FAILURES:
+            if self._failures >= MAX_FAILURES or self._closed:
                 return None
             try:
                 if self._executor is None:
@@ -180,7 +181,9 @@ class SealingPool:
             self._executor = None
 
     def close(self) -> None:
+        """Stops the worker for good: whatever asks after this is sealed in process."""
         with self._lock:
+            self._closed = True
             self._ahead.clear()
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from consumers.metrics import exporter as metrics  # GET /metrics
-from engine import tracing
+from engine import sealing_pool, tracing
 from entrypoints.settings import EngineSettings
 from entrypoints import bootstrap
 from entrypoints.api import docs, links, problems
@@ -66,6 +66,9 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None,
         finally:
             services.close()
             db.close()
+            # now: uvicorn re-raises a SIGTERM once shut down, and the process ends without
+            # its exit handlers (the sealing worker's semaphores would be reported leaked)
+            sealing_pool.POOL.close()
 
     app = _Api(title="VEC engine API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Email verification tasks, credits and their history, and the event log behind "

@@ -3,6 +3,7 @@ opened, by the worker give the engine exactly what it would have computed itself
 worker that dies or cannot start costs speed, never a result."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from engine.domain.errors import InvariantViolation
 from engine.keyring import Sealer
 from engine.service import Engine
 from entrypoints.settings import EngineSettings
+from tests.api.server import base_env, running, start_server
 
 KEY = AESSIV.generate_key(512)
 
@@ -202,3 +204,37 @@ def test_an_export_with_a_value_that_does_not_open_fails_as_without_a_worker(poo
     with pytest.raises(InvariantViolation):
         for n, _ in enumerate(opened):
             assert n < 20
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().split(") ", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+    return found
+
+
+def test_vec_serve_stopped_after_a_big_upload_leaves_no_worker_and_says_nothing(tmp_path):
+    """uvicorn re-raises the SIGTERM it shut down on, so the process ends without its exit
+    handlers: the API's shutdown stops the worker, or its semaphores are reported leaked."""
+    api = start_server("embedded", tmp_path, base_env(VEC_CHUNK_SIZE="500", VEC_CHUNK_WINDOW="4",
+                                                      VEC_API_MAX_UPLOAD_BYTES=str(4 * 1024 * 1024)))
+    with running(api):
+        account = api.new_account(payg=30_000)
+        key = api.new_key(account)["key"]
+        client = api.client(key)
+        upload = "email\n" + "".join(f"user{i}@d{i % 40}.test\n" for i in range(25_000))
+        created = client.post("/v1/tasks/bulk", content=upload, headers={"content-type": "text/csv"})
+        assert created.status_code == 201, created.text
+        task_id = created.json()["task"]["task_id"]
+        workers = children(api.process.pid)
+        assert workers, "a 25,000-address upload starts the sealing worker"
+        assert api.wait_task(task_id, client)["status"] == "completed"
+        csv = client.get(f"/v1/tasks/{task_id}/results", params={"format": "csv"})
+        assert csv.text.count("\n") == 25_001
+    assert wait_until(lambda: all(gone(pid) for pid in workers))
+    log = api.log.read_text()
+    assert "leaked" not in log and "Traceback" not in log, log[-2000:]
