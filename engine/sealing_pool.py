@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from engine.domain.errors import InvariantViolation
@@ -61,6 +62,12 @@ def open_batch(key: bytes, sealed: list[str]) -> list[str]:
     return [sealer.open(text) for text in sealed]
 
 
+@dataclass(frozen=True)
+class _Job:
+    future: Future[Any]
+    executor: ProcessPoolExecutor  # the worker's: the jobs of a lost worker fail together, one loss
+
+
 class SealingPool:
     """One worker process, started on first need; thread-safe."""
 
@@ -70,7 +77,7 @@ class SealingPool:
         self._failures = 0
         self._closed = False  # for good: the process is ending
         # (upload id, chunk no) -> its sealed texts and the job opening them, oldest first
-        self._ahead: collections.OrderedDict[tuple[str, int], tuple[list[str], Future[Any] | None]] = \
+        self._ahead: collections.OrderedDict[tuple[str, int], tuple[list[str], _Job | None]] = \
             collections.OrderedDict()
 
     def seal_ahead(self, sealer: Sealer, texts: Iterable[str]) -> Iterator[str]:
@@ -78,7 +85,7 @@ class SealingPool:
         sealed form and its lower case's already in `sealer`'s memo."""
         it = iter(texts)
         yield from itertools.islice(it, IN_PROCESS_FIRST)
-        pending: collections.deque[tuple[list[str], Future[Any] | None]] = collections.deque()
+        pending: collections.deque[tuple[list[str], _Job | None]] = collections.deque()
         while True:
             batch = list(itertools.islice(it, SEAL_BATCH))
             if batch:
@@ -130,7 +137,7 @@ class SealingPool:
                 return
             yield [sealer.open(value) if value else value for value in block]
             opened_here += len(block)
-        pending: collections.deque[tuple[list[Any], list[str], Future[Any] | None]] = collections.deque()
+        pending: collections.deque[tuple[list[Any], list[str], _Job | None]] = collections.deque()
         while True:
             block = next(it, None)
             if block is not None:
@@ -144,7 +151,7 @@ class SealingPool:
                 plain = iter([sealer.open(value) for value in sealed] if opened is None else opened)
                 yield [next(plain) if value else value for value in done]
 
-    def _submit(self, work: Callable[..., Any], *args: object) -> Future[Any] | None:
+    def _submit(self, work: Callable[..., Any], *args: object) -> _Job | None:
         with self._lock:
             if self._failures >= MAX_FAILURES or self._closed:
                 return None
@@ -153,23 +160,24 @@ class SealingPool:
                     # spawn, not fork: the engine may run threads (a server, the progress bar)
                     self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                                          initializer=_worker_start, initargs=(os.getpid(),))
-                return self._executor.submit(work, *args)
+                return _Job(self._executor.submit(work, *args), self._executor)
             except Exception as error:  # noqa: BLE001 (no process to spare: the work stays here)
                 self._lost(error)
                 return None
 
-    def _result(self, job: Future[Any] | None) -> Any:
+    def _result(self, job: _Job | None) -> Any:
         """The job's result, or None: the caller then does the work itself (a text that does
         not open fails there, as it would have without a worker)."""
         if job is None:
             return None
         try:
-            return job.result()
+            return job.future.result()
         except InvariantViolation:
             return None
         except Exception as error:  # noqa: BLE001 (a lost worker)
             with self._lock:
-                self._lost(error)
+                if job.executor is self._executor:  # its other jobs' failures are the same loss
+                    self._lost(error)
             return None
 
     def _lost(self, error: BaseException) -> None:
