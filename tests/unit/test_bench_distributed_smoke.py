@@ -111,7 +111,10 @@ def test_e2e_reports_distributed_and_embedded(services_dir):
     assert figures["ratio"] == pytest.approx(figures["engine"] / figures["baseline"])
     assert figures["addresses"] == 300 and figures["audit_ok"] and figures["fleet_workers"] == 2
     cpu = figures["cpu_us_per_address"]  # every process of each side, per address
-    assert figures["cpu_per_address_ratio"] == pytest.approx(min(cpu["distributed"]) / min(cpu["embedded"]), rel=0.01)
+    if min(cpu["embedded"]) > 0:
+        assert figures["cpu_per_address_ratio"] == pytest.approx(min(cpu["distributed"]) / min(cpu["embedded"]), rel=0.01)
+    else:  # 300 addresses embedded can take less CPU than the clock's 10 ms tick
+        assert figures["cpu_per_address_ratio"] is None
     assert "worker-2" in figures["runs"]["distributed"]["cpu_s"]
     for kind, component in (("distributed", "worker-1"), ("embedded", "engine")):
         run = figures["runs"][kind]
