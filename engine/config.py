@@ -54,6 +54,8 @@ class CoreSettings(BaseSettings):
                                 "error of ours before the chunk (or the task) fails with its refund")
     task_stall_timeout: float = Field(900.0, gt=0, description="seconds a processing task may go without any new "
                                       "event before it fails through SystemFailure with its refund")
+    sealing_worker: bool = Field(True, description="seal and open a big upload's addresses (and export) in a helper "
+                                 "process on another core (engine/sealing_pool.py); off: all in this process")
 
     @model_validator(mode="after")
     def _stall_after_deadline(self) -> "CoreSettings":

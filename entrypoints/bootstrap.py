@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from consumers.features import FEATURES
 from consumers.fleet.settings import FleetProcessSettings
+from engine import sealing_pool
 from engine.config import slice_of
 from entrypoints.settings import EngineSettings
 from engine.service import Engine
@@ -27,6 +28,8 @@ def open_engine(settings: EngineSettings, actor: str = "engine") -> Engine:
     attributed to unless a command says otherwise (cli:USER, api, engine)."""
     engine = Engine(open_database(settings.store), settings)
     engine.default_actor = actor
+    if not settings.sealing_worker:  # the process's pool: one for every engine it opens
+        sealing_pool.POOL.close()
     return engine
 
 

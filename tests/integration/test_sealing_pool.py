@@ -220,11 +220,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_vec_serve_stopped_after_a_big_upload_leaves_no_worker_and_says_nothing(tmp_path):
+@pytest.mark.parametrize("worker", ["true", "false"])
+def test_vec_serve_stopped_after_a_big_upload_leaves_no_worker_and_says_nothing(tmp_path, worker):
     """uvicorn re-raises the SIGTERM it shut down on, so the process ends without its exit
-    handlers: the API's shutdown stops the worker, or its semaphores are reported leaked."""
+    handlers: the API's shutdown stops the worker, or its semaphores are reported leaked.
+    With VEC_SEALING_WORKER=false there is no worker, and the same results."""
     api = start_server("embedded", tmp_path, base_env(VEC_CHUNK_SIZE="500", VEC_CHUNK_WINDOW="4",
-                                                      VEC_API_MAX_UPLOAD_BYTES=str(4 * 1024 * 1024)))
+                                                      VEC_API_MAX_UPLOAD_BYTES=str(4 * 1024 * 1024),
+                                                      VEC_SEALING_WORKER=worker))
     with running(api):
         account = api.new_account(payg=30_000)
         key = api.new_key(account)["key"]
@@ -234,7 +237,7 @@ def test_vec_serve_stopped_after_a_big_upload_leaves_no_worker_and_says_nothing(
         assert created.status_code == 201, created.text
         task_id = created.json()["task"]["task_id"]
         workers = children(api.process.pid)
-        assert workers, "a 25,000-address upload starts the sealing worker"
+        assert bool(workers) == (worker == "true"), "a 25,000-address upload starts the sealing worker, if allowed"
         assert api.wait_task(task_id, client)["status"] == "completed"
         csv = client.get(f"/v1/tasks/{task_id}/results", params={"format": "csv"})
         assert csv.text.count("\n") == 25_001
