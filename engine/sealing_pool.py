@@ -7,20 +7,23 @@ process reads the file, stages and submits; each result lands in the task's seal
 (engine/keyring.py), where the engine finds it as if it had sealed or opened it itself.
 Sealing is deterministic, so the worker's texts are the engine's to the byte: a worker that
 cannot start or dies costs speed, never a result (the engine seals in process again).
+
+The worker is this module run as a program (`serve`, at the end).
 """
 from __future__ import annotations
 
 import collections
 import itertools
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
-import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from engine.domain.errors import InvariantViolation
 from engine.keyring import Sealer
@@ -33,20 +36,6 @@ SEAL_AHEAD = 2  # jobs in flight while this process stages
 CHUNKS_AHEAD = 2  # chunks opened ahead of the one being submitted
 MIN_CHUNKS = 20  # a task of fewer chunks opens them here
 MAX_FAILURES = 3  # workers lost before this process stops asking for one
-PARENT_CHECK_S = 0.5  # how soon a worker whose engine was killed ends
-
-
-def _worker_start(engine_pid: int) -> None:
-    """In the worker: Ctrl-C is the engine's to handle (it stops the worker), never a
-    traceback here; and the worker ends with its engine, even one killed outright."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(engine_pid,), name="exit-with-engine", daemon=True).start()
-
-
-def _exit_with(engine_pid: int) -> None:
-    while os.getppid() == engine_pid:
-        time.sleep(PARENT_CHECK_S)
-    os._exit(0)  # orphaned: nobody will ask for work again
 
 
 def seal_batch(key: bytes, texts: list[str]) -> tuple[list[str], list[str]]:
@@ -62,17 +51,117 @@ def open_batch(key: bytes, sealed: list[str]) -> list[str]:
     return [sealer.open(text) for text in sealed]
 
 
+class WorkerLost(Exception):
+    """The worker process ended (or could not be reached) with jobs in hand."""
+
+
+class _Worker:
+    """`python -m engine.sealing_pool`, jobs to its stdin and results from its stdout, each a
+    length-prefixed pickle. Not multiprocessing: that re-imports the main module in the child,
+    and a script without a `__main__` guard would run again there (a second bulk). The worker
+    ends when its stdin closes: when this process closes it, or dies, however."""
+
+    def __init__(self) -> None:
+        # this process's own import path, and not the working directory's (-P): the worker
+        # must run the engine's code, never a package that happens to sit where vec was run
+        path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "engine.sealing_pool"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
+        self._jobs: dict[int, Future[Any]] = {}
+        self._next = 0
+        self._lock = threading.Lock()  # the jobs; never held while a pipe blocks
+        self._writing = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="sealing-results", daemon=True)
+        self._reader.start()
+
+    def submit(self, work: str, key: bytes, texts: list[str]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            job, self._next = self._next, self._next + 1
+            self._jobs[job] = future
+        with self._writing:  # may wait for the worker to read: the results keep flowing meanwhile
+            _write(self.process.stdin, (job, work, key, texts))  # BrokenPipeError: the worker is gone
+        return future
+
+    def _read(self) -> None:
+        out = self.process.stdout
+        while (answer := _read(out)) is not None:
+            job, ok, value = answer
+            with self._lock:
+                future = self._jobs.pop(job)
+            if ok:
+                future.set_result(value)
+            else:
+                kind, text = value
+                future.set_exception(InvariantViolation(text) if kind == "invariant" else WorkerLost(text))
+        with self._lock:  # the worker ended: whatever it held is lost
+            lost, self._jobs = self._jobs, {}
+        for future in lost.values():
+            future.set_exception(WorkerLost(f"the sealing worker ended (status {self.process.poll()})"))
+
+    def close(self, wait: bool = True) -> None:
+        if self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        if not wait:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=5)
+
+
+def _write(pipe: IO[bytes] | None, message: object) -> None:
+    if pipe is None:
+        raise WorkerLost("the sealing worker has no input")
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(len(data).to_bytes(4, "big") + data)
+    pipe.flush()
+
+
+def _read(pipe: IO[bytes] | None) -> Any:
+    """The next message, or None at the end of the stream."""
+    head = pipe.read(4) if pipe is not None else b""
+    if len(head) < 4:
+        return None
+    return pickle.loads(pipe.read(int.from_bytes(head, "big")))  # type: ignore[union-attr]
+
+
+JOBS: dict[str, Callable[[bytes, list[str]], Any]] = {"seal": lambda key, texts: seal_batch(key, texts),
+                                                      "open": lambda key, texts: open_batch(key, texts)}
+
+
+def serve() -> None:
+    """The worker: jobs until its input ends. Ctrl-C is the engine's to handle; nothing is
+    printed here (an error goes back to the engine as the job's)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while (message := _read(sys.stdin.buffer)) is not None:
+        job, work, key, texts = message
+        try:
+            answer = (job, True, JOBS[work](key, texts))
+        except InvariantViolation as error:
+            answer = (job, False, ("invariant", str(error)))
+        except Exception as error:  # noqa: BLE001 (told to the engine, which does the work itself)
+            answer = (job, False, ("error", f"{type(error).__name__}: {error}"))
+        _write(sys.stdout.buffer, answer)
+
+
 @dataclass(frozen=True)
 class _Job:
     future: Future[Any]
-    executor: ProcessPoolExecutor  # the worker's: the jobs of a lost worker fail together, one loss
+    worker: _Worker  # the jobs of a lost worker fail together: one loss
 
 
 class SealingPool:
     """One worker process, started on first need; thread-safe."""
 
     def __init__(self) -> None:
-        self._executor: ProcessPoolExecutor | None = None
+        self._worker: _Worker | None = None
         self._lock = threading.Lock()
         self._failures = 0
         self._closed = False  # for good: the process is ending
@@ -89,7 +178,7 @@ class SealingPool:
         while True:
             batch = list(itertools.islice(it, SEAL_BATCH))
             if batch:
-                pending.append((batch, self._submit(seal_batch, sealer.key, batch)))
+                pending.append((batch, self._submit("seal", sealer.key, batch)))
             if not pending:
                 return
             if len(pending) > SEAL_AHEAD or not batch:
@@ -121,7 +210,7 @@ class SealingPool:
                 if (upload_id, ahead) in self._ahead:
                     continue
             sealed = read(ahead)
-            job = self._submit(open_batch, sealer.key, sealed)
+            job = self._submit("open", sealer.key, sealed)
             with self._lock:
                 self._ahead[(upload_id, ahead)] = (sealed, job)
                 while len(self._ahead) > 4 * CHUNKS_AHEAD:  # chunks never asked for (a task stopped)
@@ -142,7 +231,7 @@ class SealingPool:
             block = next(it, None)
             if block is not None:
                 sealed = [value for value in block if value]
-                pending.append((block, sealed, self._submit(open_batch, sealer.key, sealed)))
+                pending.append((block, sealed, self._submit("open", sealer.key, sealed)))
             if not pending:
                 return
             if len(pending) > SEAL_AHEAD or block is None:
@@ -151,16 +240,14 @@ class SealingPool:
                 plain = iter([sealer.open(value) for value in sealed] if opened is None else opened)
                 yield [next(plain) if value else value for value in done]
 
-    def _submit(self, work: Callable[..., Any], *args: object) -> _Job | None:
+    def _submit(self, work: str, key: bytes, texts: list[str]) -> _Job | None:
         with self._lock:
             if self._failures >= MAX_FAILURES or self._closed:
                 return None
             try:
-                if self._executor is None:
-                    # spawn, not fork: the engine may run threads (a server, the progress bar)
-                    self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                         initializer=_worker_start, initargs=(os.getpid(),))
-                return _Job(self._executor.submit(work, *args), self._executor)
+                if self._worker is None:
+                    self._worker = _Worker()
+                return _Job(self._worker.submit(work, key, texts), self._worker)
             except Exception as error:  # noqa: BLE001 (no process to spare: the work stays here)
                 self._lost(error)
                 return None
@@ -176,7 +263,7 @@ class SealingPool:
             return None
         except Exception as error:  # noqa: BLE001 (a lost worker)
             with self._lock:
-                if job.executor is self._executor:  # its other jobs' failures are the same loss
+                if job.worker is self._worker:  # its other jobs' failures are the same loss
                     self._lost(error)
             return None
 
@@ -184,18 +271,22 @@ class SealingPool:
         self._failures += 1
         log.warning("the sealing worker failed (%s: %s); sealing in this process%s", type(error).__name__, error,
                     "" if self._failures < MAX_FAILURES else " from now on")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        if self._worker is not None:
+            self._worker.close(wait=False)
+            self._worker = None
 
     def close(self) -> None:
         """Stops the worker for good: whatever asks after this is sealed in process."""
         with self._lock:
             self._closed = True
             self._ahead.clear()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = None
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
 
 
 POOL = SealingPool()  # one per process: one core to spare
+
+
+if __name__ == "__main__":
+    serve()

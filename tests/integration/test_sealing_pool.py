@@ -81,14 +81,13 @@ def test_a_worker_killed_mid_upload_leaves_every_sealed_text_right(pool, caplog)
     with caplog.at_level(logging.WARNING, "vec.sealing"):
         for n, text in enumerate(stream):
             if n == 60:  # the worker has batches in hand
-                for pid in list(pool._executor._processes):
-                    os.kill(pid, signal.SIGKILL)
+                os.kill(pool._worker.process.pid, signal.SIGKILL)
             assert sealer.seal(text) == reference.seal(text)
     assert caplog.text.count("the sealing worker failed") == 1  # its jobs in flight: one loss
     assert pool._failures == 1
     in_process = texts(50)
     assert counting.encrypts > len(in_process) + sum(1 for t in in_process if t.lower() != t)  # redone here
-    assert pool._executor is not None  # a new worker took the batches after them
+    assert pool._worker is not None  # a new worker took the batches after them
 
 
 def test_chunks_are_opened_ahead_by_the_worker(pool):
@@ -139,11 +138,11 @@ def test_a_big_upload_stages_and_chunks_as_without_a_worker(pool, monkeypatch, d
 
 ENGINE_WITH_A_WORKER = """
 import sys, time
-from engine.sealing_pool import SealingPool, open_batch
+from engine.sealing_pool import SealingPool
 pool = SealingPool()
 try:
-    pool._submit(open_batch, b"k" * 64, []).future.result()  # the worker is up
-    print(next(iter(pool._executor._processes)), flush=True)
+    pool._submit("open", b"k" * 64, []).future.result()  # the worker is up
+    print(pool._worker.process.pid, flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     pool.close()
@@ -244,3 +243,27 @@ def test_vec_serve_stopped_after_a_big_upload_leaves_no_worker_and_says_nothing(
     assert wait_until(lambda: all(gone(pid) for pid in workers))
     log = api.log.read_text()
     assert "leaked" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """An operator's script that uses the engine straight away, with no `if __name__ ==
+    "__main__":`: the worker must not run it again (multiprocessing's spawn would, and a
+    second bulk with it)."""
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"""
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from engine.keyring import Sealer
+from engine.sealing_pool import SealingPool
+with open({str(marker)!r}, "a") as runs:
+    runs.write("ran\\n")
+pool, sealer = SealingPool(), Sealer(AESSIV.generate_key(512))
+texts = [f"user{{i}}@example.test" for i in range(30_000)]
+assert [t for t in pool.seal_ahead(sealer, texts) if sealer.seal(t)] == texts
+assert pool._worker is not None and pool._failures == 0
+pool.close()
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "ran\n"
