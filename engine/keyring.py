@@ -74,38 +74,22 @@ class Sealer:
         self._memo: dict[str, str] = {}
 
     def seal(self, text: str) -> str:
-        # a million calls a bulk: the memo and the mark tested inline, the memo kept inline
-        memo = self._memo
-        sealed = memo.get(text)
+        sealed = self._memo.get(text)
         if sealed is not None:
             return sealed
-        if text[:1] == SEALED and is_sealed(text):
+        if is_sealed(text):
             return text
         raw = self._aead.encrypt(text.encode(), None)
         sealed = SEALED + binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
-        if len(memo) >= MEMO_ENTRIES:
-            memo.clear()  # cheaper than an LRU, and a chunk refills it at once
-        memo[text] = sealed
+        self.remember_many((text,), (sealed,))
         return sealed
 
-    def _remember(self, plain: str, sealed: str) -> None:
-        if len(self._memo) >= MEMO_ENTRIES:
-            self._memo.clear()  # cheaper than an LRU, and a chunk refills it at once
-        self._memo[plain] = sealed
-
     def remember_many(self, plains: Sequence[str], sealed: Sequence[str]) -> None:
-        """Pairs sealed or opened elsewhere (a sealing worker), as `seal` would remember them."""
-        memo = self._memo
-        if len(memo) + len(plains) > MEMO_ENTRIES:
-            memo.clear()
-        memo.update(zip(plains, sealed))
-
-    def open_and_remember(self, text: str) -> str:
-        """`open`, for texts about to be sealed again (a chunk's staged addresses)."""
-        plain = self.open(text)
-        if plain is not text:
-            self._remember(plain, text)
-        return plain
+        """Plain texts and their sealed forms, sealed here or elsewhere (a chunk's staged
+        addresses opened, a sealing worker's batch): `seal` then finds them."""
+        if len(self._memo) + len(plains) > MEMO_ENTRIES:
+            self._memo.clear()  # cheaper than an LRU, and a chunk refills it at once
+        self._memo.update(zip(plains, sealed))
 
     def open(self, text: str) -> str:
         if text[:1] != SEALED:

@@ -27,6 +27,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from engine.domain.errors import InvariantViolation
 from engine.keyring import Sealer
+from engine.store.base import staged_row
 
 log = logging.getLogger("vec.sealing")
 
@@ -39,10 +40,18 @@ MAX_FAILURES = 3  # workers lost before this process stops asking for one
 
 
 def seal_batch(key: bytes, texts: list[str]) -> tuple[list[str], list[str]]:
-    """In the worker: (the texts and the lower cases that differ from them, each one sealed)."""
+    """In the worker: (every text staging will seal for these addresses, each one sealed),
+    found by staging's own rule (`staged_row`: the address and its key)."""
     sealer = Sealer(key)  # not kept: a task's key lives in the worker for one batch (erasure)
-    plains = texts + [lower for text in texts if (lower := text.lower()) != text]
-    return plains, [sealer.seal(text) for text in plains]
+    pairs: dict[str, str] = {}
+
+    def seal(text: str) -> str:
+        pairs[text] = sealed = sealer.seal(text)
+        return sealed
+
+    for text in texts:
+        staged_row(text, seal)
+    return list(pairs), list(pairs.values())
 
 
 def open_batch(key: bytes, sealed: list[str]) -> list[str]:
@@ -132,8 +141,7 @@ def _read(pipe: IO[bytes] | None) -> Any:
     return pickle.loads(pipe.read(int.from_bytes(head, "big")))  # type: ignore[union-attr]
 
 
-JOBS: dict[str, Callable[[bytes, list[str]], Any]] = {"seal": lambda key, texts: seal_batch(key, texts),
-                                                      "open": lambda key, texts: open_batch(key, texts)}
+JOBS: dict[str, Callable[[bytes, list[str]], Any]] = {"seal": seal_batch, "open": open_batch}
 
 
 def serve() -> None:
