@@ -25,6 +25,7 @@ from events import (
     ChunkFailed,
     ChunkSubmitted,
     CreditsDebited,
+    CreditsRefunded,
     Event,
     NewEvent,
     RecordedEvent,
@@ -161,6 +162,27 @@ def _unknown_keys(decided: Iterable[Event], mac: Callable[[str], str]) -> dict[s
             for e in decided if isinstance(e, ResultsRecorded) and e.status == "unknown" and not e.late}
 
 
+def _planned_refunds(task_id: str, decided: list[Event], refunds: list[tuple[Event, CreditsRefunded]],
+                     a_stream: str, mac: Callable[[str], str]) -> list[Planned]:
+    """The refunds a task command causes, each with its id derived from its cause: one refund
+    per cause, whatever retries. A batch's Unknowns are refunded one by one, each under its
+    address's own key (their cause's key and id are worked out once)."""
+    unknown = _unknown_keys(decided, mac)
+    causes: dict[int, tuple[str, str]] = {}  # id(cause) -> its key, its event id
+    planned = []
+    for cause, refund in refunds:
+        known = causes.get(id(cause))
+        if known is None:
+            key = event_key(cause, mac)
+            if key is None:
+                raise InvariantViolation(f"{cause.type_name()} gives credits back but has no natural key")
+            known = causes[id(cause)] = (key, str(deterministic_id(task_stream(task_id), key)))
+        key, causation_id = known
+        own = next(unknown[key]) if key in unknown else key
+        planned.append(Planned(a_stream, refund, f"refund/{task_id}/{own}", causation_id))
+    return planned
+
+
 @dataclass(frozen=True)
 class Planned:
     stream: str
@@ -249,7 +271,7 @@ class Engine:
         evolve = _evolve_for(stream)
         try:
             for r in recorded:
-                check(r.version == version + 1, f"{stream}: version {r.version} folded after {version}")
+                check(r.version == version + 1, "{}: version {} folded after {}", stream, r.version, version)
                 state = evolve(state, r.event)
                 version = r.version
         except BaseException:
@@ -563,15 +585,8 @@ class Engine:
         def plan(states: States) -> list[Planned]:
             decided = tasks.decide(command, states[t_stream])
             planned = [Planned(t_stream, e, event_key(e, mac)) for e in decided]
-            unknown = _unknown_keys(decided, mac)
-            for cause, refund in settlement.refunds(task_id, decided, states[a_stream]):
-                key = event_key(cause, mac)  # one refund per cause, whatever retries: its id is derived from it
-                if key is None:
-                    raise InvariantViolation(f"{cause.type_name()} gives credits back but has no natural key")
-                # a batch's Unknowns are refunded one by one, each under its address's own key
-                own = next(unknown[key]) if key in unknown else key
-                planned.append(Planned(a_stream, refund, f"refund/{task_id}/{own}", str(deterministic_id(t_stream, key))))
-            return planned
+            return planned + _planned_refunds(task_id, decided, settlement.refunds(task_id, decided, states[a_stream]),
+                                              a_stream, mac)
 
         return self._execute([t_stream, a_stream], plan, None, task_id, loose=(a_stream,))
 

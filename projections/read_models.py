@@ -183,17 +183,16 @@ class CreditsProjection:
         elif isinstance(event, MonthlyCreditsExpired):
             lines.append(("expiry", "monthly", -event.amount, f"Monthly credits expired: {event.amount} credits",
                           None))
-        changes: list[Change] = []
+        if not lines:
+            return []
+        rows: list[tuple[Any, ...]] = []  # in HISTORY's column order: rows no fold reads back
         for kind, bucket, amount, text, task_id in lines:
             balance[bucket] += amount
             balance["total"] = balance["monthly"] + balance["payg"]
             balance["rows"] += 1
-            changes.append(Put(HISTORY.name, {
-                "account_id": account_id, "seq": balance["rows"], "occurred_at": recorded.occurred_at.isoformat(),
-                "type": kind, "bucket": bucket, "amount": amount, "balance_after": balance["total"],
-                "description": text, "task_id": task_id, "position": recorded.position, "actor": recorded.actor,
-            }))
-        return [Put(BALANCES.name, balance), *changes] if lines else []
+            rows.append((account_id, balance["rows"], recorded.occurred_at.isoformat(), kind, bucket, amount,
+                         balance["total"], text, task_id, recorded.position, recorded.actor))
+        return [Put(BALANCES.name, balance), Append(HISTORY.name, rows)]
 
 
 class ResultsProjection:

@@ -311,14 +311,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return replace(state, account_id=event.account_id)
     if isinstance(event, CreditsGranted):
         check(0 < event.amount and state.total + event.amount <= MAX_BALANCE,
-              f"grant of {event.amount} takes the balance {state.total} out of bounds")
+              "grant of {} takes the balance {} out of bounds", event.amount, state.total)
         if event.bucket == "payg":
             return replace(state, payg=state.payg + event.amount)
         expires = datetime.fromisoformat(event.expires_at) if event.expires_at else None
         return replace(state, monthly=state.monthly + event.amount, monthly_expires_at=expires)
     if isinstance(event, CreditsDebited):
-        check(event.monthly >= 0 and event.payg >= 0, f"negative debit {event}")
-        check(event.task_id not in state.outstanding, f"task {event.task_id} debited twice")
+        check(event.monthly >= 0 and event.payg >= 0, "negative debit {}", event)
+        check(event.task_id not in state.outstanding, "task {} debited twice", event.task_id)
         new = replace(
             state,
             monthly=state.monthly - event.monthly,
@@ -326,14 +326,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
             outstanding=state.outstanding.set(event.task_id, event.monthly + event.payg),
             uploads=state.uploads.set(event.sha256, (event.task_id, event.at)) if event.sha256 else state.uploads,
         )
-        check(new.monthly >= 0 and new.payg >= 0, f"balance went negative on {event}")
+        check(new.monthly >= 0 and new.payg >= 0, "balance went negative on {}", event)
         return new
     if isinstance(event, CreditsRefunded):
         left = state.outstanding.get(event.task_id, 0) - event.amount
-        check(event.amount > 0 and left >= 0, f"refund beyond the debit on {event}")
+        check(event.amount > 0 and left >= 0, "refund beyond the debit on {}", event)
         return replace(state, payg=state.payg + event.amount, outstanding=state.outstanding.set(event.task_id, left))
     if isinstance(event, MonthlyCreditsExpired):
-        check(event.amount == state.monthly, f"expiry of {event.amount} but monthly holds {state.monthly}")
+        check(event.amount == state.monthly, "expiry of {} but monthly holds {}", event.amount, state.monthly)
         return replace(state, monthly=0)
     if isinstance(event, RetentionSet):
         return replace(state, retention_days=event.days)

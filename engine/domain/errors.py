@@ -60,7 +60,9 @@ class InvariantViolation(Exception):
     which `python -O` strips)."""
 
 
-def check(condition: bool, message: str) -> None:
-    """TigerBeetle-style invariant: cheap, always on, loud."""
+def check(condition: bool, message: str, *values: object) -> None:
+    """TigerBeetle-style invariant: cheap, always on, loud. The message's `{}` take `values`
+    only when it fails: checks run per address and per event, an f-string would be built
+    every time."""
     if not condition:
-        raise InvariantViolation(message)
+        raise InvariantViolation(message.format(*values) if values else message)

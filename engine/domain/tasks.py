@@ -397,7 +397,7 @@ def _settle(state: TaskState, chunk_no: int, addresses: Iterable[str]) -> None:
     packed = state.pending.get(chunk_no)
     chunk = packed.opened() if packed is not None else {}
     for address in addresses:
-        check(address in chunk, f"{address} settled twice or never submitted")
+        check(address in chunk, "{} settled twice or never submitted", address)
         del chunk[address]
     if not chunk:
         state.pending.pop(chunk_no, None)
@@ -405,16 +405,16 @@ def _settle(state: TaskState, chunk_no: int, addresses: Iterable[str]) -> None:
 
 def evolve(state: TaskState, event: Event) -> TaskState:
     check(state.status != "new" or isinstance(event, TaskCreated),
-          f"{event.type_name()} on task {state.task_id} before TaskCreated")
+          "{} on task {} before TaskCreated", type(event).__name__, state.task_id)
     if isinstance(event, TaskCreated):
-        check(state.status == "new", f"task {state.task_id} created twice")
+        check(state.status == "new", "task {} created twice", state.task_id)
         check(1 <= event.address_count <= MAX_TASK_ADDRESSES and 1 <= event.chunk_size <= MAX_CHUNK_SIZE,
-              f"task {state.task_id} out of bounds: {event}")
+              "task {} out of bounds: {}", state.task_id, event)
         state.account_id, state.kind, state.status = event.account_id, event.kind, "pending"
         state.upload_id = event.upload_id or state.task_id
         state.address_count, state.chunk_size = event.address_count, event.chunk_size
     elif isinstance(event, ChunkSubmitted):
-        check(event.chunk_no == state.chunks_submitted, f"chunk {event.chunk_no} out of order")
+        check(event.chunk_no == state.chunks_submitted, "chunk {} out of order", event.chunk_no)
         state.pending[event.chunk_no] = PendingChunk(event.addresses)
         state.chunks_submitted += 1
         state.status = "processing"
@@ -447,7 +447,7 @@ def evolve(state: TaskState, event: Event) -> TaskState:
     elif isinstance(event, TaskDeleted):
         state.deleted = True
     elif isinstance(event, TaskDataErased):
-        check(not state.active, f"task {state.task_id} erased while {state.status}")
+        check(not state.active, "task {} erased while {}", state.task_id, state.status)
         state.erased = True
         state.pending.clear()  # nothing of it will be settled any more
     if not 0 <= state.consumed + state.refunded <= state.address_count:  # the message formats a whole batch: only then
