@@ -232,6 +232,8 @@ class Runtime:
         task = self.drivers.pop(task_id, None)
         self.wakeups.pop(task_id, None)
         metrics.TASKS_DRIVEN.dec()
+        if task_id == self.only_task:
+            self.poke.set()  # the follower's last catch-up now, not after its poll interval (`vec bulk --wait`)
         ids = metrics.task_ids(self.engine, task_id)
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("driver of task %s crashed", task_id, exc_info=task.exception(), extra=ids)

@@ -359,3 +359,20 @@ def test_the_watchdog_expires_lapsed_monthly_credits_and_sweeps_orphan_uploads(e
     assert "orphan" not in staged and "fresh" in staged
     assert engine.task(active).upload_id in staged  # its last chunk still waits: kept, though 2 h old
     assert_audit_clean(db)
+
+
+def test_a_follower_ends_with_its_task_not_at_its_next_poll(db, tmp_path):
+    """`vec bulk --wait` follows one task: once its driver is done, the follower's last catch-up
+    runs at once. With a poll interval far past the timeout, a follower that waited for its
+    next look at the log would time out here."""
+    engine = Engine(db, settings(poll_interval=60))
+    engine.open_account("acme")
+    engine.grant_credits("acme", "payg", 100)
+    task_id = engine.create_bulk("acme", write_csv(tmp_path / "list.csv", addresses(12))).task_id
+
+    async def follow() -> None:
+        async with asyncio.timeout(10):
+            await Runtime(engine, InstantProvider(), only_task=task_id).run()
+
+    asyncio.run(follow())
+    assert db.read.task(task_id)["status"] == "completed"  # its read model caught up before the end

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.domain import accounts, settlement
+from engine.domain import accounts, settlement, tasks
 from engine.domain.errors import InvalidCommand
-from events import AccountOpened, CreditsDebited, CreditsGranted, ResultUnknown, SystemFailure, TaskCancelled
+from events import (AccountOpened, ChunkFailed, CreditsDebited, CreditsGranted, ResultsRecorded, ResultUnknown,
+                    SystemFailure, TaskCancelled)
 
 NOW = datetime(2026, 12, 7, tzinfo=timezone.utc)
 
@@ -43,3 +44,30 @@ def test_refunds_never_exceed_what_is_outstanding(debited, unknowns):
         return
     refunds = settlement.refunds("t1", [*events, SystemFailure("x", debited - unknowns)], _account(debited))
     assert sum(r.amount for _, r in refunds) == debited
+
+
+def _one_by_one(task_id, decided, account):
+    """The rule as first written: every credit decided and folded on its own."""
+    caused = []
+    for cause, amount, reason in tasks.refunds_for(decided):
+        for refund in accounts.decide(accounts.RefundCredits(task_id, amount, reason), account):
+            account = accounts.evolve(account, refund)
+            caused.append((cause, refund))
+    return caused
+
+
+@given(debited=st.integers(1, 40), batches=st.lists(st.tuples(st.integers(1, 12), st.booleans()), max_size=6),
+       failed=st.integers(0, 5))
+def test_a_batch_of_unknowns_decided_at_once_refunds_as_one_by_one(debited, batches, failed):
+    """settlement.refunds decides a batch's Unknowns on their sum: the same refunds, causes and
+    refusals as deciding each on its own."""
+    decided = [ResultsRecorded(n, "unknown", "greylisted", "primary", late, tuple(f"u{n}.{i}@x.test" for i in range(size)))
+               for n, (size, late) in enumerate(batches)]
+    decided += [ChunkFailed(99, "down", tuple(f"f{i}@x.test" for i in range(failed)))] if failed else []
+    try:
+        expected = _one_by_one("t1", decided, _account(debited))
+    except InvalidCommand:
+        with pytest.raises(InvalidCommand, match="outstanding"):
+            settlement.refunds("t1", decided, _account(debited))
+        return
+    assert settlement.refunds("t1", decided, _account(debited)) == expected
