@@ -17,8 +17,9 @@ span that was current when the task was created (the upload's HTTP request).
 
 Across Kafka, the W3C `traceparent` header carries the context: the relay sets it on each
 task event (`event_headers`: a "vec.relay.publish" span for the events that start work, the
-task's root otherwise), the fleet's scheduler continues it into the chunk work items, the
-verifier into the outcomes it sends back, and the settler records them under it.
+task's root otherwise), the fleet's scheduler continues it into a new task's first work
+items, the verifier into the outcomes it sends back, and the settler records them under it
+and sends the task's next work items under the verification whose results made room.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import orjson
 
@@ -97,10 +97,3 @@ def relayed_stream_and_type(headers: object) -> tuple[str, str] | None:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def relayed_data(value: bytes) -> dict[str, Any]:
-    """The `data` of a relayed event's message (what `vec events` prints), without decoding
-    the event: the scheduler reads a field or two of the few events it acts on."""
-    data: dict[str, Any] = orjson.loads(value)["data"]
-    return data

@@ -26,7 +26,7 @@ from consumers.features import FEATURES, Feature
 from consumers.reactions import Reactions
 from consumers.runtime import EngineCrashed
 from consumers.verification import Provider
-from consumers.scheduling import schedule
+from consumers.scheduling import submit_window
 from consumers.waiting import sleep_or
 from consumers.fleet.settings import FleetProcessSettings
 from engine.policies import SWEEP_INTERVAL_S
@@ -307,7 +307,9 @@ class Fleet:
             version = versions[f"task-{task_id}"]
             pending = looked.pending(task_id, version)
             if pending is None:  # its stream moved since the last look (or it is new here): fold it
-                state = schedule(engine, task_id, settings.provider, "primary", settings.chunk_window)
+                state, submitted = submit_window(engine, task_id, settings.provider, "primary", settings.chunk_window)
+                for chunk_no in submitted:  # whoever submits a chunk sends its work item (else: after the claim TTL)
+                    self._redispatch(task_id, chunk_no)
                 pending = looked.remember(task_id, version, tuple(state.pending) if state.active else ())
             self._reconcile(task_id, pending, live, unclaimed_since)
         looked.keep_only(active)
@@ -332,7 +334,8 @@ class Fleet:
                 # else: the broker failed it; tried again on the next pass
 
     def _redispatch(self, task_id: str, chunk_no: int) -> bool:
-        """Sends a chunk's work item again; False when the broker did not take it. A broker
+        """Sends a chunk's work item (again, or first for a chunk the watchdog submitted); False
+        when the broker did not take it. A broker
         that restarted (or forgot its topics) is an outage to wait out, not a reason to stop
         the watchdog: the broken producer is dropped and a new one tries on the next pass."""
         from kafka import KafkaProducer

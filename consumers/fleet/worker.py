@@ -4,8 +4,9 @@
              events, in order) with a plain aiokafka consumer in a group of its own,
              PREFIX-fleet-scheduler (EventsReader: the log's every event through a faust
              agent cost half a worker's CPU), looking only at each event's stream and type
-             headers: a new task's first window of chunks is submitted (TaskCreated), and
-             each ChunkSubmitted becomes a work item on `PREFIX.chunks`.
+             headers: a new task's first window of chunks is submitted (TaskCreated). Whoever
+             submits a chunk (this scheduler, a settler, the watchdog) sends its work item to
+             `PREFIX.chunks` at once, not after a trip through the relay.
 - verifier   reads `PREFIX.chunks` (spread over every member: a task's consecutive chunks
              go to consecutive partitions, `chunk_partition`): claims each chunk in
              PostgreSQL as soon as it is read (one worker per chunk; a claim whose heartbeat
@@ -41,9 +42,9 @@ import faust
 from faust.types import EventT, StreamT, TopicT
 
 from consumers.metrics import exporter as metrics
-from consumers.fleet.messages import (Outcome, Topics, chunk_partition, chunk_work, read_chunk_work, relayed_data,
+from consumers.fleet.messages import (Outcome, Topics, chunk_partition, chunk_work, read_chunk_work,
                                       relayed_stream_and_type)
-from consumers.scheduling import schedule
+from consumers.scheduling import submit_window
 from consumers.verification import OutageClock, Provider, unsettled, verify_chunk
 from consumers.waiting import sleep_or
 from engine import tracing  # spans, and their context in Kafka headers (engine/tracing.py)
@@ -53,31 +54,28 @@ from engine.relay_settings import KafkaSettings
 from engine.domain.tasks import Result
 from engine.service import Engine
 from engine.store.base import FleetStore
-from events import ChunkSubmitted, TaskCreated, from_wire
+from events import TaskCreated, from_wire
 
 log = logging.getLogger("vec.worker")
 
-_CREATED, _SUBMITTED = TaskCreated.type_name(), ChunkSubmitted.type_name()
+_CREATED = TaskCreated.type_name()
 
 
-def _scheduling_of(event: Any) -> tuple[str, int | None] | None:
-    """What a relayed event asks of the scheduler: (task, chunk_no) for a ChunkSubmitted (a work
-    item to send), (task, None) for a TaskCreated (its first window to submit), None for
-    anything else: results and failed chunks free room in a window, but the settler that
-    appended them schedules the task itself (`WorkerCore.settle`). Read from the relay's
-    headers (stream, type): only a submitted chunk's number is read of the data. A message
-    without those headers is decoded in full."""
+def _scheduling_of(event: Any) -> str | None:
+    """The task whose first window a relayed event asks the scheduler to submit: that of a
+    TaskCreated; None for anything else. Results and failed chunks free room in a window, but
+    the settler that appended them schedules the task itself (`WorkerCore.settle`), and a
+    submitted chunk's work item was sent by whoever submitted it (`WorkerCore.send_work`):
+    not after a trip through the relay and back, and with no decoding of its addresses here.
+    Read from the relay's headers (stream, type); a message without them is decoded in full."""
     seen = relayed_stream_and_type(event.headers)
     if seen is None:
         recorded = from_wire(event.value)
         seen = recorded.stream, recorded.type
     stream, type_name = seen
-    if not stream.startswith("task-") or type_name not in (_CREATED, _SUBMITTED):
+    if not stream.startswith("task-") or type_name != _CREATED:
         return None
-    task_id = stream.removeprefix("task-")
-    if type_name == _SUBMITTED:
-        return task_id, int(relayed_data(event.value)["chunk_no"])
-    return task_id, None
+    return stream.removeprefix("task-")
 
 
 P = ParamSpec("P")
@@ -186,27 +184,30 @@ class WorkerCore:
 
     async def _scheduler(self, stream: StreamT[Any]) -> None:
         async for events in _take_events(stream, 500, 0.05):
-            due: dict[str, Any] = {}  # task -> the trace headers of its last event that asks for scheduling
-            work: list[tuple[str, int, Any]] = []
+            due: dict[str, Any] = {}  # task -> the trace headers of its TaskCreated
             for event in events:
-                seen = _scheduling_of(event)
-                if seen is None:
-                    continue
-                task_id, chunk_no = seen
-                if chunk_no is not None:
-                    work.append((task_id, chunk_no, event.headers))
-                else:
+                task_id = _scheduling_of(event)
+                if task_id is not None:
                     due[task_id] = event.headers
             for task_id, carrier in due.items():
                 with tracing.span("vec.fleet.schedule", task_id, carrier, kind="consumer"):
-                    await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
-            for task_id, chunk_no, carrier in work:
-                with tracing.span("vec.fleet.dispatch", task_id, carrier, kind="producer", chunk_no=chunk_no):
-                    await self._retrying(f"dispatching chunk {chunk_no} of {task_id}", self.dispatch, task_id,
-                                         chunk_no)
+                    submitted = await self._retrying(f"scheduling {task_id}", self.call, self.schedule, task_id)
+                    await self.send_work(submitted)
 
-    def schedule(self, task_id: str) -> None:
-        schedule(self.engine, task_id, self.settings.provider, "primary", self.settings.chunk_window)
+    def schedule(self, task_id: str) -> list[tuple[str, int]]:
+        """Submits what the task's window has room for; returns the chunks it submitted."""
+        _, submitted = submit_window(self.engine, task_id, self.settings.provider, "primary",
+                                     self.settings.chunk_window)
+        return [(task_id, chunk_no) for chunk_no in submitted]
+
+    async def send_work(self, submitted: Sequence[tuple[str, int]], carrier: Any = None) -> None:
+        """The work items of the chunks this process just submitted, each in a span under
+        `carrier` (else the current span). A process that dies before sending them leaves
+        chunks no worker claims: the watchdog sends those again after the claim TTL, as it
+        does for a work item lost anywhere else."""
+        for task_id, chunk_no in submitted:
+            with tracing.span("vec.fleet.dispatch", task_id, carrier, kind="producer", chunk_no=chunk_no):
+                await self._retrying(f"dispatching chunk {chunk_no} of {task_id}", self.dispatch, task_id, chunk_no)
 
     # --- verifier ---------------------------------------------------------------------
 
@@ -326,7 +327,9 @@ class WorkerCore:
                                 clock() - started, attempt, type(error).__name__,
                                 extra=metrics.task_ids(None, outcome.task_id, chunk_no=outcome.chunk_no,
                                                        worker_id=self.worker_id))
-                    await self._retrying("settling directly", self.call, self.settle, [outcome])
+                    for submitted, carrier in await self._retrying("settling directly", self.call, self.settle,
+                                                                   [outcome]):
+                        await self.send_work(submitted, carrier)
                     return
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0, max(bound_s - (clock() - started), 0)))
 
@@ -336,11 +339,15 @@ class WorkerCore:
         async for events in _take_events(stream, 2000, SETTLE_WAIT_S):
             outcomes = [Outcome.from_message(e.value) for e in events]
             carriers = [e.headers for e in events] if tracing.enabled() else None
-            await self._retrying("settling", self.call, self.settle, outcomes, carriers)
+            for submitted, carrier in await self._retrying("settling", self.call, self.settle, outcomes, carriers):
+                await self.send_work(submitted, carrier)  # traced under the verification that made room
 
-    def settle(self, outcomes: list[Outcome], carriers: list[Any] | None = None) -> None:
-        """Appends what the workers found, in message order, each chunk's results in one go.
-        `carriers`: each outcome's message headers (traces: the verifier's span, continued)."""
+    def settle(self, outcomes: list[Outcome],
+               carriers: list[Any] | None = None) -> list[tuple[list[tuple[str, int]], Any]]:
+        """Appends what the workers found, in message order, each chunk's results in one go;
+        returns the chunks it submitted after, by task, each with the headers of the task's
+        last outcome (their work items are the caller's to send). `carriers`: each outcome's
+        message headers (traces: the verifier's span, continued)."""
         merged: list[tuple[Outcome, Any]] = []
         for outcome, carrier in zip(outcomes, carriers or [None] * len(outcomes)):
             last = merged[-1][0] if merged else None
@@ -354,17 +361,17 @@ class WorkerCore:
             with tracing.span("vec.fleet.settle", outcome.task_id, carrier, kind="consumer", outcome=outcome.kind,
                               chunk_no=outcome.chunk_no):
                 self._settle_one(outcome)
-        self._schedule_after([outcome for outcome, _ in merged])
+        return self._schedule_after(merged)
 
-    def _schedule_after(self, outcomes: Sequence[Outcome]) -> None:
+    def _schedule_after(self, outcomes: Sequence[tuple[Outcome, Any]]) -> list[tuple[list[tuple[str, int]], Any]]:
         """Results and failed chunks may free room in their task's window: the settler that
         appended them, the task's one writer, submits its next chunks at once. Before, the
         scheduler of whichever worker read the task's events did, after a trip through the
         relay (~0.1 s a chunk), appending to the stream the settler appends to: two writers of
         one task, each decided again after the other's append."""
-        for task_id in dict.fromkeys(o.task_id for o in outcomes if o.kind in ("results", "fail_chunk")):
-            if self.engine.task(task_id).active:  # (a stopped task: nothing to submit, its inputs left as they were)
-                self.schedule(task_id)
+        freeing = {o.task_id: carrier for o, carrier in outcomes if o.kind in ("results", "fail_chunk")}
+        return [(self.schedule(task_id), carrier) for task_id, carrier in freeing.items()
+                if self.engine.task(task_id).active]  # (a stopped task: nothing to submit, its inputs left as they were)
 
     def _settle_one(self, outcome: Outcome) -> None:
         """Appends one outcome (a chunk's results, or a failure); a refusal is logged."""

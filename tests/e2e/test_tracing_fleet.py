@@ -3,8 +3,9 @@ control process (relay, projector, watchdog) and a worker (`vec run --role ...`)
 PostgreSQL and the broker, each exporting its spans by OTLP/HTTP (the standard
 OTEL_EXPORTER_OTLP_ENDPOINT) to a small OTLP receiver in this test, which decodes them with
 the OTLP protobuf classes. The trace (its id: the task's id) runs from the upload's root
-span in the API process, through the relay's publish of each ChunkSubmitted, the worker's
-dispatch and verification (the context read from the Kafka headers each time), back to the
+span in the API process, through the relay's publish of TaskCreated, the scheduler's first
+window and the settler's next chunks (each dispatch under the verification that made room),
+each chunk's verification (the context read from the Kafka headers each time), back to the
 settler's record of the results (from the results topic's headers).
 """
 from __future__ import annotations
@@ -115,7 +116,7 @@ def receiver():
 def test_one_bulk_is_one_trace_across_the_api_the_relay_and_the_workers(tmp_path, pg_url, kafka_broker, receiver):
     port = _free_port()
     env = {**fleet_env(pg_url, kafka_broker.bootstrap), "VEC_PROVIDER": "instant", "VEC_ALLOW_TEST_DOMAINS": "true",
-           "VEC_CHUNK_SIZE": "3", "VEC_CHUNK_WINDOW": "3", "VEC_RESULTS_FLUSH_INTERVAL": "0.2",
+           "VEC_CHUNK_SIZE": "3", "VEC_CHUNK_WINDOW": "1", "VEC_RESULTS_FLUSH_INTERVAL": "0.2",
            "VEC_API_HOST": "127.0.0.1", "VEC_API_PORT": str(port), "VEC_ADMIN_TOKEN": "tracing-fleet-admin-token-4x9Kq",
            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     vec = Vec(env, tmp_path)
@@ -154,11 +155,19 @@ def test_one_bulk_is_one_trace_across_the_api_the_relay_and_the_workers(tmp_path
     assert publishes and all(s["parent"] == root["id"] for s in publishes.values())
     verifies = [s for s in trace if s["name"] == "vec.fleet.verify_chunk"]
     assert sorted(s["attrs"]["vec.chunk_no"] for s in verifies) == list(range(CHUNKS))
-    for verify in verifies:  # relay -> worker: the chunk's work item carried the dispatch's context
+    first_window = 0
+    for verify in verifies:  # the chunk's work item carried the dispatch's context
         dispatch = parent_of(verify)
         assert dispatch["name"] == "vec.fleet.dispatch" and dispatch["service"] == "vec-worker"
-        assert parent_of(dispatch)["name"] == "vec.relay.publish"  # the ChunkSubmitted's, from the events topic
-        assert parent_of(dispatch)["attrs"]["vec.event_type"] == "ChunkSubmitted"
+        # sent by whoever submitted the chunk: the scheduler, the new task's first window (after
+        # the relayed TaskCreated), or the settler, under the verification whose results made room
+        submitter = parent_of(dispatch)
+        assert submitter["name"] in ("vec.fleet.schedule", "vec.fleet.verify_chunk"), submitter
+        if submitter["name"] == "vec.fleet.schedule":
+            first_window += 1
+            assert parent_of(submitter)["name"] == "vec.relay.publish"  # relay -> worker
+            assert parent_of(submitter)["attrs"]["vec.event_type"] == "TaskCreated"
+    assert first_window == 1  # a window of one chunk: the others were sent as results made room
     settles = [s for s in trace if s["name"] == "vec.fleet.settle"]
     assert {parent_of(s)["name"] for s in settles} == {"vec.fleet.verify_chunk"}  # worker -> settler: and back
     recorded = [s for s in trace if s["name"] == "vec.engine.append" and parent_of(s)

@@ -2,8 +2,9 @@
 every pass (one a second) folded every active task, twice (the outage rule, then the
 scheduler), whatever had changed. Its reactions stay: a pending chunk that no worker
 claims is dispatched again once the claim TTL has passed, stream moved or not; a task
-whose stream moved is folded and scheduled again. Real PostgreSQL; no broker (the
-re-dispatch is then refused, and logged: what the test reads)."""
+whose stream moved is folded and scheduled again, and each chunk it submits has its work
+item sent at once. Real PostgreSQL; no broker: the work items it sends are recorded, and
+refused."""
 from __future__ import annotations
 
 import logging
@@ -55,6 +56,12 @@ def watchdog(pg_url):
 
     looked = consumers.fleet.roles._Looked()
     unclaimed_since: dict = {}
+    sent: list[tuple[str, int]] = []  # the work items it sent (refused: there is no broker)
+
+    def send(task_id: str, chunk_no: int) -> bool:
+        sent.append((task_id, chunk_no))
+        return False
+    fleet._redispatch = send
 
     def look() -> set[str]:
         """One pass of the watchdog (a live worker beating); the tasks it folded."""
@@ -66,7 +73,7 @@ def watchdog(pg_url):
     with mock.patch.object(consumers.fleet.roles, "time", fake_time), \
             mock.patch.object(engine, "task", counted):
         try:
-            yield engine, look, clock
+            yield engine, look, clock, sent
         finally:
             fleet.call.close()
             db.close()
@@ -81,11 +88,12 @@ def _bulk(engine: Engine, tmp_path) -> str:
 
 def test_a_task_whose_stream_did_not_move_is_not_folded_again_yet_its_lost_chunk_is_sent_again(
         watchdog, tmp_path, caplog):
-    engine, look, clock = watchdog
+    engine, look, clock, sent = watchdog
     task_id = _bulk(engine, tmp_path)
     engine.db.catch_up()
     assert look() == {task_id}  # first sight: folded, and scheduled (the window's one chunk)
     assert engine.task(task_id).chunks_submitted == 1
+    assert sent == [(task_id, 0)]  # the chunk it submitted: its work item sent at once
     assert look() == {task_id}  # its stream moved (the chunk it submitted): folded once more
     with caplog.at_level(logging.INFO, logger="vec.fleet"):
         assert look() == set()  # nothing moved: not read, not folded
@@ -94,10 +102,11 @@ def test_a_task_whose_stream_did_not_move_is_not_folded_again_yet_its_lost_chunk
         clock.now_s += CLAIM_TTL_S + 1
         look()  # the claim TTL passed: the chunk nobody claimed is sent again (refused: no broker)
     assert f"chunk 0 of {task_id} has no live worker: dispatching it again" in caplog.text
+    assert sent == [(task_id, 0), (task_id, 0)]
 
 
 def test_a_task_whose_stream_moved_is_folded_and_scheduled_again(watchdog, tmp_path):
-    engine, look, clock = watchdog
+    engine, look, clock, sent = watchdog
     task_id = _bulk(engine, tmp_path)
     engine.db.catch_up()
     look(), look()
@@ -107,3 +116,4 @@ def test_a_task_whose_stream_moved_is_folded_and_scheduled_again(watchdog, tmp_p
     engine.record_results(task_id, 0, [Result("a@example.com", "safe"), Result("b@example.com", "safe")])
     assert look() == {task_id}
     assert engine.task(task_id).chunks_submitted == 2
+    assert sent == [(task_id, 0), (task_id, 1)]  # each chunk it submitted, its work item at once

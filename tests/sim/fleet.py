@@ -309,7 +309,7 @@ class SimFleet(Fleet):
         bus = self.sim.bus
         if bus.rng.random() < 0.05:
             return False  # the broker refused it: the watchdog tries again on its next pass
-        self.sim.say(f"{self.proc.name}: chunk {chunk_no} of {task_id[:8]} dispatched again")
+        self.sim.say(f"{self.proc.name}: chunk {chunk_no} of {task_id[:8]} dispatched by the watchdog")
         self.sim.story.coverage["chunks re-dispatched by the watchdog"] += 1
         key, value = chunk_work(task_id, chunk_no)
         bus.append(bus.names.chunks, key, value, chunk_partition(task_id, chunk_no, range(bus.partitions)))

@@ -268,7 +268,7 @@ def refusing_worker(chunks: dict[int, list[str]], refusals: int | None) -> tuple
     worker = fake_worker(chunks, slots=2)
     worker.settings = EngineSettings(_env_file=None, results_flush_interval=0.05, claim_ttl=1)
     state = worker.engine.task("t")
-    seen = {"refused": 0, "direct": [], "scheduled": []}
+    seen = {"refused": 0, "direct": [], "scheduled": [], "dispatched": []}
     through_topic = worker.send
 
     async def send(outcome):
@@ -283,9 +283,15 @@ def refusing_worker(chunks: dict[int, list[str]], refusals: int | None) -> tuple
             state.pending.get(chunk_no, {}).pop(r.address, None)
         if not state.pending.get(chunk_no, True):
             del state.pending[chunk_no]
+    def schedule(task_id):  # what settling asks next: the task's next chunks (chunk 9, say)
+        seen["scheduled"].append(task_id)
+        return [(task_id, 9)]
+
+    async def dispatch(task_id, chunk_no):
+        seen["dispatched"].append((task_id, chunk_no))
     worker.send = send
     worker.engine.record_results = record_results
-    worker.schedule = seen["scheduled"].append  # what settling asks next: the task's next chunks
+    worker.schedule, worker.dispatch = schedule, dispatch
     return worker, seen
 
 
@@ -320,6 +326,7 @@ def test_results_the_broker_keeps_refusing_are_recorded_straight_in_the_log_and_
     assert seen["refused"] >= 2  # the broker did refuse them (the path under test was taken)
     assert sorted(seen["direct"]) == ["a@x.test", "b@x.test", "c@x.test"]
     assert set(seen["scheduled"]) == {"t"}  # and the task's window moves on, as after the settler
+    assert set(seen["dispatched"]) == {("t", 9)}  # the chunks it submitted get their work items
     assert worker.sent == []  # nothing went through the topic
     probed = [a for call in worker.provider.calls for a in call]
     assert sorted(probed) == ["a@x.test", "b@x.test", "c@x.test"]  # each address probed once
@@ -339,6 +346,53 @@ def test_results_refused_for_a_moment_are_sent_again_not_probed_again():
                                                                                        "c@x.test"]
     assert sorted(a for call in worker.provider.calls for a in call) == ["a@x.test", "b@x.test", "c@x.test"]
     assert not worker.crashes
+
+
+# --- whoever submits a chunk sends its work item ------------------------------------------
+
+class Batches:
+    """A stream as the settler and the scheduler read it: `take_events` yields the batches."""
+
+    def __init__(self, *batches):
+        self.batches = batches
+
+    async def take_events(self, max_, within):
+        for batch in self.batches:
+            yield batch
+
+
+def submitting_worker() -> tuple[FleetWorker, list]:
+    """fake_worker whose settling and scheduling submit chunks 4 and 5 of task t."""
+    worker = fake_worker({}, slots=1)
+    dispatched: list[tuple[str, int]] = []
+
+    async def dispatch(task_id, chunk_no):
+        dispatched.append((task_id, chunk_no))
+    worker.dispatch = dispatch
+    worker.settle = lambda outcomes, carriers=None: [([("t", 4), ("t", 5)], None)]
+    worker.schedule = lambda task_id: [(task_id, 4), (task_id, 5)]
+    return worker, dispatched
+
+
+def test_the_settler_sends_the_work_items_of_the_chunks_its_settling_submitted():
+    """Not after a trip through the relay and the scheduler (~0.1 s a chunk): at once."""
+    from consumers.fleet.messages import Outcome
+
+    worker, dispatched = submitting_worker()
+    results = Outcome("results", "t", 0, (Result("a@x.test", "safe", "", "", "smtp"),))
+    message = SimpleNamespace(value=results.to_message()[1], headers=None)
+    asyncio.run(FleetWorker._settler(worker, Batches([message])))
+    assert dispatched == [("t", 4), ("t", 5)]
+
+
+def test_the_scheduler_submits_a_new_tasks_first_window_and_sends_its_work_items():
+    from events import ChunkSubmitted, TaskCreated
+
+    worker, dispatched = submitting_worker()
+    created = _relayed(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2), "task-t")
+    submitted = _relayed(ChunkSubmitted(7, ("a@x.org",), "smtp", "primary"), "task-t", version=2)
+    asyncio.run(FleetWorker._scheduler(worker, Batches([created, submitted])))
+    assert dispatched == [("t", 4), ("t", 5)]  # its window; the relayed ChunkSubmitted sends nothing
 
 
 # --- what the scheduler reads of a relayed event -----------------------------------------
@@ -368,8 +422,9 @@ def test_the_scheduler_learns_what_an_event_asks_from_its_stream_and_type(header
     def asks(event, stream="task-t1"):
         return _scheduling_of(_relayed(event, stream, headers=headers))
 
-    assert asks(ChunkSubmitted(3, ("a@x.org",), "smtp", "primary")) == ("t1", 3)  # a work item to send
-    assert asks(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2)) == ("t1", None)  # its first window
+    assert asks(TaskCreated("acme", "bulk", 3, "file:a.csv", "ab" * 32, 2)) == "t1"  # its first window
+    # whoever submitted a chunk sent its work item (WorkerCore.send_work): nothing to do here
+    assert asks(ChunkSubmitted(3, ("a@x.org",), "smtp", "primary")) is None
     # results free room, but the settler that appended them schedules the task (WorkerCore.settle)
     assert asks(AddressVerified("a@x.org", "safe", "", 3, "primary")) is None
     assert asks(ResultUnknown("a@x.org", "greylisted", "", 3, "primary")) is None
