@@ -4,9 +4,11 @@
 # whole run, `vec rebuild`, `vec audit`. Run it for two checkouts side by side (the baseline
 # from `git worktree add /tmp/base REV`) and compare the lines; /usr/bin/time gives wall,
 # user CPU and peak RSS. (`-P`: the code is SRC's, whatever the working directory.)
-#   bench/million.sh SRC [ADDRESSES]     SRC: the checkout whose code runs (with this repo's .venv)
+#   bench/million.sh SRC [ADDRESSES] [mixed]     SRC: the checkout whose code runs (with this repo's .venv)
+# `mixed`: bench_engine's list (10 % unknown, each refunded; 5 % invalid, 5 % risky; the rest
+# safe) instead of every address safe.
 set -eu
-SRC=$(cd "$1" && pwd); N=${2:-1000000}; D=$(mktemp -d /tmp/vec-million.XXXX)
+SRC=$(cd "$1" && pwd); N=${2:-1000000}; MIX=${3:-safe}; D=$(mktemp -d /tmp/vec-million.XXXX)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
 VEC="$D/vec"  # `vec` from SRC's code
@@ -15,8 +17,9 @@ chmod +x "$VEC"
 timed() { label=$1; shift; /usr/bin/time -f "$label %e s wall, %U s user, %M KB peak" "$@"; }
 export VEC_STORE="sqlite:///$D/vec.db" VEC_PROVIDER=instant
 "$PY" -c "
+kinds = ('unknown', 'unknown', 'invalid', 'risky') + ('user',) * 16 if '$MIX' == 'mixed' else ('user',)
 with open('$D/list.csv', 'w') as f:
-    f.writelines(f'user{i}@d{i % 50}.test\n' for i in range($N))"
+    f.writelines(f'{kinds[i % len(kinds)]}{i}@d{i % 50}.test\n' for i in range($N))"
 "$VEC" account open acme >/dev/null
 "$VEC" credits grant acme --payg "$N" >/dev/null
 timed bulk "$VEC" bulk acme "$D/list.csv" --wait >/dev/null
