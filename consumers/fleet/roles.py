@@ -335,9 +335,9 @@ class Fleet:
 
     def _redispatch(self, task_id: str, chunk_no: int) -> bool:
         """Sends a chunk's work item (again, or first for a chunk the watchdog submitted); False
-        when the broker did not take it. A broker
-        that restarted (or forgot its topics) is an outage to wait out, not a reason to stop
-        the watchdog: the broken producer is dropped and a new one tries on the next pass."""
+        when the broker did not take it. A broker that restarted (or forgot its topics) is an
+        outage to wait out, not a reason to stop the watchdog: the broken producer is dropped
+        and a new one tries on the next pass."""
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
