@@ -87,9 +87,10 @@ def _operations(event_types: list[str]) -> Document:
         "consumeEvents": operation("receive", "events", "Platform consumers (audit, replay, analytics) and the"
                                    " workers' scheduler (group PREFIX-fleet-scheduler) read the log.",
                                    event_types),
-        "dispatchChunks": operation("send", "chunks", "Workers' scheduler on ChunkSubmitted; the watchdog"
-                                    " (`--role watchdog`) again for a chunk whose worker went silent.",
-                                    ["ChunkWork"]),
+        "dispatchChunks": operation("send", "chunks", "Whoever submits a chunk: the workers' scheduler (a new"
+                                    " task's first window), the settler (the chunks its results made room"
+                                    " for), the watchdog (`--role watchdog`) for those it submits, and again"
+                                    " for a chunk whose worker went silent.", ["ChunkWork"]),
         "verifyChunks": operation("receive", "chunks", "Workers' verifier agent: claims the chunk in PostgreSQL,"
                                   " probes its addresses.", ["ChunkWork"], group=True),
         "sendOutcomes": operation("send", "results", "Workers' verifier agent: results, a failed chunk or a"
