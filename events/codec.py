@@ -49,6 +49,26 @@ def decode(type_name: str, schema_version: int, data: str | dict[str, Any], open
     return cls(**payload)
 
 
+class Decoder:
+    """`decode` over a run of stored rows, handing back the event decoded last when a row
+    repeats it (a batch's Unknowns: one refund after another, each the same text). Events
+    are frozen, so one instance serves them all; one with personal fields is decoded every
+    time (what it opens to depends on its stream's key)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int, str | dict[str, Any]] | None = None
+        self._event: Event | None = None
+
+    def __call__(self, type_name: str, schema_version: int, data: str | dict[str, Any],
+                 open_: Transform | None = None) -> Event:
+        if self._event is not None and self._last == (type_name, schema_version, data):
+            return self._event
+        event = decode(type_name, schema_version, data, open_)
+        repeatable = not event.personal
+        self._last, self._event = ((type_name, schema_version, data), event) if repeatable else (None, None)
+        return event
+
+
 def _each(value: str | list[str] | tuple[str, ...], transform: Transform) -> str | list[str]:
     if isinstance(value, str):
         return transform(value) if value else value

@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from engine import chain
 from engine.keyring import append_seals
 from projections.sql import Rows, upsert_select_sql, upsert_sql
-from events import NewEvent, RecordedEvent, decode, encode
+from events import Decoder, Event, NewEvent, RecordedEvent, decode, encode
 
 if TYPE_CHECKING:
     from engine.keyring import Keyring
@@ -136,7 +136,7 @@ COPY_UPSERT_ROWS = 500  # fewer rows are upserted a statement each: COPY's extra
 _COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text", "bytea"]
 
 
-def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None, decode: Callable[..., Event] = decode) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring is not None else None  # may touch the database: outside the try
     try:
@@ -419,7 +419,7 @@ class PostgresEventStore:
 
     def read_stream(self, stream: str, after_version: int = 0, until_position: int | None = None,
                     batch: int = 2000) -> Iterator[RecordedEvent]:
-        version = after_version
+        version, decoder = after_version, Decoder()
         while True:
             with self.pool.connection() as conn:
                 rows = conn.execute(
@@ -427,16 +427,16 @@ class PostgresEventStore:
                     " AND (%s::bigint IS NULL OR position <= %s) ORDER BY version LIMIT %s",
                     (stream, version, until_position, until_position, batch)).fetchall()
             for row in rows:
-                yield _row_to_event(row, self.keyring)
+                yield _row_to_event(row, self.keyring, decoder)
             if len(rows) < batch:
                 return
             version = rows[-1][3]
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000, opened: bool = True) -> Iterator[RecordedEvent]:
-        keyring = self.keyring if opened else None
+        keyring, decoder = self.keyring if opened else None, Decoder()
         for row in self._stored(_COLUMNS, after_position, until_position, batch):
-            yield _row_to_event(row, keyring)
+            yield _row_to_event(row, keyring, decoder)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:

@@ -13,9 +13,9 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
-from events import NewEvent, RecordedEvent, decode, encode
+from events import Decoder, Event, NewEvent, RecordedEvent, decode, encode
 from engine import chain
 from engine.keyring import Keyring, append_seals
 from projections.sql import upsert_select_sql, upsert_sql
@@ -136,7 +136,7 @@ class _Stamps:
         return self._text
 
 
-def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None, decode: Callable[..., Event] = decode) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring else None  # may touch the database: outside the try
     try:
@@ -333,14 +333,15 @@ class SqliteEventStore:
             " AND (? < 0 OR position <= ?) ORDER BY version",
             (stream, after_version, limit, limit),
         )
+        decoder = Decoder()
         for row in cursor:
-            yield _row_to_event(row, self.keyring)
+            yield _row_to_event(row, self.keyring, decoder)
 
     def read_all(self, after_position: int = 0, until_position: int | None = None,
                  batch: int = 2000, opened: bool = True) -> Iterator[RecordedEvent]:
-        keyring = self.keyring if opened else None
+        keyring, decoder = self.keyring if opened else None, Decoder()
         for row in self._stored(_COLUMNS, after_position, until_position, batch):
-            yield _row_to_event(row, keyring)
+            yield _row_to_event(row, keyring, decoder)
 
     def read_chain(self, after_position: int = 0, until_position: int | None = None,
                    batch: int = 5000) -> Iterator[tuple[Any, ...]]:

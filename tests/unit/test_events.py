@@ -208,3 +208,21 @@ def test_a_stored_event_newer_than_the_code_fails_loudly_on_read(db):
 
     with pytest.raises(CorruptEvent, match=r"position 1 \(task-future@1, TaskCreated\) cannot be read: .*newer"):
         list(db.events.read_stream("task-future"))
+
+
+def test_a_decoder_hands_back_a_repeated_row_as_the_event_decoded_last():
+    """A batch's refunds are stored one after another with the same text: decoded once,
+    the one frozen event stands for each. Anything else is decoded as `decode` would."""
+    from events import CreditsRefunded, Decoder, ResultUnknown
+    from events.codec import decode
+
+    decoder, refund = Decoder(), encode(CreditsRefunded("t1", 1, "unknown"))
+    first, again = decoder("CreditsRefunded", 1, refund), decoder("CreditsRefunded", 1, refund)
+    assert first is again and first == decode("CreditsRefunded", 1, refund)
+    other = encode(CreditsRefunded("t2", 1, "unknown"))
+    assert decoder("CreditsRefunded", 1, other) == CreditsRefunded("t2", 1, "unknown")
+    assert decoder("CreditsRefunded", 1, refund) is not first  # decoded anew after another row
+    # personal fields open with their stream's key: never handed back
+    unknown = encode(ResultUnknown("a@x.test", "greylisted"), seal=str.upper)
+    opened = [decoder("ResultUnknown", 2, unknown, str.lower) for _ in range(2)]
+    assert opened[0] is not opened[1] and opened[0].address == "a@x.test"
