@@ -17,7 +17,7 @@ import tempfile
 import types
 import typing
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -337,8 +337,9 @@ class _Task:
     debited: int = 0
     refunded: int = 0  # by refunds on the account
     # (cause event id, amount, reason) of task events whose refund has not followed yet: the
-    # same append settles them, so this is almost always None (no list kept per task)
-    owed: list[tuple[str, int, str]] | None = None
+    # same append settles them, so this is almost always None (no queue kept per task). A
+    # queue: a batch of n Unknowns owes n refunds, taken from the front one by one
+    owed: deque[tuple[str, int, str]] | None = None
     finished_at: datetime | None = None
 
 
@@ -506,7 +507,7 @@ class _Auditor:
                                            f"outstanding at {where}")
         ledger = self.task(event.task_id)
         ledger.refunded += event.amount
-        owed = ledger.owed.pop(0) if ledger.owed else None
+        owed = ledger.owed.popleft() if ledger.owed else None
         if not ledger.owed:
             ledger.owed = None
         if owed is None:
@@ -549,8 +550,11 @@ class _Auditor:
         tasks.evolve(state, event)  # asserts the invariants the rules above did not name
         if was_active and not state.active:
             ledger.finished_at = recorded.occurred_at
-        for _, amount, reason in tasks.refunds_for([event]):
-            ledger.owed = [*(ledger.owed or ()), (str(recorded.event_id), amount, reason)]
+        freed = tasks.refunds_for([event])
+        if freed:
+            cause_id = str(recorded.event_id)
+            ledger.owed = ledger.owed if ledger.owed is not None else deque()
+            ledger.owed.extend((cause_id, amount, reason) for _, amount, reason in freed)
 
     def results(self, state: tasks.TaskState, event: ResultsRecorded, where: Where) -> None:
         pending = state.pending.get(event.chunk_no) or tasks.PendingChunk()
