@@ -13,6 +13,7 @@ with the task's own key, so erasure reaches them as it reaches the log.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -210,13 +211,14 @@ def _dump_task(ledger: _Task, keyring: Keyring) -> dict[str, Any]:
     fields_ = {**_fields(state), "pending": {str(n): [seal(a) for a in addresses]
                                              for n, addresses in state.pending.items()}}
     return {"state": _plain(fields_), "sha256": ledger.sha256, "debited": ledger.debited,
-            "refunded": ledger.refunded, "owed": ledger.owed, "finished_at": _plain(ledger.finished_at)}
+            "refunded": ledger.refunded, "owed": None if ledger.owed is None else list(ledger.owed),
+            "finished_at": _plain(ledger.finished_at)}
 
 
 def _load_task(saved: dict[str, Any]) -> _Task:
     state = saved["state"]
     # kept sealed, as the audit reads the log (engine/audit.py audited_events)
     state["pending"] = {int(n): tasks.PendingChunk(addresses) for n, addresses in state["pending"].items()}
-    owed = [tuple(o) for o in saved["owed"]] if saved["owed"] is not None else None
+    owed = deque((o[0], o[1], o[2]) for o in saved["owed"]) if saved["owed"] is not None else None
     return _Task(tasks.TaskState(**state), saved["sha256"], saved["debited"], saved["refunded"], owed,
                  _moment(saved["finished_at"]))

@@ -807,6 +807,25 @@ def test_the_incremental_audit_verifies_the_chain_on_from_its_point(base, tmp_pa
     assert (since.mode, since.since, since.head) == ("incremental", first.head, first.head + 1)
 
 
+def test_refunds_still_owed_survive_an_audit_point():
+    """An audit point taken between a batch of Unknowns and its refunds (the same append
+    settles them, so rarely) keeps what the task still owes, in order."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    import orjson
+
+    from engine.audit import _Task
+    from engine.audit_points import _dump_task, _load_task
+    from engine.domain import tasks
+
+    owed = deque([("cause-1", 1, "unknown"), ("cause-1", 1, "unknown"), ("cause-2", 3, "cancelled")])
+    ledger = _Task(tasks.TaskState(task_id="t1"), "ab" * 32, 5, 0, owed)
+    keyring = SimpleNamespace(sealer=lambda task_id: None)
+    saved = orjson.loads(orjson.dumps(_dump_task(ledger, keyring)))  # as the point is stored
+    assert _load_task(saved).owed == owed
+
+
 def test_deleting_a_running_task_is_named(base, tmp_path):
     report = audited(base, tmp_path, swap(("TaskCompleted", 0), ("TaskDeleted", 0)))  # the first task's
     assert [normalised(v).split(", at ")[0] for v in report.violations if v.startswith("[task-deleted] ")][0] == (
