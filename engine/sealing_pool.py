@@ -23,13 +23,14 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 from engine.domain.errors import InvariantViolation
 from engine.keyring import Sealer
 from engine.store.base import staged_row
 
 log = logging.getLogger("vec.sealing")
+T = TypeVar("T")
 
 IN_PROCESS_FIRST = 20_000  # addresses sealed here before a worker is worth its start (~50 ms)
 SEAL_BATCH = 2000  # addresses a job: the memo holds one batch (and its lower cases) at a time
@@ -182,19 +183,11 @@ class SealingPool:
         sealed form and its lower case's already in `sealer`'s memo."""
         it = iter(texts)
         yield from itertools.islice(it, IN_PROCESS_FIRST)
-        pending: collections.deque[tuple[list[str], _Job | None]] = collections.deque()
-        while True:
-            batch = list(itertools.islice(it, SEAL_BATCH))
-            if batch:
-                pending.append((batch, self._submit("seal", sealer.key, batch)))
-            if not pending:
-                return
-            if len(pending) > SEAL_AHEAD or not batch:
-                done, job = pending.popleft()
-                sealed = self._result(job)
-                if sealed is not None:
-                    sealer.remember_many(*sealed)
-                yield from done
+        batches = iter(lambda: list(itertools.islice(it, SEAL_BATCH)), [])
+        for batch, _, sealed in self._jobs_ahead("seal", sealer.key, batches, lambda batch: batch):
+            if sealed is not None:
+                sealer.remember_many(*sealed)
+            yield from batch
 
     def open_chunk(self, sealer: Sealer, upload_id: str, chunk_no: int, chunks: int,
                    read: Callable[[int], list[str]]) -> list[str]:
@@ -234,19 +227,25 @@ class SealingPool:
                 return
             yield [sealer.open(value) if value else value for value in block]
             opened_here += len(block)
-        pending: collections.deque[tuple[list[Any], list[str], _Job | None]] = collections.deque()
+        for block, sealed, opened in self._jobs_ahead("open", sealer.key, it, lambda block: [v for v in block if v]):
+            plain = iter([sealer.open(value) for value in sealed] if opened is None else opened)
+            yield [next(plain) if value else value for value in block]
+
+    def _jobs_ahead(self, work: str, key: bytes, items: Iterator[T],
+                    texts_of: Callable[[T], list[str]]) -> Iterator[tuple[T, list[str], Any]]:
+        """Each item with its texts and the worker's result for them (None: the caller does the
+        work itself), in order, SEAL_AHEAD jobs in flight while the caller uses the earlier."""
+        pending: collections.deque[tuple[T, list[str], _Job | None]] = collections.deque()
         while True:
-            block = next(it, None)
-            if block is not None:
-                sealed = [value for value in block if value]
-                pending.append((block, sealed, self._submit("open", sealer.key, sealed)))
+            item = next(items, None)
+            if item is not None:
+                texts = texts_of(item)
+                pending.append((item, texts, self._submit(work, key, texts)))
             if not pending:
                 return
-            if len(pending) > SEAL_AHEAD or block is None:
-                done, sealed, job = pending.popleft()
-                opened = self._result(job)
-                plain = iter([sealer.open(value) for value in sealed] if opened is None else opened)
-                yield [next(plain) if value else value for value in done]
+            if len(pending) > SEAL_AHEAD or item is None:
+                done, texts, job = pending.popleft()
+                yield done, texts, self._result(job)
 
     def _submit(self, work: str, key: bytes, texts: list[str]) -> _Job | None:
         with self._lock:

@@ -136,11 +136,12 @@ COPY_UPSERT_ROWS = 500  # fewer rows are upserted a statement each: COPY's extra
 _COPY_TYPES = ["int8", "uuid", "text", "int4", "text", "int4", "text", "timestamptz", "text", "text", "text", "bytea"]
 
 
-def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None, decode: Callable[..., Event] = decode) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None,
+                  decoder: Callable[..., Event] = decode) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring is not None else None  # may touch the database: outside the try
     try:
-        event = decode(type_name, schema_version, data, opener)
+        event = decoder(type_name, schema_version, data, opener)
     except Exception as error:  # noqa: BLE001 - whatever the stored text holds, the log is broken there
         raise corrupt(row, error) from None
     return RecordedEvent(position, stream, version, event_id, occurred_at.astimezone(timezone.utc),

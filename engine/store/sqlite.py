@@ -136,7 +136,8 @@ class _Stamps:
         return self._text
 
 
-def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None, decode: Callable[..., Event] = decode) -> RecordedEvent:
+def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None,
+                  decoder: Callable[..., Event] = decode) -> RecordedEvent:
     position, event_id, stream, version, type_name, schema_version, data, occurred_at, corr, cause, actor = row
     opener = keyring.open_for(stream) if keyring else None  # may touch the database: outside the try
     try:
@@ -146,7 +147,7 @@ def _row_to_event(row: tuple[Any, ...], keyring: Keyring | None, decode: Callabl
             version=version,
             event_id=uuid.UUID(bytes=event_id),
             occurred_at=datetime.fromisoformat(occurred_at),
-            event=decode(type_name, schema_version, data, opener),
+            event=decoder(type_name, schema_version, data, opener),
             correlation_id=corr,
             causation_id=cause,
             actor=actor,

@@ -66,8 +66,8 @@ def create_app(settings: EngineSettings, guard: GuardSettings | None = None,
         finally:
             services.close()
             db.close()
-            # now: uvicorn re-raises a SIGTERM once shut down, and the process ends without
-            # its exit handlers (the sealing worker's semaphores would be reported leaked)
+            # the sealing worker stops with the API, waited for: uvicorn re-raises a SIGTERM once
+            # shut down, and the worker would otherwise only end when this process's exit closes its pipe
             sealing_pool.POOL.close()
 
     app = _Api(title="VEC engine API", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
