@@ -29,6 +29,7 @@ from consumers.verification import Provider
 from consumers.scheduling import submit_window
 from consumers.waiting import sleep_or
 from consumers.fleet.settings import FleetProcessSettings
+from engine import tracing
 from engine.policies import SWEEP_INTERVAL_S
 from engine.service import ACTOR, Engine
 from engine.store.base import FleetStore
@@ -359,7 +360,10 @@ class Fleet:
             # the partition the workers' dispatch chose (not the key's hash): the same chunk,
             # the same partition
             partition = chunk_partition(task_id, chunk_no, self._producer.partitions_for(topic) or ())
-            self._producer.send(topic, key=key, value=value, partition=partition).get(timeout=10)
+            # a span the chunk's verification continues (its context in the work item's headers)
+            with tracing.span("vec.fleet.dispatch", task_id, kind="producer", chunk_no=chunk_no):
+                self._producer.send(topic, key=key, value=value, partition=partition,
+                                    headers=tracing.headers()).get(timeout=10)
             return True
         except (KafkaError, ValueError) as error:  # ValueError: the topic has no partitions (yet)
             log.warning("watchdog: could not dispatch chunk %s of %s again (%s: %s); trying again",

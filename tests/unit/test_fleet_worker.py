@@ -82,8 +82,9 @@ class FakeKafkaProducer:
     def partitions_for(self, topic):
         return self.partitions
 
-    def send(self, topic, key=None, value=None, partition=None):
+    def send(self, topic, key=None, value=None, partition=None, headers=None):
         self.sent.append((topic, key, value, partition))
+        self.headers = getattr(self, "headers", []) + [headers]
         return SimpleNamespace(get=lambda timeout=None: None)
 
 
@@ -97,6 +98,7 @@ def test_the_watchdog_dispatches_a_chunk_again_to_the_same_partition():
     assert [(topic, partition) for topic, _, _, partition in producer.sent] == \
         [(Topics.of(settings).chunks, chunk_partition(task_id, n, range(8))) for n in (0, 1, 7, 13)]
     assert [(key, value) for _, key, value, _ in producer.sent] == [chunk_work(task_id, n) for n in (0, 1, 7, 13)]
+    assert producer.headers == [[]] * 4  # a trace's context when tracing is on (none here)
 
 
 class FailingKafkaProducer(FakeKafkaProducer):
@@ -105,7 +107,7 @@ class FailingKafkaProducer(FakeKafkaProducer):
 
     closed = False
 
-    def send(self, topic, key=None, value=None, partition=None):
+    def send(self, topic, key=None, value=None, partition=None, headers=None):
         from kafka.errors import UnknownError
 
         def get(timeout=None):
